@@ -1,0 +1,281 @@
+//! `notes`, the knowledge base Warden serves when nothing else is configured. It is an
+//! MCP server in process: its tool and resource definitions are data the gateway puts in
+//! its catalogue (and validates calls against), and its handlers run on already
+//! validated arguments for an authenticated tenant.
+
+mod definitions;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use warden_store::notes::NotePatch;
+use warden_store::{NotesStore, StoreError};
+
+pub use definitions::{RESOURCE_SCHEME, resource_templates, tool_definitions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotesError {
+    /// The arguments passed the schema but still do not fit (a defect in the schema).
+    #[error("the arguments do not fit the tool")]
+    Arguments,
+    #[error("unknown tool")]
+    UnknownTool,
+    #[error("the cursor is not one this server issued")]
+    Cursor,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for NotesError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Invalid(_) => Self::Cursor,
+            other => Self::Store(other),
+        }
+    }
+}
+
+pub type Result<T, E = NotesError> = std::result::Result<T, E>;
+
+/// A tool's answer: `structuredContent` on success, a message for the model otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolOutcome {
+    Structured(Value),
+    ToolError(String),
+}
+
+impl ToolOutcome {
+    /// The MCP `CallToolResult`; structured results are mirrored as text for clients
+    /// that only read `content`.
+    pub fn into_result(self) -> Value {
+        match self {
+            Self::Structured(value) => json!({
+                "content": [{ "type": "text", "text": value.to_string() }],
+                "structuredContent": value,
+                "isError": false,
+            }),
+            Self::ToolError(message) => json!({
+                "content": [{ "type": "text", "text": message }],
+                "isError": true,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NotesServer {
+    store: Arc<NotesStore>,
+}
+
+#[derive(Deserialize)]
+struct SearchArgs {
+    query: String,
+    #[serde(default = "default_search_limit")]
+    limit: u32,
+}
+
+fn default_search_limit() -> u32 {
+    10
+}
+
+#[derive(Deserialize)]
+struct IdArgs {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct ListArgs {
+    tag: Option<String>,
+    cursor: Option<String>,
+    #[serde(default = "default_list_limit")]
+    limit: u32,
+}
+
+fn default_list_limit() -> u32 {
+    20
+}
+
+#[derive(Deserialize)]
+struct CreateArgs {
+    title: String,
+    body: String,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct UpdateArgs {
+    id: String,
+    title: Option<String>,
+    body: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+fn parse<T: DeserializeOwned>(arguments: Value) -> Result<T> {
+    serde_json::from_value(arguments).map_err(|_| NotesError::Arguments)
+}
+
+fn not_found(id: &str) -> ToolOutcome {
+    ToolOutcome::ToolError(format!("No note with id {id} exists. Use search_notes or list_notes to find note ids."))
+}
+
+fn structured(value: impl serde::Serialize) -> Result<ToolOutcome> {
+    serde_json::to_value(value).map(ToolOutcome::Structured).map_err(|_| NotesError::Arguments)
+}
+
+impl NotesServer {
+    pub fn new(store: Arc<NotesStore>) -> Self {
+        Self { store }
+    }
+
+    /// Runs one tool for `tenant`. `arguments` must already have passed the tool's
+    /// `inputSchema`. Blocking: SQLite work, call from a blocking thread.
+    pub fn call_tool(&self, tenant: &str, name: &str, arguments: Value) -> Result<ToolOutcome> {
+        let store = &self.store;
+        match name {
+            "search_notes" => {
+                let args: SearchArgs = parse(arguments)?;
+                match store.search(tenant, &args.query, args.limit)? {
+                    Some(results) => structured(json!({ "results": results })),
+                    None => Ok(ToolOutcome::ToolError(
+                        "The query has no searchable words; use letters or digits.".into(),
+                    )),
+                }
+            }
+            "get_note" => {
+                let args: IdArgs = parse(arguments)?;
+                match store.get(tenant, &args.id)? {
+                    Some(note) => structured(note),
+                    None => Ok(not_found(&args.id)),
+                }
+            }
+            "list_notes" => {
+                let args: ListArgs = parse(arguments)?;
+                let page = store.list(tenant, args.tag.as_deref(), args.cursor.as_deref(), args.limit)?;
+                let mut value = json!({ "notes": page.notes });
+                if let Some(cursor) = page.next_cursor {
+                    value["next_cursor"] = Value::String(cursor);
+                }
+                Ok(ToolOutcome::Structured(value))
+            }
+            "create_note" => {
+                let args: CreateArgs = parse(arguments)?;
+                structured(store.create(tenant, &args.title, &args.body, &dedup(args.tags))?)
+            }
+            "update_note" => {
+                let args: UpdateArgs = parse(arguments)?;
+                let patch = NotePatch { title: args.title, body: args.body, tags: args.tags.map(dedup) };
+                match store.update(tenant, &args.id, &patch)? {
+                    Some(note) => structured(note),
+                    None => Ok(not_found(&args.id)),
+                }
+            }
+            "delete_note" => {
+                let args: IdArgs = parse(arguments)?;
+                if store.delete(tenant, &args.id)? {
+                    structured(json!({ "id": args.id, "deleted": true }))
+                } else {
+                    Ok(not_found(&args.id))
+                }
+            }
+            _ => Err(NotesError::UnknownTool),
+        }
+    }
+
+    /// `resources/list`: one resource per note, newest first.
+    pub fn list_resources(&self, tenant: &str, cursor: Option<&str>) -> Result<Value> {
+        let page = self.store.list(tenant, None, cursor, definitions::RESOURCE_PAGE_SIZE)?;
+        let resources: Vec<Value> = page
+            .notes
+            .iter()
+            .map(|note| {
+                json!({
+                    "uri": format!("{RESOURCE_SCHEME}{}", note.id),
+                    "name": note.title,
+                    "mimeType": "text/markdown",
+                })
+            })
+            .collect();
+        let mut result = json!({ "resources": resources });
+        if let Some(cursor) = page.next_cursor {
+            result["nextCursor"] = Value::String(cursor);
+        }
+        Ok(result)
+    }
+
+    /// `resources/read`: `None` when the URI names no note of this tenant.
+    pub fn read_resource(&self, tenant: &str, uri: &str) -> Result<Option<Value>> {
+        let Some(id) = uri.strip_prefix(RESOURCE_SCHEME) else {
+            return Ok(None);
+        };
+        Ok(self.store.get(tenant, id)?.map(|note| {
+            json!({
+                "contents": [{
+                    "uri": uri,
+                    "mimeType": "text/markdown",
+                    "text": format!("# {}\n\n{}", note.title, note.body),
+                }]
+            })
+        }))
+    }
+}
+
+fn dedup(mut tags: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    tags.retain(|tag| seen.insert(tag.clone()));
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_store::DataDir;
+
+    fn server() -> (tempfile::TempDir, NotesServer) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = NotesStore::open(&DataDir::open(tmp.path()).unwrap()).unwrap();
+        (tmp, NotesServer::new(Arc::new(store)))
+    }
+
+    fn structured_of(outcome: ToolOutcome) -> Value {
+        match outcome {
+            ToolOutcome::Structured(value) => value,
+            ToolOutcome::ToolError(message) => panic!("tool error: {message}"),
+        }
+    }
+
+    #[test]
+    fn tools_round_trip() {
+        let (_tmp, server) = server();
+        let note = structured_of(
+            server
+                .call_tool("t", "create_note", json!({"title": "Hello", "body": "quokka facts", "tags": ["a", "a"]}))
+                .unwrap(),
+        );
+        assert_eq!(note["tags"], json!(["a"]));
+        let id = note["id"].as_str().unwrap();
+        let found = structured_of(server.call_tool("t", "search_notes", json!({"query": "quokka"})).unwrap());
+        assert_eq!(found["results"][0]["id"], id);
+        let read = server.read_resource("t", &format!("notes://{id}")).unwrap().unwrap();
+        assert!(read["contents"][0]["text"].as_str().unwrap().contains("quokka facts"));
+        assert!(server.read_resource("other", &format!("notes://{id}")).unwrap().is_none());
+        let listed = server.list_resources("t", None).unwrap();
+        assert_eq!(listed["resources"][0]["uri"], format!("notes://{id}"));
+        let deleted = structured_of(server.call_tool("t", "delete_note", json!({"id": id})).unwrap());
+        assert_eq!(deleted["deleted"], true);
+        assert!(matches!(server.call_tool("t", "get_note", json!({"id": id})).unwrap(), ToolOutcome::ToolError(_)));
+    }
+
+    #[test]
+    fn misfits_are_errors_not_panics() {
+        let (_tmp, server) = server();
+        assert!(matches!(server.call_tool("t", "get_note", json!({})), Err(NotesError::Arguments)));
+        assert!(matches!(server.call_tool("t", "nope", json!({})), Err(NotesError::UnknownTool)));
+        assert!(matches!(
+            server.call_tool("t", "list_notes", json!({"cursor": "zzz"})),
+            Err(NotesError::Cursor)
+        ));
+    }
+}

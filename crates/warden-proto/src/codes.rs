@@ -1,0 +1,18 @@
+//! JSON-RPC error codes used by MCP. `-32000..=-32019` are ours to define.
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
+/// Legacy era only; the modern era answers an unknown resource with `INVALID_PARAMS`.
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
+pub const HEADER_MISMATCH: i64 = -32020;
+pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+
+/// Implementation-defined: the request lacks valid credentials.
+pub const UNAUTHORIZED: i64 = -32001;
+/// Implementation-defined: the request is refused by the transport (session, media type,
+/// size).
+pub const TRANSPORT_REFUSED: i64 = -32000;

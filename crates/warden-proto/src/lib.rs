@@ -1,0 +1,11 @@
+//! The protocol layer of Warden: what a JSON-RPC message is, which MCP era it belongs to,
+//! and whether its `Mcp-*` headers agree with its body. Nothing here does I/O, so every
+//! rule can be tested alone.
+
+pub mod codes;
+pub mod envelope;
+pub mod era;
+pub mod headers;
+
+pub use envelope::{EnvelopeError, Message, Request, RequestId, Response};
+pub use era::{Era, ProtocolVersion};

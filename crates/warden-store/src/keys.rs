@@ -1,0 +1,337 @@
+//! API keys. The store holds HMAC-SHA-256(server secret, key), never the key itself, so a
+//! stolen `keys.db` without `server.secret` yields nothing to replay.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand::RngCore as _;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::Sha256;
+use subtle::ConstantTimeEq as _;
+
+use crate::{DataDir, Result, StoreError, db, now_unix, write_private_file};
+
+/// Every key starts with this, so scanners and redaction can recognise one.
+pub const KEY_PREFIX: &str = "wdn_";
+const KEY_RANDOM_BYTES: usize = 32;
+const SECRET_FILE: &str = "server.secret";
+const SECRET_BYTES: usize = 32;
+/// `last_used` is written at most this often per key, not on every request.
+const LAST_USED_RESOLUTION_SECS: i64 = 60;
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE keys (
+        id         TEXT PRIMARY KEY,
+        hash       BLOB NOT NULL UNIQUE,
+        tenant     TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used  INTEGER,
+        revoked_at INTEGER
+    ) STRICT;
+"];
+
+/// What a key may do. Each scope includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "read" => Some(Self::Read),
+            "write" => Some(Self::Write),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is calling, once a key has been accepted. Identifies the key by id only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: String,
+    pub tenant: String,
+    pub scope: Scope,
+}
+
+/// A key as the operator sees it: never the key, never its hash.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub scope: Scope,
+    pub created_at: i64,
+    pub last_used: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A freshly minted key. Its `Debug` hides the key so it cannot leak through a log.
+pub struct NewKey {
+    pub record: KeyRecord,
+    pub key: String,
+}
+
+impl fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewKey").field("record", &self.record).field("key", &"<redacted>").finish()
+    }
+}
+
+pub struct KeyStore {
+    conn: Mutex<Connection>,
+    secret: [u8; SECRET_BYTES],
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore").finish_non_exhaustive()
+    }
+}
+
+impl KeyStore {
+    pub fn open(dir: &DataDir) -> Result<Self> {
+        let secret = load_or_create_secret(dir)?;
+        let mut conn = db::open_writer(&dir.file("keys.db"))?;
+        db::migrate(&mut conn, MIGRATIONS)?;
+        Ok(Self { conn: Mutex::new(conn), secret })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (statements are
+        // atomic), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hash(&self, key: &str) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
+        mac.update(key.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    pub fn add(&self, tenant: &str, name: &str, scope: Scope) -> Result<NewKey> {
+        validate_label("tenant", tenant)?;
+        validate_label("name", name)?;
+        let key = format!("{KEY_PREFIX}{}", random_token(KEY_RANDOM_BYTES));
+        let record = KeyRecord {
+            id: format!("key_{}", random_hex(8)),
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            scope,
+            created_at: now_unix(),
+            last_used: None,
+            revoked_at: None,
+        };
+        self.conn().execute(
+            "INSERT INTO keys (id, hash, tenant, name, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![record.id, self.hash(&key).as_slice(), record.tenant, record.name, scope.as_str(), record.created_at],
+        )?;
+        Ok(NewKey { record, key })
+    }
+
+    pub fn list(&self) -> Result<Vec<KeyRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, tenant, name, scope, created_at, last_used, revoked_at FROM keys ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            let scope: String = row.get(3)?;
+            Ok(KeyRecord {
+                id: row.get(0)?,
+                tenant: row.get(1)?,
+                name: row.get(2)?,
+                scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+                created_at: row.get(4)?,
+                last_used: row.get(5)?,
+                revoked_at: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Revokes a key; returns false when no active key has that id.
+    pub fn revoke(&self, id: &str) -> Result<bool> {
+        let changed = self.conn().execute(
+            "UPDATE keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now_unix()],
+        )?;
+        Ok(changed == 1)
+    }
+
+    pub fn has_active_keys(&self) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT EXISTS (SELECT 1 FROM keys WHERE revoked_at IS NULL)", [], |row| row.get(0))?)
+    }
+
+    /// Accepts a presented key if it exists and is not revoked. Looks the key up by its
+    /// keyed hash and confirms the match in constant time. Consulted on every request, so
+    /// a revocation by another process takes effect on the next call.
+    pub fn authenticate(&self, presented: &str) -> Result<Option<Principal>> {
+        if !presented.starts_with(KEY_PREFIX) || presented.len() > 256 {
+            return Ok(None);
+        }
+        let hash = self.hash(presented);
+        let conn = self.conn();
+        let row = conn
+            .prepare_cached("SELECT id, hash, tenant, scope, last_used FROM keys WHERE hash = ?1 AND revoked_at IS NULL")?
+            .query_row([hash.as_slice()], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .optional()?;
+        let Some((key_id, stored, tenant, scope, last_used)) = row else {
+            return Ok(None);
+        };
+        if !bool::from(stored.as_slice().ct_eq(hash.as_slice())) {
+            return Ok(None);
+        }
+        let Some(scope) = Scope::parse(&scope) else {
+            return Ok(None);
+        };
+        let now = now_unix();
+        if last_used.is_none_or(|t| now - t >= LAST_USED_RESOLUTION_SECS) {
+            conn.prepare_cached("UPDATE keys SET last_used = ?2 WHERE id = ?1")?
+                .execute(params![key_id, now])?;
+        }
+        Ok(Some(Principal { key_id, tenant, scope }))
+    }
+}
+
+fn validate_label(what: &str, value: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{what} must be 1-64 characters of letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+fn load_or_create_secret(dir: &DataDir) -> Result<[u8; SECRET_BYTES]> {
+    let path = dir.file(SECRET_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => bytes
+            .try_into()
+            .map_err(|_| StoreError::Invalid(format!("{} is corrupt (expected {SECRET_BYTES} bytes)", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; SECRET_BYTES];
+            rand::rng().fill_bytes(&mut secret);
+            write_private_file(&path, &secret)?;
+            Ok(secret)
+        }
+        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// URL-safe random text carrying `bytes` bytes of OS randomness.
+pub(crate) fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, KeyStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path().join("data")).unwrap();
+        let store = KeyStore::open(&dir).unwrap();
+        (tmp, store)
+    }
+
+    #[test]
+    fn a_key_authenticates_until_revoked() {
+        let (_tmp, store) = store();
+        let new = store.add("acme", "laptop", Scope::Write).unwrap();
+        assert!(new.key.starts_with(KEY_PREFIX));
+        assert!(new.key.len() >= KEY_PREFIX.len() + 43, "256 bits of randomness");
+        let who = store.authenticate(&new.key).unwrap().unwrap();
+        assert_eq!((who.tenant.as_str(), who.scope), ("acme", Scope::Write));
+        assert!(store.revoke(&new.record.id).unwrap());
+        assert_eq!(store.authenticate(&new.key).unwrap(), None);
+        assert!(!store.revoke(&new.record.id).unwrap(), "second revoke is a no-op");
+    }
+
+    #[test]
+    fn unknown_and_malformed_keys_are_refused() {
+        let (_tmp, store) = store();
+        let new = store.add("acme", "laptop", Scope::Read).unwrap();
+        let mut tampered = new.key.clone();
+        tampered.pop();
+        tampered.push('A');
+        for key in [tampered.as_str(), "", "wdn_", "Bearer x", &"wdn_x".repeat(100)] {
+            assert_eq!(store.authenticate(key).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn the_key_itself_is_never_stored() {
+        let (tmp, store) = store();
+        let new = store.add("acme", "laptop", Scope::Admin).unwrap();
+        drop(store);
+        for entry in std::fs::read_dir(tmp.path().join("data")).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let random_part = &new.key.as_bytes()[KEY_PREFIX.len()..];
+            assert!(!bytes.windows(random_part.len()).any(|w| w == random_part));
+        }
+        assert!(!format!("{new:?}").contains(&new.key));
+    }
+
+    #[test]
+    fn secret_file_is_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (tmp, store) = store();
+        let key = store.add("acme", "a", Scope::Read).unwrap().key;
+        drop(store);
+        let path = tmp.path().join("data").join(SECRET_FILE);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let reopened = KeyStore::open(&DataDir::open(tmp.path().join("data")).unwrap()).unwrap();
+        assert!(reopened.authenticate(&key).unwrap().is_some());
+    }
+
+    #[test]
+    fn labels_are_validated() {
+        let (_tmp, store) = store();
+        assert!(store.add("", "a", Scope::Read).is_err());
+        assert!(store.add("a b", "a", Scope::Read).is_err());
+        assert!(store.add("a", &"x".repeat(65), Scope::Read).is_err());
+    }
+}

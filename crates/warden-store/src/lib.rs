@@ -1,0 +1,93 @@
+//! Warden's durable state, in SQLite files inside the data directory:
+//! `keys.db` (API keys, stored as keyed hashes) and `notes.db` (the embedded knowledge
+//! base). Every note query filters by tenant; there is no API that reads across tenants.
+
+mod db;
+pub mod keys;
+pub mod notes;
+
+use std::path::{Path, PathBuf};
+
+pub use keys::{KeyRecord, KeyStore, Principal, Scope};
+pub use notes::{Note, NoteSummary, NotesStore, SearchHit};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The folder that holds every file Warden keeps. Created with mode 0700.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        create_private_dir(&root)?;
+        Ok(Self { root })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| StoreError::io(format!("creating data directory {}", path.display()), e))
+}
+
+/// Writes `contents` to a new file readable only by its owner. Fails if the file exists,
+/// so a secret is never silently replaced.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::io(format!("writing {}", path.display()), e))
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// RFC 3339 UTC text for a Unix time, as shown to clients and operators.
+pub fn format_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

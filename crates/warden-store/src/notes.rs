@@ -1,0 +1,441 @@
+//! The embedded knowledge base. Every statement takes the tenant as a bound parameter;
+//! reads go through connections SQLite opened read-only.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use crate::keys::random_hex;
+use crate::{DataDir, Result, StoreError, db, now_unix};
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE notes (
+        seq        INTEGER PRIMARY KEY,
+        id         TEXT NOT NULL UNIQUE,
+        tenant     TEXT NOT NULL,
+        -- the tenant as one exact full-text token, so a search is narrowed to one tenant
+        -- inside the index instead of after ranking every tenant's matches
+        fts_tenant TEXT NOT NULL,
+        title      TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        tags       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX notes_by_tenant ON notes (tenant, seq);
+    CREATE TABLE note_tags (
+        tenant TEXT NOT NULL,
+        tag    TEXT NOT NULL,
+        seq    INTEGER NOT NULL REFERENCES notes (seq) ON DELETE CASCADE,
+        PRIMARY KEY (tenant, tag, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX note_tags_by_note ON note_tags (seq);
+    CREATE VIRTUAL TABLE notes_fts USING fts5 (
+        title, body, tags, fts_tenant,
+        content = 'notes', content_rowid = 'seq',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER notes_fts_insert AFTER INSERT ON notes BEGIN
+        INSERT INTO notes_fts (rowid, title, body, tags, fts_tenant)
+        VALUES (new.seq, new.title, new.body, new.tags, new.fts_tenant);
+    END;
+    CREATE TRIGGER notes_fts_delete AFTER DELETE ON notes BEGIN
+        INSERT INTO notes_fts (notes_fts, rowid, title, body, tags, fts_tenant)
+        VALUES ('delete', old.seq, old.title, old.body, old.tags, old.fts_tenant);
+    END;
+    CREATE TRIGGER notes_fts_update AFTER UPDATE ON notes BEGIN
+        INSERT INTO notes_fts (notes_fts, rowid, title, body, tags, fts_tenant)
+        VALUES ('delete', old.seq, old.title, old.body, old.tags, old.fts_tenant);
+        INSERT INTO notes_fts (rowid, title, body, tags, fts_tenant)
+        VALUES (new.seq, new.title, new.body, new.tags, new.fts_tenant);
+    END;
+"];
+
+/// Idle read-only connections kept for reuse.
+const MAX_IDLE_READERS: usize = 8;
+/// Search terms beyond this are ignored: a longer query is not a better one.
+const MAX_SEARCH_TERMS: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Note {
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    pub tags: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NoteSummary {
+    pub id: String,
+    pub title: String,
+    pub tags: Vec<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    pub id: String,
+    pub title: String,
+    pub snippet: String,
+    pub score: f64,
+}
+
+/// One page of a listing; `next_cursor` is opaque to clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub notes: Vec<NoteSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct NotePatch {
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+pub struct NotesStore {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+}
+
+impl fmt::Debug for NotesStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotesStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn fts_tenant(tenant: &str) -> String {
+    let hex: String = tenant.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("t{hex}")
+}
+
+/// Turns free text into a safe FTS5 query: every word becomes a quoted term (so no FTS5
+/// operator or syntax error can come from a client), all of them required.
+fn match_expression(tenant: &str, query: &str) -> Option<String> {
+    let terms: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .take(MAX_SEARCH_TERMS)
+        .map(|t| format!("\"{t}\""))
+        .collect();
+    if terms.is_empty() {
+        return None;
+    }
+    Some(format!("fts_tenant : \"{}\" AND {{title body tags}} : ({})", fts_tenant(tenant), terms.join(" ")))
+}
+
+fn encode_cursor(seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("n1:{seq}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix("n1:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| StoreError::Invalid("the cursor is not one this server issued".into()))
+}
+
+fn tags_from_json(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn note_from_row(row: &Row<'_>) -> rusqlite::Result<Note> {
+    Ok(Note {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        body: row.get(2)?,
+        tags: tags_from_json(&row.get::<_, String>(3)?),
+        created_at: crate::format_time(row.get(4)?),
+        updated_at: crate::format_time(row.get(5)?),
+    })
+}
+
+const SELECT_NOTE: &str = "SELECT id, title, body, tags, created_at, updated_at FROM notes WHERE tenant = ?1 AND id = ?2";
+
+impl NotesStore {
+    pub fn open(dir: &DataDir) -> Result<Self> {
+        let path = dir.file("notes.db");
+        let mut writer = db::open_writer(&path)?;
+        db::migrate(&mut writer, MIGRATIONS)?;
+        Ok(Self { writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), path })
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let idle = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => db::open_reader(&self.path)?,
+        };
+        let result = f(&conn);
+        let mut readers = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push(conn);
+        }
+        result
+    }
+
+    /// Ranked full-text search within one tenant. An empty result for a query with no
+    /// searchable words is reported as `None`.
+    pub fn search(&self, tenant: &str, query: &str, limit: u32) -> Result<Option<Vec<SearchHit>>> {
+        let Some(expression) = match_expression(tenant, query) else {
+            return Ok(None);
+        };
+        self.read(|conn| {
+            // Rank first and only then build snippets, for the few rows that are returned.
+            let mut stmt = conn.prepare_cached(
+                "WITH ranked AS (
+                     SELECT rowid AS seq, bm25(notes_fts, 4.0, 1.0, 2.0, 0.0) AS rank
+                     FROM notes_fts WHERE notes_fts MATCH ?1 ORDER BY rank LIMIT ?3
+                 )
+                 SELECT n.id, n.title, snippet(notes_fts, -1, '[', ']', '…', 16), ranked.rank
+                 FROM ranked
+                 JOIN notes n ON n.seq = ranked.seq AND n.tenant = ?2
+                 JOIN notes_fts ON notes_fts.rowid = ranked.seq
+                 WHERE notes_fts MATCH ?1
+                 ORDER BY ranked.rank",
+            )?;
+            let hits = stmt.query_map(params![expression, tenant, limit], |row| {
+                Ok(SearchHit {
+                    id: row.get(0)?,
+                    title: row.get(1)?,
+                    snippet: row.get(2)?,
+                    score: -row.get::<_, f64>(3)?,
+                })
+            })?;
+            Ok(Some(hits.collect::<rusqlite::Result<_>>()?))
+        })
+    }
+
+    pub fn get(&self, tenant: &str, id: &str) -> Result<Option<Note>> {
+        self.read(|conn| Ok(conn.prepare_cached(SELECT_NOTE)?.query_row(params![tenant, id], note_from_row).optional()?))
+    }
+
+    /// Newest first, optionally only notes carrying `tag`.
+    pub fn list(&self, tenant: &str, tag: Option<&str>, cursor: Option<&str>, limit: u32) -> Result<Page> {
+        let before = cursor.map(decode_cursor).transpose()?.unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let sql = if tag.is_some() {
+                "SELECT n.seq, n.id, n.title, n.tags, n.updated_at FROM note_tags t JOIN notes n ON n.seq = t.seq
+                 WHERE t.tenant = ?1 AND t.tag = ?2 AND t.seq < ?3 ORDER BY t.seq DESC LIMIT ?4"
+            } else {
+                "SELECT seq, id, title, tags, updated_at FROM notes
+                 WHERE tenant = ?1 AND ?2 IS NULL AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
+            // One extra row tells whether another page exists.
+            let rows = stmt.query_map(params![tenant, tag, before, limit + 1], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    NoteSummary {
+                        id: row.get(1)?,
+                        title: row.get(2)?,
+                        tags: tags_from_json(&row.get::<_, String>(3)?),
+                        updated_at: crate::format_time(row.get(4)?),
+                    },
+                ))
+            })?;
+            let mut rows: Vec<(i64, NoteSummary)> = rows.collect::<rusqlite::Result<_>>()?;
+            let next_cursor = if rows.len() > limit as usize {
+                rows.truncate(limit as usize);
+                rows.last().map(|(seq, _)| encode_cursor(*seq))
+            } else {
+                None
+            };
+            Ok(Page { notes: rows.into_iter().map(|(_, note)| note).collect(), next_cursor })
+        })
+    }
+
+    pub fn create(&self, tenant: &str, title: &str, body: &str, tags: &[String]) -> Result<Note> {
+        let now = now_unix();
+        let id = format!("n_{}", random_hex(8));
+        let tags_json = serde_json::to_string(tags).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.write(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO notes (id, tenant, fts_tenant, title, body, tags, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                params![id, tenant, fts_tenant(tenant), title, body, tags_json, now],
+            )?;
+            let seq = tx.last_insert_rowid();
+            insert_tags(&tx, tenant, seq, tags)?;
+            tx.commit()?;
+            Ok(())
+        })?;
+        Ok(Note {
+            id,
+            title: title.to_owned(),
+            body: body.to_owned(),
+            tags: tags.to_vec(),
+            created_at: crate::format_time(now),
+            updated_at: crate::format_time(now),
+        })
+    }
+
+    /// Applies `patch`; `None` when the tenant has no such note.
+    pub fn update(&self, tenant: &str, id: &str, patch: &NotePatch) -> Result<Option<Note>> {
+        self.write(|conn| {
+            let tx = conn.transaction()?;
+            let Some(seq) = tx
+                .query_row("SELECT seq FROM notes WHERE tenant = ?1 AND id = ?2", params![tenant, id], |r| r.get::<_, i64>(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let tags_json = patch
+                .tags
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            tx.execute(
+                "UPDATE notes SET title = coalesce(?2, title), body = coalesce(?3, body),
+                 tags = coalesce(?4, tags), updated_at = ?5 WHERE seq = ?1",
+                params![seq, patch.title, patch.body, tags_json, now_unix()],
+            )?;
+            if let Some(tags) = &patch.tags {
+                tx.execute("DELETE FROM note_tags WHERE seq = ?1", [seq])?;
+                insert_tags(&tx, tenant, seq, tags)?;
+            }
+            let note = tx.query_row(SELECT_NOTE, params![tenant, id], note_from_row)?;
+            tx.commit()?;
+            Ok(Some(note))
+        })
+    }
+
+    /// Deletes a note; false when the tenant has no such note.
+    pub fn delete(&self, tenant: &str, id: &str) -> Result<bool> {
+        self.write(|conn| Ok(conn.execute("DELETE FROM notes WHERE tenant = ?1 AND id = ?2", params![tenant, id])? == 1))
+    }
+
+    /// Inserts many notes in one transaction (benchmarks and imports).
+    pub fn create_many(&self, tenant: &str, notes: impl IntoIterator<Item = (String, String, Vec<String>)>) -> Result<usize> {
+        let now = now_unix();
+        self.write(|conn| {
+            let tx = conn.transaction()?;
+            let mut count = 0;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO notes (id, tenant, fts_tenant, title, body, tags, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                )?;
+                for (title, body, tags) in notes {
+                    let tags_json = serde_json::to_string(&tags).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    insert.execute(params![format!("n_{}", random_hex(8)), tenant, fts_tenant(tenant), title, body, tags_json, now])?;
+                    insert_tags(&tx, tenant, tx.last_insert_rowid(), &tags)?;
+                    count += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(count)
+        })
+    }
+}
+
+fn insert_tags(conn: &Connection, tenant: &str, seq: i64, tags: &[String]) -> Result<()> {
+    let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO note_tags (tenant, tag, seq) VALUES (?1, ?2, ?3)")?;
+    for tag in tags {
+        stmt.execute(params![tenant, tag, seq])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, NotesStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = NotesStore::open(&DataDir::open(tmp.path()).unwrap()).unwrap();
+        (tmp, store)
+    }
+
+    fn tags(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn create_search_update_delete() {
+        let (_tmp, store) = store();
+        let note = store.create("a", "Rust ownership", "Borrowing rules explained", &tags(&["rust"])).unwrap();
+        let hits = store.search("a", "borrowing", 10).unwrap().unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].id, note.id);
+        assert!(hits[0].snippet.contains("[Borrowing]"), "{}", hits[0].snippet);
+
+        let patch = NotePatch { body: Some("Lifetimes instead".into()), ..Default::default() };
+        let updated = store.update("a", &note.id, &patch).unwrap().unwrap();
+        assert_eq!(updated.title, "Rust ownership");
+        assert!(store.search("a", "borrowing", 10).unwrap().unwrap().is_empty(), "index follows updates");
+        assert_eq!(store.search("a", "lifetimes", 10).unwrap().unwrap().len(), 1);
+
+        assert!(store.delete("a", &note.id).unwrap());
+        assert!(store.get("a", &note.id).unwrap().is_none());
+        assert!(store.search("a", "lifetimes", 10).unwrap().unwrap().is_empty());
+    }
+
+    #[test]
+    fn tenants_never_see_each_other() {
+        let (_tmp, store) = store();
+        let secret = store.create("acme", "Plans", "merger codename bluebird", &tags(&["x"])).unwrap();
+        // Tenant names that tokenise alike must still be distinct.
+        for other in ["acme-x", "x-acme", "ACME", "acm"] {
+            assert!(store.search(other, "bluebird", 10).unwrap().unwrap().is_empty());
+            assert!(store.get(other, &secret.id).unwrap().is_none());
+            assert!(store.list(other, None, None, 10).unwrap().notes.is_empty());
+            assert!(store.list(other, Some("x"), None, 10).unwrap().notes.is_empty());
+            assert!(store.update(other, &secret.id, &NotePatch::default()).unwrap().is_none());
+            assert!(!store.delete(other, &secret.id).unwrap());
+        }
+        assert!(store.get("acme", &secret.id).unwrap().is_some());
+    }
+
+    #[test]
+    fn hostile_queries_are_plain_words() {
+        let (_tmp, store) = store();
+        store.create("a", "t", "alpha beta", &[]).unwrap();
+        for query in ["alpha OR", "\"alpha", "alpha*", "NEAR(alpha beta)", "title:alpha", "fts_tenant:x", "a\0b"] {
+            store.search("a", query, 10).unwrap();
+        }
+        assert_eq!(store.search("a", "?? !!", 10).unwrap(), None);
+    }
+
+    #[test]
+    fn listing_pages_by_tag() {
+        let (_tmp, store) = store();
+        for i in 0..5 {
+            store.create("a", &format!("n{i}"), "b", &tags(if i % 2 == 0 { &["even"] } else { &["odd"] })).unwrap();
+        }
+        let first = store.list("a", None, None, 2).unwrap();
+        assert_eq!(first.notes.iter().map(|n| n.title.as_str()).collect::<Vec<_>>(), ["n4", "n3"]);
+        let second = store.list("a", None, first.next_cursor.as_deref(), 2).unwrap();
+        assert_eq!(second.notes.iter().map(|n| n.title.as_str()).collect::<Vec<_>>(), ["n2", "n1"]);
+        let third = store.list("a", None, second.next_cursor.as_deref(), 2).unwrap();
+        assert_eq!(third.notes.len(), 1);
+        assert_eq!(third.next_cursor, None);
+        let even = store.list("a", Some("even"), None, 10).unwrap();
+        assert_eq!(even.notes.len(), 3);
+        assert!(store.list("a", None, Some("garbage"), 2).is_err());
+    }
+
+    #[test]
+    fn readers_cannot_write() {
+        let (_tmp, store) = store();
+        let err = store.read(|conn| Ok(conn.execute("DELETE FROM notes", [])?)).unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+    }
+}

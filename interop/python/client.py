@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Warden interop client: drives a running Warden with the official MCP Python SDK (mcp==2.3.0).
+
+Environment:
+  WARDEN_URL            e.g. http://127.0.0.1:8080/mcp   (required)
+  WARDEN_KEY            bearer key sent as `Authorization: Bearer <key>` (required)
+  WARDEN_EXPECT_VERSION protocol version that must be negotiated (default 2026-07-28,
+                        or 2025-11-25 when WARDEN_PY_MODE=legacy)
+  WARDEN_PY_MODE        SDK connect mode: auto (default: server/discover, falls back to
+                        initialize), legacy (initialize handshake only) or 2026-07-28 (no probe)
+  WARDEN_TIMEOUT        overall time limit in seconds (default 60)
+
+Exits 0 when every check passes; otherwise prints `FAIL [python]: ...` to stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+import uuid
+from typing import Any
+
+import anyio
+
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+EXPECTED_TOOLS = {"create_note", "search_notes", "get_note", "list_notes", "update_note", "delete_note"}
+TAG = "[python]"
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise CheckFailed(msg)
+
+
+def step(msg: str) -> None:
+    print(f"{TAG} {msg}", flush=True)
+
+
+def structured(result: Any, tool: str) -> Any:
+    """Return a tool result's structuredContent, failing clearly on tool errors or its absence."""
+    if result.is_error:
+        texts = [getattr(c, "text", repr(c)) for c in result.content]
+        raise CheckFailed(f"{tool} returned isError=true: {texts}")
+    check(
+        result.structured_content is not None,
+        f"{tool} returned no structuredContent (content was {[getattr(c, 'text', c) for c in result.content]})",
+    )
+    return result.structured_content
+
+
+HTTP_ERRORS: list[str] = []
+"""Non-2xx HTTP answers seen on the wire: the SDK folds them into generic MCPErrors."""
+
+
+async def _record_http_error(response: Any) -> None:
+    if response.status_code >= 400:
+        req = response.request
+        what = req.headers.get("mcp-method")
+        if what is None and req.method == "POST":
+            try:
+                what = json.loads(req.content).get("method")
+            except Exception:  # noqa: BLE001 - best-effort label only
+                what = None
+        HTTP_ERRORS.append(f"{req.method} {what or ''} -> HTTP {response.status_code}".replace("  ", " "))
+
+
+async def run(url: str, key: str, mode: str, expect_version: str) -> None:
+    unique = uuid.uuid4().hex[:12]
+    word = f"pyinterop{unique}"
+    title = f"Python SDK interop {unique}"
+    body = f"Created by the mcp Python SDK interop client. Marker word: {word}."
+
+    # The SDK has no `headers=` knob on the transport: headers (incl. auth) live on the
+    # httpx2.AsyncClient handed to the transport, and are sent on every POST/GET/DELETE.
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {key}"}) as http:
+        http.event_hooks["response"].append(_record_http_error)
+        transport = streamable_http_client(url, http_client=http)
+        # cache=None: every call must reach Warden (the default client honours ttlMs hints
+        # and could answer list/read calls from memory).
+        async with Client(transport, mode=mode, cache=None, read_timeout_seconds=30) as client:
+            version = client.protocol_version
+            info = client.server_info
+            step(f"negotiated protocol version {version} (mode={mode}) with server "
+                 f"{info.name if info else '?'} {info.version if info else ''}".rstrip())
+            check(version == expect_version, f"negotiated protocol version {version!r}, expected {expect_version!r}")
+
+            # tools/list (walk every page)
+            names: list[str] = []
+            cursor: str | None = None
+            for _ in range(50):
+                page = await client.list_tools(cursor=cursor)
+                names += [t.name for t in page.tools]
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+            missing = EXPECTED_TOOLS - set(names)
+            check(not missing, f"tools/list is missing {sorted(missing)} (got {sorted(names)})")
+            step(f"tools/list ok: {sorted(names)}")
+
+            # create_note
+            created = structured(
+                await client.call_tool("create_note", {"title": title, "body": body, "tags": ["interop", "python"]}),
+                "create_note",
+            )
+            check(isinstance(created, dict), f"create_note structuredContent is not an object: {created!r}")
+            note_id = created.get("id")
+            check(isinstance(note_id, str) and note_id != "", f"create_note returned no string id: {created!r}")
+            check(created.get("title") == title, f"create_note title mismatch: {created.get('title')!r}")
+            check(created.get("body") == body, f"create_note body mismatch: {created.get('body')!r}")
+            for field in ("tags", "created_at", "updated_at"):
+                check(field in created, f"create_note structuredContent lacks {field!r}: {created!r}")
+            step(f"create_note ok: id={note_id}")
+
+            # search_notes
+            found = structured(await client.call_tool("search_notes", {"query": word, "limit": 10}), "search_notes")
+            results = found.get("results") if isinstance(found, dict) else None
+            check(isinstance(results, list), f"search_notes structuredContent has no results list: {found!r}")
+            ids = [r.get("id") for r in results if isinstance(r, dict)]
+            check(note_id in ids, f"search_notes({word!r}) did not return note {note_id}; got ids {ids}")
+            step(f"search_notes ok: {len(results)} result(s), created note among them")
+
+            # get_note
+            got = structured(await client.call_tool("get_note", {"id": note_id}), "get_note")
+            check(isinstance(got, dict), f"get_note structuredContent is not an object: {got!r}")
+            check(got.get("id") == note_id, f"get_note id mismatch: {got.get('id')!r} != {note_id!r}")
+            check(got.get("title") == title, f"get_note title mismatch: {got.get('title')!r} != {title!r}")
+            check(got.get("body") == body, f"get_note body mismatch: {got.get('body')!r} != {body!r}")
+            step("get_note ok: title and body match")
+
+            # resources/read notes://{id}
+            uri = f"notes://{note_id}"
+            read = await client.read_resource(uri)
+            check(len(read.contents) > 0, f"resources/read {uri} returned no contents")
+            texts = [c.text for c in read.contents if hasattr(c, "text")]
+            check(texts, f"resources/read {uri} returned no text contents: {read.contents!r}")
+            check(any(body in t for t in texts), f"resources/read {uri} text does not contain the body: {texts!r}")
+            mime = read.contents[0].mime_type
+            check(mime is None or mime.startswith("text/markdown"), f"resources/read {uri} mimeType {mime!r}")
+            step(f"resources/read ok: {uri} ({mime}) contains the body")
+
+            # tidy up
+            structured(await client.call_tool("delete_note", {"id": note_id}), "delete_note")
+            step("delete_note ok")
+
+
+def _leaf_errors(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaf_errors(sub)]
+    return [exc]
+
+
+def main() -> int:
+    url = os.environ.get("WARDEN_URL")
+    key = os.environ.get("WARDEN_KEY")
+    if not url or not key:
+        print(f"FAIL {TAG}: WARDEN_URL and WARDEN_KEY must be set", file=sys.stderr)
+        return 2
+    mode = os.environ.get("WARDEN_PY_MODE", "auto")
+    expect = os.environ.get("WARDEN_EXPECT_VERSION") or ("2025-11-25" if mode == "legacy" else "2026-07-28")
+    timeout = float(os.environ.get("WARDEN_TIMEOUT", "60"))
+
+    async def bounded() -> None:
+        with anyio.fail_after(timeout):
+            await run(url, key, mode, expect)
+
+    try:
+        anyio.run(bounded)
+    except BaseException as exc:  # noqa: BLE001 - report anything, including ExceptionGroups
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        for leaf in _leaf_errors(exc):
+            if isinstance(leaf, CheckFailed):
+                print(f"FAIL {TAG}: {leaf}", file=sys.stderr)
+            elif isinstance(leaf, TimeoutError):
+                print(f"FAIL {TAG}: timed out after {timeout}s against {url}", file=sys.stderr)
+            else:
+                if os.environ.get("WARDEN_DEBUG"):
+                    traceback.print_exception(leaf)
+                print(f"FAIL {TAG}: {type(leaf).__name__}: {leaf}", file=sys.stderr)
+        if HTTP_ERRORS:
+            print(f"FAIL {TAG}: HTTP errors seen: {'; '.join(HTTP_ERRORS)}", file=sys.stderr)
+        return 1
+    step("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

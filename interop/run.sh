@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Drive a running Warden with the official MCP client SDKs (Python mcp 2.3.0, TypeScript sdk 1.32.2).
+#
+#   WARDEN_URL=http://127.0.0.1:8080/mcp WARDEN_KEY=... interop/run.sh [python|ts]...
+#
+# With no arguments both clients run. Sets up interop/python/.venv and interop/ts/node_modules on
+# first use. Exits non-zero if any client fails. Optional: WARDEN_EXPECT_VERSION (python, default
+# 2026-07-28), WARDEN_TS_EXPECT_VERSION (ts, default 2025-11-25), WARDEN_PY_MODE, WARDEN_TIMEOUT,
+# WARDEN_DEBUG=1 for stack traces.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+: "${WARDEN_URL:?set WARDEN_URL, e.g. http://127.0.0.1:8080/mcp}"
+: "${WARDEN_KEY:?set WARDEN_KEY to a Warden API key}"
+export WARDEN_URL WARDEN_KEY
+
+clients=("$@")
+[ ${#clients[@]} -gt 0 ] || clients=(python ts)
+
+setup_python() {
+    local venv="$here/python/.venv" req="$here/python/requirements.txt"
+    local stamp="$venv/.requirements.sha256" want
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
+    fi
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    # Skip pip entirely when these exact requirements were installed and still import.
+    if [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ] && "$venv/bin/python" -c 'import mcp' 2>/dev/null; then
+        return 0
+    fi
+    echo "interop: installing python requirements into $venv" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    echo "$want" >"$stamp"
+}
+
+setup_ts() {
+    if [ ! -d "$here/ts/node_modules/@modelcontextprotocol/sdk" ]; then
+        echo "interop: npm ci in $here/ts" >&2
+        (cd "$here/ts" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
+passed=0
+failed=0
+failed_names=()
+for c in "${clients[@]}"; do
+    rc=0
+    case "$c" in
+        python)
+            setup_python
+            "$here/python/.venv/bin/python" "$here/python/client.py" || rc=$?
+            ;;
+        ts)
+            setup_ts
+            (cd "$here/ts" && node client.mjs) || rc=$?
+            ;;
+        *)
+            echo "interop: unknown client '$c' (expected python or ts)" >&2
+            exit 2
+            ;;
+    esac
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failed_names+=("$c")
+    fi
+done
+
+echo "interop: $passed passed, $failed failed"
+if [ "$failed" -ne 0 ]; then
+    echo "interop: failing client(s): ${failed_names[*]}" >&2
+    exit 1
+fi

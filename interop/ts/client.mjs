@@ -1,0 +1,171 @@
+#!/usr/bin/env node
+// Warden interop client: drives a running Warden with the official MCP TypeScript SDK
+// (@modelcontextprotocol/sdk 1.32.2, which speaks the 2025-11-25 initialize handshake).
+//
+// Environment:
+//   WARDEN_URL               e.g. http://127.0.0.1:8080/mcp   (required)
+//   WARDEN_KEY               bearer key sent as `Authorization: Bearer <key>` (required)
+//   WARDEN_TS_EXPECT_VERSION protocol version that must be negotiated (default 2025-11-25)
+//   WARDEN_TIMEOUT           overall time limit in seconds (default 60)
+//
+// Exits 0 when every check passes; otherwise prints `FAIL [ts]: ...` to stderr and exits 1.
+
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+const TAG = '[ts]';
+const EXPECTED_TOOLS = ['create_note', 'search_notes', 'get_note', 'list_notes', 'update_note', 'delete_note'];
+// Not require('@modelcontextprotocol/sdk/package.json'): the SDK's "./*" export maps that to
+// dist/esm/package.json, which has no version field.
+const sdkVersion = JSON.parse(
+  readFileSync(new URL('./node_modules/@modelcontextprotocol/sdk/package.json', import.meta.url), 'utf8'),
+).version;
+
+class CheckFailed extends Error {}
+
+function check(cond, msg) {
+  if (!cond) throw new CheckFailed(msg);
+}
+
+function step(msg) {
+  console.log(`${TAG} ${msg}`);
+}
+
+// Returns a tool result's structuredContent, failing clearly on tool errors or its absence.
+function structured(result, tool) {
+  const texts = (result.content ?? []).map((c) => c.text ?? JSON.stringify(c));
+  if (result.isError) throw new CheckFailed(`${tool} returned isError=true: ${JSON.stringify(texts)}`);
+  check(result.structuredContent != null, `${tool} returned no structuredContent (content was ${JSON.stringify(texts)})`);
+  return result.structuredContent;
+}
+
+async function run(url, key, expectVersion) {
+  const unique = randomUUID().replaceAll('-', '').slice(0, 12);
+  const word = `tsinterop${unique}`;
+  const title = `TypeScript SDK interop ${unique}`;
+  const body = `Created by the MCP TypeScript SDK interop client. Marker word: ${word}.`;
+
+  // requestInit.headers is merged into every POST, the standalone GET SSE stream and the DELETE.
+  const transport = new StreamableHTTPClientTransport(new URL(url), {
+    requestInit: { headers: { Authorization: `Bearer ${key}` } },
+  });
+  const transportErrors = [];
+  const client = new Client({ name: 'warden-interop-ts', version: sdkVersion });
+  // Errors from the background GET SSE stream (opened after notifications/initialized) surface
+  // only through onerror, never as a rejected promise: record them and fail on them below.
+  client.onerror = (err) => transportErrors.push(err);
+  let connected = false;
+  try {
+    await client.connect(transport);
+    connected = true;
+
+    const version = transport.protocolVersion;
+    const info = client.getServerVersion();
+    step(`negotiated protocol version ${version} (sdk ${sdkVersion}) with server ${info?.name ?? '?'} ${info?.version ?? ''}`.trimEnd());
+    check(version === expectVersion, `negotiated protocol version ${JSON.stringify(version)}, expected ${JSON.stringify(expectVersion)}`);
+    step(`session id: ${transport.sessionId ?? '(none)'}`);
+
+    // tools/list (walk every page)
+    const names = [];
+    let cursor;
+    for (let i = 0; i < 50; i++) {
+      const page = await client.listTools(cursor ? { cursor } : undefined);
+      names.push(...page.tools.map((t) => t.name));
+      cursor = page.nextCursor;
+      if (!cursor) break;
+    }
+    const missing = EXPECTED_TOOLS.filter((n) => !names.includes(n));
+    check(missing.length === 0, `tools/list is missing ${JSON.stringify(missing)} (got ${JSON.stringify(names.sort())})`);
+    step(`tools/list ok: ${JSON.stringify([...names].sort())}`);
+
+    // create_note
+    const created = structured(
+      await client.callTool({ name: 'create_note', arguments: { title, body, tags: ['interop', 'ts'] } }),
+      'create_note',
+    );
+    const noteId = created.id;
+    check(typeof noteId === 'string' && noteId !== '', `create_note returned no string id: ${JSON.stringify(created)}`);
+    check(created.title === title, `create_note title mismatch: ${JSON.stringify(created.title)}`);
+    check(created.body === body, `create_note body mismatch: ${JSON.stringify(created.body)}`);
+    for (const field of ['tags', 'created_at', 'updated_at']) {
+      check(field in created, `create_note structuredContent lacks ${field}: ${JSON.stringify(created)}`);
+    }
+    step(`create_note ok: id=${noteId}`);
+
+    // search_notes
+    const found = structured(await client.callTool({ name: 'search_notes', arguments: { query: word, limit: 10 } }), 'search_notes');
+    check(Array.isArray(found.results), `search_notes structuredContent has no results array: ${JSON.stringify(found)}`);
+    const ids = found.results.map((r) => r?.id);
+    check(ids.includes(noteId), `search_notes(${JSON.stringify(word)}) did not return note ${noteId}; got ids ${JSON.stringify(ids)}`);
+    step(`search_notes ok: ${found.results.length} result(s), created note among them`);
+
+    // get_note
+    const got = structured(await client.callTool({ name: 'get_note', arguments: { id: noteId } }), 'get_note');
+    check(got.id === noteId, `get_note id mismatch: ${JSON.stringify(got.id)} != ${JSON.stringify(noteId)}`);
+    check(got.title === title, `get_note title mismatch: ${JSON.stringify(got.title)} != ${JSON.stringify(title)}`);
+    check(got.body === body, `get_note body mismatch: ${JSON.stringify(got.body)} != ${JSON.stringify(body)}`);
+    step('get_note ok: title and body match');
+
+    // resources/read notes://{id}
+    const uri = `notes://${noteId}`;
+    const read = await client.readResource({ uri });
+    check(Array.isArray(read.contents) && read.contents.length > 0, `resources/read ${uri} returned no contents`);
+    const texts = read.contents.filter((c) => typeof c.text === 'string').map((c) => c.text);
+    check(texts.length > 0, `resources/read ${uri} returned no text contents: ${JSON.stringify(read.contents)}`);
+    check(texts.some((t) => t.includes(body)), `resources/read ${uri} text does not contain the body: ${JSON.stringify(texts)}`);
+    const mime = read.contents[0].mimeType;
+    check(mime === undefined || mime.startsWith('text/markdown'), `resources/read ${uri} mimeType ${JSON.stringify(mime)}`);
+    step(`resources/read ok: ${uri} (${mime}) contains the body`);
+
+    // tidy up
+    structured(await client.callTool({ name: 'delete_note', arguments: { id: noteId } }), 'delete_note');
+    step('delete_note ok');
+
+    const streamErrors = transportErrors.filter((e) => e?.name !== 'AbortError').map((e) => e?.message ?? String(e));
+    check(streamErrors.length === 0, `transport reported errors: ${streamErrors.join('; ')}`);
+
+    // Clean shutdown: DELETE the session (the SDK accepts 2xx or 405), then close.
+    const sid = transport.sessionId;
+    await transport.terminateSession();
+    check(transport.sessionId === undefined, 'terminateSession did not clear the session id');
+    step(sid ? `terminateSession ok (DELETE for session ${sid})` : 'terminateSession: no session id, nothing to DELETE');
+  } finally {
+    await client.close().catch(() => {});
+    if (!connected) await transport.close().catch(() => {});
+  }
+}
+
+async function main() {
+  const url = process.env.WARDEN_URL;
+  const key = process.env.WARDEN_KEY;
+  if (!url || !key) {
+    console.error(`FAIL ${TAG}: WARDEN_URL and WARDEN_KEY must be set`);
+    return 2;
+  }
+  const expectVersion = process.env.WARDEN_TS_EXPECT_VERSION || '2025-11-25';
+  const timeout = Number(process.env.WARDEN_TIMEOUT || '60');
+  let timer;
+  try {
+    await Promise.race([
+      run(url, key, expectVersion),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new CheckFailed(`timed out after ${timeout}s against ${url}`)), timeout * 1000);
+      }),
+    ]);
+  } catch (err) {
+    if (process.env.WARDEN_DEBUG && !(err instanceof CheckFailed)) console.error(err);
+    const name = err instanceof CheckFailed ? '' : `${err?.name ?? 'Error'}: `;
+    const cause = err?.cause ? ` (cause: ${err.cause.code ?? ''} ${err.cause.message ?? err.cause})` : '';
+    console.error(`FAIL ${TAG}: ${name}${err?.message ?? String(err)}${cause}`);
+    return 1;
+  } finally {
+    clearTimeout(timer);
+  }
+  step('PASS');
+  return 0;
+}
+
+// Exit explicitly: a timed-out request may still hold the event loop open.
+process.exit(await main());
