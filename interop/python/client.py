@@ -20,13 +20,14 @@ import os
 import sys
 import traceback
 import uuid
+from importlib.metadata import version as pkg_version
 from typing import Any
 
 import anyio
+import httpx2  # mcp 2.x ships on httpx2 (not httpx)
 
-from mcp import Client
+from mcp import Client, Implementation
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 EXPECTED_TOOLS = {"create_note", "search_notes", "get_note", "list_notes", "update_note", "delete_note"}
 TAG = "[python]"
@@ -81,12 +82,19 @@ async def run(url: str, key: str, mode: str, expect_version: str) -> None:
 
     # The SDK has no `headers=` knob on the transport: headers (incl. auth) live on the
     # httpx2.AsyncClient handed to the transport, and are sent on every POST/GET/DELETE.
-    async with create_mcp_http_client(headers={"Authorization": f"Bearer {key}"}) as http:
+    # Timeouts match the SDK's own default client (30 s, 300 s read for SSE streams).
+    async with httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=httpx2.Timeout(30.0, read=300.0),
+    ) as http:
         http.event_hooks["response"].append(_record_http_error)
         transport = streamable_http_client(url, http_client=http)
         # cache=None: every call must reach Warden (the default client honours ttlMs hints
         # and could answer list/read calls from memory).
-        async with Client(transport, mode=mode, cache=None, read_timeout_seconds=30) as client:
+        client_info = Implementation(name="warden-interop-python", version=pkg_version("mcp"))
+        async with Client(
+            transport, mode=mode, cache=None, read_timeout_seconds=30, client_info=client_info
+        ) as client:
             version = client.protocol_version
             info = client.server_info
             step(f"negotiated protocol version {version} (mode={mode}) with server "

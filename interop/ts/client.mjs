@@ -123,7 +123,8 @@ async function run(url, key, expectVersion) {
     structured(await client.callTool({ name: 'delete_note', arguments: { id: noteId } }), 'delete_note');
     step('delete_note ok');
 
-    const streamErrors = transportErrors.filter((e) => e?.name !== 'AbortError').map((e) => e?.message ?? String(e));
+    // The SDK reports a failed GET twice (onerror, then again from its own .catch): dedupe.
+    const streamErrors = [...new Set(transportErrors.filter((e) => e?.name !== 'AbortError').map((e) => e?.message ?? String(e)))];
     check(streamErrors.length === 0, `transport reported errors: ${streamErrors.join('; ')}`);
 
     // Clean shutdown: DELETE the session (the SDK accepts 2xx or 405), then close.

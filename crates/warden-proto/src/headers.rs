@@ -10,6 +10,10 @@ const BASE64_SUFFIX: &str = "?=";
 /// Which header disagreed with the body. Never carries either value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderMismatch {
+    #[error("the MCP-Protocol-Version header is missing")]
+    MissingVersion,
+    #[error("the MCP-Protocol-Version header does not match params._meta")]
+    Version,
     #[error("the Mcp-Method header is missing")]
     MissingMethod,
     #[error("the Mcp-Method header does not match the body's method")]

@@ -179,10 +179,10 @@ impl KeyStore {
         Ok(changed == 1)
     }
 
-    pub fn has_active_keys(&self) -> Result<bool> {
-        Ok(self
-            .conn()
-            .query_row("SELECT EXISTS (SELECT 1 FROM keys WHERE revoked_at IS NULL)", [], |row| row.get(0))?)
+    /// Whether any key was ever created (revoked ones count: an operator who revoked
+    /// every key does not get a fresh admin key by restarting).
+    pub fn has_keys(&self) -> Result<bool> {
+        Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM keys)", [], |row| row.get(0))?)
     }
 
     /// Accepts a presented key if it exists and is not revoked. Looks the key up by its

@@ -1,0 +1,188 @@
+//! Configuration in two stages: `raw` mirrors the TOML file and rejects unknown fields
+//! (with the field's name and line); [`Config`] is the validated, typed result with every
+//! default filled in. Command-line flags override the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "warden-data";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// No configuration may raise the body cap past this.
+pub const MAX_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+pub const DEFAULT_SESSION_IDLE_SECS: u64 = 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid { path: PathBuf, field: &'static str, message: String },
+}
+
+mod raw {
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        pub data_dir: Option<String>,
+        #[serde(default)]
+        pub server: Server,
+        #[serde(default)]
+        pub limits: Limits,
+        #[serde(default)]
+        pub sessions: Sessions,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub listen: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Limits {
+        pub max_body_bytes: Option<usize>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Sessions {
+        pub max_sessions: Option<usize>,
+        pub idle_timeout_secs: Option<u64>,
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+    pub sessions: Sessions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sessions {
+    pub max_sessions: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Values given on the command line or in the environment; they beat the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads `path` if given, otherwise starts from the defaults, then applies overrides.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let (raw, source) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                (parse(&text, path)?, path.to_owned())
+            }
+            None => (raw::Config::default(), PathBuf::from("<defaults>")),
+        };
+        let mut config = validate(raw, &source)?;
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn parse(text: &str, path: &Path) -> Result<raw::Config, ConfigError> {
+    // toml's message names the unknown field, the line and the column.
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
+    let invalid = |field, message: String| ConfigError::Invalid { path: path.to_owned(), field, message };
+    let listen = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|_| invalid("server.listen", format!("{listen:?} is not an IP address and port, e.g. {DEFAULT_LISTEN}")))?;
+    let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if !(1024..=MAX_BODY_BYTES_CEILING).contains(&max_body_bytes) {
+        return Err(invalid("limits.max_body_bytes", format!("must be between 1024 and {MAX_BODY_BYTES_CEILING}")));
+    }
+    let max_sessions = raw.sessions.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
+    if !(1..=1_000_000).contains(&max_sessions) {
+        return Err(invalid("sessions.max_sessions", "must be between 1 and 1000000".into()));
+    }
+    let idle = raw.sessions.idle_timeout_secs.unwrap_or(DEFAULT_SESSION_IDLE_SECS);
+    if !(10..=7 * 24 * 3600).contains(&idle) {
+        return Err(invalid("sessions.idle_timeout_secs", "must be between 10 and 604800".into()));
+    }
+    let data_dir = raw.data_dir.map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
+    if data_dir.as_os_str().is_empty() {
+        return Err(invalid("data_dir", "must not be empty".into()));
+    }
+    Ok(Config {
+        listen,
+        data_dir,
+        limits: Limits { max_body_bytes },
+        sessions: Sessions { max_sessions, idle_timeout: Duration::from_secs(idle) },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        validate(parse(text, Path::new("w.toml"))?, Path::new("w.toml"))
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let config = load("").unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.limits.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_line() {
+        let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        let err = load("[srever]\n").unwrap_err().to_string();
+        assert!(err.contains("srever"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = load("[server]\nlisten = \"localhost\"\n").unwrap_err().to_string();
+        assert!(err.contains("server.listen"), "{err}");
+        let err = load("[limits]\nmax_body_bytes = 1000000000\n").unwrap_err().to_string();
+        assert!(err.contains("limits.max_body_bytes"), "{err}");
+        let err = load("[limits]\nmax_body_bytes = \"big\"\n").unwrap_err().to_string();
+        assert!(err.contains("max_body_bytes"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let overrides = Overrides { listen: Some("127.0.0.1:9".parse().unwrap()), data_dir: Some("/tmp/x".into()) };
+        let config = Config::load(None, &overrides).unwrap();
+        assert_eq!(config.listen.port(), 9);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+}

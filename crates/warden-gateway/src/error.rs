@@ -1,0 +1,192 @@
+//! Every refusal the gateway can give, and the one place each becomes an HTTP status and
+//! a JSON-RPC error body. Messages name the rule that failed; none echoes a header value,
+//! a key or an argument.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use warden_proto::envelope::error_body;
+use warden_proto::headers::HeaderMismatch;
+use warden_proto::{Era, EnvelopeError, ProtocolVersion, RequestId, codes};
+
+/// A JSON-RPC error from a method handler, before the era decides its HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), data: None }
+    }
+
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        Self::new(codes::INVALID_PARAMS, message)
+    }
+
+    pub fn method_not_found() -> Self {
+        Self::new(codes::METHOD_NOT_FOUND, "Method not found")
+    }
+
+    /// Details go to the log by the caller; the client learns only that it failed.
+    pub fn internal() -> Self {
+        Self::new(codes::INTERNAL_ERROR, "Internal error")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("the Accept header must allow application/json or text/event-stream")]
+    NotAcceptable,
+    #[error("the GET stream needs an Accept header allowing text/event-stream")]
+    StreamNotAcceptable,
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{error}")]
+    Envelope { error: EnvelopeError, id: Option<RequestId> },
+    #[error("the body could not be read")]
+    BodyRead,
+    #[error("this request needs an Mcp-Session-Id header; send initialize first, or use a 2026-07-28 request with _meta")]
+    MissingSession,
+    #[error("unknown or expired session; send initialize to start a new one")]
+    UnknownSession,
+    #[error("too many open sessions; try again later")]
+    SessionLimit,
+    #[error("a stream is already open for this session")]
+    StreamAlreadyOpen,
+    #[error("this endpoint has no stream without a session; 2026-07-28 clients use POST only")]
+    StreamWithoutSession,
+    #[error("clients must not send JSON-RPC responses in the 2026-07-28 protocol")]
+    ResponseNotAccepted,
+    #[error("Header mismatch: {mismatch}")]
+    HeaderMismatch { id: Option<RequestId>, mismatch: HeaderMismatch },
+    #[error("Unsupported protocol version")]
+    UnsupportedVersion { id: Option<RequestId>, requested: String },
+    #[error("Invalid MCP-Protocol-Version header")]
+    LegacyVersionHeader { id: Option<RequestId> },
+    #[error("{}", error.message)]
+    Rpc { id: RequestId, era: Era, error: RpcError },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotAcceptable | Self::StreamNotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Envelope { .. }
+            | Self::BodyRead
+            | Self::MissingSession
+            | Self::ResponseNotAccepted
+            | Self::HeaderMismatch { .. }
+            | Self::UnsupportedVersion { .. }
+            | Self::LegacyVersionHeader { .. } => StatusCode::BAD_REQUEST,
+            Self::UnknownSession => StatusCode::NOT_FOUND,
+            Self::SessionLimit => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StreamAlreadyOpen => StatusCode::CONFLICT,
+            Self::StreamWithoutSession => StatusCode::METHOD_NOT_ALLOWED,
+            // A legacy session carries method errors in a 200 (clients read the body);
+            // the 2026-07-28 transport gives them an HTTP status of their own.
+            Self::Rpc { era: Era::Legacy, .. } => StatusCode::OK,
+            Self::Rpc { era: Era::Modern, error, .. } => match error.code {
+                codes::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+                codes::INTERNAL_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            },
+        }
+    }
+
+    fn code(&self) -> i64 {
+        match self {
+            Self::Unauthorized => codes::UNAUTHORIZED,
+            Self::Envelope { error, .. } => error.code(),
+            Self::HeaderMismatch { .. } => codes::HEADER_MISMATCH,
+            Self::UnsupportedVersion { .. } | Self::LegacyVersionHeader { .. } => codes::UNSUPPORTED_PROTOCOL_VERSION,
+            Self::Rpc { error, .. } => error.code,
+            Self::ResponseNotAccepted => codes::INVALID_REQUEST,
+            Self::BodyRead => codes::PARSE_ERROR,
+            _ => codes::TRANSPORT_REFUSED,
+        }
+    }
+
+    fn id(&self) -> Option<&RequestId> {
+        match self {
+            Self::Envelope { id, .. }
+            | Self::HeaderMismatch { id, .. }
+            | Self::UnsupportedVersion { id, .. }
+            | Self::LegacyVersionHeader { id } => id.as_ref(),
+            Self::Rpc { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error body.
+    pub fn body(&self) -> Value {
+        let supported = || Value::from(ProtocolVersion::ALL.map(ProtocolVersion::as_str).to_vec());
+        let data = match self {
+            Self::UnsupportedVersion { requested, .. } => {
+                // The requested value comes from a header: cut it short, keep it printable.
+                let requested: String = requested.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
+                Some(json!({ "supported": supported(), "requested": requested }))
+            }
+            Self::LegacyVersionHeader { .. } => Some(json!({ "supported": supported() })),
+            Self::Rpc { error, .. } => error.data.clone(),
+            _ => None,
+        };
+        error_body(self.id(), self.code(), &self.to_string(), data)
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        match self {
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::SessionLimit => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::StreamWithoutSession => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Any path other than the MCP endpoint.
+pub async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(error_body(None, codes::TRANSPORT_REFUSED, "Not found", None))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modern_method_errors_get_their_own_status() {
+        let rpc = |era, code| GatewayError::Rpc { id: RequestId::Number(1), era, error: RpcError::new(code, "x") };
+        assert_eq!(rpc(Era::Legacy, codes::METHOD_NOT_FOUND).status(), StatusCode::OK);
+        assert_eq!(rpc(Era::Modern, codes::METHOD_NOT_FOUND).status(), StatusCode::NOT_FOUND);
+        assert_eq!(rpc(Era::Modern, codes::INVALID_PARAMS).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(rpc(Era::Modern, codes::INTERNAL_ERROR).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn unsupported_version_lists_what_is_supported() {
+        let body = GatewayError::UnsupportedVersion { id: Some(RequestId::Number(1)), requested: "1900-01-01\n".into() }.body();
+        assert_eq!(body["error"]["code"], codes::UNSUPPORTED_PROTOCOL_VERSION);
+        assert_eq!(body["error"]["data"]["requested"], "1900-01-01");
+        assert!(body["error"]["data"]["supported"].as_array().unwrap().contains(&json!("2026-07-28")));
+    }
+}

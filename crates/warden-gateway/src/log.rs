@@ -1,0 +1,51 @@
+//! The request log: one line per request at info level.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use warden_store::Principal;
+
+/// What the handlers learned about a request, carried back to the log on the response.
+/// Holds identifiers only: a key id, never a key.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestFacts {
+    pub tenant: Option<String>,
+    pub key_id: Option<String>,
+}
+
+impl RequestFacts {
+    pub(crate) fn for_principal(principal: &Principal) -> Self {
+        Self { tenant: Some(principal.tenant.clone()), key_id: Some(principal.key_id.clone()) }
+    }
+}
+
+/// Handlers record the MCP method and era here; the auth layer adds the caller.
+#[derive(Debug, Clone)]
+pub(crate) struct McpFacts {
+    pub method: String,
+    pub era: &'static str,
+}
+
+pub(crate) async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let http_method = request.method().clone();
+    // The path only: a query string may carry a credential and is never logged.
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let facts = response.extensions().get::<RequestFacts>().cloned().unwrap_or_default();
+    let mcp = response.extensions().get::<McpFacts>();
+    tracing::info!(
+        http.method = %http_method,
+        http.path = %path,
+        http.status = response.status().as_u16(),
+        mcp.method = mcp.map(|m| m.method.as_str()),
+        mcp.era = mcp.map(|m| m.era),
+        tenant = facts.tenant.as_deref(),
+        key_id = facts.key_id.as_deref(),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}

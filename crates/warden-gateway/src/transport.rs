@@ -1,0 +1,405 @@
+//! Streamable HTTP, both eras on one endpoint. This module turns an HTTP request into a
+//! decoded JSON-RPC message with its era settled (and, for the legacy era, its session),
+//! and turns the outcome back into HTTP. What a method does is `dispatch`'s business.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde_json::{Map, Value};
+use warden_proto::era::{PROTOCOL_VERSION_META, meta_protocol_version};
+use warden_proto::{Era, EnvelopeError, Message, ProtocolVersion, Request, headers};
+use warden_store::Principal;
+
+use crate::auth::Caller;
+use crate::dispatch;
+use crate::error::{GatewayError, RpcError};
+use crate::log::McpFacts;
+use crate::state::AppState;
+
+pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
+const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How a successful answer is framed, from what the client's `Accept` allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyFormat {
+    Json,
+    EventStream,
+}
+
+/// Media ranges the client accepts, lower-cased, parameters and q=0 entries dropped.
+fn accepted(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next()?.to_ascii_lowercase();
+            let refused = parts.any(|p| p.replace(' ', "").starts_with("q=0") && !p.contains(|c: char| ('1'..='9').contains(&c)));
+            (!media.is_empty() && !refused).then_some(media)
+        })
+        .collect()
+}
+
+fn allows(accepted: &[String], media: &str) -> bool {
+    let (kind, _) = media.split_once('/').unwrap_or((media, ""));
+    accepted.iter().any(|a| a == media || a == "*/*" || *a == format!("{kind}/*"))
+}
+
+impl ReplyFormat {
+    /// JSON when allowed, else an event stream; `None` when the client takes neither.
+    fn negotiate(headers: &HeaderMap) -> Option<Self> {
+        let accepted = accepted(headers);
+        if allows(&accepted, "application/json") {
+            Some(Self::Json)
+        } else if allows(&accepted, "text/event-stream") {
+            Some(Self::EventStream)
+        } else {
+            None
+        }
+    }
+
+    fn encode(self, status: StatusCode, body: &Value) -> Response {
+        match self {
+            Self::Json => (status, axum::Json(body)).into_response(),
+            Self::EventStream => (
+                status,
+                [
+                    (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    (HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
+                ],
+                format!("event: message\ndata: {body}\n\n"),
+            )
+                .into_response(),
+        }
+    }
+}
+
+fn is_json_content(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads at most `limit` bytes; a declared or actual larger body is refused unread.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, GatewayError> {
+    let declared = header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(GatewayError::PayloadTooLarge { limit }),
+        Err(_) => Err(GatewayError::BodyRead),
+    }
+}
+
+/// What a POST came to.
+enum Outcome {
+    /// A notification or a client's response: nothing to send back.
+    Accepted,
+    Reply { body: Value, session_id: Option<String> },
+}
+
+pub(crate) async fn post(
+    State(state): State<AppState>,
+    axum::Extension(principal): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(format) = ReplyFormat::negotiate(&headers) else {
+        return GatewayError::NotAcceptable.into_response();
+    };
+    let (outcome, facts) = handle_post(&state, &principal, &headers, body).await;
+    let mut response = match outcome {
+        Ok(Outcome::Accepted) => StatusCode::ACCEPTED.into_response(),
+        Ok(Outcome::Reply { body, session_id }) => {
+            let mut response = format.encode(StatusCode::OK, &body);
+            if let Some(id) = session_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                response.headers_mut().insert(SESSION_HEADER, id);
+            }
+            response
+        }
+        // A legacy method error travels in a 200 and is framed like any answer; every
+        // other refusal is plain JSON with its own status.
+        Err(error) if error.status() == StatusCode::OK => format.encode(StatusCode::OK, &error.body()),
+        Err(error) => error.into_response(),
+    };
+    if let Some(facts) = facts {
+        response.extensions_mut().insert(facts);
+    }
+    response
+}
+
+async fn handle_post(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+) -> (Result<Outcome, GatewayError>, Option<McpFacts>) {
+    let message = match decode(state, headers, body).await {
+        Ok(message) => message,
+        Err(error) => return (Err(error), None),
+    };
+    let era = era_of(headers, &message);
+    let facts = match &message {
+        Message::Request(req) => Some(McpFacts { method: req.method.clone(), era: era_name(era) }),
+        Message::Notification { method, .. } => Some(McpFacts { method: method.clone(), era: era_name(era) }),
+        Message::Response(_) => None,
+    };
+    let outcome = match era {
+        Era::Modern => modern(state, principal, headers, message).await,
+        Era::Legacy => legacy(state, principal, headers, message).await,
+    };
+    (outcome, facts)
+}
+
+fn era_name(era: Era) -> &'static str {
+    match era {
+        Era::Legacy => "legacy",
+        Era::Modern => "modern",
+    }
+}
+
+async fn decode(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Message, GatewayError> {
+    if !is_json_content(headers) {
+        return Err(GatewayError::UnsupportedMediaType);
+    }
+    let bytes = read_body(headers, body, state.max_body_bytes()).await?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| GatewayError::Envelope { error: EnvelopeError::Parse, id: None })?;
+    let id = EnvelopeError::answer_id(&value);
+    Message::from_value(value).map_err(|error| GatewayError::Envelope { error, id })
+}
+
+/// A request is modern when its `_meta` names a protocol version, or when its
+/// `MCP-Protocol-Version` header names one that is not a legacy revision. `initialize`
+/// always selects the legacy era.
+fn era_of(headers: &HeaderMap, message: &Message) -> Era {
+    let params = match message {
+        Message::Request(req) if req.method == "initialize" => return Era::Legacy,
+        Message::Request(req) => Some(&req.params),
+        Message::Notification { params, .. } => Some(params),
+        Message::Response(_) => None,
+    };
+    if params.and_then(meta_protocol_version).is_some() {
+        return Era::Modern;
+    }
+    match header_str(headers, &VERSION_HEADER) {
+        Some(version) if ProtocolVersion::parse(version).is_none_or(|v| v.era() == Era::Modern) => Era::Modern,
+        _ => Era::Legacy,
+    }
+}
+
+// ---- the 2026-07-28 era: stateless, every request describes itself ----
+
+async fn modern(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    message: Message,
+) -> Result<Outcome, GatewayError> {
+    let request = match message {
+        // Notifications are acknowledged; this revision defines none that need action.
+        Message::Notification { .. } => return Ok(Outcome::Accepted),
+        Message::Response(_) => return Err(GatewayError::ResponseNotAccepted),
+        Message::Request(request) => request,
+    };
+    check_modern_request(headers, &request)?;
+    let result = dispatch::handle(state, principal, Era::Modern, &request).await;
+    finish(request, Era::Modern, result, None)
+}
+
+/// The transport rules of a modern request, in the order the spec lists them: version
+/// header present and supported, `_meta` complete and agreeing with it, routing headers
+/// agreeing with the body.
+fn check_modern_request(headers: &HeaderMap, request: &Request) -> Result<(), GatewayError> {
+    let id = Some(request.id.clone());
+    let mismatch = |mismatch| GatewayError::HeaderMismatch { id: id.clone(), mismatch };
+    let header_version = header_str(headers, &VERSION_HEADER).ok_or_else(|| mismatch(headers::HeaderMismatch::MissingVersion))?;
+    if ProtocolVersion::parse(header_version).is_none_or(|v| v.era() != Era::Modern) {
+        return Err(GatewayError::UnsupportedVersion { id: id.clone(), requested: header_version.to_owned() });
+    }
+    let invalid = |message: &str| GatewayError::Rpc { id: request.id.clone(), era: Era::Modern, error: RpcError::invalid_params(message) };
+    let meta: &Map<String, Value> = request
+        .params
+        .get("_meta")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid("params._meta is required in protocol 2026-07-28"))?;
+    let meta_version = meta
+        .get(PROTOCOL_VERSION_META)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("params._meta must name io.modelcontextprotocol/protocolVersion"))?;
+    if meta_version != header_version {
+        return Err(mismatch(headers::HeaderMismatch::Version));
+    }
+    if !meta.get(CLIENT_CAPABILITIES_META).is_some_and(Value::is_object) {
+        return Err(invalid("params._meta must carry io.modelcontextprotocol/clientCapabilities"));
+    }
+    headers::check(
+        header_str(headers, &METHOD_HEADER),
+        header_str(headers, &NAME_HEADER),
+        &request.method,
+        &request.params,
+    )
+    .map_err(mismatch)
+}
+
+// ---- the legacy eras: initialize, then a session ----
+
+async fn legacy(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    message: Message,
+) -> Result<Outcome, GatewayError> {
+    if let Message::Request(request) = &message
+        && request.method == "initialize"
+    {
+        return initialize(state, principal, request);
+    }
+    let request_id = match &message {
+        Message::Request(request) => Some(request.id.clone()),
+        _ => None,
+    };
+    let session_id = header_str(headers, &SESSION_HEADER).ok_or(GatewayError::MissingSession)?;
+    let session = state.sessions().get(session_id, &principal.key_id)?;
+    if let Some(version) = header_str(headers, &VERSION_HEADER)
+        && ProtocolVersion::parse(version) != Some(session.version)
+    {
+        return Err(GatewayError::LegacyVersionHeader { id: request_id });
+    }
+    match message {
+        Message::Notification { .. } | Message::Response(_) => Ok(Outcome::Accepted),
+        Message::Request(request) => {
+            let result = dispatch::handle(state, principal, Era::Legacy, &request).await;
+            finish(request, Era::Legacy, result, None)
+        }
+    }
+}
+
+fn initialize(state: &AppState, principal: &Principal, request: &Request) -> Result<Outcome, GatewayError> {
+    let requested = request.params.get("protocolVersion").and_then(Value::as_str);
+    let version = ProtocolVersion::negotiate_legacy(requested);
+    let session = state.sessions().create(&principal.key_id, version)?;
+    tracing::debug!(version = version.as_str(), "session opened");
+    let result = dispatch::initialize_result(version);
+    finish(request.clone(), Era::Legacy, Ok(result), Some(session.id.clone()))
+}
+
+fn finish(
+    request: Request,
+    era: Era,
+    result: Result<Value, RpcError>,
+    session_id: Option<String>,
+) -> Result<Outcome, GatewayError> {
+    match result {
+        Ok(result) => Ok(Outcome::Reply {
+            body: warden_proto::envelope::result_body(&request.id, result),
+            session_id,
+        }),
+        Err(error) => Err(GatewayError::Rpc { id: request.id, era, error }),
+    }
+}
+
+/// GET opens a legacy session's stream for server-to-client messages. The
+/// 2026-07-28 protocol has no such stream, so a GET without a session is refused with 405.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    axum::Extension(principal): Caller,
+    headers: HeaderMap,
+) -> Response {
+    let stream = async {
+        if !allows(&accepted(&headers), "text/event-stream") {
+            return Err(GatewayError::StreamNotAcceptable);
+        }
+        let session_id = header_str(&headers, &SESSION_HEADER).ok_or(GatewayError::StreamWithoutSession)?;
+        let session = state.sessions().get(session_id, &principal.key_id)?;
+        let claim = session.open_stream()?;
+        // Nothing is pushed yet; the stream stays open (with keep-alives) until the
+        // session ends or the client goes away.
+        let events = futures_util::stream::unfold(Some(claim), |claim| async move {
+            let mut claim = claim?;
+            claim.closed().await;
+            None::<(Result<axum::response::sse::Event, Infallible>, Option<_>)>
+        });
+        Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE)))
+    };
+    match stream.await {
+        Ok(sse) => sse.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// DELETE ends a legacy session; its id then answers 404.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    axum::Extension(principal): Caller,
+    headers: HeaderMap,
+) -> Response {
+    let result = header_str(&headers, &SESSION_HEADER)
+        .ok_or(GatewayError::MissingSession)
+        .and_then(|id| state.sessions().remove(id, &principal.key_id));
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let format = |accept: &str| ReplyFormat::negotiate(&headers(&[("accept", accept)]));
+        assert_eq!(format("application/json, text/event-stream"), Some(ReplyFormat::Json));
+        assert_eq!(format("text/event-stream"), Some(ReplyFormat::EventStream));
+        assert_eq!(format("*/*"), Some(ReplyFormat::Json));
+        assert_eq!(format("application/json;q=0, text/event-stream"), Some(ReplyFormat::EventStream));
+        assert_eq!(format("text/html"), None);
+        assert_eq!(ReplyFormat::negotiate(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn era_follows_meta_and_header() {
+        let request = |params: Value| {
+            Message::from_value(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": params})).unwrap()
+        };
+        let modern_meta = json!({"_meta": {PROTOCOL_VERSION_META: "2026-07-28"}});
+        assert_eq!(era_of(&HeaderMap::new(), &request(modern_meta)), Era::Modern);
+        assert_eq!(era_of(&headers(&[("mcp-protocol-version", "2026-07-28")]), &request(json!({}))), Era::Modern);
+        assert_eq!(era_of(&headers(&[("mcp-protocol-version", "2031-01-01")]), &request(json!({}))), Era::Modern);
+        assert_eq!(era_of(&headers(&[("mcp-protocol-version", "2025-11-25")]), &request(json!({}))), Era::Legacy);
+        assert_eq!(era_of(&HeaderMap::new(), &request(json!({}))), Era::Legacy);
+        let init = Message::from_value(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"})).unwrap();
+        assert_eq!(era_of(&headers(&[("mcp-protocol-version", "2026-07-28")]), &init), Era::Legacy);
+    }
+}

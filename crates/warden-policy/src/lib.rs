@@ -1,0 +1,25 @@
+//! Policy: what a caller may see and call, and whether a call's arguments are exactly
+//! what the tool declared. Pure decisions over data; the gateway supplies the caller.
+
+mod catalogue;
+
+pub use catalogue::{Catalogue, CatalogueTool, ToolKind};
+
+/// Why a call was refused. Messages name the rule and the JSON path, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("unknown tool")]
+    UnknownTool,
+    #[error("invalid arguments at {path}: {rule}")]
+    InvalidArguments { path: String, rule: String },
+}
+
+impl PolicyError {
+    /// A stable name for the rule that decided, for audit and metrics.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Self::UnknownTool => "catalogue.unknown_tool",
+            Self::InvalidArguments { .. } => "validation.arguments",
+        }
+    }
+}
