@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use http_body_util::BodyExt as _;
 use serde_json::{Map, Value};
 use warden_proto::era::{PROTOCOL_VERSION_META, meta_protocol_version};
 use warden_proto::{Era, EnvelopeError, Message, ProtocolVersion, Request, headers};
@@ -99,17 +99,45 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> 
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Reads at most `limit` bytes; a declared or actual larger body is refused unread.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, GatewayError> {
+/// A refused upload is read and thrown away up to this much, so the client can see the
+/// 413 instead of a reset connection; past it (or after `DRAIN_TIME`) the connection is cut.
+const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads at most `limit` bytes. A body declared or found to be larger is refused without
+/// being buffered.
+async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<axum::body::Bytes, GatewayError> {
     let declared = header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(GatewayError::PayloadTooLarge { limit });
+    if declared.is_none_or(|len| len <= limit as u64) {
+        let mut buffer = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+        let mut fits = true;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|_| GatewayError::BodyRead)?.into_data() else { continue };
+            if buffer.len() + data.len() > limit {
+                fits = false;
+                break;
+            }
+            buffer.extend_from_slice(&data);
+        }
+        if fits {
+            return Ok(buffer.into());
+        }
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(GatewayError::PayloadTooLarge { limit }),
-        Err(_) => Err(GatewayError::BodyRead),
-    }
+    discard(body).await;
+    Err(GatewayError::PayloadTooLarge { limit })
+}
+
+async fn discard(mut body: Body) {
+    let mut discarded = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            discarded += frame.data_ref().map_or(0, |d| d.len());
+            if discarded > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// What a POST came to.

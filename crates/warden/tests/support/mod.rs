@@ -1,0 +1,179 @@
+//! Test support: runs the real `warden` binary on 127.0.0.1 with a private data
+//! directory, and connects real clients to it.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProtocolVersion};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_warden");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    Legacy,
+    Modern,
+}
+
+pub const ERAS: [Era; 2] = [Era::Legacy, Era::Modern];
+
+/// A running `warden serve`, killed on drop.
+pub struct Warden {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub admin_key: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>, ready: Option<mpsc::Sender<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(ready) = &ready
+                && let Some(at) = line.find("listening on http://")
+            {
+                let url = line[at + "listening on ".len()..].split_whitespace().next().unwrap_or_default();
+                let _ = ready.send(url.to_owned());
+            }
+            let mut sink = sink.lock().unwrap();
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    });
+}
+
+impl Warden {
+    /// A fresh server with its own data directory.
+    pub fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut warden = Self::start_with(tmp.path(), &["--data-dir", data_dir.to_str().unwrap()], &[]);
+        warden._tmp = Some(tmp);
+        warden
+    }
+
+    /// `warden serve --listen 127.0.0.1:0 <args>` in `cwd`.
+    pub fn start_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(cwd)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("WARDEN_DATA_DIR")
+            .env("WARDEN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawn warden");
+        let (stdout, stderr) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        collect(child.stdout.take().unwrap(), stdout.clone(), None);
+        collect(child.stderr.take().unwrap(), stderr.clone(), Some(ready_tx));
+        let url = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("warden did not start:\n{}", stderr.lock().unwrap());
+            }
+        };
+        let data_dir = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .map(|i| PathBuf::from(args[i + 1]))
+            .or_else(|| env.iter().find(|(n, _)| *n == "WARDEN_DATA_DIR").map(|(_, v)| PathBuf::from(v)))
+            .unwrap_or_else(|| cwd.join("warden-data"));
+        let admin_key = std::fs::read_to_string(data_dir.join("admin.key")).unwrap_or_default().trim().to_owned();
+        Self { child, url, data_dir, admin_key, stdout, stderr, _tmp: None }
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Stops the server the way an operator's service manager would (SIGTERM) and waits.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("warden did not stop on SIGTERM within 10 s");
+    }
+
+    /// `warden keys add`; returns (key id, key).
+    pub fn add_key(&self, tenant: &str, name: &str, scope: &str) -> (String, String) {
+        let out = self.cli(&["keys", "add", "--tenant", tenant, "--name", name, "--scope", scope]);
+        assert!(out.status.success(), "keys add failed: {}", String::from_utf8_lossy(&out.stderr));
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let id = stderr.split_whitespace().find(|w| w.starts_with("key_")).unwrap().to_owned();
+        (id, key)
+    }
+
+    pub fn revoke(&self, id: &str) {
+        let out = self.cli(&["keys", "revoke", id]);
+        assert!(out.status.success(), "revoke failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs a `warden` subcommand against this server's data directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN).args(args).env("WARDEN_DATA_DIR", &self.data_dir).output().unwrap()
+    }
+}
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub type Client = RunningService<RoleClient, ()>;
+
+/// An rmcp client in the given era, authenticated with `key`.
+pub async fn connect(url: &str, key: &str, era: Era) -> Result<Client, rmcp::service::ClientInitializeError> {
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(key.to_owned());
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let lifecycle = match era {
+        Era::Legacy => ClientLifecycleMode::Initialize,
+        Era::Modern => ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
+    };
+    ().serve_with_lifecycle(transport, lifecycle).await
+}
+
+pub async fn call(client: &Client, tool: &str, arguments: Value) -> Result<CallToolResult, rmcp::ServiceError> {
+    let Value::Object(arguments) = arguments else { panic!("arguments must be an object") };
+    client.call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments)).await
+}
+
+/// The structured content of a successful call.
+pub async fn call_ok(client: &Client, tool: &str, arguments: Value) -> Value {
+    let result = call(client, tool, arguments).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"));
+    assert_ne!(result.is_error, Some(true), "{tool} returned a tool error: {result:?}");
+    result.structured_content.clone().unwrap_or_else(|| panic!("{tool}: no structured content"))
+}
+
+/// True when the call came back as a tool error (`isError: true`).
+pub async fn call_is_tool_error(client: &Client, tool: &str, arguments: Value) -> bool {
+    call(client, tool, arguments).await.unwrap_or_else(|e| panic!("{tool} failed: {e}")).is_error == Some(true)
+}
