@@ -17,11 +17,18 @@ pub const DEFAULT_SESSION_IDLE_SECS: u64 = 3600;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {field}: {message}")]
-    Invalid { path: PathBuf, field: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
 }
 
 mod raw {
@@ -91,8 +98,10 @@ impl Config {
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
         let (raw, source) = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 (parse(&text, path)?, path.to_owned())
             }
             None => (raw::Config::default(), PathBuf::from("<defaults>")),
@@ -110,28 +119,52 @@ impl Config {
 
 fn parse(text: &str, path: &Path) -> Result<raw::Config, ConfigError> {
     // toml's message names the unknown field, the line and the column.
-    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
-    let invalid = |field, message: String| ConfigError::Invalid { path: path.to_owned(), field, message };
+    let invalid = |field, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        field,
+        message,
+    };
     let listen = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let listen: SocketAddr = listen
-        .parse()
-        .map_err(|_| invalid("server.listen", format!("{listen:?} is not an IP address and port, e.g. {DEFAULT_LISTEN}")))?;
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("{listen:?} is not an IP address and port, e.g. {DEFAULT_LISTEN}"),
+        )
+    })?;
     let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if !(1024..=MAX_BODY_BYTES_CEILING).contains(&max_body_bytes) {
-        return Err(invalid("limits.max_body_bytes", format!("must be between 1024 and {MAX_BODY_BYTES_CEILING}")));
+        return Err(invalid(
+            "limits.max_body_bytes",
+            format!("must be between 1024 and {MAX_BODY_BYTES_CEILING}"),
+        ));
     }
     let max_sessions = raw.sessions.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
     if !(1..=1_000_000).contains(&max_sessions) {
-        return Err(invalid("sessions.max_sessions", "must be between 1 and 1000000".into()));
+        return Err(invalid(
+            "sessions.max_sessions",
+            "must be between 1 and 1000000".into(),
+        ));
     }
-    let idle = raw.sessions.idle_timeout_secs.unwrap_or(DEFAULT_SESSION_IDLE_SECS);
+    let idle = raw
+        .sessions
+        .idle_timeout_secs
+        .unwrap_or(DEFAULT_SESSION_IDLE_SECS);
     if !(10..=7 * 24 * 3600).contains(&idle) {
-        return Err(invalid("sessions.idle_timeout_secs", "must be between 10 and 604800".into()));
+        return Err(invalid(
+            "sessions.idle_timeout_secs",
+            "must be between 10 and 604800".into(),
+        ));
     }
-    let data_dir = raw.data_dir.map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
+    let data_dir = raw
+        .data_dir
+        .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
     if data_dir.as_os_str().is_empty() {
         return Err(invalid("data_dir", "must not be empty".into()));
     }
@@ -139,7 +172,10 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         listen,
         data_dir,
         limits: Limits { max_body_bytes },
-        sessions: Sessions { max_sessions, idle_timeout: Duration::from_secs(idle) },
+        sessions: Sessions {
+            max_sessions,
+            idle_timeout: Duration::from_secs(idle),
+        },
     })
 }
 
@@ -161,7 +197,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_named_with_their_line() {
-        let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err().to_string();
+        let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen_port"), "{err}");
         assert!(err.contains("line 3"), "{err}");
         let err = load("[srever]\n").unwrap_err().to_string();
@@ -170,17 +208,26 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let err = load("[server]\nlisten = \"localhost\"\n").unwrap_err().to_string();
+        let err = load("[server]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("server.listen"), "{err}");
-        let err = load("[limits]\nmax_body_bytes = 1000000000\n").unwrap_err().to_string();
+        let err = load("[limits]\nmax_body_bytes = 1000000000\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("limits.max_body_bytes"), "{err}");
-        let err = load("[limits]\nmax_body_bytes = \"big\"\n").unwrap_err().to_string();
+        let err = load("[limits]\nmax_body_bytes = \"big\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_body_bytes"), "{err}");
     }
 
     #[test]
     fn overrides_win() {
-        let overrides = Overrides { listen: Some("127.0.0.1:9".parse().unwrap()), data_dir: Some("/tmp/x".into()) };
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:9".parse().unwrap()),
+            data_dir: Some("/tmp/x".into()),
+        };
         let config = Config::load(None, &overrides).unwrap();
         assert_eq!(config.listen.port(), 9);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));

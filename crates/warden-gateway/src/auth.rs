@@ -25,7 +25,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-pub(crate) async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn require_key(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let Some(token) = bearer(request.headers()).map(str::to_owned) else {
         return GatewayError::Unauthorized.into_response();
     };

@@ -53,20 +53,32 @@ fn ceiling(scope: Scope) -> ToolKind {
 }
 
 /// Runs one request and returns its `result`, shaped for `era`.
-pub(crate) async fn handle(state: &AppState, principal: &Principal, era: Era, request: &Request) -> Result<Value, RpcError> {
+pub(crate) async fn handle(
+    state: &AppState,
+    principal: &Principal,
+    era: Era,
+    request: &Request,
+) -> Result<Value, RpcError> {
     let params = &request.params;
     let result = match (request.method.as_str(), era) {
         ("ping", Era::Legacy) => json!({}),
         ("server/discover", Era::Modern) => discover_result(),
         ("tools/list", _) => {
             no_cursor(params)?;
-            let tools: Vec<&Value> = state.catalogue().visible(ceiling(principal.scope)).map(|t| t.definition()).collect();
+            let tools: Vec<&Value> = state
+                .catalogue()
+                .visible(ceiling(principal.scope))
+                .map(|t| t.definition())
+                .collect();
             json!({ "tools": tools })
         }
         ("tools/call", _) => call_tool(state, principal, params).await?,
         ("resources/list", _) => {
             let cursor = optional_str(params, "cursor")?;
-            notes_blocking(state, principal, move |notes, tenant| notes.list_resources(tenant, cursor.as_deref())).await?
+            notes_blocking(state, principal, move |notes, tenant| {
+                notes.list_resources(tenant, cursor.as_deref())
+            })
+            .await?
         }
         ("resources/templates/list", _) => {
             no_cursor(params)?;
@@ -76,7 +88,10 @@ pub(crate) async fn handle(state: &AppState, principal: &Principal, era: Era, re
             let uri = required_str(params, "uri")?;
             let read = {
                 let uri = uri.clone();
-                notes_blocking(state, principal, move |notes, tenant| notes.read_resource(tenant, &uri)).await?
+                notes_blocking(state, principal, move |notes, tenant| {
+                    notes.read_resource(tenant, &uri)
+                })
+                .await?
             };
             read.ok_or_else(|| resource_not_found(era))?
         }
@@ -92,11 +107,20 @@ fn shape_for_era(era: Era, method: &str, mut result: Value) -> Value {
         && let Some(object) = result.as_object_mut()
     {
         object.insert("resultType".into(), "complete".into());
-        if matches!(method, "server/discover" | "tools/list" | "resources/list" | "resources/templates/list" | "resources/read") {
+        if matches!(
+            method,
+            "server/discover"
+                | "tools/list"
+                | "resources/list"
+                | "resources/templates/list"
+                | "resources/read"
+        ) {
             object.insert("ttlMs".into(), 0.into());
             object.insert("cacheScope".into(), "private".into());
         }
-        let meta = object.entry("_meta").or_insert_with(|| Value::Object(Map::new()));
+        let meta = object
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Some(meta) = meta.as_object_mut() {
             meta.insert(SERVER_INFO_META.into(), server_info());
         }
@@ -112,23 +136,39 @@ fn resource_not_found(era: Era) -> RpcError {
     RpcError::new(code, "Resource not found")
 }
 
-async fn call_tool(state: &AppState, principal: &Principal, params: &Map<String, Value>) -> Result<Value, RpcError> {
+async fn call_tool(
+    state: &AppState,
+    principal: &Principal,
+    params: &Map<String, Value>,
+) -> Result<Value, RpcError> {
     let name = required_str(params, "name")?;
     let arguments = match params.get("arguments") {
         None => Value::Object(Map::new()),
         Some(Value::Object(arguments)) => Value::Object(arguments.clone()),
-        Some(_) => return Err(RpcError::invalid_params("params.arguments must be an object")),
+        Some(_) => {
+            return Err(RpcError::invalid_params(
+                "params.arguments must be an object",
+            ));
+        }
     };
-    let tool = state.catalogue().lookup(&name, ceiling(principal.scope)).map_err(policy_error)?;
+    let tool = state
+        .catalogue()
+        .lookup(&name, ceiling(principal.scope))
+        .map_err(policy_error)?;
     tool.validate(&arguments).map_err(policy_error)?;
-    let outcome = notes_blocking(state, principal, move |notes, tenant| notes.call_tool(tenant, &name, arguments)).await?;
+    let outcome = notes_blocking(state, principal, move |notes, tenant| {
+        notes.call_tool(tenant, &name, arguments)
+    })
+    .await?;
     Ok(outcome.into_result())
 }
 
 fn policy_error(error: PolicyError) -> RpcError {
     match error {
         PolicyError::UnknownTool => RpcError::invalid_params("Unknown tool"),
-        invalid @ PolicyError::InvalidArguments { .. } => RpcError::invalid_params(invalid.to_string()),
+        invalid @ PolicyError::InvalidArguments { .. } => {
+            RpcError::invalid_params(invalid.to_string())
+        }
     }
 }
 
@@ -164,11 +204,16 @@ fn required_str(params: &Map<String, Value>, field: &'static str) -> Result<Stri
         .ok_or_else(|| RpcError::invalid_params(format!("params.{field} must be a string")))
 }
 
-fn optional_str(params: &Map<String, Value>, field: &'static str) -> Result<Option<String>, RpcError> {
+fn optional_str(
+    params: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, RpcError> {
     match params.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(value)) => Ok(Some(value.clone())),
-        Some(_) => Err(RpcError::invalid_params(format!("params.{field} must be a string"))),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "params.{field} must be a string"
+        ))),
     }
 }
 
@@ -179,4 +224,3 @@ fn no_cursor(params: &Map<String, Value>) -> Result<(), RpcError> {
         Some(_) => Err(RpcError::invalid_params("Invalid cursor")),
     }
 }
-

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use warden_proto::envelope::error_body;
 use warden_proto::headers::HeaderMismatch;
-use warden_proto::{Era, EnvelopeError, ProtocolVersion, RequestId, codes};
+use warden_proto::{EnvelopeError, Era, ProtocolVersion, RequestId, codes};
 
 /// A JSON-RPC error from a method handler, before the era decides its HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +19,11 @@ pub struct RpcError {
 
 impl RpcError {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), data: None }
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
     }
 
     pub fn invalid_params(message: impl Into<String>) -> Self {
@@ -49,10 +53,15 @@ pub enum GatewayError {
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{error}")]
-    Envelope { error: EnvelopeError, id: Option<RequestId> },
+    Envelope {
+        error: EnvelopeError,
+        id: Option<RequestId>,
+    },
     #[error("the body could not be read")]
     BodyRead,
-    #[error("this request needs an Mcp-Session-Id header; send initialize first, or use a 2026-07-28 request with _meta")]
+    #[error(
+        "this request needs an Mcp-Session-Id header; send initialize first, or use a 2026-07-28 request with _meta"
+    )]
     MissingSession,
     #[error("unknown or expired session; send initialize to start a new one")]
     UnknownSession,
@@ -65,13 +74,23 @@ pub enum GatewayError {
     #[error("clients must not send JSON-RPC responses in the 2026-07-28 protocol")]
     ResponseNotAccepted,
     #[error("Header mismatch: {mismatch}")]
-    HeaderMismatch { id: Option<RequestId>, mismatch: HeaderMismatch },
+    HeaderMismatch {
+        id: Option<RequestId>,
+        mismatch: HeaderMismatch,
+    },
     #[error("Unsupported protocol version")]
-    UnsupportedVersion { id: Option<RequestId>, requested: String },
+    UnsupportedVersion {
+        id: Option<RequestId>,
+        requested: String,
+    },
     #[error("Invalid MCP-Protocol-Version header")]
     LegacyVersionHeader { id: Option<RequestId> },
     #[error("{}", error.message)]
-    Rpc { id: RequestId, era: Era, error: RpcError },
+    Rpc {
+        id: RequestId,
+        era: Era,
+        error: RpcError,
+    },
 }
 
 impl GatewayError {
@@ -94,8 +113,14 @@ impl GatewayError {
             Self::StreamWithoutSession => StatusCode::METHOD_NOT_ALLOWED,
             // A legacy session carries method errors in a 200 (clients read the body);
             // the 2026-07-28 transport gives them an HTTP status of their own.
-            Self::Rpc { era: Era::Legacy, .. } => StatusCode::OK,
-            Self::Rpc { era: Era::Modern, error, .. } => match error.code {
+            Self::Rpc {
+                era: Era::Legacy, ..
+            } => StatusCode::OK,
+            Self::Rpc {
+                era: Era::Modern,
+                error,
+                ..
+            } => match error.code {
                 codes::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
                 codes::INTERNAL_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
@@ -108,7 +133,9 @@ impl GatewayError {
             Self::Unauthorized => codes::UNAUTHORIZED,
             Self::Envelope { error, .. } => error.code(),
             Self::HeaderMismatch { .. } => codes::HEADER_MISMATCH,
-            Self::UnsupportedVersion { .. } | Self::LegacyVersionHeader { .. } => codes::UNSUPPORTED_PROTOCOL_VERSION,
+            Self::UnsupportedVersion { .. } | Self::LegacyVersionHeader { .. } => {
+                codes::UNSUPPORTED_PROTOCOL_VERSION
+            }
             Self::Rpc { error, .. } => error.code,
             Self::ResponseNotAccepted => codes::INVALID_REQUEST,
             Self::BodyRead => codes::PARSE_ERROR,
@@ -133,7 +160,11 @@ impl GatewayError {
         let data = match self {
             Self::UnsupportedVersion { requested, .. } => {
                 // The requested value comes from a header: cut it short, keep it printable.
-                let requested: String = requested.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
+                let requested: String = requested
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(32)
+                    .collect();
                 Some(json!({ "supported": supported(), "requested": requested }))
             }
             Self::LegacyVersionHeader { .. } => Some(json!({ "supported": supported() })),
@@ -166,7 +197,16 @@ impl IntoResponse for GatewayError {
 
 /// Any path other than the MCP endpoint.
 pub async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(error_body(None, codes::TRANSPORT_REFUSED, "Not found", None))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(error_body(
+            None,
+            codes::TRANSPORT_REFUSED,
+            "Not found",
+            None,
+        )),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -175,18 +215,43 @@ mod tests {
 
     #[test]
     fn modern_method_errors_get_their_own_status() {
-        let rpc = |era, code| GatewayError::Rpc { id: RequestId::Number(1), era, error: RpcError::new(code, "x") };
-        assert_eq!(rpc(Era::Legacy, codes::METHOD_NOT_FOUND).status(), StatusCode::OK);
-        assert_eq!(rpc(Era::Modern, codes::METHOD_NOT_FOUND).status(), StatusCode::NOT_FOUND);
-        assert_eq!(rpc(Era::Modern, codes::INVALID_PARAMS).status(), StatusCode::BAD_REQUEST);
-        assert_eq!(rpc(Era::Modern, codes::INTERNAL_ERROR).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let rpc = |era, code| GatewayError::Rpc {
+            id: RequestId::Number(1),
+            era,
+            error: RpcError::new(code, "x"),
+        };
+        assert_eq!(
+            rpc(Era::Legacy, codes::METHOD_NOT_FOUND).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            rpc(Era::Modern, codes::METHOD_NOT_FOUND).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            rpc(Era::Modern, codes::INVALID_PARAMS).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            rpc(Era::Modern, codes::INTERNAL_ERROR).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]
     fn unsupported_version_lists_what_is_supported() {
-        let body = GatewayError::UnsupportedVersion { id: Some(RequestId::Number(1)), requested: "1900-01-01\n".into() }.body();
+        let body = GatewayError::UnsupportedVersion {
+            id: Some(RequestId::Number(1)),
+            requested: "1900-01-01\n".into(),
+        }
+        .body();
         assert_eq!(body["error"]["code"], codes::UNSUPPORTED_PROTOCOL_VERSION);
         assert_eq!(body["error"]["data"]["requested"], "1900-01-01");
-        assert!(body["error"]["data"]["supported"].as_array().unwrap().contains(&json!("2026-07-28")));
+        assert!(
+            body["error"]["data"]["supported"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("2026-07-28"))
+        );
     }
 }

@@ -27,9 +27,17 @@ pub const MCP_PATH: &str = "/mcp";
 /// Builds the whole request stack, outermost layer last.
 pub fn router(state: AppState) -> Router {
     let mcp = Router::new()
-        .route(MCP_PATH, post(transport::post).get(transport::get).delete(transport::delete))
+        .route(
+            MCP_PATH,
+            post(transport::post)
+                .get(transport::get)
+                .delete(transport::delete),
+        )
         // Authentication: nothing on the MCP endpoint runs without a valid, unrevoked key.
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     Router::new()
         .merge(mcp)
         .fallback(error::not_found)

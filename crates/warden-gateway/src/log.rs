@@ -17,7 +17,10 @@ pub(crate) struct RequestFacts {
 
 impl RequestFacts {
     pub(crate) fn for_principal(principal: &Principal) -> Self {
-        Self { tenant: Some(principal.tenant.clone()), key_id: Some(principal.key_id.clone()) }
+        Self {
+            tenant: Some(principal.tenant.clone()),
+            key_id: Some(principal.key_id.clone()),
+        }
     }
 }
 
@@ -34,7 +37,11 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
     // The path only: a query string may carry a credential and is never logged.
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
-    let facts = response.extensions().get::<RequestFacts>().cloned().unwrap_or_default();
+    let facts = response
+        .extensions()
+        .get::<RequestFacts>()
+        .cloned()
+        .unwrap_or_default();
     let mcp = response.extensions().get::<McpFacts>();
     tracing::info!(
         http.method = %http_method,

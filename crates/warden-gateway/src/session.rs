@@ -31,11 +31,19 @@ pub(crate) struct Session {
 
 impl Session {
     fn touch(&self) {
-        *self.last_seen.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        *self
+            .last_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 
     fn idle_for(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(*self.last_seen.lock().unwrap_or_else(PoisonError::into_inner))
+        now.saturating_duration_since(
+            *self
+                .last_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     fn close(&self) {
@@ -47,7 +55,10 @@ impl Session {
         if self.stream_open.swap(true, Ordering::AcqRel) {
             return Err(GatewayError::StreamAlreadyOpen);
         }
-        Ok(StreamClaim { session: self.clone(), closed: self.closed.subscribe() })
+        Ok(StreamClaim {
+            session: self.clone(),
+            closed: self.closed.subscribe(),
+        })
     }
 }
 
@@ -81,14 +92,22 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     pub fn new(max: usize, idle_timeout: Duration) -> Self {
-        Self { map: Mutex::new(HashMap::new()), max, idle_timeout }
+        Self {
+            map: Mutex::new(HashMap::new()),
+            max,
+            idle_timeout,
+        }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn create(&self, key_id: &str, version: ProtocolVersion) -> Result<Arc<Session>, GatewayError> {
+    pub fn create(
+        &self,
+        key_id: &str,
+        version: ProtocolVersion,
+    ) -> Result<Arc<Session>, GatewayError> {
         let mut bytes = [0u8; SESSION_ID_BYTES];
         rand::rng().fill_bytes(&mut bytes);
         let session = Arc::new(Session {
@@ -113,7 +132,12 @@ impl Sessions {
     /// The session, if it exists and belongs to this key. Another key's session is as
     /// unknown as a made-up one.
     pub fn get(&self, id: &str, key_id: &str) -> Result<Arc<Session>, GatewayError> {
-        let session = self.map().get(id).filter(|s| s.key_id == key_id).cloned().ok_or(GatewayError::UnknownSession)?;
+        let session = self
+            .map()
+            .get(id)
+            .filter(|s| s.key_id == key_id)
+            .cloned()
+            .ok_or(GatewayError::UnknownSession)?;
         session.touch();
         Ok(session)
     }
@@ -133,7 +157,8 @@ impl Sessions {
     fn expire(map: &mut HashMap<String, Arc<Session>>, idle_timeout: Duration) {
         let now = Instant::now();
         map.retain(|_, session| {
-            let keep = session.stream_open.load(Ordering::Acquire) || session.idle_for(now) < idle_timeout;
+            let keep =
+                session.stream_open.load(Ordering::Acquire) || session.idle_for(now) < idle_timeout;
             if !keep {
                 session.close();
             }
@@ -166,14 +191,25 @@ mod tests {
     #[test]
     fn sessions_belong_to_their_key() {
         let sessions = Sessions::new(10, Duration::from_secs(60));
-        let s = sessions.create("key_a", ProtocolVersion::V2025_11_25).unwrap();
+        let s = sessions
+            .create("key_a", ProtocolVersion::V2025_11_25)
+            .unwrap();
         assert!(s.id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         assert!(s.id.len() >= 43);
         assert!(sessions.get(&s.id, "key_a").is_ok());
-        assert!(matches!(sessions.get(&s.id, "key_b"), Err(GatewayError::UnknownSession)));
-        assert!(matches!(sessions.remove(&s.id, "key_b"), Err(GatewayError::UnknownSession)));
+        assert!(matches!(
+            sessions.get(&s.id, "key_b"),
+            Err(GatewayError::UnknownSession)
+        ));
+        assert!(matches!(
+            sessions.remove(&s.id, "key_b"),
+            Err(GatewayError::UnknownSession)
+        ));
         sessions.remove(&s.id, "key_a").unwrap();
-        assert!(matches!(sessions.get(&s.id, "key_a"), Err(GatewayError::UnknownSession)));
+        assert!(matches!(
+            sessions.get(&s.id, "key_a"),
+            Err(GatewayError::UnknownSession)
+        ));
     }
 
     #[test]
@@ -187,7 +223,10 @@ mod tests {
         assert!(sessions.get(&held.id, "k").is_ok());
         let strict = Sessions::new(1, Duration::from_secs(3600));
         strict.create("k", ProtocolVersion::V2025_11_25).unwrap();
-        assert!(matches!(strict.create("k", ProtocolVersion::V2025_11_25), Err(GatewayError::SessionLimit)));
+        assert!(matches!(
+            strict.create("k", ProtocolVersion::V2025_11_25),
+            Err(GatewayError::SessionLimit)
+        ));
     }
 
     #[test]
@@ -195,7 +234,10 @@ mod tests {
         let sessions = Sessions::new(2, Duration::from_secs(60));
         let s = sessions.create("k", ProtocolVersion::V2025_11_25).unwrap();
         let claim = s.open_stream().unwrap();
-        assert!(matches!(s.open_stream(), Err(GatewayError::StreamAlreadyOpen)));
+        assert!(matches!(
+            s.open_stream(),
+            Err(GatewayError::StreamAlreadyOpen)
+        ));
         drop(claim);
         assert!(s.open_stream().is_ok());
     }

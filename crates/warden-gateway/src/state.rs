@@ -32,14 +32,19 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(config: &Config, keys: Arc<KeyStore>, notes: Arc<NotesStore>) -> Self {
         // The embedded server is ours: its annotations are trusted.
-        let (catalogue, _withheld) =
-            Catalogue::build(warden_notes::tool_definitions(), ToolKind::from_trusted_annotations);
+        let (catalogue, _withheld) = Catalogue::build(
+            warden_notes::tool_definitions(),
+            ToolKind::from_trusted_annotations,
+        );
         Self {
             inner: Arc::new(Inner {
                 keys,
                 notes: NotesServer::new(notes),
                 catalogue,
-                sessions: Arc::new(Sessions::new(config.sessions.max_sessions, config.sessions.idle_timeout)),
+                sessions: Arc::new(Sessions::new(
+                    config.sessions.max_sessions,
+                    config.sessions.idle_timeout,
+                )),
                 max_body_bytes: config.limits.max_body_bytes,
             }),
         }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value};
 use warden_proto::era::{PROTOCOL_VERSION_META, meta_protocol_version};
-use warden_proto::{Era, EnvelopeError, Message, ProtocolVersion, Request, headers};
+use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, headers};
 use warden_store::Principal;
 
 use crate::auth::Caller;
@@ -46,7 +46,10 @@ fn accepted(headers: &HeaderMap) -> Vec<String> {
         .filter_map(|range| {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next()?.to_ascii_lowercase();
-            let refused = parts.any(|p| p.replace(' ', "").starts_with("q=0") && !p.contains(|c: char| ('1'..='9').contains(&c)));
+            let refused = parts.any(|p| {
+                p.replace(' ', "").starts_with("q=0")
+                    && !p.contains(|c: char| ('1'..='9').contains(&c))
+            });
             (!media.is_empty() && !refused).then_some(media)
         })
         .collect()
@@ -54,7 +57,9 @@ fn accepted(headers: &HeaderMap) -> Vec<String> {
 
 fn allows(accepted: &[String], media: &str) -> bool {
     let (kind, _) = media.split_once('/').unwrap_or((media, ""));
-    accepted.iter().any(|a| a == media || a == "*/*" || *a == format!("{kind}/*"))
+    accepted
+        .iter()
+        .any(|a| a == media || a == "*/*" || *a == format!("{kind}/*"))
 }
 
 impl ReplyFormat {
@@ -76,9 +81,15 @@ impl ReplyFormat {
             Self::EventStream => (
                 status,
                 [
-                    (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/event-stream"),
+                    ),
                     (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                    (HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
+                    (
+                        HeaderName::from_static("x-accel-buffering"),
+                        HeaderValue::from_static("no"),
+                    ),
                 ],
                 format!("event: message\ndata: {body}\n\n"),
             )
@@ -106,13 +117,19 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Reads at most `limit` bytes. A body declared or found to be larger is refused without
 /// being buffered.
-async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<axum::body::Bytes, GatewayError> {
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, GatewayError> {
     let declared = header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if declared.is_none_or(|len| len <= limit as u64) {
         let mut buffer = Vec::with_capacity(declared.map_or(0, |len| len as usize));
         let mut fits = true;
         while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(|_| GatewayError::BodyRead)?.into_data() else { continue };
+            let Ok(data) = frame.map_err(|_| GatewayError::BodyRead)?.into_data() else {
+                continue;
+            };
             if buffer.len() + data.len() > limit {
                 fits = false;
                 break;
@@ -144,7 +161,10 @@ async fn discard(mut body: Body) {
 enum Outcome {
     /// A notification or a client's response: nothing to send back.
     Accepted,
-    Reply { body: Value, session_id: Option<String> },
+    Reply {
+        body: Value,
+        session_id: Option<String>,
+    },
 }
 
 pub(crate) async fn post(
@@ -168,7 +188,9 @@ pub(crate) async fn post(
         }
         // A legacy method error travels in a 200 and is framed like any answer; every
         // other refusal is plain JSON with its own status.
-        Err(error) if error.status() == StatusCode::OK => format.encode(StatusCode::OK, &error.body()),
+        Err(error) if error.status() == StatusCode::OK => {
+            format.encode(StatusCode::OK, &error.body())
+        }
         Err(error) => error.into_response(),
     };
     if let Some(facts) = facts {
@@ -189,8 +211,14 @@ async fn handle_post(
     };
     let era = era_of(headers, &message);
     let facts = match &message {
-        Message::Request(req) => Some(McpFacts { method: req.method.clone(), era: era_name(era) }),
-        Message::Notification { method, .. } => Some(McpFacts { method: method.clone(), era: era_name(era) }),
+        Message::Request(req) => Some(McpFacts {
+            method: req.method.clone(),
+            era: era_name(era),
+        }),
+        Message::Notification { method, .. } => Some(McpFacts {
+            method: method.clone(),
+            era: era_name(era),
+        }),
         Message::Response(_) => None,
     };
     let outcome = match era {
@@ -207,13 +235,19 @@ fn era_name(era: Era) -> &'static str {
     }
 }
 
-async fn decode(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Message, GatewayError> {
+async fn decode(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Message, GatewayError> {
     if !is_json_content(headers) {
         return Err(GatewayError::UnsupportedMediaType);
     }
     let bytes = read_body(headers, body, state.max_body_bytes()).await?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| GatewayError::Envelope { error: EnvelopeError::Parse, id: None })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| GatewayError::Envelope {
+        error: EnvelopeError::Parse,
+        id: None,
+    })?;
     let id = EnvelopeError::answer_id(&value);
     Message::from_value(value).map_err(|error| GatewayError::Envelope { error, id })
 }
@@ -232,7 +266,9 @@ fn era_of(headers: &HeaderMap, message: &Message) -> Era {
         return Era::Modern;
     }
     match header_str(headers, &VERSION_HEADER) {
-        Some(version) if ProtocolVersion::parse(version).is_none_or(|v| v.era() == Era::Modern) => Era::Modern,
+        Some(version) if ProtocolVersion::parse(version).is_none_or(|v| v.era() == Era::Modern) => {
+            Era::Modern
+        }
         _ => Era::Legacy,
     }
 }
@@ -261,12 +297,23 @@ async fn modern(
 /// agreeing with the body.
 fn check_modern_request(headers: &HeaderMap, request: &Request) -> Result<(), GatewayError> {
     let id = Some(request.id.clone());
-    let mismatch = |mismatch| GatewayError::HeaderMismatch { id: id.clone(), mismatch };
-    let header_version = header_str(headers, &VERSION_HEADER).ok_or_else(|| mismatch(headers::HeaderMismatch::MissingVersion))?;
+    let mismatch = |mismatch| GatewayError::HeaderMismatch {
+        id: id.clone(),
+        mismatch,
+    };
+    let header_version = header_str(headers, &VERSION_HEADER)
+        .ok_or_else(|| mismatch(headers::HeaderMismatch::MissingVersion))?;
     if ProtocolVersion::parse(header_version).is_none_or(|v| v.era() != Era::Modern) {
-        return Err(GatewayError::UnsupportedVersion { id: id.clone(), requested: header_version.to_owned() });
+        return Err(GatewayError::UnsupportedVersion {
+            id: id.clone(),
+            requested: header_version.to_owned(),
+        });
     }
-    let invalid = |message: &str| GatewayError::Rpc { id: request.id.clone(), era: Era::Modern, error: RpcError::invalid_params(message) };
+    let invalid = |message: &str| GatewayError::Rpc {
+        id: request.id.clone(),
+        era: Era::Modern,
+        error: RpcError::invalid_params(message),
+    };
     let meta: &Map<String, Value> = request
         .params
         .get("_meta")
@@ -279,8 +326,13 @@ fn check_modern_request(headers: &HeaderMap, request: &Request) -> Result<(), Ga
     if meta_version != header_version {
         return Err(mismatch(headers::HeaderMismatch::Version));
     }
-    if !meta.get(CLIENT_CAPABILITIES_META).is_some_and(Value::is_object) {
-        return Err(invalid("params._meta must carry io.modelcontextprotocol/clientCapabilities"));
+    if !meta
+        .get(CLIENT_CAPABILITIES_META)
+        .is_some_and(Value::is_object)
+    {
+        return Err(invalid(
+            "params._meta must carry io.modelcontextprotocol/clientCapabilities",
+        ));
     }
     headers::check(
         header_str(headers, &METHOD_HEADER),
@@ -324,13 +376,25 @@ async fn legacy(
     }
 }
 
-fn initialize(state: &AppState, principal: &Principal, request: &Request) -> Result<Outcome, GatewayError> {
-    let requested = request.params.get("protocolVersion").and_then(Value::as_str);
+fn initialize(
+    state: &AppState,
+    principal: &Principal,
+    request: &Request,
+) -> Result<Outcome, GatewayError> {
+    let requested = request
+        .params
+        .get("protocolVersion")
+        .and_then(Value::as_str);
     let version = ProtocolVersion::negotiate_legacy(requested);
     let session = state.sessions().create(&principal.key_id, version)?;
     tracing::debug!(version = version.as_str(), "session opened");
     let result = dispatch::initialize_result(version);
-    finish(request.clone(), Era::Legacy, Ok(result), Some(session.id.clone()))
+    finish(
+        request.clone(),
+        Era::Legacy,
+        Ok(result),
+        Some(session.id.clone()),
+    )
 }
 
 fn finish(
@@ -344,7 +408,11 @@ fn finish(
             body: warden_proto::envelope::result_body(&request.id, result),
             session_id,
         }),
-        Err(error) => Err(GatewayError::Rpc { id: request.id, era, error }),
+        Err(error) => Err(GatewayError::Rpc {
+            id: request.id,
+            era,
+            error,
+        }),
     }
 }
 
@@ -359,7 +427,8 @@ pub(crate) async fn get(
         if !allows(&accepted(&headers), "text/event-stream") {
             return Err(GatewayError::StreamNotAcceptable);
         }
-        let session_id = header_str(&headers, &SESSION_HEADER).ok_or(GatewayError::StreamWithoutSession)?;
+        let session_id =
+            header_str(&headers, &SESSION_HEADER).ok_or(GatewayError::StreamWithoutSession)?;
         let session = state.sessions().get(session_id, &principal.key_id)?;
         let claim = session.open_stream()?;
         // Nothing is pushed yet; the stream stays open (with keep-alives) until the
@@ -400,7 +469,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
         map
     }
@@ -408,10 +480,16 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         let format = |accept: &str| ReplyFormat::negotiate(&headers(&[("accept", accept)]));
-        assert_eq!(format("application/json, text/event-stream"), Some(ReplyFormat::Json));
+        assert_eq!(
+            format("application/json, text/event-stream"),
+            Some(ReplyFormat::Json)
+        );
         assert_eq!(format("text/event-stream"), Some(ReplyFormat::EventStream));
         assert_eq!(format("*/*"), Some(ReplyFormat::Json));
-        assert_eq!(format("application/json;q=0, text/event-stream"), Some(ReplyFormat::EventStream));
+        assert_eq!(
+            format("application/json;q=0, text/event-stream"),
+            Some(ReplyFormat::EventStream)
+        );
         assert_eq!(format("text/html"), None);
         assert_eq!(ReplyFormat::negotiate(&HeaderMap::new()), None);
     }
@@ -419,15 +497,43 @@ mod tests {
     #[test]
     fn era_follows_meta_and_header() {
         let request = |params: Value| {
-            Message::from_value(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": params})).unwrap()
+            Message::from_value(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": params}),
+            )
+            .unwrap()
         };
         let modern_meta = json!({"_meta": {PROTOCOL_VERSION_META: "2026-07-28"}});
-        assert_eq!(era_of(&HeaderMap::new(), &request(modern_meta)), Era::Modern);
-        assert_eq!(era_of(&headers(&[("mcp-protocol-version", "2026-07-28")]), &request(json!({}))), Era::Modern);
-        assert_eq!(era_of(&headers(&[("mcp-protocol-version", "2031-01-01")]), &request(json!({}))), Era::Modern);
-        assert_eq!(era_of(&headers(&[("mcp-protocol-version", "2025-11-25")]), &request(json!({}))), Era::Legacy);
+        assert_eq!(
+            era_of(&HeaderMap::new(), &request(modern_meta)),
+            Era::Modern
+        );
+        assert_eq!(
+            era_of(
+                &headers(&[("mcp-protocol-version", "2026-07-28")]),
+                &request(json!({}))
+            ),
+            Era::Modern
+        );
+        assert_eq!(
+            era_of(
+                &headers(&[("mcp-protocol-version", "2031-01-01")]),
+                &request(json!({}))
+            ),
+            Era::Modern
+        );
+        assert_eq!(
+            era_of(
+                &headers(&[("mcp-protocol-version", "2025-11-25")]),
+                &request(json!({}))
+            ),
+            Era::Legacy
+        );
         assert_eq!(era_of(&HeaderMap::new(), &request(json!({}))), Era::Legacy);
-        let init = Message::from_value(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"})).unwrap();
-        assert_eq!(era_of(&headers(&[("mcp-protocol-version", "2026-07-28")]), &init), Era::Legacy);
+        let init = Message::from_value(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"}))
+            .unwrap();
+        assert_eq!(
+            era_of(&headers(&[("mcp-protocol-version", "2026-07-28")]), &init),
+            Era::Legacy
+        );
     }
 }

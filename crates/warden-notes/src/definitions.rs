@@ -68,7 +68,14 @@ fn annotations(title: &str, read_only: bool, destructive: bool, idempotent: bool
     })
 }
 
-fn tool(name: &str, title: &str, description: &str, input: Value, output: Value, annotations: Value) -> Value {
+fn tool(
+    name: &str,
+    title: &str,
+    description: &str,
+    input: Value,
+    output: Value,
+    annotations: Value,
+) -> Value {
     json!({
         "name": name,
         "title": title,
@@ -148,7 +155,10 @@ pub fn tool_definitions() -> Vec<Value> {
             "create_note",
             "Create a note",
             "Creates a note and returns it with its new id.",
-            object(json!({ "title": title(), "body": body(), "tags": tags() }), &["title", "body"]),
+            object(
+                json!({ "title": title(), "body": body(), "tags": tags() }),
+                &["title", "body"],
+            ),
             note_output(),
             annotations("Create a note", false, false, false),
         ),
@@ -156,7 +166,10 @@ pub fn tool_definitions() -> Vec<Value> {
             "update_note",
             "Update a note",
             "Changes the given fields of a note; fields left out keep their value. Tags, when given, replace the old ones.",
-            object(json!({ "id": note_id(), "title": title(), "body": body(), "tags": tags() }), &["id"]),
+            object(
+                json!({ "id": note_id(), "title": title(), "body": body(), "tags": tags() }),
+                &["id"],
+            ),
             note_output(),
             annotations("Update a note", false, false, true),
         ),
@@ -165,7 +178,10 @@ pub fn tool_definitions() -> Vec<Value> {
             "Delete a note",
             "Deletes a note for good.",
             object(json!({ "id": note_id() }), &["id"]),
-            object(json!({ "id": { "type": "string" }, "deleted": { "type": "boolean" } }), &["id", "deleted"]),
+            object(
+                json!({ "id": { "type": "string" }, "deleted": { "type": "boolean" } }),
+                &["id", "deleted"],
+            ),
             annotations("Delete a note", false, true, true),
         ),
     ]

@@ -118,11 +118,15 @@ fn parse<T: DeserializeOwned>(arguments: Value) -> Result<T> {
 }
 
 fn not_found(id: &str) -> ToolOutcome {
-    ToolOutcome::ToolError(format!("No note with id {id} exists. Use search_notes or list_notes to find note ids."))
+    ToolOutcome::ToolError(format!(
+        "No note with id {id} exists. Use search_notes or list_notes to find note ids."
+    ))
 }
 
 fn structured(value: impl serde::Serialize) -> Result<ToolOutcome> {
-    serde_json::to_value(value).map(ToolOutcome::Structured).map_err(|_| NotesError::Arguments)
+    serde_json::to_value(value)
+        .map(ToolOutcome::Structured)
+        .map_err(|_| NotesError::Arguments)
 }
 
 impl NotesServer {
@@ -153,7 +157,12 @@ impl NotesServer {
             }
             "list_notes" => {
                 let args: ListArgs = parse(arguments)?;
-                let page = store.list(tenant, args.tag.as_deref(), args.cursor.as_deref(), args.limit)?;
+                let page = store.list(
+                    tenant,
+                    args.tag.as_deref(),
+                    args.cursor.as_deref(),
+                    args.limit,
+                )?;
                 let mut value = json!({ "notes": page.notes });
                 if let Some(cursor) = page.next_cursor {
                     value["next_cursor"] = Value::String(cursor);
@@ -166,7 +175,11 @@ impl NotesServer {
             }
             "update_note" => {
                 let args: UpdateArgs = parse(arguments)?;
-                let patch = NotePatch { title: args.title, body: args.body, tags: args.tags.map(dedup) };
+                let patch = NotePatch {
+                    title: args.title,
+                    body: args.body,
+                    tags: args.tags.map(dedup),
+                };
                 match store.update(tenant, &args.id, &patch)? {
                     Some(note) => structured(note),
                     None => Ok(not_found(&args.id)),
@@ -186,7 +199,9 @@ impl NotesServer {
 
     /// `resources/list`: one resource per note, newest first.
     pub fn list_resources(&self, tenant: &str, cursor: Option<&str>) -> Result<Value> {
-        let page = self.store.list(tenant, None, cursor, definitions::RESOURCE_PAGE_SIZE)?;
+        let page = self
+            .store
+            .list(tenant, None, cursor, definitions::RESOURCE_PAGE_SIZE)?;
         let resources: Vec<Value> = page
             .notes
             .iter()
@@ -251,28 +266,64 @@ mod tests {
         let (_tmp, server) = server();
         let note = structured_of(
             server
-                .call_tool("t", "create_note", json!({"title": "Hello", "body": "quokka facts", "tags": ["a", "a"]}))
+                .call_tool(
+                    "t",
+                    "create_note",
+                    json!({"title": "Hello", "body": "quokka facts", "tags": ["a", "a"]}),
+                )
                 .unwrap(),
         );
         assert_eq!(note["tags"], json!(["a"]));
         let id = note["id"].as_str().unwrap();
-        let found = structured_of(server.call_tool("t", "search_notes", json!({"query": "quokka"})).unwrap());
+        let found = structured_of(
+            server
+                .call_tool("t", "search_notes", json!({"query": "quokka"}))
+                .unwrap(),
+        );
         assert_eq!(found["results"][0]["id"], id);
-        let read = server.read_resource("t", &format!("notes://{id}")).unwrap().unwrap();
-        assert!(read["contents"][0]["text"].as_str().unwrap().contains("quokka facts"));
-        assert!(server.read_resource("other", &format!("notes://{id}")).unwrap().is_none());
+        let read = server
+            .read_resource("t", &format!("notes://{id}"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            read["contents"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("quokka facts")
+        );
+        assert!(
+            server
+                .read_resource("other", &format!("notes://{id}"))
+                .unwrap()
+                .is_none()
+        );
         let listed = server.list_resources("t", None).unwrap();
         assert_eq!(listed["resources"][0]["uri"], format!("notes://{id}"));
-        let deleted = structured_of(server.call_tool("t", "delete_note", json!({"id": id})).unwrap());
+        let deleted = structured_of(
+            server
+                .call_tool("t", "delete_note", json!({"id": id}))
+                .unwrap(),
+        );
         assert_eq!(deleted["deleted"], true);
-        assert!(matches!(server.call_tool("t", "get_note", json!({"id": id})).unwrap(), ToolOutcome::ToolError(_)));
+        assert!(matches!(
+            server
+                .call_tool("t", "get_note", json!({"id": id}))
+                .unwrap(),
+            ToolOutcome::ToolError(_)
+        ));
     }
 
     #[test]
     fn misfits_are_errors_not_panics() {
         let (_tmp, server) = server();
-        assert!(matches!(server.call_tool("t", "get_note", json!({})), Err(NotesError::Arguments)));
-        assert!(matches!(server.call_tool("t", "nope", json!({})), Err(NotesError::UnknownTool)));
+        assert!(matches!(
+            server.call_tool("t", "get_note", json!({})),
+            Err(NotesError::Arguments)
+        ));
+        assert!(matches!(
+            server.call_tool("t", "nope", json!({})),
+            Err(NotesError::UnknownTool)
+        ));
         assert!(matches!(
             server.call_tool("t", "list_notes", json!({"cursor": "zzz"})),
             Err(NotesError::Cursor)

@@ -18,7 +18,12 @@ impl ToolKind {
     /// Classifies a tool from its annotations. Only for servers whose annotations are
     /// trusted; anything not marked read-only is at least a write (fail closed).
     pub fn from_trusted_annotations(definition: &Value) -> Self {
-        let hint = |name: &str| definition.get("annotations").and_then(|a| a.get(name)).and_then(Value::as_bool);
+        let hint = |name: &str| {
+            definition
+                .get("annotations")
+                .and_then(|a| a.get(name))
+                .and_then(Value::as_bool)
+        };
         if hint("readOnlyHint") == Some(true) {
             Self::Read
         } else if hint("destructiveHint") == Some(false) {
@@ -38,13 +43,19 @@ pub struct CatalogueTool {
 
 impl std::fmt::Debug for CatalogueTool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CatalogueTool").field("name", &self.name()).field("kind", &self.kind).finish()
+        f.debug_struct("CatalogueTool")
+            .field("name", &self.name())
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
 impl CatalogueTool {
     pub fn name(&self) -> &str {
-        self.definition.get("name").and_then(Value::as_str).unwrap_or_default()
+        self.definition
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     pub fn kind(&self) -> ToolKind {
@@ -78,17 +89,26 @@ fn describe(error: &jsonschema::ValidationError<'_>) -> PolicyError {
             format!("unexpected property {}", names.join(", "))
         }
         Kind::Required { property } => {
-            format!("missing required property {}", quote_name(property.as_str().unwrap_or_default()))
+            format!(
+                "missing required property {}",
+                quote_name(property.as_str().unwrap_or_default())
+            )
         }
         Kind::Type { kind } => format!("wrong type (expected {})", type_names(kind)),
         Kind::MaxLength { limit } => format!("string longer than {limit} characters"),
         Kind::MinLength { limit } => format!("string shorter than {limit} characters"),
         Kind::MaxItems { limit } => format!("more than {limit} items"),
         Kind::MinItems { limit } => format!("fewer than {limit} items"),
-        Kind::Maximum { .. } | Kind::ExclusiveMaximum { .. } => "number above the maximum".to_owned(),
-        Kind::Minimum { .. } | Kind::ExclusiveMinimum { .. } => "number below the minimum".to_owned(),
+        Kind::Maximum { .. } | Kind::ExclusiveMaximum { .. } => {
+            "number above the maximum".to_owned()
+        }
+        Kind::Minimum { .. } | Kind::ExclusiveMinimum { .. } => {
+            "number below the minimum".to_owned()
+        }
         Kind::Pattern { .. } => "string does not match the required pattern".to_owned(),
-        Kind::Enum { .. } | Kind::Constant { .. } => "value is not one of the allowed values".to_owned(),
+        Kind::Enum { .. } | Kind::Constant { .. } => {
+            "value is not one of the allowed values".to_owned()
+        }
         Kind::Format { format } => format!("string is not a valid {format}"),
         other => format!("fails the \"{}\" rule", other.keyword()),
     };
@@ -107,9 +127,11 @@ fn quote_name(name: &str) -> String {
 fn type_names(kind: &jsonschema::error::TypeKind) -> String {
     match kind {
         jsonschema::error::TypeKind::Single(t) => t.to_string(),
-        jsonschema::error::TypeKind::Multiple(types) => {
-            types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or ")
-        }
+        jsonschema::error::TypeKind::Multiple(types) => types
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(" or "),
     }
 }
 
@@ -130,11 +152,18 @@ pub struct Catalogue {
 impl Catalogue {
     /// Compiles every definition. A tool whose schema does not compile (or needs a
     /// remote `$ref`, which is never fetched) is withheld, never passed unvalidated.
-    pub fn build(definitions: Vec<Value>, kind_of: impl Fn(&Value) -> ToolKind) -> (Self, Vec<Withheld>) {
+    pub fn build(
+        definitions: Vec<Value>,
+        kind_of: impl Fn(&Value) -> ToolKind,
+    ) -> (Self, Vec<Withheld>) {
         let mut catalogue = Self::default();
         let mut withheld = Vec::new();
         for definition in definitions {
-            let name = definition.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let name = definition
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             let compiled = definition
                 .get("inputSchema")
                 .ok_or_else(|| "no inputSchema".to_owned())
@@ -145,14 +174,22 @@ impl Catalogue {
                         .map_err(|e| format!("inputSchema does not compile: {e}"))
                 });
             match compiled {
-                Ok(_) if name.is_empty() => withheld.push(Withheld { name, reason: "no name".into() }),
-                Ok(_) if catalogue.by_name.contains_key(&name) => {
-                    withheld.push(Withheld { name, reason: "duplicate name".into() })
-                }
+                Ok(_) if name.is_empty() => withheld.push(Withheld {
+                    name,
+                    reason: "no name".into(),
+                }),
+                Ok(_) if catalogue.by_name.contains_key(&name) => withheld.push(Withheld {
+                    name,
+                    reason: "duplicate name".into(),
+                }),
                 Ok(validator) => {
                     let kind = kind_of(&definition);
                     catalogue.by_name.insert(name, catalogue.tools.len());
-                    catalogue.tools.push(CatalogueTool { definition, kind, validator });
+                    catalogue.tools.push(CatalogueTool {
+                        definition,
+                        kind,
+                        validator,
+                    });
                 }
                 Err(reason) => withheld.push(Withheld { name, reason }),
             }
@@ -201,12 +238,28 @@ mod tests {
     #[test]
     fn kinds_and_ceilings() {
         let c = catalogue();
-        let names = |ceiling| c.visible(ceiling).map(|t| t.name().to_owned()).collect::<Vec<_>>();
+        let names = |ceiling| {
+            c.visible(ceiling)
+                .map(|t| t.name().to_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(ToolKind::Read), ["read_it"]);
-        assert_eq!(names(ToolKind::Destructive), ["read_it", "write_it", "nuke_it"]);
-        assert_eq!(c.lookup("write_it", ToolKind::Read).unwrap_err(), PolicyError::UnknownTool);
-        assert_eq!(c.lookup("nope", ToolKind::Destructive).unwrap_err(), PolicyError::UnknownTool);
-        assert_eq!(c.lookup("nuke_it", ToolKind::Destructive).unwrap().kind(), ToolKind::Destructive);
+        assert_eq!(
+            names(ToolKind::Destructive),
+            ["read_it", "write_it", "nuke_it"]
+        );
+        assert_eq!(
+            c.lookup("write_it", ToolKind::Read).unwrap_err(),
+            PolicyError::UnknownTool
+        );
+        assert_eq!(
+            c.lookup("nope", ToolKind::Destructive).unwrap_err(),
+            PolicyError::UnknownTool
+        );
+        assert_eq!(
+            c.lookup("nuke_it", ToolKind::Destructive).unwrap().kind(),
+            ToolKind::Destructive
+        );
     }
 
     #[test]
@@ -219,16 +272,24 @@ mod tests {
             (json!({"n": 1.5}), "wrong type (expected integer)"),
             (json!({"n": 9}), "number above the maximum"),
             (json!({}), "missing required property \"n\""),
-            (json!({"n": 1, "sekrit_value_x": 1}), "unexpected property \"sekrit_value_x\""),
+            (
+                json!({"n": 1, "sekrit_value_x": 1}),
+                "unexpected property \"sekrit_value_x\"",
+            ),
             (json!([1]), "wrong type (expected object)"),
         ];
         for (args, rule) in cases {
             let err = tool.validate(&args).unwrap_err();
-            let PolicyError::InvalidArguments { rule: got, .. } = &err else { panic!() };
+            let PolicyError::InvalidArguments { rule: got, .. } = &err else {
+                panic!()
+            };
             assert_eq!(got, rule, "{args}");
         }
         let err = tool.validate(&json!({"n": "canary-123"})).unwrap_err();
         assert!(!err.to_string().contains("canary-123"));
-        assert_eq!(err.to_string(), "invalid arguments at /n: wrong type (expected integer)");
+        assert_eq!(
+            err.to_string(),
+            "invalid arguments at /n: wrong type (expected integer)"
+        );
     }
 }

@@ -31,7 +31,10 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     Request(Request),
-    Notification { method: String, params: Map<String, Value> },
+    Notification {
+        method: String,
+        params: Map<String, Value>,
+    },
     Response(Response),
 }
 
@@ -85,17 +88,18 @@ impl Message {
         }
         let id = match object.remove("id") {
             None => None,
-            Some(raw) => Some(
-                request_id(&raw)
-                    .ok_or(EnvelopeError::Invalid("\"id\" must be a string or an integer"))?,
-            ),
+            Some(raw) => Some(request_id(&raw).ok_or(EnvelopeError::Invalid(
+                "\"id\" must be a string or an integer",
+            ))?),
         };
         match object.remove("method") {
             Some(Value::String(method)) => {
                 let params = match object.remove("params") {
                     None => Map::new(),
                     Some(Value::Object(params)) => params,
-                    Some(_) => return Err(EnvelopeError::InvalidParams("\"params\" must be an object")),
+                    Some(_) => {
+                        return Err(EnvelopeError::InvalidParams("\"params\" must be an object"));
+                    }
                 };
                 Ok(match id {
                     Some(id) => Self::Request(Request { id, method, params }),
@@ -107,7 +111,9 @@ impl Message {
                 Some(id) if object.contains_key("result") || object.contains_key("error") => {
                     Ok(Self::Response(Response { id }))
                 }
-                _ => Err(EnvelopeError::Invalid("a message needs a \"method\", or an \"id\" with a \"result\" or \"error\"")),
+                _ => Err(EnvelopeError::Invalid(
+                    "a message needs a \"method\", or an \"id\" with a \"result\" or \"error\"",
+                )),
             },
         }
     }
@@ -167,25 +173,39 @@ mod tests {
     #[test]
     fn refusals_name_the_rule() {
         assert_eq!(decode(json!([])), Err(EnvelopeError::Batch));
-        assert_eq!(decode(json!("x")).unwrap_err().code(), codes::INVALID_REQUEST);
         assert_eq!(
-            decode(json!({"jsonrpc":"1.0","id":1,"method":"ping"})).unwrap_err().code(),
+            decode(json!("x")).unwrap_err().code(),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            decode(json!({"jsonrpc":"1.0","id":1,"method":"ping"}))
+                .unwrap_err()
+                .code(),
             codes::INVALID_REQUEST
         );
         for bad_id in [json!(null), json!(1.5), json!({}), json!([1])] {
             assert_eq!(
-                decode(json!({"jsonrpc":"2.0","id":bad_id,"method":"ping"})).unwrap_err().code(),
+                decode(json!({"jsonrpc":"2.0","id":bad_id,"method":"ping"}))
+                    .unwrap_err()
+                    .code(),
                 codes::INVALID_REQUEST
             );
         }
         assert_eq!(
-            decode(json!({"jsonrpc":"2.0","id":1,"method":5})).unwrap_err().code(),
+            decode(json!({"jsonrpc":"2.0","id":1,"method":5}))
+                .unwrap_err()
+                .code(),
             codes::INVALID_REQUEST
         );
         assert_eq!(
-            decode(json!({"jsonrpc":"2.0","id":1,"method":"ping","params":[1]})).unwrap_err().code(),
+            decode(json!({"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}))
+                .unwrap_err()
+                .code(),
             codes::INVALID_PARAMS
         );
-        assert_eq!(decode(json!({"jsonrpc":"2.0"})).unwrap_err().code(), codes::INVALID_REQUEST);
+        assert_eq!(
+            decode(json!({"jsonrpc":"2.0"})).unwrap_err().code(),
+            codes::INVALID_REQUEST
+        );
     }
 }

@@ -25,7 +25,12 @@ pub enum ProtocolVersion {
 
 impl ProtocolVersion {
     /// Every revision Warden speaks, newest first.
-    pub const ALL: [Self; 4] = [Self::V2026_07_28, Self::V2025_11_25, Self::V2025_06_18, Self::V2025_03_26];
+    pub const ALL: [Self; 4] = [
+        Self::V2026_07_28,
+        Self::V2025_11_25,
+        Self::V2025_06_18,
+        Self::V2025_03_26,
+    ];
     /// What an `initialize` that asks for an unknown revision gets.
     pub const LATEST_LEGACY: Self = Self::V2025_11_25;
     /// Assumed when a legacy request carries no `MCP-Protocol-Version` header.
@@ -53,7 +58,11 @@ impl ProtocolVersion {
 
     /// The revisions of one era, newest first, as strings for error data and results.
     pub fn supported(era: Era) -> Vec<&'static str> {
-        Self::ALL.into_iter().filter(|v| v.era() == era).map(Self::as_str).collect()
+        Self::ALL
+            .into_iter()
+            .filter(|v| v.era() == era)
+            .map(Self::as_str)
+            .collect()
     }
 
     /// The answer to `initialize`: the client's revision when it is a legacy one we
@@ -79,17 +88,38 @@ mod tests {
 
     #[test]
     fn negotiation_prefers_the_clients_legacy_revision() {
-        assert_eq!(ProtocolVersion::negotiate_legacy(Some("2025-06-18")), ProtocolVersion::V2025_06_18);
-        assert_eq!(ProtocolVersion::negotiate_legacy(Some("1999-01-01")), ProtocolVersion::V2025_11_25);
-        assert_eq!(ProtocolVersion::negotiate_legacy(Some("2026-07-28")), ProtocolVersion::V2025_11_25);
-        assert_eq!(ProtocolVersion::negotiate_legacy(None), ProtocolVersion::V2025_11_25);
+        assert_eq!(
+            ProtocolVersion::negotiate_legacy(Some("2025-06-18")),
+            ProtocolVersion::V2025_06_18
+        );
+        assert_eq!(
+            ProtocolVersion::negotiate_legacy(Some("1999-01-01")),
+            ProtocolVersion::V2025_11_25
+        );
+        assert_eq!(
+            ProtocolVersion::negotiate_legacy(Some("2026-07-28")),
+            ProtocolVersion::V2025_11_25
+        );
+        assert_eq!(
+            ProtocolVersion::negotiate_legacy(None),
+            ProtocolVersion::V2025_11_25
+        );
     }
 
     #[test]
     fn meta_marks_modern_requests() {
         let params = json!({"_meta": {PROTOCOL_VERSION_META: "2026-07-28"}});
-        assert_eq!(meta_protocol_version(params.as_object().unwrap()), Some(&json!("2026-07-28")));
-        assert_eq!(meta_protocol_version(json!({"_meta": {}}).as_object().unwrap()), None);
-        assert_eq!(meta_protocol_version(json!({"_meta": 3}).as_object().unwrap()), None);
+        assert_eq!(
+            meta_protocol_version(params.as_object().unwrap()),
+            Some(&json!("2026-07-28"))
+        );
+        assert_eq!(
+            meta_protocol_version(json!({"_meta": {}}).as_object().unwrap()),
+            None
+        );
+        assert_eq!(
+            meta_protocol_version(json!({"_meta": 3}).as_object().unwrap()),
+            None
+        );
     }
 }

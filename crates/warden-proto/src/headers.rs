@@ -28,7 +28,10 @@ pub enum HeaderMismatch {
 
 /// Decodes a header value, unwrapping the `=?base64?…?=` sentinel.
 pub fn decode_header_value(raw: &str) -> Result<String, HeaderMismatch> {
-    match raw.strip_prefix(BASE64_PREFIX).and_then(|rest| rest.strip_suffix(BASE64_SUFFIX)) {
+    match raw
+        .strip_prefix(BASE64_PREFIX)
+        .and_then(|rest| rest.strip_suffix(BASE64_SUFFIX))
+    {
         Some(encoded) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
@@ -80,26 +83,58 @@ mod tests {
     #[test]
     fn matching_headers_pass() {
         let p = params(json!({"name": "search_notes"}));
-        assert_eq!(check(Some("tools/call"), Some("search_notes"), "tools/call", &p), Ok(()));
-        assert_eq!(check(Some("tools/list"), None, "tools/list", &Map::new()), Ok(()));
+        assert_eq!(
+            check(Some("tools/call"), Some("search_notes"), "tools/call", &p),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some("tools/list"), None, "tools/list", &Map::new()),
+            Ok(())
+        );
         let p = params(json!({"uri": "notes://abc"}));
-        assert_eq!(check(Some("resources/read"), Some("notes://abc"), "resources/read", &p), Ok(()));
+        assert_eq!(
+            check(
+                Some("resources/read"),
+                Some("notes://abc"),
+                "resources/read",
+                &p
+            ),
+            Ok(())
+        );
     }
 
     #[test]
     fn base64_sentinel_is_decoded() {
         let p = params(json!({"name": "naïve tool"}));
-        let encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode("naïve tool"));
-        assert_eq!(check(Some("tools/call"), Some(&encoded), "tools/call", &p), Ok(()));
-        assert_eq!(decode_header_value("=?base64?***?="), Err(HeaderMismatch::Encoding));
+        let encoded = format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode("naïve tool")
+        );
+        assert_eq!(
+            check(Some("tools/call"), Some(&encoded), "tools/call", &p),
+            Ok(())
+        );
+        assert_eq!(
+            decode_header_value("=?base64?***?="),
+            Err(HeaderMismatch::Encoding)
+        );
     }
 
     #[test]
     fn mismatches_are_named() {
         let p = params(json!({"name": "delete_note"}));
-        assert_eq!(check(None, None, "tools/call", &p), Err(HeaderMismatch::MissingMethod));
-        assert_eq!(check(Some("tools/list"), None, "tools/call", &p), Err(HeaderMismatch::Method));
-        assert_eq!(check(Some("tools/call"), None, "tools/call", &p), Err(HeaderMismatch::MissingName));
+        assert_eq!(
+            check(None, None, "tools/call", &p),
+            Err(HeaderMismatch::MissingMethod)
+        );
+        assert_eq!(
+            check(Some("tools/list"), None, "tools/call", &p),
+            Err(HeaderMismatch::Method)
+        );
+        assert_eq!(
+            check(Some("tools/call"), None, "tools/call", &p),
+            Err(HeaderMismatch::MissingName)
+        );
         assert_eq!(
             check(Some("tools/call"), Some("get_note"), "tools/call", &p),
             Err(HeaderMismatch::Name)

@@ -95,7 +95,10 @@ pub struct NewKey {
 
 impl fmt::Debug for NewKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewKey").field("record", &self.record).field("key", &"<redacted>").finish()
+        f.debug_struct("NewKey")
+            .field("record", &self.record)
+            .field("key", &"<redacted>")
+            .finish()
     }
 }
 
@@ -115,17 +118,23 @@ impl KeyStore {
         let secret = load_or_create_secret(dir)?;
         let mut conn = db::open_writer(&dir.file("keys.db"))?;
         db::migrate(&mut conn, MIGRATIONS)?;
-        Ok(Self { conn: Mutex::new(conn), secret })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            secret,
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (statements are
         // atomic), so a poisoned lock is safe to reuse.
-        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn hash(&self, key: &str) -> [u8; 32] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
         mac.update(key.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -182,7 +191,9 @@ impl KeyStore {
     /// Whether any key was ever created (revoked ones count: an operator who revoked
     /// every key does not get a fresh admin key by restarting).
     pub fn has_keys(&self) -> Result<bool> {
-        Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM keys)", [], |row| row.get(0))?)
+        Ok(self
+            .conn()
+            .query_row("SELECT EXISTS (SELECT 1 FROM keys)", [], |row| row.get(0))?)
     }
 
     /// Accepts a presented key if it exists and is not revoked. Looks the key up by its
@@ -220,14 +231,20 @@ impl KeyStore {
             conn.prepare_cached("UPDATE keys SET last_used = ?2 WHERE id = ?1")?
                 .execute(params![key_id, now])?;
         }
-        Ok(Some(Principal { key_id, tenant, scope }))
+        Ok(Some(Principal {
+            key_id,
+            tenant,
+            scope,
+        }))
     }
 }
 
 fn validate_label(what: &str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -240,9 +257,12 @@ fn validate_label(what: &str, value: &str) -> Result<()> {
 fn load_or_create_secret(dir: &DataDir) -> Result<[u8; SECRET_BYTES]> {
     let path = dir.file(SECRET_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => bytes
-            .try_into()
-            .map_err(|_| StoreError::Invalid(format!("{} is corrupt (expected {SECRET_BYTES} bytes)", path.display()))),
+        Ok(bytes) => bytes.try_into().map_err(|_| {
+            StoreError::Invalid(format!(
+                "{} is corrupt (expected {SECRET_BYTES} bytes)",
+                path.display()
+            ))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut secret = [0u8; SECRET_BYTES];
             rand::rng().fill_bytes(&mut secret);
@@ -282,12 +302,18 @@ mod tests {
         let (_tmp, store) = store();
         let new = store.add("acme", "laptop", Scope::Write).unwrap();
         assert!(new.key.starts_with(KEY_PREFIX));
-        assert!(new.key.len() >= KEY_PREFIX.len() + 43, "256 bits of randomness");
+        assert!(
+            new.key.len() >= KEY_PREFIX.len() + 43,
+            "256 bits of randomness"
+        );
         let who = store.authenticate(&new.key).unwrap().unwrap();
         assert_eq!((who.tenant.as_str(), who.scope), ("acme", Scope::Write));
         assert!(store.revoke(&new.record.id).unwrap());
         assert_eq!(store.authenticate(&new.key).unwrap(), None);
-        assert!(!store.revoke(&new.record.id).unwrap(), "second revoke is a no-op");
+        assert!(
+            !store.revoke(&new.record.id).unwrap(),
+            "second revoke is a no-op"
+        );
     }
 
     #[test]
@@ -295,9 +321,15 @@ mod tests {
         let (_tmp, store) = store();
         let new = store.add("acme", "laptop", Scope::Read).unwrap();
         let mut tampered = new.key.clone();
-        tampered.pop();
-        tampered.push('A');
-        for key in [tampered.as_str(), "", "wdn_", "Bearer x", &"wdn_x".repeat(100)] {
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        for key in [
+            tampered.as_str(),
+            "",
+            "wdn_",
+            "Bearer x",
+            &"wdn_x".repeat(100),
+        ] {
             assert_eq!(store.authenticate(key).unwrap(), None);
         }
     }
@@ -322,7 +354,10 @@ mod tests {
         let key = store.add("acme", "a", Scope::Read).unwrap().key;
         drop(store);
         let path = tmp.path().join("data").join(SECRET_FILE);
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let reopened = KeyStore::open(&DataDir::open(tmp.path().join("data")).unwrap()).unwrap();
         assert!(reopened.authenticate(&key).unwrap().is_some());
     }

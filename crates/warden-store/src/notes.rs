@@ -12,13 +12,18 @@ use crate::keys::random_hex;
 use crate::{DataDir, Result, StoreError, db, now_unix};
 
 const MIGRATIONS: &[&str] = &["
+    -- Each tenant owns one contiguous range of note rowids (its number << TENANT_SHIFT
+    -- onwards), so a full-text search is confined to one tenant by a rowid range that
+    -- FTS5 seeks to directly, instead of ranking every tenant's matches. Rowids count
+    -- down within the range: newest first is ascending order, which FTS5 streams.
+    CREATE TABLE tenants (
+        num  INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    ) STRICT;
     CREATE TABLE notes (
         seq        INTEGER PRIMARY KEY,
         id         TEXT NOT NULL UNIQUE,
         tenant     TEXT NOT NULL,
-        -- the tenant as one exact full-text token, so a search is narrowed to one tenant
-        -- inside the index instead of after ranking every tenant's matches
-        fts_tenant TEXT NOT NULL,
         title      TEXT NOT NULL,
         body       TEXT NOT NULL,
         tags       TEXT NOT NULL,
@@ -34,25 +39,29 @@ const MIGRATIONS: &[&str] = &["
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX note_tags_by_note ON note_tags (seq);
     CREATE VIRTUAL TABLE notes_fts USING fts5 (
-        title, body, tags, fts_tenant,
+        title, body, tags,
         content = 'notes', content_rowid = 'seq',
         tokenize = 'unicode61 remove_diacritics 2'
     );
     CREATE TRIGGER notes_fts_insert AFTER INSERT ON notes BEGIN
-        INSERT INTO notes_fts (rowid, title, body, tags, fts_tenant)
-        VALUES (new.seq, new.title, new.body, new.tags, new.fts_tenant);
+        INSERT INTO notes_fts (rowid, title, body, tags) VALUES (new.seq, new.title, new.body, new.tags);
     END;
     CREATE TRIGGER notes_fts_delete AFTER DELETE ON notes BEGIN
-        INSERT INTO notes_fts (notes_fts, rowid, title, body, tags, fts_tenant)
-        VALUES ('delete', old.seq, old.title, old.body, old.tags, old.fts_tenant);
+        INSERT INTO notes_fts (notes_fts, rowid, title, body, tags)
+        VALUES ('delete', old.seq, old.title, old.body, old.tags);
     END;
     CREATE TRIGGER notes_fts_update AFTER UPDATE ON notes BEGIN
-        INSERT INTO notes_fts (notes_fts, rowid, title, body, tags, fts_tenant)
-        VALUES ('delete', old.seq, old.title, old.body, old.tags, old.fts_tenant);
-        INSERT INTO notes_fts (rowid, title, body, tags, fts_tenant)
-        VALUES (new.seq, new.title, new.body, new.tags, new.fts_tenant);
+        INSERT INTO notes_fts (notes_fts, rowid, title, body, tags)
+        VALUES ('delete', old.seq, old.title, old.body, old.tags);
+        INSERT INTO notes_fts (rowid, title, body, tags) VALUES (new.seq, new.title, new.body, new.tags);
     END;
 "];
+
+/// Bits of a note rowid below the tenant number: 2^40 notes per tenant, 2^22 tenants.
+const TENANT_SHIFT: u32 = 40;
+/// A search ranks at most this many of a tenant's matches, the newest ones, so that a
+/// query matching most notes costs the same as one matching a few thousand.
+const RANKED_CANDIDATES: u32 = 1_000;
 
 /// Idle read-only connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -108,28 +117,59 @@ pub struct NotesStore {
 
 impl fmt::Debug for NotesStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NotesStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("NotesStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
-fn fts_tenant(tenant: &str) -> String {
-    let hex: String = tenant.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("t{hex}")
+/// The rowid range a tenant's notes live in.
+fn tenant_range(num: i64) -> (i64, i64) {
+    (num << TENANT_SHIFT, ((num + 1) << TENANT_SHIFT) - 1)
+}
+
+fn tenant_num(conn: &Connection, tenant: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT num FROM tenants WHERE name = ?1")?
+        .query_row([tenant], |row| row.get(0))
+        .optional()?)
+}
+
+/// The tenant's number, registering the tenant on its first note.
+fn ensure_tenant_num(conn: &Connection, tenant: &str) -> Result<i64> {
+    conn.prepare_cached("INSERT OR IGNORE INTO tenants (name) VALUES (?1)")?
+        .execute([tenant])?;
+    let num = tenant_num(conn, tenant)?
+        .ok_or_else(|| StoreError::Invalid("tenant registration failed".into()))?;
+    if num >= 1 << (62 - TENANT_SHIFT) {
+        return Err(StoreError::Invalid("too many tenants".into()));
+    }
+    Ok(num)
+}
+
+/// The next free rowid in the tenant's range: one below the newest note's.
+fn next_seq(conn: &Connection, num: i64) -> Result<i64> {
+    let (low, high) = tenant_range(num);
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT min(seq) FROM notes WHERE seq BETWEEN ?1 AND ?2")?
+        .query_row([low, high], |row| row.get(0))?;
+    let next = newest.map_or(high, |newest| newest - 1);
+    if next < low {
+        return Err(StoreError::Invalid("the tenant has too many notes".into()));
+    }
+    Ok(next)
 }
 
 /// Turns free text into a safe FTS5 query: every word becomes a quoted term (so no FTS5
 /// operator or syntax error can come from a client), all of them required.
-fn match_expression(tenant: &str, query: &str) -> Option<String> {
+fn match_expression(query: &str) -> Option<String> {
     let terms: Vec<String> = query
         .split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())
         .take(MAX_SEARCH_TERMS)
         .map(|t| format!("\"{t}\""))
         .collect();
-    if terms.is_empty() {
-        return None;
-    }
-    Some(format!("fts_tenant : \"{}\" AND {{title body tags}} : ({})", fts_tenant(tenant), terms.join(" ")))
+    (!terms.is_empty()).then(|| terms.join(" "))
 }
 
 fn encode_cursor(seq: i64) -> String {
@@ -160,29 +200,44 @@ fn note_from_row(row: &Row<'_>) -> rusqlite::Result<Note> {
     })
 }
 
-const SELECT_NOTE: &str = "SELECT id, title, body, tags, created_at, updated_at FROM notes WHERE tenant = ?1 AND id = ?2";
+const SELECT_NOTE: &str =
+    "SELECT id, title, body, tags, created_at, updated_at FROM notes WHERE tenant = ?1 AND id = ?2";
 
 impl NotesStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
         let path = dir.file("notes.db");
         let mut writer = db::open_writer(&path)?;
         db::migrate(&mut writer, MIGRATIONS)?;
-        Ok(Self { writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), path })
+        Ok(Self {
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            path,
+        })
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut conn = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut conn)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let idle = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
         let conn = match idle {
             Some(conn) => conn,
             None => db::open_reader(&self.path)?,
         };
         let result = f(&conn);
-        let mut readers = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut readers = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if readers.len() < MAX_IDLE_READERS {
             readers.push(conn);
         }
@@ -190,17 +245,36 @@ impl NotesStore {
     }
 
     /// Ranked full-text search within one tenant. An empty result for a query with no
-    /// searchable words is reported as `None`.
+    /// searchable words is reported as `None`. Queries matching more than
+    /// `RANKED_CANDIDATES` notes rank the newest that many.
     pub fn search(&self, tenant: &str, query: &str, limit: u32) -> Result<Option<Vec<SearchHit>>> {
-        let Some(expression) = match_expression(tenant, query) else {
+        let Some(expression) = match_expression(query) else {
             return Ok(None);
         };
         self.read(|conn| {
-            // Rank first and only then build snippets, for the few rows that are returned.
+            let Some(num) = tenant_num(conn, tenant)? else {
+                return Ok(Some(Vec::new()));
+            };
+            let (low, high) = tenant_range(num);
+            // The newest candidates, by rowid alone (no ranking needed to find them).
+            let oldest: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT max(seq) FROM (SELECT rowid AS seq FROM notes_fts
+                     WHERE notes_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3 ORDER BY rowid LIMIT ?4)",
+                )?
+                .query_row(params![expression, low, high, RANKED_CANDIDATES], |row| {
+                    row.get(0)
+                })?;
+            let Some(oldest) = oldest else {
+                return Ok(Some(Vec::new()));
+            };
+            // Rank the candidates, then build snippets for the few rows returned. The join
+            // re-checks the tenant: the rowid range is an optimisation, not the only guard.
             let mut stmt = conn.prepare_cached(
                 "WITH ranked AS (
-                     SELECT rowid AS seq, bm25(notes_fts, 4.0, 1.0, 2.0, 0.0) AS rank
-                     FROM notes_fts WHERE notes_fts MATCH ?1 ORDER BY rank LIMIT ?3
+                     SELECT rowid AS seq, bm25(notes_fts, 4.0, 1.0, 2.0) AS rank
+                     FROM notes_fts WHERE notes_fts MATCH ?1 AND rowid BETWEEN ?3 AND ?4
+                     ORDER BY rank LIMIT ?5
                  )
                  SELECT n.id, n.title, snippet(notes_fts, -1, '[', ']', '…', 16), ranked.rank
                  FROM ranked
@@ -209,7 +283,7 @@ impl NotesStore {
                  WHERE notes_fts MATCH ?1
                  ORDER BY ranked.rank",
             )?;
-            let hits = stmt.query_map(params![expression, tenant, limit], |row| {
+            let hits = stmt.query_map(params![expression, tenant, low, oldest, limit], |row| {
                 Ok(SearchHit {
                     id: row.get(0)?,
                     title: row.get(1)?,
@@ -222,23 +296,34 @@ impl NotesStore {
     }
 
     pub fn get(&self, tenant: &str, id: &str) -> Result<Option<Note>> {
-        self.read(|conn| Ok(conn.prepare_cached(SELECT_NOTE)?.query_row(params![tenant, id], note_from_row).optional()?))
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(SELECT_NOTE)?
+                .query_row(params![tenant, id], note_from_row)
+                .optional()?)
+        })
     }
 
     /// Newest first, optionally only notes carrying `tag`.
-    pub fn list(&self, tenant: &str, tag: Option<&str>, cursor: Option<&str>, limit: u32) -> Result<Page> {
-        let before = cursor.map(decode_cursor).transpose()?.unwrap_or(i64::MAX);
+    pub fn list(
+        &self,
+        tenant: &str,
+        tag: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page> {
+        let after = cursor.map(decode_cursor).transpose()?.unwrap_or(i64::MIN);
         self.read(|conn| {
             let sql = if tag.is_some() {
                 "SELECT n.seq, n.id, n.title, n.tags, n.updated_at FROM note_tags t JOIN notes n ON n.seq = t.seq
-                 WHERE t.tenant = ?1 AND t.tag = ?2 AND t.seq < ?3 ORDER BY t.seq DESC LIMIT ?4"
+                 WHERE t.tenant = ?1 AND t.tag = ?2 AND t.seq > ?3 ORDER BY t.seq LIMIT ?4"
             } else {
                 "SELECT seq, id, title, tags, updated_at FROM notes
-                 WHERE tenant = ?1 AND ?2 IS NULL AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+                 WHERE tenant = ?1 AND ?2 IS NULL AND seq > ?3 ORDER BY seq LIMIT ?4"
             };
             let mut stmt = conn.prepare_cached(sql)?;
             // One extra row tells whether another page exists.
-            let rows = stmt.query_map(params![tenant, tag, before, limit + 1], |row| {
+            let rows = stmt.query_map(params![tenant, tag, after, limit + 1], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     NoteSummary {
@@ -262,17 +347,11 @@ impl NotesStore {
 
     pub fn create(&self, tenant: &str, title: &str, body: &str, tags: &[String]) -> Result<Note> {
         let now = now_unix();
-        let id = format!("n_{}", random_hex(8));
-        let tags_json = serde_json::to_string(tags).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let id = new_note_id();
         self.write(|conn| {
             let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO notes (id, tenant, fts_tenant, title, body, tags, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                params![id, tenant, fts_tenant(tenant), title, body, tags_json, now],
-            )?;
-            let seq = tx.last_insert_rowid();
-            insert_tags(&tx, tenant, seq, tags)?;
+            let num = ensure_tenant_num(&tx, tenant)?;
+            insert_note(&tx, tenant, num, &id, (title, body, tags), now)?;
             tx.commit()?;
             Ok(())
         })?;
@@ -291,7 +370,11 @@ impl NotesStore {
         self.write(|conn| {
             let tx = conn.transaction()?;
             let Some(seq) = tx
-                .query_row("SELECT seq FROM notes WHERE tenant = ?1 AND id = ?2", params![tenant, id], |r| r.get::<_, i64>(0))
+                .query_row(
+                    "SELECT seq FROM notes WHERE tenant = ?1 AND id = ?2",
+                    params![tenant, id],
+                    |r| r.get::<_, i64>(0),
+                )
                 .optional()?
             else {
                 return Ok(None);
@@ -319,26 +402,35 @@ impl NotesStore {
 
     /// Deletes a note; false when the tenant has no such note.
     pub fn delete(&self, tenant: &str, id: &str) -> Result<bool> {
-        self.write(|conn| Ok(conn.execute("DELETE FROM notes WHERE tenant = ?1 AND id = ?2", params![tenant, id])? == 1))
+        self.write(|conn| {
+            Ok(conn.execute(
+                "DELETE FROM notes WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+            )? == 1)
+        })
     }
 
     /// Inserts many notes in one transaction (benchmarks and imports).
-    pub fn create_many(&self, tenant: &str, notes: impl IntoIterator<Item = (String, String, Vec<String>)>) -> Result<usize> {
+    pub fn create_many(
+        &self,
+        tenant: &str,
+        notes: impl IntoIterator<Item = (String, String, Vec<String>)>,
+    ) -> Result<usize> {
         let now = now_unix();
         self.write(|conn| {
             let tx = conn.transaction()?;
+            let num = ensure_tenant_num(&tx, tenant)?;
             let mut count = 0;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO notes (id, tenant, fts_tenant, title, body, tags, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            for (title, body, tags) in notes {
+                insert_note(
+                    &tx,
+                    tenant,
+                    num,
+                    &new_note_id(),
+                    (&title, &body, &tags),
+                    now,
                 )?;
-                for (title, body, tags) in notes {
-                    let tags_json = serde_json::to_string(&tags).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                    insert.execute(params![format!("n_{}", random_hex(8)), tenant, fts_tenant(tenant), title, body, tags_json, now])?;
-                    insert_tags(&tx, tenant, tx.last_insert_rowid(), &tags)?;
-                    count += 1;
-                }
+                count += 1;
             }
             tx.commit()?;
             Ok(count)
@@ -346,8 +438,32 @@ impl NotesStore {
     }
 }
 
+fn new_note_id() -> String {
+    format!("n_{}", random_hex(8))
+}
+
+/// Inserts one note (and its tags) at the next rowid of the tenant's range.
+fn insert_note(
+    conn: &Connection,
+    tenant: &str,
+    num: i64,
+    id: &str,
+    (title, body, tags): (&str, &str, &[String]),
+    now: i64,
+) -> Result<()> {
+    let tags_json = serde_json::to_string(tags).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let seq = next_seq(conn, num)?;
+    conn.prepare_cached(
+        "INSERT INTO notes (seq, id, tenant, title, body, tags, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![seq, id, tenant, title, body, tags_json, now])?;
+    insert_tags(conn, tenant, seq, tags)
+}
+
 fn insert_tags(conn: &Connection, tenant: &str, seq: i64, tags: &[String]) -> Result<()> {
-    let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO note_tags (tenant, tag, seq) VALUES (?1, ?2, ?3)")?;
+    let mut stmt = conn
+        .prepare_cached("INSERT OR IGNORE INTO note_tags (tenant, tag, seq) VALUES (?1, ?2, ?3)")?;
     for tag in tags {
         stmt.execute(params![tenant, tag, seq])?;
     }
@@ -371,34 +487,83 @@ mod tests {
     #[test]
     fn create_search_update_delete() {
         let (_tmp, store) = store();
-        let note = store.create("a", "Rust ownership", "Borrowing rules explained", &tags(&["rust"])).unwrap();
+        let note = store
+            .create(
+                "a",
+                "Rust ownership",
+                "Borrowing rules explained",
+                &tags(&["rust"]),
+            )
+            .unwrap();
         let hits = store.search("a", "borrowing", 10).unwrap().unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].id, note.id);
-        assert!(hits[0].snippet.contains("[Borrowing]"), "{}", hits[0].snippet);
+        assert!(
+            hits[0].snippet.contains("[Borrowing]"),
+            "{}",
+            hits[0].snippet
+        );
 
-        let patch = NotePatch { body: Some("Lifetimes instead".into()), ..Default::default() };
+        let patch = NotePatch {
+            body: Some("Lifetimes instead".into()),
+            ..Default::default()
+        };
         let updated = store.update("a", &note.id, &patch).unwrap().unwrap();
         assert_eq!(updated.title, "Rust ownership");
-        assert!(store.search("a", "borrowing", 10).unwrap().unwrap().is_empty(), "index follows updates");
-        assert_eq!(store.search("a", "lifetimes", 10).unwrap().unwrap().len(), 1);
+        assert!(
+            store
+                .search("a", "borrowing", 10)
+                .unwrap()
+                .unwrap()
+                .is_empty(),
+            "index follows updates"
+        );
+        assert_eq!(
+            store.search("a", "lifetimes", 10).unwrap().unwrap().len(),
+            1
+        );
 
         assert!(store.delete("a", &note.id).unwrap());
         assert!(store.get("a", &note.id).unwrap().is_none());
-        assert!(store.search("a", "lifetimes", 10).unwrap().unwrap().is_empty());
+        assert!(
+            store
+                .search("a", "lifetimes", 10)
+                .unwrap()
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn tenants_never_see_each_other() {
         let (_tmp, store) = store();
-        let secret = store.create("acme", "Plans", "merger codename bluebird", &tags(&["x"])).unwrap();
+        let secret = store
+            .create("acme", "Plans", "merger codename bluebird", &tags(&["x"]))
+            .unwrap();
         // Tenant names that tokenise alike must still be distinct.
         for other in ["acme-x", "x-acme", "ACME", "acm"] {
-            assert!(store.search(other, "bluebird", 10).unwrap().unwrap().is_empty());
+            assert!(
+                store
+                    .search(other, "bluebird", 10)
+                    .unwrap()
+                    .unwrap()
+                    .is_empty()
+            );
             assert!(store.get(other, &secret.id).unwrap().is_none());
             assert!(store.list(other, None, None, 10).unwrap().notes.is_empty());
-            assert!(store.list(other, Some("x"), None, 10).unwrap().notes.is_empty());
-            assert!(store.update(other, &secret.id, &NotePatch::default()).unwrap().is_none());
+            assert!(
+                store
+                    .list(other, Some("x"), None, 10)
+                    .unwrap()
+                    .notes
+                    .is_empty()
+            );
+            assert!(
+                store
+                    .update(other, &secret.id, &NotePatch::default())
+                    .unwrap()
+                    .is_none()
+            );
             assert!(!store.delete(other, &secret.id).unwrap());
         }
         assert!(store.get("acme", &secret.id).unwrap().is_some());
@@ -408,7 +573,15 @@ mod tests {
     fn hostile_queries_are_plain_words() {
         let (_tmp, store) = store();
         store.create("a", "t", "alpha beta", &[]).unwrap();
-        for query in ["alpha OR", "\"alpha", "alpha*", "NEAR(alpha beta)", "title:alpha", "fts_tenant:x", "a\0b"] {
+        for query in [
+            "alpha OR",
+            "\"alpha",
+            "alpha*",
+            "NEAR(alpha beta)",
+            "title:alpha",
+            "tags:x",
+            "a\0b",
+        ] {
             store.search("a", query, 10).unwrap();
         }
         assert_eq!(store.search("a", "?? !!", 10).unwrap(), None);
@@ -418,13 +591,38 @@ mod tests {
     fn listing_pages_by_tag() {
         let (_tmp, store) = store();
         for i in 0..5 {
-            store.create("a", &format!("n{i}"), "b", &tags(if i % 2 == 0 { &["even"] } else { &["odd"] })).unwrap();
+            store
+                .create(
+                    "a",
+                    &format!("n{i}"),
+                    "b",
+                    &tags(if i % 2 == 0 { &["even"] } else { &["odd"] }),
+                )
+                .unwrap();
         }
         let first = store.list("a", None, None, 2).unwrap();
-        assert_eq!(first.notes.iter().map(|n| n.title.as_str()).collect::<Vec<_>>(), ["n4", "n3"]);
-        let second = store.list("a", None, first.next_cursor.as_deref(), 2).unwrap();
-        assert_eq!(second.notes.iter().map(|n| n.title.as_str()).collect::<Vec<_>>(), ["n2", "n1"]);
-        let third = store.list("a", None, second.next_cursor.as_deref(), 2).unwrap();
+        assert_eq!(
+            first
+                .notes
+                .iter()
+                .map(|n| n.title.as_str())
+                .collect::<Vec<_>>(),
+            ["n4", "n3"]
+        );
+        let second = store
+            .list("a", None, first.next_cursor.as_deref(), 2)
+            .unwrap();
+        assert_eq!(
+            second
+                .notes
+                .iter()
+                .map(|n| n.title.as_str())
+                .collect::<Vec<_>>(),
+            ["n2", "n1"]
+        );
+        let third = store
+            .list("a", None, second.next_cursor.as_deref(), 2)
+            .unwrap();
         assert_eq!(third.notes.len(), 1);
         assert_eq!(third.next_cursor, None);
         let even = store.list("a", Some("even"), None, 10).unwrap();
@@ -435,7 +633,9 @@ mod tests {
     #[test]
     fn readers_cannot_write() {
         let (_tmp, store) = store();
-        let err = store.read(|conn| Ok(conn.execute("DELETE FROM notes", [])?)).unwrap_err();
+        let err = store
+            .read(|conn| Ok(conn.execute("DELETE FROM notes", [])?))
+            .unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
     }
 }

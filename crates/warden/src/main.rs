@@ -110,11 +110,23 @@ type Failure = Box<dyn std::error::Error>;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, listen, data_dir, log_format } => {
-            serve(config.as_deref(), Overrides { listen, data_dir: data_dir.data_dir }, log_format)
-        }
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            log_format,
+        } => serve(
+            config.as_deref(),
+            Overrides {
+                listen,
+                data_dir: data_dir.data_dir,
+            },
+            log_format,
+        ),
         Command::Keys { command } => keys(command),
-        Command::Config { command: ConfigCommand::Check { file } } => Config::load(Some(&file), &Overrides::default())
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Config::load(Some(&file), &Overrides::default())
             .map(|_| println!("{}: ok", file.display()))
             .map_err(Failure::from),
     };
@@ -128,21 +140,40 @@ fn main() -> ExitCode {
 }
 
 fn open_keys(data_dir: DataDirArg) -> Result<KeyStore, Failure> {
-    let config = Config::load(None, &Overrides { data_dir: data_dir.data_dir, ..Overrides::default() })?;
+    let config = Config::load(
+        None,
+        &Overrides {
+            data_dir: data_dir.data_dir,
+            ..Overrides::default()
+        },
+    )?;
     Ok(KeyStore::open(&DataDir::open(config.data_dir)?)?)
 }
 
 fn keys(command: KeysCommand) -> Result<(), Failure> {
     match command {
-        KeysCommand::Add { tenant, name, scope, data_dir } => {
+        KeysCommand::Add {
+            tenant,
+            name,
+            scope,
+            data_dir,
+        } => {
             let new = open_keys(data_dir)?.add(&tenant, &name, scope.into())?;
-            eprintln!("created {} for tenant {} ({}); the key is shown once:", new.record.id, tenant, new.record.scope);
+            eprintln!(
+                "created {} for tenant {} ({}); the key is shown once:",
+                new.record.id, tenant, new.record.scope
+            );
             println!("{}", new.key);
         }
         KeysCommand::List { data_dir } => {
-            println!("{:<22} {:<16} {:<16} {:<6} {:<21} {:<21} STATUS", "ID", "TENANT", "NAME", "SCOPE", "CREATED", "LAST USED");
+            println!(
+                "{:<22} {:<16} {:<16} {:<6} {:<21} {:<21} STATUS",
+                "ID", "TENANT", "NAME", "SCOPE", "CREATED", "LAST USED"
+            );
             for key in open_keys(data_dir)?.list()? {
-                let status = key.revoked_at.map_or("active".to_owned(), |t| format!("revoked {}", warden_store::format_time(t)));
+                let status = key.revoked_at.map_or("active".to_owned(), |t| {
+                    format!("revoked {}", warden_store::format_time(t))
+                });
                 println!(
                     "{:<22} {:<16} {:<16} {:<6} {:<21} {:<21} {}",
                     key.id,
@@ -150,7 +181,8 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                     key.name,
                     key.scope,
                     warden_store::format_time(key.created_at),
-                    key.last_used.map_or("never".to_owned(), warden_store::format_time),
+                    key.last_used
+                        .map_or("never".to_owned(), warden_store::format_time),
                     status
                 );
             }
@@ -166,7 +198,8 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -194,7 +227,11 @@ fn ensure_first_key(keys: &KeyStore, dir: &DataDir) -> Result<(), Failure> {
     Ok(())
 }
 
-fn serve(config_path: Option<&Path>, overrides: Overrides, log_format: LogFormat) -> Result<(), Failure> {
+fn serve(
+    config_path: Option<&Path>,
+    overrides: Overrides,
+    log_format: LogFormat,
+) -> Result<(), Failure> {
     let config = Config::load(config_path, &overrides)?;
     init_logging(log_format);
     let dir = DataDir::open(&config.data_dir)?;
@@ -204,7 +241,9 @@ fn serve(config_path: Option<&Path>, overrides: Overrides, log_format: LogFormat
     if !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;

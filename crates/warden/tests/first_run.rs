@@ -15,17 +15,42 @@ async fn first_start_mints_an_admin_key_and_a_restart_reuses_everything() {
     let warden = Warden::start_with(cwd.path(), &[], &[]);
     let data = cwd.path().join("warden-data");
     assert!(data.is_dir(), "./warden-data is created");
-    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     let key_file = data.join("admin.key");
-    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(data.join("server.secret")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(data.join("server.secret"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     let key = warden.admin_key.clone();
     assert!(key.starts_with("wdn_"));
-    assert_eq!(warden.stdout().trim(), key, "the key is printed once, alone on stdout");
-    assert!(!warden.stderr().contains(&key), "the log never holds the key");
+    assert_eq!(
+        warden.stdout().trim(),
+        key,
+        "the key is printed once, alone on stdout"
+    );
+    assert!(
+        !warden.stderr().contains(&key),
+        "the log never holds the key"
+    );
 
     let client = connect(&warden.url, &key, Era::Modern).await.unwrap();
-    let note = call_ok(&client, "create_note", json!({"title": "kept", "body": "survives restarts"})).await;
+    let note = call_ok(
+        &client,
+        "create_note",
+        json!({"title": "kept", "body": "survives restarts"}),
+    )
+    .await;
     drop(client);
     assert!(warden.stop().success(), "SIGTERM stops cleanly");
 
@@ -36,7 +61,11 @@ async fn first_start_mints_an_admin_key_and_a_restart_reuses_everything() {
     let fetched = call_ok(&client, "get_note", json!({"id": note["id"]})).await;
     assert_eq!(fetched["body"], "survives restarts");
     let listed = String::from_utf8(again.cli(&["keys", "list"]).stdout).unwrap();
-    assert_eq!(listed.lines().count(), 2, "one header and one key: {listed}");
+    assert_eq!(
+        listed.lines().count(),
+        2,
+        "one header and one key: {listed}"
+    );
     assert!(listed.contains("default") && listed.contains("admin"));
 }
 
@@ -44,16 +73,30 @@ async fn first_start_mints_an_admin_key_and_a_restart_reuses_everything() {
 async fn data_dir_comes_from_the_environment_or_the_config_file() {
     let cwd = tempfile::tempdir().unwrap();
     let env_dir = cwd.path().join("from-env");
-    let warden = Warden::start_with(cwd.path(), &[], &[("WARDEN_DATA_DIR", env_dir.to_str().unwrap())]);
+    let warden = Warden::start_with(
+        cwd.path(),
+        &[],
+        &[("WARDEN_DATA_DIR", env_dir.to_str().unwrap())],
+    );
     assert!(env_dir.join("admin.key").is_file());
     assert!(!cwd.path().join("warden-data").exists());
     drop(warden);
 
     let config = cwd.path().join("warden.toml");
     let config_dir = cwd.path().join("from-config");
-    std::fs::write(&config, format!("data_dir = {:?}\n[limits]\nmax_body_bytes = 4096\n", config_dir.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[limits]\nmax_body_bytes = 4096\n",
+            config_dir.to_str().unwrap()
+        ),
+    )
+    .unwrap();
     let warden = Warden::start_with(cwd.path(), &["--config", config.to_str().unwrap()], &[]);
-    let admin_key = std::fs::read_to_string(config_dir.join("admin.key")).unwrap().trim().to_owned();
+    let admin_key = std::fs::read_to_string(config_dir.join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
     // The configured body cap is in force.
     let reply = reqwest::Client::new()
         .post(&warden.url)
@@ -71,34 +114,91 @@ async fn data_dir_comes_from_the_environment_or_the_config_file() {
 fn config_check_names_the_unknown_field_and_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:9000\"\n[sessions]\nmax_sessions = 10\n").unwrap();
-    let out = Command::new(BIN).args(["config", "check", good.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &good,
+        "[server]\nlisten = \"127.0.0.1:9000\"\n[sessions]\nmax_sessions = 10\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[server]\nlisten = \"127.0.0.1:9000\"\nlisten_addr = \"x\"\n").unwrap();
-    for args in [vec!["config", "check", bad.to_str().unwrap()], vec!["serve", "--config", bad.to_str().unwrap()]] {
-        let out = Command::new(BIN).args(&args).current_dir(dir.path()).output().unwrap();
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"127.0.0.1:9000\"\nlisten_addr = \"x\"\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["config", "check", bad.to_str().unwrap()],
+        vec!["serve", "--config", bad.to_str().unwrap()],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8(out.stderr).unwrap();
-        assert!(stderr.contains("listen_addr") && stderr.contains("line 3"), "{stderr}");
+        assert!(
+            stderr.contains("listen_addr") && stderr.contains("line 3"),
+            "{stderr}"
+        );
     }
-    assert!(!dir.path().join("warden-data").exists(), "a bad config starts nothing");
+    assert!(
+        !dir.path().join("warden-data").exists(),
+        "a bad config starts nothing"
+    );
 
     let wrong_value = dir.path().join("value.toml");
     std::fs::write(&wrong_value, "[limits]\nmax_body_bytes = 1\n").unwrap();
-    let out = Command::new(BIN).args(["config", "check", wrong_value.to_str().unwrap()]).output().unwrap();
-    assert!(String::from_utf8(out.stderr).unwrap().contains("limits.max_body_bytes"));
+    let out = Command::new(BIN)
+        .args(["config", "check", wrong_value.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("limits.max_body_bytes")
+    );
 }
 
 #[test]
 fn keys_cli_validates_its_input() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| Command::new(BIN).args(args).env("WARDEN_DATA_DIR", dir.path()).output().unwrap();
-    assert!(!run(&["keys", "add", "--tenant", "a b", "--name", "x"]).status.success());
-    assert!(!run(&["keys", "add", "--tenant", "a", "--name", "x", "--scope", "root"]).status.success());
-    assert!(!run(&["keys", "revoke", "key_doesnotexist"]).status.success());
-    let out = run(&["keys", "add", "--tenant", "acme", "--name", "ci", "--scope", "read"]);
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("WARDEN_DATA_DIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(
+        !run(&["keys", "add", "--tenant", "a b", "--name", "x"])
+            .status
+            .success()
+    );
+    assert!(
+        !run(&[
+            "keys", "add", "--tenant", "a", "--name", "x", "--scope", "root"
+        ])
+        .status
+        .success()
+    );
+    assert!(
+        !run(&["keys", "revoke", "key_doesnotexist"])
+            .status
+            .success()
+    );
+    let out = run(&[
+        "keys", "add", "--tenant", "acme", "--name", "ci", "--scope", "read",
+    ]);
     assert!(out.status.success());
     let key = String::from_utf8(out.stdout).unwrap();
     assert_eq!(key.lines().count(), 1);

@@ -2,6 +2,8 @@
 //! the spec names and a JSON-RPC error body without internals, and the server keeps
 //! serving afterwards.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failed unwrap is a failed test
+
 mod support;
 
 use base64::Engine as _;
@@ -28,7 +30,6 @@ impl Reply {
         serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON: {:?}", self.text))
     }
 
-
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -49,13 +50,25 @@ fn modern_body(method: &str, mut params: Value) -> Value {
 
 impl Http {
     fn new(warden: &Warden) -> Self {
-        Self { client: reqwest::Client::new(), url: warden.url.clone(), key: warden.admin_key.clone() }
+        Self {
+            client: reqwest::Client::new(),
+            url: warden.url.clone(),
+            key: warden.admin_key.clone(),
+        }
     }
 
-    async fn send(&self, method: reqwest::Method, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Reply {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
         let mut request = self.client.request(method, &self.url);
         for (name, value) in headers {
-            request = request.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            request = request.header(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
         if let Some(body) = body {
             request = request.body(body);
@@ -63,7 +76,11 @@ impl Http {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        Reply { status, headers, text: response.text().await.unwrap() }
+        Reply {
+            status,
+            headers,
+            text: response.text().await.unwrap(),
+        }
     }
 
     /// A POST with the usual headers plus `extra`.
@@ -76,7 +93,8 @@ impl Http {
         ];
         headers.retain(|(name, _)| !extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)));
         headers.extend_from_slice(extra);
-        self.send(reqwest::Method::POST, &headers, Some(body.into())).await
+        self.send(reqwest::Method::POST, &headers, Some(body.into()))
+            .await
     }
 
     async fn post_json(&self, extra: &[(&str, &str)], body: &Value) -> Reply {
@@ -101,11 +119,21 @@ impl Http {
             .await;
         assert_eq!(reply.status, 200, "{}", reply.text);
         assert_eq!(reply.json()["result"]["protocolVersion"], "2025-11-25");
-        reply.header("mcp-session-id").expect("initialize mints a session").to_owned()
+        reply
+            .header("mcp-session-id")
+            .expect("initialize mints a session")
+            .to_owned()
     }
 
     async fn legacy(&self, session: &str, body: &Value) -> Reply {
-        self.post_json(&[("mcp-session-id", session), ("mcp-protocol-version", "2025-11-25")], body).await
+        self.post_json(
+            &[
+                ("mcp-session-id", session),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            body,
+        )
+        .await
     }
 
     /// The server still answers a plain, valid request.
@@ -131,16 +159,32 @@ async fn credentials_are_required_and_only_as_bearer() {
     let warden = Warden::start();
     let http = Http::new(&warden);
     let body = modern_body("tools/list", json!({})).to_string();
-    let headers = [("content-type", "application/json"), ("accept", "application/json"), ("mcp-protocol-version", MODERN), ("mcp-method", "tools/list")];
-    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x:{}", warden.admin_key)));
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json"),
+        ("mcp-protocol-version", MODERN),
+        ("mcp-method", "tools/list"),
+    ];
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x:{}", warden.admin_key))
+    );
     let bare = warden.admin_key.clone();
     let wrong = "Bearer wdn_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned();
-    for auth in [None, Some(basic.as_str()), Some(bare.as_str()), Some(wrong.as_str()), Some("Bearer ")] {
+    for auth in [
+        None,
+        Some(basic.as_str()),
+        Some(bare.as_str()),
+        Some(wrong.as_str()),
+        Some("Bearer "),
+    ] {
         let mut all = headers.to_vec();
         if let Some(auth) = auth {
             all.push(("authorization", auth));
         }
-        let reply = http.send(reqwest::Method::POST, &all, Some(body.clone().into_bytes())).await;
+        let reply = http
+            .send(reqwest::Method::POST, &all, Some(body.clone().into_bytes()))
+            .await;
         assert_error(&reply, 401, -32001);
         assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
         assert!(!reply.text.contains(&warden.admin_key));
@@ -158,22 +202,67 @@ async fn malformed_and_wrong_shape_bodies() {
     let warden = Warden::start();
     let http = Http::new(&warden);
 
-    assert_error(&http.post(&[], "{\"jsonrpc\": \"2.0\", ").await, 400, -32700);
+    assert_error(
+        &http.post(&[], "{\"jsonrpc\": \"2.0\", ").await,
+        400,
+        -32700,
+    );
     assert_error(&http.post(&[], "\u{0}\u{1}garbage").await, 400, -32700);
     assert_error(&http.post(&[], "").await, 400, -32700);
     let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"}]);
     assert_error(&http.post_json(&[], &batch).await, 400, -32600);
     assert_error(&http.post_json(&[], &json!("ping")).await, 400, -32600);
-    assert_error(&http.post_json(&[], &json!({"jsonrpc": "1.0", "id": 1, "method": "ping"})).await, 400, -32600);
-    assert_error(&http.post_json(&[], &json!({"jsonrpc": "2.0", "id": 1.5, "method": "ping"})).await, 400, -32600);
-    assert_error(&http.post_json(&[], &json!({"jsonrpc": "2.0", "id": 1, "method": ["ping"]})).await, 400, -32600);
-    let reply = http.post_json(&[], &json!({"jsonrpc": "2.0", "id": "abc", "method": "tools/list", "params": [1, 2]})).await;
+    assert_error(
+        &http
+            .post_json(&[], &json!({"jsonrpc": "1.0", "id": 1, "method": "ping"}))
+            .await,
+        400,
+        -32600,
+    );
+    assert_error(
+        &http
+            .post_json(&[], &json!({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}))
+            .await,
+        400,
+        -32600,
+    );
+    assert_error(
+        &http
+            .post_json(&[], &json!({"jsonrpc": "2.0", "id": 1, "method": ["ping"]}))
+            .await,
+        400,
+        -32600,
+    );
+    let reply = http
+        .post_json(
+            &[],
+            &json!({"jsonrpc": "2.0", "id": "abc", "method": "tools/list", "params": [1, 2]}),
+        )
+        .await;
     assert_error(&reply, 400, -32602);
     assert_eq!(reply.json()["id"], "abc", "the id is answered as sent");
 
-    assert_eq!(http.post(&[("content-type", "text/plain")], "{}").await.status, 415);
-    assert_eq!(http.post(&[("content-type", "application/x-www-form-urlencoded")], "a=b").await.status, 415);
-    let no_accept = http.post(&[("accept", "text/html")], modern_body("tools/list", json!({})).to_string()).await;
+    assert_eq!(
+        http.post(&[("content-type", "text/plain")], "{}")
+            .await
+            .status,
+        415
+    );
+    assert_eq!(
+        http.post(
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "a=b"
+        )
+        .await
+        .status,
+        415
+    );
+    let no_accept = http
+        .post(
+            &[("accept", "text/html")],
+            modern_body("tools/list", json!({})).to_string(),
+        )
+        .await;
     assert_error(&no_accept, 406, -32000);
     http.assert_still_serving().await;
 }
@@ -184,20 +273,33 @@ async fn oversized_bodies_are_refused_unread() {
     let http = Http::new(&warden);
     // Just over the 1 MiB default, as one long string argument.
     let huge = "x".repeat(1024 * 1024);
-    let body = modern_body("tools/call", json!({"name": "create_note", "arguments": {"title": "t", "body": huge}}));
+    let body = modern_body(
+        "tools/call",
+        json!({"name": "create_note", "arguments": {"title": "t", "body": huge}}),
+    );
     let reply = http
-        .post_json(&[("mcp-protocol-version", MODERN), ("mcp-method", "tools/call"), ("mcp-name", "create_note")], &body)
+        .post_json(
+            &[
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "create_note"),
+            ],
+            &body,
+        )
         .await;
     assert_error(&reply, 413, -32000);
     // The same without a Content-Length: the cap holds while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![b' '; 64 * 1024])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..40).map(|_| Ok(vec![b' '; 64 * 1024])).collect();
     let streamed = http
         .client
         .post(&http.url)
         .bearer_auth(&http.key)
         .header("content-type", "application/json")
         .header("accept", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await;
     // The server may answer 413 or drop the upload once the cap is passed; either way it
@@ -215,40 +317,155 @@ async fn modern_requests_must_describe_themselves() {
     let list = modern_body("tools/list", json!({}));
 
     // Routing headers must be present and agree with the body.
-    assert_error(&http.post_json(&[("mcp-protocol-version", MODERN)], &list).await, 400, -32020);
-    assert_error(&http.post_json(&[("mcp-protocol-version", MODERN), ("mcp-method", "tools/call")], &list).await, 400, -32020);
-    assert_error(&http.post_json(&[("mcp-method", "tools/list")], &list).await, 400, -32020);
+    assert_error(
+        &http
+            .post_json(&[("mcp-protocol-version", MODERN)], &list)
+            .await,
+        400,
+        -32020,
+    );
+    assert_error(
+        &http
+            .post_json(
+                &[
+                    ("mcp-protocol-version", MODERN),
+                    ("mcp-method", "tools/call"),
+                ],
+                &list,
+            )
+            .await,
+        400,
+        -32020,
+    );
+    assert_error(
+        &http.post_json(&[("mcp-method", "tools/list")], &list).await,
+        400,
+        -32020,
+    );
     let call = |name: &str| json!({"name": name, "arguments": {"query": "x"}});
-    assert_error(&http.modern("tools/call", None, call("search_notes")).await, 400, -32020);
-    assert_error(&http.modern("tools/call", Some("delete_note"), call("search_notes")).await, 400, -32020);
-    assert_eq!(http.modern("tools/call", Some("search_notes"), call("search_notes")).await.status, 200);
-    let encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode("search_notes"));
-    assert_eq!(http.modern("tools/call", Some(&encoded), call("search_notes")).await.status, 200);
-    assert_error(&http.modern("resources/read", Some("notes://other"), json!({"uri": "notes://n_0000000000000000"})).await, 400, -32020);
+    assert_error(
+        &http.modern("tools/call", None, call("search_notes")).await,
+        400,
+        -32020,
+    );
+    assert_error(
+        &http
+            .modern("tools/call", Some("delete_note"), call("search_notes"))
+            .await,
+        400,
+        -32020,
+    );
+    assert_eq!(
+        http.modern("tools/call", Some("search_notes"), call("search_notes"))
+            .await
+            .status,
+        200
+    );
+    let encoded = format!(
+        "=?base64?{}?=",
+        base64::engine::general_purpose::STANDARD.encode("search_notes")
+    );
+    assert_eq!(
+        http.modern("tools/call", Some(&encoded), call("search_notes"))
+            .await
+            .status,
+        200
+    );
+    assert_error(
+        &http
+            .modern(
+                "resources/read",
+                Some("notes://other"),
+                json!({"uri": "notes://n_0000000000000000"}),
+            )
+            .await,
+        400,
+        -32020,
+    );
 
     // The header and _meta must name the same, supported version.
     let mut other = list.clone();
     other["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
-    assert_error(&http.post_json(&[("mcp-protocol-version", MODERN), ("mcp-method", "tools/list")], &other).await, 400, -32020);
-    let unsupported = http.post_json(&[("mcp-protocol-version", "2099-01-01"), ("mcp-method", "tools/list")], &other).await;
+    assert_error(
+        &http
+            .post_json(
+                &[
+                    ("mcp-protocol-version", MODERN),
+                    ("mcp-method", "tools/list"),
+                ],
+                &other,
+            )
+            .await,
+        400,
+        -32020,
+    );
+    let unsupported = http
+        .post_json(
+            &[
+                ("mcp-protocol-version", "2099-01-01"),
+                ("mcp-method", "tools/list"),
+            ],
+            &other,
+        )
+        .await;
     assert_error(&unsupported, 400, -32022);
     let data = &unsupported.json()["error"]["data"];
     assert_eq!(data["requested"], "2099-01-01");
-    assert!(data["supported"].as_array().unwrap().contains(&json!(MODERN)));
+    assert!(
+        data["supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(MODERN))
+    );
 
     // _meta must carry the client capabilities.
     let mut bare = list.clone();
-    bare["params"]["_meta"].as_object_mut().unwrap().remove("io.modelcontextprotocol/clientCapabilities");
-    assert_error(&http.post_json(&[("mcp-protocol-version", MODERN), ("mcp-method", "tools/list")], &bare).await, 400, -32602);
+    bare["params"]["_meta"]
+        .as_object_mut()
+        .unwrap()
+        .remove("io.modelcontextprotocol/clientCapabilities");
+    assert_error(
+        &http
+            .post_json(
+                &[
+                    ("mcp-protocol-version", MODERN),
+                    ("mcp-method", "tools/list"),
+                ],
+                &bare,
+            )
+            .await,
+        400,
+        -32602,
+    );
 
     // Unknown methods are 404 in this era; notifications are accepted; responses are not.
-    assert_error(&http.modern("tools/destroy_everything", None, json!({})).await, 404, -32601);
+    assert_error(
+        &http
+            .modern("tools/destroy_everything", None, json!({}))
+            .await,
+        404,
+        -32601,
+    );
     assert_error(&http.modern("ping", None, json!({})).await, 404, -32601);
     let notification = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"_meta": meta(), "requestId": 1}});
-    let accepted = http.post_json(&[("mcp-protocol-version", MODERN), ("mcp-method", "notifications/cancelled")], &notification).await;
+    let accepted = http
+        .post_json(
+            &[
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "notifications/cancelled"),
+            ],
+            &notification,
+        )
+        .await;
     assert_eq!((accepted.status, accepted.text.as_str()), (202, ""));
     let response = json!({"jsonrpc": "2.0", "id": 1, "result": {}});
-    assert_error(&http.post_json(&[("mcp-protocol-version", MODERN)], &response).await, 400, -32600);
+    assert_error(
+        &http
+            .post_json(&[("mcp-protocol-version", MODERN)], &response)
+            .await,
+        400,
+        -32600,
+    );
 
     // Results say what they are, and no session is minted.
     let reply = http.modern("tools/list", None, json!({})).await;
@@ -256,7 +473,10 @@ async fn modern_requests_must_describe_themselves() {
     assert_eq!(reply.json()["result"]["cacheScope"], "private");
     assert!(reply.header("mcp-session-id").is_none());
     let discover = http.modern("server/discover", None, json!({})).await;
-    assert_eq!(discover.json()["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "warden");
+    assert_eq!(
+        discover.json()["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "warden"
+    );
     http.assert_still_serving().await;
 }
 
@@ -270,33 +490,94 @@ async fn tool_calls_are_checked_against_the_catalogue_and_schema() {
     let cases = [
         (call("delete_all_notes", json!({})), "Unknown tool"),
         (call("search_note", json!({"query": "x"})), "Unknown tool"),
-        (call("search_notes", json!({"query": "x", "api_key": canary})), "unexpected property \"api_key\""),
-        (call("search_notes", json!({"query": 5})), "at /query: wrong type (expected string)"),
-        (call("search_notes", json!({"query": "x", "limit": "5"})), "at /limit: wrong type (expected integer)"),
-        (call("search_notes", json!({"query": "x", "limit": 1.5})), "at /limit: wrong type (expected integer)"),
-        (call("search_notes", json!({"query": "x", "limit": 5000})), "at /limit: number above the maximum"),
-        (call("search_notes", json!({"query": ["x"]})), "at /query: wrong type (expected string)"),
-        (call("search_notes", json!({})), "missing required property \"query\""),
-        (call("get_note", json!({"id": canary})), "at /id: string does not match the required pattern"),
-        (call("create_note", json!({"title": "t", "body": "b", "tags": ["ok", null]})), "at /tags/1: wrong type"),
-        (call("create_note", json!({"title": "t", "body": "b", "tags": "one"})), "at /tags: wrong type (expected array)"),
-        (call("create_note", json!({"title": "", "body": "b"})), "at /title: string shorter than 1 characters"),
-        (json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "search_notes", "arguments": "query=x"}}), "params.arguments must be an object"),
-        (json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"arguments": {}}}), "params.name must be a string"),
+        (
+            call("search_notes", json!({"query": "x", "api_key": canary})),
+            "unexpected property \"api_key\"",
+        ),
+        (
+            call("search_notes", json!({"query": 5})),
+            "at /query: wrong type (expected string)",
+        ),
+        (
+            call("search_notes", json!({"query": "x", "limit": "5"})),
+            "at /limit: wrong type (expected integer)",
+        ),
+        (
+            call("search_notes", json!({"query": "x", "limit": 1.5})),
+            "at /limit: wrong type (expected integer)",
+        ),
+        (
+            call("search_notes", json!({"query": "x", "limit": 5000})),
+            "at /limit: number above the maximum",
+        ),
+        (
+            call("search_notes", json!({"query": ["x"]})),
+            "at /query: wrong type (expected string)",
+        ),
+        (
+            call("search_notes", json!({})),
+            "missing required property \"query\"",
+        ),
+        (
+            call("get_note", json!({"id": canary})),
+            "at /id: string does not match the required pattern",
+        ),
+        (
+            call(
+                "create_note",
+                json!({"title": "t", "body": "b", "tags": ["ok", null]}),
+            ),
+            "at /tags/1: wrong type",
+        ),
+        (
+            call(
+                "create_note",
+                json!({"title": "t", "body": "b", "tags": "one"}),
+            ),
+            "at /tags: wrong type (expected array)",
+        ),
+        (
+            call("create_note", json!({"title": "", "body": "b"})),
+            "at /title: string shorter than 1 characters",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "search_notes", "arguments": "query=x"}}),
+            "params.arguments must be an object",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"arguments": {}}}),
+            "params.name must be a string",
+        ),
     ];
     for (body, expected) in cases {
         let reply = http.legacy(&session, &body).await;
         assert_error(&reply, 200, -32602);
-        let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(message.contains(expected), "{body}: {message}");
-        assert!(!reply.text.contains(canary), "the offending value is never echoed: {}", reply.text);
+        assert!(
+            !reply.text.contains(canary),
+            "the offending value is never echoed: {}",
+            reply.text
+        );
     }
     // The same refusal in the modern era carries HTTP 400.
-    let reply = http.modern("tools/call", Some("nope"), json!({"name": "nope", "arguments": {}})).await;
+    let reply = http
+        .modern(
+            "tools/call",
+            Some("nope"),
+            json!({"name": "nope", "arguments": {}}),
+        )
+        .await;
     assert_error(&reply, 400, -32602);
     // Nothing was created by any of those calls.
     let listed = http.legacy(&session, &call("list_notes", json!({}))).await;
-    assert_eq!(listed.json()["result"]["structuredContent"]["notes"], json!([]));
+    assert_eq!(
+        listed.json()["result"]["structuredContent"]["notes"],
+        json!([])
+    );
     http.assert_still_serving().await;
 }
 
@@ -308,7 +589,13 @@ async fn legacy_sessions_follow_the_spec() {
 
     // No session: 400; a made-up session: 404.
     assert_error(&http.post_json(&[], &list).await, 400, -32000);
-    assert_error(&http.post_json(&[("mcp-session-id", "made-up")], &list).await, 404, -32000);
+    assert_error(
+        &http
+            .post_json(&[("mcp-session-id", "made-up")], &list)
+            .await,
+        404,
+        -32000,
+    );
 
     let session = http.initialize().await;
     assert!(session.bytes().all(|b| (0x21..=0x7e).contains(&b)) && session.len() >= 32);
@@ -316,28 +603,68 @@ async fn legacy_sessions_follow_the_spec() {
     let reply = http.legacy(&session, &initialized).await;
     assert_eq!((reply.status, reply.text.as_str()), (202, ""));
     assert_eq!(http.legacy(&session, &list).await.status, 200);
-    let ping = http.legacy(&session, &json!({"jsonrpc": "2.0", "id": "p", "method": "ping"})).await;
-    assert_eq!(ping.json(), json!({"jsonrpc": "2.0", "id": "p", "result": {}}));
+    let ping = http
+        .legacy(
+            &session,
+            &json!({"jsonrpc": "2.0", "id": "p", "method": "ping"}),
+        )
+        .await;
+    assert_eq!(
+        ping.json(),
+        json!({"jsonrpc": "2.0", "id": "p", "result": {}})
+    );
 
     // Method errors travel in a 200 in this era.
-    assert_error(&http.legacy(&session, &json!({"jsonrpc": "2.0", "id": 2, "method": "nope/nope"})).await, 200, -32601);
+    assert_error(
+        &http
+            .legacy(
+                &session,
+                &json!({"jsonrpc": "2.0", "id": 2, "method": "nope/nope"}),
+            )
+            .await,
+        200,
+        -32601,
+    );
     let missing = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": "notes://n_0000000000000000"}});
     assert_error(&http.legacy(&session, &missing).await, 200, -32002);
 
     // A wrong protocol version header is refused.
-    let wrong = http.post_json(&[("mcp-session-id", &session), ("mcp-protocol-version", "2019-01-01")], &list).await;
+    let wrong = http
+        .post_json(
+            &[
+                ("mcp-session-id", &session),
+                ("mcp-protocol-version", "2019-01-01"),
+            ],
+            &list,
+        )
+        .await;
     assert_error(&wrong, 400, -32022);
 
     // An event-stream-only client gets its answer as one SSE event.
-    let sse = http.post_json(&[("mcp-session-id", &session), ("accept", "text/event-stream")], &list).await;
+    let sse = http
+        .post_json(
+            &[
+                ("mcp-session-id", &session),
+                ("accept", "text/event-stream"),
+            ],
+            &list,
+        )
+        .await;
     assert_eq!(sse.status, 200);
     assert_eq!(sse.header("content-type"), Some("text/event-stream"));
-    let data = sse.text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let data = sse
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
     assert!(serde_json::from_str::<Value>(data).unwrap()["result"]["tools"].is_array());
 
     // Another key cannot use this session.
     let (_, other_key) = warden.add_key("default", "other", "write");
-    let other = Http { key: other_key, ..Http::new(&warden) };
+    let other = Http {
+        key: other_key,
+        ..Http::new(&warden)
+    };
     assert_error(&other.legacy(&session, &list).await, 404, -32000);
 
     // GET needs a session and an event-stream Accept; only one stream per session.
@@ -349,21 +676,71 @@ async fn legacy_sessions_follow_the_spec() {
         }
         request.send()
     };
-    assert_eq!(get(vec![("accept", "text/event-stream".into())]).await.unwrap().status(), 405);
-    assert_eq!(get(vec![("accept", "application/json".into()), ("mcp-session-id", session.clone())]).await.unwrap().status(), 406);
-    let stream = get(vec![("accept", "text/event-stream".into()), ("mcp-session-id", session.clone())]).await.unwrap();
+    assert_eq!(
+        get(vec![("accept", "text/event-stream".into())])
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+    assert_eq!(
+        get(vec![
+            ("accept", "application/json".into()),
+            ("mcp-session-id", session.clone())
+        ])
+        .await
+        .unwrap()
+        .status(),
+        406
+    );
+    let stream = get(vec![
+        ("accept", "text/event-stream".into()),
+        ("mcp-session-id", session.clone()),
+    ])
+    .await
+    .unwrap();
     assert_eq!(stream.status(), 200);
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
-    assert_eq!(get(vec![("accept", "text/event-stream".into()), ("mcp-session-id", session.clone())]).await.unwrap().status(), 409);
+    assert_eq!(
+        get(vec![
+            ("accept", "text/event-stream".into()),
+            ("mcp-session-id", session.clone())
+        ])
+        .await
+        .unwrap()
+        .status(),
+        409
+    );
 
     // DELETE ends the session (and its stream); the id then answers 404 everywhere.
-    let delete = http.send(reqwest::Method::DELETE, &[("authorization", &auth), ("mcp-session-id", &session)], None).await;
+    let delete = http
+        .send(
+            reqwest::Method::DELETE,
+            &[("authorization", &auth), ("mcp-session-id", &session)],
+            None,
+        )
+        .await;
     assert_eq!(delete.status, 204);
     let rest = tokio::time::timeout(std::time::Duration::from_secs(5), stream.text()).await;
     assert!(rest.is_ok(), "the open stream ends with its session");
     assert_error(&http.legacy(&session, &list).await, 404, -32000);
-    assert_eq!(get(vec![("accept", "text/event-stream".into()), ("mcp-session-id", session.clone())]).await.unwrap().status(), 404);
-    let again = http.send(reqwest::Method::DELETE, &[("authorization", &auth), ("mcp-session-id", &session)], None).await;
+    assert_eq!(
+        get(vec![
+            ("accept", "text/event-stream".into()),
+            ("mcp-session-id", session.clone())
+        ])
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
+    let again = http
+        .send(
+            reqwest::Method::DELETE,
+            &[("authorization", &auth), ("mcp-session-id", &session)],
+            None,
+        )
+        .await;
     assert_eq!(again.status, 404);
     http.assert_still_serving().await;
 }
@@ -373,9 +750,20 @@ async fn other_paths_and_methods_answer_plainly() {
     let warden = Warden::start();
     let http = Http::new(&warden);
     let base = http.url.trim_end_matches("/mcp").to_owned();
-    let reply = http.client.get(format!("{base}/admin")).send().await.unwrap();
+    let reply = http
+        .client
+        .get(format!("{base}/admin"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 404);
-    let reply = http.client.put(&http.url).bearer_auth(&http.key).send().await.unwrap();
+    let reply = http
+        .client
+        .put(&http.url)
+        .bearer_auth(&http.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 405);
     http.assert_still_serving().await;
 }

@@ -2,6 +2,7 @@
 //! directory, and connects real clients to it.
 
 #![allow(dead_code)] // each test file uses a different part of this module
+#![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -36,14 +37,21 @@ pub struct Warden {
     _tmp: Option<tempfile::TempDir>,
 }
 
-fn collect(stream: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>, ready: Option<mpsc::Sender<String>>) {
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    sink: Arc<Mutex<String>>,
+    ready: Option<mpsc::Sender<String>>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if let Some(ready) = &ready
                 && let Some(at) = line.find("listening on http://")
             {
-                let url = line[at + "listening on ".len()..].split_whitespace().next().unwrap_or_default();
+                let url = line[at + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default();
                 let _ = ready.send(url.to_owned());
             }
             let mut sink = sink.lock().unwrap();
@@ -58,7 +66,8 @@ impl Warden {
     pub fn start() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
-        let mut warden = Self::start_with(tmp.path(), &["--data-dir", data_dir.to_str().unwrap()], &[]);
+        let mut warden =
+            Self::start_with(tmp.path(), &["--data-dir", data_dir.to_str().unwrap()], &[]);
         warden._tmp = Some(tmp);
         warden
     }
@@ -79,7 +88,10 @@ impl Warden {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("spawn warden");
-        let (stdout, stderr) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
+        let (stdout, stderr) = (
+            Arc::new(Mutex::new(String::new())),
+            Arc::new(Mutex::new(String::new())),
+        );
         let (ready_tx, ready_rx) = mpsc::channel();
         collect(child.stdout.take().unwrap(), stdout.clone(), None);
         collect(child.stderr.take().unwrap(), stderr.clone(), Some(ready_tx));
@@ -94,10 +106,25 @@ impl Warden {
             .iter()
             .position(|a| *a == "--data-dir")
             .map(|i| PathBuf::from(args[i + 1]))
-            .or_else(|| env.iter().find(|(n, _)| *n == "WARDEN_DATA_DIR").map(|(_, v)| PathBuf::from(v)))
+            .or_else(|| {
+                env.iter()
+                    .find(|(n, _)| *n == "WARDEN_DATA_DIR")
+                    .map(|(_, v)| PathBuf::from(v))
+            })
             .unwrap_or_else(|| cwd.join("warden-data"));
-        let admin_key = std::fs::read_to_string(data_dir.join("admin.key")).unwrap_or_default().trim().to_owned();
-        Self { child, url, data_dir, admin_key, stdout, stderr, _tmp: None }
+        let admin_key = std::fs::read_to_string(data_dir.join("admin.key"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        Self {
+            child,
+            url,
+            data_dir,
+            admin_key,
+            stdout,
+            stderr,
+            _tmp: None,
+        }
     }
 
     pub fn stdout(&self) -> String {
@@ -110,7 +137,10 @@ impl Warden {
 
     /// Stops the server the way an operator's service manager would (SIGTERM) and waits.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..100 {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
@@ -122,22 +152,40 @@ impl Warden {
 
     /// `warden keys add`; returns (key id, key).
     pub fn add_key(&self, tenant: &str, name: &str, scope: &str) -> (String, String) {
-        let out = self.cli(&["keys", "add", "--tenant", tenant, "--name", name, "--scope", scope]);
-        assert!(out.status.success(), "keys add failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.cli(&[
+            "keys", "add", "--tenant", tenant, "--name", name, "--scope", scope,
+        ]);
+        assert!(
+            out.status.success(),
+            "keys add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         let stderr = String::from_utf8(out.stderr).unwrap();
-        let id = stderr.split_whitespace().find(|w| w.starts_with("key_")).unwrap().to_owned();
+        let id = stderr
+            .split_whitespace()
+            .find(|w| w.starts_with("key_"))
+            .unwrap()
+            .to_owned();
         (id, key)
     }
 
     pub fn revoke(&self, id: &str) {
         let out = self.cli(&["keys", "revoke", id]);
-        assert!(out.status.success(), "revoke failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "revoke failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs a `warden` subcommand against this server's data directory.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN).args(args).env("WARDEN_DATA_DIR", &self.data_dir).output().unwrap()
+        Command::new(BIN)
+            .args(args)
+            .env("WARDEN_DATA_DIR", &self.data_dir)
+            .output()
+            .unwrap()
     }
 }
 
@@ -151,29 +199,57 @@ impl Drop for Warden {
 pub type Client = RunningService<RoleClient, ()>;
 
 /// An rmcp client in the given era, authenticated with `key`.
-pub async fn connect(url: &str, key: &str, era: Era) -> Result<Client, rmcp::service::ClientInitializeError> {
-    let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(key.to_owned());
+pub async fn connect(
+    url: &str,
+    key: &str,
+    era: Era,
+) -> Result<Client, rmcp::service::ClientInitializeError> {
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(key.to_owned());
     let transport = StreamableHttpClientTransport::from_config(config);
     let lifecycle = match era {
         Era::Legacy => ClientLifecycleMode::Initialize,
-        Era::Modern => ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
+        Era::Modern => ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
     };
     ().serve_with_lifecycle(transport, lifecycle).await
 }
 
-pub async fn call(client: &Client, tool: &str, arguments: Value) -> Result<CallToolResult, rmcp::ServiceError> {
-    let Value::Object(arguments) = arguments else { panic!("arguments must be an object") };
-    client.call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments)).await
+pub async fn call(
+    client: &Client,
+    tool: &str,
+    arguments: Value,
+) -> Result<CallToolResult, rmcp::ServiceError> {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments must be an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
+        .await
 }
 
 /// The structured content of a successful call.
 pub async fn call_ok(client: &Client, tool: &str, arguments: Value) -> Value {
-    let result = call(client, tool, arguments).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"));
-    assert_ne!(result.is_error, Some(true), "{tool} returned a tool error: {result:?}");
-    result.structured_content.clone().unwrap_or_else(|| panic!("{tool}: no structured content"))
+    let result = call(client, tool, arguments)
+        .await
+        .unwrap_or_else(|e| panic!("{tool} failed: {e}"));
+    assert_ne!(
+        result.is_error,
+        Some(true),
+        "{tool} returned a tool error: {result:?}"
+    );
+    result
+        .structured_content
+        .clone()
+        .unwrap_or_else(|| panic!("{tool}: no structured content"))
 }
 
 /// True when the call came back as a tool error (`isError: true`).
 pub async fn call_is_tool_error(client: &Client, tool: &str, arguments: Value) -> bool {
-    call(client, tool, arguments).await.unwrap_or_else(|e| panic!("{tool} failed: {e}")).is_error == Some(true)
+    call(client, tool, arguments)
+        .await
+        .unwrap_or_else(|e| panic!("{tool} failed: {e}"))
+        .is_error
+        == Some(true)
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: lints, every Rust test tier, then the official MCP clients against a
+# freshly started `warden serve`. Installs what it needs (pip/npm packages) into ignored
+# folders under interop/. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked
+
+echo "== interop: official clients against warden serve"
+cargo build --locked --bin warden
+scripts/interop.sh target/debug/warden
