@@ -4,7 +4,7 @@
 #   scripts/interop.sh [path/to/warden]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bin="${1:-target/debug/warden}"
+bin="${1:-${CARGO_TARGET_DIR:-target}/debug/warden}"
 
 work="$(mktemp -d)"
 pid=""

@@ -16,4 +16,4 @@ cargo test --workspace --locked
 
 echo "== interop: official clients against warden serve"
 cargo build --locked --bin warden
-scripts/interop.sh target/debug/warden
+scripts/interop.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
