@@ -587,6 +587,10 @@ mod tests {
         assert_eq!(store.search("a", "?? !!", 10).unwrap(), None);
     }
 
+    fn titles(page: &Page) -> Vec<&str> {
+        page.notes.iter().map(|n| n.title.as_str()).collect()
+    }
+
     #[test]
     fn listing_pages_by_tag() {
         let (_tmp, store) = store();
@@ -601,25 +605,11 @@ mod tests {
                 .unwrap();
         }
         let first = store.list("a", None, None, 2).unwrap();
-        assert_eq!(
-            first
-                .notes
-                .iter()
-                .map(|n| n.title.as_str())
-                .collect::<Vec<_>>(),
-            ["n4", "n3"]
-        );
+        assert_eq!(titles(&first), ["n4", "n3"]);
         let second = store
             .list("a", None, first.next_cursor.as_deref(), 2)
             .unwrap();
-        assert_eq!(
-            second
-                .notes
-                .iter()
-                .map(|n| n.title.as_str())
-                .collect::<Vec<_>>(),
-            ["n2", "n1"]
-        );
+        assert_eq!(titles(&second), ["n2", "n1"]);
         let third = store
             .list("a", None, second.next_cursor.as_deref(), 2)
             .unwrap();

@@ -693,55 +693,29 @@ async fn legacy_sessions_follow_the_spec() {
         .status(),
         406
     );
-    let stream = get(vec![
-        ("accept", "text/event-stream".into()),
-        ("mcp-session-id", session.clone()),
-    ])
-    .await
-    .unwrap();
-    assert_eq!(stream.status(), 200);
-    assert_eq!(stream.headers()["content-type"], "text/event-stream");
-    assert_eq!(
+    let open_stream = || {
         get(vec![
             ("accept", "text/event-stream".into()),
-            ("mcp-session-id", session.clone())
+            ("mcp-session-id", session.clone()),
         ])
-        .await
-        .unwrap()
-        .status(),
-        409
-    );
+    };
+    let stream = open_stream().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    assert_eq!(open_stream().await.unwrap().status(), 409);
 
     // DELETE ends the session (and its stream); the id then answers 404 everywhere.
-    let delete = http
-        .send(
-            reqwest::Method::DELETE,
-            &[("authorization", &auth), ("mcp-session-id", &session)],
-            None,
-        )
-        .await;
-    assert_eq!(delete.status, 204);
+    let delete_headers = [
+        ("authorization", auth.as_str()),
+        ("mcp-session-id", session.as_str()),
+    ];
+    let delete = || http.send(reqwest::Method::DELETE, &delete_headers, None);
+    assert_eq!(delete().await.status, 204);
     let rest = tokio::time::timeout(std::time::Duration::from_secs(5), stream.text()).await;
     assert!(rest.is_ok(), "the open stream ends with its session");
     assert_error(&http.legacy(&session, &list).await, 404, -32000);
-    assert_eq!(
-        get(vec![
-            ("accept", "text/event-stream".into()),
-            ("mcp-session-id", session.clone())
-        ])
-        .await
-        .unwrap()
-        .status(),
-        404
-    );
-    let again = http
-        .send(
-            reqwest::Method::DELETE,
-            &[("authorization", &auth), ("mcp-session-id", &session)],
-            None,
-        )
-        .await;
-    assert_eq!(again.status, 404);
+    assert_eq!(open_stream().await.unwrap().status(), 404);
+    assert_eq!(delete().await.status, 404);
     http.assert_still_serving().await;
 }
 
