@@ -86,14 +86,11 @@ pub(crate) async fn handle(
         }
         ("resources/read", _) => {
             let uri = required_str(params, "uri")?;
-            let read = {
-                let uri = uri.clone();
-                notes_blocking(state, principal, move |notes, tenant| {
-                    notes.read_resource(tenant, &uri)
-                })
-                .await?
-            };
-            read.ok_or_else(|| resource_not_found(era))?
+            notes_blocking(state, principal, move |notes, tenant| {
+                notes.read_resource(tenant, &uri)
+            })
+            .await?
+            .ok_or_else(|| resource_not_found(era))?
         }
         _ => return Err(RpcError::method_not_found()),
     };

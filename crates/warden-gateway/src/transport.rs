@@ -213,11 +213,11 @@ async fn handle_post(
     let facts = match &message {
         Message::Request(req) => Some(McpFacts {
             method: req.method.clone(),
-            era: era_name(era),
+            era: era.as_str(),
         }),
         Message::Notification { method, .. } => Some(McpFacts {
             method: method.clone(),
-            era: era_name(era),
+            era: era.as_str(),
         }),
         Message::Response(_) => None,
     };
@@ -226,13 +226,6 @@ async fn handle_post(
         Era::Legacy => legacy(state, principal, headers, message).await,
     };
     (outcome, facts)
-}
-
-fn era_name(era: Era) -> &'static str {
-    match era {
-        Era::Legacy => "legacy",
-        Era::Modern => "modern",
-    }
 }
 
 async fn decode(

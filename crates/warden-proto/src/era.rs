@@ -14,6 +14,16 @@ pub enum Era {
     Modern,
 }
 
+impl Era {
+    /// The era's name in logs and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::Modern => "modern",
+        }
+    }
+}
+
 /// A protocol revision Warden speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolVersion {
