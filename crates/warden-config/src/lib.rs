@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod upstream;
+
+pub use upstream::{Builtin, DEFAULT_UPSTREAM_NAME, Http, Secret, Source, Stdio, Upstream};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "warden-data";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -29,6 +33,12 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    #[error("{path}: {field}: {message}")]
+    InvalidUpstream {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
 }
 
 mod raw {
@@ -44,6 +54,26 @@ mod raw {
         pub limits: Limits,
         #[serde(default)]
         pub sessions: Sessions,
+        #[serde(default)]
+        pub upstream: Vec<Upstream>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Upstream {
+        pub name: String,
+        pub prefix: Option<String>,
+        pub builtin: Option<String>,
+        pub command: Option<Vec<String>>,
+        #[serde(default)]
+        pub env: std::collections::BTreeMap<String, String>,
+        pub cwd: Option<String>,
+        pub per_tenant: Option<bool>,
+        pub url: Option<String>,
+        #[serde(default)]
+        pub headers: std::collections::BTreeMap<String, String>,
+        pub call_timeout_ms: Option<u64>,
+        pub max_message_bytes: Option<usize>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -73,6 +103,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub limits: Limits,
     pub sessions: Sessions,
+    pub upstreams: Vec<Upstream>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,7 +199,15 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
     if data_dir.as_os_str().is_empty() {
         return Err(invalid("data_dir", "must not be empty".into()));
     }
+    let upstreams = upstream::validate(raw.upstream, |name| std::env::var(name).ok()).map_err(
+        |(field, message)| ConfigError::InvalidUpstream {
+            path: path.to_owned(),
+            field,
+            message,
+        },
+    )?;
     Ok(Config {
+        upstreams,
         listen,
         data_dir,
         limits: Limits { max_body_bytes },

@@ -1,47 +1,49 @@
 //! What each MCP method does, once the transport has settled who is calling and in
-//! which era. Policy comes first (catalogue, scope, argument schema); only a call that
-//! passes reaches the notes server.
+//! which era. Warden answers the protocol's own methods; everything else is checked
+//! (catalogue, scope, argument schema) and routed to the upstream that owns it.
+
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use warden_notes::NotesError;
+use tokio::sync::mpsc;
 use warden_policy::{PolicyError, ToolKind};
 use warden_proto::era::SERVER_INFO_META;
 use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
+use warden_upstream::{Caller, Event, ListError, Upstream, UpstreamError};
 
 use crate::error::RpcError;
+use crate::session::Session;
 use crate::state::AppState;
 
 const SERVER_NAME: &str = "warden";
-const INSTRUCTIONS: &str = "Warden notes: a private knowledge base. Use search_notes to find notes, get_note to read one, and create_note / update_note / delete_note to change them.";
 
 fn server_info() -> Value {
     json!({ "name": SERVER_NAME, "title": "Warden", "version": env!("CARGO_PKG_VERSION") })
 }
 
-fn capabilities() -> Value {
-    json!({
-        "tools": { "listChanged": false },
-        "resources": { "listChanged": false, "subscribe": false },
-    })
-}
-
 /// The `initialize` result for a legacy session.
-pub(crate) fn initialize_result(version: ProtocolVersion) -> Value {
-    json!({
+pub(crate) fn initialize_result(state: &AppState, version: ProtocolVersion) -> Value {
+    let mut result = json!({
         "protocolVersion": version.as_str(),
-        "capabilities": capabilities(),
+        "capabilities": state.upstreams().capabilities(),
         "serverInfo": server_info(),
-        "instructions": INSTRUCTIONS,
-    })
+    });
+    if let Some(instructions) = state.upstreams().instructions() {
+        result["instructions"] = instructions.into();
+    }
+    result
 }
 
-fn discover_result() -> Value {
-    json!({
+fn discover_result(state: &AppState) -> Value {
+    let mut result = json!({
         "supportedVersions": ProtocolVersion::ALL.map(ProtocolVersion::as_str),
-        "capabilities": capabilities(),
-        "instructions": INSTRUCTIONS,
-    })
+        "capabilities": state.upstreams().capabilities(),
+    });
+    if let Some(instructions) = state.upstreams().instructions() {
+        result["instructions"] = instructions.into();
+    }
+    result
 }
 
 /// The most a key of `scope` may do.
@@ -52,74 +54,139 @@ fn ceiling(scope: Scope) -> ToolKind {
     }
 }
 
-/// Runs one request and returns its `result`, shaped for `era`.
+/// Who is asking, in which era, and where messages sent mid-call should go.
+pub(crate) struct Context<'a> {
+    pub principal: &'a Principal,
+    pub era: Era,
+    pub session: Option<&'a Arc<Session>>,
+    pub events: Option<mpsc::Sender<Event>>,
+}
+
+impl Context<'_> {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            tenant: &self.principal.tenant,
+        }
+    }
+}
+
+/// Runs one request and returns its `result`, shaped for the caller's era.
 pub(crate) async fn handle(
     state: &AppState,
-    principal: &Principal,
-    era: Era,
+    context: Context<'_>,
     request: &Request,
 ) -> Result<Value, RpcError> {
     let params = &request.params;
+    let era = context.era;
+    let upstreams = state.upstreams();
     let result = match (request.method.as_str(), era) {
-        ("ping", Era::Legacy) => json!({}),
-        ("server/discover", Era::Modern) => discover_result(),
+        ("ping", Era::Legacy) => return Ok(json!({})),
+        // Log levels are per client here; a shared upstream is not reconfigured by one.
+        ("logging/setLevel", Era::Legacy) => {
+            let level = required_str(params, "level")?;
+            if let Some(session) = context.session {
+                session.set_log_level(&level);
+            }
+            return Ok(json!({}));
+        }
+        ("server/discover", Era::Modern) => discover_result(state),
         ("tools/list", _) => {
             no_cursor(params)?;
-            let tools: Vec<&Value> = state
-                .catalogue()
-                .visible(ceiling(principal.scope))
+            let catalogue = upstreams.catalogue();
+            let tools: Vec<&Value> = catalogue
+                .visible(ceiling(context.principal.scope))
                 .map(|t| t.definition())
                 .collect();
             json!({ "tools": tools })
         }
-        ("tools/call", _) => call_tool(state, principal, params).await?,
-        ("resources/list", _) => {
+        ("tools/call", _) => call_tool(state, &context, params).await?,
+        ("prompts/list" | "resources/list" | "resources/templates/list", _) => {
             let cursor = optional_str(params, "cursor")?;
-            notes_blocking(state, principal, move |notes, tenant| {
-                notes.list_resources(tenant, cursor.as_deref())
-            })
-            .await?
+            upstreams
+                .list(context.caller(), &request.method, cursor.as_deref())
+                .await
+                .map_err(|error| match error {
+                    ListError::Cursor => RpcError::invalid_params("Invalid cursor"),
+                    ListError::Upstream(error) => unavailable(&error),
+                })?
         }
-        ("resources/templates/list", _) => {
-            no_cursor(params)?;
-            json!({ "resourceTemplates": warden_notes::resource_templates() })
+        ("prompts/get", _) => {
+            let name = required_str(params, "name")?;
+            let (index, name) = upstreams
+                .route_name(&name)
+                .ok_or_else(|| RpcError::invalid_params("Unknown prompt"))?;
+            let mut params = params.clone();
+            params.insert("name".into(), name.into());
+            forward(state, &context, index, &request.method, params).await?
         }
-        ("resources/read", _) => {
+        ("resources/read", _) | ("resources/subscribe" | "resources/unsubscribe", Era::Legacy) => {
             let uri = required_str(params, "uri")?;
-            notes_blocking(state, principal, move |notes, tenant| {
-                notes.read_resource(tenant, &uri)
-            })
-            .await?
-            .ok_or_else(|| resource_not_found(era))?
+            let index = upstreams
+                .route_uri(&uri)
+                .ok_or_else(|| resource_not_found(era))?;
+            let result = forward(state, &context, index, &request.method, params.clone()).await?;
+            if let Some(session) = context.session {
+                match request.method.as_str() {
+                    "resources/subscribe" => session.subscribe(&uri),
+                    "resources/unsubscribe" => session.unsubscribe(&uri),
+                    _ => {}
+                }
+            }
+            result
+        }
+        ("completion/complete", _) => {
+            let mut params = params.clone();
+            let index = route_completion(state, &mut params)?;
+            forward(state, &context, index, &request.method, params).await?
         }
         _ => return Err(RpcError::method_not_found()),
     };
     Ok(shape_for_era(era, &request.method, result))
 }
 
-/// Modern results say they are complete, how long they may be cached (not at all: notes
-/// change) and by whom (this caller only), and who answered.
+/// Results travel in the caller's era. Modern results say they are complete, how long
+/// they may be cached (not at all: upstream data changes) and by whom (this caller
+/// only), and who answered; legacy results carry none of that.
 fn shape_for_era(era: Era, method: &str, mut result: Value) -> Value {
-    if era == Era::Modern
-        && let Some(object) = result.as_object_mut()
-    {
-        object.insert("resultType".into(), "complete".into());
-        if matches!(
-            method,
-            "server/discover"
-                | "tools/list"
-                | "resources/list"
-                | "resources/templates/list"
-                | "resources/read"
-        ) {
-            object.insert("ttlMs".into(), 0.into());
-            object.insert("cacheScope".into(), "private".into());
+    let Some(object) = result.as_object_mut() else {
+        return result;
+    };
+    match era {
+        Era::Modern => {
+            object
+                .entry("resultType")
+                .or_insert_with(|| "complete".into());
+            if matches!(
+                method,
+                "server/discover"
+                    | "tools/list"
+                    | "prompts/list"
+                    | "resources/list"
+                    | "resources/templates/list"
+                    | "resources/read"
+            ) {
+                object.entry("ttlMs").or_insert_with(|| 0.into());
+                object
+                    .entry("cacheScope")
+                    .or_insert_with(|| "private".into());
+            }
+            let meta = object
+                .entry("_meta")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert(SERVER_INFO_META.into(), server_info());
+            }
         }
-        let meta = object
-            .entry("_meta")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(meta) = meta.as_object_mut() {
-            meta.insert(SERVER_INFO_META.into(), server_info());
+        Era::Legacy => {
+            for field in ["resultType", "ttlMs", "cacheScope"] {
+                object.remove(field);
+            }
+            if let Some(Value::Object(meta)) = object.get_mut("_meta") {
+                meta.remove(SERVER_INFO_META);
+                if meta.is_empty() {
+                    object.remove("_meta");
+                }
+            }
         }
     }
     result
@@ -135,7 +202,7 @@ fn resource_not_found(era: Era) -> RpcError {
 
 async fn call_tool(
     state: &AppState,
-    principal: &Principal,
+    context: &Context<'_>,
     params: &Map<String, Value>,
 ) -> Result<Value, RpcError> {
     let name = required_str(params, "name")?;
@@ -148,16 +215,103 @@ async fn call_tool(
             ));
         }
     };
-    let tool = state
-        .catalogue()
-        .lookup(&name, ceiling(principal.scope))
+    let catalogue = state.upstreams().catalogue();
+    let tool = catalogue
+        .lookup(&name, ceiling(context.principal.scope))
         .map_err(policy_error)?;
     tool.validate(&arguments).map_err(policy_error)?;
-    let outcome = notes_blocking(state, principal, move |notes, tenant| {
-        notes.call_tool(tenant, &name, arguments)
+    let origin = tool.origin().clone();
+    drop(catalogue);
+    // Everything else the client sent (its `_meta`, unknown fields) goes on unchanged.
+    let mut params = params.clone();
+    params.insert("name".into(), origin.name.into());
+    forward(state, context, origin.upstream, "tools/call", params).await
+}
+
+/// `completion/complete` names a prompt or a resource; it goes where that one lives.
+fn route_completion(state: &AppState, params: &mut Map<String, Value>) -> Result<usize, RpcError> {
+    let reference = params
+        .get_mut("ref")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| RpcError::invalid_params("params.ref must be an object"))?;
+    let upstreams = state.upstreams();
+    match reference.get("type").and_then(Value::as_str) {
+        Some("ref/prompt") => {
+            let name = reference
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let (index, name) = upstreams
+                .route_name(name)
+                .ok_or_else(|| RpcError::invalid_params("Unknown prompt"))?;
+            reference.insert("name".into(), name.into());
+            Ok(index)
+        }
+        Some("ref/resource") => {
+            let uri = reference
+                .get("uri")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            upstreams
+                .route_uri(uri)
+                .ok_or_else(|| RpcError::invalid_params("Unknown resource"))
+        }
+        _ => Err(RpcError::invalid_params(
+            "params.ref.type must be ref/prompt or ref/resource",
+        )),
+    }
+}
+
+/// Sends a request to one upstream and turns its answer into ours. The upstream's own
+/// JSON-RPC errors pass through (they are the server's word to the client); failures to
+/// reach it are named without internals.
+async fn forward(
+    state: &AppState,
+    context: &Context<'_>,
+    index: usize,
+    method: &str,
+    params: Map<String, Value>,
+) -> Result<Value, RpcError> {
+    let upstream: &Arc<Upstream> = state
+        .upstreams()
+        .get(index)
+        .ok_or_else(RpcError::internal)?;
+    let answer = upstream
+        .request(context.caller(), method, params, context.events.clone())
+        .await
+        .map_err(|error| {
+            tracing::warn!(upstream = upstream.name(), %error, method, "upstream call failed");
+            unavailable(&error)
+        })?;
+    if let Some(result) = answer.get("result") {
+        return Ok(result.clone());
+    }
+    let error = answer.get("error").ok_or_else(RpcError::internal)?;
+    let mut code = error
+        .get("code")
+        .and_then(Value::as_i64)
+        .unwrap_or(codes::INTERNAL_ERROR);
+    if code == codes::RESOURCE_NOT_FOUND && context.era == Era::Modern {
+        code = codes::INVALID_PARAMS;
+    }
+    Err(RpcError {
+        code,
+        message: error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("Upstream error")
+            .to_owned(),
+        data: error.get("data").cloned(),
     })
-    .await?;
-    Ok(outcome.into_result())
+}
+
+fn unavailable(error: &UpstreamError) -> RpcError {
+    let message = match error {
+        UpstreamError::Timeout => "The upstream server did not answer in time",
+        UpstreamError::Exited => "The upstream server stopped during the call; try again",
+        _ => "The upstream server is unavailable; try again",
+    };
+    RpcError::new(codes::UPSTREAM_UNAVAILABLE, message)
 }
 
 fn policy_error(error: PolicyError) -> RpcError {
@@ -165,30 +319,6 @@ fn policy_error(error: PolicyError) -> RpcError {
         PolicyError::UnknownTool => RpcError::invalid_params("Unknown tool"),
         invalid @ PolicyError::InvalidArguments { .. } => {
             RpcError::invalid_params(invalid.to_string())
-        }
-    }
-}
-
-/// Runs notes work on a blocking thread, for the caller's tenant.
-async fn notes_blocking<T: Send + 'static>(
-    state: &AppState,
-    principal: &Principal,
-    work: impl FnOnce(&warden_notes::NotesServer, &str) -> Result<T, NotesError> + Send + 'static,
-) -> Result<T, RpcError> {
-    let notes = state.notes().clone();
-    let tenant = principal.tenant.clone();
-    match tokio::task::spawn_blocking(move || work(&notes, &tenant)).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(NotesError::Cursor)) => Err(RpcError::invalid_params("Invalid cursor")),
-        Ok(Err(NotesError::UnknownTool)) => Err(RpcError::invalid_params("Unknown tool")),
-        Ok(Err(NotesError::Arguments)) => Err(RpcError::invalid_params("Invalid arguments")),
-        Ok(Err(NotesError::Store(error))) => {
-            tracing::error!(%error, "notes store failed");
-            Err(RpcError::internal())
-        }
-        Err(error) => {
-            tracing::error!(%error, "notes task failed");
-            Err(RpcError::internal())
         }
     }
 }

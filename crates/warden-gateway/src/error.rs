@@ -89,7 +89,7 @@ pub enum GatewayError {
     Rpc {
         id: RequestId,
         era: Era,
-        error: RpcError,
+        error: Box<RpcError>,
     },
 }
 
@@ -218,7 +218,7 @@ mod tests {
         let rpc = |era, code| GatewayError::Rpc {
             id: RequestId::Number(1),
             era,
-            error: RpcError::new(code, "x"),
+            error: Box::new(RpcError::new(code, "x")),
         };
         assert_eq!(
             rpc(Era::Legacy, codes::METHOD_NOT_FOUND).status(),

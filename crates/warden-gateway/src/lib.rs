@@ -1,22 +1,27 @@
 //! The HTTP front of Warden. A request travels, in this order:
-//! request log → authentication → transport (media types, body cap, JSON-RPC envelope,
-//! era and session) → dispatch (catalogue, argument validation, the upstream).
-//! [`router`] is the one place that composes that stack.
+//! request log → Host/Origin guard → authentication → transport (media types, body cap,
+//! JSON-RPC envelope, era and session) → dispatch (catalogue, argument validation) →
+//! relay to the upstream, and back. [`router`] is the one place that composes that stack.
 
 mod auth;
 mod dispatch;
 mod error;
+mod guard;
 mod log;
+mod relay;
 mod session;
 mod state;
 mod transport;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::middleware;
 use axum::routing::post;
+use serde_json::Value;
+use tokio::sync::broadcast;
 
 pub use error::GatewayError;
 pub use state::AppState;
@@ -25,7 +30,7 @@ pub use state::AppState;
 pub const MCP_PATH: &str = "/mcp";
 
 /// Builds the whole request stack, outermost layer last.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, listen: SocketAddr) -> Router {
     let mcp = Router::new()
         .route(
             MCP_PATH,
@@ -41,6 +46,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(mcp)
         .fallback(error::not_found)
+        // Host/Origin guard: a page in a browser (DNS rebinding, cross-site requests)
+        // is refused before any credential is looked at.
+        .layer(middleware::from_fn_with_state(
+            Arc::new(guard::HostGuard::for_listener(listen)),
+            guard::check,
+        ))
         // Request log: one line per request with what the handlers learned (MCP method,
         // era, key id); never a body, a header value or a query string.
         .layer(middleware::from_fn(log::log_request))
@@ -56,8 +67,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(session::sweep_until(state.sessions(), stop_rx));
+    let relay_changes = tokio::spawn(relay_changes(state.sessions(), state.upstreams().changes()));
     let sessions = state.sessions();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let listen = listener.local_addr()?;
+    let app = router(state, listen).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -67,5 +80,29 @@ pub async fn serve(
         })
         .await;
     sweeper.abort();
+    relay_changes.abort();
     result
+}
+
+/// Passes upstream list changes to every session's stream, and resource updates to the
+/// sessions subscribed to that resource.
+async fn relay_changes(sessions: Arc<session::Sessions>, mut changes: broadcast::Receiver<Value>) {
+    loop {
+        let message = match changes.recv().await {
+            Ok(message) => message,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let updated_uri = (message["method"] == "notifications/resources/updated")
+            .then(|| message["params"]["uri"].as_str().map(str::to_owned))
+            .flatten();
+        for session in sessions.all() {
+            if updated_uri
+                .as_deref()
+                .is_none_or(|uri| session.is_subscribed(uri))
+            {
+                session.push(&message);
+            }
+        }
+    }
 }

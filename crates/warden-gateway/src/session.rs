@@ -1,15 +1,17 @@
 //! Legacy-era sessions: minted by `initialize`, bound to the key that opened them,
 //! bounded in number, expired when idle.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use rand::RngCore as _;
-use tokio::sync::watch;
-use warden_proto::ProtocolVersion;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use warden_upstream::ServerRequest;
 
 use crate::error::GatewayError;
 
@@ -18,12 +20,36 @@ use crate::error::GatewayError;
 const SESSION_ID_BYTES: usize = 32;
 /// How often idle sessions are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// Messages queued for a session's GET stream before new ones are dropped.
+const STREAM_QUEUE: usize = 64;
+/// Server requests (elicitation, sampling) a session may leave unanswered at once.
+const MAX_PENDING_REQUESTS: usize = 32;
+/// Resource subscriptions one session may hold.
+const MAX_SUBSCRIPTIONS: usize = 1024;
+/// Client requests of one session in flight (and cancellable) at once.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// Per-session state that changes while the session lives.
+#[derive(Debug, Default)]
+struct Live {
+    /// The open GET stream's queue.
+    stream: Option<mpsc::Sender<Value>>,
+    /// Requests from upstreams waiting for the client's answer, by the id we gave them.
+    pending: HashMap<String, ServerRequest>,
+    subscriptions: HashSet<String>,
+    /// The client's requests in flight, by their id as JSON text, for cancellation.
+    in_flight: HashMap<String, AbortHandle>,
+    log_level: Option<String>,
+}
 
 #[derive(Debug)]
 pub(crate) struct Session {
     pub id: String,
     key_id: String,
-    pub version: ProtocolVersion,
+    /// What the client said it can do in `initialize`.
+    pub client_capabilities: Value,
+    next_request: AtomicU64,
+    live: Mutex<Live>,
     last_seen: Mutex<Instant>,
     closed: watch::Sender<bool>,
     stream_open: AtomicBool,
@@ -48,6 +74,15 @@ impl Session {
 
     fn close(&self) {
         self.closed.send_replace(true);
+        let mut live = self.live();
+        for (_, handle) in live.in_flight.drain() {
+            handle.abort();
+        }
+        live.pending.clear();
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Claims the session's one GET stream; the claim ends when the guard drops.
@@ -55,10 +90,109 @@ impl Session {
         if self.stream_open.swap(true, Ordering::AcqRel) {
             return Err(GatewayError::StreamAlreadyOpen);
         }
+        let (sender, messages) = mpsc::channel(STREAM_QUEUE);
+        self.live().stream = Some(sender);
         Ok(StreamClaim {
             session: self.clone(),
             closed: self.closed.subscribe(),
+            messages,
         })
+    }
+
+    /// Queues a message on the GET stream, if one is open; dropped when it is full.
+    pub fn push(&self, message: &Value) {
+        let live = self.live();
+        if let Some(stream) = &live.stream {
+            let _ = stream.try_send(message.clone());
+        }
+    }
+
+    /// Whether the client declared `capability` (e.g. `elicitation`) in `initialize`.
+    pub fn client_supports(&self, capability: &str) -> bool {
+        self.client_capabilities
+            .get(capability)
+            .is_some_and(Value::is_object)
+    }
+
+    /// Keeps an upstream's request until the client answers it; returns the id the
+    /// client sees, or hands the request back when too many are waiting.
+    pub fn hold_request(&self, request: ServerRequest) -> Result<String, Box<ServerRequest>> {
+        let mut live = self.live();
+        if live.pending.len() >= MAX_PENDING_REQUESTS {
+            return Err(Box::new(request));
+        }
+        let id = format!(
+            "warden-{}",
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        );
+        live.pending.insert(id.clone(), request);
+        Ok(id)
+    }
+
+    /// The upstream request a client's answer (by id) belongs to.
+    pub fn take_request(&self, id: &str) -> Option<ServerRequest> {
+        self.live().pending.remove(id)
+    }
+
+    pub fn set_log_level(&self, level: &str) {
+        self.live().log_level = Some(level.to_owned());
+    }
+
+    /// Whether a log message of `level` passes the level the client set (all do until
+    /// it sets one).
+    pub fn wants_log(&self, level: Option<&str>) -> bool {
+        const LEVELS: [&str; 8] = [
+            "debug",
+            "info",
+            "notice",
+            "warning",
+            "error",
+            "critical",
+            "alert",
+            "emergency",
+        ];
+        let rank = |level: &str| LEVELS.iter().position(|l| *l == level);
+        match (
+            self.live().log_level.as_deref().and_then(rank),
+            level.and_then(rank),
+        ) {
+            (Some(threshold), Some(level)) => level >= threshold,
+            _ => true,
+        }
+    }
+
+    pub fn subscribe(&self, uri: &str) {
+        let mut live = self.live();
+        if live.subscriptions.len() < MAX_SUBSCRIPTIONS {
+            live.subscriptions.insert(uri.to_owned());
+        }
+    }
+
+    pub fn unsubscribe(&self, uri: &str) {
+        self.live().subscriptions.remove(uri);
+    }
+
+    pub fn is_subscribed(&self, uri: &str) -> bool {
+        self.live().subscriptions.contains(uri)
+    }
+
+    /// Registers a client request in flight so `notifications/cancelled` can stop it.
+    pub fn track(&self, request_id: String, handle: AbortHandle) {
+        let mut live = self.live();
+        if live.in_flight.len() < MAX_IN_FLIGHT {
+            live.in_flight.insert(request_id, handle);
+        }
+    }
+
+    pub fn untrack(&self, request_id: &str) {
+        self.live().in_flight.remove(request_id);
+    }
+
+    /// Stops a request the client cancelled.
+    pub fn cancel(&self, request_id: &str) {
+        if let Some(handle) = self.live().in_flight.remove(request_id) {
+            handle.abort();
+        }
     }
 }
 
@@ -67,17 +201,23 @@ impl Session {
 pub(crate) struct StreamClaim {
     session: Arc<Session>,
     closed: watch::Receiver<bool>,
+    messages: mpsc::Receiver<Value>,
 }
 
 impl StreamClaim {
-    /// Resolves when the session is deleted, expires or the server shuts down.
-    pub async fn closed(&mut self) {
-        let _ = self.closed.wait_for(|closed| *closed).await;
+    /// The next message for the stream; `None` once the session is deleted, expires or
+    /// the server shuts down.
+    pub async fn next(&mut self) -> Option<Value> {
+        tokio::select! {
+            message = self.messages.recv() => message,
+            _ = self.closed.wait_for(|closed| *closed) => None,
+        }
     }
 }
 
 impl Drop for StreamClaim {
     fn drop(&mut self) {
+        self.session.live().stream = None;
         self.session.touch();
         self.session.stream_open.store(false, Ordering::Release);
     }
@@ -106,14 +246,16 @@ impl Sessions {
     pub fn create(
         &self,
         key_id: &str,
-        version: ProtocolVersion,
+        client_capabilities: Value,
     ) -> Result<Arc<Session>, GatewayError> {
         let mut bytes = [0u8; SESSION_ID_BYTES];
         rand::rng().fill_bytes(&mut bytes);
         let session = Arc::new(Session {
             id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
             key_id: key_id.to_owned(),
-            version,
+            client_capabilities,
+            next_request: AtomicU64::new(0),
+            live: Mutex::new(Live::default()),
             last_seen: Mutex::new(Instant::now()),
             closed: watch::channel(false).0,
             stream_open: AtomicBool::new(false),
@@ -171,6 +313,11 @@ impl Sessions {
             session.close();
         }
     }
+
+    /// Every live session, for messages that concern them all.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map().values().cloned().collect()
+    }
 }
 
 /// Expires idle sessions until `stop` flips.
@@ -191,9 +338,7 @@ mod tests {
     #[test]
     fn sessions_belong_to_their_key() {
         let sessions = Sessions::new(10, Duration::from_secs(60));
-        let s = sessions
-            .create("key_a", ProtocolVersion::V2025_11_25)
-            .unwrap();
+        let s = sessions.create("key_a", Value::Null).unwrap();
         assert!(s.id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         assert!(s.id.len() >= 43);
         assert!(sessions.get(&s.id, "key_a").is_ok());
@@ -215,16 +360,16 @@ mod tests {
     #[test]
     fn the_cap_holds_and_idle_sessions_make_room() {
         let sessions = Sessions::new(2, Duration::from_millis(0));
-        sessions.create("k", ProtocolVersion::V2025_11_25).unwrap();
-        let held = sessions.create("k", ProtocolVersion::V2025_11_25).unwrap();
+        sessions.create("k", Value::Null).unwrap();
+        let held = sessions.create("k", Value::Null).unwrap();
         let _claim = held.open_stream().unwrap();
         // The idle one is expired to make room; the one with an open stream is kept.
-        sessions.create("k", ProtocolVersion::V2025_11_25).unwrap();
+        sessions.create("k", Value::Null).unwrap();
         assert!(sessions.get(&held.id, "k").is_ok());
         let strict = Sessions::new(1, Duration::from_secs(3600));
-        strict.create("k", ProtocolVersion::V2025_11_25).unwrap();
+        strict.create("k", Value::Null).unwrap();
         assert!(matches!(
-            strict.create("k", ProtocolVersion::V2025_11_25),
+            strict.create("k", Value::Null),
             Err(GatewayError::SessionLimit)
         ));
     }
@@ -232,7 +377,7 @@ mod tests {
     #[test]
     fn one_stream_per_session() {
         let sessions = Sessions::new(2, Duration::from_secs(60));
-        let s = sessions.create("k", ProtocolVersion::V2025_11_25).unwrap();
+        let s = sessions.create("k", Value::Null).unwrap();
         let claim = s.open_stream().unwrap();
         assert!(matches!(
             s.open_stream(),

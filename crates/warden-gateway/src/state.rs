@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use warden_config::Config;
-use warden_notes::NotesServer;
-use warden_policy::{Catalogue, ToolKind};
-use warden_store::{KeyStore, NotesStore};
+use warden_store::KeyStore;
+use warden_upstream::Upstreams;
 
 use crate::session::Sessions;
 
@@ -17,8 +16,7 @@ pub struct AppState {
 
 struct Inner {
     keys: Arc<KeyStore>,
-    notes: NotesServer,
-    catalogue: Catalogue,
+    upstreams: Arc<Upstreams>,
     sessions: Arc<Sessions>,
     max_body_bytes: usize,
 }
@@ -30,17 +28,11 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, keys: Arc<KeyStore>, notes: Arc<NotesStore>) -> Self {
-        // The embedded server is ours: its annotations are trusted.
-        let (catalogue, _withheld) = Catalogue::build(
-            warden_notes::tool_definitions(),
-            ToolKind::from_trusted_annotations,
-        );
+    pub fn new(config: &Config, keys: Arc<KeyStore>, upstreams: Arc<Upstreams>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 keys,
-                notes: NotesServer::new(notes),
-                catalogue,
+                upstreams,
                 sessions: Arc::new(Sessions::new(
                     config.sessions.max_sessions,
                     config.sessions.idle_timeout,
@@ -54,12 +46,8 @@ impl AppState {
         &self.inner.keys
     }
 
-    pub(crate) fn notes(&self) -> &NotesServer {
-        &self.inner.notes
-    }
-
-    pub(crate) fn catalogue(&self) -> &Catalogue {
-        &self.inner.catalogue
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
+        &self.inner.upstreams
     }
 
     pub(crate) fn sessions(&self) -> Arc<Sessions> {

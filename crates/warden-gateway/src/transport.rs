@@ -3,6 +3,7 @@
 //! and turns the outcome back into HTTP. What a method does is `dispatch`'s business.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,13 +14,15 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value};
 use warden_proto::era::{PROTOCOL_VERSION_META, meta_protocol_version};
-use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, headers};
+use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, RequestId, headers};
 use warden_store::Principal;
 
 use crate::auth::Caller;
 use crate::dispatch;
 use crate::error::{GatewayError, RpcError};
 use crate::log::McpFacts;
+use crate::relay;
+use crate::session::Session;
 use crate::state::AppState;
 
 pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -165,6 +168,8 @@ enum Outcome {
         body: Value,
         session_id: Option<String>,
     },
+    /// Messages relayed from upstream mid-call, then the response.
+    Stream(futures_util::stream::BoxStream<'static, Value>),
 }
 
 pub(crate) async fn post(
@@ -176,7 +181,8 @@ pub(crate) async fn post(
     let Some(format) = ReplyFormat::negotiate(&headers) else {
         return GatewayError::NotAcceptable.into_response();
     };
-    let (outcome, facts) = handle_post(&state, &principal, &headers, body).await;
+    let can_stream = allows(&accepted(&headers), "text/event-stream");
+    let (outcome, facts) = handle_post(&state, &principal, &headers, body, can_stream).await;
     let mut response = match outcome {
         Ok(Outcome::Accepted) => StatusCode::ACCEPTED.into_response(),
         Ok(Outcome::Reply { body, session_id }) => {
@@ -186,6 +192,7 @@ pub(crate) async fn post(
             }
             response
         }
+        Ok(Outcome::Stream(messages)) => event_stream(messages),
         // A legacy method error travels in a 200 and is framed like any answer; every
         // other refusal is plain JSON with its own status.
         Err(error) if error.status() == StatusCode::OK => {
@@ -199,11 +206,30 @@ pub(crate) async fn post(
     response
 }
 
+/// An SSE answer to one POST: each message an event, the connection closed after the last.
+fn event_stream(messages: futures_util::stream::BoxStream<'static, Value>) -> Response {
+    use futures_util::StreamExt as _;
+    let events = messages.map(|message| {
+        Ok::<_, Infallible>(
+            axum::response::sse::Event::default()
+                .event("message")
+                .data(message.to_string()),
+        )
+    });
+    let mut response = Sse::new(events).into_response();
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    response
+}
+
 async fn handle_post(
     state: &AppState,
     principal: &Principal,
     headers: &HeaderMap,
     body: Body,
+    can_stream: bool,
 ) -> (Result<Outcome, GatewayError>, Option<McpFacts>) {
     let message = match decode(state, headers, body).await {
         Ok(message) => message,
@@ -222,8 +248,8 @@ async fn handle_post(
         Message::Response(_) => None,
     };
     let outcome = match era {
-        Era::Modern => modern(state, principal, headers, message).await,
-        Era::Legacy => legacy(state, principal, headers, message).await,
+        Era::Modern => modern(state, principal, headers, message, can_stream).await,
+        Era::Legacy => legacy(state, principal, headers, message, can_stream).await,
     };
     (outcome, facts)
 }
@@ -273,6 +299,7 @@ async fn modern(
     principal: &Principal,
     headers: &HeaderMap,
     message: Message,
+    can_stream: bool,
 ) -> Result<Outcome, GatewayError> {
     let request = match message {
         // Notifications are acknowledged; this revision defines none that need action.
@@ -281,8 +308,31 @@ async fn modern(
         Message::Request(request) => request,
     };
     check_modern_request(headers, &request)?;
-    let result = dispatch::handle(state, principal, Era::Modern, &request).await;
-    finish(request, Era::Modern, result, None)
+    execute(state, principal, Era::Modern, None, request, can_stream).await
+}
+
+/// Runs a request (see `relay`) and frames its answer.
+async fn execute(
+    state: &AppState,
+    principal: &Principal,
+    era: Era,
+    session: Option<Arc<Session>>,
+    request: Request,
+    can_stream: bool,
+) -> Result<Outcome, GatewayError> {
+    let id = request.id.clone();
+    let run = relay::Run {
+        state: state.clone(),
+        principal: principal.clone(),
+        era,
+        session,
+        request,
+        can_stream,
+    };
+    match relay::run(run).await {
+        relay::Answer::Done(result) => finish(id, era, result, None),
+        relay::Answer::Stream(messages) => Ok(Outcome::Stream(messages)),
+    }
 }
 
 /// The transport rules of a modern request, in the order the spec lists them: version
@@ -305,7 +355,7 @@ fn check_modern_request(headers: &HeaderMap, request: &Request) -> Result<(), Ga
     let invalid = |message: &str| GatewayError::Rpc {
         id: request.id.clone(),
         era: Era::Modern,
-        error: RpcError::invalid_params(message),
+        error: Box::new(RpcError::invalid_params(message)),
     };
     let meta: &Map<String, Value> = request
         .params
@@ -343,6 +393,7 @@ async fn legacy(
     principal: &Principal,
     headers: &HeaderMap,
     message: Message,
+    can_stream: bool,
 ) -> Result<Outcome, GatewayError> {
     if let Message::Request(request) = &message
         && request.method == "initialize"
@@ -355,17 +406,51 @@ async fn legacy(
     };
     let session_id = header_str(headers, &SESSION_HEADER).ok_or(GatewayError::MissingSession)?;
     let session = state.sessions().get(session_id, &principal.key_id)?;
+    // Any legacy revision is accepted on a session (clients probe with older ones); a
+    // 2026-07-28 header never reaches here.
     if let Some(version) = header_str(headers, &VERSION_HEADER)
-        && ProtocolVersion::parse(version) != Some(session.version)
+        && ProtocolVersion::parse(version).is_none_or(|v| v.era() != Era::Legacy)
     {
         return Err(GatewayError::LegacyVersionHeader { id: request_id });
     }
     match message {
-        Message::Notification { .. } | Message::Response(_) => Ok(Outcome::Accepted),
-        Message::Request(request) => {
-            let result = dispatch::handle(state, principal, Era::Legacy, &request).await;
-            finish(request, Era::Legacy, result, None)
+        Message::Notification { method, params } => {
+            if method == "notifications/cancelled"
+                && let Some(id) = params.get("requestId").and_then(request_id_key)
+            {
+                session.cancel(&id);
+            }
+            Ok(Outcome::Accepted)
         }
+        Message::Response(response) => {
+            // The client's answer to a request an upstream sent it.
+            if let RequestId::String(id) = &response.id
+                && let Some(request) = session.take_request(id)
+            {
+                request.respond(response.outcome);
+            }
+            Ok(Outcome::Accepted)
+        }
+        Message::Request(request) => {
+            execute(
+                state,
+                principal,
+                Era::Legacy,
+                Some(session),
+                request,
+                can_stream,
+            )
+            .await
+        }
+    }
+}
+
+/// A request id from a `notifications/cancelled`, as the key its request is tracked by.
+fn request_id_key(id: &Value) -> Option<String> {
+    match id {
+        Value::Number(n) => n.as_i64().map(|n| RequestId::Number(n).key()),
+        Value::String(s) => Some(RequestId::String(s.clone()).key()),
+        _ => None,
     }
 }
 
@@ -379,11 +464,17 @@ fn initialize(
         .get("protocolVersion")
         .and_then(Value::as_str);
     let version = ProtocolVersion::negotiate_legacy(requested);
-    let session = state.sessions().create(&principal.key_id, version)?;
+    let capabilities = request
+        .params
+        .get("capabilities")
+        .filter(|c| c.is_object())
+        .cloned()
+        .unwrap_or_default();
+    let session = state.sessions().create(&principal.key_id, capabilities)?;
     tracing::debug!(version = version.as_str(), "session opened");
-    let result = dispatch::initialize_result(version);
+    let result = dispatch::initialize_result(state, version);
     finish(
-        request.clone(),
+        request.id.clone(),
         Era::Legacy,
         Ok(result),
         Some(session.id.clone()),
@@ -391,20 +482,20 @@ fn initialize(
 }
 
 fn finish(
-    request: Request,
+    id: RequestId,
     era: Era,
     result: Result<Value, RpcError>,
     session_id: Option<String>,
 ) -> Result<Outcome, GatewayError> {
     match result {
         Ok(result) => Ok(Outcome::Reply {
-            body: warden_proto::envelope::result_body(&request.id, result),
+            body: warden_proto::envelope::result_body(&id, result),
             session_id,
         }),
         Err(error) => Err(GatewayError::Rpc {
-            id: request.id,
+            id,
             era,
-            error,
+            error: Box::new(error),
         }),
     }
 }
@@ -424,12 +515,14 @@ pub(crate) async fn get(
             header_str(&headers, &SESSION_HEADER).ok_or(GatewayError::StreamWithoutSession)?;
         let session = state.sessions().get(session_id, &principal.key_id)?;
         let claim = session.open_stream()?;
-        // Nothing is pushed yet; the stream stays open (with keep-alives) until the
-        // session ends or the client goes away.
-        let events = futures_util::stream::unfold(Some(claim), |claim| async move {
-            let mut claim = claim?;
-            claim.closed().await;
-            None::<(Result<axum::response::sse::Event, Infallible>, Option<_>)>
+        // List changes and resource updates arrive here; the stream stays open (with
+        // keep-alives) until the session ends or the client goes away.
+        let events = futures_util::stream::unfold(claim, |mut claim| async move {
+            let message = claim.next().await?;
+            let event = axum::response::sse::Event::default()
+                .event("message")
+                .data(message.to_string());
+            Some((Ok::<_, Infallible>(event), claim))
         });
         Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE)))
     };

@@ -35,10 +35,18 @@ impl ToolKind {
     }
 }
 
+/// Where a catalogue tool comes from: which upstream, under which name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub upstream: usize,
+    pub name: String,
+}
+
 pub struct CatalogueTool {
     definition: Value,
     kind: ToolKind,
     validator: jsonschema::Validator,
+    origin: Origin,
 }
 
 impl std::fmt::Debug for CatalogueTool {
@@ -60,6 +68,10 @@ impl CatalogueTool {
 
     pub fn kind(&self) -> ToolKind {
         self.kind
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// The definition as clients see it in `tools/list`.
@@ -153,12 +165,12 @@ impl Catalogue {
     /// Compiles every definition. A tool whose schema does not compile (or needs a
     /// remote `$ref`, which is never fetched) is withheld, never passed unvalidated.
     pub fn build(
-        definitions: Vec<Value>,
-        kind_of: impl Fn(&Value) -> ToolKind,
+        definitions: Vec<(Value, Origin)>,
+        kind_of: impl Fn(&Value, &Origin) -> ToolKind,
     ) -> (Self, Vec<Withheld>) {
         let mut catalogue = Self::default();
         let mut withheld = Vec::new();
-        for definition in definitions {
+        for (definition, origin) in definitions {
             let name = definition
                 .get("name")
                 .and_then(Value::as_str)
@@ -183,12 +195,13 @@ impl Catalogue {
                     reason: "duplicate name".into(),
                 }),
                 Ok(validator) => {
-                    let kind = kind_of(&definition);
+                    let kind = kind_of(&definition, &origin);
                     catalogue.by_name.insert(name, catalogue.tools.len());
                     catalogue.tools.push(CatalogueTool {
                         definition,
                         kind,
                         validator,
+                        origin,
                     });
                 }
                 Err(reason) => withheld.push(Withheld { name, reason }),
@@ -229,7 +242,18 @@ mod tests {
             json!({"name": "broken", "inputSchema": {"type": 17}}),
             json!({"name": "remote", "inputSchema": {"$ref": "https://example.com/schema.json"}}),
         ];
-        let (catalogue, withheld) = Catalogue::build(defs, ToolKind::from_trusted_annotations);
+        let defs = defs
+            .into_iter()
+            .map(|d| {
+                let origin = Origin {
+                    upstream: 0,
+                    name: d["name"].as_str().unwrap().to_owned(),
+                };
+                (d, origin)
+            })
+            .collect();
+        let (catalogue, withheld) =
+            Catalogue::build(defs, |d, _| ToolKind::from_trusted_annotations(d));
         let names: Vec<_> = withheld.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["broken", "remote"]);
         catalogue

@@ -3,7 +3,7 @@
 
 mod catalogue;
 
-pub use catalogue::{Catalogue, CatalogueTool, ToolKind};
+pub use catalogue::{Catalogue, CatalogueTool, Origin, ToolKind};
 
 /// Why a call was refused. Messages name the rule and the JSON path, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,3 +16,8 @@ pub const UNAUTHORIZED: i64 = -32001;
 /// Implementation-defined: the request is refused by the transport (session, media type,
 /// size).
 pub const TRANSPORT_REFUSED: i64 = -32000;
+/// Implementation-defined: the upstream server could not answer (down, restarting,
+/// timed out). Retryable.
+pub const UPSTREAM_UNAVAILABLE: i64 = -32003;
+/// Implementation-defined: the client cancelled the request before it finished.
+pub const REQUEST_CANCELLED: i64 = -32004;

@@ -25,6 +25,8 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub id: RequestId,
+    /// The `result`, or the `error` object.
+    pub outcome: Result<Value, Value>,
 }
 
 /// One decoded JSON-RPC message.
@@ -75,6 +77,16 @@ fn request_id(value: &Value) -> Option<RequestId> {
     }
 }
 
+impl RequestId {
+    /// The id as JSON text: `1` and `"1"` stay apart.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Number(n) => n.to_string(),
+            Self::String(s) => Value::String(s.clone()).to_string(),
+        }
+    }
+}
+
 impl Message {
     /// Decodes one message from a parsed body.
     pub fn from_value(body: Value) -> Result<Self, EnvelopeError> {
@@ -109,7 +121,11 @@ impl Message {
             Some(_) => Err(EnvelopeError::Invalid("\"method\" must be a string")),
             None => match id {
                 Some(id) if object.contains_key("result") || object.contains_key("error") => {
-                    Ok(Self::Response(Response { id }))
+                    let outcome = match object.remove("result") {
+                        Some(result) => Ok(result),
+                        None => Err(object.remove("error").unwrap_or_default()),
+                    };
+                    Ok(Self::Response(Response { id, outcome }))
                 }
                 _ => Err(EnvelopeError::Invalid(
                     "a message needs a \"method\", or an \"id\" with a \"result\" or \"error\"",

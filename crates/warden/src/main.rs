@@ -4,10 +4,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use warden_config::{Config, Overrides};
 use warden_store::{DataDir, KeyStore, NotesStore, Scope};
+use warden_upstream::Upstreams;
 
 #[derive(Parser)]
 #[command(name = "warden", version, about = "A security gateway for MCP servers")]
@@ -210,6 +212,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// How long a start waits for the upstreams' catalogues before it listens anyway.
+const CATALOGUE_WAIT: Duration = Duration::from_secs(30);
+
 /// File the first admin key is written to, readable by the owner only.
 const ADMIN_KEY_FILE: &str = "admin.key";
 
@@ -245,11 +250,17 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let upstreams = Upstreams::start(&config.upstreams, &notes).map_err(|(name, error)| {
+            Failure::from(format!("upstream {name:?}: {error}"))
+        })?;
+        upstreams.load(CATALOGUE_WAIT).await;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(data_dir = %dir.path().display(), "listening on http://{addr}{}", warden_gateway::MCP_PATH);
-        let state = warden_gateway::AppState::new(&config, keys, notes);
-        warden_gateway::serve(listener, state, shutdown_signal()).await?;
+        let state = warden_gateway::AppState::new(&config, keys, upstreams.clone());
+        let served = warden_gateway::serve(listener, state, shutdown_signal()).await;
+        upstreams.shutdown().await;
+        served?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -1,0 +1,358 @@
+//! `[[upstream]]`: the MCP servers Warden fronts. Each names exactly one source: the
+//! embedded notes server, a command run as a stdio child, or a Streamable HTTP URL.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::raw;
+
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// No upstream message may be configured larger than this.
+pub const MAX_MESSAGE_BYTES_CEILING: usize = 256 * 1024 * 1024;
+/// The upstream used when the configuration names none.
+pub const DEFAULT_UPSTREAM_NAME: &str = "notes";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    /// Put before each tool and prompt name of this upstream in the merged catalogue:
+    /// empty when Warden fronts one upstream, `<name>.` otherwise, unless configured.
+    pub prefix: String,
+    pub source: Source,
+    pub call_timeout: Duration,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Builtin(Builtin),
+    Stdio(Stdio),
+    Http(Http),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    Notes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stdio {
+    pub command: Vec<String>,
+    /// Extra environment for the child; `env:NAME` values are resolved at load time.
+    pub env: BTreeMap<String, Secret>,
+    pub cwd: Option<PathBuf>,
+    /// One child per tenant, so that tenants never share a process.
+    pub per_tenant: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Http {
+    pub url: String,
+    /// Sent with every request to this upstream; `env:NAME` values resolved at load time.
+    pub headers: Vec<(String, Secret)>,
+}
+
+/// A configured value that may be a credential: it never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Upstream {
+    /// The embedded knowledge base, alone and unprefixed.
+    pub fn default_notes() -> Self {
+        Self {
+            name: DEFAULT_UPSTREAM_NAME.into(),
+            prefix: String::new(),
+            source: Source::Builtin(Builtin::Notes),
+            call_timeout: Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// Validates every `[[upstream]]`; the error is `(field, message)`.
+pub(crate) fn validate(
+    raw: Vec<raw::Upstream>,
+    lookup_env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Upstream>, (String, String)> {
+    if raw.is_empty() {
+        return Ok(vec![Upstream::default_notes()]);
+    }
+    let several = raw.len() > 1;
+    let mut upstreams: Vec<Upstream> = Vec::with_capacity(raw.len());
+    for (index, raw) in raw.into_iter().enumerate() {
+        let field = |name: &str| format!("upstream[{index}].{name}");
+        let upstream = one(raw, several, &lookup_env, &field)?;
+        if upstreams.iter().any(|u| u.name == upstream.name) {
+            return Err((field("name"), format!("{:?} is used twice", upstream.name)));
+        }
+        if upstreams
+            .iter()
+            .any(|u| u.prefix == upstream.prefix && several)
+        {
+            return Err((
+                field("prefix"),
+                format!("{:?} is used by another upstream", upstream.prefix),
+            ));
+        }
+        upstreams.push(upstream);
+    }
+    Ok(upstreams)
+}
+
+fn one(
+    raw: raw::Upstream,
+    several: bool,
+    lookup_env: &impl Fn(&str) -> Option<String>,
+    field: &impl Fn(&str) -> String,
+) -> Result<Upstream, (String, String)> {
+    let name_ok = !raw.name.is_empty()
+        && raw.name.len() <= 32
+        && raw.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && raw
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !name_ok {
+        return Err((
+            field("name"),
+            "must be 1 to 32 characters of a-z, 0-9, _ and -, starting with a letter".into(),
+        ));
+    }
+    let prefix = match raw.prefix {
+        Some(prefix) => prefix,
+        None if several => format!("{}.", raw.name),
+        None => String::new(),
+    };
+    let prefix_ok = prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !prefix_ok {
+        return Err((
+            field("prefix"),
+            "must be at most 64 characters of A-Z, a-z, 0-9, _, . and -".into(),
+        ));
+    }
+    let resolve = |name: &str, value: String| -> Result<Secret, (String, String)> {
+        match value.strip_prefix("env:") {
+            Some(var) => lookup_env(var).map(Secret).ok_or_else(|| {
+                (
+                    field(name),
+                    format!("environment variable {var} is not set"),
+                )
+            }),
+            None => Ok(Secret(value)),
+        }
+    };
+    let stdio_only = raw.env.is_empty() && raw.cwd.is_none() && raw.per_tenant.is_none();
+    let source = match (raw.builtin, raw.command, raw.url) {
+        (Some(builtin), None, None) if stdio_only && raw.headers.is_empty() => {
+            match builtin.as_str() {
+                "notes" => Source::Builtin(Builtin::Notes),
+                _ => {
+                    return Err((
+                        field("builtin"),
+                        "the only built-in server is \"notes\"".into(),
+                    ));
+                }
+            }
+        }
+        (None, Some(command), None) if raw.headers.is_empty() => {
+            if command.first().is_none_or(String::is_empty) {
+                return Err((field("command"), "must name a program".into()));
+            }
+            let env = raw
+                .env
+                .into_iter()
+                .map(|(name, value)| {
+                    let secret = resolve(&format!("env.{name}"), value)?;
+                    Ok::<_, (String, String)>((name, secret))
+                })
+                .collect::<Result<_, _>>()?;
+            Source::Stdio(Stdio {
+                command,
+                env,
+                cwd: raw.cwd.map(PathBuf::from),
+                per_tenant: raw.per_tenant.unwrap_or(false),
+            })
+        }
+        (None, None, Some(url)) if stdio_only => {
+            check_url(&url).map_err(|message| (field("url"), message))?;
+            let headers = raw
+                .headers
+                .into_iter()
+                .map(|(name, value)| {
+                    let ok = !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    if !ok {
+                        return Err((field("headers"), format!("{name:?} is not a header name")));
+                    }
+                    Ok((name.clone(), resolve(&format!("headers.{name}"), value)?))
+                })
+                .collect::<Result<_, _>>()?;
+            Source::Http(Http { url, headers })
+        }
+        _ => {
+            return Err((
+                field("name"),
+                "needs exactly one of builtin, command (with env, cwd, per_tenant) or url (with headers)"
+                    .into(),
+            ));
+        }
+    };
+    let call_timeout_ms = raw.call_timeout_ms.unwrap_or(DEFAULT_CALL_TIMEOUT_MS);
+    if !(100..=3_600_000).contains(&call_timeout_ms) {
+        return Err((
+            field("call_timeout_ms"),
+            "must be between 100 and 3600000".into(),
+        ));
+    }
+    let max_message_bytes = raw.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+    if !(1024..=MAX_MESSAGE_BYTES_CEILING).contains(&max_message_bytes) {
+        return Err((
+            field("max_message_bytes"),
+            format!("must be between 1024 and {MAX_MESSAGE_BYTES_CEILING}"),
+        ));
+    }
+    Ok(Upstream {
+        name: raw.name,
+        prefix,
+        source,
+        call_timeout: Duration::from_millis(call_timeout_ms),
+        max_message_bytes,
+    })
+}
+
+/// Remote upstreams use https; plain http only to this machine, where no network
+/// carries the traffic.
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        Some("http") => Err("must use https (plain http is allowed only to loopback)".into()),
+        _ => Err(format!("{url:?} must be an http or https URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Upstream>, (String, String)> {
+        let raw: crate::raw::Config = toml::from_str(text).unwrap();
+        validate(raw.upstream, |name| {
+            (name == "SET").then(|| "from-env".to_owned())
+        })
+    }
+
+    #[test]
+    fn no_upstream_means_the_notes_server() {
+        assert_eq!(parse("").unwrap(), vec![Upstream::default_notes()]);
+    }
+
+    #[test]
+    fn sources_and_prefixes() {
+        let upstreams = parse(
+            r#"
+            [[upstream]]
+            name = "notes"
+            builtin = "notes"
+            [[upstream]]
+            name = "fs"
+            command = ["npx", "server"]
+            env = { TOKEN = "env:SET", PLAIN = "x" }
+            per_tenant = true
+            [[upstream]]
+            name = "remote"
+            prefix = "r_"
+            url = "https://mcp.example.com/mcp"
+            headers = { X-Api-Key = "env:SET" }
+            "#,
+        )
+        .unwrap();
+        let prefixes: Vec<_> = upstreams.iter().map(|u| u.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["notes.", "fs.", "r_"]);
+        let Source::Stdio(stdio) = &upstreams[1].source else {
+            panic!()
+        };
+        assert!(stdio.per_tenant);
+        assert_eq!(stdio.env["TOKEN"].expose(), "from-env");
+        let Source::Http(http) = &upstreams[2].source else {
+            panic!()
+        };
+        assert_eq!(http.headers[0].1.expose(), "from-env");
+        assert!(!format!("{upstreams:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn one_upstream_is_unprefixed() {
+        let upstreams = parse("[[upstream]]\nname = \"fs\"\ncommand = [\"x\"]\n").unwrap();
+        assert_eq!(upstreams[0].prefix, "");
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            ("[[upstream]]\nname = \"a\"\n", "upstream[0].name"),
+            (
+                "[[upstream]]\nname = \"a\"\nbuiltin = \"notes\"\nurl = \"https://x\"\n",
+                "upstream[0].name",
+            ),
+            (
+                "[[upstream]]\nname = \"A b\"\nbuiltin = \"notes\"\n",
+                "upstream[0].name",
+            ),
+            (
+                "[[upstream]]\nname = \"a\"\nbuiltin = \"other\"\n",
+                "upstream[0].builtin",
+            ),
+            (
+                "[[upstream]]\nname = \"a\"\ncommand = []\n",
+                "upstream[0].command",
+            ),
+            (
+                "[[upstream]]\nname = \"a\"\nurl = \"http://example.com/mcp\"\n",
+                "upstream[0].url",
+            ),
+            (
+                "[[upstream]]\nname = \"a\"\nurl = \"https://x/mcp\"\nheaders = { A = \"env:UNSET\" }\n",
+                "upstream[0].headers.A",
+            ),
+            (
+                "[[upstream]]\nname = \"a\"\nbuiltin = \"notes\"\n[[upstream]]\nname = \"a\"\ncommand = [\"x\"]\n",
+                "upstream[1].name",
+            ),
+            (
+                "[[upstream]]\nname = \"a\"\nbuiltin = \"notes\"\nprefix = \"x\"\n[[upstream]]\nname = \"b\"\ncommand = [\"x\"]\nprefix = \"x\"\n",
+                "upstream[1].prefix",
+            ),
+        ];
+        for (text, field) in cases {
+            let (got, message) = parse(text).unwrap_err();
+            assert_eq!(got, field, "{text}: {message}");
+        }
+        assert!(parse("[[upstream]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/mcp\"\n").is_ok());
+    }
+}

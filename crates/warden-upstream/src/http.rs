@@ -1,0 +1,354 @@
+//! Remote MCP servers over Streamable HTTP. Every message is a POST; answers come back as
+//! JSON or as an SSE stream that may carry progress, log lines and server requests first.
+//! The client's credentials never travel here: only the headers the operator configured.
+//! TLS certificates are always verified (rustls with the platform's roots).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::AbortHandle;
+use warden_config::Http;
+use warden_proto::era::PROTOCOL_VERSION_META;
+
+use crate::UpstreamError;
+use crate::handshake::{EraCache, ServerFacts, handshake};
+use crate::link::{Link, Outbound};
+use crate::sse::SseParser;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+/// The GET stream of a legacy upstream is reopened this long after it ends.
+const STREAM_REOPEN_DELAY: Duration = Duration::from_secs(2);
+
+/// What a legacy upstream's session needs on every request.
+#[derive(Debug, Default)]
+struct LegacySession {
+    version: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    name: Arc<str>,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    max_message_bytes: usize,
+    session: Mutex<LegacySession>,
+}
+
+/// One remote upstream: a link whose transport is a POST per message.
+#[derive(Debug)]
+pub(crate) struct HttpUpstream {
+    endpoint: Arc<Endpoint>,
+    link: Arc<Link>,
+    eras: EraCache,
+    facts: tokio::sync::Mutex<Option<ServerFacts>>,
+}
+
+impl HttpUpstream {
+    pub fn new(
+        name: Arc<str>,
+        config: &Http,
+        max_message_bytes: usize,
+        unsolicited: broadcast::Sender<Value>,
+    ) -> Result<Self, UpstreamError> {
+        let url = reqwest::Url::parse(&config.url)
+            .map_err(|_| UpstreamError::Spawn("invalid url".into()))?;
+        let mut headers = HeaderMap::new();
+        for (header, value) in &config.headers {
+            let header = HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| UpstreamError::Spawn("invalid header name".into()))?;
+            let mut value = HeaderValue::from_str(value.expose())
+                .map_err(|_| UpstreamError::Spawn("invalid header value".into()))?;
+            value.set_sensitive(true);
+            headers.insert(header, value);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(url.scheme() == "https")
+            .build()
+            .map_err(|_| UpstreamError::Spawn("cannot build the HTTP client".into()))?;
+        let (link, queue) = Link::new(name.clone(), unsolicited);
+        let endpoint = Arc::new(Endpoint {
+            name,
+            client,
+            url,
+            headers,
+            max_message_bytes,
+            session: Mutex::new(LegacySession::default()),
+        });
+        tokio::spawn(deliver(endpoint.clone(), link.clone(), queue));
+        Ok(Self {
+            endpoint,
+            link,
+            eras: EraCache::default(),
+            facts: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The link, after a handshake if none holds (first use, or the session expired).
+    pub async fn ready(&self) -> Result<(Arc<Link>, ServerFacts), UpstreamError> {
+        let mut facts = self.facts.lock().await;
+        if let Some(facts) = facts.as_ref()
+            && (facts.era.is_modern() || self.endpoint.session().version.is_some())
+        {
+            return Ok((self.link.clone(), facts.clone()));
+        }
+        let learned = handshake(&self.link, &self.eras).await?;
+        if !learned.era.is_modern() {
+            tokio::spawn(listen(self.endpoint.clone(), self.link.clone()));
+        }
+        *facts = Some(learned.clone());
+        Ok((self.link.clone(), learned))
+    }
+}
+
+impl Endpoint {
+    fn session(&self) -> std::sync::MutexGuard<'_, LegacySession> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Headers for one message: the operator's, then the protocol's.
+    fn headers_for(&self, message: &Value) -> HeaderMap {
+        let mut headers = self.headers.clone();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        let params = message.get("params");
+        let modern_version = params
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(PROTOCOL_VERSION_META))
+            .and_then(Value::as_str);
+        let method = message.get("method").and_then(Value::as_str);
+        if let Some(version) = modern_version {
+            insert_text(&mut headers, VERSION_HEADER, version);
+            if let Some(method) = method {
+                insert_text(&mut headers, "mcp-method", method);
+                let name = match method {
+                    "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
+                    "resources/read" => params.and_then(|p| p.get("uri")),
+                    _ => None,
+                };
+                if let Some(name) = name.and_then(Value::as_str) {
+                    insert_text(&mut headers, "mcp-name", name);
+                }
+            }
+        } else {
+            let session = self.session();
+            if let Some(version) = &session.version {
+                insert_text(&mut headers, VERSION_HEADER, version);
+            }
+            if let Some(id) = &session.id {
+                insert_text(&mut headers, SESSION_HEADER, id);
+            }
+        }
+        headers
+    }
+}
+
+/// Header values must be visible ASCII; anything else travels base64-encoded, as the
+/// 2026-07-28 transport defines.
+fn insert_text(headers: &mut HeaderMap, name: &'static str, text: &str) {
+    let visible = text.bytes().all(|b| (0x20..0x7f).contains(&b)) && text.trim() == text;
+    let value = if visible {
+        HeaderValue::from_str(text).ok()
+    } else {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        HeaderValue::from_str(&format!("=?base64?{encoded}?=")).ok()
+    };
+    if let Some(value) = value {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Drains the link's queue: one POST task per message. A cancelled call's POST is
+/// aborted, which closes its stream (how a 2026-07-28 server learns of cancellation).
+async fn deliver(endpoint: Arc<Endpoint>, link: Arc<Link>, mut queue: mpsc::Receiver<Outbound>) {
+    let posts: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
+    while let Some(outbound) = queue.recv().await {
+        if outbound.message.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
+            && let Some(id) = outbound.message["params"]["requestId"].as_u64()
+            && let Some(post) = posts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id)
+        {
+            post.abort();
+        }
+        let call = outbound.call;
+        let task = tokio::spawn({
+            let endpoint = endpoint.clone();
+            let link = link.clone();
+            let posts = posts.clone();
+            async move {
+                if let Err(error) = post(&endpoint, &link, &outbound).await
+                    && let Some(id) = call
+                {
+                    link.fail(id, error);
+                }
+                if let Some(id) = call {
+                    posts
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&id);
+                }
+            }
+        });
+        if let Some(id) = call {
+            posts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, task.abort_handle());
+        }
+    }
+}
+
+async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(), UpstreamError> {
+    let is_initialize =
+        outbound.message.get("method").and_then(Value::as_str) == Some("initialize");
+    let response = endpoint
+        .client
+        .post(endpoint.url.clone())
+        .headers(endpoint.headers_for(&outbound.message))
+        .body(outbound.message.to_string())
+        .send()
+        .await
+        .map_err(|error| {
+            tracing::warn!(upstream = %endpoint.name, error = %error.without_url(), "upstream request failed");
+            UpstreamError::Connect
+        })?;
+    let status = response.status();
+    if is_initialize {
+        let mut session = endpoint.session();
+        session.id = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
+    if status == reqwest::StatusCode::NOT_FOUND && endpoint.session().id.is_some() {
+        // The upstream forgot our session; the next call starts a new one.
+        *endpoint.session() = LegacySession::default();
+        return Err(UpstreamError::Unavailable);
+    }
+    let is_stream = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_stream && status.is_success() {
+        return read_stream(endpoint, link, response, outbound.call).await;
+    }
+    let body = read_capped(response, endpoint.max_message_bytes).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return match (status.is_success(), outbound.call) {
+            (true, None) => Ok(()),
+            (true, Some(_)) => Err(UpstreamError::Protocol),
+            (false, _) => Err(UpstreamError::Status(status.as_u16())),
+        };
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        // A JSON-RPC answer to our request, whatever the status (2026-07-28 sends
+        // errors with 4xx statuses), is the answer.
+        Ok(message) if outbound.call.is_some() && answers(&message, outbound.call) => {
+            if is_initialize && let Some(version) = message["result"]["protocolVersion"].as_str() {
+                endpoint.session().version = Some(version.to_owned());
+            }
+            link.receive(message, outbound.call);
+            Ok(())
+        }
+        _ if status.is_success() && outbound.call.is_none() => Ok(()),
+        _ if status.is_success() => Err(UpstreamError::Protocol),
+        _ => Err(UpstreamError::Status(status.as_u16())),
+    }
+}
+
+fn answers(message: &Value, call: Option<u64>) -> bool {
+    call.is_some_and(|id| message.get("id").and_then(Value::as_u64) == Some(id))
+        && (message.get("result").is_some() || message.get("error").is_some())
+}
+
+async fn read_capped(response: reqwest::Response, max: usize) -> Result<Vec<u8>, UpstreamError> {
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| UpstreamError::Connect)?;
+        if body.len() + chunk.len() > max {
+            return Err(UpstreamError::Oversized);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Feeds every message of an SSE answer to the link, tied to the call it answers.
+async fn read_stream(
+    endpoint: &Endpoint,
+    link: &Link,
+    response: reqwest::Response,
+    call: Option<u64>,
+) -> Result<(), UpstreamError> {
+    let mut parser = SseParser::new(endpoint.max_message_bytes);
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| UpstreamError::Connect)?;
+        for event in parser.push(&chunk).map_err(|_| UpstreamError::Oversized)? {
+            if event.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let message: Value =
+                serde_json::from_slice(&event).map_err(|_| UpstreamError::Protocol)?;
+            let done = answers(&message, call);
+            link.receive(message, call);
+            if done {
+                return Ok(());
+            }
+        }
+    }
+    // The stream ended without the answer.
+    match call {
+        Some(_) => Err(UpstreamError::Protocol),
+        None => Ok(()),
+    }
+}
+
+/// A legacy upstream's GET stream carries what is tied to no call (list changes,
+/// resource updates). Kept open while the session lives; a 405 means there is none.
+async fn listen(endpoint: Arc<Endpoint>, link: Arc<Link>) {
+    loop {
+        let session = endpoint.session().id.clone();
+        let mut headers = endpoint.headers_for(&Value::Null);
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        headers.remove(CONTENT_TYPE);
+        let Ok(response) = endpoint
+            .client
+            .get(endpoint.url.clone())
+            .headers(headers)
+            .send()
+            .await
+        else {
+            return;
+        };
+        if !response.status().is_success() {
+            return;
+        }
+        let _ = read_stream(&endpoint, &link, response, None).await;
+        tokio::time::sleep(STREAM_REOPEN_DELAY).await;
+        if endpoint.session().id != session {
+            return;
+        }
+    }
+}

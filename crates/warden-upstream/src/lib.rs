@@ -1,0 +1,209 @@
+//! The MCP servers Warden fronts. Each configured upstream is the embedded notes server,
+//! a stdio child (shared, or one per tenant) or a Streamable HTTP server; whichever it is,
+//! a request goes in and the upstream's JSON-RPC answer comes out, with what the upstream
+//! sent the caller on the way delivered as [`Event`]s.
+//!
+//! [`Upstreams`] merges their catalogues (names prefixed when there are several), routes
+//! calls back by name or URI, and keeps the catalogue fresh on `list_changed`.
+
+mod handshake;
+mod http;
+mod link;
+mod merge;
+mod notes;
+mod sse;
+mod stdio;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, mpsc, watch};
+use warden_config::{Builtin, Source};
+use warden_notes::NotesServer;
+use warden_store::NotesStore;
+
+pub use handshake::{ServerFacts, UpstreamEra};
+pub use link::{Event, ServerRequest};
+pub use merge::{ListError, Upstreams};
+
+/// Why an upstream could not answer. Shown to clients only as "upstream unavailable" and
+/// the like; details go to the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the upstream is not available")]
+    Unavailable,
+    #[error("the upstream process exited")]
+    Exited,
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    #[error("the upstream sent a message over the size limit")]
+    Oversized,
+    #[error("the upstream answered with HTTP status {0}")]
+    Status(u16),
+    #[error("the upstream could not be reached")]
+    Connect,
+    #[error("the upstream broke the protocol")]
+    Protocol,
+    #[error("handshake with the upstream failed: {0}")]
+    Handshake(String),
+    #[error("cannot start the upstream: {0}")]
+    Spawn(String),
+}
+
+enum Backend {
+    Notes(NotesServer),
+    Stdio(stdio::Children),
+    Http(http::HttpUpstream),
+}
+
+/// One configured upstream.
+pub struct Upstream {
+    name: Arc<str>,
+    prefix: String,
+    call_timeout: Duration,
+    backend: Backend,
+    unsolicited: broadcast::Sender<Value>,
+    facts: Mutex<Option<ServerFacts>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whoever a request comes from, as far as an upstream is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub tenant: &'a str,
+}
+
+impl Upstream {
+    fn start(
+        config: &warden_config::Upstream,
+        notes: &Arc<NotesStore>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Self, UpstreamError> {
+        let name: Arc<str> = config.name.as_str().into();
+        let unsolicited = link::Link::unsolicited_channel();
+        let backend = match &config.source {
+            Source::Builtin(Builtin::Notes) => Backend::Notes(NotesServer::new(notes.clone())),
+            Source::Stdio(stdio) => Backend::Stdio(stdio::Children::start(stdio::Launcher {
+                name: name.clone(),
+                config: stdio.clone(),
+                max_message_bytes: config.max_message_bytes,
+                eras: handshake::EraCache::default(),
+                unsolicited: unsolicited.clone(),
+                shutdown: shutdown.clone(),
+            })),
+            Source::Http(http) => Backend::Http(http::HttpUpstream::new(
+                name.clone(),
+                http,
+                config.max_message_bytes,
+                unsolicited.clone(),
+            )?),
+        };
+        Ok(Self {
+            name,
+            prefix: config.prefix.clone(),
+            call_timeout: config.call_timeout,
+            backend,
+            unsolicited,
+            facts: Mutex::new(None),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether the upstream is Warden's own code, whose tool annotations are trusted.
+    pub fn is_builtin(&self) -> bool {
+        matches!(self.backend, Backend::Notes(_))
+    }
+
+    /// What the upstream said about itself in its last handshake.
+    pub fn facts(&self) -> Option<ServerFacts> {
+        self.facts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Process ids of this upstream's running children (none for other kinds).
+    pub fn child_pids(&self) -> Vec<u32> {
+        match &self.backend {
+            Backend::Stdio(children) => children.pids(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Sends one request and returns the upstream's JSON-RPC response message (with
+    /// `result` or `error`). Messages sent on the way go to `events` when given. The call
+    /// is bounded by the upstream's `call_timeout`; dropping the future, or the timeout,
+    /// cancels it upstream.
+    pub async fn request(
+        &self,
+        caller: Caller<'_>,
+        method: &str,
+        params: Map<String, Value>,
+        events: Option<mpsc::Sender<Event>>,
+    ) -> Result<Value, UpstreamError> {
+        tokio::time::timeout(
+            self.call_timeout,
+            self.request_unbounded(caller, method, params, events),
+        )
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout))
+    }
+
+    async fn request_unbounded(
+        &self,
+        caller: Caller<'_>,
+        method: &str,
+        mut params: Map<String, Value>,
+        events: Option<mpsc::Sender<Event>>,
+    ) -> Result<Value, UpstreamError> {
+        let (link, facts) = match &self.backend {
+            Backend::Notes(server) => {
+                if self.facts().is_none() {
+                    self.remember(ServerFacts {
+                        era: UpstreamEra::Modern,
+                        capabilities: notes::facts_capabilities(),
+                        instructions: Some(notes::INSTRUCTIONS.into()),
+                    });
+                }
+                return notes::request(server, caller.tenant, method, params).await;
+            }
+            Backend::Stdio(children) => {
+                let ready = children.ready(caller.tenant, self.call_timeout).await?;
+                (ready.link, ready.facts)
+            }
+            Backend::Http(http) => http.ready().await?,
+        };
+        facts.era.prepare(&mut params);
+        self.remember(facts);
+        link.request(method, params, events).await
+    }
+
+    fn remember(&self, facts: ServerFacts) {
+        *self.facts.lock().unwrap_or_else(PoisonError::into_inner) = Some(facts);
+    }
+
+    async fn stopped(&self) {
+        if let Backend::Stdio(children) = &self.backend {
+            children.stopped().await;
+        }
+    }
+
+    fn unsolicited(&self) -> broadcast::Receiver<Value> {
+        self.unsolicited.subscribe()
+    }
+}

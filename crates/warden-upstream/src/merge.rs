@@ -1,0 +1,496 @@
+//! All upstreams as one server: one catalogue, lists that page across upstreams, and
+//! routes from a (prefixed) name or a URI back to the upstream that owns it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use tokio::sync::{broadcast, watch};
+use warden_policy::{Catalogue, Origin, ToolKind};
+use warden_store::NotesStore;
+
+use crate::{Caller, Upstream, UpstreamError};
+
+/// The tenant a shared catalogue is listed for; per-tenant upstreams get a child of their
+/// own for it, which no tenant's call ever uses.
+const CATALOGUE_TENANT: &str = "";
+/// An upstream that pages its tools past this is cut off (and says so in the log).
+const MAX_TOOL_PAGES: usize = 100;
+/// URIs learned from resource listings, for routing `resources/read`.
+const MAX_LEARNED_URIS: usize = 100_000;
+const CURSOR_PREFIX: &str = "w1:";
+const CHANGES_QUEUE: usize = 64;
+/// Before a retry of a catalogue that could not be listed.
+const RELIST_DELAY: Duration = Duration::from_secs(2);
+
+/// Why a merged list failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    #[error("the cursor is not one this server issued")]
+    Cursor,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+pub struct Upstreams {
+    upstreams: Vec<Arc<Upstream>>,
+    catalogue: RwLock<Arc<Catalogue>>,
+    tools: Mutex<Vec<Vec<Value>>>,
+    /// Per upstream, the fixed part of each resource template's URI.
+    template_prefixes: Mutex<Vec<Vec<String>>>,
+    learned_uris: Mutex<HashMap<String, usize>>,
+    changes: broadcast::Sender<Value>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.upstreams).finish()
+    }
+}
+
+impl Upstreams {
+    /// Starts every upstream (children spawn in the background); the catalogue fills in
+    /// with [`Upstreams::load`].
+    pub fn start(
+        configs: &[warden_config::Upstream],
+        notes: &Arc<NotesStore>,
+    ) -> Result<Arc<Self>, (String, UpstreamError)> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let upstreams = configs
+            .iter()
+            .map(|config| {
+                Upstream::start(config, notes, &shutdown_rx)
+                    .map(Arc::new)
+                    .map_err(|error| (config.name.clone(), error))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = upstreams.len();
+        Ok(Arc::new(Self {
+            upstreams,
+            catalogue: RwLock::new(Arc::new(Catalogue::default())),
+            tools: Mutex::new(vec![Vec::new(); count]),
+            template_prefixes: Mutex::new(vec![Vec::new(); count]),
+            learned_uris: Mutex::new(HashMap::new()),
+            changes: broadcast::channel(CHANGES_QUEUE).0,
+            shutdown,
+        }))
+    }
+
+    /// Lists every upstream's catalogue, waiting at most `wait` for slow ones (they join
+    /// when ready), and keeps each fresh from then on.
+    pub async fn load(self: &Arc<Self>, wait: Duration) {
+        let (loaded_tx, mut loaded) = tokio::sync::mpsc::channel(self.upstreams.len().max(1));
+        for index in 0..self.upstreams.len() {
+            let this = self.clone();
+            let loaded_tx = loaded_tx.clone();
+            tokio::spawn(async move { this.keep_fresh(index, loaded_tx).await });
+        }
+        drop(loaded_tx);
+        let all = async {
+            for _ in 0..self.upstreams.len() {
+                loaded.recv().await;
+            }
+        };
+        if tokio::time::timeout(wait, all).await.is_err() {
+            tracing::warn!("some upstreams are not ready yet; their tools appear when they are");
+        }
+    }
+
+    /// Lists an upstream's catalogue, then again whenever it says its tools changed.
+    async fn keep_fresh(self: Arc<Self>, index: usize, loaded: tokio::sync::mpsc::Sender<()>) {
+        let upstream = self.upstreams[index].clone();
+        let mut notices = upstream.unsolicited();
+        let mut stop = self.shutdown.subscribe();
+        let mut first = Some(loaded);
+        loop {
+            match self.relist(index).await {
+                Ok(()) => {
+                    if let Some(loaded) = first.take() {
+                        let _ = loaded.send(()).await;
+                    } else {
+                        let _ = self.changes.send(
+                            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+                        );
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(upstream = upstream.name(), %error, "cannot list the upstream's tools");
+                    tokio::select! {
+                        () = tokio::time::sleep(RELIST_DELAY) => continue,
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+            // Wait for a reason to list again.
+            loop {
+                let notice = tokio::select! {
+                    notice = notices.recv() => notice,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                match notice {
+                    Ok(message) => {
+                        let method = message
+                            .get("method")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        if method == "notifications/tools/list_changed" {
+                            break;
+                        }
+                        let _ = self.changes.send(message);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+
+    async fn relist(&self, index: usize) -> Result<(), UpstreamError> {
+        let upstream = &self.upstreams[index];
+        let tools = self.list_all(index, "tools/list", "tools").await?;
+        let supports_resources = upstream
+            .facts()
+            .is_some_and(|facts| facts.capabilities.get("resources").is_some());
+        let prefixes = if supports_resources {
+            self.list_all(index, "resources/templates/list", "resourceTemplates")
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|t| t.get("uriTemplate").and_then(Value::as_str))
+                .map(|t| t.split('{').next().unwrap_or_default().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.template_prefixes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)[index] = prefixes;
+        self.tools.lock().unwrap_or_else(PoisonError::into_inner)[index] = tools;
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Every page of one list from one upstream.
+    async fn list_all(
+        &self,
+        index: usize,
+        method: &str,
+        key: &str,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        let upstream = &self.upstreams[index];
+        let caller = Caller {
+            tenant: CATALOGUE_TENANT,
+        };
+        let mut items = Vec::new();
+        let mut cursor: Option<Value> = None;
+        for _ in 0..MAX_TOOL_PAGES {
+            let mut params = Map::new();
+            if let Some(cursor) = cursor.take() {
+                params.insert("cursor".into(), cursor);
+            }
+            let answer = upstream.request(caller, method, params, None).await?;
+            let result = answer.get("result").ok_or(UpstreamError::Protocol)?;
+            if let Some(page) = result.get(key).and_then(Value::as_array) {
+                items.extend(page.iter().cloned());
+            }
+            match result.get("nextCursor") {
+                Some(next @ Value::String(_)) => cursor = Some(next.clone()),
+                _ => return Ok(items),
+            }
+        }
+        tracing::warn!(
+            upstream = upstream.name(),
+            method,
+            "too many pages; the rest is left out"
+        );
+        Ok(items)
+    }
+
+    /// Merges the lists into one catalogue, names prefixed.
+    fn rebuild(&self) {
+        let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut candidates = Vec::new();
+        for (index, list) in tools.iter().enumerate() {
+            let prefix = self.upstreams[index].prefix();
+            for definition in list {
+                let Some(name) = definition.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let origin = Origin {
+                    upstream: index,
+                    name: name.to_owned(),
+                };
+                let mut definition = definition.clone();
+                definition["name"] = Value::String(format!("{prefix}{name}"));
+                candidates.push((definition, origin));
+            }
+        }
+        drop(tools);
+        let (catalogue, _withheld) = Catalogue::build(candidates, |definition, origin| {
+            if self.upstreams[origin.upstream].is_builtin() {
+                ToolKind::from_trusted_annotations(definition)
+            } else {
+                // Annotations of other servers are hints, not facts: fail closed.
+                ToolKind::Write
+            }
+        });
+        *self
+            .catalogue
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(catalogue);
+    }
+
+    pub fn catalogue(&self) -> Arc<Catalogue> {
+        self.catalogue
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(index)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.upstreams.iter()
+    }
+
+    /// Notifications for clients: list changes, resource updates.
+    pub fn changes(&self) -> broadcast::Receiver<Value> {
+        self.changes.subscribe()
+    }
+
+    /// Stops every child: stdin closed, a grace period, then a kill.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        for upstream in &self.upstreams {
+            upstream.stopped().await;
+        }
+    }
+
+    /// The upstream a prefixed name belongs to, and the name it knows. The longest
+    /// matching prefix wins, so `a.` and `a.b.` can live side by side.
+    pub fn route_name(&self, name: &str) -> Option<(usize, String)> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| name.starts_with(u.prefix()))
+            .max_by_key(|(_, u)| u.prefix().len())
+            .map(|(index, u)| (index, name[u.prefix().len()..].to_owned()))
+            .filter(|(_, rest)| !rest.is_empty())
+    }
+
+    /// The upstream a resource URI belongs to: the only one, one that listed it, or one
+    /// whose template it fits.
+    pub fn route_uri(&self, uri: &str) -> Option<usize> {
+        if self.upstreams.len() == 1 {
+            return Some(0);
+        }
+        if let Some(&index) = self
+            .learned_uris
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(uri)
+        {
+            return Some(index);
+        }
+        self.template_prefixes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .enumerate()
+            .flat_map(|(index, prefixes)| prefixes.iter().map(move |p| (index, p)))
+            .filter(|(_, prefix)| uri.starts_with(prefix.as_str()))
+            .max_by_key(|(_, prefix)| prefix.len())
+            .map(|(index, _)| index)
+    }
+
+    /// One page of `prompts/list`, `resources/list` or `resources/templates/list` across
+    /// all upstreams. The cursor says which upstream is next and carries its own cursor.
+    pub async fn list(
+        &self,
+        caller: Caller<'_>,
+        method: &str,
+        cursor: Option<&str>,
+    ) -> Result<Value, ListError> {
+        let (key, capability) = match method {
+            "prompts/list" => ("prompts", "prompts"),
+            "resources/list" => ("resources", "resources"),
+            _ => ("resourceTemplates", "resources"),
+        };
+        let (mut index, mut inner) = match cursor {
+            Some(cursor) => self.decode_cursor(cursor)?,
+            None => (0, None),
+        };
+        while index < self.upstreams.len() {
+            let upstream = &self.upstreams[index];
+            let offers = upstream
+                .facts()
+                .is_none_or(|facts| facts.capabilities.get(capability).is_some());
+            let page = if offers {
+                self.page(index, caller, method, key, inner.take()).await
+            } else {
+                Ok((Vec::new(), None))
+            };
+            let (items, next) = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(upstream = upstream.name(), %error, method, "upstream left out of the list");
+                    (Vec::new(), None)
+                }
+            };
+            let next_cursor = match next {
+                Some(next) => Some(encode_cursor(index, Some(&next))),
+                None if index + 1 < self.upstreams.len() => Some(encode_cursor(index + 1, None)),
+                None => None,
+            };
+            if items.is_empty() && next_cursor.is_some() {
+                // Nothing here: go on to the next page rather than hand back an empty one.
+                (index, inner) = self.decode_cursor(next_cursor.as_deref().unwrap_or_default())?;
+                continue;
+            }
+            let mut result = Map::new();
+            result.insert(key.into(), Value::Array(items));
+            if let Some(next_cursor) = next_cursor {
+                result.insert("nextCursor".into(), next_cursor.into());
+            }
+            return Ok(Value::Object(result));
+        }
+        Ok(json!({ key: [] }))
+    }
+
+    async fn page(
+        &self,
+        index: usize,
+        caller: Caller<'_>,
+        method: &str,
+        key: &str,
+        cursor: Option<String>,
+    ) -> Result<(Vec<Value>, Option<String>), UpstreamError> {
+        let upstream = &self.upstreams[index];
+        let mut params = Map::new();
+        if let Some(cursor) = cursor {
+            params.insert("cursor".into(), cursor.into());
+        }
+        let answer = upstream.request(caller, method, params, None).await?;
+        let Some(result) = answer.get("result") else {
+            // An upstream without this list answers an error: it simply has none.
+            return Ok((Vec::new(), None));
+        };
+        let mut items: Vec<Value> = result
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        match key {
+            "prompts" => {
+                for prompt in &mut items {
+                    if let Some(name) = prompt.get("name").and_then(Value::as_str) {
+                        prompt["name"] = Value::String(format!("{}{name}", upstream.prefix()));
+                    }
+                }
+            }
+            "resources" if self.upstreams.len() > 1 => {
+                let mut learned = self
+                    .learned_uris
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for uri in items
+                    .iter()
+                    .filter_map(|r| r.get("uri").and_then(Value::as_str))
+                {
+                    if learned.len() >= MAX_LEARNED_URIS {
+                        learned.clear();
+                    }
+                    learned.insert(uri.to_owned(), index);
+                }
+            }
+            _ => {}
+        }
+        let next = result
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok((items, next))
+    }
+
+    fn decode_cursor(&self, cursor: &str) -> Result<(usize, Option<String>), ListError> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| ListError::Cursor)?;
+        let text = String::from_utf8(bytes).map_err(|_| ListError::Cursor)?;
+        let rest = text.strip_prefix(CURSOR_PREFIX).ok_or(ListError::Cursor)?;
+        let (index, inner) = rest.split_once(':').unwrap_or((rest, ""));
+        let index: usize = index.parse().map_err(|_| ListError::Cursor)?;
+        if index >= self.upstreams.len() {
+            return Err(ListError::Cursor);
+        }
+        Ok((index, (!inner.is_empty()).then(|| inner.to_owned())))
+    }
+
+    /// What Warden offers its clients: the union of what the upstreams offer, with list
+    /// changes always announced (Warden relays them).
+    pub fn capabilities(&self) -> Value {
+        let mut offered = Map::new();
+        offered.insert("tools".into(), json!({ "listChanged": true }));
+        let facts: Vec<ServerFactsView> = self
+            .upstreams
+            .iter()
+            .filter_map(|u| u.facts())
+            .map(|f| ServerFactsView(f.capabilities))
+            .collect();
+        if facts.iter().any(|f| f.has("resources")) {
+            let subscribe = facts.iter().any(|f| f.0["resources"]["subscribe"] == true);
+            offered.insert(
+                "resources".into(),
+                json!({ "listChanged": true, "subscribe": subscribe }),
+            );
+        }
+        if facts.iter().any(|f| f.has("prompts")) {
+            offered.insert("prompts".into(), json!({ "listChanged": true }));
+        }
+        if facts.iter().any(|f| f.has("completions")) {
+            offered.insert("completions".into(), json!({}));
+        }
+        if facts.iter().any(|f| f.has("logging")) {
+            offered.insert("logging".into(), json!({}));
+        }
+        Value::Object(offered)
+    }
+
+    /// The upstreams' instructions; each named when there are several.
+    pub fn instructions(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .upstreams
+            .iter()
+            .filter_map(|u| {
+                let text = u.facts()?.instructions?;
+                Some(if self.upstreams.len() == 1 {
+                    text
+                } else {
+                    format!("[{}] (tools prefixed {:?}): {text}", u.name(), u.prefix())
+                })
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+}
+
+struct ServerFactsView(Value);
+
+impl ServerFactsView {
+    fn has(&self, capability: &str) -> bool {
+        self.0.get(capability).is_some_and(|c| !c.is_null())
+    }
+}
+
+fn encode_cursor(index: usize, inner: Option<&str>) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{CURSOR_PREFIX}{index}:{}",
+        inner.unwrap_or_default()
+    ))
+}

@@ -1,0 +1,97 @@
+//! Just enough of Server-Sent Events to read MCP messages: `data:` lines joined into one
+//! event per blank line; every other field is ignored. Events are capped in size.
+
+/// An event larger than the cap.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Oversized;
+
+#[derive(Debug)]
+pub(crate) struct SseParser {
+    line: Vec<u8>,
+    data: Vec<u8>,
+    has_data: bool,
+    max: usize,
+    /// The last byte seen was a CR, so a following LF ends nothing.
+    after_cr: bool,
+}
+
+impl SseParser {
+    pub fn new(max: usize) -> Self {
+        Self {
+            line: Vec::new(),
+            data: Vec::new(),
+            has_data: false,
+            max,
+            after_cr: false,
+        }
+    }
+
+    /// Takes the next bytes of the stream; returns the events they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, Oversized> {
+        let mut events = Vec::new();
+        for &byte in bytes {
+            let after_cr = std::mem::replace(&mut self.after_cr, byte == b'\r');
+            match byte {
+                b'\n' if after_cr => {}
+                b'\n' | b'\r' => {
+                    if let Some(event) = self.end_line() {
+                        events.push(event);
+                    }
+                }
+                _ => {
+                    if self.line.len() + self.data.len() >= self.max {
+                        return Err(Oversized);
+                    }
+                    self.line.push(byte);
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    fn end_line(&mut self) -> Option<Vec<u8>> {
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            let had = std::mem::replace(&mut self.has_data, false);
+            let data = std::mem::take(&mut self.data);
+            return had.then_some(data);
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(at) => (&line[..at], &line[at + 1..]),
+            None => (&line[..], &[][..]),
+        };
+        if field == b"data" {
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(value);
+            self.has_data = true;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks_and_line_endings() {
+        let mut parser = SseParser::new(1024);
+        let mut events = parser.push(b": keep-alive\n\nid: 1\nevent: mess").unwrap();
+        events.extend(
+            parser
+                .push(b"age\ndata: {\"a\":\r\ndata: 1}\r\n\r\n")
+                .unwrap(),
+        );
+        events.extend(parser.push(b"data:x\r\rid: 2\n\n").unwrap());
+        assert_eq!(events, [b"{\"a\":\n1}".to_vec(), b"x".to_vec()]);
+    }
+
+    #[test]
+    fn the_cap_holds() {
+        let mut parser = SseParser::new(8);
+        assert_eq!(parser.push(b"data: 0123456789\n\n"), Err(Oversized));
+    }
+}

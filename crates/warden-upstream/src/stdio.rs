@@ -1,0 +1,413 @@
+//! MCP servers run as child processes: newline-delimited JSON-RPC on stdin/stdout, stderr
+//! to the log. A supervisor restarts a child that dies (with backoff) and fails its
+//! in-flight calls at once; shutdown closes stdin, waits briefly, then kills.
+
+use std::collections::HashMap;
+use std::process::Stdio as ProcessStdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{broadcast, mpsc, watch};
+use warden_config::Stdio;
+
+use crate::UpstreamError;
+use crate::handshake::{EraCache, ServerFacts, handshake};
+use crate::link::{Link, Outbound};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A child that ran this long is healthy again: its next restart is immediate.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// How long a closed stdin may take to end a child before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// Longest stderr line kept for the log.
+const MAX_STDERR_LINE: usize = 4096;
+
+/// A running child, ready for calls.
+#[derive(Debug, Clone)]
+pub(crate) struct Ready {
+    pub link: Arc<Link>,
+    pub facts: ServerFacts,
+}
+
+/// One supervised child (or, when it is down, the wait for the next one).
+#[derive(Debug)]
+pub(crate) struct Supervised {
+    ready: watch::Receiver<Option<Ready>>,
+    pid: watch::Receiver<Option<u32>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Supervised {
+    /// The running child, waiting for a restart up to `wait`.
+    pub async fn ready(&self, wait: Duration) -> Result<Ready, UpstreamError> {
+        let mut ready = self.ready.clone();
+        let found = tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await;
+        match found {
+            Ok(Ok(ready)) => ready.clone().ok_or(UpstreamError::Unavailable),
+            Ok(Err(_)) => Err(UpstreamError::Unavailable),
+            Err(_) => Err(UpstreamError::Unavailable),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        *self.pid.borrow()
+    }
+
+    /// Waits for the supervisor to finish (after shutdown was signalled).
+    async fn stopped(&self) {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Everything needed to start (and restart) one kind of child.
+#[derive(Debug, Clone)]
+pub(crate) struct Launcher {
+    pub name: Arc<str>,
+    pub config: Stdio,
+    pub max_message_bytes: usize,
+    pub eras: EraCache,
+    pub unsolicited: broadcast::Sender<Value>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Launcher {
+    /// Starts the supervisor of one child; `tenant` only labels its log lines.
+    pub fn supervise(&self, tenant: Option<&str>) -> Supervised {
+        let (ready_tx, ready) = watch::channel(None);
+        let (pid_tx, pid) = watch::channel(None);
+        let launcher = self.clone();
+        let label = tenant.map(str::to_owned);
+        let task = tokio::spawn(async move { launcher.run(label, ready_tx, pid_tx).await });
+        Supervised {
+            ready,
+            pid,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    async fn run(
+        self,
+        tenant: Option<String>,
+        ready: watch::Sender<Option<Ready>>,
+        pid: watch::Sender<Option<u32>>,
+    ) {
+        let mut shutdown = self.shutdown.clone();
+        let mut backoff = FIRST_BACKOFF;
+        while !*shutdown.borrow() {
+            let started = Instant::now();
+            match self.spawn(tenant.as_deref()) {
+                Ok(running) => {
+                    pid.send_replace(running.child.id());
+                    self.serve(running, &ready, &mut shutdown).await;
+                    pid.send_replace(None);
+                }
+                Err(error) => {
+                    tracing::error!(upstream = %self.name, %error, "cannot start the upstream");
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            if started.elapsed() >= HEALTHY_AFTER {
+                backoff = FIRST_BACKOFF;
+            }
+            tracing::warn!(upstream = %self.name, delay_ms = backoff.as_millis() as u64, "upstream stopped; restarting");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn spawn(&self, tenant: Option<&str>) -> Result<Running, UpstreamError> {
+        let (program, args) = self
+            .config
+            .command
+            .split_first()
+            .ok_or_else(|| UpstreamError::Spawn("empty command".into()))?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(self.config.env.iter().map(|(k, v)| (k, v.expose())))
+            .stdin(ProcessStdio::piped())
+            .stdout(ProcessStdio::piped())
+            .stderr(ProcessStdio::piped())
+            .kill_on_drop(true);
+        if let Some(cwd) = &self.config.cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| UpstreamError::Spawn(e.kind().to_string()))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(UpstreamError::Spawn("no pipes".into()));
+        };
+        tracing::info!(upstream = %self.name, tenant, pid = child.id(), "upstream started");
+        let (link, queue) = Link::new(self.name.clone(), self.unsolicited.clone());
+        let writer = tokio::spawn(write_lines(stdin, queue));
+        let reader = tokio::spawn(read_lines(
+            BufReader::new(stdout),
+            link.clone(),
+            self.max_message_bytes,
+            self.name.clone(),
+        ));
+        tokio::spawn(log_stderr(BufReader::new(stderr), self.name.clone()));
+        Ok(Running {
+            child,
+            link,
+            writer,
+            reader,
+        })
+    }
+
+    /// Handshakes, publishes the child, and waits until it ends or Warden stops.
+    async fn serve(
+        &self,
+        mut running: Running,
+        ready: &watch::Sender<Option<Ready>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let outcome = tokio::select! {
+            facts = handshake(&running.link, &self.eras) => Some(facts),
+            _ = running.child.wait() => None,
+            _ = shutdown.wait_for(|stop| *stop) => None,
+        };
+        match outcome {
+            Some(Ok(facts)) => {
+                ready.send_replace(Some(Ready {
+                    link: running.link.clone(),
+                    facts,
+                }));
+                tokio::select! {
+                    status = running.child.wait() => {
+                        tracing::warn!(upstream = %self.name, status = ?status.ok(), "upstream exited");
+                    }
+                    _ = &mut running.reader => {
+                        tracing::warn!(upstream = %self.name, "upstream output ended or broke the protocol");
+                    }
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+            }
+            Some(Err(error)) => {
+                tracing::error!(upstream = %self.name, %error, "upstream handshake failed");
+            }
+            None => {}
+        }
+        ready.send_replace(None);
+        running.link.close(UpstreamError::Exited);
+        running.stop().await;
+    }
+}
+
+struct Running {
+    child: Child,
+    link: Arc<Link>,
+    writer: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Closing stdin is how an MCP client asks a stdio server to exit.
+    async fn stop(mut self) {
+        self.writer.abort();
+        let _ = (&mut self.writer).await;
+        if tokio::time::timeout(EXIT_GRACE, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        self.reader.abort();
+    }
+}
+
+async fn write_lines(mut stdin: ChildStdin, mut queue: mpsc::Receiver<Outbound>) {
+    while let Some(outbound) = queue.recv().await {
+        let mut line = outbound.message.to_string().into_bytes();
+        line.push(b'\n');
+        if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one line of at most `max` bytes. A longer line is consumed and refused.
+async fn read_line_capped(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let mut fits = true;
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok((!line.is_empty() || !fits).then_some(fits));
+        }
+        let (chunk, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buffer[..at], Some(at + 1)),
+            None => (buffer, None),
+        };
+        if fits && line.len() + chunk.len() <= max {
+            line.extend_from_slice(chunk);
+        } else {
+            fits = false;
+            line.clear();
+        }
+        let used = done.unwrap_or(buffer.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Ok(Some(fits));
+        }
+    }
+}
+
+/// Feeds the child's stdout to the link. An oversized or non-JSON line breaks the
+/// protocol: the calls it might have answered cannot be known, so the child is restarted.
+async fn read_lines(
+    mut stdout: impl AsyncBufRead + Unpin,
+    link: Arc<Link>,
+    max: usize,
+    name: Arc<str>,
+) {
+    let mut line = Vec::new();
+    loop {
+        match read_line_capped(&mut stdout, &mut line, max).await {
+            Ok(Some(true)) => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<Value>(&line) {
+                    Ok(message) => link.receive(message, None),
+                    Err(_) => {
+                        tracing::error!(upstream = %name, "upstream wrote a line that is not JSON");
+                        link.close(UpstreamError::Protocol);
+                        return;
+                    }
+                }
+            }
+            Ok(Some(false)) => {
+                tracing::error!(upstream = %name, max, "upstream wrote a message over the size limit");
+                link.close(UpstreamError::Oversized);
+                return;
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+async fn log_stderr(mut stderr: impl AsyncBufRead + Unpin, name: Arc<str>) {
+    let mut line = Vec::new();
+    while let Ok(Some(_)) = read_line_capped(&mut stderr, &mut line, MAX_STDERR_LINE).await {
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            tracing::info!(upstream = %name, stderr = %text, "upstream stderr");
+        }
+    }
+}
+
+/// The children of one stdio upstream: one shared, or one per tenant.
+#[derive(Debug)]
+pub(crate) struct Children {
+    launcher: Launcher,
+    shared: Option<Supervised>,
+    per_tenant: Mutex<HashMap<String, Arc<Supervised>>>,
+}
+
+impl Children {
+    pub fn start(launcher: Launcher) -> Self {
+        let shared = (!launcher.config.per_tenant).then(|| launcher.supervise(None));
+        Self {
+            launcher,
+            shared,
+            per_tenant: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The child serving `tenant`, started on first use when children are per tenant.
+    pub async fn ready(&self, tenant: &str, wait: Duration) -> Result<Ready, UpstreamError> {
+        match &self.shared {
+            Some(shared) => shared.ready(wait).await,
+            None => self.tenant_child(tenant).ready(wait).await,
+        }
+    }
+
+    fn tenant_child(&self, tenant: &str) -> Arc<Supervised> {
+        self.per_tenant
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tenant.to_owned())
+            .or_insert_with(|| Arc::new(self.launcher.supervise(Some(tenant))))
+            .clone()
+    }
+
+    /// Waits until every child has stopped (after shutdown was signalled).
+    pub async fn stopped(&self) {
+        if let Some(shared) = &self.shared {
+            shared.stopped().await;
+        }
+        let tenants: Vec<Arc<Supervised>> = self
+            .per_tenant
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for child in tenants {
+            child.stopped().await;
+        }
+    }
+
+    /// Process ids of the running children, for operators and tests.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.shared.iter().filter_map(Supervised::pid).collect();
+        pids.extend(
+            self.per_tenant
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter_map(|s| s.pid()),
+        );
+        pids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn long_lines_are_consumed_and_refused() {
+        let input: &[u8] = b"short\n0123456789abcdef\nnext\ntail";
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut line = Vec::new();
+        let mut seen = Vec::new();
+        while let Some(fits) = read_line_capped(&mut reader, &mut line, 8).await.unwrap() {
+            seen.push((fits, String::from_utf8(line.clone()).unwrap()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (true, "short".to_owned()),
+                (false, String::new()),
+                (true, "next".to_owned()),
+                (true, "tail".to_owned()),
+            ]
+        );
+    }
+}
