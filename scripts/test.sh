@@ -17,3 +17,6 @@ cargo test --workspace --locked
 echo "== interop: official clients against warden serve"
 cargo build --locked --bin warden
 scripts/interop.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
+
+echo "== conformance: the official suite against warden fronting a stdio fixture"
+scripts/conformance.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
