@@ -6,7 +6,7 @@
 # With no arguments both clients run. Sets up interop/python/.venv and interop/ts/node_modules on
 # first use. Exits non-zero if any client fails. Optional: WARDEN_EXPECT_VERSION (python, default
 # 2026-07-28), WARDEN_TS_EXPECT_VERSION (ts, default 2025-11-25), WARDEN_PY_MODE, WARDEN_TIMEOUT,
-# WARDEN_DEBUG=1 for stack traces.
+# WARDEN_DEBUG=1 for stack traces, WARDEN_SCENARIO=upstream (Warden fronting server-everything).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,7 +34,8 @@ setup_python() {
 }
 
 setup_ts() {
-    if [ ! -d "$here/ts/node_modules/@modelcontextprotocol/sdk" ]; then
+    # server-everything too: a node_modules from before it was pinned lacks it.
+    if [ ! -d "$here/ts/node_modules/@modelcontextprotocol/sdk" ] || [ ! -d "$here/ts/node_modules/@modelcontextprotocol/server-everything" ]; then
         echo "interop: npm ci in $here/ts" >&2
         (cd "$here/ts" && npm ci --no-audit --no-fund --loglevel=error)
     fi

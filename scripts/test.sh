@@ -20,3 +20,6 @@ scripts/interop.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
 
 echo "== conformance: the official suite against warden fronting a stdio fixture"
 scripts/conformance.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
+
+echo "== upstreams: official clients through warden to server-everything (stdio and HTTP)"
+scripts/upstreams.sh "${CARGO_TARGET_DIR:-target}/debug/warden"

@@ -9,6 +9,8 @@ Environment:
   WARDEN_PY_MODE        SDK connect mode: auto (default: server/discover, falls back to
                         initialize), legacy (initialize handshake only) or 2026-07-28 (no probe)
   WARDEN_TIMEOUT        overall time limit in seconds (default 60)
+  WARDEN_SCENARIO       notes (default: the embedded notes server) or upstream (Warden
+                        fronting @modelcontextprotocol/server-everything)
 
 Exits 0 when every check passes; otherwise prints `FAIL [python]: ...` to stderr and exits 1.
 """
@@ -30,6 +32,11 @@ from mcp import Client, Implementation
 from mcp.client.streamable_http import streamable_http_client
 
 EXPECTED_TOOLS = {"create_note", "search_notes", "get_note", "list_notes", "update_note", "delete_note"}
+# What server-everything (pinned in interop/ts/package.json) must show through Warden.
+UPSTREAM_TOOLS = {"echo", "get-sum", "get-structured-content"}
+UPSTREAM_PROMPTS = {"simple-prompt", "args-prompt"}
+TEXT_TEMPLATE = "demo://resource/dynamic/text/{resourceId}"
+STATIC_DOC = "demo://resource/static/document/features.md"
 TAG = "[python]"
 
 
@@ -74,12 +81,7 @@ async def _record_http_error(response: Any) -> None:
         HTTP_ERRORS.append(f"{req.method} {what or ''} -> HTTP {response.status_code}".replace("  ", " "))
 
 
-async def run(url: str, key: str, mode: str, expect_version: str) -> None:
-    unique = uuid.uuid4().hex[:12]
-    word = f"pyinterop{unique}"
-    title = f"Python SDK interop {unique}"
-    body = f"Created by the mcp Python SDK interop client. Marker word: {word}."
-
+async def run(url: str, key: str, mode: str, expect_version: str, scenario: str) -> None:
     # The SDK has no `headers=` knob on the transport: headers (incl. auth) live on the
     # httpx2.AsyncClient handed to the transport, and are sent on every POST/GET/DELETE.
     # Timeouts match the SDK's own default client (30 s, 300 s read for SSE streams).
@@ -101,63 +103,127 @@ async def run(url: str, key: str, mode: str, expect_version: str) -> None:
                  f"{info.name if info else '?'} {info.version if info else ''}".rstrip())
             check(version == expect_version, f"negotiated protocol version {version!r}, expected {expect_version!r}")
 
-            # tools/list (walk every page)
-            names: list[str] = []
-            cursor: str | None = None
-            for _ in range(50):
-                page = await client.list_tools(cursor=cursor)
-                names += [t.name for t in page.tools]
-                cursor = page.next_cursor
-                if not cursor:
-                    break
-            missing = EXPECTED_TOOLS - set(names)
-            check(not missing, f"tools/list is missing {sorted(missing)} (got {sorted(names)})")
-            step(f"tools/list ok: {sorted(names)}")
+            await SCENARIOS[scenario](client)
 
-            # create_note
-            created = structured(
-                await client.call_tool("create_note", {"title": title, "body": body, "tags": ["interop", "python"]}),
-                "create_note",
-            )
-            check(isinstance(created, dict), f"create_note structuredContent is not an object: {created!r}")
-            note_id = created.get("id")
-            check(isinstance(note_id, str) and note_id != "", f"create_note returned no string id: {created!r}")
-            check(created.get("title") == title, f"create_note title mismatch: {created.get('title')!r}")
-            check(created.get("body") == body, f"create_note body mismatch: {created.get('body')!r}")
-            for field in ("tags", "created_at", "updated_at"):
-                check(field in created, f"create_note structuredContent lacks {field!r}: {created!r}")
-            step(f"create_note ok: id={note_id}")
 
-            # search_notes
-            found = structured(await client.call_tool("search_notes", {"query": word, "limit": 10}), "search_notes")
-            results = found.get("results") if isinstance(found, dict) else None
-            check(isinstance(results, list), f"search_notes structuredContent has no results list: {found!r}")
-            ids = [r.get("id") for r in results if isinstance(r, dict)]
-            check(note_id in ids, f"search_notes({word!r}) did not return note {note_id}; got ids {ids}")
-            step(f"search_notes ok: {len(results)} result(s), created note among them")
+async def list_all(fetch: Any, field: str) -> list[Any]:
+    """Walks every page of a */list method; `field` names the result's item list."""
+    items: list[Any] = []
+    cursor: str | None = None
+    for _ in range(50):
+        page = await fetch(cursor=cursor)
+        items += getattr(page, field)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return items
 
-            # get_note
-            got = structured(await client.call_tool("get_note", {"id": note_id}), "get_note")
-            check(isinstance(got, dict), f"get_note structuredContent is not an object: {got!r}")
-            check(got.get("id") == note_id, f"get_note id mismatch: {got.get('id')!r} != {note_id!r}")
-            check(got.get("title") == title, f"get_note title mismatch: {got.get('title')!r} != {title!r}")
-            check(got.get("body") == body, f"get_note body mismatch: {got.get('body')!r} != {body!r}")
-            step("get_note ok: title and body match")
 
-            # resources/read notes://{id}
-            uri = f"notes://{note_id}"
-            read = await client.read_resource(uri)
-            check(len(read.contents) > 0, f"resources/read {uri} returned no contents")
-            texts = [c.text for c in read.contents if hasattr(c, "text")]
-            check(texts, f"resources/read {uri} returned no text contents: {read.contents!r}")
-            check(any(body in t for t in texts), f"resources/read {uri} text does not contain the body: {texts!r}")
-            mime = read.contents[0].mime_type
-            check(mime is None or mime.startswith("text/markdown"), f"resources/read {uri} mimeType {mime!r}")
-            step(f"resources/read ok: {uri} ({mime}) contains the body")
+async def scenario_notes(client: Client) -> None:
+    unique = uuid.uuid4().hex[:12]
+    word = f"pyinterop{unique}"
+    title = f"Python SDK interop {unique}"
+    body = f"Created by the mcp Python SDK interop client. Marker word: {word}."
 
-            # tidy up
-            structured(await client.call_tool("delete_note", {"id": note_id}), "delete_note")
-            step("delete_note ok")
+    names = [t.name for t in await list_all(client.list_tools, "tools")]
+    missing = EXPECTED_TOOLS - set(names)
+    check(not missing, f"tools/list is missing {sorted(missing)} (got {sorted(names)})")
+    step(f"tools/list ok: {sorted(names)}")
+
+    # create_note
+    created = structured(
+        await client.call_tool("create_note", {"title": title, "body": body, "tags": ["interop", "python"]}),
+        "create_note",
+    )
+    check(isinstance(created, dict), f"create_note structuredContent is not an object: {created!r}")
+    note_id = created.get("id")
+    check(isinstance(note_id, str) and note_id != "", f"create_note returned no string id: {created!r}")
+    check(created.get("title") == title, f"create_note title mismatch: {created.get('title')!r}")
+    check(created.get("body") == body, f"create_note body mismatch: {created.get('body')!r}")
+    for field in ("tags", "created_at", "updated_at"):
+        check(field in created, f"create_note structuredContent lacks {field!r}: {created!r}")
+    step(f"create_note ok: id={note_id}")
+
+    # search_notes
+    found = structured(await client.call_tool("search_notes", {"query": word, "limit": 10}), "search_notes")
+    results = found.get("results") if isinstance(found, dict) else None
+    check(isinstance(results, list), f"search_notes structuredContent has no results list: {found!r}")
+    ids = [r.get("id") for r in results if isinstance(r, dict)]
+    check(note_id in ids, f"search_notes({word!r}) did not return note {note_id}; got ids {ids}")
+    step(f"search_notes ok: {len(results)} result(s), created note among them")
+
+    # get_note
+    got = structured(await client.call_tool("get_note", {"id": note_id}), "get_note")
+    check(isinstance(got, dict), f"get_note structuredContent is not an object: {got!r}")
+    check(got.get("id") == note_id, f"get_note id mismatch: {got.get('id')!r} != {note_id!r}")
+    check(got.get("title") == title, f"get_note title mismatch: {got.get('title')!r} != {title!r}")
+    check(got.get("body") == body, f"get_note body mismatch: {got.get('body')!r} != {body!r}")
+    step("get_note ok: title and body match")
+
+    # resources/read notes://{id}
+    uri = f"notes://{note_id}"
+    read = await client.read_resource(uri)
+    check(len(read.contents) > 0, f"resources/read {uri} returned no contents")
+    texts = [c.text for c in read.contents if hasattr(c, "text")]
+    check(texts, f"resources/read {uri} returned no text contents: {read.contents!r}")
+    check(any(body in t for t in texts), f"resources/read {uri} text does not contain the body: {texts!r}")
+    mime = read.contents[0].mime_type
+    check(mime is None or mime.startswith("text/markdown"), f"resources/read {uri} mimeType {mime!r}")
+    step(f"resources/read ok: {uri} ({mime}) contains the body")
+
+    # tidy up
+    structured(await client.call_tool("delete_note", {"id": note_id}), "delete_note")
+    step("delete_note ok")
+
+
+async def scenario_upstream(client: Client) -> None:
+    """Warden fronting server-everything alone: names pass unchanged, results are relayed as is."""
+    unique = uuid.uuid4().hex[:12]
+
+    names = {t.name for t in await list_all(client.list_tools, "tools")}
+    missing = UPSTREAM_TOOLS - names
+    check(not missing, f"tools/list is missing {sorted(missing)} (got {sorted(names)})")
+    step(f"tools/list ok: {len(names)} tools, including {sorted(UPSTREAM_TOOLS)}")
+
+    message = f"hello from python {unique}"
+    echoed = await client.call_tool("echo", {"message": message})
+    texts = [getattr(c, "text", None) for c in echoed.content]
+    check(not echoed.is_error, f"echo returned isError=true: {texts}")
+    check(texts == [f"Echo: {message}"], f"echo returned {texts!r}, expected ['Echo: {message}']")
+    step("tools/call echo ok: message echoed")
+
+    uris = [str(r.uri) for r in await list_all(client.list_resources, "resources")]
+    check(STATIC_DOC in uris, f"resources/list lacks {STATIC_DOC} (got {uris})")
+    doc = await client.read_resource(STATIC_DOC)
+    check(len(doc.contents) == 1, f"resources/read {STATIC_DOC} returned {len(doc.contents)} contents")
+    text = getattr(doc.contents[0], "text", None)
+    check(isinstance(text, str) and len(text) > 100, f"resources/read {STATIC_DOC} returned no document: {doc.contents!r}")
+    check(doc.contents[0].mime_type == "text/markdown", f"resources/read {STATIC_DOC} mimeType {doc.contents[0].mime_type!r}")
+    step(f"resources/read ok: {STATIC_DOC} ({len(text)} chars of text/markdown)")
+
+    templates = [t.uri_template for t in await list_all(client.list_resource_templates, "resource_templates")]
+    check(TEXT_TEMPLATE in templates, f"resources/templates/list lacks {TEXT_TEMPLATE} (got {templates})")
+    n = int(unique[:6], 16) + 1  # positive, differs per run
+    uri = TEXT_TEMPLATE.replace("{resourceId}", str(n))
+    read = await client.read_resource(uri)
+    texts = [getattr(c, "text", None) for c in read.contents]
+    check(len(texts) == 1 and isinstance(texts[0], str) and texts[0].startswith(f"Resource {n}: This is a plaintext resource"),
+          f"resources/read {uri} returned {texts!r}")
+    check(str(read.contents[0].uri) == uri, f"resources/read {uri} answered for uri {read.contents[0].uri!r}")
+    step(f"resources/read ok: {uri} (from template)")
+
+    prompts = {p.name for p in await list_all(client.list_prompts, "prompts")}
+    missing = UPSTREAM_PROMPTS - prompts
+    check(not missing, f"prompts/list is missing {sorted(missing)} (got {sorted(prompts)})")
+    city = f"Paris{unique}"
+    got = await client.get_prompt("args-prompt", {"city": city, "state": "Texas"})
+    msgs = [(m.role, getattr(m.content, "text", None)) for m in got.messages]
+    want = [("user", f"What's weather in {city}, Texas?")]
+    check(msgs == want, f"prompts/get args-prompt returned {msgs!r}, expected {want!r}")
+    step("prompts/get ok: args-prompt filled in")
+
+
+SCENARIOS = {"notes": scenario_notes, "upstream": scenario_upstream}
 
 
 def _leaf_errors(exc: BaseException) -> list[BaseException]:
@@ -175,10 +241,14 @@ def main() -> int:
     mode = os.environ.get("WARDEN_PY_MODE", "auto")
     expect = os.environ.get("WARDEN_EXPECT_VERSION") or ("2025-11-25" if mode == "legacy" else "2026-07-28")
     timeout = float(os.environ.get("WARDEN_TIMEOUT", "60"))
+    scenario = os.environ.get("WARDEN_SCENARIO", "notes")
+    if scenario not in SCENARIOS:
+        print(f"FAIL {TAG}: unknown WARDEN_SCENARIO {scenario!r} (expected {' or '.join(SCENARIOS)})", file=sys.stderr)
+        return 2
 
     async def bounded() -> None:
         with anyio.fail_after(timeout):
-            await run(url, key, mode, expect)
+            await run(url, key, mode, expect, scenario)
 
     try:
         anyio.run(bounded)

@@ -7,6 +7,8 @@
 //   WARDEN_KEY               bearer key sent as `Authorization: Bearer <key>` (required)
 //   WARDEN_TS_EXPECT_VERSION protocol version that must be negotiated (default 2025-11-25)
 //   WARDEN_TIMEOUT           overall time limit in seconds (default 60)
+//   WARDEN_SCENARIO          notes (default: the embedded notes server) or upstream (Warden
+//                            fronting @modelcontextprotocol/server-everything)
 //
 // Exits 0 when every check passes; otherwise prints `FAIL [ts]: ...` to stderr and exits 1.
 
@@ -17,6 +19,11 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 
 const TAG = '[ts]';
 const EXPECTED_TOOLS = ['create_note', 'search_notes', 'get_note', 'list_notes', 'update_note', 'delete_note'];
+// What server-everything (pinned in package.json) must show through Warden.
+const UPSTREAM_TOOLS = ['echo', 'get-sum', 'get-structured-content'];
+const UPSTREAM_PROMPTS = ['simple-prompt', 'args-prompt'];
+const TEXT_TEMPLATE = 'demo://resource/dynamic/text/{resourceId}';
+const STATIC_DOC = 'demo://resource/static/document/features.md';
 // Not require('@modelcontextprotocol/sdk/package.json'): the SDK's "./*" export maps that to
 // dist/esm/package.json, which has no version field.
 const sdkVersion = JSON.parse(
@@ -41,12 +48,7 @@ function structured(result, tool) {
   return result.structuredContent;
 }
 
-async function run(url, key, expectVersion) {
-  const unique = randomUUID().replaceAll('-', '').slice(0, 12);
-  const word = `tsinterop${unique}`;
-  const title = `TypeScript SDK interop ${unique}`;
-  const body = `Created by the MCP TypeScript SDK interop client. Marker word: ${word}.`;
-
+async function run(url, key, expectVersion, scenario) {
   // requestInit.headers is merged into every POST, the standalone GET SSE stream and the DELETE.
   const transport = new StreamableHTTPClientTransport(new URL(url), {
     requestInit: { headers: { Authorization: `Bearer ${key}` } },
@@ -67,61 +69,7 @@ async function run(url, key, expectVersion) {
     check(version === expectVersion, `negotiated protocol version ${JSON.stringify(version)}, expected ${JSON.stringify(expectVersion)}`);
     step(`session id: ${transport.sessionId ?? '(none)'}`);
 
-    // tools/list (walk every page)
-    const names = [];
-    let cursor;
-    for (let i = 0; i < 50; i++) {
-      const page = await client.listTools(cursor ? { cursor } : undefined);
-      names.push(...page.tools.map((t) => t.name));
-      cursor = page.nextCursor;
-      if (!cursor) break;
-    }
-    const missing = EXPECTED_TOOLS.filter((n) => !names.includes(n));
-    check(missing.length === 0, `tools/list is missing ${JSON.stringify(missing)} (got ${JSON.stringify(names.sort())})`);
-    step(`tools/list ok: ${JSON.stringify([...names].sort())}`);
-
-    // create_note
-    const created = structured(
-      await client.callTool({ name: 'create_note', arguments: { title, body, tags: ['interop', 'ts'] } }),
-      'create_note',
-    );
-    const noteId = created.id;
-    check(typeof noteId === 'string' && noteId !== '', `create_note returned no string id: ${JSON.stringify(created)}`);
-    check(created.title === title, `create_note title mismatch: ${JSON.stringify(created.title)}`);
-    check(created.body === body, `create_note body mismatch: ${JSON.stringify(created.body)}`);
-    for (const field of ['tags', 'created_at', 'updated_at']) {
-      check(field in created, `create_note structuredContent lacks ${field}: ${JSON.stringify(created)}`);
-    }
-    step(`create_note ok: id=${noteId}`);
-
-    // search_notes
-    const found = structured(await client.callTool({ name: 'search_notes', arguments: { query: word, limit: 10 } }), 'search_notes');
-    check(Array.isArray(found.results), `search_notes structuredContent has no results array: ${JSON.stringify(found)}`);
-    const ids = found.results.map((r) => r?.id);
-    check(ids.includes(noteId), `search_notes(${JSON.stringify(word)}) did not return note ${noteId}; got ids ${JSON.stringify(ids)}`);
-    step(`search_notes ok: ${found.results.length} result(s), created note among them`);
-
-    // get_note
-    const got = structured(await client.callTool({ name: 'get_note', arguments: { id: noteId } }), 'get_note');
-    check(got.id === noteId, `get_note id mismatch: ${JSON.stringify(got.id)} != ${JSON.stringify(noteId)}`);
-    check(got.title === title, `get_note title mismatch: ${JSON.stringify(got.title)} != ${JSON.stringify(title)}`);
-    check(got.body === body, `get_note body mismatch: ${JSON.stringify(got.body)} != ${JSON.stringify(body)}`);
-    step('get_note ok: title and body match');
-
-    // resources/read notes://{id}
-    const uri = `notes://${noteId}`;
-    const read = await client.readResource({ uri });
-    check(Array.isArray(read.contents) && read.contents.length > 0, `resources/read ${uri} returned no contents`);
-    const texts = read.contents.filter((c) => typeof c.text === 'string').map((c) => c.text);
-    check(texts.length > 0, `resources/read ${uri} returned no text contents: ${JSON.stringify(read.contents)}`);
-    check(texts.some((t) => t.includes(body)), `resources/read ${uri} text does not contain the body: ${JSON.stringify(texts)}`);
-    const mime = read.contents[0].mimeType;
-    check(mime === undefined || mime.startsWith('text/markdown'), `resources/read ${uri} mimeType ${JSON.stringify(mime)}`);
-    step(`resources/read ok: ${uri} (${mime}) contains the body`);
-
-    // tidy up
-    structured(await client.callTool({ name: 'delete_note', arguments: { id: noteId } }), 'delete_note');
-    step('delete_note ok');
+    await scenario(client);
 
     // The SDK reports a failed GET twice (onerror, then again from its own .catch): dedupe.
     const streamErrors = [...new Set(transportErrors.filter((e) => e?.name !== 'AbortError').map((e) => e?.message ?? String(e)))];
@@ -138,6 +86,129 @@ async function run(url, key, expectVersion) {
   }
 }
 
+// Walks every page of a */list method; `field` names the result's item array.
+async function listAll(fetch, field) {
+  const items = [];
+  let cursor;
+  for (let i = 0; i < 50; i++) {
+    const page = await fetch(cursor ? { cursor } : undefined);
+    items.push(...page[field]);
+    cursor = page.nextCursor;
+    if (!cursor) break;
+  }
+  return items;
+}
+
+async function scenarioNotes(client) {
+  const unique = randomUUID().replaceAll('-', '').slice(0, 12);
+  const word = `tsinterop${unique}`;
+  const title = `TypeScript SDK interop ${unique}`;
+  const body = `Created by the MCP TypeScript SDK interop client. Marker word: ${word}.`;
+
+  // tools/list (walk every page)
+  const names = (await listAll((p) => client.listTools(p), 'tools')).map((t) => t.name);
+  const missing = EXPECTED_TOOLS.filter((n) => !names.includes(n));
+  check(missing.length === 0, `tools/list is missing ${JSON.stringify(missing)} (got ${JSON.stringify(names.sort())})`);
+  step(`tools/list ok: ${JSON.stringify([...names].sort())}`);
+
+  // create_note
+  const created = structured(
+    await client.callTool({ name: 'create_note', arguments: { title, body, tags: ['interop', 'ts'] } }),
+    'create_note',
+  );
+  const noteId = created.id;
+  check(typeof noteId === 'string' && noteId !== '', `create_note returned no string id: ${JSON.stringify(created)}`);
+  check(created.title === title, `create_note title mismatch: ${JSON.stringify(created.title)}`);
+  check(created.body === body, `create_note body mismatch: ${JSON.stringify(created.body)}`);
+  for (const field of ['tags', 'created_at', 'updated_at']) {
+    check(field in created, `create_note structuredContent lacks ${field}: ${JSON.stringify(created)}`);
+  }
+  step(`create_note ok: id=${noteId}`);
+
+  // search_notes
+  const found = structured(await client.callTool({ name: 'search_notes', arguments: { query: word, limit: 10 } }), 'search_notes');
+  check(Array.isArray(found.results), `search_notes structuredContent has no results array: ${JSON.stringify(found)}`);
+  const ids = found.results.map((r) => r?.id);
+  check(ids.includes(noteId), `search_notes(${JSON.stringify(word)}) did not return note ${noteId}; got ids ${JSON.stringify(ids)}`);
+  step(`search_notes ok: ${found.results.length} result(s), created note among them`);
+
+  // get_note
+  const got = structured(await client.callTool({ name: 'get_note', arguments: { id: noteId } }), 'get_note');
+  check(got.id === noteId, `get_note id mismatch: ${JSON.stringify(got.id)} != ${JSON.stringify(noteId)}`);
+  check(got.title === title, `get_note title mismatch: ${JSON.stringify(got.title)} != ${JSON.stringify(title)}`);
+  check(got.body === body, `get_note body mismatch: ${JSON.stringify(got.body)} != ${JSON.stringify(body)}`);
+  step('get_note ok: title and body match');
+
+  // resources/read notes://{id}
+  const uri = `notes://${noteId}`;
+  const read = await client.readResource({ uri });
+  check(Array.isArray(read.contents) && read.contents.length > 0, `resources/read ${uri} returned no contents`);
+  const texts = read.contents.filter((c) => typeof c.text === 'string').map((c) => c.text);
+  check(texts.length > 0, `resources/read ${uri} returned no text contents: ${JSON.stringify(read.contents)}`);
+  check(texts.some((t) => t.includes(body)), `resources/read ${uri} text does not contain the body: ${JSON.stringify(texts)}`);
+  const mime = read.contents[0].mimeType;
+  check(mime === undefined || mime.startsWith('text/markdown'), `resources/read ${uri} mimeType ${JSON.stringify(mime)}`);
+  step(`resources/read ok: ${uri} (${mime}) contains the body`);
+
+  // tidy up
+  structured(await client.callTool({ name: 'delete_note', arguments: { id: noteId } }), 'delete_note');
+  step('delete_note ok');
+}
+
+// Warden fronting server-everything alone: names pass unchanged, results are relayed as is.
+async function scenarioUpstream(client) {
+  const unique = randomUUID().replaceAll('-', '').slice(0, 12);
+
+  const names = (await listAll((p) => client.listTools(p), 'tools')).map((t) => t.name);
+  const missing = UPSTREAM_TOOLS.filter((n) => !names.includes(n));
+  check(missing.length === 0, `tools/list is missing ${JSON.stringify(missing)} (got ${JSON.stringify(names.sort())})`);
+  step(`tools/list ok: ${names.length} tools, including ${JSON.stringify(UPSTREAM_TOOLS)}`);
+
+  const message = `hello from ts ${unique}`;
+  const echoed = await client.callTool({ name: 'echo', arguments: { message } });
+  const echoTexts = (echoed.content ?? []).map((c) => c.text);
+  check(!echoed.isError, `echo returned isError=true: ${JSON.stringify(echoTexts)}`);
+  check(
+    echoTexts.length === 1 && echoTexts[0] === `Echo: ${message}`,
+    `echo returned ${JSON.stringify(echoTexts)}, expected ["Echo: ${message}"]`,
+  );
+  step('tools/call echo ok: message echoed');
+
+  const uris = (await listAll((p) => client.listResources(p), 'resources')).map((r) => r.uri);
+  check(uris.includes(STATIC_DOC), `resources/list lacks ${STATIC_DOC} (got ${JSON.stringify(uris)})`);
+  const doc = await client.readResource({ uri: STATIC_DOC });
+  check(doc.contents?.length === 1, `resources/read ${STATIC_DOC} returned ${doc.contents?.length} contents`);
+  const text = doc.contents[0].text;
+  check(typeof text === 'string' && text.length > 100, `resources/read ${STATIC_DOC} returned no document: ${JSON.stringify(doc.contents)}`);
+  check(doc.contents[0].mimeType === 'text/markdown', `resources/read ${STATIC_DOC} mimeType ${JSON.stringify(doc.contents[0].mimeType)}`);
+  step(`resources/read ok: ${STATIC_DOC} (${text.length} chars of text/markdown)`);
+
+  const templates = (await listAll((p) => client.listResourceTemplates(p), 'resourceTemplates')).map((t) => t.uriTemplate);
+  check(templates.includes(TEXT_TEMPLATE), `resources/templates/list lacks ${TEXT_TEMPLATE} (got ${JSON.stringify(templates)})`);
+  const n = parseInt(unique.slice(0, 6), 16) + 1; // positive, differs per run
+  const uri = TEXT_TEMPLATE.replace('{resourceId}', String(n));
+  const read = await client.readResource({ uri });
+  const texts = (read.contents ?? []).map((c) => c.text);
+  check(
+    texts.length === 1 && typeof texts[0] === 'string' && texts[0].startsWith(`Resource ${n}: This is a plaintext resource`),
+    `resources/read ${uri} returned ${JSON.stringify(texts)}`,
+  );
+  check(read.contents[0].uri === uri, `resources/read ${uri} answered for uri ${JSON.stringify(read.contents[0].uri)}`);
+  step(`resources/read ok: ${uri} (from template)`);
+
+  const prompts = (await listAll((p) => client.listPrompts(p), 'prompts')).map((p) => p.name);
+  const missingPrompts = UPSTREAM_PROMPTS.filter((n) => !prompts.includes(n));
+  check(missingPrompts.length === 0, `prompts/list is missing ${JSON.stringify(missingPrompts)} (got ${JSON.stringify(prompts)})`);
+  const city = `Paris${unique}`;
+  const got = await client.getPrompt({ name: 'args-prompt', arguments: { city, state: 'Texas' } });
+  const msgs = JSON.stringify((got.messages ?? []).map((m) => [m.role, m.content?.text]));
+  const want = JSON.stringify([['user', `What's weather in ${city}, Texas?`]]);
+  check(msgs === want, `prompts/get args-prompt returned ${msgs}, expected ${want}`);
+  step('prompts/get ok: args-prompt filled in');
+}
+
+const SCENARIOS = { notes: scenarioNotes, upstream: scenarioUpstream };
+
 async function main() {
   const url = process.env.WARDEN_URL;
   const key = process.env.WARDEN_KEY;
@@ -147,10 +218,15 @@ async function main() {
   }
   const expectVersion = process.env.WARDEN_TS_EXPECT_VERSION || '2025-11-25';
   const timeout = Number(process.env.WARDEN_TIMEOUT || '60');
+  const scenario = process.env.WARDEN_SCENARIO || 'notes';
+  if (!Object.hasOwn(SCENARIOS, scenario)) {
+    console.error(`FAIL ${TAG}: unknown WARDEN_SCENARIO ${JSON.stringify(scenario)} (expected notes or upstream)`);
+    return 2;
+  }
   let timer;
   try {
     await Promise.race([
-      run(url, key, expectVersion),
+      run(url, key, expectVersion, SCENARIOS[scenario]),
       new Promise((_, reject) => {
         timer = setTimeout(() => reject(new CheckFailed(`timed out after ${timeout}s against ${url}`)), timeout * 1000);
       }),

@@ -1,6 +1,9 @@
 # Sourced by the test scripts: starts `warden serve` on a free loopback port with a
 # throwaway data directory, and stops it (and removes the directory) on exit.
 #   start_warden BIN [serve args...]   sets WARDEN_URL, WARDEN_KEY, WARDEN_WORK, WARDEN_LOG_FILE
+#   stop_warden                        stops it; start_warden may then run again (same data
+#                                      directory and key; the log starts afresh)
+#   kill_on_exit PID                   also kills PID on exit (e.g. an HTTP upstream)
 #   assert_key_not_logged LABEL        fails if the admin key reached the log
 
 WARDEN_WORK="$(mktemp -d)"
@@ -10,7 +13,9 @@ stop_warden() {
     if [ -n "$warden_pid" ]; then kill "$warden_pid" 2>/dev/null || true; wait "$warden_pid" 2>/dev/null || true; fi
     warden_pid=""
 }
-trap 'stop_warden; rm -rf "$WARDEN_WORK"' EXIT
+helper_pids=""
+kill_on_exit() { helper_pids="$helper_pids $1"; }
+trap 'stop_warden; for p in $helper_pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$WARDEN_WORK"' EXIT
 
 start_warden() {
     local bin="$1"

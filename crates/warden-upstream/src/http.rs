@@ -25,6 +25,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
+/// A notification or answer POST that takes longer is given up.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The GET stream of a legacy upstream is reopened this long after it ends.
 const STREAM_REOPEN_DELAY: Duration = Duration::from_secs(2);
 
@@ -105,6 +107,7 @@ impl HttpUpstream {
         {
             return Ok((self.link.clone(), facts.clone()));
         }
+        *self.endpoint.session() = LegacySession::default();
         let learned = handshake(&self.link, &self.eras).await?;
         if !learned.era.is_modern() {
             tokio::spawn(listen(self.endpoint.clone(), self.link.clone()));
@@ -115,6 +118,13 @@ impl HttpUpstream {
 }
 
 impl Endpoint {
+    /// Every request of the session carries the version `initialize` settled on.
+    fn note_version(&self, answer: &Value) {
+        if let Some(version) = answer["result"]["protocolVersion"].as_str() {
+            self.session().version = Some(version.to_owned());
+        }
+    }
+
     fn session(&self) -> std::sync::MutexGuard<'_, LegacySession> {
         self.session.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -146,7 +156,7 @@ impl Endpoint {
                     insert_text(&mut headers, "mcp-name", name);
                 }
             }
-        } else {
+        } else if method != Some("initialize") {
             let session = self.session();
             if let Some(version) = &session.version {
                 insert_text(&mut headers, VERSION_HEADER, version);
@@ -188,31 +198,35 @@ async fn deliver(endpoint: Arc<Endpoint>, link: Arc<Link>, mut queue: mpsc::Rece
         {
             post.abort();
         }
-        let call = outbound.call;
+        let Some(id) = outbound.call else {
+            // Notifications and answers go out in order, before anything queued after
+            // them (`notifications/initialized` must precede the first request).
+            if tokio::time::timeout(NOTIFY_TIMEOUT, post(&endpoint, &link, &outbound))
+                .await
+                .is_err()
+            {
+                tracing::warn!(upstream = %endpoint.name, "upstream did not take a notification in time");
+            }
+            continue;
+        };
         let task = tokio::spawn({
             let endpoint = endpoint.clone();
             let link = link.clone();
             let posts = posts.clone();
             async move {
-                if let Err(error) = post(&endpoint, &link, &outbound).await
-                    && let Some(id) = call
-                {
+                if let Err(error) = post(&endpoint, &link, &outbound).await {
                     link.fail(id, error);
                 }
-                if let Some(id) = call {
-                    posts
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&id);
-                }
+                posts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
             }
         });
-        if let Some(id) = call {
-            posts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, task.abort_handle());
-        }
+        posts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, task.abort_handle());
     }
 }
 
@@ -250,7 +264,7 @@ async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_stream && status.is_success() {
-        return read_stream(endpoint, link, response, outbound.call).await;
+        return read_stream(endpoint, link, response, outbound.call, is_initialize).await;
     }
     let body = read_capped(response, endpoint.max_message_bytes).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -264,8 +278,8 @@ async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(
         // A JSON-RPC answer to our request, whatever the status (2026-07-28 sends
         // errors with 4xx statuses), is the answer.
         Ok(message) if outbound.call.is_some() && answers(&message, outbound.call) => {
-            if is_initialize && let Some(version) = message["result"]["protocolVersion"].as_str() {
-                endpoint.session().version = Some(version.to_owned());
+            if is_initialize {
+                endpoint.note_version(&message);
             }
             link.receive(message, outbound.call);
             Ok(())
@@ -300,6 +314,7 @@ async fn read_stream(
     link: &Link,
     response: reqwest::Response,
     call: Option<u64>,
+    is_initialize: bool,
 ) -> Result<(), UpstreamError> {
     let mut parser = SseParser::new(endpoint.max_message_bytes);
     let mut chunks = response.bytes_stream();
@@ -312,6 +327,9 @@ async fn read_stream(
             let message: Value =
                 serde_json::from_slice(&event).map_err(|_| UpstreamError::Protocol)?;
             let done = answers(&message, call);
+            if done && is_initialize {
+                endpoint.note_version(&message);
+            }
             link.receive(message, call);
             if done {
                 return Ok(());
@@ -345,7 +363,7 @@ async fn listen(endpoint: Arc<Endpoint>, link: Arc<Link>) {
         if !response.status().is_success() {
             return;
         }
-        let _ = read_stream(&endpoint, &link, response, None).await;
+        let _ = read_stream(&endpoint, &link, response, None, false).await;
         tokio::time::sleep(STREAM_REOPEN_DELAY).await;
         if endpoint.session().id != session {
             return;

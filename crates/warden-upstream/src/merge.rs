@@ -22,6 +22,8 @@ const MAX_TOOL_PAGES: usize = 100;
 const MAX_LEARNED_URIS: usize = 100_000;
 const CURSOR_PREFIX: &str = "w1:";
 const CHANGES_QUEUE: usize = 64;
+/// How long a burst of change notices may take before the catalogue is listed again.
+const CHANGE_SETTLE: Duration = Duration::from_millis(50);
 /// Before a retry of a catalogue that could not be listed.
 const RELIST_DELAY: Duration = Duration::from_secs(2);
 
@@ -137,6 +139,13 @@ impl Upstreams {
                             .and_then(Value::as_str)
                             .unwrap_or_default();
                         if method == "notifications/tools/list_changed" {
+                            // Servers announce changes in bursts: one listing answers them all.
+                            tokio::time::sleep(CHANGE_SETTLE).await;
+                            while let Ok(other) = notices.try_recv() {
+                                if other["method"] != "notifications/tools/list_changed" {
+                                    let _ = self.changes.send(other);
+                                }
+                            }
                             break;
                         }
                         let _ = self.changes.send(message);

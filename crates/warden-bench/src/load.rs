@@ -1,0 +1,276 @@
+//! The load tool: one MCP client (a session in the legacy era, none in 2026-07-28) that
+//! drives N `tools/call` at concurrency C and reports throughput and latency percentiles.
+//! The key comes from the environment (`WARDEN_KEY`), never from the command line, where
+//! other users of the machine could read it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+
+use crate::{Failure, micros, percentile};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Era {
+    Legacy,
+    Modern,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum, default_value = "legacy")]
+    era: Era,
+    /// Calls measured.
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    /// Calls made first and not measured (connections, caches).
+    #[arg(long, default_value_t = 500)]
+    warmup: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// The tool to call, with `{"text": ...}` arguments.
+    #[arg(long, default_value = "echo")]
+    tool: String,
+    /// Bytes of text per call.
+    #[arg(long, default_value_t = 64)]
+    text_bytes: usize,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+const LEGACY_VERSION: &str = "2025-11-25";
+const MODERN_VERSION: &str = "2026-07-28";
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    headers: HeaderMap,
+    era: Era,
+}
+
+impl Client {
+    async fn post(
+        &self,
+        body: &Value,
+        extra: &[(&'static str, &str)],
+    ) -> Result<Option<Value>, String> {
+        let mut headers = self.headers.clone();
+        for (name, value) in extra {
+            headers.insert(
+                *name,
+                HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+            );
+        }
+        let response = self
+            .http
+            .post(&self.url)
+            .headers(headers)
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        let status = response.status();
+        let stream = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if status == reqwest::StatusCode::ACCEPTED {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        let json = if stream {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        } else {
+            text
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Legacy: `initialize`, then every request carries the session.
+    async fn open(&mut self) -> Result<(), Failure> {
+        if self.era == Era::Modern {
+            return Ok(());
+        }
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": LEGACY_VERSION, "capabilities": {},
+            "clientInfo": {"name": "warden-bench", "version": "1"}}});
+        let response = self
+            .http
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .body(init.to_string())
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(format!("initialize: HTTP {}", response.status()).into());
+        }
+        if let Some(session) = response.headers().get("mcp-session-id").cloned() {
+            self.headers.insert("mcp-session-id", session);
+        }
+        self.headers.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_static(LEGACY_VERSION),
+        );
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        self.post(&initialized, &[]).await?;
+        Ok(())
+    }
+
+    async fn call(&self, id: usize, tool: &str, text: &str) -> Result<(), String> {
+        let mut params = json!({ "name": tool, "arguments": { "text": text } });
+        let mut extra: Vec<(&'static str, &str)> = Vec::new();
+        if self.era == Era::Modern {
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            });
+            extra = vec![
+                ("mcp-protocol-version", MODERN_VERSION),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", tool),
+            ];
+        }
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+        let answer = self.post(&request, &extra).await?.ok_or("no answer")?;
+        if answer.get("error").is_some() {
+            return Err(format!("JSON-RPC error {}", answer["error"]["code"]));
+        }
+        if answer["result"]["isError"] == true {
+            return Err("tool error".into());
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(drive(args))
+}
+
+async fn drive(args: Args) -> Result<(), Failure> {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    if let Ok(key) = std::env::var("WARDEN_KEY") {
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    let mut client = Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(args.concurrency)
+            .build()?,
+        url: args.url.clone(),
+        headers,
+        era: args.era,
+    };
+    client.open().await?;
+    let client = Arc::new(client);
+    let text = "x".repeat(args.text_bytes);
+    run_phase(&client, &args, &text, args.warmup).await;
+    let started = Instant::now();
+    let (mut latencies, errors) = run_phase(&client, &args, &text, args.requests).await;
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let rps = args.requests as f64 / elapsed.as_secs_f64();
+    let (p50, p90, p99) = (
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
+    );
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "era": format!("{:?}", args.era).to_lowercase(),
+                "requests": args.requests, "concurrency": args.concurrency, "errors": errors,
+                "seconds": elapsed.as_secs_f64(), "rps": rps,
+                "p50_us": p50.as_secs_f64() * 1e6, "p90_us": p90.as_secs_f64() * 1e6,
+                "p99_us": p99.as_secs_f64() * 1e6,
+            })
+        );
+    } else {
+        println!(
+            "{} calls at concurrency {} in {:.2} s: {:.0} req/s, p50 {}, p90 {}, p99 {}, errors {}",
+            args.requests,
+            args.concurrency,
+            elapsed.as_secs_f64(),
+            rps,
+            micros(p50),
+            micros(p90),
+            micros(p99),
+            errors
+        );
+    }
+    Ok(())
+}
+
+/// Runs `total` calls over `concurrency` workers; returns the latencies of the ones that
+/// succeeded and the number that failed.
+async fn run_phase(
+    client: &Arc<Client>,
+    args: &Args,
+    text: &str,
+    total: usize,
+) -> (Vec<Duration>, usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, next, tool, text) = (
+            client.clone(),
+            next.clone(),
+            args.tool.clone(),
+            text.to_owned(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                if id >= total {
+                    return (latencies, errors);
+                }
+                let started = Instant::now();
+                match client.call(id + 1, &tool, &text).await {
+                    Ok(()) => latencies.push(started.elapsed()),
+                    Err(error) => {
+                        if errors == 0 {
+                            eprintln!("first error: {error}");
+                        }
+                        errors += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut errors = 0;
+    for worker in workers {
+        if let Ok((l, e)) = worker.await {
+            latencies.extend(l);
+            errors += e;
+        }
+    }
+    (latencies, errors)
+}

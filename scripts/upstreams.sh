@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs the official Python (modern era) and TypeScript (legacy era) MCP clients' `upstream`
+# scenario against Warden fronting @modelcontextprotocol/server-everything (pinned in
+# interop/ts/package.json), first as a stdio child, then as a Streamable HTTP upstream.
+#   scripts/upstreams.sh [path/to/warden]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bin="${1:-${CARGO_TARGET_DIR:-target}/debug/warden}"
+everything="$PWD/interop/ts/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+# Warden spawns the stdio upstream at start, so the package must be there before it runs.
+if [ ! -f "$everything" ]; then
+    (cd interop/ts && npm ci --no-audit --no-fund --loglevel=error)
+fi
+source scripts/lib/warden.sh
+node="$(command -v node)" # absolute: Warden does not search PATH for us
+
+passed=0
+failed=0
+# run_clients LABEL: both clients against the running Warden; on failure, Warden's log too.
+run_clients() {
+    local c ok=1
+    for c in python ts; do
+        if WARDEN_SCENARIO=upstream interop/run.sh "$c"; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1)); ok=0
+            echo "upstreams: FAIL $c against $1" >&2
+        fi
+    done
+    if [ "$ok" -eq 0 ]; then echo "--- warden log ($1) ---" >&2; cat "$WARDEN_LOG_FILE" >&2; fi
+    # The log restarts with each start_warden: check it before it goes.
+    assert_key_not_logged "upstreams ($1)"
+}
+
+echo "== upstreams: server-everything as a stdio child"
+cat >"$WARDEN_WORK/stdio.toml" <<TOML
+[[upstream]]
+name = "everything"
+command = ["$node", "$everything", "stdio"]
+TOML
+start_warden "$bin" --config "$WARDEN_WORK/stdio.toml"
+run_clients stdio
+stop_warden
+
+echo "== upstreams: server-everything over Streamable HTTP"
+# It takes its port from PORT and cannot report one it chose itself: ask the kernel for a
+# free one (a small race with other processes, acceptable in a test). It listens on every
+# interface (no host setting), so it lives only as long as this script.
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PORT="$port" "$node" "$everything" streamableHttp >"$WARDEN_WORK/everything.log" 2>&1 &
+everything_pid=$!
+kill_on_exit "$everything_pid"
+for _ in $(seq 1 100); do
+    grep -q "listening on port $port" "$WARDEN_WORK/everything.log" && break
+    kill -0 "$everything_pid" 2>/dev/null || { cat "$WARDEN_WORK/everything.log" >&2; echo "server-everything exited early" >&2; exit 1; }
+    sleep 0.1
+done
+grep -q "listening on port $port" "$WARDEN_WORK/everything.log" \
+    || { cat "$WARDEN_WORK/everything.log" >&2; echo "server-everything did not start" >&2; exit 1; }
+cat >"$WARDEN_WORK/http.toml" <<TOML
+[[upstream]]
+name = "everything"
+url = "http://127.0.0.1:$port/mcp"
+TOML
+start_warden "$bin" --config "$WARDEN_WORK/http.toml"
+run_clients http
+stop_warden
+
+echo "upstreams: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
