@@ -89,8 +89,8 @@ impl Client {
         }
         let json = if stream {
             text.lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .last()
+                .rev()
+                .find_map(|l| l.strip_prefix("data:"))
                 .unwrap_or_default()
                 .trim()
                 .to_owned()
