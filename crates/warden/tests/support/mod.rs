@@ -72,6 +72,26 @@ impl Warden {
         warden
     }
 
+    /// A fresh server with its own data directory and `config` as its warden.toml.
+    pub fn start_config(config: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let config_path = tmp.path().join("warden.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut warden = Self::start_with(
+            tmp.path(),
+            &[
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--config",
+                config_path.to_str().unwrap(),
+            ],
+            &[],
+        );
+        warden._tmp = Some(tmp);
+        warden
+    }
+
     /// `warden serve --listen 127.0.0.1:0 <args>` in `cwd`.
     pub fn start_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BIN);
@@ -243,6 +263,32 @@ pub async fn call_ok(client: &Client, tool: &str, arguments: Value) -> Value {
         .structured_content
         .clone()
         .unwrap_or_else(|| panic!("{tool}: no structured content"))
+}
+
+/// The text of a successful call's first content block.
+pub async fn call_text(client: &Client, tool: &str, arguments: Value) -> String {
+    let result = call(client, tool, arguments)
+        .await
+        .unwrap_or_else(|e| panic!("{tool} failed: {e}"));
+    let content = serde_json::to_value(&result.content).unwrap();
+    content[0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tool}: no text in {content}"))
+        .to_owned()
+}
+
+/// An `[[upstream]]` running the Python stdio fixture (tests/fixtures/stdio_server.py).
+pub fn fixture_upstream(name: &str, extra: &str) -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stdio_server.py"
+    );
+    format!("[[upstream]]\nname = \"{name}\"\ncommand = [\"python3\", \"{script}\"]\n{extra}\n")
+}
+
+/// Whether a process with this id exists.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// True when the call came back as a tool error (`isError: true`).
