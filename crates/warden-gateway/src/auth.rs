@@ -33,18 +33,25 @@ pub(crate) async fn require_key(
     let Some(token) = bearer(request.headers()).map(str::to_owned) else {
         return GatewayError::Unauthorized.into_response();
     };
-    let keys = state.keys().clone();
-    // The lookup touches SQLite (and now and then records last use): off the async workers.
-    let principal = match tokio::task::spawn_blocking(move || keys.authenticate(&token)).await {
-        Ok(Ok(Some(principal))) => principal,
-        Ok(Ok(None)) => return GatewayError::Unauthorized.into_response(),
-        Ok(Err(error)) => {
-            tracing::error!(%error, "key lookup failed");
-            return GatewayError::Unauthorized.into_response();
-        }
-        Err(error) => {
-            tracing::error!(%error, "key lookup task failed");
-            return GatewayError::Unauthorized.into_response();
+    // A key accepted since the key database last changed is known without touching the
+    // disk; otherwise the lookup (SQLite, and now and then a write of its last use) runs
+    // off the async workers.
+    let principal = match state.keys().recently_accepted(&token) {
+        Some(principal) => principal,
+        None => {
+            let keys = state.keys().clone();
+            match tokio::task::spawn_blocking(move || keys.authenticate(&token)).await {
+                Ok(Ok(Some(principal))) => principal,
+                Ok(Ok(None)) => return GatewayError::Unauthorized.into_response(),
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "key lookup failed");
+                    return GatewayError::Unauthorized.into_response();
+                }
+                Err(error) => {
+                    tracing::error!(%error, "key lookup task failed");
+                    return GatewayError::Unauthorized.into_response();
+                }
+            }
         }
     };
     let facts = RequestFacts::for_principal(&principal);

@@ -1,15 +1,18 @@
-//! Running one client request. Dispatch runs in a task of its own, so a client that goes
-//! away (or sends `notifications/cancelled`) stops it, and with it the upstream call.
-//! What an upstream sends in the middle of the call (progress, log lines, elicitation and
-//! sampling requests) turns the answer into an SSE stream that carries those messages
-//! first and the response last; a call with nothing to relay is answered plainly.
+//! Running one client request. Dispatch runs as a future owned by the answer, so a
+//! client that goes away (or sends `notifications/cancelled`) drops it, and with it the
+//! upstream call. What an upstream sends in the middle of the call (progress, log lines,
+//! elicitation and sampling requests) turns the answer into an SSE stream that carries
+//! those messages first and the response last; a call with nothing to relay is answered
+//! plainly.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::future::{AbortHandle, Abortable, Aborted};
 use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use warden_proto::{Era, Request, RequestId, codes};
 use warden_store::Principal;
 use warden_upstream::{Event, ServerRequest};
@@ -39,6 +42,8 @@ pub(crate) struct Run {
     pub can_stream: bool,
 }
 
+type Work = Pin<Box<Abortable<Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>>>>;
+
 pub(crate) async fn run(run: Run) -> Answer {
     let Run {
         state,
@@ -56,7 +61,7 @@ pub(crate) async fn run(run: Run) -> Answer {
         false => (None, None),
     };
     let id = request.id.clone();
-    let handle = tokio::spawn({
+    let dispatch: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>> = Box::pin({
         let session = session.clone();
         async move {
             let context = Context {
@@ -68,62 +73,63 @@ pub(crate) async fn run(run: Run) -> Answer {
             dispatch::handle(&state, context, &request).await
         }
     });
-    let task = Task {
-        handle,
-        session: session.clone(),
-        key: id.key(),
-    };
-    if let Some(session) = &session {
-        session.track(task.key.clone(), task.handle.abort_handle());
-    }
+    let (abort, registration) = AbortHandle::new_pair();
+    let mut work: Work = Box::pin(Abortable::new(dispatch, registration));
+    let tracked = Tracked::new(session.clone(), id.key(), abort);
     let Some(mut received) = received else {
-        return Answer::Done(task.join().await);
+        return Answer::Done(outcome(work.await));
     };
     // The channel closes when dispatch is done and no upstream call holds it.
-    match received.recv().await {
-        None => Answer::Done(task.join().await),
-        Some(first) => {
-            let streaming = Streaming {
-                first: Some(first),
-                received,
-                task: Some(task),
-                session,
-                era,
-                id,
-            };
-            Answer::Stream(Box::pin(futures_util::stream::unfold(
-                streaming,
-                |mut streaming| async move {
-                    let message = streaming.next().await?;
-                    Some((message, streaming))
-                },
-            )))
-        }
-    }
+    let first = tokio::select! {
+        biased;
+        event = received.recv() => event,
+        result = &mut work => return Answer::Done(outcome(result)),
+    };
+    let Some(first) = first else {
+        return Answer::Done(outcome(work.await));
+    };
+    let streaming = Streaming {
+        first: Some(first),
+        received,
+        received_closed: false,
+        work: Some(work),
+        result: None,
+        _tracked: tracked,
+        session,
+        era,
+        id,
+    };
+    Answer::Stream(Box::pin(futures_util::stream::unfold(
+        streaming,
+        |mut streaming| async move {
+            let message = streaming.next().await?;
+            Some((message, streaming))
+        },
+    )))
 }
 
-/// The dispatch task; dropped, it stops.
-struct Task {
-    handle: JoinHandle<Result<Value, RpcError>>,
+fn outcome(result: Result<Result<Value, RpcError>, Aborted>) -> Result<Value, RpcError> {
+    result
+        .unwrap_or_else(|Aborted| Err(RpcError::new(codes::REQUEST_CANCELLED, "Request cancelled")))
+}
+
+/// A request the session can cancel while it runs.
+struct Tracked {
     session: Option<Arc<Session>>,
     key: String,
 }
 
-impl Task {
-    async fn join(mut self) -> Result<Value, RpcError> {
-        match (&mut self.handle).await {
-            Ok(result) => result,
-            Err(error) if error.is_cancelled() => {
-                Err(RpcError::new(codes::REQUEST_CANCELLED, "Request cancelled"))
-            }
-            Err(_) => Err(RpcError::internal()),
+impl Tracked {
+    fn new(session: Option<Arc<Session>>, key: String, abort: AbortHandle) -> Self {
+        if let Some(session) = &session {
+            session.track(key.clone(), abort);
         }
+        Self { session, key }
     }
 }
 
-impl Drop for Task {
+impl Drop for Tracked {
     fn drop(&mut self) {
-        self.handle.abort();
         if let Some(session) = &self.session {
             session.untrack(&self.key);
         }
@@ -133,7 +139,10 @@ impl Drop for Task {
 struct Streaming {
     first: Option<Event>,
     received: mpsc::Receiver<Event>,
-    task: Option<Task>,
+    received_closed: bool,
+    work: Option<Work>,
+    result: Option<Result<Value, RpcError>>,
+    _tracked: Tracked,
     session: Option<Arc<Session>>,
     era: Era,
     id: RequestId,
@@ -142,20 +151,33 @@ struct Streaming {
 impl Streaming {
     async fn next(&mut self) -> Option<Value> {
         loop {
-            let event = match self.first.take() {
-                Some(event) => Some(event),
-                None => self.received.recv().await,
+            if let Some(event) = self.first.take() {
+                if let Some(message) = self.relay(event) {
+                    return Some(message);
+                }
+                continue;
+            }
+            let Some(work) = self.work.as_mut() else {
+                // Done: what was sent before the answer goes first, then the answer.
+                if let Ok(event) = self.received.try_recv() {
+                    self.first = Some(event);
+                    continue;
+                }
+                let result = self.result.take()?;
+                return Some(response_body(&self.id, self.era, result));
             };
-            match event {
-                Some(event) => {
-                    if let Some(message) = self.relay(event) {
-                        return Some(message);
-                    }
-                }
-                None => {
-                    let result = self.task.take()?.join().await;
-                    return Some(response_body(&self.id, self.era, result));
-                }
+            if self.received_closed {
+                let result = outcome(work.await);
+                (self.work, self.result) = (None, Some(result));
+                continue;
+            }
+            tokio::select! {
+                biased;
+                event = self.received.recv() => match event {
+                    Some(event) => self.first = Some(event),
+                    None => self.received_closed = true,
+                },
+                result = work => (self.work, self.result) = (None, Some(outcome(result))),
             }
         }
     }

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use futures_util::future::AbortHandle;
 use rand::RngCore as _;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
-use tokio::task::AbortHandle;
 use warden_upstream::ServerRequest;
 
 use crate::error::GatewayError;

@@ -105,7 +105,20 @@ impl fmt::Debug for NewKey {
 pub struct KeyStore {
     conn: Mutex<Connection>,
     secret: [u8; SECRET_BYTES],
+    accepted: Mutex<Accepted>,
 }
+
+/// Keys accepted since the key database last changed. SQLite's `data_version` moves
+/// whenever another connection (another `warden keys` process) commits, and a revocation
+/// in this process empties it too, so a hit is exactly as fresh as a lookup.
+#[derive(Default)]
+struct Accepted {
+    data_version: i64,
+    by_hash: std::collections::HashMap<[u8; 32], (Principal, i64)>,
+}
+
+/// Accepted keys remembered at most; past it the memory starts over.
+const MAX_ACCEPTED: usize = 10_000;
 
 impl fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -121,6 +134,7 @@ impl KeyStore {
         Ok(Self {
             conn: Mutex::new(conn),
             secret,
+            accepted: Mutex::new(Accepted::default()),
         })
     }
 
@@ -181,6 +195,7 @@ impl KeyStore {
 
     /// Revokes a key; returns false when no active key has that id.
     pub fn revoke(&self, id: &str) -> Result<bool> {
+        self.accepted().by_hash.clear();
         let changed = self.conn().execute(
             "UPDATE keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, now_unix()],
@@ -194,6 +209,31 @@ impl KeyStore {
         Ok(self
             .conn()
             .query_row("SELECT EXISTS (SELECT 1 FROM keys)", [], |row| row.get(0))?)
+    }
+
+    fn accepted(&self) -> std::sync::MutexGuard<'_, Accepted> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Answers from memory when the key was accepted since the database last changed and
+    /// its last use needs no update: no disk I/O, so callable on an async worker. `None`
+    /// means "ask [`KeyStore::authenticate`]".
+    pub fn recently_accepted(&self, presented: &str) -> Option<Principal> {
+        let hash = self.hash(presented);
+        let version: i64 = self
+            .conn()
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .ok()?;
+        let mut accepted = self.accepted();
+        if accepted.data_version != version {
+            accepted.data_version = version;
+            accepted.by_hash.clear();
+            return None;
+        }
+        let (principal, last_used) = accepted.by_hash.get(&hash)?;
+        (now_unix() - last_used < LAST_USED_RESOLUTION_SECS).then(|| principal.clone())
     }
 
     /// Accepts a presented key if it exists and is not revoked. Looks the key up by its
@@ -226,16 +266,25 @@ impl KeyStore {
         let Some(scope) = Scope::parse(&scope) else {
             return Ok(None);
         };
-        let now = now_unix();
+        let mut now = now_unix();
         if last_used.is_none_or(|t| now - t >= LAST_USED_RESOLUTION_SECS) {
             conn.prepare_cached("UPDATE keys SET last_used = ?2 WHERE id = ?1")?
                 .execute(params![key_id, now])?;
+        } else {
+            now = last_used.unwrap_or(now);
         }
-        Ok(Some(Principal {
+        drop(conn);
+        let principal = Principal {
             key_id,
             tenant,
             scope,
-        }))
+        };
+        let mut accepted = self.accepted();
+        if accepted.by_hash.len() >= MAX_ACCEPTED {
+            accepted.by_hash.clear();
+        }
+        accepted.by_hash.insert(hash, (principal.clone(), now));
+        Ok(Some(principal))
     }
 }
 
@@ -314,6 +363,26 @@ mod tests {
             !store.revoke(&new.record.id).unwrap(),
             "second revoke is a no-op"
         );
+    }
+
+    #[test]
+    fn remembered_keys_are_forgotten_when_another_process_revokes() {
+        let (tmp, store) = store();
+        let new = store.add("acme", "laptop", Scope::Write).unwrap();
+        assert!(store.recently_accepted(&new.key).is_none());
+        assert!(store.authenticate(&new.key).unwrap().is_some());
+        // A first look learns the database's version; from then on, memory answers.
+        let _ = store.recently_accepted(&new.key);
+        assert!(store.authenticate(&new.key).unwrap().is_some());
+        assert_eq!(
+            store.recently_accepted(&new.key).map(|p| p.key_id),
+            Some(new.record.id.clone())
+        );
+        let other = KeyStore::open(&DataDir::open(tmp.path().join("data")).unwrap()).unwrap();
+        assert!(other.revoke(&new.record.id).unwrap());
+        assert!(store.recently_accepted(&new.key).is_none());
+        assert!(store.authenticate(&new.key).unwrap().is_none());
+        assert!(store.recently_accepted("wdn_unknown").is_none());
     }
 
     #[test]

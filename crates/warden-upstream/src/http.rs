@@ -99,6 +99,24 @@ impl HttpUpstream {
         })
     }
 
+    /// Sends one request in the caller's own task: the POST is made here, and dropping
+    /// the future drops the connection (which is how a 2026-07-28 server learns of
+    /// cancellation; a legacy one also gets `notifications/cancelled`).
+    pub async fn request(
+        &self,
+        link: &Link,
+        method: &str,
+        params: serde_json::Map<String, Value>,
+        events: Option<mpsc::Sender<crate::Event>>,
+    ) -> Result<Value, UpstreamError> {
+        let (call, outbound) = link.start(method, params, events)?;
+        if let Err(error) = post(&self.endpoint, link, &outbound).await {
+            call.abandon();
+            return Err(error);
+        }
+        call.answer().await
+    }
+
     /// The link, after a handshake if none holds (first use, or the session expired).
     pub async fn ready(&self) -> Result<(Arc<Link>, ServerFacts), UpstreamError> {
         let mut facts = self.facts.lock().await;

@@ -171,7 +171,7 @@ impl Upstream {
         mut params: Map<String, Value>,
         events: Option<mpsc::Sender<Event>>,
     ) -> Result<Value, UpstreamError> {
-        let (link, facts) = match &self.backend {
+        let (link, facts, http) = match &self.backend {
             Backend::Notes(server) => {
                 if self.facts().is_none() {
                     self.remember(ServerFacts {
@@ -184,13 +184,19 @@ impl Upstream {
             }
             Backend::Stdio(children) => {
                 let ready = children.ready(caller.tenant, self.call_timeout).await?;
-                (ready.link, ready.facts)
+                (ready.link, ready.facts, None)
             }
-            Backend::Http(http) => http.ready().await?,
+            Backend::Http(http) => {
+                let (link, facts) = http.ready().await?;
+                (link, facts, Some(http))
+            }
         };
         facts.era.prepare(&mut params);
         self.remember(facts);
-        link.request(method, params, events).await
+        match http {
+            Some(http) => http.request(&link, method, params, events).await,
+            None => link.request(method, params, events).await,
+        }
     }
 
     fn remember(&self, facts: ServerFacts) {

@@ -140,9 +140,25 @@ impl Link {
     pub async fn request(
         &self,
         method: &str,
-        mut params: Map<String, Value>,
+        params: Map<String, Value>,
         events: Option<mpsc::Sender<Event>>,
     ) -> Result<Value, UpstreamError> {
+        let (call, outbound) = self.start(method, params, events)?;
+        self.outbound
+            .send(outbound)
+            .await
+            .map_err(|_| UpstreamError::Unavailable)?;
+        call.answer().await
+    }
+
+    /// Registers a call and returns it with the message that carries it, for a transport
+    /// that sends it itself (an HTTP POST made by the caller's own task).
+    pub fn start(
+        &self,
+        method: &str,
+        mut params: Map<String, Value>,
+        events: Option<mpsc::Sender<Event>>,
+    ) -> Result<(Call<'_>, Outbound), UpstreamError> {
         let (reply, answer) = oneshot::channel();
         let id = {
             let mut state = self.state();
@@ -162,22 +178,22 @@ impl Link {
             );
             id
         };
-        let mut pending = Pending {
-            link: self,
-            id,
-            cancel_upstream: method != "initialize",
+        let call = Call {
+            pending: Pending {
+                link: self,
+                id,
+                cancel_upstream: method != "initialize",
+            },
+            answer,
         };
         let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        self.outbound
-            .send(Outbound {
+        Ok((
+            call,
+            Outbound {
                 message,
                 call: Some(id),
-            })
-            .await
-            .map_err(|_| UpstreamError::Unavailable)?;
-        let answer = answer.await.unwrap_or(Err(UpstreamError::Unavailable));
-        pending.cancel_upstream = false;
-        answer
+            },
+        ))
     }
 
     /// Sends a notification; it is dropped if the transport's queue is full.
@@ -342,6 +358,27 @@ fn swap_progress_token(params: &mut Map<String, Value>, id: u64) -> Option<Value
         token,
         Value::String(format!("{PROGRESS_TOKEN_PREFIX}{id}")),
     ))
+}
+
+/// A registered call, waiting for its answer.
+pub(crate) struct Call<'l> {
+    pending: Pending<'l>,
+    answer: oneshot::Receiver<Result<Value, UpstreamError>>,
+}
+
+impl Call<'_> {
+    pub async fn answer(mut self) -> Result<Value, UpstreamError> {
+        let answer = (&mut self.answer)
+            .await
+            .unwrap_or(Err(UpstreamError::Unavailable));
+        self.pending.cancel_upstream = false;
+        answer
+    }
+
+    /// Gives up on a call whose message never reached the upstream: nothing to cancel.
+    pub fn abandon(mut self) {
+        self.pending.cancel_upstream = false;
+    }
 }
 
 /// A call in flight; dropped early, it tells the upstream to stop.
