@@ -224,7 +224,8 @@ impl KeyStore {
         let hash = self.hash(presented);
         let version: i64 = self
             .conn()
-            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
             .ok()?;
         let mut accepted = self.accepted();
         if accepted.data_version != version {

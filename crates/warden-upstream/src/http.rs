@@ -53,7 +53,7 @@ pub(crate) struct HttpUpstream {
     endpoint: Arc<Endpoint>,
     link: Arc<Link>,
     eras: EraCache,
-    facts: tokio::sync::Mutex<Option<ServerFacts>>,
+    facts: tokio::sync::Mutex<Option<Arc<ServerFacts>>>,
 }
 
 impl HttpUpstream {
@@ -78,6 +78,8 @@ impl HttpUpstream {
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            // Proxies come from Warden's configuration, never from the environment.
+            .no_proxy()
             .https_only(url.scheme() == "https")
             .build()
             .map_err(|_| UpstreamError::Spawn("cannot build the HTTP client".into()))?;
@@ -118,7 +120,7 @@ impl HttpUpstream {
     }
 
     /// The link, after a handshake if none holds (first use, or the session expired).
-    pub async fn ready(&self) -> Result<(Arc<Link>, ServerFacts), UpstreamError> {
+    pub async fn ready(&self) -> Result<(Arc<Link>, Arc<ServerFacts>), UpstreamError> {
         let mut facts = self.facts.lock().await;
         if let Some(facts) = facts.as_ref()
             && (facts.era.is_modern() || self.endpoint.session().version.is_some())
@@ -130,6 +132,7 @@ impl HttpUpstream {
         if !learned.era.is_modern() {
             tokio::spawn(listen(self.endpoint.clone(), self.link.clone()));
         }
+        let learned = Arc::new(learned);
         *facts = Some(learned.clone());
         Ok((self.link.clone(), learned))
     }

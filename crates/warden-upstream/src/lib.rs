@@ -64,7 +64,7 @@ pub struct Upstream {
     call_timeout: Duration,
     backend: Backend,
     unsolicited: broadcast::Sender<Value>,
-    facts: Mutex<Option<ServerFacts>>,
+    facts: Mutex<Option<Arc<ServerFacts>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -130,7 +130,7 @@ impl Upstream {
     }
 
     /// What the upstream said about itself in its last handshake.
-    pub fn facts(&self) -> Option<ServerFacts> {
+    pub fn facts(&self) -> Option<Arc<ServerFacts>> {
         self.facts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -174,11 +174,11 @@ impl Upstream {
         let (link, facts, http) = match &self.backend {
             Backend::Notes(server) => {
                 if self.facts().is_none() {
-                    self.remember(ServerFacts {
+                    self.remember(Arc::new(ServerFacts {
                         era: UpstreamEra::Modern,
                         capabilities: notes::facts_capabilities(),
                         instructions: Some(notes::INSTRUCTIONS.into()),
-                    });
+                    }));
                 }
                 return notes::request(server, caller.tenant, method, params).await;
             }
@@ -192,14 +192,19 @@ impl Upstream {
             }
         };
         facts.era.prepare(&mut params);
-        self.remember(facts);
+        if self
+            .facts()
+            .is_none_or(|known| !Arc::ptr_eq(&known, &facts))
+        {
+            self.remember(facts);
+        }
         match http {
             Some(http) => http.request(&link, method, params, events).await,
             None => link.request(method, params, events).await,
         }
     }
 
-    fn remember(&self, facts: ServerFacts) {
+    fn remember(&self, facts: Arc<ServerFacts>) {
         *self.facts.lock().unwrap_or_else(PoisonError::into_inner) = Some(facts);
     }
 

@@ -450,7 +450,7 @@ impl Upstreams {
             .upstreams
             .iter()
             .filter_map(|u| u.facts())
-            .map(|f| ServerFactsView(f.capabilities))
+            .map(|f| ServerFactsView(f.capabilities.clone()))
             .collect();
         if facts.iter().any(|f| f.has("resources")) {
             let subscribe = facts.iter().any(|f| f.0["resources"]["subscribe"] == true);
@@ -477,7 +477,7 @@ impl Upstreams {
             .upstreams
             .iter()
             .filter_map(|u| {
-                let text = u.facts()?.instructions?;
+                let text = u.facts()?.instructions.clone()?;
                 Some(if self.upstreams.len() == 1 {
                     text
                 } else {

@@ -30,7 +30,7 @@ const MAX_STDERR_LINE: usize = 4096;
 #[derive(Debug, Clone)]
 pub(crate) struct Ready {
     pub link: Arc<Link>,
-    pub facts: ServerFacts,
+    pub facts: Arc<ServerFacts>,
 }
 
 /// One supervised child (or, when it is down, the wait for the next one).
@@ -190,7 +190,7 @@ impl Launcher {
             Some(Ok(facts)) => {
                 ready.send_replace(Some(Ready {
                     link: running.link.clone(),
-                    facts,
+                    facts: Arc::new(facts),
                 }));
                 tokio::select! {
                     status = running.child.wait() => {
