@@ -138,3 +138,47 @@ async fn read_keys_see_no_unclassified_tools() {
         .await
     );
 }
+
+#[tokio::test]
+async fn an_http_upstream_gets_the_configured_headers_never_the_clients_key() {
+    use std::io::BufRead as _;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/http_server.py");
+    /// Killed however the test ends.
+    struct Upstream(std::process::Child);
+    impl Drop for Upstream {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut upstream = Upstream(
+        std::process::Command::new("python3")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut url = String::new();
+    std::io::BufReader::new(upstream.0.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let config = format!(
+        "[[upstream]]\nname = \"remote\"\nurl = \"{}\"\nheaders = {{ X-Upstream-Token = \"configured-canary-4417\" }}\n",
+        url.trim()
+    );
+    let warden = Warden::start_config(&config);
+    for era in ERAS {
+        let client = connect(&warden.url, &warden.admin_key, era).await.unwrap();
+        let seen: serde_json::Value =
+            serde_json::from_str(&call_text(&client, "headers", json!({})).await).unwrap();
+        assert_eq!(
+            seen["x-upstream-token"], "configured-canary-4417",
+            "{era:?}"
+        );
+        assert!(seen.get("authorization").is_none(), "{era:?}: {seen}");
+        assert!(!seen.to_string().contains(&warden.admin_key), "{era:?}");
+        client.cancel().await.unwrap();
+    }
+    // The configured header value is a secret too: never in the log.
+    assert!(!warden.stderr().contains("configured-canary-4417"));
+}
