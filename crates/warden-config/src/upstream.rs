@@ -99,10 +99,7 @@ pub(crate) fn validate(
         if upstreams.iter().any(|u| u.name == upstream.name) {
             return Err((field("name"), format!("{:?} is used twice", upstream.name)));
         }
-        if upstreams
-            .iter()
-            .any(|u| u.prefix == upstream.prefix && several)
-        {
+        if upstreams.iter().any(|u| u.prefix == upstream.prefix) {
             return Err((
                 field("prefix"),
                 format!("{:?} is used by another upstream", upstream.prefix),
@@ -238,10 +235,10 @@ fn one(
 }
 
 /// Remote upstreams use https; plain http only to this machine, where no network
-/// carries the traffic.
+/// carries the traffic. Messages never repeat the URL: it may carry credentials.
 fn check_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+    let uri: http::Uri = url.parse().map_err(|_| "is not a URL".to_owned())?;
+    let host = uri.host().ok_or_else(|| "has no host".to_owned())?;
     let loopback = host == "localhost"
         || host
             .trim_start_matches('[')
@@ -252,7 +249,7 @@ fn check_url(url: &str) -> Result<(), String> {
         Some("https") => Ok(()),
         Some("http") if loopback => Ok(()),
         Some("http") => Err("must use https (plain http is allowed only to loopback)".into()),
-        _ => Err(format!("{url:?} must be an http or https URL")),
+        _ => Err("must be an http or https URL".into()),
     }
 }
 
@@ -354,5 +351,9 @@ mod tests {
             assert_eq!(got, field, "{text}: {message}");
         }
         assert!(parse("[[upstream]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/mcp\"\n").is_ok());
+        let (_, message) =
+            parse("[[upstream]]\nname = \"a\"\nurl = \"ftp://user:pw-canary@x/mcp\"\n")
+                .unwrap_err();
+        assert!(!message.contains("pw-canary"), "{message}");
     }
 }
