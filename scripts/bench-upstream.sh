@@ -12,14 +12,10 @@ target="${CARGO_TARGET_DIR:-target}/release"
 source scripts/lib/warden.sh
 
 "$target/warden-bench" echo-upstream --listen 127.0.0.1:0 >"$WARDEN_WORK/echo.out" &
-kill_on_exit $!
-echo_url=""
-for _ in $(seq 1 100); do
-    echo_url="$(sed -n 's/^listening on //p' "$WARDEN_WORK/echo.out")"
-    [ -n "$echo_url" ] && break
-    sleep 0.1
-done
-[ -n "$echo_url" ] || { echo "echo upstream did not start" >&2; exit 1; }
+echo_pid=$!
+kill_on_exit "$echo_pid"
+echo_url="$(wait_for_output "$WARDEN_WORK/echo.out" '^listening on http://[^ ]*' "$echo_pid" "echo upstream" 10)"
+echo_url="${echo_url#listening on }"
 
 cat >"$WARDEN_WORK/warden.toml" <<TOML
 [[upstream]]

@@ -50,13 +50,7 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 PORT="$port" "$node" "$everything" streamableHttp >"$WARDEN_WORK/everything.log" 2>&1 &
 everything_pid=$!
 kill_on_exit "$everything_pid"
-for _ in $(seq 1 100); do
-    grep -q "listening on port $port" "$WARDEN_WORK/everything.log" && break
-    kill -0 "$everything_pid" 2>/dev/null || { cat "$WARDEN_WORK/everything.log" >&2; echo "server-everything exited early" >&2; exit 1; }
-    sleep 0.1
-done
-grep -q "listening on port $port" "$WARDEN_WORK/everything.log" \
-    || { cat "$WARDEN_WORK/everything.log" >&2; echo "server-everything did not start" >&2; exit 1; }
+wait_for_output "$WARDEN_WORK/everything.log" "listening on port $port" "$everything_pid" server-everything 10 >/dev/null
 cat >"$WARDEN_WORK/http.toml" <<TOML
 [[upstream]]
 name = "everything"

@@ -4,6 +4,9 @@
 #   stop_warden                        stops it; start_warden may then run again (same data
 #                                      directory and key; the log starts afresh)
 #   kill_on_exit PID                   also kills PID on exit (e.g. an HTTP upstream)
+#   wait_for_output FILE REGEX PID LABEL SECONDS
+#                                      prints REGEX's first match once FILE has one; fails
+#                                      if PID exits first or SECONDS pass
 #   assert_key_not_logged LABEL        fails if the admin key reached the log
 
 WARDEN_WORK="$(mktemp -d)"
@@ -17,19 +20,26 @@ helper_pids=""
 kill_on_exit() { helper_pids="$helper_pids $1"; }
 trap 'stop_warden; for p in $helper_pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$WARDEN_WORK"' EXIT
 
+wait_for_output() {
+    local file="$1" pattern="$2" pid="$3" label="$4" match=""
+    for _ in $(seq 1 $(($5 * 10))); do
+        match="$(grep -oE "$pattern" "$file" 2>/dev/null | head -n1)" || true
+        if [ -n "$match" ]; then echo "$match"; return 0; fi
+        if ! kill -0 "$pid" 2>/dev/null; then cat "$file" >&2; echo "$label exited early" >&2; return 1; fi
+        sleep 0.1
+    done
+    cat "$file" >&2
+    echo "$label did not start" >&2
+    return 1
+}
+
 start_warden() {
     local bin="$1"
     shift
     "$bin" serve --listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/data" "$@" >"$WARDEN_WORK/stdout" 2>"$WARDEN_LOG_FILE" &
     warden_pid=$!
-    WARDEN_URL=""
-    for _ in $(seq 1 300); do
-        WARDEN_URL="$(grep -o 'listening on http://[^ ]*' "$WARDEN_LOG_FILE" | head -n1 | sed 's/^listening on //')" || true
-        [ -n "$WARDEN_URL" ] && break
-        if ! kill -0 "$warden_pid" 2>/dev/null; then cat "$WARDEN_LOG_FILE" >&2; echo "warden exited early" >&2; exit 1; fi
-        sleep 0.1
-    done
-    [ -n "$WARDEN_URL" ] || { cat "$WARDEN_LOG_FILE" >&2; echo "warden did not start" >&2; exit 1; }
+    WARDEN_URL="$(wait_for_output "$WARDEN_LOG_FILE" 'listening on http://[^ ]*' "$warden_pid" warden 30)"
+    WARDEN_URL="${WARDEN_URL#listening on }"
     WARDEN_KEY="$(cat "$WARDEN_WORK/data/admin.key")"
     export WARDEN_URL WARDEN_KEY
 }

@@ -67,11 +67,10 @@ fn allows(accepted: &[String], media: &str) -> bool {
 
 impl ReplyFormat {
     /// JSON when allowed, else an event stream; `None` when the client takes neither.
-    fn negotiate(headers: &HeaderMap) -> Option<Self> {
-        let accepted = accepted(headers);
-        if allows(&accepted, "application/json") {
+    fn negotiate(accepted: &[String]) -> Option<Self> {
+        if allows(accepted, "application/json") {
             Some(Self::Json)
-        } else if allows(&accepted, "text/event-stream") {
+        } else if allows(accepted, "text/event-stream") {
             Some(Self::EventStream)
         } else {
             None
@@ -178,10 +177,11 @@ pub(crate) async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(format) = ReplyFormat::negotiate(&headers) else {
+    let accepted = accepted(&headers);
+    let Some(format) = ReplyFormat::negotiate(&accepted) else {
         return GatewayError::NotAcceptable.into_response();
     };
-    let can_stream = allows(&accepted(&headers), "text/event-stream");
+    let can_stream = allows(&accepted, "text/event-stream");
     let (outcome, facts) = handle_post(&state, &principal, &headers, body, can_stream).await;
     let mut response = match outcome {
         Ok(Outcome::Accepted) => StatusCode::ACCEPTED.into_response(),
@@ -565,7 +565,8 @@ mod tests {
 
     #[test]
     fn accept_negotiation() {
-        let format = |accept: &str| ReplyFormat::negotiate(&headers(&[("accept", accept)]));
+        let format =
+            |accept: &str| ReplyFormat::negotiate(&accepted(&headers(&[("accept", accept)])));
         assert_eq!(
             format("application/json, text/event-stream"),
             Some(ReplyFormat::Json)
@@ -577,7 +578,7 @@ mod tests {
             Some(ReplyFormat::EventStream)
         );
         assert_eq!(format("text/html"), None);
-        assert_eq!(ReplyFormat::negotiate(&HeaderMap::new()), None);
+        assert_eq!(ReplyFormat::negotiate(&accepted(&HeaderMap::new())), None);
     }
 
     #[test]

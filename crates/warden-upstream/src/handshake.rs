@@ -76,6 +76,15 @@ pub struct ServerFacts {
     pub instructions: Option<String>,
 }
 
+impl ServerFacts {
+    /// Whether the upstream declared `capability` (e.g. `prompts`); `null` declares nothing.
+    pub fn offers(&self, capability: &str) -> bool {
+        self.capabilities
+            .get(capability)
+            .is_some_and(|c| !c.is_null())
+    }
+}
+
 /// The era learned from the first successful handshake of an upstream.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct EraCache(Arc<Mutex<Option<UpstreamEra>>>);

@@ -408,13 +408,21 @@ mod tests {
         Link::new("test".into(), Link::unsolicited_channel())
     }
 
+    /// A caller waiting on `method` in a task of its own.
+    fn spawn_call(
+        link: &Arc<Link>,
+        method: &'static str,
+        params: Map<String, Value>,
+        events: Option<mpsc::Sender<Event>>,
+    ) -> tokio::task::JoinHandle<Result<Value, UpstreamError>> {
+        let link = link.clone();
+        tokio::spawn(async move { link.request(method, params, events).await })
+    }
+
     #[tokio::test]
     async fn answers_find_their_call_and_ids_are_ours() {
         let (link, mut queue) = link();
-        let caller = {
-            let link = link.clone();
-            tokio::spawn(async move { link.request("tools/list", Map::new(), None).await })
-        };
+        let caller = spawn_call(&link, "tools/list", Map::new(), None);
         let sent = queue.recv().await.unwrap();
         assert_eq!(sent.call, Some(1));
         assert_eq!(sent.message["id"], 1);
@@ -429,10 +437,7 @@ mod tests {
     #[tokio::test]
     async fn closing_fails_waiting_calls_at_once() {
         let (link, mut queue) = link();
-        let caller = {
-            let link = link.clone();
-            tokio::spawn(async move { link.request("tools/call", Map::new(), None).await })
-        };
+        let caller = spawn_call(&link, "tools/call", Map::new(), None);
         queue.recv().await.unwrap();
         link.close(UpstreamError::Exited);
         assert!(matches!(caller.await.unwrap(), Err(UpstreamError::Exited)));
@@ -445,10 +450,7 @@ mod tests {
     #[tokio::test]
     async fn dropping_a_call_cancels_it_upstream() {
         let (link, mut queue) = link();
-        let caller = {
-            let link = link.clone();
-            tokio::spawn(async move { link.request("tools/call", Map::new(), None).await })
-        };
+        let caller = spawn_call(&link, "tools/call", Map::new(), None);
         queue.recv().await.unwrap();
         caller.abort();
         let cancelled = queue.recv().await.unwrap();
@@ -461,12 +463,9 @@ mod tests {
     async fn progress_and_requests_reach_the_caller_with_its_token() {
         let (link, mut queue) = link();
         let (events_tx, mut events) = mpsc::channel(8);
-        let caller = {
-            let link = link.clone();
-            let mut params = Map::new();
-            params.insert("_meta".into(), json!({"progressToken": "client-token"}));
-            tokio::spawn(async move { link.request("tools/call", params, Some(events_tx)).await })
-        };
+        let mut params = Map::new();
+        params.insert("_meta".into(), json!({"progressToken": "client-token"}));
+        let caller = spawn_call(&link, "tools/call", params, Some(events_tx));
         let sent = queue.recv().await.unwrap();
         let token = sent.message["params"]["_meta"]["progressToken"].clone();
         assert_eq!(token, "warden-1");

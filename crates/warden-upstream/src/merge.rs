@@ -162,7 +162,7 @@ impl Upstreams {
         let tools = self.list_all(index, "tools/list", "tools").await?;
         let supports_resources = upstream
             .facts()
-            .is_some_and(|facts| facts.capabilities.get("resources").is_some());
+            .is_some_and(|facts| facts.offers("resources"));
         let prefixes = if supports_resources {
             self.list_all(index, "resources/templates/list", "resourceTemplates")
                 .await
@@ -339,7 +339,7 @@ impl Upstreams {
             let upstream = &self.upstreams[index];
             let offers = upstream
                 .facts()
-                .is_none_or(|facts| facts.capabilities.get(capability).is_some());
+                .is_none_or(|facts| facts.offers(capability));
             let page = if offers {
                 self.page(index, caller, method, key, inner.take()).await
             } else {
@@ -352,20 +352,25 @@ impl Upstreams {
                     (Vec::new(), None)
                 }
             };
-            let next_cursor = match next {
-                Some(next) => Some(encode_cursor(index, Some(&next))),
-                None if index + 1 < self.upstreams.len() => Some(encode_cursor(index + 1, None)),
+            let following = match next {
+                Some(next) => Some((index, Some(next))),
+                None if index + 1 < self.upstreams.len() => Some((index + 1, None)),
                 None => None,
             };
-            if items.is_empty() && next_cursor.is_some() {
+            if items.is_empty()
+                && let Some(following) = following
+            {
                 // Nothing here: go on to the next page rather than hand back an empty one.
-                (index, inner) = self.decode_cursor(next_cursor.as_deref().unwrap_or_default())?;
+                (index, inner) = following;
                 continue;
             }
             let mut result = Map::new();
             result.insert(key.into(), Value::Array(items));
-            if let Some(next_cursor) = next_cursor {
-                result.insert("nextCursor".into(), next_cursor.into());
+            if let Some((index, inner)) = following {
+                result.insert(
+                    "nextCursor".into(),
+                    encode_cursor(index, inner.as_deref()).into(),
+                );
             }
             return Ok(Value::Object(result));
         }
@@ -446,26 +451,24 @@ impl Upstreams {
     pub fn capabilities(&self) -> Value {
         let mut offered = Map::new();
         offered.insert("tools".into(), json!({ "listChanged": true }));
-        let facts: Vec<ServerFactsView> = self
-            .upstreams
-            .iter()
-            .filter_map(|u| u.facts())
-            .map(|f| ServerFactsView(f.capabilities.clone()))
-            .collect();
-        if facts.iter().any(|f| f.has("resources")) {
-            let subscribe = facts.iter().any(|f| f.0["resources"]["subscribe"] == true);
+        let facts: Vec<_> = self.upstreams.iter().filter_map(|u| u.facts()).collect();
+        let any = |capability| facts.iter().any(|f| f.offers(capability));
+        if any("resources") {
+            let subscribe = facts
+                .iter()
+                .any(|f| f.capabilities["resources"]["subscribe"] == true);
             offered.insert(
                 "resources".into(),
                 json!({ "listChanged": true, "subscribe": subscribe }),
             );
         }
-        if facts.iter().any(|f| f.has("prompts")) {
+        if any("prompts") {
             offered.insert("prompts".into(), json!({ "listChanged": true }));
         }
-        if facts.iter().any(|f| f.has("completions")) {
+        if any("completions") {
             offered.insert("completions".into(), json!({}));
         }
-        if facts.iter().any(|f| f.has("logging")) {
+        if any("logging") {
             offered.insert("logging".into(), json!({}));
         }
         Value::Object(offered)
@@ -486,14 +489,6 @@ impl Upstreams {
             })
             .collect();
         (!parts.is_empty()).then(|| parts.join("\n\n"))
-    }
-}
-
-struct ServerFactsView(Value);
-
-impl ServerFactsView {
-    fn has(&self, capability: &str) -> bool {
-        self.0.get(capability).is_some_and(|c| !c.is_null())
     }
 }
 

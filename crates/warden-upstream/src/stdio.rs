@@ -45,11 +45,10 @@ impl Supervised {
     /// The running child, waiting for a restart up to `wait`.
     pub async fn ready(&self, wait: Duration) -> Result<Ready, UpstreamError> {
         let mut ready = self.ready.clone();
-        let found = tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await;
-        match found {
+        match tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await {
             Ok(Ok(ready)) => ready.clone().ok_or(UpstreamError::Unavailable),
-            Ok(Err(_)) => Err(UpstreamError::Unavailable),
-            Err(_) => Err(UpstreamError::Unavailable),
+            // The supervisor is gone, or no child came up in time.
+            Ok(Err(_)) | Err(_) => Err(UpstreamError::Unavailable),
         }
     }
 
