@@ -7,12 +7,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use warden_policy::{PolicyError, ToolKind};
-use warden_proto::era::SERVER_INFO_META;
+use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
 use warden_upstream::{Caller, Event, ListError, Upstream, UpstreamError};
 
 use crate::error::RpcError;
+use crate::input_required;
 use crate::session::Session;
 use crate::state::AppState;
 
@@ -262,27 +263,73 @@ fn route_completion(state: &AppState, params: &mut Map<String, Value>) -> Result
     }
 }
 
-/// Sends a request to one upstream and turns its answer into ours. The upstream's own
-/// JSON-RPC errors pass through (they are the server's word to the client); failures to
-/// reach it are named without internals.
+/// Sends a request to one upstream and turns its answer into ours. Calls that may need
+/// the client's input mid-way are bridged between the eras (see `input_required`).
 async fn forward(
     state: &AppState,
     context: &Context<'_>,
     index: usize,
     method: &str,
-    params: Map<String, Value>,
+    mut params: Map<String, Value>,
 ) -> Result<Value, RpcError> {
     let upstream: &Arc<Upstream> = state
         .upstreams()
         .get(index)
         .ok_or_else(RpcError::internal)?;
-    let answer = upstream
-        .request(context.caller(), method, params, context.events.clone())
-        .await
-        .map_err(|error| {
-            tracing::warn!(upstream = upstream.name(), %error, method, "upstream call failed");
-            unavailable(&error)
-        })?;
+    let events = context.events.as_ref();
+    if !input_required::applies(method) {
+        let answer = upstream
+            .request(context.caller(), method, params, events.cloned())
+            .await
+            .map_err(|error| upstream_failed(upstream, &error, method))?;
+        return upstream_result(&answer, context.era);
+    }
+    match context.era {
+        Era::Modern => {
+            input_required::call_for_modern_client(
+                state.input_lot(),
+                upstream,
+                &context.principal.tenant,
+                &context.principal.key_id,
+                method,
+                params,
+                events,
+            )
+            .await
+        }
+        Era::Legacy => {
+            // A modern upstream learns what this client can answer, as a modern client
+            // would have told it.
+            let capabilities: Map<String, Value> = context
+                .session
+                .and_then(|s| s.client_capabilities.as_object())
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| matches!(name.as_str(), "elicitation" | "sampling" | "roots"))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            if let Some(meta) = params
+                .entry("_meta")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+            {
+                meta.insert(CLIENT_CAPABILITIES_META.into(), capabilities.into());
+            }
+            input_required::call_for_legacy_client(
+                upstream,
+                context.caller(),
+                method,
+                params,
+                events,
+            )
+            .await
+        }
+    }
+}
+
+/// The `result` of an upstream's response message, or its error as ours. The upstream's
+/// own JSON-RPC errors pass through (they are the server's word to the client).
+pub(crate) fn upstream_result(answer: &Value, era: Era) -> Result<Value, RpcError> {
     if let Some(result) = answer.get("result") {
         return Ok(result.clone());
     }
@@ -291,7 +338,7 @@ async fn forward(
         .get("code")
         .and_then(Value::as_i64)
         .unwrap_or(codes::INTERNAL_ERROR);
-    if code == codes::RESOURCE_NOT_FOUND && context.era == Era::Modern {
+    if code == codes::RESOURCE_NOT_FOUND && era == Era::Modern {
         code = codes::INVALID_PARAMS;
     }
     Err(RpcError {
@@ -303,6 +350,17 @@ async fn forward(
             .to_owned(),
         data: error.get("data").cloned(),
     })
+}
+
+/// A failure to reach an upstream, logged with its details and named to the client
+/// without them.
+pub(crate) fn upstream_failed(
+    upstream: &Upstream,
+    error: &UpstreamError,
+    method: &str,
+) -> RpcError {
+    tracing::warn!(upstream = upstream.name(), %error, method, "upstream call failed");
+    unavailable(error)
 }
 
 fn unavailable(error: &UpstreamError) -> RpcError {

@@ -7,6 +7,7 @@ mod auth;
 mod dispatch;
 mod error;
 mod guard;
+mod input_required;
 mod log;
 mod relay;
 mod session;

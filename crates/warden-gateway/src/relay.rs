@@ -19,6 +19,7 @@ use warden_upstream::{Event, ServerRequest};
 
 use crate::dispatch::{self, Context};
 use crate::error::{GatewayError, RpcError};
+use crate::input_required::client_can_answer;
 use crate::session::Session;
 use crate::state::AppState;
 
@@ -201,17 +202,13 @@ impl Streaming {
     /// Server requests reach a legacy client that declared the capability; the id it
     /// sees is ours, and its answer comes back by that id.
     fn relay_request(&self, request: ServerRequest) -> Option<Value> {
-        let capability = match request.method.as_str() {
-            "elicitation/create" => Some("elicitation"),
-            "sampling/createMessage" => Some("sampling"),
-            "roots/list" => Some("roots"),
-            _ => None,
-        };
         let session = self
             .session
             .as_ref()
             .filter(|_| self.era == Era::Legacy)
-            .filter(|s| capability.is_some_and(|c| s.client_supports(c)));
+            .filter(|s| {
+                client_can_answer(&s.client_capabilities, &request.method, &request.params)
+            });
         let Some(session) = session else {
             request.respond(Err(json!({
                 "code": codes::METHOD_NOT_FOUND,

@@ -107,13 +107,6 @@ impl Session {
         }
     }
 
-    /// Whether the client declared `capability` (e.g. `elicitation`) in `initialize`.
-    pub fn client_supports(&self, capability: &str) -> bool {
-        self.client_capabilities
-            .get(capability)
-            .is_some_and(Value::is_object)
-    }
-
     /// Keeps an upstream's request until the client answers it; returns the id the
     /// client sees, or hands the request back when too many are waiting.
     pub fn hold_request(&self, request: ServerRequest) -> Result<String, Box<ServerRequest>> {
@@ -132,6 +125,22 @@ impl Session {
     /// The upstream request a client's answer (by id) belongs to.
     pub fn take_request(&self, id: &str) -> Option<ServerRequest> {
         self.live().pending.remove(id)
+    }
+
+    /// Passes the client's progress on an upstream's request to that upstream; progress
+    /// for no waiting request is dropped.
+    pub fn forward_progress(&self, params: serde_json::Map<String, Value>) {
+        let live = self.live();
+        let Some(token) = params.get("progressToken") else {
+            return;
+        };
+        if let Some(request) = live
+            .pending
+            .values()
+            .find(|request| request.progress_token() == Some(token))
+        {
+            request.progress(params);
+        }
     }
 
     pub fn set_log_level(&self, level: &str) {

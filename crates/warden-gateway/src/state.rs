@@ -6,6 +6,7 @@ use warden_config::Config;
 use warden_store::KeyStore;
 use warden_upstream::Upstreams;
 
+use crate::input_required::InputLot;
 use crate::session::Sessions;
 
 /// Cheap to clone: one `Arc` around everything.
@@ -18,6 +19,7 @@ struct Inner {
     keys: Arc<KeyStore>,
     upstreams: Arc<Upstreams>,
     sessions: Arc<Sessions>,
+    input_lot: InputLot,
     max_body_bytes: usize,
 }
 
@@ -37,6 +39,7 @@ impl AppState {
                     config.sessions.max_sessions,
                     config.sessions.idle_timeout,
                 )),
+                input_lot: InputLot::default(),
                 max_body_bytes: config.limits.max_body_bytes,
             }),
         }
@@ -52,6 +55,11 @@ impl AppState {
 
     pub(crate) fn sessions(&self) -> Arc<Sessions> {
         self.inner.sessions.clone()
+    }
+
+    /// Calls parked until a modern client answers their upstream's questions.
+    pub(crate) fn input_lot(&self) -> &InputLot {
+        &self.inner.input_lot
     }
 
     pub(crate) fn max_body_bytes(&self) -> usize {

@@ -13,7 +13,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value};
-use warden_proto::era::{PROTOCOL_VERSION_META, meta_protocol_version};
+use warden_proto::era::{CLIENT_CAPABILITIES_META, PROTOCOL_VERSION_META, meta_protocol_version};
 use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, RequestId, headers};
 use warden_store::Principal;
 
@@ -29,7 +29,6 @@ pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-sessi
 const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
 const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
-const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// How a successful answer is framed, from what the client's `Accept` allows.
@@ -415,10 +414,14 @@ async fn legacy(
     }
     match message {
         Message::Notification { method, params } => {
-            if method == "notifications/cancelled"
-                && let Some(id) = params.get("requestId").and_then(request_id_key)
-            {
-                session.cancel(&id);
+            match method.as_str() {
+                "notifications/cancelled" => {
+                    if let Some(id) = params.get("requestId").and_then(request_id_key) {
+                        session.cancel(&id);
+                    }
+                }
+                "notifications/progress" => session.forward_progress(params),
+                _ => {}
             }
             Ok(Outcome::Accepted)
         }

@@ -5,6 +5,8 @@ use serde_json::{Map, Value};
 
 /// `_meta` key that marks a modern-era request and names its protocol version.
 pub const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key under which a modern request says what the client can do.
+pub const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 /// `_meta` key under which a modern result carries the server's identity.
 pub const SERVER_INFO_META: &str = "io.modelcontextprotocol/serverInfo";
 

@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use warden_proto::ProtocolVersion;
-use warden_proto::era::PROTOCOL_VERSION_META;
+use warden_proto::era::{CLIENT_CAPABILITIES_META, PROTOCOL_VERSION_META};
 
 use crate::UpstreamError;
 use crate::link::Link;
 
-pub(crate) const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 /// A legacy server that ignores an unknown first request costs at most this at start.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);

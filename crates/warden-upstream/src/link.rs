@@ -46,39 +46,85 @@ pub struct ServerRequest {
 }
 
 impl ServerRequest {
+    /// A request Warden itself puts to the client on an upstream's behalf (a modern
+    /// upstream's `inputRequests`); the answer comes out of the receiver, which sees the
+    /// sender dropped when the client gave none.
+    pub fn local(method: String, params: Value) -> (Self, oneshot::Receiver<Result<Value, Value>>) {
+        let (answer, answered) = oneshot::channel();
+        let request = Self {
+            method,
+            params,
+            responder: Responder::Local(Some(answer)),
+        };
+        (request, answered)
+    }
+
     /// Answers with a result, or with a JSON-RPC error object.
     pub fn respond(mut self, outcome: Result<Value, Value>) {
         self.responder.send(outcome);
     }
+
+    /// The token the upstream asked progress on this request to carry, if any.
+    pub fn progress_token(&self) -> Option<&Value> {
+        self.params.get("_meta")?.get("progressToken")
+    }
+
+    /// Passes the client's progress on this request to the upstream that asked.
+    pub fn progress(&self, params: Map<String, Value>) {
+        if let Responder::Upstream { outbound, .. } = &self.responder {
+            let message =
+                json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": params });
+            // Progress is advisory: a full queue drops it rather than wait.
+            let _ = outbound.try_send(Outbound {
+                message,
+                call: None,
+            });
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Responder {
-    outbound: mpsc::Sender<Outbound>,
-    id: Option<Value>,
+enum Responder {
+    /// The upstream's own request, answered by its id over the link.
+    Upstream {
+        outbound: mpsc::Sender<Outbound>,
+        id: Option<Value>,
+    },
+    Local(Option<oneshot::Sender<Result<Value, Value>>>),
 }
 
 impl Responder {
     fn send(&mut self, outcome: Result<Value, Value>) {
-        let Some(id) = self.id.take() else { return };
-        let message = match outcome {
-            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
-            Err(error) => json!({ "jsonrpc": "2.0", "id": id, "error": error }),
-        };
-        // The queue is bounded; a full one means the upstream is not reading and the
-        // answer would not help it.
-        let _ = self.outbound.try_send(Outbound {
-            message,
-            call: None,
-        });
+        match self {
+            Self::Upstream { outbound, id } => {
+                let Some(id) = id.take() else { return };
+                let message = match outcome {
+                    Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+                    Err(error) => json!({ "jsonrpc": "2.0", "id": id, "error": error }),
+                };
+                // The queue is bounded; a full one means the upstream is not reading and
+                // the answer would not help it.
+                let _ = outbound.try_send(Outbound {
+                    message,
+                    call: None,
+                });
+            }
+            Self::Local(answer) => {
+                if let Some(answer) = answer.take() {
+                    let _ = answer.send(outcome);
+                }
+            }
+        }
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        self.send(Err(
-            json!({ "code": -32603, "message": "The client did not answer the request" }),
-        ));
+        if let Self::Upstream { id: Some(_), .. } = self {
+            self.send(Err(
+                json!({ "code": -32603, "message": "The client did not answer the request" }),
+            ));
+        }
     }
 }
 
@@ -276,7 +322,7 @@ impl Link {
     }
 
     fn server_request(&self, method: String, id: Value, message: Value, related: Option<u64>) {
-        let responder = Responder {
+        let responder = Responder::Upstream {
             outbound: self.outbound.clone(),
             id: Some(id),
         };

@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 #![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
