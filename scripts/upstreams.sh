@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the official Python (modern era) and TypeScript (legacy era) MCP clients' `upstream`
 # scenario against Warden fronting @modelcontextprotocol/server-everything (pinned in
-# interop/ts/package.json), first as a stdio child, then as a Streamable HTTP upstream.
+# interop/ts/package.json, a legacy-era server), first as a stdio child, then as a
+# Streamable HTTP upstream; then their `asking` scenario against Warden fronting a
+# modern-era server on the Python SDK (interop/python/modern_upstream.py) that asks the
+# client for input mid-call.
 #   scripts/upstreams.sh [path/to/warden]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,20 +19,21 @@ node="$(command -v node)" # absolute: Warden does not search PATH for us
 
 passed=0
 failed=0
-# run_clients LABEL: both clients against the running Warden; on failure, Warden's log too.
+# run_clients SCENARIO LABEL: both clients against the running Warden; on failure,
+# Warden's log too.
 run_clients() {
     local c ok=1
     for c in python ts; do
-        if WARDEN_SCENARIO=upstream interop/run.sh "$c"; then
+        if WARDEN_SCENARIO="$1" interop/run.sh "$c"; then
             passed=$((passed + 1))
         else
             failed=$((failed + 1)); ok=0
-            echo "upstreams: FAIL $c against $1" >&2
+            echo "upstreams: FAIL $c against $2" >&2
         fi
     done
-    if [ "$ok" -eq 0 ]; then echo "--- warden log ($1) ---" >&2; cat "$WARDEN_LOG_FILE" >&2; fi
+    if [ "$ok" -eq 0 ]; then echo "--- warden log ($2) ---" >&2; cat "$WARDEN_LOG_FILE" >&2; fi
     # The log restarts with each start_warden: check it before it goes.
-    assert_key_not_logged "upstreams ($1)"
+    assert_key_not_logged "upstreams ($2)"
 }
 
 echo "== upstreams: server-everything as a stdio child"
@@ -39,14 +43,17 @@ name = "everything"
 command = ["$node", "$everything", "stdio"]
 TOML
 start_warden "$bin" --config "$WARDEN_WORK/stdio.toml"
-run_clients stdio
+run_clients upstream stdio
 stop_warden
 
 echo "== upstreams: server-everything over Streamable HTTP"
 # It takes its port from PORT and cannot report one it chose itself: ask the kernel for a
 # free one (a small race with other processes, acceptable in a test). It listens on every
 # interface (no host setting), so it lives only as long as this script.
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+port="$(free_port)"
 PORT="$port" "$node" "$everything" streamableHttp >"$WARDEN_WORK/everything.log" 2>&1 &
 everything_pid=$!
 kill_on_exit "$everything_pid"
@@ -57,7 +64,25 @@ name = "everything"
 url = "http://127.0.0.1:$port/mcp"
 TOML
 start_warden "$bin" --config "$WARDEN_WORK/http.toml"
-run_clients http
+run_clients upstream http
+stop_warden
+
+echo "== upstreams: a modern upstream that asks for input (Python SDK server over Streamable HTTP)"
+here="$PWD/interop"
+source interop/setup.sh
+setup_python
+port="$(free_port)"
+PORT="$port" interop/python/.venv/bin/python interop/python/modern_upstream.py >"$WARDEN_WORK/modern.log" 2>&1 &
+modern_pid=$!
+kill_on_exit "$modern_pid"
+wait_for_output "$WARDEN_WORK/modern.log" "StreamableHTTP session manager started" "$modern_pid" modern-upstream 20 >/dev/null
+cat >"$WARDEN_WORK/modern.toml" <<TOML
+[[upstream]]
+name = "asker"
+url = "http://127.0.0.1:$port/mcp"
+TOML
+start_warden "$bin" --config "$WARDEN_WORK/modern.toml"
+run_clients asking modern
 stop_warden
 
 echo "upstreams: $passed passed, $failed failed"

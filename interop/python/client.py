@@ -9,8 +9,9 @@ Environment:
   WARDEN_PY_MODE        SDK connect mode: auto (default: server/discover, falls back to
                         initialize), legacy (initialize handshake only) or 2026-07-28 (no probe)
   WARDEN_TIMEOUT        overall time limit in seconds (default 60)
-  WARDEN_SCENARIO       notes (default: the embedded notes server) or upstream (Warden
-                        fronting @modelcontextprotocol/server-everything)
+  WARDEN_SCENARIO       notes (default: the embedded notes server), upstream (Warden
+                        fronting @modelcontextprotocol/server-everything) or asking (Warden
+                        fronting interop/python/modern_upstream.py, which asks for a name)
 
 Exits 0 when every check passes; otherwise prints `FAIL [python]: ...` to stderr and exits 1.
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 import anyio
 import httpx2  # mcp 2.x ships on httpx2 (not httpx)
+import mcp_types as types
 
 from mcp import Client, Implementation
 from mcp.client.streamable_http import streamable_http_client
@@ -38,6 +40,9 @@ UPSTREAM_PROMPTS = {"simple-prompt", "args-prompt"}
 TEXT_TEMPLATE = "demo://resource/dynamic/text/{resourceId}"
 STATIC_DOC = "demo://resource/static/document/features.md"
 TAG = "[python]"
+# What this client answers when a server asks it something through Warden.
+ELICITED_NAME = "Warden Python"
+SAMPLED_MODEL = "warden-interop-model"
 
 
 class CheckFailed(Exception):
@@ -81,6 +86,18 @@ async def _record_http_error(response: Any) -> None:
         HTTP_ERRORS.append(f"{req.method} {what or ''} -> HTTP {response.status_code}".replace("  ", " "))
 
 
+async def answer_elicitation(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    step(f"elicitation asked: {params.message!r}")
+    return types.ElicitResult(action="accept", content={"name": ELICITED_NAME})
+
+
+async def answer_sampling(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+    step(f"sampling asked: {len(params.messages)} message(s)")
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text="sampled through Warden"), model=SAMPLED_MODEL
+    )
+
+
 async def run(url: str, key: str, mode: str, expect_version: str, scenario: str) -> None:
     # The SDK has no `headers=` knob on the transport: headers (incl. auth) live on the
     # httpx2.AsyncClient handed to the transport, and are sent on every POST/GET/DELETE.
@@ -95,7 +112,13 @@ async def run(url: str, key: str, mode: str, expect_version: str, scenario: str)
         # and could answer list/read calls from memory).
         client_info = Implementation(name="warden-interop-python", version=pkg_version("mcp"))
         async with Client(
-            transport, mode=mode, cache=None, read_timeout_seconds=30, client_info=client_info
+            transport,
+            mode=mode,
+            cache=None,
+            read_timeout_seconds=30,
+            client_info=client_info,
+            elicitation_callback=answer_elicitation,
+            sampling_callback=answer_sampling,
         ) as client:
             version = client.protocol_version
             info = client.server_info
@@ -222,8 +245,27 @@ async def scenario_upstream(client: Client) -> None:
     check(msgs == want, f"prompts/get args-prompt returned {msgs!r}, expected {want!r}")
     step("prompts/get ok: args-prompt filled in")
 
+    # Questions the (legacy) upstream asks mid-call reach this (modern) client as
+    # InputRequiredResult; the SDK answers through the callbacks and retries.
+    asked = await client.call_tool("trigger-elicitation-request", {})
+    texts = " ".join(getattr(c, "text", "") for c in asked.content)
+    check(not asked.is_error and f"Name: {ELICITED_NAME}" in texts, f"trigger-elicitation-request returned {texts!r}")
+    step("elicitation ok: the upstream got the answer")
+    sampled = await client.call_tool("trigger-sampling-request", {"prompt": f"hi {unique}", "maxTokens": 20})
+    texts = " ".join(getattr(c, "text", "") for c in sampled.content)
+    check(not sampled.is_error and SAMPLED_MODEL in texts, f"trigger-sampling-request returned {texts!r}")
+    step("sampling ok: the upstream got the answer")
 
-SCENARIOS = {"notes": scenario_notes, "upstream": scenario_upstream}
+
+async def scenario_asking(client: Client) -> None:
+    """Warden fronting a modern upstream that asks: its InputRequiredResult passes through."""
+    answered = await client.call_tool("ask", {"question": "Who is calling?"})
+    texts = [getattr(c, "text", None) for c in answered.content]
+    check(not answered.is_error and texts == [f"accept:{ELICITED_NAME}"], f"ask returned {texts!r}")
+    step("ask ok: the modern upstream's question was answered")
+
+
+SCENARIOS = {"notes": scenario_notes, "upstream": scenario_upstream, "asking": scenario_asking}
 
 
 def _leaf_errors(exc: BaseException) -> list[BaseException]:

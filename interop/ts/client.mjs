@@ -7,8 +7,9 @@
 //   WARDEN_KEY               bearer key sent as `Authorization: Bearer <key>` (required)
 //   WARDEN_TS_EXPECT_VERSION protocol version that must be negotiated (default 2025-11-25)
 //   WARDEN_TIMEOUT           overall time limit in seconds (default 60)
-//   WARDEN_SCENARIO          notes (default: the embedded notes server) or upstream (Warden
-//                            fronting @modelcontextprotocol/server-everything)
+//   WARDEN_SCENARIO          notes (default: the embedded notes server), upstream (Warden
+//                            fronting @modelcontextprotocol/server-everything) or asking
+//                            (Warden fronting interop/python/modern_upstream.py)
 //
 // Exits 0 when every check passes; otherwise prints `FAIL [ts]: ...` to stderr and exits 1.
 
@@ -16,6 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const TAG = '[ts]';
 const EXPECTED_TOOLS = ['create_note', 'search_notes', 'get_note', 'list_notes', 'update_note', 'delete_note'];
@@ -24,6 +26,9 @@ const UPSTREAM_TOOLS = ['echo', 'get-sum', 'get-structured-content'];
 const UPSTREAM_PROMPTS = ['simple-prompt', 'args-prompt'];
 const TEXT_TEMPLATE = 'demo://resource/dynamic/text/{resourceId}';
 const STATIC_DOC = 'demo://resource/static/document/features.md';
+// What this client answers when a server asks it something through Warden.
+const ELICITED_NAME = 'Warden TS';
+const SAMPLED_MODEL = 'warden-interop-model';
 // Not require('@modelcontextprotocol/sdk/package.json'): the SDK's "./*" export maps that to
 // dist/esm/package.json, which has no version field.
 const sdkVersion = JSON.parse(
@@ -54,7 +59,19 @@ async function run(url, key, expectVersion, scenario) {
     requestInit: { headers: { Authorization: `Bearer ${key}` } },
   });
   const transportErrors = [];
-  const client = new Client({ name: 'warden-interop-ts', version: sdkVersion });
+  const client = new Client(
+    { name: 'warden-interop-ts', version: sdkVersion },
+    { capabilities: { elicitation: {}, sampling: {} } },
+  );
+  // Questions servers ask mid-call arrive on the call's SSE stream.
+  client.setRequestHandler(ElicitRequestSchema, async (request) => {
+    step(`elicitation asked: ${JSON.stringify(request.params.message)}`);
+    return { action: 'accept', content: { name: ELICITED_NAME } };
+  });
+  client.setRequestHandler(CreateMessageRequestSchema, async (request) => {
+    step(`sampling asked: ${request.params.messages.length} message(s)`);
+    return { role: 'assistant', content: { type: 'text', text: 'sampled through Warden' }, model: SAMPLED_MODEL };
+  });
   // Errors from the background GET SSE stream (opened after notifications/initialized) surface
   // only through onerror, never as a rejected promise: record them and fail on them below.
   client.onerror = (err) => transportErrors.push(err);
@@ -205,9 +222,28 @@ async function scenarioUpstream(client) {
   const want = JSON.stringify([['user', `What's weather in ${city}, Texas?`]]);
   check(msgs === want, `prompts/get args-prompt returned ${msgs}, expected ${want}`);
   step('prompts/get ok: args-prompt filled in');
+
+  // Questions the upstream asks mid-call come to this client on the call's stream.
+  const asked = await client.callTool({ name: 'trigger-elicitation-request', arguments: {} });
+  const askedTexts = (asked.content ?? []).map((c) => c.text).join(' ');
+  check(!asked.isError && askedTexts.includes(`Name: ${ELICITED_NAME}`), `trigger-elicitation-request returned ${JSON.stringify(askedTexts)}`);
+  step('elicitation ok: the upstream got the answer');
+  const sampled = await client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: `hi ${unique}`, maxTokens: 20 } });
+  const sampledTexts = (sampled.content ?? []).map((c) => c.text).join(' ');
+  check(!sampled.isError && sampledTexts.includes(SAMPLED_MODEL), `trigger-sampling-request returned ${JSON.stringify(sampledTexts)}`);
+  step('sampling ok: the upstream got the answer');
 }
 
-const SCENARIOS = { notes: scenarioNotes, upstream: scenarioUpstream };
+// Warden fronting a modern upstream that asks: its input_required becomes a question on
+// this legacy client's stream, and Warden retries the upstream with the answer.
+async function scenarioAsking(client) {
+  const answered = await client.callTool({ name: 'ask', arguments: { question: 'Who is calling?' } });
+  const texts = (answered.content ?? []).map((c) => c.text);
+  check(!answered.isError && JSON.stringify(texts) === JSON.stringify([`accept:${ELICITED_NAME}`]), `ask returned ${JSON.stringify(texts)}`);
+  step('ask ok: the modern upstream\'s question was answered');
+}
+
+const SCENARIOS = { notes: scenarioNotes, upstream: scenarioUpstream, asking: scenarioAsking };
 
 async function main() {
   const url = process.env.WARDEN_URL;
@@ -220,7 +256,7 @@ async function main() {
   const timeout = Number(process.env.WARDEN_TIMEOUT || '60');
   const scenario = process.env.WARDEN_SCENARIO || 'notes';
   if (!Object.hasOwn(SCENARIOS, scenario)) {
-    console.error(`FAIL ${TAG}: unknown WARDEN_SCENARIO ${JSON.stringify(scenario)} (expected notes or upstream)`);
+    console.error(`FAIL ${TAG}: unknown WARDEN_SCENARIO ${JSON.stringify(scenario)} (expected ${Object.keys(SCENARIOS).join(', ')})`);
     return 2;
   }
   let timer;

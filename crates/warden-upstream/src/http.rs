@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 use warden_config::Http;
@@ -384,6 +384,12 @@ async fn listen(endpoint: Arc<Endpoint>, link: Arc<Link>) {
         if !response.status().is_success() {
             return;
         }
+        // A change announced while no stream was open went nowhere (servers that add
+        // tools once the session is initialized do exactly that): list again.
+        link.receive(
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+            None,
+        );
         let _ = read_stream(&endpoint, &link, response, None, false).await;
         tokio::time::sleep(STREAM_REOPEN_DELAY).await;
         if endpoint.session().id != session {

@@ -109,10 +109,10 @@ impl Upstreams {
         let mut first = Some(loaded);
         loop {
             match self.relist(index).await {
-                Ok(()) => {
+                Ok(changed) => {
                     if let Some(loaded) = first.take() {
                         let _ = loaded.send(()).await;
-                    } else {
+                    } else if changed {
                         let _ = self.changes.send(
                             json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
                         );
@@ -157,7 +157,9 @@ impl Upstreams {
         }
     }
 
-    async fn relist(&self, index: usize) -> Result<(), UpstreamError> {
+    /// Lists one upstream's tools (and resource templates) again; says whether its tools
+    /// changed.
+    async fn relist(&self, index: usize) -> Result<bool, UpstreamError> {
         let upstream = &self.upstreams[index];
         let tools = self.list_all(index, "tools/list", "tools").await?;
         let supports_resources = upstream
@@ -178,9 +180,16 @@ impl Upstreams {
         self.template_prefixes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)[index] = prefixes;
-        self.tools.lock().unwrap_or_else(PoisonError::into_inner)[index] = tools;
-        self.rebuild();
-        Ok(())
+        let changed = {
+            let mut known = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
+            let changed = known[index] != tools;
+            known[index] = tools;
+            changed
+        };
+        if changed {
+            self.rebuild();
+        }
+        Ok(changed)
     }
 
     /// Every page of one list from one upstream.
