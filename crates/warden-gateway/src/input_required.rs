@@ -255,6 +255,11 @@ impl RunningCall {
                         refuse(request);
                     }
                 }
+                Some(Event::Withdrawn(id)) => {
+                    if let Some(at) = asked.iter().position(|r| r.upstream_id() == Some(&id)) {
+                        asked.swap_remove(at).forget();
+                    }
+                }
                 None if asked.is_empty() => {
                     self.events_closed = true;
                     return Step::Answered(joined((&mut self.answer).await));

@@ -99,6 +99,7 @@ pub(crate) async fn run(run: Run) -> Answer {
         session,
         era,
         id,
+        asked: Vec::new(),
     };
     Answer::Stream(Box::pin(futures_util::stream::unfold(
         streaming,
@@ -147,6 +148,8 @@ struct Streaming {
     session: Option<Arc<Session>>,
     era: Era,
     id: RequestId,
+    /// Requests relayed to the client on this stream: the upstream's id, then ours.
+    asked: Vec<(Value, String)>,
 }
 
 impl Streaming {
@@ -185,7 +188,7 @@ impl Streaming {
 
     /// The message for the client, or `None` when it cannot take it (the upstream then
     /// hears a refusal).
-    fn relay(&self, event: Event) -> Option<Value> {
+    fn relay(&mut self, event: Event) -> Option<Value> {
         match event {
             Event::Notification(message) => {
                 let wanted = message["method"] != "notifications/message"
@@ -196,12 +199,26 @@ impl Streaming {
                 wanted.then_some(message)
             }
             Event::Request(request) => self.relay_request(request),
+            Event::Withdrawn(upstream_id) => self.withdraw(&upstream_id),
         }
+    }
+
+    /// The upstream withdrew a request: the client hears so, under the id it was given.
+    fn withdraw(&mut self, upstream_id: &Value) -> Option<Value> {
+        let at = self.asked.iter().position(|(id, _)| id == upstream_id)?;
+        let (_, ours) = self.asked.swap_remove(at);
+        let held = self.session.as_ref()?.take_request(&ours)?;
+        held.forget();
+        Some(json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": { "requestId": ours, "reason": "The server withdrew the request" },
+        }))
     }
 
     /// Server requests reach a legacy client that declared the capability; the id it
     /// sees is ours, and its answer comes back by that id.
-    fn relay_request(&self, request: ServerRequest) -> Option<Value> {
+    fn relay_request(&mut self, request: ServerRequest) -> Option<Value> {
         let session = self
             .session
             .as_ref()
@@ -217,8 +234,12 @@ impl Streaming {
             return None;
         };
         let (method, params) = (request.method.clone(), request.params.clone());
+        let upstream_id = request.upstream_id().cloned();
         match session.hold_request(request) {
             Ok(id) => {
+                if let Some(upstream_id) = upstream_id {
+                    self.asked.push((upstream_id, id.clone()));
+                }
                 Some(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))
             }
             Err(request) => {

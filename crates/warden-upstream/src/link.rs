@@ -34,6 +34,8 @@ pub(crate) struct Outbound {
 pub enum Event {
     Notification(Value),
     Request(ServerRequest),
+    /// The upstream withdrew the request it sent with this id (its own id space).
+    Withdrawn(Value),
 }
 
 /// A request from the upstream to the client (elicitation, sampling, roots). It must be
@@ -62,6 +64,21 @@ impl ServerRequest {
     /// Answers with a result, or with a JSON-RPC error object.
     pub fn respond(mut self, outcome: Result<Value, Value>) {
         self.responder.send(outcome);
+    }
+
+    /// The id the upstream gave this request; none for Warden's own questions.
+    pub fn upstream_id(&self) -> Option<&Value> {
+        match &self.responder {
+            Responder::Upstream { id, .. } => id.as_ref(),
+            Responder::Local(_) => None,
+        }
+    }
+
+    /// Drops a request the upstream withdrew, without answering it.
+    pub fn forget(mut self) {
+        if let Responder::Upstream { id, .. } = &mut self.responder {
+            id.take();
+        }
     }
 
     /// The token the upstream asked progress on this request to carry, if any.
@@ -363,6 +380,12 @@ impl Link {
             | "notifications/resources/list_changed"
             | "notifications/resources/updated" => {
                 let _ = self.unsolicited.send(message);
+            }
+            "notifications/cancelled" => {
+                let withdrawn = message["params"]["requestId"].clone();
+                if let Some(events) = self.events_for(related) {
+                    let _ = events.try_send(Event::Withdrawn(withdrawn));
+                }
             }
             "notifications/progress" => {
                 let events = self.restore_progress_token(&mut message);

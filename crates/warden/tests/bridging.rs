@@ -1,8 +1,8 @@
 //! What passes between client and upstream in the middle of a call, across the eras:
 //! questions a legacy upstream asks a modern client (as `InputRequiredResult`) and a
 //! legacy client (on the call's stream), a modern upstream's `input_required` answered by
-//! a legacy client, progress from client to upstream, cancellation, list changes on a
-//! GET stream, and paging across upstreams. The upstream is the Python stdio fixture;
+//! a legacy client, progress from client to upstream, cancellation both ways, list
+//! changes on a GET stream, and paging across upstreams. The upstream is the Python stdio fixture;
 //! the modern upstream is a second Warden.
 
 #![allow(clippy::unwrap_used)]
@@ -163,6 +163,26 @@ async fn a_legacy_client_answers_on_the_stream_and_its_progress_reaches_the_upst
         done["result"]["content"][0]["text"], "accept:Bo:progress=1",
         "{done}"
     );
+}
+
+#[tokio::test]
+async fn a_question_the_upstream_withdraws_is_withdrawn_from_the_client_under_its_id() {
+    let warden = Warden::start_config(&fixture_upstream("fx", ""));
+    let http = Http::new(&warden);
+    let session = http.initialize_with(ELICITATION()).await;
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "withdraw", "arguments": {}}});
+    let mut events = http.legacy_streaming(&session, &call).await;
+    let asked = events.next().await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    let withdrawn = events.next().await;
+    assert_eq!(
+        withdrawn["method"], "notifications/cancelled",
+        "{withdrawn}"
+    );
+    assert_eq!(withdrawn["params"]["requestId"], asked["id"], "{withdrawn}");
+    let done = events.next().await;
+    assert_eq!(done["result"]["content"][0]["text"], "withdrawn", "{done}");
 }
 
 #[tokio::test]
