@@ -17,6 +17,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_SESSION_IDLE_SECS: u64 = 3600;
+/// Wrong credentials one IP may present per window before it is refused outright.
+pub const DEFAULT_MAX_AUTH_FAILURES: u32 = 10;
+pub const DEFAULT_AUTH_FAILURE_WINDOW_SECS: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +58,8 @@ mod raw {
         #[serde(default)]
         pub sessions: Sessions,
         #[serde(default)]
+        pub auth: Auth,
+        #[serde(default)]
         pub upstream: Vec<Upstream>,
     }
 
@@ -80,6 +85,17 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Server {
         pub listen: Option<String>,
+        #[serde(default)]
+        pub allowed_hosts: Vec<String>,
+        #[serde(default)]
+        pub allowed_origins: Vec<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Auth {
+        pub max_failures_per_ip: Option<u32>,
+        pub failure_window_secs: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -100,6 +116,14 @@ mod raw {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `Host` values accepted besides loopback names on a loopback listener; lowercase,
+    /// each a name (any port) or `name:port`. Empty: loopback names only on a loopback
+    /// listener, any Host elsewhere.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`, lowercase) allowed to call. Empty: origins
+    /// on this machine for a loopback listener, the Host's own origin elsewhere.
+    pub allowed_origins: Vec<String>,
+    pub auth: Auth,
     pub data_dir: PathBuf,
     pub limits: Limits,
     pub sessions: Sessions,
@@ -109,6 +133,14 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_body_bytes: usize,
+}
+
+/// Brute-force resistance: an IP that presents this many wrong credentials within the
+/// window is refused (429) until the window ends, before any key lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    pub max_failures_per_ip: u32,
+    pub failure_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +201,38 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
             format!("{listen:?} is not an IP address and port, e.g. {DEFAULT_LISTEN}"),
         )
     })?;
+    let allowed_hosts = raw
+        .server
+        .allowed_hosts
+        .iter()
+        .map(|host| allowed_host(host).map_err(|m| invalid("server.allowed_hosts", m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let allowed_origins = raw
+        .server
+        .allowed_origins
+        .iter()
+        .map(|origin| allowed_origin(origin).map_err(|m| invalid("server.allowed_origins", m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_failures_per_ip = raw
+        .auth
+        .max_failures_per_ip
+        .unwrap_or(DEFAULT_MAX_AUTH_FAILURES);
+    if !(1..=100_000).contains(&max_failures_per_ip) {
+        return Err(invalid(
+            "auth.max_failures_per_ip",
+            "must be between 1 and 100000".into(),
+        ));
+    }
+    let failure_window = raw
+        .auth
+        .failure_window_secs
+        .unwrap_or(DEFAULT_AUTH_FAILURE_WINDOW_SECS);
+    if !(1..=86_400).contains(&failure_window) {
+        return Err(invalid(
+            "auth.failure_window_secs",
+            "must be between 1 and 86400".into(),
+        ));
+    }
     let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if !(1024..=MAX_BODY_BYTES_CEILING).contains(&max_body_bytes) {
         return Err(invalid(
@@ -209,6 +273,12 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         upstreams,
         listen,
+        allowed_hosts,
+        allowed_origins,
+        auth: Auth {
+            max_failures_per_ip,
+            failure_window: Duration::from_secs(failure_window),
+        },
         data_dir,
         limits: Limits { max_body_bytes },
         sessions: Sessions {
@@ -218,9 +288,62 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// A Host entry: a DNS name or IP, optionally with a port; never a wildcard.
+fn allowed_host(entry: &str) -> Result<String, String> {
+    let entry = entry.trim().to_ascii_lowercase();
+    if entry.contains('*') {
+        return Err("\"*\" is not allowed: list each host".into());
+    }
+    let valid = !entry.is_empty()
+        && entry
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if !valid {
+        return Err(format!("{entry:?} is not a host name or host:port"));
+    }
+    Ok(entry)
+}
+
+/// An Origin entry: `http(s)://host[:port]`, with no path; never a wildcard or `null`.
+fn allowed_origin(entry: &str) -> Result<String, String> {
+    let entry = entry.trim().trim_end_matches('/').to_ascii_lowercase();
+    if entry.contains('*') {
+        return Err("\"*\" is not allowed: list each origin".into());
+    }
+    let authority = entry
+        .strip_prefix("https://")
+        .or_else(|| entry.strip_prefix("http://"))
+        .ok_or_else(|| format!("{entry:?} is not an origin such as https://app.example.com"))?;
+    if authority.contains('/') || allowed_host(authority).is_err() {
+        return Err(format!(
+            "{entry:?} is not an origin such as https://app.example.com"
+        ));
+    }
+    Ok(entry)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_and_origins_are_listed_never_wildcards() {
+        let config = load(
+            "[server]\nallowed_hosts = [\"MCP.example.com\", \"10.0.0.5:8443\"]\nallowed_origins = [\"https://App.example.com/\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.allowed_hosts, ["mcp.example.com", "10.0.0.5:8443"]);
+        assert_eq!(config.allowed_origins, ["https://app.example.com"]);
+        for bad in [
+            "[server]\nallowed_hosts = [\"*\"]\n",
+            "[server]\nallowed_hosts = [\"*.example.com\"]\n",
+            "[server]\nallowed_origins = [\"*\"]\n",
+            "[server]\nallowed_origins = [\"null\"]\n",
+            "[server]\nallowed_origins = [\"https://a.example.com/path\"]\n",
+        ] {
+            assert!(load(bad).is_err(), "{bad}");
+        }
+    }
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         validate(parse(text, Path::new("w.toml"))?, Path::new("w.toml"))

@@ -44,6 +44,18 @@ impl RpcError {
 pub enum GatewayError {
     #[error("missing or invalid credentials")]
     Unauthorized,
+    #[error(
+        "too many failed authentications from this address; try again in {retry_after} seconds"
+    )]
+    TooManyFailures { retry_after: u64 },
+    #[error(
+        "credentials are not accepted in the URL; send the key in the Authorization header as Bearer"
+    )]
+    CredentialsInUrl,
+    #[error(
+        "credentials are not accepted in the request body; send the key in the Authorization header as Bearer"
+    )]
+    CredentialsInBody { id: RequestId },
     #[error("the Accept header must allow application/json or text/event-stream")]
     NotAcceptable,
     #[error("the GET stream needs an Accept header allowing text/event-stream")]
@@ -97,10 +109,13 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotAcceptable | Self::StreamNotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Envelope { .. }
+            | Self::CredentialsInUrl
+            | Self::CredentialsInBody { .. }
             | Self::BodyRead
             | Self::MissingSession
             | Self::ResponseNotAccepted
@@ -138,7 +153,8 @@ impl GatewayError {
                 codes::UNSUPPORTED_PROTOCOL_VERSION
             }
             Self::Rpc { error, .. } => error.code,
-            Self::ResponseNotAccepted => codes::INVALID_REQUEST,
+            Self::ResponseNotAccepted | Self::CredentialsInUrl => codes::INVALID_REQUEST,
+            Self::CredentialsInBody { .. } => codes::INVALID_PARAMS,
             Self::BodyRead => codes::PARSE_ERROR,
             _ => codes::TRANSPORT_REFUSED,
         }
@@ -150,7 +166,7 @@ impl GatewayError {
             | Self::HeaderMismatch { id, .. }
             | Self::UnsupportedVersion { id, .. }
             | Self::LegacyVersionHeader { id } => id.as_ref(),
-            Self::Rpc { id, .. } => Some(id),
+            Self::Rpc { id, .. } | Self::CredentialsInBody { id } => Some(id),
             _ => None,
         }
     }
@@ -186,6 +202,9 @@ impl IntoResponse for GatewayError {
             }
             Self::SessionLimit => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::TooManyFailures { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             Self::StreamWithoutSession => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));

@@ -12,38 +12,57 @@ use axum::response::{IntoResponse, Response};
 use warden_proto::codes;
 use warden_proto::envelope::error_body;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct HostGuard {
     loopback_only: bool,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
 }
 
 impl HostGuard {
-    pub fn for_listener(listen: SocketAddr) -> Self {
+    pub fn new(listen: SocketAddr, allowed_hosts: &[String], allowed_origins: &[String]) -> Self {
         Self {
             loopback_only: listen.ip().is_loopback(),
+            allowed_hosts: allowed_hosts.to_vec(),
+            allowed_origins: allowed_origins.to_vec(),
         }
     }
 
     fn allows(&self, host: Option<&str>, origin: Option<&str>) -> bool {
         let Some(host) = host else { return false };
-        if self.loopback_only && !is_loopback_name(host_name(host)) {
-            return false;
+        self.allows_host(host) && origin.is_none_or(|origin| self.allows_origin(origin, host))
+    }
+
+    /// A configured host, or a loopback name on a loopback listener; any Host when the
+    /// listener is public and nothing is configured.
+    fn allows_host(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let listed = self
+            .allowed_hosts
+            .iter()
+            .any(|entry| *entry == host || entry == host_name(&host));
+        listed
+            || (self.loopback_only && is_loopback_name(host_name(&host)))
+            || (!self.loopback_only && self.allowed_hosts.is_empty())
+    }
+
+    /// A configured origin; with none configured, an origin on this machine for a
+    /// loopback listener, the Host's own origin otherwise.
+    fn allows_origin(&self, origin: &str, host: &str) -> bool {
+        let origin = origin.to_ascii_lowercase();
+        if !self.allowed_origins.is_empty() {
+            return self.allowed_origins.contains(&origin);
         }
-        match origin {
-            None => true,
-            Some(origin) => {
-                let Some(authority) = origin
-                    .strip_prefix("http://")
-                    .or_else(|| origin.strip_prefix("https://"))
-                else {
-                    return false;
-                };
-                if self.loopback_only {
-                    is_loopback_name(host_name(authority))
-                } else {
-                    authority.eq_ignore_ascii_case(host)
-                }
-            }
+        let Some(authority) = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+        else {
+            return false;
+        };
+        if self.loopback_only {
+            is_loopback_name(host_name(authority))
+        } else {
+            authority.eq_ignore_ascii_case(host)
         }
     }
 }
@@ -102,9 +121,14 @@ fn forbidden() -> Response {
 mod tests {
     use super::*;
 
+    fn guard(listen: &str, hosts: &[&str], origins: &[&str]) -> HostGuard {
+        let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        HostGuard::new(listen.parse().unwrap(), &owned(hosts), &owned(origins))
+    }
+
     #[test]
     fn loopback_listener_takes_only_loopback_names() {
-        let guard = HostGuard::for_listener("127.0.0.1:8080".parse().unwrap());
+        let guard = guard("127.0.0.1:8080", &[], &[]);
         assert!(guard.allows(Some("127.0.0.1:8080"), None));
         assert!(guard.allows(Some("localhost:8080"), Some("http://localhost:3000")));
         assert!(guard.allows(Some("[::1]:8080"), Some("http://127.0.0.1:6274")));
@@ -116,9 +140,30 @@ mod tests {
 
     #[test]
     fn other_listeners_need_same_origin() {
-        let guard = HostGuard::for_listener("0.0.0.0:443".parse().unwrap());
+        let guard = guard("0.0.0.0:443", &[], &[]);
         assert!(guard.allows(Some("mcp.example.com"), None));
         assert!(guard.allows(Some("mcp.example.com"), Some("https://mcp.example.com")));
         assert!(!guard.allows(Some("mcp.example.com"), Some("https://evil.example.com")));
+    }
+
+    #[test]
+    fn configured_lists_are_exact() {
+        let guard = guard(
+            "0.0.0.0:443",
+            &["mcp.example.com", "10.0.0.5:8443"],
+            &["https://app.example.com"],
+        );
+        assert!(guard.allows(Some("MCP.example.com:443"), None));
+        assert!(guard.allows(Some("10.0.0.5:8443"), None));
+        assert!(!guard.allows(Some("10.0.0.5:9000"), None));
+        assert!(!guard.allows(Some("rebound.example.net"), None));
+        assert!(guard.allows(Some("mcp.example.com"), Some("https://app.example.com")));
+        assert!(!guard.allows(Some("mcp.example.com"), Some("https://mcp.example.com")));
+        assert!(!guard.allows(Some("mcp.example.com"), Some("http://app.example.com")));
+        // A loopback listener still answers to loopback names besides the list.
+        let local = self::guard("127.0.0.1:8080", &["warden.internal"], &[]);
+        assert!(local.allows(Some("warden.internal:8080"), None));
+        assert!(local.allows(Some("localhost:8080"), None));
+        assert!(!local.allows(Some("evil.example.com"), None));
     }
 }

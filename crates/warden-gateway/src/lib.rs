@@ -1,9 +1,12 @@
 //! The HTTP front of Warden. A request travels, in this order:
-//! request log → Host/Origin guard → authentication → transport (media types, body cap,
+//! request log → Host/Origin guard → CORS → credentials-in-URL refusal → authentication
+//! (with brute-force refusal) → transport (media types, body cap,
 //! JSON-RPC envelope, era and session) → dispatch (catalogue, argument validation) →
 //! relay to the upstream, and back. [`router`] is the one place that composes that stack.
 
 mod auth;
+mod cors;
+mod credentials;
 mod dispatch;
 mod error;
 mod guard;
@@ -30,8 +33,11 @@ pub use state::AppState;
 /// The MCP endpoint's path.
 pub const MCP_PATH: &str = "/mcp";
 
-/// Builds the whole request stack, outermost layer last.
+/// Builds the whole request stack. Layers run outermost first, that is from the last
+/// `.layer` up: log → Host/Origin guard → CORS → credentials-in-URL refusal →
+/// authentication → the MCP endpoint.
 pub fn router(state: AppState, listen: SocketAddr) -> Router {
+    let guard = guard::HostGuard::new(listen, state.allowed_hosts(), state.allowed_origins());
     let mcp = Router::new()
         .route(
             MCP_PATH,
@@ -39,7 +45,8 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
                 .get(transport::get)
                 .delete(transport::delete),
         )
-        // Authentication: nothing on the MCP endpoint runs without a valid, unrevoked key.
+        // Authentication: nothing on the MCP endpoint runs without a valid, unrevoked key;
+        // an address that keeps guessing is refused before any lookup.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -47,10 +54,15 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
     Router::new()
         .merge(mcp)
         .fallback(error::not_found)
+        // A credential in the URL is refused on every route, before anything reads it.
+        .layer(middleware::from_fn(credentials::refuse_in_url))
+        // CORS: preflights are answered here, without credentials; answers to allowed
+        // origins name that origin.
+        .layer(middleware::from_fn(cors::answer))
         // Host/Origin guard: a page in a browser (DNS rebinding, cross-site requests)
         // is refused before any credential is looked at.
         .layer(middleware::from_fn_with_state(
-            Arc::new(guard::HostGuard::for_listener(listen)),
+            Arc::new(guard),
             guard::check,
         ))
         // Request log: one line per request with what the handlers learned (MCP method,

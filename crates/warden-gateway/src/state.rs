@@ -6,6 +6,7 @@ use warden_config::Config;
 use warden_store::KeyStore;
 use warden_upstream::Upstreams;
 
+use crate::auth::FailedAuth;
 use crate::input_required::InputLot;
 use crate::session::Sessions;
 
@@ -20,6 +21,9 @@ struct Inner {
     upstreams: Arc<Upstreams>,
     sessions: Arc<Sessions>,
     input_lot: InputLot,
+    failed_auth: FailedAuth,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
     max_body_bytes: usize,
 }
 
@@ -40,6 +44,12 @@ impl AppState {
                     config.sessions.idle_timeout,
                 )),
                 input_lot: InputLot::default(),
+                failed_auth: FailedAuth::new(
+                    config.auth.max_failures_per_ip,
+                    config.auth.failure_window,
+                ),
+                allowed_hosts: config.allowed_hosts.clone(),
+                allowed_origins: config.allowed_origins.clone(),
                 max_body_bytes: config.limits.max_body_bytes,
             }),
         }
@@ -60,6 +70,18 @@ impl AppState {
     /// Calls parked until a modern client answers their upstream's questions.
     pub(crate) fn input_lot(&self) -> &InputLot {
         &self.inner.input_lot
+    }
+
+    pub(crate) fn failed_auth(&self) -> &FailedAuth {
+        &self.inner.failed_auth
+    }
+
+    pub(crate) fn allowed_hosts(&self) -> &[String] {
+        &self.inner.allowed_hosts
+    }
+
+    pub(crate) fn allowed_origins(&self) -> &[String] {
+        &self.inner.allowed_origins
     }
 
     pub(crate) fn max_body_bytes(&self) -> usize {

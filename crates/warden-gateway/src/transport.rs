@@ -18,6 +18,7 @@ use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, Reques
 use warden_store::Principal;
 
 use crate::auth::Caller;
+use crate::credentials;
 use crate::dispatch;
 use crate::error::{GatewayError, RpcError};
 use crate::log::McpFacts;
@@ -235,6 +236,12 @@ async fn handle_post(
         Err(error) => return (Err(error), None),
     };
     let era = era_of(headers, &message);
+    if let Message::Request(request) = &message
+        && credentials::in_params(&request.params)
+    {
+        let id = request.id.clone();
+        return (Err(GatewayError::CredentialsInBody { id }), None);
+    }
     let facts = match &message {
         Message::Request(req) => Some(McpFacts {
             method: req.method.clone(),

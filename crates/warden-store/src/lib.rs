@@ -8,7 +8,7 @@ pub mod notes;
 
 use std::path::{Path, PathBuf};
 
-pub use keys::{KeyRecord, KeyStore, Principal, Scope};
+pub use keys::{KEY_PREFIX, KeyRecord, KeyStore, Principal, Scope};
 pub use notes::{Note, NoteSummary, NotesStore, SearchHit};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,119 @@
+//! Credentials belong in `Authorization: Bearer` and nowhere else. A key in a URL ends up
+//! in proxy logs, browser history and `Referer` headers; a key in a body ends up in
+//! upstream servers and tool results. Both are refused, and the refusal says where the
+//! key goes instead.
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use warden_store::KEY_PREFIX;
+
+use crate::error::GatewayError;
+
+/// Query parameters that carry a credential in the usual conventions.
+const QUERY_NAMES: [&str; 6] = ["api_key", "apikey", "key", "token", "access_token", "auth"];
+/// Field names that carry a credential in a JSON body (compared with `-` as `_`,
+/// case-insensitive), at any depth of the params, `_meta` and arguments included.
+const BODY_NAMES: [&str; 9] = [
+    "api_key",
+    "apikey",
+    "x_api_key",
+    "access_token",
+    "auth_token",
+    "bearer",
+    "bearer_token",
+    "authorization",
+    "id_token",
+];
+/// A Warden key is the prefix and 43 characters; shorter look-alikes are ordinary words.
+const MIN_KEY_BODY: usize = 32;
+
+fn normalized(name: &str) -> String {
+    name.to_ascii_lowercase().replace('-', "_")
+}
+
+/// Whether some word of `text` is shaped like a Warden key.
+pub(crate) fn looks_like_key(text: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .any(|word| {
+            word.strip_prefix(KEY_PREFIX)
+                .is_some_and(|rest| rest.len() >= MIN_KEY_BODY)
+        })
+}
+
+fn in_query(query: &str) -> bool {
+    form_urlencoded::parse(query.as_bytes()).any(|(name, value)| {
+        QUERY_NAMES.contains(&normalized(&name).as_str()) || looks_like_key(&value)
+    })
+}
+
+/// Whether a request's params carry a credential: a field named like one, or a value
+/// shaped like a Warden key.
+pub(crate) fn in_params(params: &Map<String, Value>) -> bool {
+    params
+        .iter()
+        .any(|(name, value)| BODY_NAMES.contains(&normalized(name).as_str()) || in_value(value))
+}
+
+fn in_value(value: &Value) -> bool {
+    match value {
+        Value::String(text) => looks_like_key(text),
+        Value::Array(items) => items.iter().any(in_value),
+        Value::Object(object) => in_params(object),
+        _ => false,
+    }
+}
+
+/// Refuses any request whose URL carries a credential, before authentication looks at
+/// anything (and before anything could log the URL).
+pub(crate) async fn refuse_in_url(request: Request, next: Next) -> Response {
+    if request.uri().query().is_some_and(in_query) {
+        return GatewayError::CredentialsInUrl.into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const KEY: &str = "wdn_RaF-XK9e1I-4f3sdiUD2odt-HFjkHcKGQIzpn98v0iw";
+
+    #[test]
+    fn query_credentials_are_found_by_name_or_shape() {
+        for query in [
+            "api_key=x",
+            "APIKEY=x",
+            "key=",
+            "a=1&token=abc",
+            "access_token=abc",
+            "auth=abc",
+            &format!("q={KEY}"),
+            &format!("q=Bearer%20{KEY}"),
+        ] {
+            assert!(in_query(query), "{query}");
+        }
+        for query in ["page=2", "q=wdn_short", "monkey=1"] {
+            assert!(!in_query(query), "{query}");
+        }
+    }
+
+    #[test]
+    fn body_credentials_are_found_at_any_depth() {
+        let found = |params: Value| in_params(params.as_object().unwrap());
+        assert!(found(json!({"api_key": "x"})));
+        assert!(found(json!({"_meta": {"Authorization": "x"}})));
+        assert!(found(
+            json!({"name": "t", "arguments": {"nested": [{"X-Api-Key": "x"}]}})
+        ));
+        assert!(found(
+            json!({"name": "t", "arguments": {"text": format!("my key is {KEY}")}})
+        ));
+        assert!(!found(
+            json!({"name": "t", "arguments": {"key": "a", "token_count": 3}})
+        ));
+        assert!(!found(json!({"_meta": {"progressToken": "p1"}})));
+    }
+}

@@ -1,0 +1,321 @@
+//! The front door over a real socket: Host/Origin guard, CORS answered before
+//! authentication, credentials only in the `Authorization: Bearer` header, and
+//! brute-force refusal.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use support::Warden;
+use support::raw::{Http, Reply, modern_body};
+
+const LOCAL_ORIGIN: &str = "http://localhost:6274";
+
+fn preflight_headers<'a>(origin: &'a str, asked: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("origin", origin),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", asked),
+    ]
+}
+
+async fn preflight(http: &Http, origin: &str) -> Reply {
+    http.send(
+        reqwest::Method::OPTIONS,
+        &preflight_headers(origin, "authorization, content-type, mcp-param-region"),
+        None,
+    )
+    .await
+}
+
+fn cors_headers(reply: &Reply) -> Vec<String> {
+    reply
+        .headers
+        .keys()
+        .map(|name| name.as_str().to_owned())
+        .filter(|name| name.starts_with("access-control-"))
+        .collect()
+}
+
+/// Nothing on a refusal tells a prober what runs here.
+fn assert_no_banner(reply: &Reply) {
+    for name in ["server", "x-powered-by", "via"] {
+        assert!(
+            reply.header(name).is_none(),
+            "{name} header on {}",
+            reply.status
+        );
+    }
+}
+
+#[tokio::test]
+async fn preflight_needs_no_credentials_and_names_only_the_allowed_origin() {
+    let warden = Warden::start();
+    let http = Http::new(&warden);
+
+    let ok = preflight(&http, LOCAL_ORIGIN).await;
+    assert_eq!(ok.status, 204);
+    assert!(ok.text.is_empty());
+    assert_eq!(ok.header("access-control-allow-origin"), Some(LOCAL_ORIGIN));
+    assert_eq!(ok.header("access-control-max-age"), Some("86400"));
+    let allowed = ok.header("access-control-allow-headers").unwrap();
+    for name in [
+        "authorization",
+        "content-type",
+        "accept",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "mcp-method",
+        "mcp-name",
+        "last-event-id",
+        "mcp-param-region",
+    ] {
+        assert!(
+            allowed.split(", ").any(|n| n == name),
+            "{name} in {allowed}"
+        );
+    }
+    let exposed = ok.header("access-control-expose-headers").unwrap();
+    assert!(exposed.contains("mcp-session-id") && exposed.contains("www-authenticate"));
+    assert!(
+        ok.header("access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
+    assert_no_banner(&ok);
+
+    let bad = preflight(&http, "https://evil.example.com").await;
+    assert_eq!(bad.status, 403);
+    assert!(cors_headers(&bad).is_empty(), "{:?}", cors_headers(&bad));
+    assert_no_banner(&bad);
+
+    // An allowed origin can read the answers, refusals included.
+    let unauthorized = http
+        .send(reqwest::Method::POST, &[("origin", LOCAL_ORIGIN)], None)
+        .await;
+    assert_eq!(unauthorized.status, 401);
+    assert_eq!(
+        unauthorized.header("access-control-allow-origin"),
+        Some(LOCAL_ORIGIN)
+    );
+    assert_no_banner(&unauthorized);
+    let listed = http
+        .post_json(
+            &[
+                ("origin", LOCAL_ORIGIN),
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/list"),
+            ],
+            &modern_body("tools/list", json!({})),
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(
+        listed.header("access-control-allow-origin"),
+        Some(LOCAL_ORIGIN)
+    );
+}
+
+#[tokio::test]
+async fn bad_origin_and_bad_host_are_refused_before_anything_else() {
+    let warden = Warden::start();
+    let http = Http::new(&warden);
+    let list = modern_body("tools/list", json!({}));
+    let modern = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    for (name, value) in [
+        ("origin", "https://evil.example.com"),
+        ("host", "evil.example.com"),
+    ] {
+        let mut headers = modern.to_vec();
+        headers.push((name, value));
+        let refused = http.post_json(&headers, &list).await;
+        assert_eq!(refused.status, 403, "{name}: {}", refused.text);
+        let body = refused.json();
+        assert_eq!(body["jsonrpc"], "2.0");
+        assert!(body["error"]["code"].is_i64());
+        assert!(
+            body.get("id").is_none_or(serde_json::Value::is_null),
+            "{body}"
+        );
+        assert!(cors_headers(&refused).is_empty());
+        assert_no_banner(&refused);
+    }
+}
+
+#[tokio::test]
+async fn configured_hosts_and_origins_replace_the_defaults() {
+    let warden = Warden::start_config(
+        "[server]\nallowed_hosts = [\"mcp.example.com\"]\nallowed_origins = [\"https://app.example.com\"]\n",
+    );
+    let http = Http::new(&warden);
+    assert_eq!(
+        preflight(&http, "https://app.example.com").await.status,
+        204
+    );
+    // Configured origins are the only ones: even this machine's pages are refused.
+    assert_eq!(preflight(&http, LOCAL_ORIGIN).await.status, 403);
+    let list = modern_body("tools/list", json!({}));
+    let named = http
+        .post_json(
+            &[
+                ("host", "mcp.example.com"),
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/list"),
+            ],
+            &list,
+        )
+        .await;
+    assert_eq!(named.status, 200, "{}", named.text);
+}
+
+/// Every byte Warden wrote: its stdout and stderr, and every file under its data dir.
+fn everything_written(warden: &Warden) -> Vec<u8> {
+    let mut all = Vec::new();
+    all.extend_from_slice(warden.stdout().as_bytes());
+    all.extend_from_slice(warden.stderr().as_bytes());
+    fn walk(dir: &Path, into: &mut Vec<u8>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, into);
+            } else {
+                into.extend_from_slice(&std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    walk(&warden.data_dir, &mut all);
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn credentials_anywhere_but_the_header_are_refused_and_never_written() {
+    let warden = Warden::start();
+    // A real, valid key as the canary: refused all the same, and never recorded.
+    let (_, canary) = warden.add_key("default", "canary", "write");
+    let http = Http::new(&warden);
+    let list = modern_body("tools/list", json!({}));
+    let modern = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    let base = warden.url.clone();
+    for query in [
+        format!("api_key={canary}"),
+        format!("token={canary}"),
+        format!("access_token={canary}"),
+        format!("q={canary}"),
+        "key=anything".to_owned(),
+    ] {
+        let in_url = Http {
+            url: format!("{base}?{query}"),
+            ..Http::new(&warden)
+        };
+        let refused = in_url.post_json(&modern, &list).await;
+        assert_eq!(refused.status, 400, "{}", refused.text);
+        let message = refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains("Authorization"), "{message}");
+        assert!(!refused.text.contains(&canary));
+        // Even without a header, and on another path: the URL is looked at first.
+        let keyless = Http {
+            key: String::new(),
+            url: format!("{base}/elsewhere?{query}"),
+            ..Http::new(&warden)
+        };
+        assert_eq!(keyless.post_json(&[], &list).await.status, 400);
+    }
+
+    for params in [
+        json!({ "api_key": canary }),
+        json!({ "_meta": { "authorization": format!("Bearer {canary}") } }),
+        json!({ "name": "search_notes", "arguments": { "query": canary } }),
+    ] {
+        let mut body = modern_body("tools/call", params);
+        body["params"]["name"] = json!("search_notes");
+        let refused = http
+            .post_json(
+                &[
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "search_notes"),
+                ],
+                &body,
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{}", refused.text);
+        assert_eq!(refused.json()["error"]["code"], -32602);
+        assert_eq!(refused.json()["id"], 7);
+        assert!(!refused.text.contains(&canary));
+    }
+
+    // Only the Bearer scheme.
+    let basic = http
+        .send(
+            reqwest::Method::POST,
+            &[("authorization", &format!("Basic {canary}"))],
+            Some(list.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(basic.status, 401);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !contains(&everything_written(&warden), &canary),
+        "the canary key was written somewhere"
+    );
+}
+
+#[tokio::test]
+async fn guessing_keys_gets_an_address_refused_before_any_lookup() {
+    let warden =
+        Warden::start_config("[auth]\nmax_failures_per_ip = 3\nfailure_window_secs = 60\n");
+    let list = modern_body("tools/list", json!({}));
+    let modern = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    let (revoked_id, revoked) = warden.add_key("default", "old", "write");
+    warden.revoke(&revoked_id);
+    let as_key = |key: &str| Http {
+        key: key.to_owned(),
+        ..Http::new(&warden)
+    };
+    // Unknown and revoked keys get the same answer.
+    let unknown = as_key("wdn_0000000000000000000000000000000000000000000")
+        .post_json(&modern, &list)
+        .await;
+    let was_revoked = as_key(&revoked).post_json(&modern, &list).await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(was_revoked.status, unknown.status);
+    assert_eq!(was_revoked.text, unknown.text);
+    assert_eq!(
+        was_revoked.header("www-authenticate"),
+        unknown.header("www-authenticate")
+    );
+    assert_eq!(
+        as_key("wdn_guess").post_json(&modern, &list).await.status,
+        401
+    );
+
+    // Three failures: now even the right key waits.
+    let refused = Http::new(&warden).post_json(&modern, &list).await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(!refused.text.contains(&warden.admin_key));
+}
