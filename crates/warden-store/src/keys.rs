@@ -21,7 +21,8 @@ const SECRET_BYTES: usize = 32;
 /// `last_used` is written at most this often per key, not on every request.
 const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE keys (
         id         TEXT PRIMARY KEY,
         hash       BLOB NOT NULL UNIQUE,
@@ -32,7 +33,12 @@ const MIGRATIONS: &[&str] = &["
         last_used  INTEGER,
         revoked_at INTEGER
     ) STRICT;
-"];
+",
+    "
+    ALTER TABLE keys ADD COLUMN expires_at INTEGER;
+    ALTER TABLE keys ADD COLUMN rpm INTEGER;
+",
+];
 
 /// What a key may do. Each scope includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,6 +79,16 @@ pub struct Principal {
     pub key_id: String,
     pub tenant: String,
     pub scope: Scope,
+    /// This key's own requests-per-minute limit, replacing the configured default.
+    pub rpm: Option<u32>,
+}
+
+/// What a key may carry besides its tenant, name and scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyOptions {
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<i64>,
+    pub rpm: Option<u32>,
 }
 
 /// A key as the operator sees it: never the key, never its hash.
@@ -85,6 +101,18 @@ pub struct KeyRecord {
     pub created_at: i64,
     pub last_used: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub options: KeyOptions,
+}
+
+impl KeyRecord {
+    /// `active`, `revoked <time>` or `expired <time>`, as of `now`.
+    pub fn status(&self, now: i64) -> String {
+        match (self.revoked_at, self.options.expires_at) {
+            (Some(at), _) => format!("revoked {}", crate::format_time(at)),
+            (None, Some(at)) if at <= now => format!("expired {}", crate::format_time(at)),
+            _ => "active".to_owned(),
+        }
+    }
 }
 
 /// A freshly minted key. Its `Debug` hides the key so it cannot leak through a log.
@@ -114,7 +142,13 @@ pub struct KeyStore {
 #[derive(Default)]
 struct Accepted {
     data_version: i64,
-    by_hash: std::collections::HashMap<[u8; 32], (Principal, i64)>,
+    by_hash: std::collections::HashMap<[u8; 32], AcceptedKey>,
+}
+
+struct AcceptedKey {
+    principal: Principal,
+    last_used: i64,
+    expires_at: Option<i64>,
 }
 
 /// Accepted keys remembered at most; past it the memory starts over.
@@ -154,8 +188,36 @@ impl KeyStore {
     }
 
     pub fn add(&self, tenant: &str, name: &str, scope: Scope) -> Result<NewKey> {
+        self.add_with(tenant, name, scope, KeyOptions::default())
+    }
+
+    pub fn add_with(
+        &self,
+        tenant: &str,
+        name: &str,
+        scope: Scope,
+        options: KeyOptions,
+    ) -> Result<NewKey> {
         validate_label("tenant", tenant)?;
         validate_label("name", name)?;
+        Self::insert(
+            &self.conn(),
+            |key| self.hash(key),
+            tenant,
+            name,
+            scope,
+            options,
+        )
+    }
+
+    fn insert(
+        conn: &Connection,
+        hash: impl Fn(&str) -> [u8; 32],
+        tenant: &str,
+        name: &str,
+        scope: Scope,
+        options: KeyOptions,
+    ) -> Result<NewKey> {
         let key = format!("{KEY_PREFIX}{}", random_token(KEY_RANDOM_BYTES));
         let record = KeyRecord {
             id: format!("key_{}", random_hex(8)),
@@ -165,18 +227,64 @@ impl KeyStore {
             created_at: now_unix(),
             last_used: None,
             revoked_at: None,
+            options,
         };
-        self.conn().execute(
-            "INSERT INTO keys (id, hash, tenant, name, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![record.id, self.hash(&key).as_slice(), record.tenant, record.name, scope.as_str(), record.created_at],
+        conn.execute(
+            "INSERT INTO keys (id, hash, tenant, name, scope, created_at, expires_at, rpm) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![record.id, hash(&key).as_slice(), record.tenant, record.name, scope.as_str(), record.created_at, options.expires_at, options.rpm],
         )?;
         Ok(NewKey { record, key })
+    }
+
+    /// Replaces an active key with a new one of the same tenant, name, scope and options;
+    /// the old one stays valid for `grace_secs` more (never longer than it already was).
+    /// `None` when no active key has that id.
+    pub fn rotate(&self, id: &str, grace_secs: i64) -> Result<Option<NewKey>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_unix();
+        let old = tx
+            .query_row(
+                "SELECT tenant, name, scope, expires_at, rpm FROM keys WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                params![id, now],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, Option<i64>>(3)?,
+                        row.get::<_, Option<u32>>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((tenant, name, scope, expires_at, rpm)) = old else {
+            return Ok(None);
+        };
+        let scope = Scope::parse(&scope).unwrap_or(Scope::Read);
+        let new = Self::insert(
+            &tx,
+            |key| self.hash(key),
+            &tenant,
+            &name,
+            scope,
+            KeyOptions { expires_at, rpm },
+        )?;
+        let until = now.saturating_add(grace_secs.max(0));
+        tx.execute(
+            "UPDATE keys SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE id = ?1",
+            params![id, until],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        self.accepted().by_hash.clear();
+        Ok(Some(new))
     }
 
     pub fn list(&self) -> Result<Vec<KeyRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, tenant, name, scope, created_at, last_used, revoked_at FROM keys ORDER BY created_at, id",
+            "SELECT id, tenant, name, scope, created_at, last_used, revoked_at, expires_at, rpm FROM keys ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([], |row| {
             let scope: String = row.get(3)?;
@@ -188,6 +296,10 @@ impl KeyStore {
                 created_at: row.get(4)?,
                 last_used: row.get(5)?,
                 revoked_at: row.get(6)?,
+                options: KeyOptions {
+                    expires_at: row.get(7)?,
+                    rpm: row.get(8)?,
+                },
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -233,8 +345,11 @@ impl KeyStore {
             accepted.by_hash.clear();
             return None;
         }
-        let (principal, last_used) = accepted.by_hash.get(&hash)?;
-        (now_unix() - last_used < LAST_USED_RESOLUTION_SECS).then(|| principal.clone())
+        let known = accepted.by_hash.get(&hash)?;
+        let now = now_unix();
+        let fresh = now - known.last_used < LAST_USED_RESOLUTION_SECS
+            && known.expires_at.is_none_or(|at| at > now);
+        fresh.then(|| known.principal.clone())
     }
 
     /// Accepts a presented key if it exists and is not revoked. Looks the key up by its
@@ -247,18 +362,17 @@ impl KeyStore {
         let hash = self.hash(presented);
         let conn = self.conn();
         let row = conn
-            .prepare_cached("SELECT id, hash, tenant, scope, last_used FROM keys WHERE hash = ?1 AND revoked_at IS NULL")?
-            .query_row([hash.as_slice()], |row| {
+            .prepare_cached("SELECT id, hash, tenant, scope, last_used, expires_at, rpm FROM keys WHERE hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)")?
+            .query_row(params![hash.as_slice(), now_unix()], |row| {
                 Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
+                    (row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?),
+                    (row.get::<_, String>(2)?, row.get::<_, String>(3)?),
                     row.get::<_, Option<i64>>(4)?,
+                    (row.get::<_, Option<i64>>(5)?, row.get::<_, Option<u32>>(6)?),
                 ))
             })
             .optional()?;
-        let Some((key_id, stored, tenant, scope, last_used)) = row else {
+        let Some(((key_id, stored), (tenant, scope), last_used, (expires_at, rpm))) = row else {
             return Ok(None);
         };
         if !bool::from(stored.as_slice().ct_eq(hash.as_slice())) {
@@ -279,12 +393,20 @@ impl KeyStore {
             key_id,
             tenant,
             scope,
+            rpm,
         };
         let mut accepted = self.accepted();
         if accepted.by_hash.len() >= MAX_ACCEPTED {
             accepted.by_hash.clear();
         }
-        accepted.by_hash.insert(hash, (principal.clone(), now));
+        accepted.by_hash.insert(
+            hash,
+            AcceptedKey {
+                principal: principal.clone(),
+                last_used: now,
+                expires_at,
+            },
+        );
         Ok(Some(principal))
     }
 }
@@ -384,6 +506,47 @@ mod tests {
         assert!(store.recently_accepted(&new.key).is_none());
         assert!(store.authenticate(&new.key).unwrap().is_none());
         assert!(store.recently_accepted("wdn_unknown").is_none());
+    }
+
+    #[test]
+    fn expired_keys_are_refused_and_rotation_keeps_the_old_key_for_its_grace() {
+        let (_tmp, store) = store();
+        let past = KeyOptions {
+            expires_at: Some(now_unix() - 1),
+            rpm: None,
+        };
+        let expired = store.add_with("acme", "old", Scope::Write, past).unwrap();
+        assert!(store.authenticate(&expired.key).unwrap().is_none());
+        assert!(store.rotate(&expired.record.id, 60).unwrap().is_none());
+
+        let options = KeyOptions {
+            expires_at: None,
+            rpm: Some(120),
+        };
+        let old = store.add_with("acme", "ci", Scope::Read, options).unwrap();
+        let principal = store.authenticate(&old.key).unwrap().unwrap();
+        assert_eq!(principal.rpm, Some(120));
+        let graceful = store.rotate(&old.record.id, 3600).unwrap().unwrap();
+        assert_eq!(graceful.record.options, options);
+        assert_eq!(graceful.record.scope, Scope::Read);
+        assert!(store.authenticate(&old.key).unwrap().is_some());
+        assert!(store.authenticate(&graceful.key).unwrap().is_some());
+        // No grace: the old key is refused at once, even one just remembered (the first
+        // look only learns the database's version).
+        let _ = store.recently_accepted(&graceful.key);
+        assert!(store.authenticate(&graceful.key).unwrap().is_some());
+        assert!(store.recently_accepted(&graceful.key).is_some());
+        let abrupt = store.rotate(&graceful.record.id, 0).unwrap().unwrap();
+        assert!(store.recently_accepted(&graceful.key).is_none());
+        assert!(store.authenticate(&graceful.key).unwrap().is_none());
+        assert!(store.authenticate(&abrupt.key).unwrap().is_some());
+        let listed = store.list().unwrap();
+        let status = |id: &str| {
+            let record = listed.iter().find(|k| k.id == id).unwrap();
+            record.status(now_unix())
+        };
+        assert!(status(&graceful.record.id).starts_with("expired"));
+        assert_eq!(status(&old.record.id), "active");
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod notes;
 
 use std::path::{Path, PathBuf};
 
-pub use keys::{KEY_PREFIX, KeyRecord, KeyStore, Principal, Scope};
+pub use keys::{KEY_PREFIX, KeyOptions, KeyRecord, KeyStore, Principal, Scope};
 pub use notes::{Note, NoteSummary, NotesStore, SearchHit};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +86,7 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 /// Seconds since the Unix epoch.
-pub(crate) fn now_unix() -> i64 {
+pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 

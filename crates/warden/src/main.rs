@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use warden_config::{Config, Overrides};
-use warden_store::{DataDir, KeyStore, NotesStore, Scope};
+use warden_store::{DataDir, KeyOptions, KeyStore, NotesStore, Scope};
 use warden_upstream::Upstreams;
 
 #[derive(Parser)]
@@ -62,6 +62,22 @@ enum KeysCommand {
         name: String,
         #[arg(long, value_enum, default_value_t = ScopeArg::Write)]
         scope: ScopeArg,
+        /// Refuse the key after this long, e.g. 90d, 12h, 30m.
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<u64>,
+        /// This key's own requests-per-minute limit, replacing `[rate] per_key_rpm`.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rpm: Option<u32>,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Replace a key with a new one (printed once); the old one keeps working for the
+    /// grace period, so clients can move over.
+    Rotate {
+        id: String,
+        /// How long the old key stays valid, e.g. 24h, 15m, 0s.
+        #[arg(long, value_parser = parse_duration, default_value = "24h")]
+        grace: u64,
         #[command(flatten)]
         data_dir: DataDirArg,
     },
@@ -158,34 +174,60 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
             tenant,
             name,
             scope,
+            expires_in,
+            rpm,
             data_dir,
         } => {
-            let new = open_keys(data_dir)?.add(&tenant, &name, scope.into())?;
+            let options = KeyOptions {
+                expires_at: expires_in
+                    .map(|secs| warden_store::now_unix().saturating_add_unsigned(secs)),
+                rpm,
+            };
+            let new = open_keys(data_dir)?.add_with(&tenant, &name, scope.into(), options)?;
             eprintln!(
                 "created {} for tenant {} ({}); the key is shown once:",
                 new.record.id, tenant, new.record.scope
             );
             println!("{}", new.key);
         }
+        KeysCommand::Rotate {
+            id,
+            grace,
+            data_dir,
+        } => {
+            let grace_secs = i64::try_from(grace).unwrap_or(i64::MAX);
+            let Some(new) = open_keys(data_dir)?.rotate(&id, grace_secs)? else {
+                return Err(format!("no active key with id {id}").into());
+            };
+            eprintln!(
+                "created {} to replace {id}, which stays valid for {grace} s; the key is shown once:",
+                new.record.id
+            );
+            println!("{}", new.key);
+        }
         KeysCommand::List { data_dir } => {
             println!(
-                "{:<22} {:<16} {:<16} {:<6} {:<21} {:<21} STATUS",
-                "ID", "TENANT", "NAME", "SCOPE", "CREATED", "LAST USED"
+                "{:<22} {:<16} {:<16} {:<6} {:<5} {:<21} {:<21} {:<21} STATUS",
+                "ID", "TENANT", "NAME", "SCOPE", "RPM", "CREATED", "LAST USED", "EXPIRES"
             );
+            let now = warden_store::now_unix();
             for key in open_keys(data_dir)?.list()? {
-                let status = key.revoked_at.map_or("active".to_owned(), |t| {
-                    format!("revoked {}", warden_store::format_time(t))
-                });
                 println!(
-                    "{:<22} {:<16} {:<16} {:<6} {:<21} {:<21} {}",
+                    "{:<22} {:<16} {:<16} {:<6} {:<5} {:<21} {:<21} {:<21} {}",
                     key.id,
                     key.tenant,
                     key.name,
                     key.scope,
+                    key.options
+                        .rpm
+                        .map_or("-".to_owned(), |rpm| rpm.to_string()),
                     warden_store::format_time(key.created_at),
                     key.last_used
                         .map_or("never".to_owned(), warden_store::format_time),
-                    status
+                    key.options
+                        .expires_at
+                        .map_or("never".to_owned(), warden_store::format_time),
+                    key.status(now)
                 );
             }
         }
@@ -197,6 +239,27 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Seconds in a duration written as a number and a unit: `90s`, `15m`, `12h`, `30d`.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let unit_at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d"))?;
+    let (number, unit) = text.split_at(unit_at);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number and a unit, e.g. 12h"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 fn init_logging(format: LogFormat) {
@@ -281,4 +344,20 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_need_a_number_and_a_unit() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("12h"), Ok(43_200));
+        assert_eq!(parse_duration("30d"), Ok(2_592_000));
+        for bad in ["", "12", "h", "1.5h", "3w", "-1s", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

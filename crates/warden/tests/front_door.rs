@@ -319,3 +319,66 @@ async fn guessing_keys_gets_an_address_refused_before_any_lookup() {
     assert!((1..=60).contains(&retry), "{retry}");
     assert!(!refused.text.contains(&warden.admin_key));
 }
+
+#[tokio::test]
+async fn keys_expire_and_rotate_with_a_grace_period() {
+    let warden = Warden::start();
+    let list = modern_body("tools/list", json!({}));
+    let modern = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    let status = |key: String| {
+        let http = Http {
+            key,
+            ..Http::new(&warden)
+        };
+        let list = list.clone();
+        async move { http.post_json(&modern, &list).await.status }
+    };
+    let created = |args: &[&str]| {
+        let out = warden.cli(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+
+    let brief = created(&[
+        "keys",
+        "add",
+        "--tenant",
+        "default",
+        "--name",
+        "brief",
+        "--expires-in",
+        "1s",
+    ]);
+    assert_eq!(status(brief.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(status(brief).await, 401);
+
+    let (id, old) = warden.add_key("default", "laptop", "write");
+    let rotated = created(&["keys", "rotate", &id]);
+    assert_eq!(
+        status(old.clone()).await,
+        200,
+        "the old key keeps its grace"
+    );
+    assert_eq!(status(rotated.clone()).await, 200);
+    let listing = String::from_utf8(warden.cli(&["keys", "list"]).stdout).unwrap();
+    assert!(!listing.contains(&rotated) && !listing.contains(&old));
+    let rotated_id = listing
+        .lines()
+        .filter(|line| line.contains(" laptop ") && !line.starts_with(&id))
+        .find_map(|line| line.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let last = created(&["keys", "rotate", &rotated_id, "--grace", "0s"]);
+    assert_eq!(status(rotated).await, 401, "no grace: refused at once");
+    assert_eq!(status(last).await, 200);
+    let bad = warden.cli(&["keys", "rotate", &rotated_id]);
+    assert!(!bad.status.success(), "an expired key cannot be rotated");
+}
