@@ -89,6 +89,8 @@ mod raw {
         pub allowed_hosts: Vec<String>,
         #[serde(default)]
         pub allowed_origins: Vec<String>,
+        #[serde(default)]
+        pub allow_plaintext: bool,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -123,6 +125,9 @@ pub struct Config {
     /// Browser origins (`scheme://host[:port]`, lowercase) allowed to call. Empty: origins
     /// on this machine for a loopback listener, the Host's own origin elsewhere.
     pub allowed_origins: Vec<String>,
+    /// The operator accepts plain HTTP on a non-loopback address (e.g. behind a
+    /// TLS-terminating proxy on the same host).
+    pub allow_plaintext: bool,
     pub auth: Auth,
     pub data_dir: PathBuf,
     pub limits: Limits,
@@ -173,11 +178,29 @@ impl Config {
         if let Some(listen) = overrides.listen {
             config.listen = listen;
         }
+        // Checked after the overrides: `--listen 0.0.0.0:8080` needs the same consent.
+        plaintext_consented(&config, &source)?;
         if let Some(dir) = &overrides.data_dir {
             config.data_dir = dir.clone();
         }
         Ok(config)
     }
+}
+
+/// Plain HTTP beyond loopback sends keys across the network in the clear: only with the
+/// operator's explicit `allow_plaintext`.
+fn plaintext_consented(config: &Config, path: &Path) -> Result<(), ConfigError> {
+    if config.listen.ip().is_loopback() || config.allow_plaintext {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        path: path.to_owned(),
+        field: "server.listen",
+        message: format!(
+            "{} is not loopback: Warden serves plain HTTP there only with [server] allow_plaintext = true (keys would cross the network unencrypted)",
+            config.listen
+        ),
+    })
 }
 
 fn parse(text: &str, path: &Path) -> Result<raw::Config, ConfigError> {
@@ -275,6 +298,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         listen,
         allowed_hosts,
         allowed_origins,
+        allow_plaintext: raw.server.allow_plaintext,
         auth: Auth {
             max_failures_per_ip,
             failure_window: Duration::from_secs(failure_window),
@@ -325,6 +349,25 @@ fn allowed_origin(entry: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_beyond_loopback_needs_consent() {
+        let path = Path::new("w.toml");
+        let public = load("[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+        let err = plaintext_consented(&public, path).unwrap_err().to_string();
+        assert!(err.contains("allow_plaintext"), "{err}");
+        let consented =
+            load("[server]\nlisten = \"0.0.0.0:8080\"\nallow_plaintext = true\n").unwrap();
+        assert!(plaintext_consented(&consented, path).is_ok());
+        let overridden = Config::load(
+            None,
+            &Overrides {
+                listen: Some("0.0.0.0:9".parse().unwrap()),
+                data_dir: None,
+            },
+        );
+        assert!(overridden.is_err());
+    }
 
     #[test]
     fn hosts_and_origins_are_listed_never_wildcards() {

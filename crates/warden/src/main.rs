@@ -307,7 +307,7 @@ fn serve(
     let notes = Arc::new(NotesStore::open(&dir)?);
     ensure_first_key(&keys, &dir)?;
     if !config.listen.ip().is_loopback() {
-        tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS");
+        tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS (allow_plaintext = true): keys cross the network unencrypted");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
