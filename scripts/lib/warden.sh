@@ -38,7 +38,7 @@ start_warden() {
     shift
     "$bin" serve --listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/data" "$@" >"$WARDEN_WORK/stdout" 2>"$WARDEN_LOG_FILE" &
     warden_pid=$!
-    WARDEN_URL="$(wait_for_output "$WARDEN_LOG_FILE" 'listening on http://[^ ]*' "$warden_pid" warden 30)"
+    WARDEN_URL="$(wait_for_output "$WARDEN_LOG_FILE" 'listening on https?://[^ ]*' "$warden_pid" warden 30)"
     WARDEN_URL="${WARDEN_URL#listening on }"
     WARDEN_KEY="$(cat "$WARDEN_WORK/data/admin.key")"
     export WARDEN_URL WARDEN_KEY

@@ -20,6 +20,7 @@ pub const DEFAULT_SESSION_IDLE_SECS: u64 = 3600;
 /// Wrong credentials one IP may present per window before it is refused outright.
 pub const DEFAULT_MAX_AUTH_FAILURES: u32 = 10;
 pub const DEFAULT_AUTH_FAILURE_WINDOW_SECS: u64 = 60;
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -91,6 +92,9 @@ mod raw {
         pub allowed_origins: Vec<String>,
         #[serde(default)]
         pub allow_plaintext: bool,
+        pub tls_cert: Option<String>,
+        pub tls_key: Option<String>,
+        pub tls_handshake_timeout_ms: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -128,6 +132,8 @@ pub struct Config {
     /// The operator accepts plain HTTP on a non-loopback address (e.g. behind a
     /// TLS-terminating proxy on the same host).
     pub allow_plaintext: bool,
+    /// HTTPS instead of HTTP, when configured.
+    pub tls: Option<Tls>,
     pub auth: Auth,
     pub data_dir: PathBuf,
     pub limits: Limits,
@@ -138,6 +144,15 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_body_bytes: usize,
+}
+
+/// The listener's certificate chain and key (PEM files, read at start and on SIGHUP).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// A connection that has not finished its handshake by then is closed.
+    pub handshake_timeout: Duration,
 }
 
 /// Brute-force resistance: an IP that presents this many wrong credentials within the
@@ -190,7 +205,7 @@ impl Config {
 /// Plain HTTP beyond loopback sends keys across the network in the clear: only with the
 /// operator's explicit `allow_plaintext`.
 fn plaintext_consented(config: &Config, path: &Path) -> Result<(), ConfigError> {
-    if config.listen.ip().is_loopback() || config.allow_plaintext {
+    if config.listen.ip().is_loopback() || config.allow_plaintext || config.tls.is_some() {
         return Ok(());
     }
     Err(ConfigError::Invalid {
@@ -236,6 +251,32 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         .iter()
         .map(|origin| allowed_origin(origin).map_err(|m| invalid("server.allowed_origins", m)))
         .collect::<Result<Vec<_>, _>>()?;
+    let tls = match (raw.server.tls_cert, raw.server.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let timeout = raw
+                .server
+                .tls_handshake_timeout_ms
+                .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS);
+            if !(100..=60_000).contains(&timeout) {
+                return Err(invalid(
+                    "server.tls_handshake_timeout_ms",
+                    "must be between 100 and 60000".into(),
+                ));
+            }
+            Some(Tls {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+                handshake_timeout: Duration::from_millis(timeout),
+            })
+        }
+        _ => {
+            return Err(invalid(
+                "server.tls_cert",
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+    };
     let max_failures_per_ip = raw
         .auth
         .max_failures_per_ip
@@ -299,6 +340,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         allowed_hosts,
         allowed_origins,
         allow_plaintext: raw.server.allow_plaintext,
+        tls,
         auth: Auth {
             max_failures_per_ip,
             failure_window: Duration::from_secs(failure_window),

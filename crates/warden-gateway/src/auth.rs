@@ -3,7 +3,7 @@
 //! ends. An unknown key and a revoked one get the same answer, after the same lookup.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use warden_store::Principal;
 
 use crate::error::GatewayError;
+use crate::listener::ClientAddr;
 use crate::log::RequestFacts;
 use crate::state::AppState;
 
@@ -83,8 +84,8 @@ pub(crate) async fn require_key(
 ) -> Response {
     let address = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip());
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|ConnectInfo(ClientAddr(peer))| peer.ip());
     if let Some(left) = address.and_then(|a| state.failed_auth().refused_for(a)) {
         let retry_after = left.as_secs() + 1;
         return GatewayError::TooManyFailures { retry_after }.into_response();

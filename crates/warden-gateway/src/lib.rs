@@ -11,6 +11,7 @@ mod dispatch;
 mod error;
 mod guard;
 mod input_required;
+mod listener;
 mod log;
 mod relay;
 mod session;
@@ -28,6 +29,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 pub use error::GatewayError;
+pub use listener::{Listener, TlsCertificate, TlsError};
 pub use state::AppState;
 
 /// The MCP endpoint's path.
@@ -74,7 +76,7 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
 /// Serves until `shutdown` resolves, then closes every session stream and lets in-flight
 /// requests finish.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -82,8 +84,8 @@ pub async fn serve(
     let sweeper = tokio::spawn(session::sweep_until(state.sessions(), stop_rx));
     let relay_changes = tokio::spawn(relay_changes(state.sessions(), state.upstreams().changes()));
     let sessions = state.sessions();
-    let listen = listener.local_addr()?;
-    let app = router(state, listen).into_make_service_with_connect_info::<SocketAddr>();
+    let listen = axum::serve::Listener::local_addr(&listener)?;
+    let app = router(state, listen).into_make_service_with_connect_info::<listener::ClientAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use warden_config::{Config, Overrides};
+use warden_gateway::{Listener, TlsCertificate};
 use warden_store::{DataDir, KeyOptions, KeyStore, NotesStore, Scope};
 use warden_upstream::Upstreams;
 
@@ -306,7 +307,7 @@ fn serve(
     let keys = Arc::new(KeyStore::open(&dir)?);
     let notes = Arc::new(NotesStore::open(&dir)?);
     ensure_first_key(&keys, &dir)?;
-    if !config.listen.ip().is_loopback() {
+    if !config.listen.ip().is_loopback() && config.tls.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS (allow_plaintext = true): keys cross the network unencrypted");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -317,9 +318,18 @@ fn serve(
             Failure::from(format!("upstream {name:?}: {error}"))
         })?;
         upstreams.load(CATALOGUE_WAIT).await;
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
-        tracing::info!(data_dir = %dir.path().display(), "listening on http://{addr}{}", warden_gateway::MCP_PATH);
+        let tcp = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = tcp.local_addr()?;
+        let listener = match &config.tls {
+            None => Listener::plain(tcp),
+            Some(tls) => {
+                let certificate = TlsCertificate::load(tls).map_err(|e| Failure::from(e.to_string()))?;
+                tokio::spawn(reload_on_hangup(certificate.clone()));
+                Listener::tls(tcp, certificate, tls.handshake_timeout)?
+            }
+        };
+        let scheme = if listener.is_tls() { "https" } else { "http" };
+        tracing::info!(data_dir = %dir.path().display(), "listening on {scheme}://{addr}{}", warden_gateway::MCP_PATH);
         let state = warden_gateway::AppState::new(&config, keys, upstreams.clone());
         let served = warden_gateway::serve(listener, state, shutdown_signal()).await;
         upstreams.shutdown().await;
@@ -327,6 +337,25 @@ fn serve(
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// SIGHUP reads the certificate files again; a bad pair is logged and the old one kept.
+async fn reload_on_hangup(certificate: Arc<TlsCertificate>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGHUP; the certificate is not reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match certificate.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "TLS certificate not reloaded; the previous one stays")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -48,7 +48,7 @@ fn collect(
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if let Some(ready) = &ready
-                && let Some(at) = line.find("listening on http://")
+                && let Some(at) = line.find("listening on http")
             {
                 let url = line[at + "listening on ".len()..]
                     .split_whitespace()
@@ -151,6 +151,10 @@ impl Warden {
 
     pub fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stderr(&self) -> String {

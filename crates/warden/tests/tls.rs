@@ -1,0 +1,186 @@
+//! TLS over a real socket with certificates from a test CA: a client that trusts the CA
+//! gets through, one that does not is refused, a stalled handshake is cut off, and
+//! SIGHUP swaps the certificate for new connections while established ones go on.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Read as _;
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use serde_json::json;
+use support::Warden;
+use support::raw::modern_body;
+
+/// A test CA, and a server certificate from it for 127.0.0.1 and localhost.
+struct TestCa {
+    pem: String,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// Writes a server certificate and its key to `dir`.
+    fn server_certificate(&self, dir: &Path) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(dir.join("cert.pem"), certificate.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    }
+
+    fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap()])
+            .build()
+            .unwrap()
+    }
+}
+
+async fn list_tools(client: &reqwest::Client, warden: &Warden) -> reqwest::Result<u16> {
+    let response = client
+        .post(&warden.url)
+        .header("authorization", format!("Bearer {}", warden.admin_key))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .body(modern_body("tools/list", json!({})).to_string())
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+fn start(dir: &Path, extra: &str) -> Warden {
+    Warden::start_config(&format!(
+        "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    ))
+}
+
+#[tokio::test]
+async fn clients_that_trust_the_ca_get_through_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.server_certificate(dir.path());
+    let warden = start(dir.path(), "");
+    assert!(warden.url.starts_with("https://"), "{}", warden.url);
+    assert_eq!(list_tools(&ca.client(), &warden).await.unwrap(), 200);
+
+    let stranger = TestCa::new();
+    assert!(list_tools(&stranger.client(), &warden).await.is_err());
+
+    // Plain HTTP to the TLS port gets no MCP answer.
+    let plain = warden.url.replacen("https://", "http://", 1);
+    let answer = reqwest::Client::new().post(&plain).body("{}").send().await;
+    assert!(answer.is_err() || answer.unwrap().status() != 200);
+    // Nothing in the log holds the key's PEM.
+    let key_pem = std::fs::read_to_string(dir.path().join("key.pem")).unwrap();
+    let body_line = key_pem.lines().nth(1).unwrap();
+    assert!(!warden.stderr().contains(body_line));
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.server_certificate(dir.path());
+    let warden = start(dir.path(), "tls_handshake_timeout_ms = 300\n");
+    let address = warden.url["https://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(address).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buffer = [0u8; 16];
+        // Says nothing; the server hangs up (end of stream, or a reset) well before the
+        // 5 s read timeout, which would show as WouldBlock or TimedOut.
+        match socket.read(&mut buffer) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => !matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    // Meanwhile others are served.
+    assert_eq!(list_tools(&ca.client(), &warden).await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn sighup_swaps_the_certificate_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (TestCa::new(), TestCa::new());
+    first.server_certificate(dir.path());
+    let warden = start(dir.path(), "");
+    let old_client = first.client();
+    assert_eq!(list_tools(&old_client, &warden).await.unwrap(), 200);
+    assert!(list_tools(&second.client(), &warden).await.is_err());
+
+    second.server_certificate(dir.path());
+    let pid = warden.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut reloaded = false;
+    for _ in 0..50 {
+        if warden.stderr().contains("TLS certificate reloaded") {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "{}", warden.stderr());
+    assert_eq!(list_tools(&second.client(), &warden).await.unwrap(), 200);
+    // The old client's pooled connection (made with the first certificate) still works:
+    // a new connection would fail, since that client trusts only the first CA.
+    assert_eq!(list_tools(&old_client, &warden).await.unwrap(), 200);
+
+    // A broken pair on disk is refused; the current certificate stays.
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for _ in 0..50 {
+        if warden.stderr().contains("not reloaded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        warden.stderr().contains("not reloaded"),
+        "{}",
+        warden.stderr()
+    );
+    assert_eq!(list_tools(&second.client(), &warden).await.unwrap(), 200);
+}
