@@ -36,15 +36,21 @@ run_clients() {
     assert_key_not_logged "upstreams ($2)"
 }
 
+# through_warden LABEL SCENARIO: Warden configured with the TOML on stdin, both clients'
+# SCENARIO against it, then Warden stopped.
+through_warden() {
+    cat >"$WARDEN_WORK/$1.toml"
+    start_warden "$bin" --config "$WARDEN_WORK/$1.toml"
+    run_clients "$2" "$1"
+    stop_warden
+}
+
 echo "== upstreams: server-everything as a stdio child"
-cat >"$WARDEN_WORK/stdio.toml" <<TOML
+through_warden stdio upstream <<TOML
 [[upstream]]
 name = "everything"
 command = ["$node", "$everything", "stdio"]
 TOML
-start_warden "$bin" --config "$WARDEN_WORK/stdio.toml"
-run_clients upstream stdio
-stop_warden
 
 echo "== upstreams: server-everything over Streamable HTTP"
 # It takes its port from PORT and cannot report one it chose itself: ask the kernel for a
@@ -58,14 +64,11 @@ PORT="$port" "$node" "$everything" streamableHttp >"$WARDEN_WORK/everything.log"
 everything_pid=$!
 kill_on_exit "$everything_pid"
 wait_for_output "$WARDEN_WORK/everything.log" "listening on port $port" "$everything_pid" server-everything 10 >/dev/null
-cat >"$WARDEN_WORK/http.toml" <<TOML
+through_warden http upstream <<TOML
 [[upstream]]
 name = "everything"
 url = "http://127.0.0.1:$port/mcp"
 TOML
-start_warden "$bin" --config "$WARDEN_WORK/http.toml"
-run_clients upstream http
-stop_warden
 
 echo "== upstreams: a modern upstream that asks for input (Python SDK server over Streamable HTTP)"
 here="$PWD/interop"
@@ -76,14 +79,11 @@ PORT="$port" interop/python/.venv/bin/python interop/python/modern_upstream.py >
 modern_pid=$!
 kill_on_exit "$modern_pid"
 wait_for_output "$WARDEN_WORK/modern.log" "StreamableHTTP session manager started" "$modern_pid" modern-upstream 20 >/dev/null
-cat >"$WARDEN_WORK/modern.toml" <<TOML
+through_warden modern asking <<TOML
 [[upstream]]
 name = "asker"
 url = "http://127.0.0.1:$port/mcp"
 TOML
-start_warden "$bin" --config "$WARDEN_WORK/modern.toml"
-run_clients asking modern
-stop_warden
 
 echo "upstreams: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -202,6 +202,24 @@ impl Config {
     }
 }
 
+/// A configured number, or its default; one outside `range` is refused with the bounds.
+fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, String> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "must be between {} and {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
 /// Plain HTTP beyond loopback sends keys across the network in the clear: only with the
 /// operator's explicit `allow_plaintext`.
 fn plaintext_consented(config: &Config, path: &Path) -> Result<(), ConfigError> {
@@ -254,16 +272,12 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
     let tls = match (raw.server.tls_cert, raw.server.tls_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
-            let timeout = raw
-                .server
-                .tls_handshake_timeout_ms
-                .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS);
-            if !(100..=60_000).contains(&timeout) {
-                return Err(invalid(
-                    "server.tls_handshake_timeout_ms",
-                    "must be between 100 and 60000".into(),
-                ));
-            }
+            let timeout = bounded(
+                raw.server.tls_handshake_timeout_ms,
+                DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+                100..=60_000,
+            )
+            .map_err(|m| invalid("server.tls_handshake_timeout_ms", m))?;
             Some(Tls {
                 cert: PathBuf::from(cert),
                 key: PathBuf::from(key),
@@ -277,50 +291,36 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
             ));
         }
     };
-    let max_failures_per_ip = raw
-        .auth
-        .max_failures_per_ip
-        .unwrap_or(DEFAULT_MAX_AUTH_FAILURES);
-    if !(1..=100_000).contains(&max_failures_per_ip) {
-        return Err(invalid(
-            "auth.max_failures_per_ip",
-            "must be between 1 and 100000".into(),
-        ));
-    }
-    let failure_window = raw
-        .auth
-        .failure_window_secs
-        .unwrap_or(DEFAULT_AUTH_FAILURE_WINDOW_SECS);
-    if !(1..=86_400).contains(&failure_window) {
-        return Err(invalid(
-            "auth.failure_window_secs",
-            "must be between 1 and 86400".into(),
-        ));
-    }
-    let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-    if !(1024..=MAX_BODY_BYTES_CEILING).contains(&max_body_bytes) {
-        return Err(invalid(
-            "limits.max_body_bytes",
-            format!("must be between 1024 and {MAX_BODY_BYTES_CEILING}"),
-        ));
-    }
-    let max_sessions = raw.sessions.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
-    if !(1..=1_000_000).contains(&max_sessions) {
-        return Err(invalid(
-            "sessions.max_sessions",
-            "must be between 1 and 1000000".into(),
-        ));
-    }
-    let idle = raw
-        .sessions
-        .idle_timeout_secs
-        .unwrap_or(DEFAULT_SESSION_IDLE_SECS);
-    if !(10..=7 * 24 * 3600).contains(&idle) {
-        return Err(invalid(
-            "sessions.idle_timeout_secs",
-            "must be between 10 and 604800".into(),
-        ));
-    }
+    let max_failures_per_ip = bounded(
+        raw.auth.max_failures_per_ip,
+        DEFAULT_MAX_AUTH_FAILURES,
+        1..=100_000,
+    )
+    .map_err(|m| invalid("auth.max_failures_per_ip", m))?;
+    let failure_window = bounded(
+        raw.auth.failure_window_secs,
+        DEFAULT_AUTH_FAILURE_WINDOW_SECS,
+        1..=86_400,
+    )
+    .map_err(|m| invalid("auth.failure_window_secs", m))?;
+    let max_body_bytes = bounded(
+        raw.limits.max_body_bytes,
+        DEFAULT_MAX_BODY_BYTES,
+        1024..=MAX_BODY_BYTES_CEILING,
+    )
+    .map_err(|m| invalid("limits.max_body_bytes", m))?;
+    let max_sessions = bounded(
+        raw.sessions.max_sessions,
+        DEFAULT_MAX_SESSIONS,
+        1..=1_000_000,
+    )
+    .map_err(|m| invalid("sessions.max_sessions", m))?;
+    let idle = bounded(
+        raw.sessions.idle_timeout_secs,
+        DEFAULT_SESSION_IDLE_SECS,
+        10..=7 * 24 * 3600,
+    )
+    .map_err(|m| invalid("sessions.idle_timeout_secs", m))?;
     let data_dir = raw
         .data_dir
         .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::raw;
+use crate::{bounded, raw};
 
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -211,20 +211,18 @@ fn one(
             ));
         }
     };
-    let call_timeout_ms = raw.call_timeout_ms.unwrap_or(DEFAULT_CALL_TIMEOUT_MS);
-    if !(100..=3_600_000).contains(&call_timeout_ms) {
-        return Err((
-            field("call_timeout_ms"),
-            "must be between 100 and 3600000".into(),
-        ));
-    }
-    let max_message_bytes = raw.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
-    if !(1024..=MAX_MESSAGE_BYTES_CEILING).contains(&max_message_bytes) {
-        return Err((
-            field("max_message_bytes"),
-            format!("must be between 1024 and {MAX_MESSAGE_BYTES_CEILING}"),
-        ));
-    }
+    let call_timeout_ms = bounded(
+        raw.call_timeout_ms,
+        DEFAULT_CALL_TIMEOUT_MS,
+        100..=3_600_000,
+    )
+    .map_err(|m| (field("call_timeout_ms"), m))?;
+    let max_message_bytes = bounded(
+        raw.max_message_bytes,
+        DEFAULT_MAX_MESSAGE_BYTES,
+        1024..=MAX_MESSAGE_BYTES_CEILING,
+    )
+    .map_err(|m| (field("max_message_bytes"), m))?;
     Ok(Upstream {
         name: raw.name,
         prefix,
