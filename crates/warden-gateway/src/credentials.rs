@@ -29,8 +29,22 @@ const BODY_NAMES: [&str; 9] = [
 /// A Warden key is the prefix and 43 characters; shorter look-alikes are ordinary words.
 const MIN_KEY_BODY: usize = 32;
 
-fn normalized(name: &str) -> String {
-    name.to_ascii_lowercase().replace('-', "_")
+/// Whether `name` is one of `names`, case-insensitive and with `-` as `_`, without
+/// copying it (this runs on every key of every request body).
+fn named_like(names: &[&str], name: &str) -> bool {
+    let same = |a: u8, b: u8| {
+        let fold = |c: u8| {
+            if c == b'-' {
+                b'_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        };
+        fold(a) == fold(b)
+    };
+    names.iter().any(|known| {
+        known.len() == name.len() && known.bytes().zip(name.bytes()).all(|(a, b)| same(a, b))
+    })
 }
 
 /// Whether some word of `text` is shaped like a Warden key.
@@ -43,9 +57,8 @@ pub(crate) fn looks_like_key(text: &str) -> bool {
 }
 
 fn in_query(query: &str) -> bool {
-    form_urlencoded::parse(query.as_bytes()).any(|(name, value)| {
-        QUERY_NAMES.contains(&normalized(&name).as_str()) || looks_like_key(&value)
-    })
+    form_urlencoded::parse(query.as_bytes())
+        .any(|(name, value)| named_like(&QUERY_NAMES, &name) || looks_like_key(&value))
 }
 
 /// Whether a request's params carry a credential: a field named like one, or a value
@@ -53,7 +66,7 @@ fn in_query(query: &str) -> bool {
 pub(crate) fn in_params(params: &Map<String, Value>) -> bool {
     params
         .iter()
-        .any(|(name, value)| BODY_NAMES.contains(&normalized(name).as_str()) || in_value(value))
+        .any(|(name, value)| named_like(&BODY_NAMES, name) || in_value(value))
 }
 
 fn in_value(value: &Value) -> bool {

@@ -36,13 +36,12 @@ impl HostGuard {
     /// A configured host, or a loopback name on a loopback listener; any Host when the
     /// listener is public and nothing is configured.
     fn allows_host(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        let listed = self
-            .allowed_hosts
-            .iter()
-            .any(|entry| *entry == host || entry == host_name(&host));
+        // Entries are lowercase already; no copy of the Host per request.
+        let listed = self.allowed_hosts.iter().any(|entry| {
+            entry.eq_ignore_ascii_case(host) || entry.eq_ignore_ascii_case(host_name(host))
+        });
         listed
-            || (self.loopback_only && is_loopback_name(host_name(&host)))
+            || (self.loopback_only && is_loopback_name(host_name(host)))
             || (!self.loopback_only && self.allowed_hosts.is_empty())
     }
 

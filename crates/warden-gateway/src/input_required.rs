@@ -178,7 +178,6 @@ impl InputLot {
 /// request that started it. Dropping it cancels the call.
 struct RunningCall {
     events: mpsc::Receiver<Event>,
-    events_closed: bool,
     answer: JoinHandle<Result<Value, UpstreamError>>,
 }
 
@@ -209,7 +208,6 @@ impl RunningCall {
         });
         Self {
             events: received,
-            events_closed: false,
             answer,
         }
     }
@@ -231,9 +229,8 @@ impl RunningCall {
         };
         let mut asked = Vec::new();
         loop {
-            let event = if self.events_closed {
-                None
-            } else if asked.is_empty() {
+            // A closed channel answers `None` at once, so no flag is needed to skip it.
+            let event = if asked.is_empty() {
                 tokio::select! {
                     biased;
                     event = self.events.recv() => event,
@@ -261,7 +258,6 @@ impl RunningCall {
                     }
                 }
                 None if asked.is_empty() => {
-                    self.events_closed = true;
                     return Step::Answered(joined((&mut self.answer).await));
                 }
                 None => return Step::Asked(self, asked),

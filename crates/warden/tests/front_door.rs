@@ -15,6 +15,10 @@ use support::raw::{Http, Reply, modern_body};
 
 const LOCAL_ORIGIN: &str = "http://localhost:6274";
 
+fn list() -> serde_json::Value {
+    modern_body("tools/list", json!({}))
+}
+
 fn preflight_headers<'a>(origin: &'a str, asked: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("origin", origin),
@@ -104,14 +108,7 @@ async fn preflight_needs_no_credentials_and_names_only_the_allowed_origin() {
     );
     assert_no_banner(&unauthorized);
     let listed = http
-        .post_json(
-            &[
-                ("origin", LOCAL_ORIGIN),
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/list"),
-            ],
-            &modern_body("tools/list", json!({})),
-        )
+        .post_modern(&[("origin", LOCAL_ORIGIN)], "tools/list", None, &list())
         .await;
     assert_eq!(listed.status, 200, "{}", listed.text);
     assert_eq!(
@@ -124,18 +121,13 @@ async fn preflight_needs_no_credentials_and_names_only_the_allowed_origin() {
 async fn bad_origin_and_bad_host_are_refused_before_anything_else() {
     let warden = Warden::start();
     let http = Http::new(&warden);
-    let list = modern_body("tools/list", json!({}));
-    let modern = [
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/list"),
-    ];
     for (name, value) in [
         ("origin", "https://evil.example.com"),
         ("host", "evil.example.com"),
     ] {
-        let mut headers = modern.to_vec();
-        headers.push((name, value));
-        let refused = http.post_json(&headers, &list).await;
+        let refused = http
+            .post_modern(&[(name, value)], "tools/list", None, &list())
+            .await;
         assert_eq!(refused.status, 403, "{name}: {}", refused.text);
         let body = refused.json();
         assert_eq!(body["jsonrpc"], "2.0");
@@ -161,16 +153,8 @@ async fn configured_hosts_and_origins_replace_the_defaults() {
     );
     // Configured origins are the only ones: even this machine's pages are refused.
     assert_eq!(preflight(&http, LOCAL_ORIGIN).await.status, 403);
-    let list = modern_body("tools/list", json!({}));
     let named = http
-        .post_json(
-            &[
-                ("host", "mcp.example.com"),
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/list"),
-            ],
-            &list,
-        )
+        .post_modern(&[("host", "mcp.example.com")], "tools/list", None, &list())
         .await;
     assert_eq!(named.status, 200, "{}", named.text);
 }
@@ -206,11 +190,6 @@ async fn credentials_anywhere_but_the_header_are_refused_and_never_written() {
     // A real, valid key as the canary: refused all the same, and never recorded.
     let (_, canary) = warden.add_key("default", "canary", "write");
     let http = Http::new(&warden);
-    let list = modern_body("tools/list", json!({}));
-    let modern = [
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/list"),
-    ];
     let base = warden.url.clone();
     for query in [
         format!("api_key={canary}"),
@@ -223,7 +202,7 @@ async fn credentials_anywhere_but_the_header_are_refused_and_never_written() {
             url: format!("{base}?{query}"),
             ..Http::new(&warden)
         };
-        let refused = in_url.post_json(&modern, &list).await;
+        let refused = in_url.modern("tools/list", None, json!({})).await;
         assert_eq!(refused.status, 400, "{}", refused.text);
         let message = refused.json()["error"]["message"]
             .as_str()
@@ -237,28 +216,29 @@ async fn credentials_anywhere_but_the_header_are_refused_and_never_written() {
             url: format!("{base}/elsewhere?{query}"),
             ..Http::new(&warden)
         };
-        assert_eq!(keyless.post_json(&[], &list).await.status, 400);
+        assert_eq!(keyless.post_json(&[], &list()).await.status, 400);
     }
 
-    for params in [
-        json!({ "api_key": canary }),
-        json!({ "_meta": { "authorization": format!("Bearer {canary}") } }),
-        json!({ "name": "search_notes", "arguments": { "query": canary } }),
-    ] {
-        let mut body = modern_body("tools/call", params);
-        body["params"]["name"] = json!("search_notes");
+    // Each body is a valid call but for the planted key, so only the credential check
+    // can refuse it.
+    let plant: [fn(&mut serde_json::Value, &str); 3] = [
+        |params, canary| params["api_key"] = json!(canary),
+        |params, canary| params["_meta"]["authorization"] = json!(format!("Bearer {canary}")),
+        |params, canary| params["arguments"]["query"] = json!(canary),
+    ];
+    for plant in plant {
+        let mut body = modern_body(
+            "tools/call",
+            json!({ "name": "search_notes", "arguments": { "query": "x" } }),
+        );
+        plant(&mut body["params"], &canary);
         let refused = http
-            .post_json(
-                &[
-                    ("mcp-protocol-version", "2026-07-28"),
-                    ("mcp-method", "tools/call"),
-                    ("mcp-name", "search_notes"),
-                ],
-                &body,
-            )
+            .post_modern(&[], "tools/call", Some("search_notes"), &body)
             .await;
         assert_eq!(refused.status, 400, "{}", refused.text);
         assert_eq!(refused.json()["error"]["code"], -32602);
+        let message = refused.json()["error"]["message"].to_string();
+        assert!(message.contains("Authorization"), "{message}");
         assert_eq!(refused.json()["id"], 7);
         assert!(!refused.text.contains(&canary));
     }
@@ -268,7 +248,7 @@ async fn credentials_anywhere_but_the_header_are_refused_and_never_written() {
         .send(
             reqwest::Method::POST,
             &[("authorization", &format!("Basic {canary}"))],
-            Some(list.to_string().into_bytes()),
+            Some(list().to_string().into_bytes()),
         )
         .await;
     assert_eq!(basic.status, 401);
@@ -284,22 +264,18 @@ async fn credentials_anywhere_but_the_header_are_refused_and_never_written() {
 async fn guessing_keys_gets_an_address_refused_before_any_lookup() {
     let warden =
         Warden::start_config("[auth]\nmax_failures_per_ip = 3\nfailure_window_secs = 60\n");
-    let list = modern_body("tools/list", json!({}));
-    let modern = [
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/list"),
-    ];
     let (revoked_id, revoked) = warden.add_key("default", "old", "write");
     warden.revoke(&revoked_id);
-    let as_key = |key: &str| Http {
-        key: key.to_owned(),
-        ..Http::new(&warden)
+    let list_as = |key: &str| {
+        let http = Http {
+            key: key.to_owned(),
+            ..Http::new(&warden)
+        };
+        async move { http.modern("tools/list", None, json!({})).await }
     };
     // Unknown and revoked keys get the same answer.
-    let unknown = as_key("wdn_0000000000000000000000000000000000000000000")
-        .post_json(&modern, &list)
-        .await;
-    let was_revoked = as_key(&revoked).post_json(&modern, &list).await;
+    let unknown = list_as("wdn_0000000000000000000000000000000000000000000").await;
+    let was_revoked = list_as(&revoked).await;
     assert_eq!(unknown.status, 401);
     assert_eq!(was_revoked.status, unknown.status);
     assert_eq!(was_revoked.text, unknown.text);
@@ -307,13 +283,10 @@ async fn guessing_keys_gets_an_address_refused_before_any_lookup() {
         was_revoked.header("www-authenticate"),
         unknown.header("www-authenticate")
     );
-    assert_eq!(
-        as_key("wdn_guess").post_json(&modern, &list).await.status,
-        401
-    );
+    assert_eq!(list_as("wdn_guess").await.status, 401);
 
     // Three failures: now even the right key waits.
-    let refused = Http::new(&warden).post_json(&modern, &list).await;
+    let refused = list_as(&warden.admin_key).await;
     assert_eq!(refused.status, 429, "{}", refused.text);
     let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
@@ -323,18 +296,12 @@ async fn guessing_keys_gets_an_address_refused_before_any_lookup() {
 #[tokio::test]
 async fn keys_expire_and_rotate_with_a_grace_period() {
     let warden = Warden::start();
-    let list = modern_body("tools/list", json!({}));
-    let modern = [
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/list"),
-    ];
     let status = |key: String| {
         let http = Http {
             key,
             ..Http::new(&warden)
         };
-        let list = list.clone();
-        async move { http.post_json(&modern, &list).await.status }
+        async move { http.modern("tools/list", None, json!({})).await.status }
     };
     let created = |args: &[&str]| {
         let out = warden.cli(args);

@@ -64,6 +64,30 @@ async fn list_tools(client: &reqwest::Client, warden: &Warden) -> reqwest::Resul
     Ok(response.status().as_u16())
 }
 
+/// Warden serving a fresh certificate from `ca`; the directory holds the files.
+fn serving(ca: &TestCa, extra: &str) -> (tempfile::TempDir, Warden) {
+    let dir = tempfile::tempdir().unwrap();
+    ca.server_certificate(dir.path());
+    let warden = start(dir.path(), extra);
+    (dir, warden)
+}
+
+/// Sends SIGHUP and waits up to 5 s for `outcome` in Warden's log.
+async fn hang_up(warden: &Warden, outcome: &str) {
+    let pid = warden.pid().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
+    assert!(sent.unwrap().success());
+    for _ in 0..50 {
+        if warden.stderr().contains(outcome) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {outcome:?} in the log: {}", warden.stderr());
+}
+
 fn start(dir: &Path, extra: &str) -> Warden {
     Warden::start_config(&format!(
         "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
@@ -74,10 +98,8 @@ fn start(dir: &Path, extra: &str) -> Warden {
 
 #[tokio::test]
 async fn clients_that_trust_the_ca_get_through_and_others_do_not() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
-    ca.server_certificate(dir.path());
-    let warden = start(dir.path(), "");
+    let (dir, warden) = serving(&ca, "");
     assert!(warden.url.starts_with("https://"), "{}", warden.url);
     assert_eq!(list_tools(&ca.client(), &warden).await.unwrap(), 200);
 
@@ -96,10 +118,8 @@ async fn clients_that_trust_the_ca_get_through_and_others_do_not() {
 
 #[tokio::test]
 async fn a_stalled_handshake_is_closed() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
-    ca.server_certificate(dir.path());
-    let warden = start(dir.path(), "tls_handshake_timeout_ms = 300\n");
+    let (_dir, warden) = serving(&ca, "tls_handshake_timeout_ms = 300\n");
     let address = warden.url["https://".len()..]
         .split('/')
         .next()
@@ -131,32 +151,14 @@ async fn a_stalled_handshake_is_closed() {
 
 #[tokio::test]
 async fn sighup_swaps_the_certificate_without_dropping_connections() {
-    let dir = tempfile::tempdir().unwrap();
     let (first, second) = (TestCa::new(), TestCa::new());
-    first.server_certificate(dir.path());
-    let warden = start(dir.path(), "");
+    let (dir, warden) = serving(&first, "");
     let old_client = first.client();
     assert_eq!(list_tools(&old_client, &warden).await.unwrap(), 200);
     assert!(list_tools(&second.client(), &warden).await.is_err());
 
     second.server_certificate(dir.path());
-    let pid = warden.pid().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut reloaded = false;
-    for _ in 0..50 {
-        if warden.stderr().contains("TLS certificate reloaded") {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(reloaded, "{}", warden.stderr());
+    hang_up(&warden, "TLS certificate reloaded").await;
     assert_eq!(list_tools(&second.client(), &warden).await.unwrap(), 200);
     // The old client's pooled connection (made with the first certificate) still works:
     // a new connection would fail, since that client trusts only the first CA.
@@ -164,23 +166,6 @@ async fn sighup_swaps_the_certificate_without_dropping_connections() {
 
     // A broken pair on disk is refused; the current certificate stays.
     std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    for _ in 0..50 {
-        if warden.stderr().contains("not reloaded") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        warden.stderr().contains("not reloaded"),
-        "{}",
-        warden.stderr()
-    );
+    hang_up(&warden, "not reloaded").await;
     assert_eq!(list_tools(&second.client(), &warden).await.unwrap(), 200);
 }

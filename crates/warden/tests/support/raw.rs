@@ -106,7 +106,8 @@ impl Http {
     }
 
     pub async fn modern(&self, method: &str, name: Option<&str>, params: Value) -> Reply {
-        self.modern_as(method, name, params, json!({})).await
+        self.post_modern(&[], method, name, &modern_body(method, params))
+            .await
     }
 
     /// A modern request from a client that declares `capabilities`.
@@ -117,12 +118,25 @@ impl Http {
         params: Value,
         capabilities: Value,
     ) -> Reply {
+        let body = modern_body_as(method, params, capabilities);
+        self.post_modern(&[], method, name, &body).await
+    }
+
+    /// A modern request's `body` with its headers (`MCP-Protocol-Version`, `Mcp-Method`,
+    /// `Mcp-Name` when `name` is given) and `extra` ones.
+    pub async fn post_modern(
+        &self,
+        extra: &[(&str, &str)],
+        method: &str,
+        name: Option<&str>,
+        body: &Value,
+    ) -> Reply {
         let mut headers = vec![("mcp-protocol-version", MODERN), ("mcp-method", method)];
         if let Some(name) = name {
             headers.push(("mcp-name", name));
         }
-        self.post_json(&headers, &modern_body_as(method, params, capabilities))
-            .await
+        headers.extend_from_slice(extra);
+        self.post_json(&headers, body).await
     }
 
     pub async fn initialize(&self) -> String {
