@@ -21,6 +21,10 @@ pub const DEFAULT_SESSION_IDLE_SECS: u64 = 3600;
 pub const DEFAULT_MAX_AUTH_FAILURES: u32 = 10;
 pub const DEFAULT_AUTH_FAILURE_WINDOW_SECS: u64 = 60;
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -95,6 +99,10 @@ mod raw {
         pub tls_cert: Option<String>,
         pub tls_key: Option<String>,
         pub tls_handshake_timeout_ms: Option<u64>,
+        pub max_connections: Option<usize>,
+        pub header_read_timeout_ms: Option<u64>,
+        pub body_read_timeout_ms: Option<u64>,
+        pub shutdown_grace_ms: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -134,6 +142,7 @@ pub struct Config {
     pub allow_plaintext: bool,
     /// HTTPS instead of HTTP, when configured.
     pub tls: Option<Tls>,
+    pub connections: Connections,
     pub auth: Auth,
     pub data_dir: PathBuf,
     pub limits: Limits,
@@ -153,6 +162,23 @@ pub struct Tls {
     pub key: PathBuf,
     /// A connection that has not finished its handshake by then is closed.
     pub handshake_timeout: Duration,
+}
+
+/// What one client connection may hold, and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connections {
+    /// Open connections (TLS handshakes included); past it, new ones wait in the
+    /// kernel's backlog until one closes.
+    pub max: usize,
+    /// Time a connection may take to send a complete request head: from its opening, and
+    /// again after each response while it is kept alive (slow-loris and idle keep-alive
+    /// connections are closed by the same clock).
+    pub header_read_timeout: Duration,
+    /// Time a request may take to deliver its whole body (408 after it).
+    pub body_read_timeout: Duration,
+    /// On shutdown, how long in-flight requests may take to finish before their
+    /// connections are closed.
+    pub shutdown_grace: Duration,
 }
 
 /// Brute-force resistance: an IP that presents this many wrong credentials within the
@@ -269,6 +295,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         .iter()
         .map(|origin| allowed_origin(origin).map_err(|m| invalid("server.allowed_origins", m)))
         .collect::<Result<Vec<_>, _>>()?;
+    let connections = connections(&raw.server).map_err(|(field, m)| invalid(field, m))?;
     let tls = match (raw.server.tls_cert, raw.server.tls_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
@@ -341,6 +368,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         allowed_origins,
         allow_plaintext: raw.server.allow_plaintext,
         tls,
+        connections,
         auth: Auth {
             max_failures_per_ip,
             failure_window: Duration::from_secs(failure_window),
@@ -351,6 +379,37 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
             max_sessions,
             idle_timeout: Duration::from_secs(idle),
         },
+    })
+}
+
+fn connections(server: &raw::Server) -> Result<Connections, (&'static str, String)> {
+    let millis = |value, default, field| {
+        bounded(value, default, 100..=600_000)
+            .map(Duration::from_millis)
+            .map_err(|m| (field, m))
+    };
+    Ok(Connections {
+        max: bounded(
+            server.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1..=1_000_000,
+        )
+        .map_err(|m| ("server.max_connections", m))?,
+        header_read_timeout: millis(
+            server.header_read_timeout_ms,
+            DEFAULT_HEADER_READ_TIMEOUT_MS,
+            "server.header_read_timeout_ms",
+        )?,
+        body_read_timeout: millis(
+            server.body_read_timeout_ms,
+            DEFAULT_BODY_READ_TIMEOUT_MS,
+            "server.body_read_timeout_ms",
+        )?,
+        shutdown_grace: millis(
+            server.shutdown_grace_ms,
+            DEFAULT_SHUTDOWN_GRACE_MS,
+            "server.shutdown_grace_ms",
+        )?,
     })
 }
 

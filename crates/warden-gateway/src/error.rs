@@ -71,6 +71,8 @@ pub enum GatewayError {
     },
     #[error("the body could not be read")]
     BodyRead,
+    #[error("the request body did not arrive within {limit_ms} ms")]
+    BodyTimeout { limit_ms: u128 },
     #[error(
         "this request needs an Mcp-Session-Id header; send initialize first, or use a 2026-07-28 request with _meta"
     )]
@@ -122,6 +124,7 @@ impl GatewayError {
             | Self::HeaderMismatch { .. }
             | Self::UnsupportedVersion { .. }
             | Self::LegacyVersionHeader { .. } => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnknownSession => StatusCode::NOT_FOUND,
             Self::SessionLimit => StatusCode::SERVICE_UNAVAILABLE,
             Self::StreamAlreadyOpen => StatusCode::CONFLICT,
@@ -208,6 +211,10 @@ impl IntoResponse for GatewayError {
             }
             Self::StreamWithoutSession => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+            }
+            Self::BodyTimeout { .. } => {
+                // The rest of the body may still come; the connection cannot be reused.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

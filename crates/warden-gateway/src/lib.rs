@@ -23,10 +23,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::middleware;
 use axum::routing::post;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::Value;
 use tokio::sync::broadcast;
+use tower_service::Service as _;
+use warden_config::Connections;
 
 pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
@@ -74,29 +81,64 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then closes every session stream and lets in-flight
-/// requests finish.
+/// requests finish for at most the configured grace.
+///
+/// Each connection is HTTP/1.1 served by hyper with a header-read clock (slow-loris and
+/// idle keep-alive), under the listener's connection cap.
 pub async fn serve(
-    listener: Listener,
+    mut listener: Listener,
     state: AppState,
+    connections: &Connections,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(session::sweep_until(state.sessions(), stop_rx));
     let relay_changes = tokio::spawn(relay_changes(state.sessions(), state.upstreams().changes()));
     let sessions = state.sessions();
-    let listen = axum::serve::Listener::local_addr(&listener)?;
-    let app = router(state, listen).into_make_service_with_connect_info::<listener::ClientAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Open GET streams would otherwise hold graceful shutdown open forever.
-            sessions.close_all();
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let app = router(state, listener.local_addr());
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(connections.header_read_timeout)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let listener::Accepted { io, peer, slot } = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(listener::ClientAddr(peer)));
+            // A router is always ready; each request gets its own handle.
+            app.clone().call(request)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection closed with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Open GET streams would otherwise hold graceful shutdown open until the grace ends.
+    sessions.close_all();
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(connections.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = connections.shutdown_grace.as_millis(),
+            "requests still in flight at the end of the shutdown grace were cut off"
+        );
+    }
     sweeper.abort();
     relay_changes.abort();
-    result
+    Ok(())
 }
 
 /// Passes upstream list changes to every session's stream, and resource updates to the

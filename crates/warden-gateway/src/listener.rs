@@ -1,7 +1,7 @@
 //! Where connections come from: plain TCP on loopback (or with the operator's consent),
 //! or TLS. TLS handshakes run in tasks of their own, bounded in number and in time, so a
 //! client that stalls mid-handshake holds neither the accept loop nor a worker. The
-//! certificate is read at start and again on [`TlsListener::reload`] (SIGHUP); new
+//! certificate is read at start and again on [`TlsCertificate::reload`] (SIGHUP); new
 //! connections get the new one, established ones keep theirs.
 
 use std::io;
@@ -15,7 +15,7 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use warden_config::Tls;
 
@@ -105,76 +105,150 @@ fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError>
 pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
 
-/// The listener `serve` takes.
-pub enum Listener {
-    Plain(TcpListener),
-    Tls(TlsListener),
+/// An accepted connection and its place under the connection cap, released when the
+/// connection is dropped.
+pub(crate) struct Accepted {
+    pub io: Box<dyn Connection>,
+    pub peer: SocketAddr,
+    pub slot: OwnedSemaphorePermit,
 }
 
-pub struct TlsListener {
+/// Where `serve` takes its connections from. At most `max_connections` are open at
+/// once, TLS handshakes included; past that, nothing is accepted and new clients wait in
+/// the kernel's backlog.
+pub struct Listener {
     local: SocketAddr,
-    ready: mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
-    accepting: tokio::task::JoinHandle<()>,
+    kind: Kind,
 }
 
-impl Drop for TlsListener {
+enum Kind {
+    Plain {
+        listener: TcpListener,
+        slots: Arc<Semaphore>,
+    },
+    Tls {
+        ready: mpsc::Receiver<Accepted>,
+        accepting: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Drop for Listener {
     fn drop(&mut self) {
-        self.accepting.abort();
+        if let Kind::Tls { accepting, .. } = &self.kind {
+            accepting.abort();
+        }
     }
 }
 
 impl Listener {
-    pub fn plain(listener: TcpListener) -> Self {
-        Self::Plain(listener)
+    pub fn plain(listener: TcpListener, max_connections: usize) -> io::Result<Self> {
+        Ok(Self {
+            local: listener.local_addr()?,
+            kind: Kind::Plain {
+                listener,
+                slots: Arc::new(Semaphore::new(max_connections)),
+            },
+        })
     }
 
     pub fn tls(
         listener: TcpListener,
+        max_connections: usize,
         certificate: Arc<TlsCertificate>,
         handshake_timeout: Duration,
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (done, ready) = mpsc::channel(READY_QUEUE);
-        let accepting = tokio::spawn(accept_tls(listener, certificate, handshake_timeout, done));
-        Ok(Self::Tls(TlsListener {
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let accepting = tokio::spawn(accept_tls(
+            listener,
+            slots,
+            certificate,
+            handshake_timeout,
+            done,
+        ));
+        Ok(Self {
             local,
-            ready,
-            accepting,
-        }))
+            kind: Kind::Tls { ready, accepting },
+        })
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self, Self::Tls(_))
+        matches!(self.kind, Kind::Tls { .. })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub(crate) async fn accept(&mut self) -> Accepted {
+        match &mut self.kind {
+            Kind::Plain { listener, slots } => {
+                let slot = take_slot(slots).await;
+                let (tcp, peer) = accept_tcp(listener).await;
+                Accepted {
+                    io: Box::new(tcp),
+                    peer,
+                    slot,
+                }
+            }
+            Kind::Tls { ready, .. } => match ready.recv().await {
+                Some(accepted) => accepted,
+                // The accept task is gone (it ends only with the listener): nothing more
+                // will come.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+async fn take_slot(slots: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    match slots.clone().acquire_owned().await {
+        Ok(slot) => slot,
+        // The semaphore is never closed.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
 async fn accept_tls(
     listener: TcpListener,
+    slots: Arc<Semaphore>,
     certificate: Arc<TlsCertificate>,
     handshake_timeout: Duration,
-    done: mpsc::Sender<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+    done: mpsc::Sender<Accepted>,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
-        let Ok(permit) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: wait rather than spin.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let slot = take_slot(&slots).await;
+        let handshake = take_slot(&handshakes).await;
+        let (tcp, peer) = accept_tcp(&listener).await;
         let acceptor = certificate.acceptor();
         let done = done.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+            let result = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+            drop(handshake);
+            match result {
                 Ok(Ok(stream)) => {
-                    let _ = done.send((stream, peer)).await;
+                    let _ = done
+                        .send(Accepted {
+                            io: Box::new(stream),
+                            peer,
+                            slot,
+                        })
+                        .await;
                 }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -183,41 +257,6 @@ async fn accept_tls(
     }
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = Box<dyn Connection>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self {
-            Self::Plain(listener) => {
-                let (stream, peer) = axum::serve::Listener::accept(listener).await;
-                (Box::new(stream), peer)
-            }
-            Self::Tls(tls) => match tls.ready.recv().await {
-                Some((stream, peer)) => (Box::new(stream), peer),
-                // The accept task is gone (it ends only with the listener): nothing more
-                // will come.
-                None => std::future::pending().await,
-            },
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Self::Plain(listener) => listener.local_addr(),
-            Self::Tls(tls) => Ok(tls.local),
-        }
-    }
-}
-
 /// The client's address, as authentication counts failures by it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>>
-    for ClientAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}

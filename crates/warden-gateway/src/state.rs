@@ -1,6 +1,7 @@
 //! What every request handler shares.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use warden_config::Config;
 use warden_store::KeyStore;
@@ -25,6 +26,7 @@ struct Inner {
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -51,6 +53,7 @@ impl AppState {
                 allowed_hosts: config.allowed_hosts.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 max_body_bytes: config.limits.max_body_bytes,
+                body_read_timeout: config.connections.body_read_timeout,
             }),
         }
     }
@@ -86,5 +89,9 @@ impl AppState {
 
     pub(crate) fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
+    }
+
+    pub(crate) fn body_read_timeout(&self) -> Duration {
+        self.inner.body_read_timeout
     }
 }

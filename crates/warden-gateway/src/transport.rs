@@ -268,7 +268,13 @@ async fn decode(
     if !is_json_content(headers) {
         return Err(GatewayError::UnsupportedMediaType);
     }
-    let bytes = read_body(headers, body, state.max_body_bytes()).await?;
+    // A body trickled in a byte at a time would hold a worker and the connection.
+    let timeout = state.body_read_timeout();
+    let bytes = tokio::time::timeout(timeout, read_body(headers, body, state.max_body_bytes()))
+        .await
+        .map_err(|_| GatewayError::BodyTimeout {
+            limit_ms: timeout.as_millis(),
+        })??;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| GatewayError::Envelope {
         error: EnvelopeError::Parse,
         id: None,

@@ -321,17 +321,17 @@ fn serve(
         let tcp = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = tcp.local_addr()?;
         let listener = match &config.tls {
-            None => Listener::plain(tcp),
+            None => Listener::plain(tcp, config.connections.max)?,
             Some(tls) => {
                 let certificate = TlsCertificate::load(tls).map_err(|e| Failure::from(e.to_string()))?;
                 tokio::spawn(reload_on_hangup(certificate.clone()));
-                Listener::tls(tcp, certificate, tls.handshake_timeout)?
+                Listener::tls(tcp, config.connections.max, certificate, tls.handshake_timeout)?
             }
         };
         let scheme = if listener.is_tls() { "https" } else { "http" };
         tracing::info!(data_dir = %dir.path().display(), "listening on {scheme}://{addr}{}", warden_gateway::MCP_PATH);
         let state = warden_gateway::AppState::new(&config, keys, upstreams.clone());
-        let served = warden_gateway::serve(listener, state, shutdown_signal()).await;
+        let served = warden_gateway::serve(listener, state, &config.connections, shutdown_signal()).await;
         upstreams.shutdown().await;
         served?;
         tracing::info!("stopped");
