@@ -1,10 +1,12 @@
 //! Warden's benchmarks and load tools:
 //! - `search-notes`: latency of the embedded server's search over a large store;
 //! - `echo-upstream`: a minimal Streamable HTTP MCP server (both eras) to measure against;
-//! - `load`: drives `tools/call` at a given concurrency against any MCP URL.
+//! - `load`: drives `tools/call` at a given concurrency against any MCP URL;
+//! - `auth-refusals`: time to refuse an unknown key against a revoked one.
 
 mod echo;
 mod load;
+mod refusals;
 mod search;
 
 use std::time::Duration;
@@ -37,6 +39,13 @@ enum Bench {
     EchoUpstream(echo::Args),
     /// Opens a session (or not, in 2026-07-28) and drives N tools/call at concurrency C.
     Load(load::Args),
+    /// Time to refuse unknown keys against revoked ones (they must not differ).
+    AuthRefusals {
+        #[arg(long, default_value_t = 1_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 20_000)]
+        rounds: usize,
+    },
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -61,5 +70,6 @@ fn main() -> Result<(), Failure> {
         } => search::run(notes, queries, vocabulary, seed),
         Bench::EchoUpstream(args) => echo::run(args),
         Bench::Load(args) => load::run(args),
+        Bench::AuthRefusals { keys, rounds } => refusals::run(keys, rounds),
     }
 }

@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod oauth;
 mod upstream;
 
+pub use oauth::{JwksSource, OAuth, ScopeNames};
 pub use upstream::{Builtin, DEFAULT_UPSTREAM_NAME, Http, Secret, Source, Stdio, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -110,6 +112,33 @@ mod raw {
     pub struct Auth {
         pub max_failures_per_ip: Option<u32>,
         pub failure_window_secs: Option<u64>,
+        pub api_keys: Option<bool>,
+        pub oauth: Option<OAuth>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct OAuth {
+        pub issuer: Option<String>,
+        pub resource: Option<String>,
+        #[serde(default)]
+        pub authorization_servers: Vec<String>,
+        pub jwks_file: Option<String>,
+        pub jwks_url: Option<String>,
+        pub jwks_refresh_secs: Option<u64>,
+        pub leeway_secs: Option<u64>,
+        pub tenant_claim: Option<String>,
+        pub default_tenant: Option<String>,
+        pub scope_claim: Option<String>,
+        pub scopes: Option<OAuthScopes>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct OAuthScopes {
+        pub read: Option<String>,
+        pub write: Option<String>,
+        pub admin: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -187,6 +216,10 @@ pub struct Connections {
 pub struct Auth {
     pub max_failures_per_ip: u32,
     pub failure_window: Duration,
+    /// Warden's own API keys are accepted (default); off only when OAuth is on.
+    pub api_keys: bool,
+    /// JWT access tokens from an authorization server, beside or instead of API keys.
+    pub oauth: Option<OAuth>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -330,6 +363,19 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         1..=86_400,
     )
     .map_err(|m| invalid("auth.failure_window_secs", m))?;
+    let oauth = raw
+        .auth
+        .oauth
+        .map(oauth::validate)
+        .transpose()
+        .map_err(|(field, m)| invalid(field, m))?;
+    let api_keys = raw.auth.api_keys.unwrap_or(true);
+    if !api_keys && oauth.is_none() {
+        return Err(invalid(
+            "auth.api_keys",
+            "can be false only with [auth.oauth]: nothing could authenticate".into(),
+        ));
+    }
     let max_body_bytes = bounded(
         raw.limits.max_body_bytes,
         DEFAULT_MAX_BODY_BYTES,
@@ -372,6 +418,8 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         auth: Auth {
             max_failures_per_ip,
             failure_window: Duration::from_secs(failure_window),
+            api_keys,
+            oauth,
         },
         data_dir,
         limits: Limits { max_body_bytes },

@@ -234,7 +234,7 @@ fn one(
 
 /// Remote upstreams use https; plain http only to this machine, where no network
 /// carries the traffic. Messages never repeat the URL: it may carry credentials.
-fn check_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|_| "is not a URL".to_owned())?;
     let host = uri.host().ok_or_else(|| "has no host".to_owned())?;
     let loopback = host == "localhost"

@@ -1,4 +1,5 @@
-//! Authentication: `Authorization: Bearer <key>` and nothing else. An address that
+//! Authentication: `Authorization: Bearer <credential>` and nothing else; the credential
+//! is a Warden key or, with `[auth.oauth]`, a JWT access token. An address that
 //! presents too many wrong credentials is refused before any lookup until its window
 //! ends. An unknown key and a revoked one get the same answer, after the same lookup.
 
@@ -11,11 +12,12 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use warden_store::Principal;
+use warden_store::{KEY_PREFIX, Principal};
 
-use crate::error::GatewayError;
+use crate::error::{Challenge, GatewayError};
 use crate::listener::ClientAddr;
 use crate::log::RequestFacts;
+use crate::oauth::Refusal;
 use crate::state::AppState;
 
 /// The key from a single `Authorization: Bearer` header; the scheme is case-insensitive
@@ -77,6 +79,16 @@ impl FailedAuth {
     }
 }
 
+/// Why no principal came out of a credential.
+enum Refused {
+    /// Unknown, revoked, expired, forged: counted against the address.
+    Credential,
+    /// A valid OAuth token that grants none of this server's scopes.
+    Scope,
+    /// The lookup itself failed (logged); not the client's fault, not counted.
+    Internal,
+}
+
 pub(crate) async fn require_key(
     State(state): State<AppState>,
     mut request: Request,
@@ -90,34 +102,29 @@ pub(crate) async fn require_key(
         let retry_after = left.as_secs() + 1;
         return GatewayError::TooManyFailures { retry_after }.into_response();
     }
+    let challenge = |invalid_token| Challenge {
+        resource_metadata: state.oauth().map(|o| o.metadata_url().to_owned()),
+        invalid_token,
+        scope: None,
+    };
     let Some(token) = bearer(request.headers()).map(str::to_owned) else {
-        return GatewayError::Unauthorized.into_response();
+        return GatewayError::Unauthorized(challenge(false)).into_response();
     };
-    let refuse = || {
-        if let Some(address) = address {
-            state.failed_auth().record(address);
-        }
-        GatewayError::Unauthorized.into_response()
-    };
-    // A key accepted since the key database last changed is known without touching the
-    // disk; otherwise the lookup (SQLite, and now and then a write of its last use) runs
-    // off the async workers.
-    let principal = match state.keys().recently_accepted(&token) {
-        Some(principal) => principal,
-        None => {
-            let keys = state.keys().clone();
-            match tokio::task::spawn_blocking(move || keys.authenticate(&token)).await {
-                Ok(Ok(Some(principal))) => principal,
-                Ok(Ok(None)) => return refuse(),
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "key lookup failed");
-                    return GatewayError::Unauthorized.into_response();
-                }
-                Err(error) => {
-                    tracing::error!(%error, "key lookup task failed");
-                    return GatewayError::Unauthorized.into_response();
-                }
+    let principal = match authenticate(&state, token).await {
+        Ok(principal) => principal,
+        Err(Refused::Credential) => {
+            if let Some(address) = address {
+                state.failed_auth().record(address);
             }
+            return GatewayError::Unauthorized(challenge(true)).into_response();
+        }
+        Err(Refused::Scope) => {
+            let mut challenge = challenge(true);
+            challenge.scope = state.oauth().map(|o| o.read_scope().to_owned());
+            return GatewayError::InsufficientScope(challenge).into_response();
+        }
+        Err(Refused::Internal) => {
+            return GatewayError::Unauthorized(challenge(false)).into_response();
         }
     };
     let facts = RequestFacts::for_principal(&principal);
@@ -125,6 +132,47 @@ pub(crate) async fn require_key(
     let mut response = next.run(request).await;
     response.extensions_mut().insert(facts);
     response
+}
+
+/// A Warden key goes to the key store; with OAuth on, anything else is a JWT. Without
+/// OAuth every credential takes the key lookup, so a made-up one costs what a revoked
+/// one does.
+async fn authenticate(state: &AppState, token: String) -> Result<Principal, Refused> {
+    match state.oauth() {
+        Some(oauth) if !token.starts_with(KEY_PREFIX) => {
+            oauth.verify(&token).await.map_err(|refusal| match refusal {
+                Refusal::Invalid(reason) => {
+                    tracing::info!(reason, "OAuth token refused");
+                    Refused::Credential
+                }
+                Refusal::NoScope => Refused::Scope,
+            })
+        }
+        _ if !state.api_keys_accepted() => Err(Refused::Credential),
+        _ => look_up_key(state, token).await,
+    }
+}
+
+async fn look_up_key(state: &AppState, token: String) -> Result<Principal, Refused> {
+    // A key accepted since the key database last changed is known without touching the
+    // disk; otherwise the lookup (SQLite, and now and then a write of its last use) runs
+    // off the async workers.
+    if let Some(principal) = state.keys().recently_accepted(&token) {
+        return Ok(principal);
+    }
+    let keys = state.keys().clone();
+    match tokio::task::spawn_blocking(move || keys.authenticate(&token)).await {
+        Ok(Ok(Some(principal))) => Ok(principal),
+        Ok(Ok(None)) => Err(Refused::Credential),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "key lookup failed");
+            Err(Refused::Internal)
+        }
+        Err(error) => {
+            tracing::error!(%error, "key lookup task failed");
+            Err(Refused::Internal)
+        }
+    }
 }
 
 /// The authenticated caller, put in place by [`require_key`].

@@ -40,10 +40,43 @@ impl RpcError {
     }
 }
 
+/// What a `401`/`403` tells the client about authenticating (RFC 6750 §3, RFC 9728 §5.1).
+#[derive(Debug, Clone, Default)]
+pub struct Challenge {
+    /// Where the protected-resource metadata is, when OAuth is on.
+    pub resource_metadata: Option<String>,
+    /// A credential was presented and refused (`error="invalid_token"`).
+    pub invalid_token: bool,
+    /// The scope to ask for (`error="insufficient_scope"`).
+    pub scope: Option<String>,
+}
+
+impl Challenge {
+    fn header_value(&self) -> String {
+        let mut params = Vec::new();
+        if let Some(url) = &self.resource_metadata {
+            params.push(format!("resource_metadata=\"{url}\""));
+        }
+        if let Some(scope) = &self.scope {
+            params.push("error=\"insufficient_scope\"".to_owned());
+            params.push(format!("scope=\"{scope}\""));
+        } else if self.invalid_token {
+            params.push("error=\"invalid_token\"".to_owned());
+        }
+        if params.is_empty() {
+            "Bearer".to_owned()
+        } else {
+            format!("Bearer {}", params.join(", "))
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("missing or invalid credentials")]
-    Unauthorized,
+    Unauthorized(Challenge),
+    #[error("the token grants none of the scopes this server accepts")]
+    InsufficientScope(Challenge),
     #[error(
         "too many failed authentications from this address; try again in {retry_after} seconds"
     )]
@@ -110,7 +143,8 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotAcceptable | Self::StreamNotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -149,7 +183,7 @@ impl GatewayError {
 
     fn code(&self) -> i64 {
         match self {
-            Self::Unauthorized => codes::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::InsufficientScope(_) => codes::UNAUTHORIZED,
             Self::Envelope { error, .. } => error.code(),
             Self::HeaderMismatch { .. } => codes::HEADER_MISMATCH,
             Self::UnsupportedVersion { .. } | Self::LegacyVersionHeader { .. } => {
@@ -200,8 +234,10 @@ impl IntoResponse for GatewayError {
         let mut response = (self.status(), axum::Json(self.body())).into_response();
         let headers = response.headers_mut();
         match self {
-            Self::Unauthorized => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Self::Unauthorized(challenge) | Self::InsufficientScope(challenge) => {
+                if let Ok(value) = HeaderValue::from_str(&challenge.header_value()) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             Self::SessionLimit => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -262,6 +298,20 @@ mod tests {
         assert_eq!(
             rpc(Era::Modern, codes::INTERNAL_ERROR).status(),
             StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[test]
+    fn challenges_name_the_metadata_and_the_error() {
+        let mut challenge = Challenge::default();
+        assert_eq!(challenge.header_value(), "Bearer");
+        challenge.invalid_token = true;
+        assert_eq!(challenge.header_value(), "Bearer error=\"invalid_token\"");
+        challenge.resource_metadata = Some("https://h/.well-known/oauth-protected-resource".into());
+        challenge.scope = Some("read".into());
+        assert_eq!(
+            challenge.header_value(),
+            "Bearer resource_metadata=\"https://h/.well-known/oauth-protected-resource\", error=\"insufficient_scope\", scope=\"read\""
         );
     }
 

@@ -13,6 +13,7 @@ mod guard;
 mod input_required;
 mod listener;
 mod log;
+mod oauth;
 mod relay;
 mod session;
 mod state;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::middleware;
-use axum::routing::post;
+use axum::routing::{get, post};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -37,6 +38,7 @@ use warden_config::Connections;
 
 pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
+pub use oauth::{OAuthError, OAuthVerifier};
 pub use state::AppState;
 
 /// The MCP endpoint's path.
@@ -60,8 +62,18 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
             state.clone(),
             auth::require_key,
         ));
+    // Protected-resource metadata (RFC 9728) is public: a client reads it to learn
+    // where to get a token.
+    let metadata = match state.oauth() {
+        Some(oauth) => Router::new()
+            .route(oauth::METADATA_PATH, get(oauth::metadata))
+            .route(&oauth.metadata_path(), get(oauth::metadata))
+            .with_state(oauth.clone()),
+        None => Router::new(),
+    };
     Router::new()
         .merge(mcp)
+        .merge(metadata)
         .fallback(error::not_found)
         // A credential in the URL is refused on every route, before anything reads it.
         .layer(middleware::from_fn(credentials::refuse_in_url))

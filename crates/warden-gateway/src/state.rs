@@ -9,6 +9,7 @@ use warden_upstream::Upstreams;
 
 use crate::auth::FailedAuth;
 use crate::input_required::InputLot;
+use crate::oauth::OAuthVerifier;
 use crate::session::Sessions;
 
 /// Cheap to clone: one `Arc` around everything.
@@ -23,6 +24,8 @@ struct Inner {
     sessions: Arc<Sessions>,
     input_lot: InputLot,
     failed_auth: FailedAuth,
+    api_keys_accepted: bool,
+    oauth: Option<Arc<OAuthVerifier>>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     max_body_bytes: usize,
@@ -36,7 +39,13 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, keys: Arc<KeyStore>, upstreams: Arc<Upstreams>) -> Self {
+    /// `oauth` is the verifier started for `config.auth.oauth`, if any.
+    pub fn new(
+        config: &Config,
+        keys: Arc<KeyStore>,
+        upstreams: Arc<Upstreams>,
+        oauth: Option<Arc<OAuthVerifier>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 keys,
@@ -50,6 +59,8 @@ impl AppState {
                     config.auth.max_failures_per_ip,
                     config.auth.failure_window,
                 ),
+                api_keys_accepted: config.auth.api_keys,
+                oauth,
                 allowed_hosts: config.allowed_hosts.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 max_body_bytes: config.limits.max_body_bytes,
@@ -77,6 +88,15 @@ impl AppState {
 
     pub(crate) fn failed_auth(&self) -> &FailedAuth {
         &self.inner.failed_auth
+    }
+
+    /// Warden's own keys authenticate (they may be turned off when OAuth is on).
+    pub(crate) fn api_keys_accepted(&self) -> bool {
+        self.inner.api_keys_accepted
+    }
+
+    pub(crate) fn oauth(&self) -> Option<&Arc<OAuthVerifier>> {
+        self.inner.oauth.as_ref()
     }
 
     pub(crate) fn allowed_hosts(&self) -> &[String] {

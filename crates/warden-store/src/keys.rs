@@ -411,13 +411,18 @@ impl KeyStore {
     }
 }
 
-fn validate_label(what: &str, value: &str) -> Result<()> {
-    let ok = !value.is_empty()
+/// A tenant or key name: 1-64 letters, digits, '-', '_' or '.' (tenants also name
+/// directories).
+pub fn is_valid_label(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 64
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn validate_label(what: &str, value: &str) -> Result<()> {
+    if is_valid_label(value) {
         Ok(())
     } else {
         Err(StoreError::Invalid(format!(

@@ -19,10 +19,9 @@ use warden_proto::era::PROTOCOL_VERSION_META;
 use crate::UpstreamError;
 use crate::handshake::{EraCache, ServerFacts, handshake};
 use crate::link::{Link, Outbound};
+use crate::outbound::{self, read_capped};
 use crate::sse::SseParser;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 /// A notification or answer POST that takes longer is given up.
@@ -74,14 +73,7 @@ impl HttpUpstream {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            // Proxies come from Warden's configuration, never from the environment.
-            .no_proxy()
-            .https_only(url.scheme() == "https")
-            .build()
+        let client = outbound::client(url.scheme() == "https")
             .map_err(|_| UpstreamError::Spawn("cannot build the HTTP client".into()))?;
         let (link, queue) = Link::new(name.clone(), unsolicited);
         let endpoint = Arc::new(Endpoint {
@@ -314,19 +306,6 @@ async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(
 fn answers(message: &Value, call: Option<u64>) -> bool {
     call.is_some_and(|id| message.get("id").and_then(Value::as_u64) == Some(id))
         && (message.get("result").is_some() || message.get("error").is_some())
-}
-
-async fn read_capped(response: reqwest::Response, max: usize) -> Result<Vec<u8>, UpstreamError> {
-    let mut body = Vec::new();
-    let mut chunks = response.bytes_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|_| UpstreamError::Connect)?;
-        if body.len() + chunk.len() > max {
-            return Err(UpstreamError::Oversized);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Feeds every message of an SSE answer to the link, tied to the call it answers.

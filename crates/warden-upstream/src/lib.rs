@@ -11,6 +11,7 @@ mod http;
 mod link;
 mod merge;
 mod notes;
+pub mod outbound;
 mod sse;
 mod stdio;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use warden_config::{Config, Overrides};
-use warden_gateway::{Listener, TlsCertificate};
+use warden_gateway::{Listener, OAuthVerifier, TlsCertificate};
 use warden_store::{DataDir, KeyOptions, KeyStore, NotesStore, Scope};
 use warden_upstream::Upstreams;
 
@@ -314,6 +314,14 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let oauth = match &config.auth.oauth {
+            Some(oauth) => Some(
+                OAuthVerifier::start(oauth)
+                    .await
+                    .map_err(|e| Failure::from(e.to_string()))?,
+            ),
+            None => None,
+        };
         let upstreams = Upstreams::start(&config.upstreams, &notes).map_err(|(name, error)| {
             Failure::from(format!("upstream {name:?}: {error}"))
         })?;
@@ -330,7 +338,7 @@ fn serve(
         };
         let scheme = if listener.is_tls() { "https" } else { "http" };
         tracing::info!(data_dir = %dir.path().display(), "listening on {scheme}://{addr}{}", warden_gateway::MCP_PATH);
-        let state = warden_gateway::AppState::new(&config, keys, upstreams.clone());
+        let state = warden_gateway::AppState::new(&config, keys, upstreams.clone(), oauth);
         let served = warden_gateway::serve(listener, state, &config.connections, shutdown_signal()).await;
         upstreams.shutdown().await;
         served?;

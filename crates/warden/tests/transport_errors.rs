@@ -39,12 +39,14 @@ async fn credentials_are_required_and_only_as_bearer() {
     );
     let bare = warden.admin_key.clone();
     let wrong = "Bearer wdn_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned();
-    for auth in [
-        None,
-        Some(basic.as_str()),
-        Some(bare.as_str()),
-        Some(wrong.as_str()),
-        Some("Bearer "),
+    // A credential that is not a Bearer token counts as none; a Bearer token that is
+    // refused gets `error="invalid_token"` (RFC 6750 §3.1).
+    for (auth, challenge) in [
+        (None, "Bearer"),
+        (Some(basic.as_str()), "Bearer"),
+        (Some(bare.as_str()), "Bearer"),
+        (Some(wrong.as_str()), "Bearer error=\"invalid_token\""),
+        (Some("Bearer "), "Bearer"),
     ] {
         let mut all = headers.to_vec();
         if let Some(auth) = auth {
@@ -54,7 +56,7 @@ async fn credentials_are_required_and_only_as_bearer() {
             .send(reqwest::Method::POST, &all, Some(body.clone().into_bytes()))
             .await;
         assert_error(&reply, 401, -32001);
-        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(reply.header("www-authenticate"), Some(challenge));
         assert!(!reply.text.contains(&warden.admin_key));
     }
     // GET and DELETE are behind the same door.

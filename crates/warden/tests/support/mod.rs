@@ -205,6 +205,27 @@ impl Warden {
         );
     }
 
+    /// Whether `needle` is anywhere Warden wrote: its stdout and stderr, and every file
+    /// under its data dir.
+    pub fn has_written(&self, needle: &str) -> bool {
+        fn walk(dir: &Path, into: &mut Vec<u8>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, into);
+                } else {
+                    into.extend_from_slice(&std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut all = Vec::new();
+        all.extend_from_slice(self.stdout().as_bytes());
+        all.extend_from_slice(self.stderr().as_bytes());
+        walk(&self.data_dir, &mut all);
+        all.windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+    }
+
     /// Runs a `warden` subcommand against this server's data directory.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
