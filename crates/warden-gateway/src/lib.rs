@@ -1,6 +1,7 @@
 //! The HTTP front of Warden. A request travels, in this order:
-//! request log → Host/Origin guard → CORS → credentials-in-URL refusal → authentication
-//! (with brute-force refusal) → transport (media types, body cap,
+//! connection cap → TLS ([`Listener`]) → HTTP/1.1 with header and body clocks ([`serve`])
+//! → request log → Host/Origin guard → CORS → credentials-in-URL refusal → authentication
+//! (with brute-force refusal; a key or an OAuth token) → transport (media types, body cap,
 //! JSON-RPC envelope, era and session) → dispatch (catalogue, argument validation) →
 //! relay to the upstream, and back. [`router`] is the one place that composes that stack.
 
