@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod oauth;
+mod tools;
 mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
+pub use tools::{JsonLimits, OutputCheck, ToolRules};
 pub use upstream::{Builtin, DEFAULT_UPSTREAM_NAME, Http, Secret, Source, Stdio, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -43,8 +45,9 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    /// A setting whose name is built from the file (an upstream's index, a tool's name).
     #[error("{path}: {field}: {message}")]
-    InvalidUpstream {
+    InvalidNamed {
         path: PathBuf,
         field: String,
         message: String,
@@ -68,6 +71,23 @@ mod raw {
         pub auth: Auth,
         #[serde(default)]
         pub upstream: Vec<Upstream>,
+        #[serde(default)]
+        pub tools: std::collections::BTreeMap<String, Tool>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tool {
+        pub max_depth: Option<usize>,
+        pub max_string_bytes: Option<usize>,
+        pub max_array_items: Option<usize>,
+        pub max_object_keys: Option<usize>,
+        pub max_total_nodes: Option<usize>,
+        pub allow_extra_properties: Option<bool>,
+        #[serde(default)]
+        pub paths: Vec<String>,
+        pub root: Option<String>,
+        pub output_check: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -145,6 +165,11 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Limits {
         pub max_body_bytes: Option<usize>,
+        pub max_depth: Option<usize>,
+        pub max_string_bytes: Option<usize>,
+        pub max_array_items: Option<usize>,
+        pub max_object_keys: Option<usize>,
+        pub max_total_nodes: Option<usize>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -177,11 +202,15 @@ pub struct Config {
     pub limits: Limits,
     pub sessions: Sessions,
     pub upstreams: Vec<Upstream>,
+    /// Rules for single tools, by catalogue name.
+    pub tools: std::collections::BTreeMap<String, ToolRules>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Checked on every body before it is parsed.
+    pub json: JsonLimits,
 }
 
 /// The listener's certificate chain and key (PEM files, read at start and on SIGHUP).
@@ -382,6 +411,19 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         1024..=MAX_BODY_BYTES_CEILING,
     )
     .map_err(|m| invalid("limits.max_body_bytes", m))?;
+    let json =
+        tools::body_caps(&raw.limits).map_err(|(field, message)| ConfigError::InvalidNamed {
+            path: path.to_owned(),
+            field,
+            message,
+        })?;
+    let tools = tools::validate(raw.tools, &json).map_err(|(field, message)| {
+        ConfigError::InvalidNamed {
+            path: path.to_owned(),
+            field,
+            message,
+        }
+    })?;
     let max_sessions = bounded(
         raw.sessions.max_sessions,
         DEFAULT_MAX_SESSIONS,
@@ -401,7 +443,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         return Err(invalid("data_dir", "must not be empty".into()));
     }
     let upstreams = upstream::validate(raw.upstream, |name| std::env::var(name).ok()).map_err(
-        |(field, message)| ConfigError::InvalidUpstream {
+        |(field, message)| ConfigError::InvalidNamed {
             path: path.to_owned(),
             field,
             message,
@@ -422,7 +464,11 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
             oauth,
         },
         data_dir,
-        limits: Limits { max_body_bytes },
+        limits: Limits {
+            max_body_bytes,
+            json,
+        },
+        tools,
         sessions: Sessions {
             max_sessions,
             idle_timeout: Duration::from_secs(idle),

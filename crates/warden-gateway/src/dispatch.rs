@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
-use warden_policy::{PolicyError, ToolKind};
+use warden_config::OutputCheck;
+use warden_policy::{CatalogueTool, PolicyError, ToolKind};
 use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
@@ -222,11 +223,34 @@ async fn call_tool(
         .map_err(policy_error)?;
     tool.validate(&arguments).map_err(policy_error)?;
     let origin = tool.origin().clone();
-    drop(catalogue);
     // Everything else the client sent (its `_meta`, unknown fields) goes on unchanged.
     let mut params = params.clone();
     params.insert("name".into(), origin.name.into());
-    forward(state, context, origin.upstream, "tools/call", params).await
+    let result = forward(state, context, origin.upstream, "tools/call", params).await?;
+    Ok(checked_output(tool, result))
+}
+
+/// A result whose structured content does not match the tool's `outputSchema` is
+/// replaced by an error result (`block`, the default) or passed on (`warn`); either
+/// way the mismatch is logged. Results still waiting for input are not results yet.
+fn checked_output(tool: &CatalogueTool, result: Value) -> Value {
+    if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+        return result;
+    }
+    let Err(mismatch) = tool.check_output(&result) else {
+        return result;
+    };
+    tracing::warn!(tool = tool.name(), %mismatch, "tool result does not match its outputSchema");
+    match tool.output_check() {
+        OutputCheck::Warn => result,
+        OutputCheck::Block => json!({
+            "content": [{
+                "type": "text",
+                "text": format!("Warden withheld this tool's result: {mismatch}."),
+            }],
+            "isError": true,
+        }),
+    }
 }
 
 /// `completion/complete` names a prompt or a resource; it goes where that one lives.
@@ -375,9 +399,7 @@ fn unavailable(error: &UpstreamError) -> RpcError {
 fn policy_error(error: PolicyError) -> RpcError {
     match error {
         PolicyError::UnknownTool => RpcError::invalid_params("Unknown tool"),
-        invalid @ PolicyError::InvalidArguments { .. } => {
-            RpcError::invalid_params(invalid.to_string())
-        }
+        invalid => RpcError::invalid_params(invalid.to_string()),
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warden_config::Config;
+use warden_proto::JsonLimits;
 use warden_store::KeyStore;
 use warden_upstream::Upstreams;
 
@@ -29,6 +30,7 @@ struct Inner {
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     max_body_bytes: usize,
+    json_limits: JsonLimits,
     body_read_timeout: Duration,
 }
 
@@ -64,6 +66,7 @@ impl AppState {
                 allowed_hosts: config.allowed_hosts.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 max_body_bytes: config.limits.max_body_bytes,
+                json_limits: config.limits.json,
                 body_read_timeout: config.connections.body_read_timeout,
             }),
         }
@@ -109,6 +112,11 @@ impl AppState {
 
     pub(crate) fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
+    }
+
+    /// Caps every body is scanned against before it is parsed.
+    pub(crate) fn json_limits(&self) -> &JsonLimits {
+        &self.inner.json_limits
     }
 
     pub(crate) fn body_read_timeout(&self) -> Duration {

@@ -275,6 +275,16 @@ async fn decode(
         .map_err(|_| GatewayError::BodyTimeout {
             limit_ms: timeout.as_millis(),
         })??;
+    // Caps on depth, sizes and duplicate keys hold before any tree is built.
+    warden_proto::scan::scan(&bytes, state.json_limits()).map_err(|scanned| {
+        GatewayError::Envelope {
+            id: EnvelopeError::scanned_id(&bytes, &scanned),
+            error: EnvelopeError::Caps {
+                fault: scanned.fault,
+                in_params: scanned.in_params,
+            },
+        }
+    })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| GatewayError::Envelope {
         error: EnvelopeError::Parse,
         id: None,

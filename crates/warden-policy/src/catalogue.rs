@@ -1,10 +1,14 @@
-//! The catalogue of tools a gateway offers, each with its input schema compiled once.
+//! The catalogue of tools a gateway offers, each with its input schema compiled once
+//! (objects closed, patterns in a linear-time engine, no remote references) and the
+//! operator's rules for it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use serde_json::Value;
+use warden_config::{JsonLimits, OutputCheck, ToolRules};
 
-use crate::PolicyError;
+use crate::{PolicyError, paths, strict};
 
 /// What a tool does to the world, ordered by how much it can break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,6 +50,12 @@ pub struct CatalogueTool {
     definition: Value,
     kind: ToolKind,
     validator: jsonschema::Validator,
+    output: Option<jsonschema::Validator>,
+    output_check: OutputCheck,
+    caps: Option<JsonLimits>,
+    /// Pointers to the arguments that are paths, and the root they stay in.
+    paths: Vec<String>,
+    root: Option<PathBuf>,
     origin: Origin,
 }
 
@@ -79,17 +89,120 @@ impl CatalogueTool {
         &self.definition
     }
 
-    /// Checks `arguments` against the compiled input schema. The error names the first
-    /// failing JSON path and rule; it never carries the offending value.
+    /// Checks `arguments`: the tool's own caps, then the compiled input schema, then
+    /// path confinement. The error names the first failing JSON path and rule; it never
+    /// carries the offending value.
     pub fn validate(&self, arguments: &Value) -> Result<(), PolicyError> {
-        match self.validator.iter_errors(arguments).next() {
+        if let Some(caps) = &self.caps {
+            within_caps(arguments, caps)?;
+        }
+        if let Some(error) = self.validator.iter_errors(arguments).next() {
+            let (path, rule) = describe(&error);
+            return Err(PolicyError::InvalidArguments { path, rule });
+        }
+        for pattern in &self.paths {
+            for (path, value) in paths::values_at(arguments, pattern) {
+                let Some(text) = value.as_str() else {
+                    continue;
+                };
+                paths::confine(text, self.root.as_deref()).map_err(|rule| {
+                    PolicyError::ConfinedPath {
+                        path: display_path(&path),
+                        rule,
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What to do when [`CatalogueTool::check_output`] fails.
+    pub fn output_check(&self) -> OutputCheck {
+        self.output_check
+    }
+
+    /// Checks a `tools/call` result against the tool's `outputSchema`, if it declares
+    /// one: a successful result must carry `structuredContent` that matches.
+    pub fn check_output(&self, result: &Value) -> Result<(), PolicyError> {
+        let Some(output) = &self.output else {
+            return Ok(());
+        };
+        if result.get("isError").and_then(Value::as_bool) == Some(true) {
+            return Ok(());
+        }
+        let Some(structured) = result.get("structuredContent") else {
+            return Err(PolicyError::OutputMismatch {
+                path: "/".into(),
+                rule: "no structuredContent".into(),
+            });
+        };
+        match output.iter_errors(structured).next() {
             None => Ok(()),
-            Some(error) => Err(describe(&error)),
+            Some(error) => {
+                let (path, rule) = describe(&error);
+                Err(PolicyError::OutputMismatch { path, rule })
+            }
         }
     }
 }
 
-fn describe(error: &jsonschema::ValidationError<'_>) -> PolicyError {
+fn display_path(path: &str) -> String {
+    if path.is_empty() {
+        "/".into()
+    } else {
+        path.into()
+    }
+}
+
+/// A tool's tighter caps, checked on the parsed arguments (the body scan already held
+/// them to `[limits]`).
+fn within_caps(arguments: &Value, caps: &JsonLimits) -> Result<(), PolicyError> {
+    use warden_proto::Limit;
+    let mut nodes = 0usize;
+    let mut stack = vec![(arguments, 1usize, String::new())];
+    while let Some((value, depth, at)) = stack.pop() {
+        nodes += 1;
+        let broken = if nodes > caps.max_total_nodes {
+            Some(Limit::TotalNodes)
+        } else {
+            match value {
+                Value::String(s) if s.len() > caps.max_string_bytes => Some(Limit::StringBytes),
+                Value::Array(items) if items.len() > caps.max_array_items => {
+                    Some(Limit::ArrayItems)
+                }
+                Value::Object(map) if map.len() > caps.max_object_keys => Some(Limit::ObjectKeys),
+                Value::Object(map) if map.keys().any(|k| k.len() > caps.max_string_bytes) => {
+                    Some(Limit::StringBytes)
+                }
+                Value::Array(_) | Value::Object(_) if depth > caps.max_depth => Some(Limit::Depth),
+                _ => None,
+            }
+        };
+        if let Some(limit) = broken {
+            return Err(PolicyError::ArgumentCap {
+                path: display_path(&at),
+                limit: limit.name(),
+            });
+        }
+        match value {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    stack.push((item, depth + 1, format!("{at}/{i}")));
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    let escaped = key.replace('~', "~0").replace('/', "~1");
+                    stack.push((item, depth + 1, format!("{at}/{escaped}")));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn describe(error: &jsonschema::ValidationError<'_>) -> (String, String) {
     use jsonschema::error::ValidationErrorKind as Kind;
     let path = match error.instance_path().as_str() {
         "" => "/".to_owned(),
@@ -122,9 +235,13 @@ fn describe(error: &jsonschema::ValidationError<'_>) -> PolicyError {
             "value is not one of the allowed values".to_owned()
         }
         Kind::Format { format } => format!("string is not a valid {format}"),
+        Kind::UnevaluatedProperties { unexpected } => {
+            let names: Vec<String> = unexpected.iter().map(|n| quote_name(n)).collect();
+            format!("unexpected property {}", names.join(", "))
+        }
         other => format!("fails the \"{}\" rule", other.keyword()),
     };
-    PolicyError::InvalidArguments { path, rule }
+    (path, rule)
 }
 
 /// Property names come from the client: quoted, and cut short so a hostile name cannot
@@ -147,6 +264,43 @@ fn type_names(kind: &jsonschema::error::TypeKind) -> String {
     }
 }
 
+type Compiled = (
+    jsonschema::Validator,
+    Option<jsonschema::Validator>,
+    Vec<String>,
+);
+
+fn compile(definition: &Value, rules: &ToolRules) -> Result<Compiled, String> {
+    let mut input = definition
+        .get("inputSchema")
+        .cloned()
+        .ok_or_else(|| "no inputSchema".to_owned())?;
+    let declared_paths = paths::declared_paths(&input);
+    if !rules.allow_extra_properties {
+        strict::close_objects(&mut input);
+    }
+    let validator =
+        compile_schema(&input).map_err(|e| format!("inputSchema does not compile: {e}"))?;
+    let output = definition
+        .get("outputSchema")
+        .map(compile_schema)
+        .transpose()
+        .map_err(|e| format!("outputSchema does not compile: {e}"))?;
+    Ok((validator, output, declared_paths))
+}
+
+/// Formats checked, regular expressions in the `regex` engine (linear time, no
+/// backtracking to exploit), and no retrieval of any kind: this build of the crate has
+/// neither HTTP nor file resolution, so a remote `$ref` fails to compile.
+fn compile_schema(
+    schema: &Value,
+) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
+    jsonschema::options()
+        .should_validate_formats(true)
+        .with_pattern_options(jsonschema::PatternOptions::regex())
+        .build(schema)
+}
+
 /// Why a tool was left out of the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Withheld {
@@ -162,29 +316,25 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// Compiles every definition. A tool whose schema does not compile (or needs a
-    /// remote `$ref`, which is never fetched) is withheld, never passed unvalidated.
+    /// Compiles every definition with the operator's `rules` for it (by catalogue name).
+    /// A tool whose input or output schema does not compile (or needs a remote `$ref`,
+    /// which is never fetched) is withheld, never passed unvalidated.
     pub fn build(
         definitions: Vec<(Value, Origin)>,
+        rules: &BTreeMap<String, ToolRules>,
         kind_of: impl Fn(&Value, &Origin) -> ToolKind,
     ) -> (Self, Vec<Withheld>) {
         let mut catalogue = Self::default();
         let mut withheld = Vec::new();
+        let no_rules = ToolRules::default();
         for (definition, origin) in definitions {
             let name = definition
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let compiled = definition
-                .get("inputSchema")
-                .ok_or_else(|| "no inputSchema".to_owned())
-                .and_then(|schema| {
-                    jsonschema::options()
-                        .should_validate_formats(true)
-                        .build(schema)
-                        .map_err(|e| format!("inputSchema does not compile: {e}"))
-                });
+            let rules = rules.get(&name).unwrap_or(&no_rules);
+            let compiled = compile(&definition, rules);
             match compiled {
                 Ok(_) if name.is_empty() => withheld.push(Withheld {
                     name,
@@ -194,13 +344,20 @@ impl Catalogue {
                     name,
                     reason: "duplicate name".into(),
                 }),
-                Ok(validator) => {
+                Ok((validator, output, declared_paths)) => {
                     let kind = kind_of(&definition, &origin);
+                    let mut paths = declared_paths;
+                    paths.extend(rules.paths.iter().cloned());
                     catalogue.by_name.insert(name, catalogue.tools.len());
                     catalogue.tools.push(CatalogueTool {
                         definition,
                         kind,
                         validator,
+                        output,
+                        output_check: rules.output_check,
+                        caps: rules.caps,
+                        paths,
+                        root: rules.root.clone(),
                         origin,
                     });
                 }
@@ -252,8 +409,9 @@ mod tests {
                 (d, origin)
             })
             .collect();
-        let (catalogue, withheld) =
-            Catalogue::build(defs, |d, _| ToolKind::from_trusted_annotations(d));
+        let (catalogue, withheld) = Catalogue::build(defs, &BTreeMap::new(), |d, _| {
+            ToolKind::from_trusted_annotations(d)
+        });
         let names: Vec<_> = withheld.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["broken", "remote"]);
         catalogue

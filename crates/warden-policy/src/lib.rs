@@ -2,6 +2,8 @@
 //! what the tool declared. Pure decisions over data; the gateway supplies the caller.
 
 mod catalogue;
+mod paths;
+mod strict;
 
 pub use catalogue::{Catalogue, CatalogueTool, Origin, ToolKind};
 
@@ -12,6 +14,12 @@ pub enum PolicyError {
     UnknownTool,
     #[error("invalid arguments at {path}: {rule}")]
     InvalidArguments { path: String, rule: String },
+    #[error("invalid arguments at {path}: {limit} exceeded for this tool")]
+    ArgumentCap { path: String, limit: &'static str },
+    #[error("invalid arguments at {path}: {rule}")]
+    ConfinedPath { path: String, rule: &'static str },
+    #[error("the result does not match the tool's outputSchema at {path}: {rule}")]
+    OutputMismatch { path: String, rule: String },
 }
 
 impl PolicyError {
@@ -20,6 +28,9 @@ impl PolicyError {
         match self {
             Self::UnknownTool => "catalogue.unknown_tool",
             Self::InvalidArguments { .. } => "validation.arguments",
+            Self::ArgumentCap { .. } => "validation.cap",
+            Self::ConfinedPath { .. } => "validation.path",
+            Self::OutputMismatch { .. } => "validation.output",
         }
     }
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::codes;
+use crate::scan::{ScanError, ScanFault};
 
 /// A request id exactly as the client sent it: a string or an integer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -52,6 +53,9 @@ pub enum EnvelopeError {
     Invalid(&'static str),
     #[error("invalid params: {0}")]
     InvalidParams(&'static str),
+    /// Refused by the caps on the raw body, before parsing.
+    #[error("{fault}")]
+    Caps { fault: ScanFault, in_params: bool },
 }
 
 impl EnvelopeError {
@@ -60,7 +64,22 @@ impl EnvelopeError {
             Self::Parse => codes::PARSE_ERROR,
             Self::Batch | Self::Invalid(_) => codes::INVALID_REQUEST,
             Self::InvalidParams(_) => codes::INVALID_PARAMS,
+            Self::Caps {
+                fault: ScanFault::Syntax,
+                ..
+            } => codes::PARSE_ERROR,
+            Self::Caps {
+                in_params: true, ..
+            } => codes::INVALID_PARAMS,
+            Self::Caps { .. } => codes::INVALID_REQUEST,
         }
+    }
+
+    /// The id of a message the caps refused, from the span the scan found it at.
+    pub fn scanned_id(body: &[u8], error: &ScanError) -> Option<RequestId> {
+        let span = error.id.clone()?;
+        let value: Value = serde_json::from_slice(body.get(span)?).ok()?;
+        request_id(&value)
     }
 
     /// The id to answer with, when one could be recovered from the broken message.

@@ -6,6 +6,8 @@ pub mod codes;
 pub mod envelope;
 pub mod era;
 pub mod headers;
+pub mod scan;
 
 pub use envelope::{EnvelopeError, Message, Request, RequestId, Response};
 pub use era::{Era, ProtocolVersion};
+pub use scan::{JsonLimits, Limit, ScanError, ScanFault};

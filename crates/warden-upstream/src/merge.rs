@@ -1,13 +1,14 @@
 //! All upstreams as one server: one catalogue, lists that page across upstreams, and
 //! routes from a (prefixed) name or a URI back to the upstream that owns it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
+use warden_config::ToolRules;
 use warden_policy::{Catalogue, Origin, ToolKind};
 use warden_store::NotesStore;
 
@@ -38,6 +39,8 @@ pub enum ListError {
 
 pub struct Upstreams {
     upstreams: Vec<Arc<Upstream>>,
+    /// The operator's `[tools."<name>"]` rules, applied whenever the catalogue is built.
+    rules: BTreeMap<String, ToolRules>,
     catalogue: RwLock<Arc<Catalogue>>,
     tools: Mutex<Vec<Vec<Value>>>,
     /// Per upstream, the fixed part of each resource template's URI.
@@ -58,6 +61,7 @@ impl Upstreams {
     /// with [`Upstreams::load`].
     pub fn start(
         configs: &[warden_config::Upstream],
+        rules: &BTreeMap<String, ToolRules>,
         notes: &Arc<NotesStore>,
     ) -> Result<Arc<Self>, (String, UpstreamError)> {
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -72,6 +76,7 @@ impl Upstreams {
         let count = upstreams.len();
         Ok(Arc::new(Self {
             upstreams,
+            rules: rules.clone(),
             catalogue: RwLock::new(Arc::new(Catalogue::default())),
             tools: Mutex::new(vec![Vec::new(); count]),
             template_prefixes: Mutex::new(vec![Vec::new(); count]),
@@ -248,14 +253,15 @@ impl Upstreams {
             }
         }
         drop(tools);
-        let (catalogue, _withheld) = Catalogue::build(candidates, |definition, origin| {
-            if self.upstreams[origin.upstream].is_builtin() {
-                ToolKind::from_trusted_annotations(definition)
-            } else {
-                // Annotations of other servers are hints, not facts: fail closed.
-                ToolKind::Write
-            }
-        });
+        let (catalogue, _withheld) =
+            Catalogue::build(candidates, &self.rules, |definition, origin| {
+                if self.upstreams[origin.upstream].is_builtin() {
+                    ToolKind::from_trusted_annotations(definition)
+                } else {
+                    // Annotations of other servers are hints, not facts: fail closed.
+                    ToolKind::Write
+                }
+            });
         *self
             .catalogue
             .write()

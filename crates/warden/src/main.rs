@@ -322,7 +322,7 @@ fn serve(
             ),
             None => None,
         };
-        let upstreams = Upstreams::start(&config.upstreams, &notes).map_err(|(name, error)| {
+        let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes).map_err(|(name, error)| {
             Failure::from(format!("upstream {name:?}: {error}"))
         })?;
         upstreams.load(CATALOGUE_WAIT).await;

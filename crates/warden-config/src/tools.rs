@@ -1,0 +1,195 @@
+//! `[limits]` caps on what a client sends, and `[tools."<name>"]` rules for one tool of
+//! the merged catalogue (named as clients see it). A tool may tighten the caps, never
+//! loosen them: `[limits]` is the ceiling the body scan enforces for everything.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use warden_proto::JsonLimits;
+
+use crate::{bounded, raw};
+
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+pub const DEFAULT_MAX_STRING_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_ARRAY_ITEMS: usize = 1_000;
+pub const DEFAULT_MAX_OBJECT_KEYS: usize = 256;
+pub const DEFAULT_MAX_TOTAL_NODES: usize = 100_000;
+
+/// What the gateway does when a tool's structured result does not match its
+/// `outputSchema`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputCheck {
+    /// The result is replaced by an error result.
+    #[default]
+    Block,
+    /// The result passes; the mismatch is logged.
+    Warn,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolRules {
+    /// Tighter caps for this tool's arguments, if any.
+    pub caps: Option<JsonLimits>,
+    /// The operator accepts properties the schema does not declare (explicit opt-out of
+    /// the strict default).
+    pub allow_extra_properties: bool,
+    /// Arguments (JSON pointers) that are file paths, confined to `root`.
+    pub paths: Vec<String>,
+    pub root: Option<PathBuf>,
+    pub output_check: OutputCheck,
+}
+
+pub(crate) fn body_caps(raw: &raw::Limits) -> Result<JsonLimits, (String, String)> {
+    let field = |name: &str| format!("limits.{name}");
+    Ok(JsonLimits {
+        max_depth: bounded(raw.max_depth, DEFAULT_MAX_DEPTH, 2..=256)
+            .map_err(|m| (field("max_depth"), m))?,
+        max_string_bytes: bounded(
+            raw.max_string_bytes,
+            DEFAULT_MAX_STRING_BYTES,
+            16..=64 * 1024 * 1024,
+        )
+        .map_err(|m| (field("max_string_bytes"), m))?,
+        max_array_items: bounded(raw.max_array_items, DEFAULT_MAX_ARRAY_ITEMS, 1..=1_000_000)
+            .map_err(|m| (field("max_array_items"), m))?,
+        max_object_keys: bounded(raw.max_object_keys, DEFAULT_MAX_OBJECT_KEYS, 4..=100_000)
+            .map_err(|m| (field("max_object_keys"), m))?,
+        max_total_nodes: bounded(
+            raw.max_total_nodes,
+            DEFAULT_MAX_TOTAL_NODES,
+            16..=10_000_000,
+        )
+        .map_err(|m| (field("max_total_nodes"), m))?,
+    })
+}
+
+pub(crate) fn validate(
+    raw: BTreeMap<String, raw::Tool>,
+    ceiling: &JsonLimits,
+) -> Result<BTreeMap<String, ToolRules>, (String, String)> {
+    raw.into_iter()
+        .map(|(name, tool)| {
+            let field = |f: &str| format!("tools.{name:?}.{f}");
+            let tighter = |value: Option<usize>, max: usize, f: &str| match value {
+                None => Ok(max),
+                Some(v) if (1..=max).contains(&v) => Ok(v),
+                Some(_) => Err((
+                    field(f),
+                    format!("may only tighten [limits].{f} (at most {max})"),
+                )),
+            };
+            let tightened = [
+                tool.max_depth,
+                tool.max_string_bytes,
+                tool.max_array_items,
+                tool.max_object_keys,
+                tool.max_total_nodes,
+            ]
+            .iter()
+            .any(Option::is_some);
+            let caps = tightened
+                .then(|| {
+                    Ok::<_, (String, String)>(JsonLimits {
+                        max_depth: tighter(tool.max_depth, ceiling.max_depth, "max_depth")?,
+                        max_string_bytes: tighter(
+                            tool.max_string_bytes,
+                            ceiling.max_string_bytes,
+                            "max_string_bytes",
+                        )?,
+                        max_array_items: tighter(
+                            tool.max_array_items,
+                            ceiling.max_array_items,
+                            "max_array_items",
+                        )?,
+                        max_object_keys: tighter(
+                            tool.max_object_keys,
+                            ceiling.max_object_keys,
+                            "max_object_keys",
+                        )?,
+                        max_total_nodes: tighter(
+                            tool.max_total_nodes,
+                            ceiling.max_total_nodes,
+                            "max_total_nodes",
+                        )?,
+                    })
+                })
+                .transpose()?;
+            if let Some(pointer) = tool.paths.iter().find(|p| !p.starts_with('/')) {
+                return Err((
+                    field("paths"),
+                    format!("{pointer:?} is not a JSON pointer such as \"/path\""),
+                ));
+            }
+            let root = tool.root.map(PathBuf::from);
+            if root.as_ref().is_some_and(|r| !r.is_absolute()) {
+                return Err((field("root"), "must be an absolute path".into()));
+            }
+            if !tool.paths.is_empty() && root.is_none() {
+                return Err((field("root"), "is required with paths".into()));
+            }
+            let output_check = match tool.output_check.as_deref() {
+                None | Some("block") => OutputCheck::Block,
+                Some("warn") => OutputCheck::Warn,
+                Some(_) => {
+                    return Err((
+                        field("output_check"),
+                        "must be \"block\" or \"warn\"".into(),
+                    ));
+                }
+            };
+            Ok((
+                name.clone(),
+                ToolRules {
+                    caps,
+                    allow_extra_properties: tool.allow_extra_properties.unwrap_or(false),
+                    paths: tool.paths,
+                    root,
+                    output_check,
+                },
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(JsonLimits, BTreeMap<String, ToolRules>), (String, String)> {
+        let raw: crate::raw::Config = toml::from_str(text).unwrap();
+        let caps = body_caps(&raw.limits)?;
+        Ok((caps, validate(raw.tools, &caps)?))
+    }
+
+    #[test]
+    fn tools_tighten_the_caps_and_never_loosen_them() {
+        let (caps, tools) = parse(
+            "[limits]\nmax_depth = 16\n[tools.\"fs.read\"]\nmax_string_bytes = 1024\npaths = [\"/path\"]\nroot = \"/srv\"\noutput_check = \"warn\"\n",
+        )
+        .unwrap();
+        assert_eq!(caps.max_depth, 16);
+        let rules = &tools["fs.read"];
+        let tool_caps = rules.caps.unwrap();
+        assert_eq!(
+            (tool_caps.max_depth, tool_caps.max_string_bytes),
+            (16, 1024)
+        );
+        assert_eq!(rules.output_check, OutputCheck::Warn);
+        for (text, field) in [
+            ("[tools.t]\nmax_depth = 33\n", "tools.\"t\".max_depth"),
+            ("[tools.t]\npaths = [\"/p\"]\n", "tools.\"t\".root"),
+            (
+                "[tools.t]\npaths = [\"p\"]\nroot = \"/srv\"\n",
+                "tools.\"t\".paths",
+            ),
+            ("[tools.t]\nroot = \"srv\"\n", "tools.\"t\".root"),
+            (
+                "[tools.t]\noutput_check = \"maybe\"\n",
+                "tools.\"t\".output_check",
+            ),
+            ("[limits]\nmax_depth = 1000\n", "limits.max_depth"),
+        ] {
+            assert_eq!(parse(text).unwrap_err().0, field, "{text}");
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! Caps checked on the raw bytes, before any JSON parser builds a tree: nesting depth,
+//! string length, array length, object size, total values, and duplicate object keys.
+//! One pass, no allocation beyond the key sets of the objects open at once, so a 10 MB
+//! string or 100,000-deep nesting costs a scan of the bytes and nothing more.
+//!
+//! The scan checks the syntax it walks through; what it accepts, `serde_json` parses.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+/// The caps, each a maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonLimits {
+    pub max_depth: usize,
+    /// Decoded UTF-8 bytes of one string (object keys included).
+    pub max_string_bytes: usize,
+    pub max_array_items: usize,
+    pub max_object_keys: usize,
+    /// Values of any kind in the whole document.
+    pub max_total_nodes: usize,
+}
+
+/// Which cap a document broke; its name is the configuration setting's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Depth,
+    StringBytes,
+    ArrayItems,
+    ObjectKeys,
+    TotalNodes,
+}
+
+impl Limit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Depth => "max_depth",
+            Self::StringBytes => "max_string_bytes",
+            Self::ArrayItems => "max_array_items",
+            Self::ObjectKeys => "max_object_keys",
+            Self::TotalNodes => "max_total_nodes",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanFault {
+    /// Not JSON.
+    Syntax,
+    Limit {
+        limit: Limit,
+        max: usize,
+    },
+    DuplicateKey,
+}
+
+/// A refused document: what was wrong, whether it was inside the top-level `params`,
+/// and where the top-level `id` value stands if it was read before the fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanError {
+    pub fault: ScanFault,
+    pub in_params: bool,
+    pub id: Option<Range<usize>>,
+}
+
+impl std::fmt::Display for ScanFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Syntax => f.write_str("the body is not valid JSON"),
+            Self::Limit { limit, max } => {
+                write!(f, "{} exceeded (the limit is {max})", limit.name())
+            }
+            Self::DuplicateKey => f.write_str("an object has the same key twice"),
+        }
+    }
+}
+
+enum Frame<'a> {
+    Array {
+        items: usize,
+    },
+    Object {
+        keys: HashSet<std::borrow::Cow<'a, [u8]>>,
+    },
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    limits: &'a JsonLimits,
+    nodes: usize,
+    stack: Vec<Frame<'a>>,
+    /// Inside the value of the top-level `params` member.
+    in_params: bool,
+    id: Option<Range<usize>>,
+}
+
+/// Checks `bytes` against `limits`. Accepts exactly one JSON value with optional
+/// surrounding whitespace.
+pub fn scan(bytes: &[u8], limits: &JsonLimits) -> Result<(), ScanError> {
+    let mut scanner = Scanner {
+        bytes,
+        at: 0,
+        limits,
+        nodes: 0,
+        stack: Vec::new(),
+        in_params: false,
+        id: None,
+    };
+    scanner.document().map_err(|fault| ScanError {
+        fault,
+        in_params: scanner.in_params,
+        id: scanner.id.clone(),
+    })
+}
+
+impl<'a> Scanner<'a> {
+    fn document(&mut self) -> Result<(), ScanFault> {
+        self.value()?;
+        self.whitespace();
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(ScanFault::Syntax)
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), ScanFault> {
+        self.whitespace();
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(ScanFault::Syntax)
+        }
+    }
+
+    fn limit(&self, limit: Limit, max: usize) -> ScanFault {
+        ScanFault::Limit { limit, max }
+    }
+
+    /// One value, iteratively: containers push a frame instead of recursing, so depth
+    /// costs no stack.
+    fn value(&mut self) -> Result<(), ScanFault> {
+        loop {
+            self.whitespace();
+            self.count_node()?;
+            match self.peek().ok_or(ScanFault::Syntax)? {
+                b'{' => {
+                    self.at += 1;
+                    self.open(Frame::Object {
+                        keys: HashSet::new(),
+                    })?;
+                    self.whitespace();
+                    if self.peek() == Some(b'}') {
+                        self.at += 1;
+                        self.stack.pop();
+                    } else {
+                        self.key()?;
+                        continue;
+                    }
+                }
+                b'[' => {
+                    self.at += 1;
+                    self.open(Frame::Array { items: 0 })?;
+                    self.whitespace();
+                    if self.peek() == Some(b']') {
+                        self.at += 1;
+                        self.stack.pop();
+                    } else {
+                        self.array_item()?;
+                        continue;
+                    }
+                }
+                b'"' => {
+                    self.string()?;
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                _ => return Err(ScanFault::Syntax),
+            }
+            // A value ended: close containers until one expects another member.
+            loop {
+                if self.stack.len() == 1 {
+                    self.end_of_top_member();
+                }
+                let Some(frame) = self.stack.last() else {
+                    return Ok(());
+                };
+                let is_object = matches!(frame, Frame::Object { .. });
+                self.whitespace();
+                match (self.peek(), is_object) {
+                    (Some(b','), true) => {
+                        self.at += 1;
+                        self.key()?;
+                        break;
+                    }
+                    (Some(b','), false) => {
+                        self.at += 1;
+                        self.array_item()?;
+                        break;
+                    }
+                    (Some(b'}'), true) | (Some(b']'), false) => {
+                        self.at += 1;
+                        self.stack.pop();
+                    }
+                    _ => return Err(ScanFault::Syntax),
+                }
+            }
+        }
+    }
+
+    fn count_node(&mut self) -> Result<(), ScanFault> {
+        self.nodes += 1;
+        if self.nodes > self.limits.max_total_nodes {
+            return Err(self.limit(Limit::TotalNodes, self.limits.max_total_nodes));
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, frame: Frame<'a>) -> Result<(), ScanFault> {
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(self.limit(Limit::Depth, self.limits.max_depth));
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    fn array_item(&mut self) -> Result<(), ScanFault> {
+        let max = self.limits.max_array_items;
+        if let Some(Frame::Array { items }) = self.stack.last_mut() {
+            *items += 1;
+            if *items > max {
+                return Err(self.limit(Limit::ArrayItems, max));
+            }
+        }
+        Ok(())
+    }
+
+    /// A member's key and its colon; the value follows.
+    fn key(&mut self) -> Result<(), ScanFault> {
+        self.whitespace();
+        if self.peek() != Some(b'"') {
+            return Err(ScanFault::Syntax);
+        }
+        let raw = self.string()?;
+        self.expect(b':')?;
+        let top = self.stack.len() == 1;
+        let max = self.limits.max_object_keys;
+        let Some(Frame::Object { keys }) = self.stack.last_mut() else {
+            return Err(ScanFault::Syntax);
+        };
+        if keys.len() >= max {
+            return Err(ScanFault::Limit {
+                limit: Limit::ObjectKeys,
+                max,
+            });
+        }
+        let key = decoded(raw)?;
+        if top {
+            self.whitespace();
+            if key.as_ref() == b"params" {
+                self.in_params = true;
+            } else if key.as_ref() == b"id" {
+                self.id = Some(self.at..self.value_end_hint());
+            }
+        }
+        let Some(Frame::Object { keys }) = self.stack.last_mut() else {
+            return Err(ScanFault::Syntax);
+        };
+        if !keys.insert(key) {
+            return Err(ScanFault::DuplicateKey);
+        }
+        Ok(())
+    }
+
+    /// Where a scalar starting here ends (for the top-level id; a container id is
+    /// invalid anyway and yields a span the id decoder refuses).
+    fn value_end_hint(&self) -> usize {
+        let rest = &self.bytes[self.at..];
+        let len = if rest.first() == Some(&b'"') {
+            let mut escaped = false;
+            rest.iter()
+                .enumerate()
+                .skip(1)
+                .find(|&(_, &b)| {
+                    let end = b == b'"' && !escaped;
+                    escaped = b == b'\\' && !escaped;
+                    end
+                })
+                .map_or(rest.len(), |(i, _)| i + 1)
+        } else {
+            rest.iter()
+                .position(|b| matches!(b, b',' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
+                .unwrap_or(rest.len())
+        };
+        self.at + len
+    }
+
+    fn end_of_top_member(&mut self) {
+        self.in_params = false;
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), ScanFault> {
+        if self.bytes[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(ScanFault::Syntax)
+        }
+    }
+
+    fn number(&mut self) -> Result<(), ScanFault> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        let digits = |s: &mut Self| {
+            let from = s.at;
+            while matches!(s.peek(), Some(b'0'..=b'9')) {
+                s.at += 1;
+            }
+            s.at - from
+        };
+        let int_start = self.at;
+        let int = digits(self);
+        if int == 0 || (int > 1 && self.bytes[int_start] == b'0') {
+            return Err(ScanFault::Syntax);
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if digits(self) == 0 {
+                return Err(ScanFault::Syntax);
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            if digits(self) == 0 {
+                return Err(ScanFault::Syntax);
+            }
+        }
+        // A number is a value too; its text is bounded like a string's.
+        if self.at - start > self.limits.max_string_bytes {
+            return Err(self.limit(Limit::StringBytes, self.limits.max_string_bytes));
+        }
+        Ok(())
+    }
+
+    /// A string, checked for syntax and decoded length; returns its raw bytes between
+    /// the quotes.
+    fn string(&mut self) -> Result<&'a [u8], ScanFault> {
+        let bytes = self.bytes;
+        self.at += 1;
+        let start = self.at;
+        let max = self.limits.max_string_bytes;
+        let mut decoded = 0usize;
+        loop {
+            let byte = *bytes.get(self.at).ok_or(ScanFault::Syntax)?;
+            match byte {
+                b'"' => {
+                    self.at += 1;
+                    return Ok(&bytes[start..self.at - 1]);
+                }
+                b'\\' => {
+                    let escape = *bytes.get(self.at + 1).ok_or(ScanFault::Syntax)?;
+                    if escape == b'u' {
+                        let hex = bytes
+                            .get(self.at + 2..self.at + 6)
+                            .ok_or(ScanFault::Syntax)?;
+                        let unit = std::str::from_utf8(hex)
+                            .ok()
+                            .and_then(|h| u16::from_str_radix(h, 16).ok())
+                            .ok_or(ScanFault::Syntax)?;
+                        decoded += match unit {
+                            0..=0x7f => 1,
+                            0x80..=0x7ff => 2,
+                            // A surrogate pair encodes one 4-byte character: 2 + 2.
+                            0xd800..=0xdfff => 2,
+                            _ => 3,
+                        };
+                        self.at += 6;
+                    } else if matches!(
+                        escape,
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't'
+                    ) {
+                        decoded += 1;
+                        self.at += 2;
+                    } else {
+                        return Err(ScanFault::Syntax);
+                    }
+                }
+                0x00..=0x1f => return Err(ScanFault::Syntax),
+                _ => {
+                    decoded += 1;
+                    self.at += 1;
+                }
+            }
+            if decoded > max {
+                return Err(ScanFault::Limit {
+                    limit: Limit::StringBytes,
+                    max,
+                });
+            }
+        }
+    }
+}
+
+/// A key as the parser will see it: escapes decoded, so `"a"` and `"\u0061"` collide.
+fn decoded(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ScanFault> {
+    if !raw.contains(&b'\\') {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    }
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    let text: String = serde_json::from_slice(&quoted).map_err(|_| ScanFault::Syntax)?;
+    Ok(std::borrow::Cow::Owned(text.into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: JsonLimits = JsonLimits {
+        max_depth: 4,
+        max_string_bytes: 8,
+        max_array_items: 3,
+        max_object_keys: 3,
+        max_total_nodes: 20,
+    };
+
+    fn fault(text: &str) -> Option<ScanFault> {
+        scan(text.as_bytes(), &LIMITS).err().map(|e| e.fault)
+    }
+
+    fn limit(text: &str) -> Option<Limit> {
+        match fault(text) {
+            Some(ScanFault::Limit { limit, .. }) => Some(limit),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn documents_within_the_caps_pass() {
+        for text in [
+            "{}",
+            "[]",
+            " {\"a\": [1, -2.5e3, true], \"b\": {\"c\": null}} ",
+            "\"12345678\"",
+            "\"\\u00e9\\u00e9\\u00e9\\u00e9\"",
+            "[[[[]]]]",
+            "0",
+        ] {
+            assert_eq!(fault(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn each_cap_is_named() {
+        assert_eq!(limit("[[[[[]]]]]"), Some(Limit::Depth));
+        assert_eq!(limit("\"123456789\""), Some(Limit::StringBytes));
+        assert_eq!(limit("{\"123456789\": 1}"), Some(Limit::StringBytes));
+        assert_eq!(
+            limit("\"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\""),
+            Some(Limit::StringBytes)
+        );
+        assert_eq!(limit("1234567890"), Some(Limit::StringBytes));
+        assert_eq!(limit("[1, 2, 3, 4]"), Some(Limit::ArrayItems));
+        assert_eq!(
+            limit("{\"a\":1,\"b\":2,\"c\":3,\"d\":4}"),
+            Some(Limit::ObjectKeys)
+        );
+        assert_eq!(
+            limit("[[1,2,3],[1,2,3],[1,2,3],[1,2]]"),
+            Some(Limit::ArrayItems)
+        );
+        assert_eq!(limit("[[1,2,3],[1,2,3],[1,2,3]]"), None);
+        assert_eq!(
+            limit("[[1,2,3],[1,2,3],{\"a\":[1,2,3],\"b\":[1,2,3],\"c\":[1,2]}]"),
+            Some(Limit::TotalNodes)
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_even_when_escaped() {
+        assert_eq!(fault("{\"a\":1,\"a\":2}"), Some(ScanFault::DuplicateKey));
+        assert_eq!(
+            fault("{\"a\":1,\"\\u0061\":2}"),
+            Some(ScanFault::DuplicateKey)
+        );
+        assert_eq!(fault("{\"a\":{\"a\":1},\"b\":{\"a\":1}}"), None);
+    }
+
+    #[test]
+    fn broken_syntax_is_refused() {
+        for text in [
+            "",
+            "{",
+            "}",
+            "[1,]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{a:1}",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "tru",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"a",
+            "[1 2]",
+            "{} {}",
+            "\"\u{1}\"",
+            "{\"a\":1,}",
+        ] {
+            assert_eq!(fault(text), Some(ScanFault::Syntax), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_fault_inside_params_is_told_apart_and_the_id_is_kept() {
+        let limits = JsonLimits {
+            max_object_keys: 8,
+            ..LIMITS
+        };
+        let text = r#"{"jsonrpc":"2.0","id":"x-1","method":"m","params":{"deep":[[[[1]]]]}}"#;
+        let error = scan(text.as_bytes(), &limits).unwrap_err();
+        assert_eq!(
+            error.fault,
+            ScanFault::Limit {
+                limit: Limit::Depth,
+                max: 4
+            }
+        );
+        assert!(error.in_params);
+        assert_eq!(&text[error.id.unwrap()], "\"x-1\"");
+        let outside = r#"{"id":7,"params":{},"x":[[[[1]]]]}"#;
+        let error = scan(outside.as_bytes(), &limits).unwrap_err();
+        assert!(!error.in_params);
+        assert_eq!(&outside[error.id.unwrap()], "7");
+    }
+
+    #[test]
+    fn huge_inputs_cost_a_scan_and_fail_early() {
+        let deep = "[".repeat(100_000);
+        assert_eq!(limit(&deep), Some(Limit::Depth));
+        let long = format!("\"{}\"", "a".repeat(10_000_000));
+        assert_eq!(limit(&long), Some(Limit::StringBytes));
+    }
+}
