@@ -11,7 +11,7 @@ use warden_policy::{CatalogueTool, PolicyError, ToolKind};
 use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
-use warden_upstream::{Caller, Event, ListError, Upstream, UpstreamError};
+use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UpstreamError};
 
 use crate::error::RpcError;
 use crate::input_required;
@@ -117,6 +117,13 @@ pub(crate) async fn handle(
             let (index, name) = upstreams
                 .route_name(&name)
                 .ok_or_else(|| RpcError::invalid_params("Unknown prompt"))?;
+            let offered = upstreams
+                .offers(index, context.caller(), Offered::Prompt, &name)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            if !offered {
+                return Err(RpcError::invalid_params("Unknown prompt"));
+            }
             let mut params = params.clone();
             params.insert("name".into(), name.into());
             forward(state, &context, index, &request.method, params).await?
@@ -126,6 +133,16 @@ pub(crate) async fn handle(
             let index = upstreams
                 .route_uri(&uri)
                 .ok_or_else(|| resource_not_found(era))?;
+            // A URI the upstream never listed (nor fits one of its templates) is not
+            // sent to it.
+            let known = upstreams.fits_template(index, &uri)
+                || upstreams
+                    .offers(index, context.caller(), Offered::Resource, &uri)
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+            if !known {
+                return Err(resource_not_found(era));
+            }
             let result = forward(state, &context, index, &request.method, params.clone()).await?;
             if let Some(session) = context.session {
                 match request.method.as_str() {
@@ -139,6 +156,19 @@ pub(crate) async fn handle(
         ("completion/complete", _) => {
             let mut params = params.clone();
             let index = route_completion(state, &mut params)?;
+            let prompt = params
+                .get("ref")
+                .filter(|r| r["type"] == "ref/prompt")
+                .and_then(|r| r["name"].as_str());
+            if let Some(prompt) = prompt {
+                let offered = upstreams
+                    .offers(index, context.caller(), Offered::Prompt, prompt)
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+                if !offered {
+                    return Err(RpcError::invalid_params("Unknown prompt"));
+                }
+            }
             forward(state, &context, index, &request.method, params).await?
         }
         _ => return Err(RpcError::method_not_found()),

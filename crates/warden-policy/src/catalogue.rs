@@ -474,4 +474,89 @@ mod tests {
             "invalid arguments at /n: wrong type (expected integer)"
         );
     }
+
+    fn one(definition: Value, rules: ToolRules) -> (Catalogue, Vec<Withheld>) {
+        let origin = Origin {
+            upstream: 0,
+            name: "t".into(),
+        };
+        let rules = BTreeMap::from([("t".to_owned(), rules)]);
+        Catalogue::build(vec![(definition, origin)], &rules, |_, _| ToolKind::Read)
+    }
+
+    #[test]
+    fn patterns_run_in_the_linear_engine() {
+        // Look-around needs a backtracking engine: such a schema is withheld.
+        let (_, withheld) = one(
+            json!({"name": "t", "inputSchema": {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(?=a)a+$"}}}}),
+            ToolRules::default(),
+        );
+        assert_eq!(withheld.len(), 1);
+        // A pattern that backtracks catastrophically elsewhere is just a pattern here.
+        let (catalogue, _) = one(
+            json!({"name": "t", "inputSchema": {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}}}),
+            ToolRules::default(),
+        );
+        let tool = catalogue.lookup("t", ToolKind::Read).unwrap();
+        let hostile = format!("{}!", "a".repeat(50_000));
+        assert!(tool.validate(&json!({ "s": hostile })).is_err());
+    }
+
+    #[test]
+    fn local_references_resolve_and_loose_schemas_are_closed() {
+        let (catalogue, withheld) = one(
+            json!({"name": "t", "inputSchema": {
+                "type": "object",
+                "properties": {"point": {"$ref": "#/$defs/point"}},
+                "$defs": {"point": {"type": "object", "properties": {"x": {"type": "integer"}}}}
+            }}),
+            ToolRules::default(),
+        );
+        assert!(withheld.is_empty(), "{withheld:?}");
+        let tool = catalogue.lookup("t", ToolKind::Read).unwrap();
+        assert_eq!(tool.validate(&json!({"point": {"x": 1}})), Ok(()));
+        assert!(tool.validate(&json!({"point": {"x": 1, "y": 2}})).is_err());
+        assert!(tool.validate(&json!({"point": {"x": 1}, "z": 0})).is_err());
+        let (opted_out, _) = one(
+            json!({"name": "t", "inputSchema": {"type": "object", "properties": {"x": {}}}}),
+            ToolRules {
+                allow_extra_properties: true,
+                ..ToolRules::default()
+            },
+        );
+        let tool = opted_out.lookup("t", ToolKind::Read).unwrap();
+        assert_eq!(tool.validate(&json!({"x": 1, "y": 2})), Ok(()));
+    }
+
+    #[test]
+    fn a_tool_may_tighten_the_caps() {
+        let caps = JsonLimits {
+            max_depth: 2,
+            max_string_bytes: 4,
+            max_array_items: 2,
+            max_object_keys: 3,
+            max_total_nodes: 100,
+        };
+        let (catalogue, _) = one(
+            json!({"name": "t", "inputSchema": {"type": "object", "additionalProperties": true}}),
+            ToolRules {
+                caps: Some(caps),
+                ..ToolRules::default()
+            },
+        );
+        let tool = catalogue.lookup("t", ToolKind::Read).unwrap();
+        assert_eq!(tool.validate(&json!({"a": "abcd", "b": [1, 2]})), Ok(()));
+        for (arguments, limit) in [
+            (json!({"a": "abcde"}), "max_string_bytes"),
+            (json!({"a": [1, 2, 3]}), "max_array_items"),
+            (json!({"a": 1, "b": 2, "c": 3, "d": 4}), "max_object_keys"),
+            (json!({"a": {"b": {}}}), "max_depth"),
+        ] {
+            let error = tool.validate(&arguments).unwrap_err();
+            assert!(
+                matches!(&error, PolicyError::ArgumentCap { limit: l, .. } if *l == limit),
+                "{arguments}: {error}"
+            );
+        }
+    }
 }

@@ -27,6 +27,35 @@ const CHANGES_QUEUE: usize = 64;
 const CHANGE_SETTLE: Duration = Duration::from_millis(50);
 /// Before a retry of a catalogue that could not be listed.
 const RELIST_DELAY: Duration = Duration::from_secs(2);
+/// How long a listing of prompts or resources answers "does it exist?".
+const OFFERS_TTL: Duration = Duration::from_secs(30);
+/// Listings kept at once (upstream × tenant × kind); past it, all are dropped.
+const MAX_OFFERS: usize = 4096;
+
+/// What an upstream offers besides tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Offered {
+    Prompt,
+    Resource,
+}
+
+impl Offered {
+    /// The list method, the result's key, and the field naming each item.
+    fn listing(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Prompt => ("prompts/list", "prompts", "name"),
+            Self::Resource => ("resources/list", "resources", "uri"),
+        }
+    }
+}
+
+type OffersKey = (usize, String, Offered);
+
+/// One listing of an upstream for one tenant.
+struct Offers {
+    listed: std::time::Instant,
+    names: std::collections::HashSet<String>,
+}
 
 /// Why a merged list failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +75,7 @@ pub struct Upstreams {
     /// Per upstream, the fixed part of each resource template's URI.
     template_prefixes: Mutex<Vec<Vec<String>>>,
     learned_uris: Mutex<HashMap<String, usize>>,
+    offers: Mutex<HashMap<OffersKey, Offers>>,
     changes: broadcast::Sender<Value>,
     shutdown: watch::Sender<bool>,
 }
@@ -81,6 +111,7 @@ impl Upstreams {
             tools: Mutex::new(vec![Vec::new(); count]),
             template_prefixes: Mutex::new(vec![Vec::new(); count]),
             learned_uris: Mutex::new(HashMap::new()),
+            offers: Mutex::new(HashMap::new()),
             changes: broadcast::channel(CHANGES_QUEUE).0,
             shutdown,
         }))
@@ -143,6 +174,13 @@ impl Upstreams {
                             .get("method")
                             .and_then(Value::as_str)
                             .unwrap_or_default();
+                        if matches!(
+                            method,
+                            "notifications/prompts/list_changed"
+                                | "notifications/resources/list_changed"
+                        ) {
+                            self.forget_offers(index);
+                        }
                         if method == "notifications/tools/list_changed" {
                             // Servers announce changes in bursts: one listing answers them all.
                             tokio::time::sleep(CHANGE_SETTLE).await;
@@ -197,17 +235,28 @@ impl Upstreams {
         Ok(changed)
     }
 
-    /// Every page of one list from one upstream.
+    /// Every page of one list from one upstream, as the catalogue sees it.
     async fn list_all(
         &self,
         index: usize,
         method: &str,
         key: &str,
     ) -> Result<Vec<Value>, UpstreamError> {
-        let upstream = &self.upstreams[index];
         let caller = Caller {
             tenant: CATALOGUE_TENANT,
         };
+        self.list_all_as(index, caller, method, key).await
+    }
+
+    /// Every page of one list from one upstream, as `caller` sees it.
+    async fn list_all_as(
+        &self,
+        index: usize,
+        caller: Caller<'_>,
+        method: &str,
+        key: &str,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        let upstream = &self.upstreams[index];
         let mut items = Vec::new();
         let mut cursor: Option<Value> = None;
         for _ in 0..MAX_TOOL_PAGES {
@@ -306,6 +355,69 @@ impl Upstreams {
             .max_by_key(|(_, u)| u.prefix().len())
             .map(|(index, u)| (index, name[u.prefix().len()..].to_owned()))
             .filter(|(_, rest)| !rest.is_empty())
+    }
+
+    /// Whether upstream `index` offers this prompt or resource to `caller`: it listed
+    /// it (for that tenant) within the last half minute, or does so now. A name an
+    /// upstream never offered is refused without reaching it.
+    pub async fn offers(
+        &self,
+        index: usize,
+        caller: Caller<'_>,
+        kind: Offered,
+        name: &str,
+    ) -> Result<bool, UpstreamError> {
+        let key = (index, caller.tenant.to_owned(), kind);
+        {
+            let offers = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(listing) = offers.get(&key).filter(|l| l.listed.elapsed() < OFFERS_TTL) {
+                return Ok(listing.names.contains(name));
+            }
+        }
+        let (method, list_key, field) = kind.listing();
+        let capability = list_key;
+        let offered = self.upstreams[index]
+            .facts()
+            .is_some_and(|facts| facts.offers(capability));
+        let names = if offered {
+            self.list_all_as(index, caller, method, list_key)
+                .await?
+                .iter()
+                .filter_map(|item| item.get(field).and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        } else {
+            std::collections::HashSet::new()
+        };
+        let found = names.contains(name);
+        let mut offers = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
+        if offers.len() >= MAX_OFFERS {
+            offers.clear();
+        }
+        offers.insert(
+            key,
+            Offers {
+                listed: std::time::Instant::now(),
+                names,
+            },
+        );
+        Ok(found)
+    }
+
+    /// Whether `uri` fits one of upstream `index`'s resource templates.
+    pub fn fits_template(&self, index: usize, uri: &str) -> bool {
+        self.template_prefixes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
+            .is_some_and(|prefixes| prefixes.iter().any(|p| uri.starts_with(p.as_str())))
+    }
+
+    fn forget_offers(&self, index: usize) {
+        self.offers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(of, _, _), _| *of != index);
     }
 
     /// The upstream a resource URI belongs to: the only one, one that listed it, or one
