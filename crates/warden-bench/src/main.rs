@@ -2,12 +2,14 @@
 //! - `search-notes`: latency of the embedded server's search over a large store;
 //! - `echo-upstream`: a minimal Streamable HTTP MCP server (both eras) to measure against;
 //! - `load`: drives `tools/call` at a given concurrency against any MCP URL;
-//! - `auth-refusals`: time to refuse an unknown key against a revoked one.
+//! - `auth-refusals`: time to refuse an unknown key against a revoked one;
+//! - `validate`: the cost of the body scan and schema validation per call.
 
 mod echo;
 mod load;
 mod refusals;
 mod search;
+mod validate;
 
 use std::time::Duration;
 
@@ -39,6 +41,11 @@ enum Bench {
     EchoUpstream(echo::Args),
     /// Opens a session (or not, in 2026-07-28) and drives N tools/call at concurrency C.
     Load(load::Args),
+    /// The cost of validating a typical ~1 KB tools/call (scan and schema).
+    Validate {
+        #[arg(long, default_value_t = 100_000)]
+        calls: usize,
+    },
     /// Time to refuse unknown keys against revoked ones (they must not differ).
     AuthRefusals {
         #[arg(long, default_value_t = 1_000)]
@@ -71,5 +78,6 @@ fn main() -> Result<(), Failure> {
         Bench::EchoUpstream(args) => echo::run(args),
         Bench::Load(args) => load::run(args),
         Bench::AuthRefusals { keys, rounds } => refusals::run(keys, rounds),
+        Bench::Validate { calls } => validate::run(calls),
     }
 }

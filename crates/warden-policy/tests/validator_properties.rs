@@ -32,10 +32,7 @@ fn catalogue() -> Catalogue {
             let name = format!("t{i}");
             (
                 json!({"name": name, "inputSchema": schema}),
-                Origin {
-                    upstream: 0,
-                    name,
-                },
+                Origin { upstream: 0, name },
             )
         })
         .collect();
