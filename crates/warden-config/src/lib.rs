@@ -11,7 +11,7 @@ mod tools;
 mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
-pub use tools::{JsonLimits, OutputCheck, ToolRules};
+pub use tools::{DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolRules};
 pub use upstream::{Builtin, DEFAULT_UPSTREAM_NAME, Http, Secret, Source, Stdio, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -73,6 +73,30 @@ mod raw {
         pub upstream: Vec<Upstream>,
         #[serde(default)]
         pub tools: std::collections::BTreeMap<String, Tool>,
+        #[serde(default)]
+        pub rate: Rate,
+        #[serde(default)]
+        pub tenants: std::collections::BTreeMap<String, Tenant>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rate {
+        pub per_key_rpm: Option<u32>,
+        pub per_ip_rpm: Option<u32>,
+        pub max_concurrent_per_key: Option<usize>,
+        pub max_concurrent_total: Option<usize>,
+        pub queue_depth: Option<usize>,
+        pub queue_timeout_ms: Option<u64>,
+        pub per_session_calls: Option<u64>,
+        pub daily_cost_cap: Option<u64>,
+        pub max_streams_per_key: Option<usize>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tenant {
+        pub daily_cost_cap: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -88,6 +112,8 @@ mod raw {
         pub paths: Vec<String>,
         pub root: Option<String>,
         pub output_check: Option<String>,
+        pub rpm: Option<u32>,
+        pub cost: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -106,6 +132,7 @@ mod raw {
         pub headers: std::collections::BTreeMap<String, String>,
         pub call_timeout_ms: Option<u64>,
         pub max_message_bytes: Option<usize>,
+        pub max_concurrent: Option<usize>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -204,6 +231,7 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Rules for single tools, by catalogue name.
     pub tools: std::collections::BTreeMap<String, ToolRules>,
+    pub rate: Rate,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -237,6 +265,30 @@ pub struct Connections {
     /// On shutdown, how long in-flight requests may take to finish before their
     /// connections are closed.
     pub shutdown_grace: Duration,
+}
+
+/// Layered rate limits. Every refusal is a 429 with `Retry-After`, before the call
+/// reaches an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rate {
+    /// Requests per minute of one key (a key's own `rpm` replaces it); bursts up to a
+    /// minute's worth.
+    pub per_key_rpm: u32,
+    /// Requests per minute of one client address, counted before authentication.
+    pub per_ip_rpm: u32,
+    pub max_concurrent_per_key: usize,
+    pub max_concurrent_total: usize,
+    /// Calls of one key (and in all) that may wait for a slot; past it, refused at once.
+    pub queue_depth: usize,
+    /// The longest a queued call waits for a slot.
+    pub queue_timeout: Duration,
+    /// Calls one legacy session (or one modern client of a key) may make in all.
+    pub per_session_calls: u64,
+    /// Cost one tenant may spend per UTC day, unless `[tenants."<id>"]` says otherwise.
+    pub daily_cost_cap: u64,
+    pub tenant_caps: std::collections::BTreeMap<String, u64>,
+    /// Open GET streams of one key.
+    pub max_streams_per_key: usize,
 }
 
 /// Brute-force resistance: an IP that presents this many wrong credentials within the
@@ -424,6 +476,13 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
             message,
         }
     })?;
+    let rate = tools::rate(&raw.rate, &raw.tenants).map_err(|(field, message)| {
+        ConfigError::InvalidNamed {
+            path: path.to_owned(),
+            field,
+            message,
+        }
+    })?;
     let max_sessions = bounded(
         raw.sessions.max_sessions,
         DEFAULT_MAX_SESSIONS,
@@ -469,6 +528,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
             json,
         },
         tools,
+        rate,
         sessions: Sessions {
             max_sessions,
             idle_timeout: Duration::from_secs(idle),

@@ -1,6 +1,7 @@
-//! `[limits]` caps on what a client sends, and `[tools."<name>"]` rules for one tool of
-//! the merged catalogue (named as clients see it). A tool may tighten the caps, never
-//! loosen them: `[limits]` is the ceiling the body scan enforces for everything.
+//! `[limits]` caps on what a client sends, `[rate]` limits on how much it sends, and
+//! `[tools."<name>"]` rules for one tool of the merged catalogue (named as clients see
+//! it). A tool may tighten the caps, never loosen them: `[limits]` is the ceiling the
+//! body scan enforces for everything.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +15,17 @@ pub const DEFAULT_MAX_STRING_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_ARRAY_ITEMS: usize = 1_000;
 pub const DEFAULT_MAX_OBJECT_KEYS: usize = 256;
 pub const DEFAULT_MAX_TOTAL_NODES: usize = 100_000;
+pub const DEFAULT_PER_KEY_RPM: u32 = 60;
+pub const DEFAULT_PER_IP_RPM: u32 = 300;
+pub const DEFAULT_MAX_CONCURRENT_PER_KEY: usize = 20;
+pub const DEFAULT_MAX_CONCURRENT_TOTAL: usize = 256;
+pub const DEFAULT_QUEUE_DEPTH: usize = 32;
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_PER_SESSION_CALLS: u64 = 10_000;
+pub const DEFAULT_DAILY_COST_CAP: u64 = 100_000;
+pub const DEFAULT_MAX_STREAMS_PER_KEY: usize = 8;
+/// What a `tools/call` costs when its tool names no `cost`.
+pub const DEFAULT_TOOL_COST: u64 = 1;
 
 /// What the gateway does when a tool's structured result does not match its
 /// `outputSchema`.
@@ -26,7 +38,7 @@ pub enum OutputCheck {
     Warn,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolRules {
     /// Tighter caps for this tool's arguments, if any.
     pub caps: Option<JsonLimits>,
@@ -37,6 +49,79 @@ pub struct ToolRules {
     pub paths: Vec<String>,
     pub root: Option<PathBuf>,
     pub output_check: OutputCheck,
+    /// Calls per minute of one key to this tool, besides the key's own limit.
+    pub rpm: Option<u32>,
+    /// What one call costs against its tenant's daily cap.
+    pub cost: u64,
+}
+
+impl Default for ToolRules {
+    fn default() -> Self {
+        Self {
+            caps: None,
+            allow_extra_properties: false,
+            paths: Vec::new(),
+            root: None,
+            output_check: OutputCheck::Block,
+            rpm: None,
+            cost: DEFAULT_TOOL_COST,
+        }
+    }
+}
+
+pub(crate) fn rate(
+    raw: &raw::Rate,
+    tenants: &BTreeMap<String, raw::Tenant>,
+) -> Result<crate::Rate, (String, String)> {
+    let field = |name: &str| format!("rate.{name}");
+    let daily_cost_cap = bounded(raw.daily_cost_cap, DEFAULT_DAILY_COST_CAP, 1..=u64::MAX / 2)
+        .map_err(|m| (field("daily_cost_cap"), m))?;
+    let tenant_caps = tenants
+        .iter()
+        .map(|(tenant, settings)| {
+            bounded(settings.daily_cost_cap, daily_cost_cap, 0..=u64::MAX / 2)
+                .map(|cap| (tenant.clone(), cap))
+                .map_err(|m| (format!("tenants.{tenant:?}.daily_cost_cap"), m))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(crate::Rate {
+        per_key_rpm: bounded(raw.per_key_rpm, DEFAULT_PER_KEY_RPM, 1..=1_000_000)
+            .map_err(|m| (field("per_key_rpm"), m))?,
+        per_ip_rpm: bounded(raw.per_ip_rpm, DEFAULT_PER_IP_RPM, 1..=10_000_000)
+            .map_err(|m| (field("per_ip_rpm"), m))?,
+        max_concurrent_per_key: bounded(
+            raw.max_concurrent_per_key,
+            DEFAULT_MAX_CONCURRENT_PER_KEY,
+            1..=10_000,
+        )
+        .map_err(|m| (field("max_concurrent_per_key"), m))?,
+        max_concurrent_total: bounded(
+            raw.max_concurrent_total,
+            DEFAULT_MAX_CONCURRENT_TOTAL,
+            1..=100_000,
+        )
+        .map_err(|m| (field("max_concurrent_total"), m))?,
+        queue_depth: bounded(raw.queue_depth, DEFAULT_QUEUE_DEPTH, 0..=100_000)
+            .map_err(|m| (field("queue_depth"), m))?,
+        queue_timeout: std::time::Duration::from_millis(
+            bounded(raw.queue_timeout_ms, DEFAULT_QUEUE_TIMEOUT_MS, 0..=60_000)
+                .map_err(|m| (field("queue_timeout_ms"), m))?,
+        ),
+        per_session_calls: bounded(
+            raw.per_session_calls,
+            DEFAULT_PER_SESSION_CALLS,
+            1..=u64::MAX / 2,
+        )
+        .map_err(|m| (field("per_session_calls"), m))?,
+        daily_cost_cap,
+        tenant_caps,
+        max_streams_per_key: bounded(
+            raw.max_streams_per_key,
+            DEFAULT_MAX_STREAMS_PER_KEY,
+            1..=10_000,
+        )
+        .map_err(|m| (field("max_streams_per_key"), m))?,
+    })
 }
 
 pub(crate) fn body_caps(raw: &raw::Limits) -> Result<JsonLimits, (String, String)> {
@@ -145,6 +230,13 @@ pub(crate) fn validate(
                     paths: tool.paths,
                     root,
                     output_check,
+                    rpm: tool
+                        .rpm
+                        .map(|rpm| bounded(Some(rpm), rpm, 1..=1_000_000))
+                        .transpose()
+                        .map_err(|m| (field("rpm"), m))?,
+                    cost: bounded(tool.cost, DEFAULT_TOOL_COST, 0..=1_000_000)
+                        .map_err(|m| (field("cost"), m))?,
                 },
             ))
         })

@@ -9,6 +9,7 @@ use crate::{bounded, raw};
 
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 /// No upstream message may be configured larger than this.
 pub const MAX_MESSAGE_BYTES_CEILING: usize = 256 * 1024 * 1024;
 /// The upstream used when the configuration names none.
@@ -23,6 +24,8 @@ pub struct Upstream {
     pub source: Source,
     pub call_timeout: Duration,
     pub max_message_bytes: usize,
+    /// Calls in flight to this upstream at once; more wait (up to the queue timeout).
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +82,7 @@ impl Upstream {
             source: Source::Builtin(Builtin::Notes),
             call_timeout: Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
         }
     }
 }
@@ -223,12 +227,15 @@ fn one(
         1024..=MAX_MESSAGE_BYTES_CEILING,
     )
     .map_err(|m| (field("max_message_bytes"), m))?;
+    let max_concurrent = bounded(raw.max_concurrent, DEFAULT_MAX_CONCURRENT, 1..=10_000)
+        .map_err(|m| (field("max_concurrent"), m))?;
     Ok(Upstream {
         name: raw.name,
         prefix,
         source,
         call_timeout: Duration::from_millis(call_timeout_ms),
         max_message_bytes,
+        max_concurrent,
     })
 }
 

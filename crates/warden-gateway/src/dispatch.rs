@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use warden_config::OutputCheck;
+use warden_limits::Call;
 use warden_policy::{CatalogueTool, PolicyError, ToolKind};
 use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
@@ -59,6 +60,9 @@ fn ceiling(scope: Scope) -> ToolKind {
 /// Who is asking, in which era, and where messages sent mid-call should go.
 pub(crate) struct Context<'a> {
     pub principal: &'a Principal,
+    /// The legacy session, or the modern client (key and client name), that per-session
+    /// call limits count against.
+    pub instance: String,
     pub era: Era,
     pub session: Option<&'a Arc<Session>>,
     pub events: Option<mpsc::Sender<Event>>,
@@ -126,7 +130,7 @@ pub(crate) async fn handle(
             }
             let mut params = params.clone();
             params.insert("name".into(), name.into());
-            forward(state, &context, index, &request.method, params).await?
+            forward(state, &context, index, &request.method, params, None).await?
         }
         ("resources/read", _) | ("resources/subscribe" | "resources/unsubscribe", Era::Legacy) => {
             let uri = required_str(params, "uri")?;
@@ -143,7 +147,15 @@ pub(crate) async fn handle(
             if !known {
                 return Err(resource_not_found(era));
             }
-            let result = forward(state, &context, index, &request.method, params.clone()).await?;
+            let result = forward(
+                state,
+                &context,
+                index,
+                &request.method,
+                params.clone(),
+                None,
+            )
+            .await?;
             if let Some(session) = context.session {
                 match request.method.as_str() {
                     "resources/subscribe" => session.subscribe(&uri),
@@ -169,7 +181,7 @@ pub(crate) async fn handle(
                     return Err(RpcError::invalid_params("Unknown prompt"));
                 }
             }
-            forward(state, &context, index, &request.method, params).await?
+            forward(state, &context, index, &request.method, params, None).await?
         }
         _ => return Err(RpcError::method_not_found()),
     };
@@ -256,7 +268,15 @@ async fn call_tool(
     // Everything else the client sent (its `_meta`, unknown fields) goes on unchanged.
     let mut params = params.clone();
     params.insert("name".into(), origin.name.into());
-    let result = forward(state, context, origin.upstream, "tools/call", params).await?;
+    let result = forward(
+        state,
+        context,
+        origin.upstream,
+        "tools/call",
+        params,
+        Some(&name),
+    )
+    .await?;
     Ok(checked_output(tool, result))
 }
 
@@ -319,17 +339,31 @@ fn route_completion(state: &AppState, params: &mut Map<String, Value>) -> Result
 
 /// Sends a request to one upstream and turns its answer into ours. Calls that may need
 /// the client's input mid-way are bridged between the eras (see `input_required`).
+/// Sends a call to upstream `index` once the rate limits admit it (`tool` is the
+/// catalogue name of a `tools/call`); the call's slots are held until it is done.
 async fn forward(
     state: &AppState,
     context: &Context<'_>,
     index: usize,
     method: &str,
     mut params: Map<String, Value>,
+    tool: Option<&str>,
 ) -> Result<Value, RpcError> {
     let upstream: &Arc<Upstream> = state
         .upstreams()
         .get(index)
         .ok_or_else(RpcError::internal)?;
+    let call = Call {
+        key_id: &context.principal.key_id,
+        tenant: &context.principal.tenant,
+        session: &context.instance,
+        tool,
+    };
+    let _permit = state
+        .limiter()
+        .admit_call(call, index)
+        .await
+        .map_err(|refusal| RpcError::rate_limited(&refusal))?;
     let events = context.events.as_ref();
     if !input_required::applies(method) {
         let answer = upstream

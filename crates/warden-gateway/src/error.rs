@@ -34,6 +34,24 @@ impl RpcError {
         Self::new(codes::METHOD_NOT_FOUND, "Method not found")
     }
 
+    /// A rate limit's refusal: the layer and the wait travel in `data`.
+    pub fn rate_limited(refusal: &warden_limits::Refusal) -> Self {
+        Self {
+            code: codes::RATE_LIMITED,
+            message: refusal.message.clone(),
+            data: Some(json!({
+                "layer": refusal.layer.name(),
+                "retryAfter": refusal.retry_after,
+            })),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        (self.code == codes::RATE_LIMITED)
+            .then(|| self.data.as_ref()?.get("retryAfter")?.as_u64())
+            .flatten()
+    }
+
     /// Details go to the log by the caller; the client learns only that it failed.
     pub fn internal() -> Self {
         Self::new(codes::INTERNAL_ERROR, "Internal error")
@@ -112,6 +130,14 @@ pub enum GatewayError {
     MissingSession,
     #[error("unknown or expired session; send initialize to start a new one")]
     UnknownSession,
+    /// A rate limit refused something that has no JSON-RPC id (an address's request
+    /// before authentication, a stream).
+    #[error("{message}")]
+    RateLimited {
+        layer: &'static str,
+        retry_after: u64,
+        message: String,
+    },
     #[error("too many open sessions; try again later")]
     SessionLimit,
     #[error("a stream is already open for this session")]
@@ -145,7 +171,13 @@ impl GatewayError {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
-            Self::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyFailures { .. } | Self::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            // A rate limit is a 429 in both eras, so that clients back off.
+            Self::Rpc { error, .. } if error.code == codes::RATE_LIMITED => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::NotAcceptable | Self::StreamNotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -193,6 +225,7 @@ impl GatewayError {
             Self::ResponseNotAccepted | Self::CredentialsInUrl => codes::INVALID_REQUEST,
             Self::CredentialsInBody { .. } => codes::INVALID_PARAMS,
             Self::BodyRead => codes::PARSE_ERROR,
+            Self::RateLimited { .. } => codes::RATE_LIMITED,
             _ => codes::TRANSPORT_REFUSED,
         }
     }
@@ -223,6 +256,9 @@ impl GatewayError {
             }
             Self::LegacyVersionHeader { .. } => Some(json!({ "supported": supported() })),
             Self::Rpc { error, .. } => error.data.clone(),
+            Self::RateLimited {
+                layer, retry_after, ..
+            } => Some(json!({ "layer": layer, "retryAfter": retry_after })),
             _ => None,
         };
         error_body(self.id(), self.code(), &self.to_string(), data)
@@ -242,8 +278,13 @@ impl IntoResponse for GatewayError {
             Self::SessionLimit => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            Self::TooManyFailures { retry_after } => {
+            Self::TooManyFailures { retry_after } | Self::RateLimited { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            Self::Rpc { error, .. } if error.retry_after().is_some() => {
+                if let Some(retry_after) = error.retry_after() {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                }
             }
             Self::StreamWithoutSession => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));

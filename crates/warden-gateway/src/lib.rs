@@ -12,6 +12,7 @@ mod dispatch;
 mod error;
 mod guard;
 mod input_required;
+mod limits;
 mod listener;
 mod log;
 mod oauth;
@@ -62,6 +63,11 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
+        ))
+        // Rate limit per client address, before any credential is looked at.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::per_address,
         ));
     // Protected-resource metadata (RFC 9728) is public: a client reads it to learn
     // where to get a token.
@@ -105,9 +111,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sweeper = tokio::spawn(session::sweep_until(state.sessions(), stop_rx));
+    let sweeper = tokio::spawn(session::sweep_until(state.sessions(), stop_rx.clone()));
     let relay_changes = tokio::spawn(relay_changes(state.sessions(), state.upstreams().changes()));
     let sessions = state.sessions();
+    let costs = tokio::spawn(state.limiter().clone().keep_costs(stop_rx));
     let app = router(state, listener.local_addr());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -151,6 +158,8 @@ pub async fn serve(
     }
     sweeper.abort();
     relay_changes.abort();
+    // The last spent costs reach the disk before the process ends.
+    let _ = costs.await;
     Ok(())
 }
 

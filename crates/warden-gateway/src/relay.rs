@@ -13,6 +13,7 @@ use futures_util::future::{AbortHandle, Abortable, Aborted};
 use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use warden_proto::era::CLIENT_INFO_META;
 use warden_proto::{Era, Request, RequestId, codes};
 use warden_store::Principal;
 use warden_upstream::{Event, ServerRequest};
@@ -65,8 +66,22 @@ pub(crate) async fn run(run: Run) -> Answer {
     let dispatch: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>> = Box::pin({
         let session = session.clone();
         async move {
+            let instance = match &session {
+                Some(session) => session.id.clone(),
+                None => {
+                    let client = request
+                        .params
+                        .get("_meta")
+                        .and_then(|meta| meta.get(CLIENT_INFO_META))
+                        .and_then(|info| info.get("name"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    format!("{}/{client}", principal.key_id)
+                }
+            };
             let context = Context {
                 principal: &principal,
+                instance,
                 era,
                 session: session.as_ref(),
                 events,

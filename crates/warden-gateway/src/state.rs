@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warden_config::Config;
+use warden_limits::Limiter;
 use warden_proto::JsonLimits;
 use warden_store::KeyStore;
 use warden_upstream::Upstreams;
@@ -27,6 +28,7 @@ struct Inner {
     failed_auth: FailedAuth,
     api_keys_accepted: bool,
     oauth: Option<Arc<OAuthVerifier>>,
+    limiter: Arc<Limiter>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     max_body_bytes: usize,
@@ -47,6 +49,7 @@ impl AppState {
         keys: Arc<KeyStore>,
         upstreams: Arc<Upstreams>,
         oauth: Option<Arc<OAuthVerifier>>,
+        limiter: Arc<Limiter>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -63,6 +66,7 @@ impl AppState {
                 ),
                 api_keys_accepted: config.auth.api_keys,
                 oauth,
+                limiter,
                 allowed_hosts: config.allowed_hosts.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 max_body_bytes: config.limits.max_body_bytes,
@@ -96,6 +100,10 @@ impl AppState {
     /// Warden's own keys authenticate (they may be turned off when OAuth is on).
     pub(crate) fn api_keys_accepted(&self) -> bool {
         self.inner.api_keys_accepted
+    }
+
+    pub(crate) fn limiter(&self) -> &Arc<Limiter> {
+        &self.inner.limiter
     }
 
     pub(crate) fn oauth(&self) -> Option<&Arc<OAuthVerifier>> {

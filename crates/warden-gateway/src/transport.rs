@@ -343,6 +343,17 @@ async fn execute(
     can_stream: bool,
 ) -> Result<Outcome, GatewayError> {
     let id = request.id.clone();
+    // Rate limit per key: every request counts, notifications and answers do not.
+    if let Err(refusal) = state
+        .limiter()
+        .admit_request(&principal.key_id, principal.rpm)
+    {
+        return Err(GatewayError::Rpc {
+            id,
+            era,
+            error: Box::new(RpcError::rate_limited(&refusal)),
+        });
+    }
     let run = relay::Run {
         state: state.clone(),
         principal: principal.clone(),
@@ -540,15 +551,20 @@ pub(crate) async fn get(
         let session_id =
             header_str(&headers, &SESSION_HEADER).ok_or(GatewayError::StreamWithoutSession)?;
         let session = state.sessions().get(session_id, &principal.key_id)?;
+        let slot = state
+            .limiter()
+            .open_stream(&principal.key_id)
+            .map_err(crate::limits::refused)?;
         let claim = session.open_stream()?;
         // List changes and resource updates arrive here; the stream stays open (with
         // keep-alives) until the session ends or the client goes away.
-        let events = futures_util::stream::unfold(claim, |mut claim| async move {
+        // The key's stream slot lives as long as the stream.
+        let events = futures_util::stream::unfold((claim, slot), |(mut claim, slot)| async move {
             let message = claim.next().await?;
             let event = axum::response::sse::Event::default()
                 .event("message")
                 .data(message.to_string());
-            Some((Ok::<_, Infallible>(event), claim))
+            Some((Ok::<_, Infallible>(event), (claim, slot)))
         });
         Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE)))
     };

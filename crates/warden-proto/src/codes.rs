@@ -21,3 +21,6 @@ pub const TRANSPORT_REFUSED: i64 = -32000;
 pub const UPSTREAM_UNAVAILABLE: i64 = -32003;
 /// Implementation-defined: the client cancelled the request before it finished.
 pub const REQUEST_CANCELLED: i64 = -32004;
+/// Implementation-defined: a rate limit refused the request; `data` names the layer and
+/// `retryAfter` (seconds). Always HTTP 429 with `Retry-After`.
+pub const RATE_LIMITED: i64 = -32005;

@@ -9,6 +9,8 @@ pub const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion
 pub const CLIENT_CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 /// `_meta` key under which a modern result carries the server's identity.
 pub const SERVER_INFO_META: &str = "io.modelcontextprotocol/serverInfo";
+/// The `_meta` key of a modern client's name and version.
+pub const CLIENT_INFO_META: &str = "io.modelcontextprotocol/clientInfo";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {

@@ -1,13 +1,15 @@
 //! Warden's durable state, in SQLite files inside the data directory:
-//! `keys.db` (API keys, stored as keyed hashes) and `notes.db` (the embedded knowledge
-//! base). Every note query filters by tenant; there is no API that reads across tenants.
+//! `keys.db` (API keys, stored as keyed hashes), `notes.db` (the embedded knowledge
+//! base) and `costs.db` (daily spending per tenant). Every note query filters by tenant; there is no API that reads across tenants.
 
+pub mod costs;
 mod db;
 pub mod keys;
 pub mod notes;
 
 use std::path::{Path, PathBuf};
 
+pub use costs::CostStore;
 pub use keys::{KEY_PREFIX, KeyOptions, KeyRecord, KeyStore, Principal, Scope};
 pub use notes::{Note, NoteSummary, NotesStore, SearchHit};
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use warden_config::{Config, Overrides};
 use warden_gateway::{Listener, OAuthVerifier, TlsCertificate};
-use warden_store::{DataDir, KeyOptions, KeyStore, NotesStore, Scope};
+use warden_limits::Limiter;
+use warden_store::{CostStore, DataDir, KeyOptions, KeyStore, NotesStore, Scope};
 use warden_upstream::Upstreams;
 
 #[derive(Parser)]
@@ -306,6 +307,7 @@ fn serve(
     let dir = DataDir::open(&config.data_dir)?;
     let keys = Arc::new(KeyStore::open(&dir)?);
     let notes = Arc::new(NotesStore::open(&dir)?);
+    let costs = Arc::new(CostStore::open(&dir)?);
     ensure_first_key(&keys, &dir)?;
     if !config.listen.ip().is_loopback() && config.tls.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS (allow_plaintext = true): keys cross the network unencrypted");
@@ -338,7 +340,15 @@ fn serve(
         };
         let scheme = if listener.is_tls() { "https" } else { "http" };
         tracing::info!(data_dir = %dir.path().display(), "listening on {scheme}://{addr}{}", warden_gateway::MCP_PATH);
-        let state = warden_gateway::AppState::new(&config, keys, upstreams.clone(), oauth);
+        let upstream_slots: Vec<usize> = config.upstreams.iter().map(|u| u.max_concurrent).collect();
+        let limiter = Arc::new(Limiter::new(
+            &config.rate,
+            &config.tools,
+            &upstream_slots,
+            Some(costs),
+        )?);
+        let state =
+            warden_gateway::AppState::new(&config, keys, upstreams.clone(), oauth, limiter);
         let served = warden_gateway::serve(listener, state, &config.connections, shutdown_signal()).await;
         upstreams.shutdown().await;
         served?;

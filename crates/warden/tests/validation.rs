@@ -571,8 +571,9 @@ async fn the_corpus_is_refused_and_never_reaches_an_upstream() {
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
     std::os::unix::fs::symlink("/etc", root.join("escape")).unwrap();
+    // Hundreds of requests from one key and address: the rate limits are not under test.
     let config = format!(
-        "[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}\n[tools.\"fx.loose\"]\npaths = [\"/path\"]\nroot = {:?}\n",
+        "[rate]\nper_key_rpm = 100000\nper_ip_rpm = 100000\n\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}\n[tools.\"fx.loose\"]\npaths = [\"/path\"]\nroot = {:?}\n",
         fixture_upstream(
             "fx",
             &format!(

@@ -1,0 +1,39 @@
+//! The address layer of the rate limits, in front of authentication; the other layers
+//! run where the request is understood (`transport`: per key; `dispatch`: calls; GET
+//! streams). See `warden-limits` for the layers themselves.
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use warden_limits::Refusal;
+
+use crate::error::GatewayError;
+use crate::listener::ClientAddr;
+use crate::state::AppState;
+
+/// Every request from one address counts, before any credential is looked at.
+pub(crate) async fn per_address(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|ConnectInfo(ClientAddr(peer))| peer.ip());
+    if let Some(address) = address
+        && let Err(refusal) = state.limiter().admit_address(address)
+    {
+        return refused(refusal).into_response();
+    }
+    next.run(request).await
+}
+
+/// A refusal of something that has no JSON-RPC id.
+pub(crate) fn refused(refusal: Refusal) -> GatewayError {
+    GatewayError::RateLimited {
+        layer: refusal.layer.name(),
+        retry_after: refusal.retry_after,
+        message: refusal.message,
+    }
+}

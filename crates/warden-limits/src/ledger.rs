@@ -1,0 +1,165 @@
+//! Daily cost per tenant: each call's cost is reserved against the tenant's cap for the
+//! current UTC day, and the totals are written to `costs.db` in batches (and once more
+//! at shutdown), so the cap holds across restarts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use warden_store::CostStore;
+
+const DAY_SECS: i64 = 86_400;
+
+/// Days since 1970-01-01, UTC.
+pub(crate) fn today() -> i64 {
+    warden_store::now_unix().div_euclid(DAY_SECS)
+}
+
+/// Seconds until the next UTC midnight, at least one.
+pub(crate) fn until_midnight() -> u64 {
+    let now = warden_store::now_unix();
+    u64::try_from((now.div_euclid(DAY_SECS) + 1) * DAY_SECS - now)
+        .unwrap_or(1)
+        .max(1)
+}
+
+#[derive(Debug, Default)]
+struct Day {
+    day: i64,
+    spent: HashMap<String, u64>,
+    /// Tenants whose total changed since the last write.
+    dirty: HashSet<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    store: Option<Arc<CostStore>>,
+    default_cap: u64,
+    caps: BTreeMap<String, u64>,
+    day: Mutex<Day>,
+}
+
+/// A reservation refused: the cap, for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OverCap {
+    pub cap: u64,
+}
+
+impl Ledger {
+    /// Starts from what `store` holds for today.
+    pub fn open(
+        store: Option<Arc<CostStore>>,
+        default_cap: u64,
+        caps: BTreeMap<String, u64>,
+    ) -> Result<Self, warden_store::StoreError> {
+        let day = today();
+        let spent = match &store {
+            Some(store) => store.day(day)?.into_iter().collect(),
+            None => HashMap::new(),
+        };
+        Ok(Self {
+            store,
+            default_cap,
+            caps,
+            day: Mutex::new(Day {
+                day,
+                spent,
+                dirty: HashSet::new(),
+            }),
+        })
+    }
+
+    /// Charges `cost` to `tenant` if it stays within today's cap.
+    pub fn reserve(&self, tenant: &str, cost: u64) -> Result<(), OverCap> {
+        let cap = self.caps.get(tenant).copied().unwrap_or(self.default_cap);
+        let mut day = self.day.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = today();
+        if day.day != now {
+            *day = Day {
+                day: now,
+                ..Day::default()
+            };
+        }
+        let spent = day.spent.get(tenant).copied().unwrap_or(0);
+        let total = spent.saturating_add(cost);
+        if total > cap {
+            return Err(OverCap { cap });
+        }
+        if cost > 0 {
+            day.spent.insert(tenant.to_owned(), total);
+            day.dirty.insert(tenant.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Writes the totals that changed since the last write.
+    pub fn flush(&self) -> Result<(), warden_store::StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let (day, totals) = {
+            let mut day = self.day.lock().unwrap_or_else(PoisonError::into_inner);
+            let dirty = std::mem::take(&mut day.dirty);
+            let totals: Vec<(String, u64)> = dirty
+                .into_iter()
+                .map(|tenant| {
+                    let spent = day.spent.get(&tenant).copied().unwrap_or(0);
+                    (tenant, spent)
+                })
+                .collect();
+            (day.day, totals)
+        };
+        if totals.is_empty() {
+            return Ok(());
+        }
+        store.record(day, &totals)
+    }
+
+    /// Writes every `interval` until `stop` turns true, then once more.
+    pub async fn flush_until(
+        self: Arc<Self>,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(interval) => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            let ledger = self.clone();
+            match tokio::task::spawn_blocking(move || ledger.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "daily costs not written; retrying"),
+                Err(error) => tracing::error!(%error, "daily cost writer failed"),
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_holds_per_tenant_and_across_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = warden_store::DataDir::open(tmp.path()).unwrap();
+        let store = Arc::new(CostStore::open(&dir).unwrap());
+        let caps = BTreeMap::from([("small".to_owned(), 3)]);
+        let ledger = Ledger::open(Some(store.clone()), 10, caps.clone()).unwrap();
+        assert!(ledger.reserve("small", 2).is_ok());
+        assert_eq!(ledger.reserve("small", 2), Err(OverCap { cap: 3 }));
+        assert!(ledger.reserve("small", 1).is_ok());
+        assert!(ledger.reserve("big", 10).is_ok());
+        assert!(ledger.reserve("big", 1).is_err());
+        ledger.flush().unwrap();
+        let reopened = Ledger::open(Some(store), 10, caps).unwrap();
+        assert!(reopened.reserve("small", 1).is_err());
+        assert!(reopened.reserve("big", 1).is_err());
+        assert!(reopened.reserve("fresh", 10).is_ok());
+        assert!(until_midnight() <= 86_400);
+    }
+}

@@ -1,0 +1,102 @@
+//! `costs.db`: what each tenant has spent per UTC day, so a daily cost cap survives a
+//! restart. The limiter counts in memory and writes here in batches.
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use rusqlite::{Connection, params};
+
+use crate::{DataDir, Result, db};
+
+const FILE: &str = "costs.db";
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE daily_costs (
+        tenant TEXT NOT NULL,
+        day    INTEGER NOT NULL,   -- days since 1970-01-01, UTC
+        spent  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, day)
+    ) WITHOUT ROWID;
+"];
+
+pub struct CostStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for CostStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CostStore").finish_non_exhaustive()
+    }
+}
+
+impl CostStore {
+    pub fn open(dir: &DataDir) -> Result<Self> {
+        Self::open_file(&dir.file(FILE))
+    }
+
+    fn open_file(path: &Path) -> Result<Self> {
+        let mut conn = db::open_writer(path)?;
+        db::migrate(&mut conn, MIGRATIONS)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Every tenant's spending on `day`.
+    pub fn day(&self, day: i64) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut statement = conn.prepare("SELECT tenant, spent FROM daily_costs WHERE day = ?1")?;
+        let rows = statement.query_map(params![day], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?.max(0) as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records the spending totals of `day` (the new totals, not increments), in one
+    /// transaction; older days are dropped.
+    pub fn record(&self, day: i64, totals: &[(String, u64)]) -> Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO daily_costs (tenant, day, spent) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, day) DO UPDATE SET spent = MAX(spent, excluded.spent)",
+            )?;
+            for (tenant, spent) in totals {
+                upsert.execute(params![
+                    tenant,
+                    day,
+                    i64::try_from(*spent).unwrap_or(i64::MAX)
+                ])?;
+            }
+            tx.execute("DELETE FROM daily_costs WHERE day < ?1", params![day])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_survive_reopening_and_old_days_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let store = CostStore::open(&dir).unwrap();
+        store.record(100, &[("acme".into(), 5)]).unwrap();
+        store
+            .record(101, &[("acme".into(), 7), ("beta".into(), 1)])
+            .unwrap();
+        store.record(101, &[("acme".into(), 3)]).unwrap();
+        drop(store);
+        let store = CostStore::open(&dir).unwrap();
+        let mut today = store.day(101).unwrap();
+        today.sort();
+        assert_eq!(today, [("acme".into(), 7), ("beta".into(), 1)]);
+        assert!(store.day(100).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,272 @@
+//! Layered rate limits over real sockets: the field outage (fifteen parallel calls
+//! against a slow upstream) passes untouched with default limits; a burst of 200 is
+//! absorbed as far as the slots and queue go and refused cleanly beyond; each layer
+//! (address, key, tool, session, streams, daily cost) refuses with 429, `Retry-After`
+//! and its own name; the daily cap survives a restart; tenants do not touch each other.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use support::raw::{Http, Reply};
+use support::{Era, Warden, call, connect, fixture_upstream};
+
+fn as_key(warden: &Warden, key: &str) -> Http {
+    Http {
+        key: key.to_owned(),
+        ..Http::new(warden)
+    }
+}
+
+async fn call_tool(http: &Http, tool: &str, arguments: Value) -> Reply {
+    http.modern(
+        "tools/call",
+        Some(tool),
+        json!({"name": tool, "arguments": arguments}),
+    )
+    .await
+}
+
+/// A 429 that names `layer` and says when to come back.
+fn assert_refused_by(reply: &Reply, layer: &str) {
+    assert_eq!(reply.status, 429, "{}", reply.text);
+    let body = reply.json();
+    assert_eq!(body["error"]["code"], -32005, "{}", reply.text);
+    assert_eq!(body["error"]["data"]["layer"], layer, "{}", reply.text);
+    let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    assert_eq!(body["error"]["data"]["retryAfter"], retry);
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifteen_parallel_calls_to_a_slow_upstream_all_pass_with_default_limits() {
+    let warden = Warden::start_config(&fixture_upstream("fx", ""));
+    let client = connect(&warden.url, &warden.admin_key, Era::Modern)
+        .await
+        .unwrap();
+    let calls = (0..15).map(|_| call(&client, "sleep", json!({"ms": 200})));
+    let results = join_all(calls).await;
+    for result in results {
+        let result = result.expect("refused or failed");
+        assert_ne!(result.is_error, Some(true));
+    }
+    let log = warden.stderr();
+    assert!(
+        !log.contains(" WARN ") && !log.contains(" ERROR "),
+        "the log has warnings or errors:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_200_is_absorbed_as_far_as_it_fits_and_refused_cleanly_beyond() {
+    // The key's own rate is raised so that the burst meets the concurrency layer.
+    let warden = Warden::start_config(
+        &(fixture_upstream("fx", "") + "\n[rate]\nper_key_rpm = 10000\nper_ip_rpm = 10000\n"),
+    );
+    let http = Http::new(&warden);
+    let before = peak_rss_kib(warden.pid());
+    let replies = join_all((0..200).map(|_| call_tool(&http, "sleep", json!({"ms": 300})))).await;
+    let served = replies.iter().filter(|r| r.status == 200).count();
+    let mut refused = 0;
+    for reply in &replies {
+        assert!(reply.status < 500, "{}: {}", reply.status, reply.text);
+        if reply.status == 429 {
+            assert_refused_by(reply, "rate.concurrency");
+            refused += 1;
+        }
+    }
+    assert_eq!(served + refused, 200);
+    assert!(
+        served >= 20 && refused >= 1,
+        "{served} served, {refused} refused"
+    );
+    // Never more than the key's twenty slots reached the upstream at once.
+    let peak = call_tool(&http, "peak", json!({})).await.json()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .parse::<usize>()
+        .unwrap();
+    assert_eq!(peak, 20, "calls running at once upstream");
+    let after = peak_rss_kib(warden.pid());
+    println!(
+        "burst of 200: {served} served, {refused} refused; peak RSS {before} KiB before, {after} KiB after"
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "peak RSS grew from {before} to {after} KiB"
+    );
+    let next = call_tool(&http, "echo", json!({"text": "after"})).await;
+    assert_eq!(next.status, 200, "{}", next.text);
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_is_refused_and_another_tenant_is_not() {
+    let warden = Warden::start_config("[rate]\nper_key_rpm = 3\n");
+    let out = warden.cli(&[
+        "keys", "add", "--tenant", "acme", "--name", "ci", "--scope", "read", "--rpm", "5",
+    ]);
+    let own_rate = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (_, other_tenant) = warden.add_key("beta", "laptop", "read");
+    let list = |key: &str| {
+        let http = as_key(&warden, key);
+        async move { http.modern("tools/list", None, json!({})).await }
+    };
+    for _ in 0..3 {
+        assert_eq!(list(&warden.admin_key).await.status, 200);
+    }
+    for _ in 0..3 {
+        assert_refused_by(&list(&warden.admin_key).await, "rate.per_key");
+    }
+    // Another key, of another tenant, still has its own minute.
+    for _ in 0..3 {
+        assert_eq!(list(&other_tenant).await.status, 200);
+    }
+    // A key's own rpm replaces the default.
+    for _ in 0..5 {
+        assert_eq!(list(&own_rate).await.status, 200);
+    }
+    assert_refused_by(&list(&own_rate).await, "rate.per_key");
+    // Refusals are counted, and logged once per key and layer a minute.
+    let log = warden.stderr();
+    let admin_lines = log
+        .lines()
+        .filter(|l| l.contains("rate limit refusal") && l.contains("rate.per_key"))
+        .count();
+    assert_eq!(admin_lines, 2, "{log}");
+}
+
+#[tokio::test]
+async fn an_address_is_limited_before_authentication() {
+    let warden = Warden::start_config("[rate]\nper_ip_rpm = 4\n");
+    let anonymous = as_key(&warden, "");
+    for _ in 0..4 {
+        assert_eq!(anonymous.post_json(&[], &json!({})).await.status, 401);
+    }
+    let refused = anonymous.post_json(&[], &json!({})).await;
+    assert_refused_by(&refused, "rate.per_ip");
+    // The right key does not help: the address is over.
+    let keyed = Http::new(&warden)
+        .modern("tools/list", None, json!({}))
+        .await;
+    assert_refused_by(&keyed, "rate.per_ip");
+}
+
+#[tokio::test]
+async fn a_tool_has_its_own_rate_beside_cheap_tools() {
+    let warden = Warden::start_config(&(fixture_upstream("fx", "") + "\n[tools.echo]\nrpm = 2\n"));
+    let http = Http::new(&warden);
+    for _ in 0..2 {
+        assert_eq!(
+            call_tool(&http, "echo", json!({"text": "x"})).await.status,
+            200
+        );
+    }
+    assert_refused_by(
+        &call_tool(&http, "echo", json!({"text": "x"})).await,
+        "rate.per_tool",
+    );
+    assert_eq!(call_tool(&http, "pid", json!({})).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_session_has_a_call_budget_and_a_key_a_stream_budget() {
+    let warden = Warden::start_config(
+        &(fixture_upstream("fx", "")
+            + "\n[rate]\nper_session_calls = 2\nmax_streams_per_key = 1\n"),
+    );
+    let http = Http::new(&warden);
+    let session = http.initialize().await;
+    let echo = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "x"}}});
+    for _ in 0..2 {
+        assert_eq!(http.legacy(&session, &echo).await.status, 200);
+    }
+    assert_refused_by(&http.legacy(&session, &echo).await, "rate.per_session");
+    // A new session starts a new budget.
+    let fresh = http.initialize().await;
+    assert_eq!(http.legacy(&fresh, &echo).await.status, 200);
+
+    let _open = http.listen(&session).await;
+    let second = http
+        .send(
+            reqwest::Method::GET,
+            &[
+                ("authorization", &format!("Bearer {}", warden.admin_key)),
+                ("accept", "text/event-stream"),
+                ("mcp-session-id", &fresh),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            None,
+        )
+        .await;
+    assert_refused_by(&second, "rate.streams");
+}
+
+/// Starts Warden on `dir`'s data and config, the same each time.
+fn start_in(dir: &Path) -> Warden {
+    let data = dir.join("data");
+    let config = dir.join("warden.toml");
+    Warden::start_with(
+        dir,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    )
+}
+
+#[tokio::test]
+async fn the_daily_cost_cap_holds_across_a_restart_and_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("warden.toml"),
+        fixture_upstream("fx", "")
+            + "\n[tools.echo]\ncost = 5\n\n[tenants.acme]\ndaily_cost_cap = 10\n",
+    )
+    .unwrap();
+    let warden = start_in(dir.path());
+    let (_, acme) = warden.add_key("acme", "laptop", "write");
+    let (_, beta) = warden.add_key("beta", "laptop", "write");
+    let echo = |key: String| {
+        let http = as_key(&warden, &key);
+        async move { call_tool(&http, "echo", json!({"text": "x"})).await }
+    };
+    for _ in 0..2 {
+        assert_eq!(echo(acme.clone()).await.status, 200);
+    }
+    let refused = echo(acme.clone()).await;
+    assert_refused_by(&refused, "rate.daily_cost");
+    assert!(refused.text.contains("00:00 UTC"), "{}", refused.text);
+    // Another tenant spends from its own (default) cap.
+    assert_eq!(echo(beta.clone()).await.status, 200);
+    assert!(warden.stop().success());
+
+    let warden = start_in(dir.path());
+    let http = as_key(&warden, &acme);
+    assert_refused_by(
+        &call_tool(&http, "echo", json!({"text": "x"})).await,
+        "rate.daily_cost",
+    );
+    assert_eq!(
+        call_tool(&as_key(&warden, &beta), "echo", json!({"text": "x"}))
+            .await
+            .status,
+        200
+    );
+}
