@@ -3,9 +3,11 @@
 //! - `echo-upstream`: a minimal Streamable HTTP MCP server (both eras) to measure against;
 //! - `load`: drives `tools/call` at a given concurrency against any MCP URL;
 //! - `auth-refusals`: time to refuse an unknown key against a revoked one;
-//! - `validate`: the cost of the body scan and schema validation per call.
+//! - `validate`: the cost of the body scan and schema validation per call;
+//! - `limiter`: the cost of the rate limits per call, one key and 1,000 keys.
 
 mod echo;
+mod limiter;
 mod load;
 mod refusals;
 mod search;
@@ -46,6 +48,13 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         calls: usize,
     },
+    /// The rate limits' cost per call, uncontended and with many keys.
+    Limiter {
+        #[arg(long, default_value_t = 1_000_000)]
+        calls: usize,
+        #[arg(long, default_value_t = 1_000)]
+        keys: usize,
+    },
     /// Time to refuse unknown keys against revoked ones (they must not differ).
     AuthRefusals {
         #[arg(long, default_value_t = 1_000)]
@@ -79,5 +88,6 @@ fn main() -> Result<(), Failure> {
         Bench::Load(args) => load::run(args),
         Bench::AuthRefusals { keys, rounds } => refusals::run(keys, rounds),
         Bench::Validate { calls } => validate::run(calls),
+        Bench::Limiter { calls, keys } => limiter::run(calls, keys),
     }
 }
