@@ -76,6 +76,8 @@ mod raw {
         #[serde(default)]
         pub rate: Rate,
         #[serde(default)]
+        pub audit: Audit,
+        #[serde(default)]
         pub tenants: std::collections::BTreeMap<String, Tenant>,
     }
 
@@ -91,6 +93,15 @@ mod raw {
         pub per_session_calls: Option<u64>,
         pub daily_cost_cap: Option<u64>,
         pub max_streams_per_key: Option<usize>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Audit {
+        pub flush_ms: Option<u64>,
+        pub retain_days: Option<u64>,
+        pub args_hash: Option<bool>,
+        pub queue: Option<usize>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -232,6 +243,7 @@ pub struct Config {
     /// Rules for single tools, by catalogue name.
     pub tools: std::collections::BTreeMap<String, ToolRules>,
     pub rate: Rate,
+    pub audit: Audit,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -289,6 +301,18 @@ pub struct Rate {
     pub tenant_caps: std::collections::BTreeMap<String, u64>,
     /// Open GET streams of one key.
     pub max_streams_per_key: usize,
+}
+
+/// The audit trail: one record per request that reached policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audit {
+    /// A record is committed at most this long after its response was sent.
+    pub flush: Duration,
+    pub retain_days: u64,
+    /// Records carry a keyed hash of the canonical arguments (never the arguments).
+    pub args_hash: bool,
+    /// Records waiting for the writer; when full, requests wait for room (none is lost).
+    pub queue: usize,
 }
 
 /// Brute-force resistance: an IP that presents this many wrong credentials within the
@@ -483,6 +507,17 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
             message,
         }
     })?;
+    let audit = Audit {
+        flush: Duration::from_millis(
+            bounded(raw.audit.flush_ms, 100, 1..=10_000)
+                .map_err(|m| invalid("audit.flush_ms", m))?,
+        ),
+        retain_days: bounded(raw.audit.retain_days, 90, 1..=36_500)
+            .map_err(|m| invalid("audit.retain_days", m))?,
+        args_hash: raw.audit.args_hash.unwrap_or(false),
+        queue: bounded(raw.audit.queue, 10_000, 16..=1_000_000)
+            .map_err(|m| invalid("audit.queue", m))?,
+    };
     let max_sessions = bounded(
         raw.sessions.max_sessions,
         DEFAULT_MAX_SESSIONS,
@@ -529,6 +564,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         },
         tools,
         rate,
+        audit,
         sessions: Sessions {
             max_sessions,
             idle_timeout: Duration::from_secs(idle),

@@ -63,6 +63,8 @@ pub(crate) struct Context<'a> {
     /// The legacy session, or the modern client (key and client name), that per-session
     /// call limits count against.
     pub instance: String,
+    /// Set to the upstream's name when a call is sent to it (for the audit record).
+    pub upstream_used: Arc<std::sync::OnceLock<String>>,
     pub era: Era,
     pub session: Option<&'a Arc<Session>>,
     pub events: Option<mpsc::Sender<Event>>,
@@ -118,15 +120,23 @@ pub(crate) async fn handle(
         }
         ("prompts/get", _) => {
             let name = required_str(params, "name")?;
-            let (index, name) = upstreams
-                .route_name(&name)
-                .ok_or_else(|| RpcError::invalid_params("Unknown prompt"))?;
+            let (index, name) = upstreams.route_name(&name).ok_or_else(|| {
+                RpcError::refusal(
+                    codes::INVALID_PARAMS,
+                    "Unknown prompt",
+                    "catalogue.unknown_prompt",
+                )
+            })?;
             let offered = upstreams
                 .offers(index, context.caller(), Offered::Prompt, &name)
                 .await
                 .map_err(|error| unavailable(&error))?;
             if !offered {
-                return Err(RpcError::invalid_params("Unknown prompt"));
+                return Err(RpcError::refusal(
+                    codes::INVALID_PARAMS,
+                    "Unknown prompt",
+                    "catalogue.unknown_prompt",
+                ));
             }
             let mut params = params.clone();
             params.insert("name".into(), name.into());
@@ -178,7 +188,11 @@ pub(crate) async fn handle(
                     .await
                     .map_err(|error| unavailable(&error))?;
                 if !offered {
-                    return Err(RpcError::invalid_params("Unknown prompt"));
+                    return Err(RpcError::refusal(
+                        codes::INVALID_PARAMS,
+                        "Unknown prompt",
+                        "catalogue.unknown_prompt",
+                    ));
                 }
             }
             forward(state, &context, index, &request.method, params, None).await?
@@ -241,7 +255,7 @@ fn resource_not_found(era: Era) -> RpcError {
         Era::Legacy => codes::RESOURCE_NOT_FOUND,
         Era::Modern => codes::INVALID_PARAMS,
     };
-    RpcError::new(code, "Resource not found")
+    RpcError::refusal(code, "Resource not found", "catalogue.unknown_resource")
 }
 
 async fn call_tool(
@@ -316,9 +330,13 @@ fn route_completion(state: &AppState, params: &mut Map<String, Value>) -> Result
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let (index, name) = upstreams
-                .route_name(name)
-                .ok_or_else(|| RpcError::invalid_params("Unknown prompt"))?;
+            let (index, name) = upstreams.route_name(name).ok_or_else(|| {
+                RpcError::refusal(
+                    codes::INVALID_PARAMS,
+                    "Unknown prompt",
+                    "catalogue.unknown_prompt",
+                )
+            })?;
             reference.insert("name".into(), name.into());
             Ok(index)
         }
@@ -359,6 +377,7 @@ async fn forward(
         session: &context.instance,
         tool,
     };
+    let _ = context.upstream_used.set(upstream.name().to_owned());
     let _permit = state
         .limiter()
         .admit_call(call, index)
@@ -437,6 +456,7 @@ pub(crate) fn upstream_result(answer: &Value, era: Era) -> Result<Value, RpcErro
             .unwrap_or("Upstream error")
             .to_owned(),
         data: error.get("data").cloned(),
+        rule: None,
     })
 }
 
@@ -461,10 +481,11 @@ fn unavailable(error: &UpstreamError) -> RpcError {
 }
 
 fn policy_error(error: PolicyError) -> RpcError {
-    match error {
-        PolicyError::UnknownTool => RpcError::invalid_params("Unknown tool"),
-        invalid => RpcError::invalid_params(invalid.to_string()),
-    }
+    let message = match &error {
+        PolicyError::UnknownTool => "Unknown tool".to_owned(),
+        invalid => invalid.to_string(),
+    };
+    RpcError::refusal(codes::INVALID_PARAMS, message, error.rule())
 }
 
 fn required_str(params: &Map<String, Value>, field: &'static str) -> Result<String, RpcError> {

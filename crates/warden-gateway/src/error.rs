@@ -15,6 +15,9 @@ pub struct RpcError {
     pub code: i64,
     pub message: String,
     pub data: Option<Value>,
+    /// When Warden itself refused, the rule that did (for audit); `None` for errors
+    /// that come from an upstream or from a failure.
+    pub rule: Option<&'static str>,
 }
 
 impl RpcError {
@@ -23,15 +26,28 @@ impl RpcError {
             code,
             message: message.into(),
             data: None,
+            rule: None,
+        }
+    }
+
+    /// A refusal by Warden under `rule`.
+    pub fn refusal(code: i64, message: impl Into<String>, rule: &'static str) -> Self {
+        Self {
+            rule: Some(rule),
+            ..Self::new(code, message)
         }
     }
 
     pub fn invalid_params(message: impl Into<String>) -> Self {
-        Self::new(codes::INVALID_PARAMS, message)
+        Self::refusal(codes::INVALID_PARAMS, message, "validation.params")
     }
 
     pub fn method_not_found() -> Self {
-        Self::new(codes::METHOD_NOT_FOUND, "Method not found")
+        Self::refusal(
+            codes::METHOD_NOT_FOUND,
+            "Method not found",
+            "catalogue.unknown_method",
+        )
     }
 
     /// A rate limit's refusal: the layer and the wait travel in `data`.
@@ -43,6 +59,7 @@ impl RpcError {
                 "layer": refusal.layer.name(),
                 "retryAfter": refusal.retry_after,
             })),
+            rule: Some(refusal.layer.name()),
         }
     }
 

@@ -115,7 +115,7 @@ fn sorted(object: &Map<String, Value>) -> Vec<(&str, &Value)> {
 
 /// JSON with object keys in order, so that the same arguments sent in another key
 /// order bind the same.
-fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+pub(crate) fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Object(object) => {
             out.push(b'{');

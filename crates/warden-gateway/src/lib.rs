@@ -5,6 +5,7 @@
 //! JSON-RPC envelope, era and session) → dispatch (catalogue, argument validation) →
 //! relay to the upstream, and back. [`router`] is the one place that composes that stack.
 
+mod audit;
 mod auth;
 mod cors;
 mod credentials;
@@ -38,6 +39,7 @@ use tokio::sync::broadcast;
 use tower_service::Service as _;
 use warden_config::Connections;
 
+pub use audit::Auditor;
 pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
 pub use oauth::{OAuthError, OAuthVerifier};
@@ -114,7 +116,8 @@ pub async fn serve(
     let sweeper = tokio::spawn(session::sweep_until(state.sessions(), stop_rx.clone()));
     let relay_changes = tokio::spawn(relay_changes(state.sessions(), state.upstreams().changes()));
     let sessions = state.sessions();
-    let costs = tokio::spawn(state.limiter().clone().keep_costs(stop_rx));
+    let costs = tokio::spawn(state.limiter().clone().keep_costs(stop_rx.clone()));
+    let audit_writer = tokio::spawn(state.auditor().clone().write_until(stop_rx));
     let app = router(state, listener.local_addr());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -158,8 +161,9 @@ pub async fn serve(
     }
     sweeper.abort();
     relay_changes.abort();
-    // The last spent costs reach the disk before the process ends.
+    // The last spent costs and audit records reach the disk before the process ends.
     let _ = costs.await;
+    let _ = audit_writer.await;
     Ok(())
 }
 

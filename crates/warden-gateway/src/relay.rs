@@ -13,11 +13,11 @@ use futures_util::future::{AbortHandle, Abortable, Aborted};
 use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use warden_proto::era::CLIENT_INFO_META;
 use warden_proto::{Era, Request, RequestId, codes};
 use warden_store::Principal;
 use warden_upstream::{Event, ServerRequest};
 
+use crate::audit::Draft;
 use crate::dispatch::{self, Context};
 use crate::error::{GatewayError, RpcError};
 use crate::input_required::client_can_answer;
@@ -39,9 +39,14 @@ pub(crate) struct Run {
     pub principal: Principal,
     pub era: Era,
     pub session: Option<Arc<Session>>,
+    /// What per-session limits count against (see `dispatch::Context`).
+    pub instance: String,
     pub request: Request,
     /// Whether the client accepts an SSE answer.
     pub can_stream: bool,
+    /// The request's audit record, finished with its outcome (or, if the work is
+    /// dropped, as cancelled).
+    pub audit: Draft,
 }
 
 type Work = Pin<Box<Abortable<Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>>>>;
@@ -52,8 +57,10 @@ pub(crate) async fn run(run: Run) -> Answer {
         principal,
         era,
         session,
+        instance,
         request,
         can_stream,
+        audit,
     } = run;
     let (events, received) = match can_stream {
         true => {
@@ -66,27 +73,18 @@ pub(crate) async fn run(run: Run) -> Answer {
     let dispatch: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>> = Box::pin({
         let session = session.clone();
         async move {
-            let instance = match &session {
-                Some(session) => session.id.clone(),
-                None => {
-                    let client = request
-                        .params
-                        .get("_meta")
-                        .and_then(|meta| meta.get(CLIENT_INFO_META))
-                        .and_then(|info| info.get("name"))
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    format!("{}/{client}", principal.key_id)
-                }
-            };
             let context = Context {
                 principal: &principal,
                 instance,
+                upstream_used: audit.upstream.clone(),
                 era,
                 session: session.as_ref(),
                 events,
             };
-            dispatch::handle(&state, context, &request).await
+            let result = dispatch::handle(&state, context, &request).await;
+            // The record is queued before the answer can leave.
+            audit.finish(&result).await;
+            result
         }
     });
     let (abort, registration) = AbortHandle::new_pair();

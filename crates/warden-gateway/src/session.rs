@@ -48,6 +48,8 @@ pub(crate) struct Session {
     key_id: String,
     /// What the client said it can do in `initialize`.
     pub client_capabilities: Value,
+    /// The client's `clientInfo` from `initialize` (name, version).
+    pub client_info: Value,
     next_request: AtomicU64,
     live: Mutex<Live>,
     last_seen: Mutex<Instant>,
@@ -256,6 +258,7 @@ impl Sessions {
         &self,
         key_id: &str,
         client_capabilities: Value,
+        client_info: Value,
     ) -> Result<Arc<Session>, GatewayError> {
         let mut bytes = [0u8; SESSION_ID_BYTES];
         rand::rng().fill_bytes(&mut bytes);
@@ -263,6 +266,7 @@ impl Sessions {
             id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
             key_id: key_id.to_owned(),
             client_capabilities,
+            client_info,
             next_request: AtomicU64::new(0),
             live: Mutex::new(Live::default()),
             last_seen: Mutex::new(Instant::now()),
@@ -347,7 +351,7 @@ mod tests {
     #[test]
     fn sessions_belong_to_their_key() {
         let sessions = Sessions::new(10, Duration::from_secs(60));
-        let s = sessions.create("key_a", Value::Null).unwrap();
+        let s = sessions.create("key_a", Value::Null, Value::Null).unwrap();
         assert!(s.id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         assert!(s.id.len() >= 43);
         assert!(sessions.get(&s.id, "key_a").is_ok());
@@ -369,16 +373,16 @@ mod tests {
     #[test]
     fn the_cap_holds_and_idle_sessions_make_room() {
         let sessions = Sessions::new(2, Duration::from_millis(0));
-        sessions.create("k", Value::Null).unwrap();
-        let held = sessions.create("k", Value::Null).unwrap();
+        sessions.create("k", Value::Null, Value::Null).unwrap();
+        let held = sessions.create("k", Value::Null, Value::Null).unwrap();
         let _claim = held.open_stream().unwrap();
         // The idle one is expired to make room; the one with an open stream is kept.
-        sessions.create("k", Value::Null).unwrap();
+        sessions.create("k", Value::Null, Value::Null).unwrap();
         assert!(sessions.get(&held.id, "k").is_ok());
         let strict = Sessions::new(1, Duration::from_secs(3600));
-        strict.create("k", Value::Null).unwrap();
+        strict.create("k", Value::Null, Value::Null).unwrap();
         assert!(matches!(
-            strict.create("k", Value::Null),
+            strict.create("k", Value::Null, Value::Null),
             Err(GatewayError::SessionLimit)
         ));
     }
@@ -386,7 +390,7 @@ mod tests {
     #[test]
     fn one_stream_per_session() {
         let sessions = Sessions::new(2, Duration::from_secs(60));
-        let s = sessions.create("k", Value::Null).unwrap();
+        let s = sessions.create("k", Value::Null, Value::Null).unwrap();
         let claim = s.open_stream().unwrap();
         assert!(matches!(
             s.open_stream(),

@@ -9,6 +9,7 @@ use warden_proto::JsonLimits;
 use warden_store::KeyStore;
 use warden_upstream::Upstreams;
 
+use crate::audit::Auditor;
 use crate::auth::FailedAuth;
 use crate::input_required::InputLot;
 use crate::oauth::OAuthVerifier;
@@ -29,6 +30,7 @@ struct Inner {
     api_keys_accepted: bool,
     oauth: Option<Arc<OAuthVerifier>>,
     limiter: Arc<Limiter>,
+    auditor: Arc<Auditor>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     max_body_bytes: usize,
@@ -50,6 +52,7 @@ impl AppState {
         upstreams: Arc<Upstreams>,
         oauth: Option<Arc<OAuthVerifier>>,
         limiter: Arc<Limiter>,
+        auditor: Arc<Auditor>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -67,6 +70,7 @@ impl AppState {
                 api_keys_accepted: config.auth.api_keys,
                 oauth,
                 limiter,
+                auditor,
                 allowed_hosts: config.allowed_hosts.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 max_body_bytes: config.limits.max_body_bytes,
@@ -100,6 +104,10 @@ impl AppState {
     /// Warden's own keys authenticate (they may be turned off when OAuth is on).
     pub(crate) fn api_keys_accepted(&self) -> bool {
         self.inner.api_keys_accepted
+    }
+
+    pub(crate) fn auditor(&self) -> &Arc<Auditor> {
+        &self.inner.auditor
     }
 
     pub(crate) fn limiter(&self) -> &Arc<Limiter> {

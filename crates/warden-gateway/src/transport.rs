@@ -17,6 +17,7 @@ use warden_proto::era::{CLIENT_CAPABILITIES_META, PROTOCOL_VERSION_META, meta_pr
 use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, RequestId, headers};
 use warden_store::Principal;
 
+use crate::audit;
 use crate::auth::Caller;
 use crate::credentials;
 use crate::dispatch;
@@ -231,8 +232,8 @@ async fn handle_post(
     body: Body,
     can_stream: bool,
 ) -> (Result<Outcome, GatewayError>, Option<McpFacts>) {
-    let message = match decode(state, headers, body).await {
-        Ok(message) => message,
+    let (message, request_bytes) = match decode(state, headers, body).await {
+        Ok(decoded) => decoded,
         Err(error) => return (Err(error), None),
     };
     let era = era_of(headers, &message);
@@ -254,17 +255,38 @@ async fn handle_post(
         Message::Response(_) => None,
     };
     let outcome = match era {
-        Era::Modern => modern(state, principal, headers, message, can_stream).await,
-        Era::Legacy => legacy(state, principal, headers, message, can_stream).await,
+        Era::Modern => {
+            modern(
+                state,
+                principal,
+                headers,
+                message,
+                can_stream,
+                request_bytes,
+            )
+            .await
+        }
+        Era::Legacy => {
+            legacy(
+                state,
+                principal,
+                headers,
+                message,
+                can_stream,
+                request_bytes,
+            )
+            .await
+        }
     };
     (outcome, facts)
 }
 
+/// The message, and the size of the body it came in.
 async fn decode(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Message, GatewayError> {
+) -> Result<(Message, usize), GatewayError> {
     if !is_json_content(headers) {
         return Err(GatewayError::UnsupportedMediaType);
     }
@@ -290,7 +312,9 @@ async fn decode(
         id: None,
     })?;
     let id = EnvelopeError::answer_id(&value);
-    Message::from_value(value).map_err(|error| GatewayError::Envelope { error, id })
+    let message =
+        Message::from_value(value).map_err(|error| GatewayError::Envelope { error, id })?;
+    Ok((message, bytes.len()))
 }
 
 /// A request is modern when its `_meta` names a protocol version, or when its
@@ -322,6 +346,7 @@ async fn modern(
     headers: &HeaderMap,
     message: Message,
     can_stream: bool,
+    request_bytes: usize,
 ) -> Result<Outcome, GatewayError> {
     let request = match message {
         // Notifications are acknowledged; this revision defines none that need action.
@@ -330,37 +355,67 @@ async fn modern(
         Message::Request(request) => request,
     };
     check_modern_request(headers, &request)?;
-    execute(state, principal, Era::Modern, None, request, can_stream).await
+    let call = Call {
+        era: Era::Modern,
+        session: None,
+        request,
+        can_stream,
+        request_bytes,
+    };
+    execute(state, principal, call).await
 }
 
-/// Runs a request (see `relay`) and frames its answer.
-async fn execute(
-    state: &AppState,
-    principal: &Principal,
+/// A request on its way to `execute`.
+struct Call {
     era: Era,
     session: Option<Arc<Session>>,
     request: Request,
     can_stream: bool,
+    request_bytes: usize,
+}
+
+/// Runs a request (see `relay`) and frames its answer. From here on every request has
+/// an audit record, refused or not.
+async fn execute(
+    state: &AppState,
+    principal: &Principal,
+    call: Call,
 ) -> Result<Outcome, GatewayError> {
+    let Call {
+        era,
+        session,
+        request,
+        can_stream,
+        request_bytes,
+    } = call;
     let id = request.id.clone();
+    let instance = match &session {
+        Some(session) => session.id.clone(),
+        None => format!("{}/{}", principal.key_id, audit::client_of(&request, None)),
+    };
+    let client = audit::client_of(&request, session.as_ref().map(|s| &s.client_info));
+    let draft = state
+        .auditor()
+        .begin(principal, era, &instance, &client, &request, request_bytes);
     // Rate limit per key: every request counts, notifications and answers do not.
     if let Err(refusal) = state
         .limiter()
         .admit_request(&principal.key_id, principal.rpm)
     {
-        return Err(GatewayError::Rpc {
-            id,
-            era,
-            error: Box::new(RpcError::rate_limited(&refusal)),
-        });
+        let error = RpcError::rate_limited(&refusal);
+        let refused = Err(error);
+        draft.finish(&refused).await;
+        return finish(id, era, refused, None);
     }
     let run = relay::Run {
         state: state.clone(),
         principal: principal.clone(),
         era,
         session,
+        instance,
         request,
         can_stream,
+        audit: draft,
     };
     match relay::run(run).await {
         relay::Answer::Done(result) => finish(id, era, result, None),
@@ -427,6 +482,7 @@ async fn legacy(
     headers: &HeaderMap,
     message: Message,
     can_stream: bool,
+    request_bytes: usize,
 ) -> Result<Outcome, GatewayError> {
     if let Message::Request(request) = &message
         && request.method == "initialize"
@@ -469,15 +525,14 @@ async fn legacy(
             Ok(Outcome::Accepted)
         }
         Message::Request(request) => {
-            execute(
-                state,
-                principal,
-                Era::Legacy,
-                Some(session),
+            let call = Call {
+                era: Era::Legacy,
+                session: Some(session),
                 request,
                 can_stream,
-            )
-            .await
+                request_bytes,
+            };
+            execute(state, principal, call).await
         }
     }
 }
@@ -507,7 +562,15 @@ fn initialize(
         .filter(|c| c.is_object())
         .cloned()
         .unwrap_or_default();
-    let session = state.sessions().create(&principal.key_id, capabilities)?;
+    let client_info = request
+        .params
+        .get("clientInfo")
+        .filter(|c| c.is_object())
+        .cloned()
+        .unwrap_or_default();
+    let session = state
+        .sessions()
+        .create(&principal.key_id, capabilities, client_info)?;
     tracing::debug!(version = version.as_str(), "session opened");
     let result = dispatch::initialize_result(state, version);
     finish(

@@ -162,7 +162,7 @@ impl fmt::Debug for KeyStore {
 
 impl KeyStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
-        let secret = load_or_create_secret(dir)?;
+        let secret = load_or_create_secret(dir, SECRET_FILE)?;
         let mut conn = db::open_writer(&dir.file("keys.db"))?;
         db::migrate(&mut conn, MIGRATIONS)?;
         Ok(Self {
@@ -431,8 +431,9 @@ fn validate_label(what: &str, value: &str) -> Result<()> {
     }
 }
 
-fn load_or_create_secret(dir: &DataDir) -> Result<[u8; SECRET_BYTES]> {
-    let path = dir.file(SECRET_FILE);
+/// The 32-byte secret kept in `name` under the data dir, made on first use (mode 0600).
+pub(crate) fn load_or_create_secret(dir: &DataDir, name: &str) -> Result<[u8; SECRET_BYTES]> {
+    let path = dir.file(name);
     match std::fs::read(&path) {
         Ok(bytes) => bytes.try_into().map_err(|_| {
             StoreError::Invalid(format!(

@@ -1,7 +1,8 @@
 //! Warden's durable state, in SQLite files inside the data directory:
 //! `keys.db` (API keys, stored as keyed hashes), `notes.db` (the embedded knowledge
-//! base) and `costs.db` (daily spending per tenant). Every note query filters by tenant; there is no API that reads across tenants.
+//! base), `costs.db` (daily spending per tenant) and `audit.db` (the chained audit trail). Every note query filters by tenant; there is no API that reads across tenants.
 
+pub mod audit;
 pub mod costs;
 mod db;
 pub mod keys;
@@ -9,6 +10,7 @@ pub mod notes;
 
 use std::path::{Path, PathBuf};
 
+pub use audit::{AuditFilter, AuditRecord, AuditStore, Verdict};
 pub use costs::CostStore;
 pub use keys::{KEY_PREFIX, KeyOptions, KeyRecord, KeyStore, Principal, Scope};
 pub use notes::{Note, NoteSummary, NotesStore, SearchHit};
@@ -56,6 +58,11 @@ impl DataDir {
 
     pub fn file(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    /// A 32-byte secret of this installation kept in file `name`, made on first use.
+    pub fn secret(&self, name: &str) -> Result<[u8; 32]> {
+        keys::load_or_create_secret(self, name)
     }
 }
 

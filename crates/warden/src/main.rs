@@ -1,5 +1,7 @@
 //! The `warden` command: a thin shell over the library crates.
 
+mod audit_cli;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,9 +10,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use warden_config::{Config, Overrides};
-use warden_gateway::{Listener, OAuthVerifier, TlsCertificate};
+use warden_gateway::{Auditor, Listener, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
-use warden_store::{CostStore, DataDir, KeyOptions, KeyStore, NotesStore, Scope};
+use warden_store::{AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore, Scope};
 use warden_upstream::Upstreams;
 
 #[derive(Parser)]
@@ -46,6 +48,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Read and verify the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cli::AuditCommand,
     },
     /// Work with configuration files.
     Config {
@@ -144,6 +151,7 @@ fn main() -> ExitCode {
             log_format,
         ),
         Command::Keys { command } => keys(command),
+        Command::Audit { command } => audit_cli::run(command),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Config::load(Some(&file), &Overrides::default())
@@ -159,7 +167,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_keys(data_dir: DataDirArg) -> Result<KeyStore, Failure> {
+/// The data directory a CLI command works on: the flag, the environment, or the default.
+fn data_dir_of(data_dir: DataDirArg) -> Result<PathBuf, Failure> {
     let config = Config::load(
         None,
         &Overrides {
@@ -167,7 +176,11 @@ fn open_keys(data_dir: DataDirArg) -> Result<KeyStore, Failure> {
             ..Overrides::default()
         },
     )?;
-    Ok(KeyStore::open(&DataDir::open(config.data_dir)?)?)
+    Ok(config.data_dir)
+}
+
+fn open_keys(data_dir: DataDirArg) -> Result<KeyStore, Failure> {
+    Ok(KeyStore::open(&DataDir::open(data_dir_of(data_dir)?)?)?)
 }
 
 fn keys(command: KeysCommand) -> Result<(), Failure> {
@@ -269,12 +282,61 @@ fn init_logging(format: LogFormat) {
         tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(RedactedStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Every log line passes the redaction rules on its way to stderr, whatever wrote it.
+struct RedactedStderr;
+
+/// One event's bytes, written redacted when the event is done.
+struct RedactedLine(Vec<u8>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactedLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactedLine(Vec::with_capacity(256))
+    }
+}
+
+impl std::io::Write for RedactedLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedLine {
+    fn drop(&mut self) {
+        let line = String::from_utf8_lossy(&self.0);
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr().lock(),
+            warden_redact::text(&line).as_bytes(),
+        );
+    }
+}
+
+/// Key of the audit's arguments hash, beside the data.
+const AUDIT_ARGS_SECRET: &str = "audit-args.secret";
+
+/// Drops audit records past their retention (at each start).
+fn prune_audit(store: &AuditStore, retain_days: u64) -> Result<(), Failure> {
+    let retain_ms = i64::try_from(retain_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    let now_ms = warden_store::now_unix().saturating_mul(1000);
+    let cut = store.prune(now_ms.saturating_sub(retain_ms))?;
+    if cut > 0 {
+        tracing::info!(records = cut, retain_days, "old audit records removed");
+    }
+    Ok(())
 }
 
 /// How long a start waits for the upstreams' catalogues before it listens anyway.
@@ -308,6 +370,9 @@ fn serve(
     let keys = Arc::new(KeyStore::open(&dir)?);
     let notes = Arc::new(NotesStore::open(&dir)?);
     let costs = Arc::new(CostStore::open(&dir)?);
+    let audit_store = Arc::new(AuditStore::open(&dir)?);
+    prune_audit(&audit_store, config.audit.retain_days)?;
+    let auditor = Auditor::new(audit_store, &config.audit, dir.secret(AUDIT_ARGS_SECRET)?);
     ensure_first_key(&keys, &dir)?;
     if !config.listen.ip().is_loopback() && config.tls.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS (allow_plaintext = true): keys cross the network unencrypted");
@@ -347,8 +412,14 @@ fn serve(
             &upstream_slots,
             Some(costs),
         )?);
-        let state =
-            warden_gateway::AppState::new(&config, keys, upstreams.clone(), oauth, limiter);
+        let state = warden_gateway::AppState::new(
+            &config,
+            keys,
+            upstreams.clone(),
+            oauth,
+            limiter,
+            auditor,
+        );
         let served = warden_gateway::serve(listener, state, &config.connections, shutdown_signal()).await;
         upstreams.shutdown().await;
         served?;

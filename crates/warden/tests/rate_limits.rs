@@ -281,18 +281,18 @@ async fn an_upstream_is_protected_by_its_own_cap_and_timeout() {
     // Ten calls, three at a time upstream; each waits its turn in the queue.
     let replies = join_all((0..10).map(|_| call_tool(&http, "sleep", json!({"ms": 100})))).await;
     assert!(replies.iter().all(|r| r.status == 200));
-    let peak = call_tool(&http, "peak", json!({})).await.json()["result"]["content"][0]["text"]
-        .clone();
+    let peak =
+        call_tool(&http, "peak", json!({})).await.json()["result"]["content"][0]["text"].clone();
     assert_eq!(peak, "3");
     // A call past the upstream's timeout fails retryably, and the upstream is told.
     let slow = call_tool(&http, "sleep", json!({"ms": 5000})).await;
     assert_eq!(slow.status, 503, "{}", slow.text);
     assert_eq!(slow.json()["error"]["code"], -32003);
-    let cancelled = call_tool(&http, "cancelled", json!({})).await.json()["result"]["content"]
-        [0]["text"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let cancelled =
+        call_tool(&http, "cancelled", json!({})).await.json()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let cancelled: Vec<Value> = serde_json::from_str(&cancelled).unwrap();
     assert_eq!(cancelled.len(), 1, "{cancelled:?}");
 }

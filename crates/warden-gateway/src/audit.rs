@@ -1,0 +1,285 @@
+//! The audit trail's request side: a record for every request that reached policy,
+//! allowed or refused, queued before its answer leaves (so a sent answer always has its
+//! record on the way) and written in batches off the request path. The queue is
+//! bounded; when it is full a request waits for room rather than lose its record.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::sync::{mpsc, watch};
+use warden_config::Audit;
+use warden_proto::era::CLIENT_INFO_META;
+use warden_proto::{Era, Request, codes};
+use warden_store::{AuditRecord, AuditStore, Principal};
+
+use crate::error::RpcError;
+
+/// Records written in one transaction, at most.
+const MAX_BATCH: usize = 1_024;
+/// Names and URIs kept in a record, at most (a hallucinated name can be megabytes).
+const MAX_TARGET_CHARS: usize = 256;
+
+pub struct Auditor {
+    sender: mpsc::Sender<AuditRecord>,
+    receiver: Mutex<Option<mpsc::Receiver<AuditRecord>>>,
+    capacity: usize,
+    flush: Duration,
+    /// Key of the arguments hash, when `args_hash` is on.
+    args_key: Option<[u8; 32]>,
+    store: Arc<AuditStore>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor").finish_non_exhaustive()
+    }
+}
+
+impl Auditor {
+    /// `args_key` is a secret of this installation (the arguments hash must not be
+    /// reversible by guessing arguments).
+    pub fn new(store: Arc<AuditStore>, config: &Audit, args_key: [u8; 32]) -> Arc<Self> {
+        let (sender, receiver) = mpsc::channel(config.queue);
+        Arc::new(Self {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+            capacity: config.queue,
+            flush: config.flush,
+            args_key: config.args_hash.then_some(args_key),
+            store,
+        })
+    }
+
+    /// Records waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.capacity - self.sender.capacity()
+    }
+
+    /// Writes queued records until `stop` turns true, then everything still queued.
+    pub async fn write_until(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(mut receiver) = self
+            .receiver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        loop {
+            let first = tokio::select! {
+                record = receiver.recv() => record,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(first) = first else {
+                break;
+            };
+            // Whatever else arrives within the flush delay goes in the same batch.
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + self.flush;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(record)) => batch.push(record),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.write(batch).await;
+        }
+        // Shutting down: nothing new comes in; write what is left.
+        receiver.close();
+        let mut rest = Vec::new();
+        while let Some(record) = receiver.recv().await {
+            rest.push(record);
+            if rest.len() == MAX_BATCH {
+                self.write(std::mem::take(&mut rest)).await;
+            }
+        }
+        if !rest.is_empty() {
+            self.write(rest).await;
+        }
+    }
+
+    async fn write(&self, batch: Vec<AuditRecord>) {
+        let store = self.store.clone();
+        let count = batch.len();
+        match tokio::task::spawn_blocking(move || store.append(&batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, count, "audit records not written"),
+            Err(error) => tracing::error!(%error, count, "audit writer failed"),
+        }
+    }
+
+    /// Starts the record of one request.
+    pub(crate) fn begin(
+        self: &Arc<Self>,
+        principal: &Principal,
+        era: Era,
+        instance: &str,
+        client: &str,
+        request: &Request,
+        request_bytes: usize,
+    ) -> Draft {
+        let params = &request.params;
+        let target = match request.method.as_str() {
+            "tools/call" | "prompts/get" => params.get("name"),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => params.get("uri"),
+            "completion/complete" => params
+                .get("ref")
+                .and_then(|r| r.get("name").or_else(|| r.get("uri"))),
+            _ => None,
+        }
+        .and_then(Value::as_str)
+        .map(|target| {
+            let cut: String = target.chars().take(MAX_TARGET_CHARS).collect();
+            warden_redact::text(&cut).into_owned()
+        });
+        let args_hash = match (&self.args_key, params.get("arguments")) {
+            (Some(key), Some(arguments)) => Some(keyed_hash(key, arguments)),
+            _ => None,
+        };
+        Draft {
+            auditor: self.clone(),
+            started: Instant::now(),
+            upstream: Arc::new(OnceLock::new()),
+            record: Some(AuditRecord {
+                at_ms: now_ms(),
+                tenant: principal.tenant.clone(),
+                principal: principal.key_id.clone(),
+                client: client.to_owned(),
+                instance: instance.to_owned(),
+                era: era.as_str().to_owned(),
+                method: request.method.chars().take(MAX_TARGET_CHARS).collect(),
+                target,
+                request_bytes: i64::try_from(request_bytes).unwrap_or(i64::MAX),
+                args_hash,
+                ..AuditRecord::default()
+            }),
+        }
+    }
+}
+
+/// The client's name and version as it gave them: `_meta` (modern) or `initialize`.
+pub(crate) fn client_of(request: &Request, session_client: Option<&Value>) -> String {
+    let info = session_client.or_else(|| {
+        request
+            .params
+            .get("_meta")
+            .and_then(|meta| meta.get(CLIENT_INFO_META))
+    });
+    let field = |name| {
+        info.and_then(|i| i.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect::<String>()
+    };
+    let (name, version) = (field("name"), field("version"));
+    if version.is_empty() {
+        name
+    } else {
+        format!("{name}/{version}")
+    }
+}
+
+/// A record in the making. Finished with the request's outcome; dropped unfinished (the
+/// client went away, or the call was cancelled), it is recorded as cancelled.
+pub(crate) struct Draft {
+    auditor: Arc<Auditor>,
+    started: Instant,
+    /// The upstream that served the call, once dispatch knows it.
+    pub upstream: Arc<OnceLock<String>>,
+    record: Option<AuditRecord>,
+}
+
+impl Draft {
+    pub(crate) async fn finish(mut self, result: &Result<Value, RpcError>) {
+        let Some(record) = self.complete(result) else {
+            return;
+        };
+        // Waits for room when the writer is behind: a record is never dropped.
+        let _ = self.auditor.sender.send(record).await;
+    }
+
+    fn complete(&mut self, result: &Result<Value, RpcError>) -> Option<AuditRecord> {
+        let mut record = self.record.take()?;
+        record.latency_us = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
+        record.upstream = self.upstream.get().cloned();
+        let (decision, rule, outcome, result_bytes) = match result {
+            Ok(result) => {
+                let outcome = if result.get("isError").and_then(Value::as_bool) == Some(true) {
+                    "tool_error"
+                } else {
+                    "ok"
+                };
+                ("allowed", None, outcome, json_len(result))
+            }
+            Err(error) => match error.rule {
+                Some(rule) => ("refused", Some(rule), "refused", 0),
+                None if error.code == codes::UPSTREAM_UNAVAILABLE => {
+                    ("allowed", None, "unavailable", 0)
+                }
+                None if error.code == codes::REQUEST_CANCELLED => ("allowed", None, "cancelled", 0),
+                None => ("allowed", None, "protocol_error", 0),
+            },
+        };
+        record.decision = decision.to_owned();
+        record.rule = rule.map(str::to_owned);
+        record.outcome = outcome.to_owned();
+        record.result_bytes = result_bytes;
+        Some(record)
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        let cancelled = Err(RpcError::new(codes::REQUEST_CANCELLED, "cancelled"));
+        let Some(record) = self.complete(&cancelled) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(record)) = self.auditor.sender.try_send(record) {
+            let sender = self.auditor.sender.clone();
+            tokio::spawn(async move {
+                let _ = sender.send(record).await;
+            });
+        }
+    }
+}
+
+fn json_len(value: &Value) -> i64 {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    let _ = serde_json::to_writer(&mut counter, value);
+    i64::try_from(counter.0).unwrap_or(i64::MAX)
+}
+
+/// HMAC-SHA256 of the canonical JSON of `arguments` (keys sorted), hex.
+fn keyed_hash(key: &[u8; 32], arguments: &Value) -> String {
+    let mut canonical = Vec::new();
+    crate::input_required::write_canonical(&mut canonical, arguments);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(&canonical);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

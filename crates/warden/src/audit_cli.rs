@@ -1,0 +1,163 @@
+//! `warden audit`: read the audit trail (a table or JSON lines), follow it, and verify
+//! its chain.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+use warden_store::{AuditFilter, AuditRecord, AuditStore, DataDir, Verdict};
+
+use crate::{DataDirArg, Failure, parse_duration};
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Records, oldest first, filtered.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A key id (or `oauth:<subject>`).
+        #[arg(long)]
+        key: Option<String>,
+        /// A tool, prompt or resource.
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long, value_parser = ["allowed", "refused"])]
+        decision: Option<String>,
+        /// Only records newer than this, e.g. 1h, 30m, 7d.
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<u64>,
+        /// The newest this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// The last records, and with -f the new ones as they are written.
+    Tail {
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Checks the chain: an edited or deleted record is reported.
+    Verify {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+}
+
+fn open(data_dir: DataDirArg) -> Result<AuditStore, Failure> {
+    let dir: PathBuf = crate::data_dir_of(data_dir)?;
+    Ok(AuditStore::open(&DataDir::open(dir)?)?)
+}
+
+pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
+    match command {
+        AuditCommand::List {
+            tenant,
+            key,
+            tool,
+            decision,
+            since,
+            limit,
+            json,
+            data_dir,
+        } => {
+            let since_ms = since.map(|secs| {
+                (warden_store::now_unix() - i64::try_from(secs).unwrap_or(i64::MAX / 2)) * 1000
+            });
+            let filter = AuditFilter {
+                tenant,
+                principal: key,
+                target: tool,
+                decision,
+                since_ms,
+                after_id: None,
+                limit,
+            };
+            print_rows(&open(data_dir)?.query(&filter)?, json, true)
+        }
+        AuditCommand::Tail {
+            follow,
+            json,
+            data_dir,
+        } => {
+            let store = open(data_dir)?;
+            let mut filter = AuditFilter {
+                limit: 20,
+                ..AuditFilter::default()
+            };
+            let mut header = true;
+            loop {
+                let rows = store.query(&filter)?;
+                print_rows(&rows, json, header)?;
+                header = false;
+                if !follow {
+                    return Ok(());
+                }
+                if let Some((last, _)) = rows.last() {
+                    filter.after_id = Some(*last);
+                }
+                filter.limit = 1_000;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        AuditCommand::Verify { data_dir } => match open(data_dir)?.verify()? {
+            Verdict::Intact { rows } => {
+                println!("audit trail intact: {rows} records");
+                Ok(())
+            }
+            Verdict::Edited { id } => Err(format!("audit record {id} was changed").into()),
+            Verdict::Missing { before_id } => {
+                Err(format!("audit records are missing before record {before_id}").into())
+            }
+        },
+    }
+}
+
+fn print_rows(rows: &[(i64, AuditRecord)], json: bool, header: bool) -> Result<(), Failure> {
+    if json {
+        for (id, record) in rows {
+            let mut line = serde_json::to_value(record)?;
+            line["id"] = (*id).into();
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    if header {
+        println!(
+            "{:<8} {:<20} {:<12} {:<22} {:<16} {:<24} {:<8} {:<22} {:<14} {:>9}",
+            "ID",
+            "TIME",
+            "TENANT",
+            "KEY",
+            "METHOD",
+            "TARGET",
+            "DECISION",
+            "RULE",
+            "OUTCOME",
+            "LATENCY"
+        );
+    }
+    for (id, r) in rows {
+        println!(
+            "{:<8} {:<20} {:<12} {:<22} {:<16} {:<24} {:<8} {:<22} {:<14} {:>7}ms",
+            id,
+            warden_store::format_time(r.at_ms / 1000),
+            r.tenant,
+            r.principal,
+            r.method,
+            r.target.as_deref().unwrap_or("-"),
+            r.decision,
+            r.rule.as_deref().unwrap_or("-"),
+            r.outcome,
+            r.latency_us / 1000
+        );
+    }
+    Ok(())
+}
