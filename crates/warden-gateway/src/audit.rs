@@ -86,6 +86,21 @@ impl Auditor {
                 }
             }
             self.write(batch).await;
+            // Records that queued up during that write have waited already: they go
+            // at once, so no record waits more than one flush delay and two writes.
+            loop {
+                let mut waiting = Vec::new();
+                while waiting.len() < MAX_BATCH {
+                    match receiver.try_recv() {
+                        Ok(record) => waiting.push(record),
+                        Err(_) => break,
+                    }
+                }
+                if waiting.is_empty() {
+                    break;
+                }
+                self.write(waiting).await;
+            }
         }
         // Shutting down: nothing new comes in; write what is left.
         receiver.close();

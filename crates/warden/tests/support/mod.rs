@@ -163,10 +163,12 @@ impl Warden {
 
     /// Stops the server the way an operator's service manager would (SIGTERM) and waits.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        self.terminate()
+    }
+
+    /// SIGTERM and wait, keeping the data directory for a look afterwards.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
         for _ in 0..100 {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
@@ -174,6 +176,19 @@ impl Warden {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("warden did not stop on SIGTERM within 10 s");
+    }
+
+    /// SIGKILL: no shutdown at all, as in a crash or the OOM killer.
+    pub fn kill_hard(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     /// `warden keys add`; returns (key id, key).

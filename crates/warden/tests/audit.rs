@@ -1,0 +1,312 @@
+//! The audit trail and redaction over the real binary: one record per request that
+//! reached policy in a mixed run, records surviving `kill -9` once their answer was sent
+//! a flush delay earlier, `warden audit verify` catching an edited and a deleted record,
+//! and canary secrets planted everywhere a client or upstream can put them never
+//! reaching any byte Warden wrote.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::raw::{Http, Reply};
+use support::{Warden, fixture_upstream};
+
+async fn call_tool(http: &Http, tool: &str, arguments: Value) -> Reply {
+    http.modern(
+        "tools/call",
+        Some(tool),
+        json!({"name": tool, "arguments": arguments}),
+    )
+    .await
+}
+
+/// `warden audit list --json` over the server's data dir.
+fn audit_rows(warden: &Warden) -> Vec<Value> {
+    let out = warden.cli(&["audit", "list", "--json", "--limit", "1000000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn sqlite(warden: &Warden, sql: &str) {
+    let db = warden.data_dir.join("audit.db");
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()",
+            db.to_str().unwrap(),
+            sql,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn verify(warden: &Warden) -> (bool, String) {
+    let out = warden.cli(&["audit", "verify"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_that_reaches_policy_has_one_chained_record() {
+    let mut warden = Warden::start_config(
+        &(fixture_upstream("fx", "call_timeout_ms = 300")
+            + "\n[rate]\nper_key_rpm = 12\n\n[tools.pid]\nrpm = 1\n"),
+    );
+    let http = Http::new(&warden);
+    let mut made = 0;
+    let mut expect = |reply: Reply, status: u16| {
+        assert_eq!(reply.status, status, "{}", reply.text);
+        made += 1;
+    };
+    expect(http.modern("tools/list", None, json!({})).await, 200);
+    expect(call_tool(&http, "echo", json!({"text": "a"})).await, 200);
+    expect(
+        call_tool(&http, "echo", json!({"text": "a", "x": 1})).await,
+        400,
+    );
+    expect(call_tool(&http, "no_such_tool", json!({})).await, 400);
+    expect(call_tool(&http, "pid", json!({})).await, 200);
+    expect(call_tool(&http, "pid", json!({})).await, 429);
+    expect(call_tool(&http, "sleep", json!({"ms": 2000})).await, 503);
+    let session = http.initialize().await;
+    let echo = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "b"}}});
+    expect(http.legacy(&session, &echo).await, 200);
+    let unknown = json!({"jsonrpc": "2.0", "id": 4, "method": "nope"});
+    expect(http.legacy(&session, &unknown).await, 200);
+    // The key's twelfth request a minute is its last.
+    for _ in 0..3 {
+        expect(http.modern("tools/list", None, json!({})).await, 200);
+    }
+    expect(http.modern("tools/list", None, json!({})).await, 429);
+    assert!(warden.terminate().success());
+
+    let rows = audit_rows(&warden);
+    assert_eq!(rows.len(), made, "{rows:#?}");
+    let rule_of = |i: usize| rows[i]["rule"].as_str().unwrap_or("-").to_owned();
+    assert_eq!(rows[1]["decision"], "allowed");
+    assert_eq!(rows[1]["outcome"], "ok");
+    assert_eq!(rows[1]["target"], "echo");
+    assert_eq!(rows[1]["upstream"], "fx");
+    assert_eq!(rows[1]["era"], "modern");
+    assert_eq!(rows[1]["client"], "raw-test/1");
+    assert_eq!(rule_of(2), "validation.arguments");
+    assert_eq!(rule_of(3), "catalogue.unknown_tool");
+    assert_eq!(rule_of(5), "rate.per_tool");
+    assert_eq!(rows[6]["outcome"], "unavailable");
+    assert_eq!(rows[7]["era"], "legacy");
+    assert_eq!(rows[7]["client"], "raw/1");
+    assert_eq!(rule_of(8), "catalogue.unknown_method");
+    assert_eq!(rule_of(made - 1), "rate.per_key");
+    for row in &rows {
+        assert_eq!(row["tenant"], "default");
+        assert!(row["principal"].as_str().unwrap().starts_with("key_"));
+    }
+
+    let (intact, report) = verify(&warden);
+    assert!(
+        intact && report.contains(&format!("{made} records")),
+        "{report}"
+    );
+    sqlite(
+        &warden,
+        "UPDATE audit SET decision = 'allowed' WHERE id = 3",
+    );
+    let (intact, report) = verify(&warden);
+    assert!(
+        !intact && report.contains("record 3 was changed"),
+        "{report}"
+    );
+    sqlite(
+        &warden,
+        "UPDATE audit SET decision = 'refused' WHERE id = 3",
+    );
+    assert!(verify(&warden).0);
+    sqlite(&warden, "DELETE FROM audit WHERE id = 5");
+    let (intact, report) = verify(&warden);
+    assert!(
+        !intact && report.contains("missing before record 6"),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_keeps_the_record_of_every_answer_it_sent() {
+    let mut warden = Warden::start_config(
+        &(fixture_upstream("fx", "")
+            + "\n[rate]\nper_key_rpm = 1000000\nper_ip_rpm = 1000000\n[audit]\nflush_ms = 100\n"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, stop, answered) = (Http::new(&warden), stop.clone(), answered.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(2))
+                    .build()
+                    .unwrap();
+                let http = Http { client, ..http };
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = http
+                        .modern(
+                            "tools/call",
+                            Some("echo"),
+                            json!({"name": "echo", "arguments": {"text": "load"}}),
+                        )
+                        .await;
+                    if reply.status == 200 {
+                        answered.lock().unwrap().push(Instant::now());
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed_at = Instant::now();
+    warden.kill_hard();
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    // A record is committed within the flush delay and one write of its answer; give
+    // that 300 ms.
+    let settled = killed_at - Duration::from_millis(300);
+    let answered = answered.lock().unwrap();
+    let owed = answered.iter().filter(|at| **at < settled).count();
+    let recorded = audit_rows(&warden)
+        .iter()
+        .filter(|row| row["outcome"] == "ok")
+        .count();
+    println!(
+        "answered {}, owed {owed}, recorded {recorded}",
+        answered.len()
+    );
+    assert!(owed > 50, "too little load to tell: {owed}");
+    assert!(recorded >= owed, "{recorded} records for {owed} answers");
+    assert!(verify(&warden).0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_secrets_never_reach_anything_warden_writes() {
+    let canaries = [
+        "sk-canaryHEADERabcdefghijkl0001",
+        "ghp_canaryQUERYabcdefghijklmn0002",
+        "xoxb-canary-ARGNAME-0003abcd",
+        "AKIACANARYARGVALUE04",
+        "sk-canaryURIabcdefghijklmnop0005",
+        "ghp_canarySTDERRabcdefghijklm0006",
+        "wdn_canaryBEARERabcdefghijklmnopqrstu0007",
+        "sk-canaryREFUSEDabcdefghijklmn0008",
+    ];
+    let mut warden =
+        Warden::start_config(&(fixture_upstream("fx", "") + "\n[audit]\nargs_hash = true\n"));
+    let http = Http::new(&warden);
+    let [
+        header,
+        query,
+        arg_name,
+        arg_value,
+        uri,
+        stderr,
+        bearer,
+        refused,
+    ] = canaries;
+    // Headers no one asked for.
+    let reply = http
+        .post_modern(
+            &[
+                ("x-api-key", header),
+                ("cookie", &format!("session={header}")),
+            ],
+            "tools/list",
+            None,
+            &support::raw::modern_body("tools/list", json!({})),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    // The query string (refused) and a wrong Bearer credential (refused).
+    let in_query = Http {
+        url: format!("{}?access_token={query}", warden.url),
+        ..Http::new(&warden)
+    };
+    assert_eq!(
+        in_query.modern("tools/list", None, json!({})).await.status,
+        400
+    );
+    assert_eq!(
+        Http {
+            key: bearer.to_owned(),
+            ..Http::new(&warden)
+        }
+        .modern("tools/list", None, json!({}))
+        .await
+        .status,
+        401
+    );
+    // Arguments: under a secret-looking name (refused), and in an innocent one,
+    // allowed and echoed back in the result.
+    let secret_named = call_tool(
+        &http,
+        "echo",
+        json!({"text": "x", "client_secret": arg_name}),
+    )
+    .await;
+    assert_eq!(secret_named.status, 400);
+    let echoed = call_tool(&http, "echo", json!({"text": arg_value})).await;
+    assert!(
+        echoed.text.contains(arg_value),
+        "the result is the client's to see"
+    );
+    // A resource URI (refused as unknown) and an argument of a refused call.
+    let read = http
+        .modern(
+            "resources/read",
+            Some(&format!("fixture://fx/{uri}")),
+            json!({"uri": format!("fixture://fx/{uri}")}),
+        )
+        .await;
+    assert_eq!(read.status, 400, "{}", read.text);
+    let too_many = call_tool(&http, "echo", json!({"text": refused, "more": 1})).await;
+    assert_eq!(too_many.status, 400);
+    // What the upstream writes to stderr.
+    assert_eq!(
+        call_tool(
+            &http,
+            "complain",
+            json!({"text": format!("failed with token {stderr}")})
+        )
+        .await
+        .status,
+        200
+    );
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(warden.terminate().success());
+    for canary in canaries {
+        assert!(!warden.has_written(canary), "{canary} was written");
+    }
+    // Redaction kept what is not secret: the stderr line and the audit rows are there.
+    assert!(
+        warden.stderr().contains("failed with token [REDACTED]"),
+        "{}",
+        warden.stderr()
+    );
+    assert!(audit_rows(&warden).len() >= 6);
+}
