@@ -36,7 +36,7 @@ wait_for_output() {
 start_warden() {
     local bin="$1"
     shift
-    "$bin" serve --listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/data" "$@" >"$WARDEN_WORK/stdout" 2>"$WARDEN_LOG_FILE" &
+    "$bin" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/data" "$@" >"$WARDEN_WORK/stdout" 2>"$WARDEN_LOG_FILE" &
     warden_pid=$!
     WARDEN_URL="$(wait_for_output "$WARDEN_LOG_FILE" 'listening on https?://[^ ]*' "$warden_pid" warden 30)"
     WARDEN_URL="${WARDEN_URL#listening on }"

@@ -15,6 +15,7 @@ pub use tools::{DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolRules};
 pub use upstream::{Builtin, DEFAULT_UPSTREAM_NAME, Http, Secret, Source, Stdio, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_DATA_DIR: &str = "warden-data";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// No configuration may raise the body cap past this.
@@ -78,6 +79,8 @@ mod raw {
         #[serde(default)]
         pub audit: Audit,
         #[serde(default)]
+        pub admin: Admin,
+        #[serde(default)]
         pub tenants: std::collections::BTreeMap<String, Tenant>,
     }
 
@@ -93,6 +96,12 @@ mod raw {
         pub per_session_calls: Option<u64>,
         pub daily_cost_cap: Option<u64>,
         pub max_streams_per_key: Option<usize>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Admin {
+        pub listen: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -244,6 +253,8 @@ pub struct Config {
     pub tools: std::collections::BTreeMap<String, ToolRules>,
     pub rate: Rate,
     pub audit: Audit,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), never the public port.
+    pub admin_listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -337,6 +348,7 @@ pub struct Sessions {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
 }
 
@@ -356,6 +368,17 @@ impl Config {
         let mut config = validate(raw, &source)?;
         if let Some(listen) = overrides.listen {
             config.listen = listen;
+        }
+        if let Some(admin) = overrides.admin_listen {
+            config.admin_listen = admin;
+        }
+        if config.admin_listen == config.listen && config.listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                path: source.clone(),
+                field: "admin.listen",
+                message: "must not be the public listen address: metrics stay off the public port"
+                    .into(),
+            });
         }
         // Checked after the overrides: `--listen 0.0.0.0:8080` needs the same consent.
         plaintext_consented(&config, &source)?;
@@ -518,6 +541,13 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         queue: bounded(raw.audit.queue, 10_000, 16..=1_000_000)
             .map_err(|m| invalid("audit.queue", m))?,
     };
+    let admin = raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let admin_listen: SocketAddr = admin.parse().map_err(|_| {
+        invalid(
+            "admin.listen",
+            format!("{admin:?} is not an IP address and port, e.g. {DEFAULT_ADMIN_LISTEN}"),
+        )
+    })?;
     let max_sessions = bounded(
         raw.sessions.max_sessions,
         DEFAULT_MAX_SESSIONS,
@@ -565,6 +595,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         tools,
         rate,
         audit,
+        admin_listen,
         sessions: Sessions {
             max_sessions,
             idle_timeout: Duration::from_secs(idle),
@@ -654,7 +685,7 @@ mod tests {
             None,
             &Overrides {
                 listen: Some("0.0.0.0:9".parse().unwrap()),
-                data_dir: None,
+                ..Overrides::default()
             },
         );
         assert!(overridden.is_err());
@@ -723,9 +754,18 @@ mod tests {
         let overrides = Overrides {
             listen: Some("127.0.0.1:9".parse().unwrap()),
             data_dir: Some("/tmp/x".into()),
+            admin_listen: Some("127.0.0.1:10".parse().unwrap()),
         };
         let config = Config::load(None, &overrides).unwrap();
         assert_eq!(config.listen.port(), 9);
+        assert_eq!(config.admin_listen.port(), 10);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        let same = Overrides {
+            listen: Some("127.0.0.1:9".parse().unwrap()),
+            admin_listen: Some("127.0.0.1:9".parse().unwrap()),
+            data_dir: None,
+        };
+        let error = Config::load(None, &same).unwrap_err().to_string();
+        assert!(error.contains("admin.listen"), "{error}");
     }
 }

@@ -16,6 +16,7 @@ use warden_proto::{Era, Request, codes};
 use warden_store::{AuditRecord, AuditStore, Principal};
 
 use crate::error::RpcError;
+use crate::metrics::Metrics;
 
 /// Records written in one transaction, at most.
 const MAX_BATCH: usize = 1_024;
@@ -30,6 +31,7 @@ pub struct Auditor {
     /// Key of the arguments hash, when `args_hash` is on.
     args_key: Option<[u8; 32]>,
     store: Arc<AuditStore>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -41,7 +43,12 @@ impl std::fmt::Debug for Auditor {
 impl Auditor {
     /// `args_key` is a secret of this installation (the arguments hash must not be
     /// reversible by guessing arguments).
-    pub fn new(store: Arc<AuditStore>, config: &Audit, args_key: [u8; 32]) -> Arc<Self> {
+    pub fn new(
+        store: Arc<AuditStore>,
+        config: &Audit,
+        args_key: [u8; 32],
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let (sender, receiver) = mpsc::channel(config.queue);
         Arc::new(Self {
             sender,
@@ -50,6 +57,7 @@ impl Auditor {
             flush: config.flush,
             args_key: config.args_hash.then_some(args_key),
             store,
+            metrics,
         })
     }
 
@@ -241,6 +249,9 @@ impl Draft {
                 None => ("allowed", None, "protocol_error", 0),
             },
         };
+        self.auditor
+            .metrics
+            .request(&record.method, decision, outcome);
         record.decision = decision.to_owned();
         record.rule = rule.map(str::to_owned);
         record.outcome = outcome.to_owned();

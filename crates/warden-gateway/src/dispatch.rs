@@ -355,8 +355,6 @@ fn route_completion(state: &AppState, params: &mut Map<String, Value>) -> Result
     }
 }
 
-/// Sends a request to one upstream and turns its answer into ours. Calls that may need
-/// the client's input mid-way are bridged between the eras (see `input_required`).
 /// Sends a call to upstream `index` once the rate limits admit it (`tool` is the
 /// catalogue name of a `tools/call`); the call's slots are held until it is done.
 async fn forward(
@@ -364,7 +362,7 @@ async fn forward(
     context: &Context<'_>,
     index: usize,
     method: &str,
-    mut params: Map<String, Value>,
+    params: Map<String, Value>,
     tool: Option<&str>,
 ) -> Result<Value, RpcError> {
     let upstream: &Arc<Upstream> = state
@@ -383,6 +381,23 @@ async fn forward(
         .admit_call(call, index)
         .await
         .map_err(|refusal| RpcError::rate_limited(&refusal))?;
+    let started = std::time::Instant::now();
+    let result = call_upstream(state, context, upstream, method, params).await;
+    state
+        .metrics()
+        .upstream_call(upstream.name(), started.elapsed());
+    result
+}
+
+/// Sends a request to one upstream and turns its answer into ours. Calls that may need
+/// the client's input mid-way are bridged between the eras (see `input_required`).
+async fn call_upstream(
+    state: &AppState,
+    context: &Context<'_>,
+    upstream: &Arc<Upstream>,
+    method: &str,
+    mut params: Map<String, Value>,
+) -> Result<Value, RpcError> {
     let events = context.events.as_ref();
     if !input_required::applies(method) {
         let answer = upstream

@@ -16,6 +16,7 @@ mod input_required;
 mod limits;
 mod listener;
 mod log;
+mod metrics;
 mod oauth;
 mod relay;
 mod session;
@@ -42,6 +43,7 @@ use warden_config::Connections;
 pub use audit::Auditor;
 pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
+pub use metrics::{Metrics, admin_router};
 pub use oauth::{OAuthError, OAuthVerifier};
 pub use state::AppState;
 
@@ -97,7 +99,10 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         ))
         // Request log: one line per request with what the handlers learned (MCP method,
         // era, key id); never a body, a header value or a query string.
-        .layer(middleware::from_fn(log::log_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            log::log_request,
+        ))
         .with_state(state)
 }
 

@@ -2,10 +2,12 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use warden_store::Principal;
+
+use crate::state::AppState;
 
 /// What the handlers learned about a request, carried back to the log on the response.
 /// Holds identifiers only: a key id, never a key.
@@ -31,7 +33,11 @@ pub(crate) struct McpFacts {
     pub era: &'static str,
 }
 
-pub(crate) async fn log_request(request: Request, next: Next) -> Response {
+pub(crate) async fn log_request(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let http_method = request.method().clone();
     // The path only: a query string may carry a credential and is never logged.
@@ -43,6 +49,7 @@ pub(crate) async fn log_request(request: Request, next: Next) -> Response {
         .cloned()
         .unwrap_or_default();
     let mcp = response.extensions().get::<McpFacts>();
+    state.metrics().response(response.status().as_u16());
     tracing::info!(
         http.method = %http_method,
         http.path = %path,

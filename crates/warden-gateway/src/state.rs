@@ -12,6 +12,7 @@ use warden_upstream::Upstreams;
 use crate::audit::Auditor;
 use crate::auth::FailedAuth;
 use crate::input_required::InputLot;
+use crate::metrics::Metrics;
 use crate::oauth::OAuthVerifier;
 use crate::session::Sessions;
 
@@ -31,6 +32,7 @@ struct Inner {
     oauth: Option<Arc<OAuthVerifier>>,
     limiter: Arc<Limiter>,
     auditor: Arc<Auditor>,
+    metrics: Arc<Metrics>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     max_body_bytes: usize,
@@ -53,6 +55,7 @@ impl AppState {
         oauth: Option<Arc<OAuthVerifier>>,
         limiter: Arc<Limiter>,
         auditor: Arc<Auditor>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -71,6 +74,7 @@ impl AppState {
                 oauth,
                 limiter,
                 auditor,
+                metrics,
                 allowed_hosts: config.allowed_hosts.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 max_body_bytes: config.limits.max_body_bytes,
@@ -104,6 +108,10 @@ impl AppState {
     /// Warden's own keys authenticate (they may be turned off when OAuth is on).
     pub(crate) fn api_keys_accepted(&self) -> bool {
         self.inner.api_keys_accepted
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     pub(crate) fn auditor(&self) -> &Arc<Auditor> {

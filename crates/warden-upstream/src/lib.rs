@@ -15,6 +15,7 @@ pub mod outbound;
 mod sse;
 mod stdio;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -66,6 +67,7 @@ pub struct Upstream {
     backend: Backend,
     unsolicited: broadcast::Sender<Value>,
     facts: Mutex<Option<Arc<ServerFacts>>>,
+    restarts: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -90,6 +92,7 @@ impl Upstream {
     ) -> Result<Self, UpstreamError> {
         let name: Arc<str> = config.name.as_str().into();
         let unsolicited = link::Link::unsolicited_channel();
+        let restarts = Arc::new(AtomicU64::new(0));
         let backend = match &config.source {
             Source::Builtin(Builtin::Notes) => Backend::Notes(NotesServer::new(notes.clone())),
             Source::Stdio(stdio) => Backend::Stdio(stdio::Children::start(stdio::Launcher {
@@ -99,6 +102,7 @@ impl Upstream {
                 eras: handshake::EraCache::default(),
                 unsolicited: unsolicited.clone(),
                 shutdown: shutdown.clone(),
+                restarts: restarts.clone(),
             })),
             Source::Http(http) => Backend::Http(http::HttpUpstream::new(
                 name.clone(),
@@ -114,7 +118,13 @@ impl Upstream {
             backend,
             unsolicited,
             facts: Mutex::new(None),
+            restarts,
         })
+    }
+
+    /// Times a child of this upstream stopped and was started again.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     pub fn name(&self) -> &str {

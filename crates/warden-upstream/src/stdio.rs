@@ -78,6 +78,8 @@ pub(crate) struct Launcher {
     pub eras: EraCache,
     pub unsolicited: broadcast::Sender<Value>,
     pub shutdown: watch::Receiver<bool>,
+    /// Counts restarts, for metrics.
+    pub restarts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Launcher {
@@ -122,6 +124,8 @@ impl Launcher {
                 backoff = FIRST_BACKOFF;
             }
             tracing::warn!(upstream = %self.name, delay_ms = backoff.as_millis() as u64, "upstream stopped; restarting");
+            self.restarts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use warden_config::{Config, Overrides};
-use warden_gateway::{Auditor, Listener, OAuthVerifier, TlsCertificate};
+use warden_gateway::{Auditor, Listener, Metrics, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
 use warden_store::{AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore, Scope};
 use warden_upstream::Upstreams;
@@ -39,6 +39,10 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Address of the admin listener (/metrics, /healthz, /readyz)
+        /// [default: 127.0.0.1:9090].
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
         #[command(flatten)]
         data_dir: DataDirArg,
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
@@ -140,12 +144,14 @@ fn main() -> ExitCode {
         Command::Serve {
             config,
             listen,
+            admin_listen,
             data_dir,
             log_format,
         } => serve(
             config.as_deref(),
             Overrides {
                 listen,
+                admin_listen,
                 data_dir: data_dir.data_dir,
             },
             log_format,
@@ -372,7 +378,13 @@ fn serve(
     let costs = Arc::new(CostStore::open(&dir)?);
     let audit_store = Arc::new(AuditStore::open(&dir)?);
     prune_audit(&audit_store, config.audit.retain_days)?;
-    let auditor = Auditor::new(audit_store, &config.audit, dir.secret(AUDIT_ARGS_SECRET)?);
+    let metrics = Metrics::new();
+    let auditor = Auditor::new(
+        audit_store,
+        &config.audit,
+        dir.secret(AUDIT_ARGS_SECRET)?,
+        metrics.clone(),
+    );
     ensure_first_key(&keys, &dir)?;
     if !config.listen.ip().is_loopback() && config.tls.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS (allow_plaintext = true): keys cross the network unencrypted");
@@ -412,6 +424,12 @@ fn serve(
             &upstream_slots,
             Some(costs),
         )?);
+        metrics.watch(limiter.clone(), auditor.clone(), upstreams.clone());
+        // The admin listener: metrics and health, never on the public port.
+        let admin = tokio::net::TcpListener::bind(config.admin_listen).await?;
+        tracing::info!("admin endpoint at http://{}", admin.local_addr()?);
+        let admin_routes = warden_gateway::admin_router(metrics.clone(), upstreams.clone());
+        tokio::spawn(async move { axum::serve(admin, admin_routes).await });
         let state = warden_gateway::AppState::new(
             &config,
             keys,
@@ -419,6 +437,7 @@ fn serve(
             oauth,
             limiter,
             auditor,
+            metrics,
         );
         let served = warden_gateway::serve(listener, state, &config.connections, shutdown_signal()).await;
         upstreams.shutdown().await;

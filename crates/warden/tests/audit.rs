@@ -310,3 +310,90 @@ async fn canary_secrets_never_reach_anything_warden_writes() {
     );
     assert!(audit_rows(&warden).len() >= 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_on_the_admin_listener_only() {
+    let warden = Warden::start_config(&(fixture_upstream("fx", "") + "\n[tools.pid]\nrpm = 1\n"));
+    let http = Http::new(&warden);
+    assert_eq!(
+        call_tool(&http, "echo", json!({"text": "a"})).await.status,
+        200
+    );
+    assert_eq!(
+        call_tool(&http, "echo", json!({"nope": 1})).await.status,
+        400
+    );
+    assert_eq!(call_tool(&http, "pid", json!({})).await.status, 200);
+    assert_eq!(call_tool(&http, "pid", json!({})).await.status, 429);
+    let canary = "sk-canaryMETRICSabcdefghijkl0009";
+    assert_eq!(call_tool(&http, canary, json!({})).await.status, 400);
+
+    let admin = warden.admin_url();
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Parse every sample line: name{labels} value.
+    let samples: Vec<(String, f64)> = text
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse::<f64>().unwrap())
+        })
+        .collect();
+    let value = |series: &str| {
+        samples
+            .iter()
+            .find(|(s, _)| s == series)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"warden_requests_total{method="tools/call",decision="allowed",outcome="ok"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"warden_requests_total{method="tools/call",decision="refused",outcome="refused"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"warden_rate_limit_refusals_total{layer="rate.per_tool"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"warden_http_responses_total{status="429"}"#), 1.0);
+    assert_eq!(value(r#"warden_upstream_up{upstream="fx"}"#), 1.0);
+    assert_eq!(
+        value(r#"warden_upstream_restarts_total{upstream="fx"}"#),
+        0.0
+    );
+    assert!(value("warden_audit_queue_depth") >= 0.0);
+    assert_eq!(
+        value(r#"warden_upstream_call_seconds_count{upstream="fx"}"#),
+        2.0
+    );
+    assert!(!text.contains(canary) && !text.contains(&warden.admin_key));
+
+    assert_eq!(
+        reqwest::get(format!("{admin}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{admin}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Not on the public port.
+    let public = warden.url.trim_end_matches("/mcp");
+    for path in ["/metrics", "/healthz"] {
+        let reply = reqwest::get(format!("{public}{path}")).await.unwrap();
+        assert_eq!(reply.status(), 404, "{path}");
+    }
+}

@@ -99,7 +99,13 @@ impl Warden {
         let mut command = Command::new(BIN);
         command
             .current_dir(cwd)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .env_remove("WARDEN_DATA_DIR")
             .env("WARDEN_LOG", "info")
@@ -239,6 +245,19 @@ impl Warden {
         walk(&self.data_dir, &mut all);
         all.windows(needle.len())
             .any(|window| window == needle.as_bytes())
+    }
+
+    /// The admin listener's base URL, from the log.
+    pub fn admin_url(&self) -> String {
+        let log = self.stderr();
+        let at = log
+            .find("admin endpoint at ")
+            .expect("admin endpoint logged");
+        log[at + "admin endpoint at ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
     }
 
     /// Runs a `warden` subcommand against this server's data directory.
