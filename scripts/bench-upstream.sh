@@ -32,6 +32,16 @@ url = "$echo_url"
 TOML
 start_warden "$target/warden" --config "$WARDEN_WORK/warden.toml"
 
+# A second Warden, the same but with the audit trail off, to measure what auditing costs.
+sed 's/^\[rate\]$/[audit]\nenabled = false\n\n[rate]/' "$WARDEN_WORK/warden.toml" >"$WARDEN_WORK/warden-unaudited.toml"
+"$target/warden" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/unaudited" \
+    --config "$WARDEN_WORK/warden-unaudited.toml" >/dev/null 2>"$WARDEN_WORK/unaudited.log" &
+unaudited_pid=$!
+kill_on_exit "$unaudited_pid"
+unaudited_url="$(wait_for_output "$WARDEN_WORK/unaudited.log" 'listening on https?://[^ ]*' "$unaudited_pid" "unaudited warden" 30)"
+unaudited_url="${unaudited_url#listening on }"
+unaudited_key="$(cat "$WARDEN_WORK/unaudited/admin.key")"
+
 load() { "$target/warden-bench" load --requests "$requests" --concurrency "$concurrency" --json "$@"; }
 results="$WARDEN_WORK/results.jsonl"
 for era in legacy modern; do
@@ -39,6 +49,7 @@ for era in legacy modern; do
     for round in 1 2; do
         echo "{\"path\": \"direct\", \"round\": $round, \"load\": $(env -u WARDEN_KEY "$target/warden-bench" load --url "$echo_url" --era "$era" --requests "$requests" --concurrency "$concurrency" --json)}" >>"$results"
         echo "{\"path\": \"warden\", \"round\": $round, \"load\": $(load --url "$WARDEN_URL" --era "$era")}" >>"$results"
+        echo "{\"path\": \"unaudited\", \"round\": $round, \"load\": $(WARDEN_KEY="$unaudited_key" load --url "$unaudited_url" --era "$era")}" >>"$results"
     done
 done
 assert_key_not_logged bench
@@ -67,8 +78,11 @@ for era in ("legacy", "modern"):
     d, w = best("direct", era), best("warden", era)
     for name, r in (("direct", d), ("through Warden", w)):
         lines.append(f"| {era} | {name} | {r['rps']:.0f} | {r['p50_us']:.0f} µs | {r['p90_us']:.0f} µs | {r['p99_us']:.0f} µs | {r['errors']} |")
+    u = best("unaudited", era)
+    lines.append(f"| {era} | through Warden, audit off | {u['rps']:.0f} | {u['p50_us']:.0f} µs | {u['p90_us']:.0f} µs | {u['p99_us']:.0f} µs | {u['errors']} |")
     summary.append(f"- {era}: throughput through Warden is **{w['rps'] / d['rps']:.2f}×** direct; "
-                   f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**.")
+                   f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**; "
+                   f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off.")
 lines += [""] + summary + ["<!-- upstream-bench:end -->"]
 block = "\n".join(lines)
 print(block)

@@ -107,6 +107,7 @@ mod raw {
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Audit {
+        pub enabled: Option<bool>,
         pub flush_ms: Option<u64>,
         pub retain_days: Option<u64>,
         pub args_hash: Option<bool>,
@@ -317,6 +318,8 @@ pub struct Rate {
 /// The audit trail: one record per request that reached policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Audit {
+    /// On unless the operator turns it off (logged as a warning at start).
+    pub enabled: bool,
     /// A record is committed at most this long after its response was sent.
     pub flush: Duration,
     pub retain_days: u64,
@@ -531,6 +534,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         }
     })?;
     let audit = Audit {
+        enabled: raw.audit.enabled.unwrap_or(true),
         flush: Duration::from_millis(
             bounded(raw.audit.flush_ms, 100, 1..=10_000)
                 .map_err(|m| invalid("audit.flush_ms", m))?,

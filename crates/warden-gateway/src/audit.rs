@@ -32,6 +32,8 @@ pub struct Auditor {
     args_key: Option<[u8; 32]>,
     store: Arc<AuditStore>,
     metrics: Arc<Metrics>,
+    /// Off only by the operator's explicit choice: records are then counted, not kept.
+    enabled: bool,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -58,6 +60,7 @@ impl Auditor {
             args_key: config.args_hash.then_some(args_key),
             store,
             metrics,
+            enabled: config.enabled,
         })
     }
 
@@ -223,8 +226,10 @@ impl Draft {
         let Some(record) = self.complete(result) else {
             return;
         };
-        // Waits for room when the writer is behind: a record is never dropped.
-        let _ = self.auditor.sender.send(record).await;
+        if self.auditor.enabled {
+            // Waits for room when the writer is behind: a record is never dropped.
+            let _ = self.auditor.sender.send(record).await;
+        }
     }
 
     fn complete(&mut self, result: &Result<Value, RpcError>) -> Option<AuditRecord> {
@@ -263,7 +268,7 @@ impl Draft {
 impl Drop for Draft {
     fn drop(&mut self) {
         let cancelled = Err(RpcError::new(codes::REQUEST_CANCELLED, "cancelled"));
-        let Some(record) = self.complete(&cancelled) else {
+        let Some(record) = self.complete(&cancelled).filter(|_| self.auditor.enabled) else {
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(record)) = self.auditor.sender.try_send(record) {

@@ -378,6 +378,11 @@ fn serve(
     let costs = Arc::new(CostStore::open(&dir)?);
     let audit_store = Arc::new(AuditStore::open(&dir)?);
     prune_audit(&audit_store, config.audit.retain_days)?;
+    if !config.audit.enabled {
+        tracing::warn!(
+            "the audit trail is off ([audit] enabled = false): requests are not recorded"
+        );
+    }
     let metrics = Metrics::new();
     let auditor = Auditor::new(
         audit_store,
