@@ -169,6 +169,7 @@ impl Auditor {
             auditor: self.clone(),
             started: Instant::now(),
             upstream: Arc::new(OnceLock::new()),
+            verdict: None,
             record: Some(AuditRecord {
                 at_ms: now_ms(),
                 tenant: principal.tenant.clone(),
@@ -211,6 +212,17 @@ pub(crate) fn client_of(request: &Request, session_client: Option<&Value>) -> St
     }
 }
 
+/// How a request was decided, for the request log line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Verdict {
+    pub decision: &'static str,
+    pub rule: Option<&'static str>,
+    pub outcome: &'static str,
+}
+
+/// Where a request's verdict lands once known (a stream's, only when it ends).
+pub(crate) type VerdictCell = Arc<OnceLock<Verdict>>;
+
 /// A record in the making. Finished with the request's outcome; dropped unfinished (the
 /// client went away, or the call was cancelled), it is recorded as cancelled.
 pub(crate) struct Draft {
@@ -219,9 +231,15 @@ pub(crate) struct Draft {
     /// The upstream that served the call, once dispatch knows it.
     pub upstream: Arc<OnceLock<String>>,
     record: Option<AuditRecord>,
+    verdict: Option<VerdictCell>,
 }
 
 impl Draft {
+    pub(crate) fn reporting_to(mut self, verdict: VerdictCell) -> Self {
+        self.verdict = Some(verdict);
+        self
+    }
+
     pub(crate) async fn finish(mut self, result: &Result<Value, RpcError>) {
         let Some(record) = self.complete(result) else {
             return;
@@ -257,6 +275,13 @@ impl Draft {
         self.auditor
             .metrics
             .request(&record.method, decision, outcome);
+        if let Some(cell) = &self.verdict {
+            let _ = cell.set(Verdict {
+                decision,
+                rule,
+                outcome,
+            });
+        }
         record.decision = decision.to_owned();
         record.rule = rule.map(str::to_owned);
         record.outcome = outcome.to_owned();

@@ -7,6 +7,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use warden_store::Principal;
 
+use crate::audit::VerdictCell;
 use crate::state::AppState;
 
 /// What the handlers learned about a request, carried back to the log on the response.
@@ -31,6 +32,8 @@ impl RequestFacts {
 pub(crate) struct McpFacts {
     pub method: String,
     pub era: &'static str,
+    /// The audit verdict, once the request has one.
+    pub verdict: VerdictCell,
 }
 
 pub(crate) async fn log_request(
@@ -49,6 +52,7 @@ pub(crate) async fn log_request(
         .cloned()
         .unwrap_or_default();
     let mcp = response.extensions().get::<McpFacts>();
+    let verdict = mcp.and_then(|m| m.verdict.get());
     state.metrics().response(response.status().as_u16());
     tracing::info!(
         http.method = %http_method,
@@ -58,6 +62,9 @@ pub(crate) async fn log_request(
         mcp.era = mcp.map(|m| m.era),
         tenant = facts.tenant.as_deref(),
         key_id = facts.key_id.as_deref(),
+        decision = verdict.map(|v| v.decision),
+        rule = verdict.and_then(|v| v.rule),
+        outcome = verdict.map(|v| v.outcome),
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );

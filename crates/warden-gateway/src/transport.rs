@@ -17,7 +17,7 @@ use warden_proto::era::{CLIENT_CAPABILITIES_META, PROTOCOL_VERSION_META, meta_pr
 use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, RequestId, headers};
 use warden_store::Principal;
 
-use crate::audit;
+use crate::audit::{self, VerdictCell};
 use crate::auth::Caller;
 use crate::credentials;
 use crate::dispatch;
@@ -232,7 +232,7 @@ async fn handle_post(
     body: Body,
     can_stream: bool,
 ) -> (Result<Outcome, GatewayError>, Option<McpFacts>) {
-    let (message, request_bytes) = match decode(state, headers, body).await {
+    let (message, bytes) = match decode(state, headers, body).await {
         Ok(decoded) => decoded,
         Err(error) => return (Err(error), None),
     };
@@ -243,40 +243,26 @@ async fn handle_post(
         let id = request.id.clone();
         return (Err(GatewayError::CredentialsInBody { id }), None);
     }
+    let received = Received {
+        bytes,
+        verdict: VerdictCell::default(),
+    };
     let facts = match &message {
         Message::Request(req) => Some(McpFacts {
             method: req.method.clone(),
             era: era.as_str(),
+            verdict: received.verdict.clone(),
         }),
         Message::Notification { method, .. } => Some(McpFacts {
             method: method.clone(),
             era: era.as_str(),
+            verdict: received.verdict.clone(),
         }),
         Message::Response(_) => None,
     };
     let outcome = match era {
-        Era::Modern => {
-            modern(
-                state,
-                principal,
-                headers,
-                message,
-                can_stream,
-                request_bytes,
-            )
-            .await
-        }
-        Era::Legacy => {
-            legacy(
-                state,
-                principal,
-                headers,
-                message,
-                can_stream,
-                request_bytes,
-            )
-            .await
-        }
+        Era::Modern => modern(state, principal, headers, message, can_stream, received).await,
+        Era::Legacy => legacy(state, principal, headers, message, can_stream, received).await,
     };
     (outcome, facts)
 }
@@ -346,7 +332,7 @@ async fn modern(
     headers: &HeaderMap,
     message: Message,
     can_stream: bool,
-    request_bytes: usize,
+    received: Received,
 ) -> Result<Outcome, GatewayError> {
     let request = match message {
         // Notifications are acknowledged; this revision defines none that need action.
@@ -360,9 +346,16 @@ async fn modern(
         session: None,
         request,
         can_stream,
-        request_bytes,
+        received,
     };
     execute(state, principal, call).await
+}
+
+/// What the transport learned of a body, for the audit record and the log.
+struct Received {
+    bytes: usize,
+    /// Filled in with the audit verdict; the request log line shows it.
+    verdict: VerdictCell,
 }
 
 /// A request on its way to `execute`.
@@ -371,7 +364,7 @@ struct Call {
     session: Option<Arc<Session>>,
     request: Request,
     can_stream: bool,
-    request_bytes: usize,
+    received: Received,
 }
 
 /// Runs a request (see `relay`) and frames its answer. From here on every request has
@@ -386,7 +379,7 @@ async fn execute(
         session,
         request,
         can_stream,
-        request_bytes,
+        received,
     } = call;
     let id = request.id.clone();
     let instance = match &session {
@@ -396,7 +389,8 @@ async fn execute(
     let client = audit::client_of(&request, session.as_ref().map(|s| &s.client_info));
     let draft = state
         .auditor()
-        .begin(principal, era, &instance, &client, &request, request_bytes);
+        .begin(principal, era, &instance, &client, &request, received.bytes)
+        .reporting_to(received.verdict);
     // Rate limit per key: every request counts, notifications and answers do not.
     if let Err(refusal) = state
         .limiter()
@@ -482,7 +476,7 @@ async fn legacy(
     headers: &HeaderMap,
     message: Message,
     can_stream: bool,
-    request_bytes: usize,
+    received: Received,
 ) -> Result<Outcome, GatewayError> {
     if let Message::Request(request) = &message
         && request.method == "initialize"
@@ -530,7 +524,7 @@ async fn legacy(
                 session: Some(session),
                 request,
                 can_stream,
-                request_bytes,
+                received,
             };
             execute(state, principal, call).await
         }
