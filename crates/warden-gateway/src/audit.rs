@@ -15,6 +15,7 @@ use warden_proto::era::CLIENT_INFO_META;
 use warden_proto::{Era, Request, codes};
 use warden_store::{AuditRecord, AuditStore, Principal};
 
+use crate::dispatch::UPSTREAM_TIMEOUT;
 use crate::error::RpcError;
 use crate::metrics::Metrics;
 
@@ -266,7 +267,12 @@ impl Draft {
             Err(error) => match error.rule {
                 Some(rule) => ("refused", Some(rule), "refused", 0),
                 None if error.code == codes::UPSTREAM_UNAVAILABLE => {
-                    ("allowed", None, "unavailable", 0)
+                    let outcome = if error.message == UPSTREAM_TIMEOUT {
+                        "timeout"
+                    } else {
+                        "unavailable"
+                    };
+                    ("allowed", None, outcome, 0)
                 }
                 None if error.code == codes::REQUEST_CANCELLED => ("allowed", None, "cancelled", 0),
                 None => ("allowed", None, "protocol_error", 0),

@@ -486,9 +486,13 @@ pub(crate) fn upstream_failed(
     unavailable(error)
 }
 
+/// What a client is told when its call outlived the upstream's `call_timeout_ms` (the
+/// audit record's outcome is then `timeout`).
+pub(crate) const UPSTREAM_TIMEOUT: &str = "The upstream server did not answer in time";
+
 fn unavailable(error: &UpstreamError) -> RpcError {
     let message = match error {
-        UpstreamError::Timeout => "The upstream server did not answer in time",
+        UpstreamError::Timeout => UPSTREAM_TIMEOUT,
         UpstreamError::Exited => "The upstream server stopped during the call; try again",
         _ => "The upstream server is unavailable; try again",
     };

@@ -65,7 +65,8 @@ pub struct AuditRecord {
     pub decision: String,
     /// The rule that refused (`validation.arguments`, `rate.per_key`, …).
     pub rule: Option<String>,
-    /// `ok`, `tool_error`, `protocol_error`, `unavailable`, `cancelled`, `refused`.
+    /// `ok`, `tool_error`, `protocol_error`, `timeout`, `unavailable`, `cancelled`,
+    /// `refused`.
     pub outcome: String,
     pub latency_us: i64,
     pub request_bytes: i64,

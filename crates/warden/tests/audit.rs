@@ -109,7 +109,7 @@ async fn every_request_that_reaches_policy_has_one_chained_record() {
     assert_eq!(rule_of(2), "validation.arguments");
     assert_eq!(rule_of(3), "catalogue.unknown_tool");
     assert_eq!(rule_of(5), "rate.per_tool");
-    assert_eq!(rows[6]["outcome"], "unavailable");
+    assert_eq!(rows[6]["outcome"], "timeout");
     assert_eq!(rows[7]["era"], "legacy");
     assert_eq!(rows[7]["client"], "raw/1");
     assert_eq!(rule_of(8), "catalogue.unknown_method");
@@ -396,4 +396,41 @@ async fn metrics_are_served_on_the_admin_listener_only() {
         let reply = reqwest::get(format!("{public}{path}")).await.unwrap();
         assert_eq!(reply.status(), 404, "{path}");
     }
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_the_request_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let warden = Warden::start_with(
+        dir.path(),
+        &["--data-dir", data.to_str().unwrap(), "--log-format", "json"],
+        &[],
+    );
+    let http = Http::new(&warden);
+    assert_eq!(
+        call_tool(&http, "no_such_tool", json!({})).await.status,
+        400
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines: Vec<Value> = warden
+        .stderr()
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let request = lines
+        .iter()
+        .find(|line| line["fields"]["mcp.method"] == "tools/call")
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert_eq!(request["level"], "INFO");
+    assert_eq!(request["fields"]["http.status"], 400);
+    assert_eq!(request["fields"]["rule"], "catalogue.unknown_tool");
+    assert_eq!(request["fields"]["tenant"], "default");
+    assert!(
+        request["fields"]["key_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("key_")
+    );
 }

@@ -50,8 +50,9 @@ fn collect(
             if let Some(ready) = &ready
                 && let Some(at) = line.find("listening on http")
             {
+                // Human or JSON logs: the URL ends at a space or a quote.
                 let url = line[at + "listening on ".len()..]
-                    .split_whitespace()
+                    .split(|c: char| c.is_whitespace() || c == '"')
                     .next()
                     .unwrap_or_default();
                 let _ = ready.send(url.to_owned());
@@ -254,7 +255,7 @@ impl Warden {
             .find("admin endpoint at ")
             .expect("admin endpoint logged");
         log[at + "admin endpoint at ".len()..]
-            .split_whitespace()
+            .split(|c: char| c.is_whitespace() || c == '"')
             .next()
             .unwrap()
             .to_owned()
