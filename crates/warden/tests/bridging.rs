@@ -255,15 +255,23 @@ async fn cancellation_reaches_the_upstream_in_both_eras() {
     .await;
     assert!(gone.is_err(), "the call should still have been running");
 
-    // The fixture reads notifications only between requests, so ask after both sleeps.
-    let seen = http
-        .modern(
-            "tools/call",
-            Some("cancelled"),
-            json!({"name": "cancelled", "arguments": {}}),
-        )
-        .await;
-    let ids: Vec<Value> = serde_json::from_str(&text(&seen)).unwrap();
+    // Warden notices the client is gone when its connection closes: ask until the
+    // upstream has heard both (or give up after a few seconds).
+    let mut ids: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        let seen = http
+            .modern(
+                "tools/call",
+                Some("cancelled"),
+                json!({"name": "cancelled", "arguments": {}}),
+            )
+            .await;
+        ids = serde_json::from_str(&text(&seen)).unwrap();
+        if ids.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(ids.len(), 2, "the upstream heard {ids:?}");
 }
 
