@@ -11,7 +11,7 @@ mod tools;
 mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
-pub use tools::{DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolRules};
+pub use tools::{DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules};
 pub use upstream::{Builtin, DEFAULT_UPSTREAM_NAME, Http, Secret, Source, Stdio, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -81,6 +81,8 @@ mod raw {
         #[serde(default)]
         pub admin: Admin,
         #[serde(default)]
+        pub results: Results,
+        #[serde(default)]
         pub tenants: std::collections::BTreeMap<String, Tenant>,
     }
 
@@ -96,6 +98,13 @@ mod raw {
         pub per_session_calls: Option<u64>,
         pub daily_cost_cap: Option<u64>,
         pub max_streams_per_key: Option<usize>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Results {
+        pub harden: Option<bool>,
+        pub max_result_bytes: Option<usize>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -135,6 +144,7 @@ mod raw {
         pub output_check: Option<String>,
         pub rpm: Option<u32>,
         pub cost: Option<u64>,
+        pub kind: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -154,6 +164,8 @@ mod raw {
         pub call_timeout_ms: Option<u64>,
         pub max_message_bytes: Option<usize>,
         pub max_concurrent: Option<usize>,
+        pub trust_annotations: Option<bool>,
+        pub untrusted: Option<bool>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -256,6 +268,16 @@ pub struct Config {
     pub audit: Audit,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`), never the public port.
     pub admin_listen: SocketAddr,
+    pub results: Results,
+}
+
+/// Hardening of what upstreams return (see `warden_policy::harden_result`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Results {
+    /// On by default; off leaves results exactly as the upstream sent them.
+    pub harden: bool,
+    /// Text content beyond this many bytes in one result is cut, with a marker.
+    pub max_result_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -552,6 +574,15 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
             format!("{admin:?} is not an IP address and port, e.g. {DEFAULT_ADMIN_LISTEN}"),
         )
     })?;
+    let results = Results {
+        harden: raw.results.harden.unwrap_or(true),
+        max_result_bytes: bounded(
+            raw.results.max_result_bytes,
+            256 * 1024,
+            1024..=64 * 1024 * 1024,
+        )
+        .map_err(|m| invalid("results.max_result_bytes", m))?,
+    };
     let max_sessions = bounded(
         raw.sessions.max_sessions,
         DEFAULT_MAX_SESSIONS,
@@ -600,6 +631,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         rate,
         audit,
         admin_listen,
+        results,
         sessions: Sessions {
             max_sessions,
             idle_timeout: Duration::from_secs(idle),

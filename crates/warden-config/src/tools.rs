@@ -27,6 +27,14 @@ pub const DEFAULT_MAX_STREAMS_PER_KEY: usize = 8;
 /// What a `tools/call` costs when its tool names no `cost`.
 pub const DEFAULT_TOOL_COST: u64 = 1;
 
+/// What a tool does to the world, as the operator classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolClass {
+    Read,
+    Write,
+    Destructive,
+}
+
 /// What the gateway does when a tool's structured result does not match its
 /// `outputSchema`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,6 +61,8 @@ pub struct ToolRules {
     pub rpm: Option<u32>,
     /// What one call costs against its tenant's daily cap.
     pub cost: u64,
+    /// The operator's classification; it beats the upstream's annotations.
+    pub kind: Option<ToolClass>,
 }
 
 impl Default for ToolRules {
@@ -65,6 +75,7 @@ impl Default for ToolRules {
             output_check: OutputCheck::Block,
             rpm: None,
             cost: DEFAULT_TOOL_COST,
+            kind: None,
         }
     }
 }
@@ -237,6 +248,18 @@ pub(crate) fn validate(
                         .map_err(|m| (field("rpm"), m))?,
                     cost: bounded(tool.cost, DEFAULT_TOOL_COST, 0..=1_000_000)
                         .map_err(|m| (field("cost"), m))?,
+                    kind: match tool.kind.as_deref() {
+                        None => None,
+                        Some("read") => Some(ToolClass::Read),
+                        Some("write") => Some(ToolClass::Write),
+                        Some("destructive") => Some(ToolClass::Destructive),
+                        Some(_) => {
+                            return Err((
+                                field("kind"),
+                                "must be \"read\", \"write\" or \"destructive\"".into(),
+                            ));
+                        }
+                    },
                 },
             ))
         })

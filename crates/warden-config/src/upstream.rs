@@ -26,6 +26,13 @@ pub struct Upstream {
     pub max_message_bytes: usize,
     /// Calls in flight to this upstream at once; more wait (up to the queue timeout).
     pub max_concurrent: usize,
+    /// The operator vouches for this upstream's tool annotations (`readOnlyHint`,
+    /// `destructiveHint`): they classify its tools. Otherwise its tools are `write`
+    /// unless `[tools."<name>"] kind` says otherwise.
+    pub trust_annotations: bool,
+    /// What this upstream returns may be hostile (web pages, mail, other people's
+    /// documents): its text reaches clients wrapped as data.
+    pub untrusted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +90,8 @@ impl Upstream {
             call_timeout: Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
+            trust_annotations: true,
+            untrusted: false,
         }
     }
 }
@@ -229,6 +238,10 @@ fn one(
     .map_err(|m| (field("max_message_bytes"), m))?;
     let max_concurrent = bounded(raw.max_concurrent, DEFAULT_MAX_CONCURRENT, 1..=10_000)
         .map_err(|m| (field("max_concurrent"), m))?;
+    // The embedded server is Warden's own code: its annotations are facts.
+    let trust_annotations = raw
+        .trust_annotations
+        .unwrap_or(matches!(source, Source::Builtin(_)));
     Ok(Upstream {
         name: raw.name,
         prefix,
@@ -236,6 +249,8 @@ fn one(
         call_timeout: Duration::from_millis(call_timeout_ms),
         max_message_bytes,
         max_concurrent,
+        trust_annotations,
+        untrusted: raw.untrusted.unwrap_or(false),
     })
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use warden_config::OutputCheck;
 use warden_limits::Call;
-use warden_policy::{CatalogueTool, PolicyError, ToolKind};
+use warden_policy::{CatalogueTool, Hardening, PolicyError, ToolKind, harden_result};
 use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
@@ -386,7 +386,19 @@ async fn forward(
     state
         .metrics()
         .upstream_call(upstream.name(), started.elapsed());
-    result
+    let mut result = result?;
+    let results = state.results();
+    if results.harden && matches!(method, "tools/call" | "resources/read" | "prompts/get") {
+        let hardening = Hardening {
+            max_result_bytes: results.max_result_bytes,
+            untrusted_origin: upstream.is_untrusted().then(|| match tool {
+                Some(tool) => format!("tool {tool} of upstream {}", upstream.name()),
+                None => format!("upstream {}", upstream.name()),
+            }),
+        };
+        harden_result(&mut result, &hardening);
+    }
+    Ok(result)
 }
 
 /// Sends a request to one upstream and turns its answer into ours. Calls that may need

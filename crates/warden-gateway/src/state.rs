@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use warden_config::Config;
+use warden_config::{Config, Results};
 use warden_limits::Limiter;
 use warden_proto::JsonLimits;
 use warden_store::KeyStore;
@@ -36,6 +36,7 @@ struct Inner {
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     max_body_bytes: usize,
+    results: Results,
     json_limits: JsonLimits,
     body_read_timeout: Duration,
 }
@@ -78,6 +79,7 @@ impl AppState {
                 allowed_hosts: config.allowed_hosts.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 max_body_bytes: config.limits.max_body_bytes,
+                results: config.results.clone(),
                 json_limits: config.limits.json,
                 body_read_timeout: config.connections.body_read_timeout,
             }),
@@ -136,6 +138,11 @@ impl AppState {
 
     pub(crate) fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
+    }
+
+    /// How upstream results are hardened before they reach a client.
+    pub(crate) fn results(&self) -> &Results {
+        &self.inner.results
     }
 
     /// Caps every body is scanned against before it is parsed.

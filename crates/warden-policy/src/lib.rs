@@ -2,10 +2,12 @@
 //! what the tool declared. Pure decisions over data; the gateway supplies the caller.
 
 mod catalogue;
+mod harden;
 mod paths;
 mod strict;
 
 pub use catalogue::{Catalogue, CatalogueTool, Origin, ToolKind};
+pub use harden::{Hardening, clean_text, harden_result, is_invisible};
 
 /// Why a call was refused. Messages name the rule and the JSON path, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -68,6 +68,8 @@ pub struct Upstream {
     unsolicited: broadcast::Sender<Value>,
     facts: Mutex<Option<Arc<ServerFacts>>>,
     restarts: Arc<AtomicU64>,
+    trust_annotations: bool,
+    untrusted: bool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -119,6 +121,8 @@ impl Upstream {
             unsolicited,
             facts: Mutex::new(None),
             restarts,
+            trust_annotations: config.trust_annotations,
+            untrusted: config.untrusted,
         })
     }
 
@@ -135,9 +139,15 @@ impl Upstream {
         &self.prefix
     }
 
-    /// Whether the upstream is Warden's own code, whose tool annotations are trusted.
-    pub fn is_builtin(&self) -> bool {
-        matches!(self.backend, Backend::Notes(_))
+    /// Whether the upstream's tool annotations classify its tools (Warden's own server,
+    /// or one the operator vouches for with `trust_annotations`).
+    pub fn trusts_annotations(&self) -> bool {
+        self.trust_annotations
+    }
+
+    /// Whether what this upstream returns is wrapped as untrusted data.
+    pub fn is_untrusted(&self) -> bool {
+        self.untrusted
     }
 
     /// What the upstream said about itself in its last handshake.

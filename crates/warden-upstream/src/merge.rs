@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
-use warden_config::ToolRules;
+use warden_config::{ToolClass, ToolRules};
 use warden_policy::{Catalogue, Origin, ToolKind};
 use warden_store::NotesStore;
 
@@ -304,11 +304,19 @@ impl Upstreams {
         drop(tools);
         let (catalogue, _withheld) =
             Catalogue::build(candidates, &self.rules, |definition, origin| {
-                if self.upstreams[origin.upstream].is_builtin() {
-                    ToolKind::from_trusted_annotations(definition)
-                } else {
+                let name = definition
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                match self.rules.get(name).and_then(|rules| rules.kind) {
+                    Some(ToolClass::Read) => ToolKind::Read,
+                    Some(ToolClass::Write) => ToolKind::Write,
+                    Some(ToolClass::Destructive) => ToolKind::Destructive,
+                    None if self.upstreams[origin.upstream].trusts_annotations() => {
+                        ToolKind::from_trusted_annotations(definition)
+                    }
                     // Annotations of other servers are hints, not facts: fail closed.
-                    ToolKind::Write
+                    None => ToolKind::Write,
                 }
             });
         *self
