@@ -57,6 +57,42 @@ const MIGRATIONS: &[&str] = &["
     END;
 "];
 
+/// Once the schema is in place, a connection may only read and write the notes tables:
+/// SQLite's authorizer refuses DROP, ALTER, ATTACH, CREATE, PRAGMA writes and any other
+/// table, so that even a query built wrongly (or an injected one) cannot reach further.
+fn least_privilege(conn: &Connection) {
+    use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+    fn notes_table(name: &str) -> bool {
+        matches!(name, "tenants" | "notes" | "note_tags") || name.starts_with("notes_fts")
+    }
+    conn.authorizer(Some(|context: AuthContext<'_>| match context.action {
+        AuthAction::Select
+        | AuthAction::Transaction { .. }
+        | AuthAction::Savepoint { .. }
+        | AuthAction::Function { .. }
+        | AuthAction::Recursive => Authorization::Allow,
+        AuthAction::Read { table_name, .. } => {
+            if notes_table(table_name) || matches!(table_name, "sqlite_master" | "sqlite_schema") {
+                Authorization::Allow
+            } else {
+                Authorization::Deny
+            }
+        }
+        AuthAction::Insert { table_name }
+        | AuthAction::Delete { table_name }
+        | AuthAction::Update { table_name, .. }
+            if notes_table(table_name) =>
+        {
+            Authorization::Allow
+        }
+        // Reading a setting is harmless; changing one is not.
+        AuthAction::Pragma {
+            pragma_value: None, ..
+        } => Authorization::Allow,
+        _ => Authorization::Deny,
+    }));
+}
+
 /// Bits of a note rowid below the tenant number: 2^40 notes per tenant, 2^22 tenants.
 const TENANT_SHIFT: u32 = 40;
 /// A search ranks at most this many of a tenant's matches, the newest ones, so that a
@@ -208,6 +244,7 @@ impl NotesStore {
         let path = dir.file("notes.db");
         let mut writer = db::open_writer(&path)?;
         db::migrate(&mut writer, MIGRATIONS)?;
+        least_privilege(&writer);
         Ok(Self {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
@@ -231,7 +268,11 @@ impl NotesStore {
             .pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => db::open_reader(&self.path)?,
+            None => {
+                let conn = db::open_reader(&self.path)?;
+                least_privilege(&conn);
+                conn
+            }
         };
         let result = f(&conn);
         let mut readers = self
@@ -478,6 +519,31 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = NotesStore::open(&DataDir::open(tmp.path()).unwrap()).unwrap();
         (tmp, store)
+    }
+
+    #[test]
+    fn the_connections_cannot_reach_beyond_the_notes_tables() {
+        let (tmp, store) = store();
+        let outside = tmp.path().join("elsewhere.db");
+        for sql in [
+            "DROP TABLE notes".to_owned(),
+            "DROP TRIGGER notes_fts_insert".to_owned(),
+            "ALTER TABLE notes ADD COLUMN x TEXT".to_owned(),
+            "CREATE TABLE stolen (x)".to_owned(),
+            format!("ATTACH DATABASE '{}' AS other", outside.display()),
+            "PRAGMA journal_mode = DELETE".to_owned(),
+            "PRAGMA writable_schema = ON".to_owned(),
+            "DELETE FROM sqlite_master".to_owned(),
+        ] {
+            let written = store.write(|conn| Ok(conn.execute_batch(&sql)));
+            assert!(written.unwrap().is_err(), "the writer ran {sql}");
+            let read = store.read(|conn| Ok(conn.execute_batch(&sql)));
+            assert!(read.unwrap().is_err(), "a reader ran {sql}");
+        }
+        assert!(!outside.exists());
+        // The store itself still works.
+        let note = store.create("acme", "t", "b", &[]).unwrap();
+        assert_eq!(store.get("acme", &note.id).unwrap().unwrap().title, "t");
     }
 
     fn tags(list: &[&str]) -> Vec<String> {
