@@ -330,7 +330,7 @@ fn json_len(value: &Value) -> i64 {
 /// HMAC-SHA256 of the canonical JSON of `arguments` (keys sorted), hex.
 fn keyed_hash(key: &[u8; 32], arguments: &Value) -> String {
     let mut canonical = Vec::new();
-    crate::input_required::write_canonical(&mut canonical, arguments);
+    warden_proto::canonical::write(&mut canonical, arguments);
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
     mac.update(&canonical);
     mac.finalize()

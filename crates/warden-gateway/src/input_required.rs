@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use warden_proto::{Era, codes};
+use warden_proto::{Era, canonical, codes};
 use warden_upstream::{Caller, Event, ServerRequest, Upstream, UpstreamError};
 
 use crate::dispatch::{upstream_failed, upstream_result};
@@ -91,55 +91,19 @@ struct Binding {
 
 impl Binding {
     fn new(key_id: &str, method: &str, params: &Map<String, Value>) -> Self {
-        let mut canonical = Vec::new();
-        for (name, value) in sorted(params) {
+        let mut bytes = Vec::new();
+        for (name, value) in canonical::sorted(params) {
             if matches!(name, "_meta" | "inputResponses" | "requestState") {
                 continue;
             }
-            write_canonical(&mut canonical, &Value::String(name.to_owned()));
-            write_canonical(&mut canonical, value);
+            canonical::write(&mut bytes, &Value::String(name.to_owned()));
+            canonical::write(&mut bytes, value);
         }
         Self {
             key_id: key_id.to_owned(),
             method: method.to_owned(),
-            params_digest: Sha256::digest(&canonical).into(),
+            params_digest: Sha256::digest(&bytes).into(),
         }
-    }
-}
-
-fn sorted(object: &Map<String, Value>) -> Vec<(&str, &Value)> {
-    let mut entries: Vec<(&str, &Value)> = object.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    entries.sort_unstable_by_key(|(k, _)| *k);
-    entries
-}
-
-/// JSON with object keys in order, so that the same arguments sent in another key
-/// order bind the same.
-pub(crate) fn write_canonical(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::Object(object) => {
-            out.push(b'{');
-            for (index, (name, value)) in sorted(object).into_iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_canonical(out, &Value::String(name.to_owned()));
-                out.push(b':');
-                write_canonical(out, value);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(b']');
-        }
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
     }
 }
 

@@ -4,10 +4,12 @@
 mod catalogue;
 mod harden;
 mod paths;
+mod pins;
 mod strict;
 
 pub use catalogue::{Catalogue, CatalogueTool, Origin, ToolKind};
 pub use harden::{Hardening, clean_text, harden_result, is_invisible};
+pub use pins::{hash_of_form, pinned_form, suspicious};
 
 /// Why a call was refused. Messages name the rule and the JSON path, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! and whether its `Mcp-*` headers agree with its body. Nothing here does I/O, so every
 //! rule can be tested alone.
 
+pub mod canonical;
 pub mod codes;
 pub mod envelope;
 pub mod era;

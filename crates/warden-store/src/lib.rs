@@ -7,6 +7,7 @@ pub mod costs;
 mod db;
 pub mod keys;
 pub mod notes;
+pub mod pins;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ pub use audit::{AuditFilter, AuditRecord, AuditStore, Verdict};
 pub use costs::CostStore;
 pub use keys::{KEY_PREFIX, KeyOptions, KeyRecord, KeyStore, Principal, Scope};
 pub use notes::{Note, NoteSummary, NotesStore, SearchHit};
+pub use pins::{Pin, PinState, PinStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

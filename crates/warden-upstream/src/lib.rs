@@ -139,6 +139,11 @@ impl Upstream {
         &self.prefix
     }
 
+    /// Whether this is Warden's own embedded server.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.backend, Backend::Notes(_))
+    }
+
     /// Whether the upstream's tool annotations classify its tools (Warden's own server,
     /// or one the operator vouches for with `trust_annotations`).
     pub fn trusts_annotations(&self) -> bool {

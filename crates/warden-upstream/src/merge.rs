@@ -9,8 +9,8 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
 use warden_config::{ToolClass, ToolRules};
-use warden_policy::{Catalogue, Origin, ToolKind};
-use warden_store::NotesStore;
+use warden_policy::{Catalogue, Origin, ToolKind, pinned_form, suspicious};
+use warden_store::{NotesStore, PinState, PinStore};
 
 use crate::{Caller, Upstream, UpstreamError};
 
@@ -27,6 +27,8 @@ const CHANGES_QUEUE: usize = 64;
 const CHANGE_SETTLE: Duration = Duration::from_millis(50);
 /// Before a retry of a catalogue that could not be listed.
 const RELIST_DELAY: Duration = Duration::from_secs(2);
+/// How often the pins file is checked for approvals made from the command line.
+const PIN_POLL: Duration = Duration::from_secs(1);
 /// How long a listing of prompts or resources answers "does it exist?".
 const OFFERS_TTL: Duration = Duration::from_secs(30);
 /// Listings kept at once (upstream × tenant × kind); past it, all are dropped.
@@ -70,6 +72,7 @@ pub struct Upstreams {
     upstreams: Vec<Arc<Upstream>>,
     /// The operator's `[tools."<name>"]` rules, applied whenever the catalogue is built.
     rules: BTreeMap<String, ToolRules>,
+    pins: Option<Arc<PinStore>>,
     catalogue: RwLock<Arc<Catalogue>>,
     tools: Mutex<Vec<Vec<Value>>>,
     /// Per upstream, the fixed part of each resource template's URI.
@@ -89,10 +92,13 @@ impl std::fmt::Debug for Upstreams {
 impl Upstreams {
     /// Starts every upstream (children spawn in the background); the catalogue fills in
     /// with [`Upstreams::load`].
+    /// `pins` keeps the accepted definitions of other servers' tools (the embedded
+    /// server's are Warden's own and not pinned).
     pub fn start(
         configs: &[warden_config::Upstream],
         rules: &BTreeMap<String, ToolRules>,
         notes: &Arc<NotesStore>,
+        pins: Option<Arc<PinStore>>,
     ) -> Result<Arc<Self>, (String, UpstreamError)> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let upstreams = configs
@@ -107,6 +113,7 @@ impl Upstreams {
         Ok(Arc::new(Self {
             upstreams,
             rules: rules.clone(),
+            pins,
             catalogue: RwLock::new(Arc::new(Catalogue::default())),
             tools: Mutex::new(vec![Vec::new(); count]),
             template_prefixes: Mutex::new(vec![Vec::new(); count]),
@@ -121,6 +128,7 @@ impl Upstreams {
     /// when ready), and keeps each fresh from then on.
     pub async fn load(self: &Arc<Self>, wait: Duration) {
         let (loaded_tx, mut loaded) = tokio::sync::mpsc::channel(self.upstreams.len().max(1));
+        tokio::spawn(self.clone().watch_pins());
         for index in 0..self.upstreams.len() {
             let this = self.clone();
             let loaded_tx = loaded_tx.clone();
@@ -302,6 +310,7 @@ impl Upstreams {
             }
         }
         drop(tools);
+        let candidates = self.pinned(candidates);
         let (catalogue, _withheld) =
             Catalogue::build(candidates, &self.rules, |definition, origin| {
                 let name = definition
@@ -323,6 +332,77 @@ impl Upstreams {
             .catalogue
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(catalogue);
+    }
+
+    /// The candidates whose definitions are accepted: pinned on first sight unless they
+    /// look like they address the model; withheld when they changed since, until
+    /// `warden tools approve`.
+    fn pinned(&self, candidates: Vec<(Value, Origin)>) -> Vec<(Value, Origin)> {
+        let Some(pins) = &self.pins else {
+            return candidates;
+        };
+        let name_of = |definition: &Value| {
+            definition
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let names: Vec<(usize, String)> = candidates
+            .iter()
+            .map(|(definition, origin)| (origin.upstream, name_of(definition)))
+            .collect();
+        candidates
+            .into_iter()
+            .filter(|(definition, origin)| {
+                if self.upstreams[origin.upstream].is_embedded() {
+                    return true;
+                }
+                let name = name_of(definition);
+                let foreign: Vec<&str> = names
+                    .iter()
+                    .filter(|(upstream, _)| *upstream != origin.upstream)
+                    .map(|(_, name)| name.as_str())
+                    .collect();
+                let (form, hash) = pinned_form(definition);
+                let suspicion = suspicious(definition, &foreign);
+                match pins.check(&name, &hash, &form, suspicion) {
+                    Ok(PinState::Accepted) => true,
+                    Ok(PinState::Withheld { reason }) => {
+                        tracing::warn!(tool = %name, %reason, "tool withheld until an operator runs: warden tools approve {name}");
+                        false
+                    }
+                    Err(error) => {
+                        tracing::error!(tool = %name, %error, "tool pin not checked; the tool is withheld");
+                        false
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Rebuilds the catalogue whenever an approval changes the pins (from the CLI, in
+    /// another process), until shutdown.
+    async fn watch_pins(self: Arc<Self>) {
+        let Some(pins) = self.pins.clone() else {
+            return;
+        };
+        let mut stop = self.shutdown.subscribe();
+        let mut seen = pins.version().ok();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(PIN_POLL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let now = pins.version().ok();
+            if now != seen {
+                seen = now;
+                self.rebuild();
+                let _ = self
+                    .changes
+                    .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+            }
+        }
     }
 
     pub fn catalogue(&self) -> Arc<Catalogue> {

@@ -1,6 +1,7 @@
 //! The `warden` command: a thin shell over the library crates.
 
 mod audit_cli;
+mod tools_cli;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use warden_config::{Config, Overrides};
 use warden_gateway::{Auditor, Listener, Metrics, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
-use warden_store::{AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore, Scope};
+use warden_store::{
+    AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore, PinStore, Scope,
+};
 use warden_upstream::Upstreams;
 
 #[derive(Parser)]
@@ -52,6 +55,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Tool definitions waiting for approval (changed, or suspicious on first sight).
+    Tools {
+        #[command(subcommand)]
+        command: tools_cli::ToolsCommand,
     },
     /// Read and verify the audit trail.
     Audit {
@@ -158,6 +166,7 @@ fn main() -> ExitCode {
         ),
         Command::Keys { command } => keys(command),
         Command::Audit { command } => audit_cli::run(command),
+        Command::Tools { command } => tools_cli::run(command),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Config::load(Some(&file), &Overrides::default())
@@ -376,6 +385,7 @@ fn serve(
     let keys = Arc::new(KeyStore::open(&dir)?);
     let notes = Arc::new(NotesStore::open(&dir)?);
     let costs = Arc::new(CostStore::open(&dir)?);
+    let pins = Arc::new(PinStore::open(&dir)?);
     let audit_store = Arc::new(AuditStore::open(&dir)?);
     prune_audit(&audit_store, config.audit.retain_days)?;
     if !config.audit.enabled {
@@ -406,7 +416,7 @@ fn serve(
             ),
             None => None,
         };
-        let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes).map_err(|(name, error)| {
+        let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes, Some(pins)).map_err(|(name, error)| {
             Failure::from(format!("upstream {name:?}: {error}"))
         })?;
         upstreams.load(CATALOGUE_WAIT).await;

@@ -299,12 +299,14 @@ async fn canary_secrets_never_reach_anything_warden_writes() {
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(warden.terminate().success());
+    // Everything it wrote has reached the test once its last line has.
+    assert!(warden.logged("stopped"));
     for canary in canaries {
         assert!(!warden.has_written(canary), "{canary} was written");
     }
     // Redaction kept what is not secret: the stderr line and the audit rows are there.
     assert!(
-        warden.stderr().contains("failed with token [REDACTED]"),
+        warden.logged("failed with token [REDACTED]"),
         "{}",
         warden.stderr()
     );
@@ -412,7 +414,7 @@ async fn json_logs_are_one_object_a_line_with_the_request_fields() {
         call_tool(&http, "no_such_tool", json!({})).await.status,
         400
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(warden.logged("\"mcp.method\":\"tools/call\""));
     let lines: Vec<Value> = warden
         .stderr()
         .lines()

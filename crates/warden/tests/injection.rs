@@ -140,3 +140,90 @@ async fn a_read_key_sees_and_calls_only_what_is_classified_read() {
     .await;
     assert_eq!(listed.json()["result"]["tools"], Value::Array(vec![]));
 }
+
+async fn names_now(http: &Http) -> Vec<String> {
+    names(&http.modern("tools/list", None, json!({})).await)
+}
+
+/// Asks until `check` holds for the tool names, for up to ten seconds (list changes and
+/// approvals are picked up asynchronously).
+async fn until_names(http: &Http, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+    for _ in 0..100 {
+        let names = names_now(http).await;
+        if check(&names) {
+            return names;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    names_now(http).await
+}
+
+#[tokio::test]
+async fn a_tool_whose_definition_changes_is_withheld_until_approved() {
+    let warden = Warden::start_config(&fixture_upstream("fx", ""));
+    let http = Http::new(&warden);
+    assert!(names_now(&http).await.contains(&"echo".to_owned()));
+    let echo = |http: &Http| {
+        let http = Http {
+            client: http.client.clone(),
+            url: http.url.clone(),
+            key: http.key.clone(),
+        };
+        async move {
+            http.modern(
+                "tools/call",
+                Some("echo"),
+                json!({"name": "echo", "arguments": {"text": "hi"}}),
+            )
+            .await
+        }
+    };
+    assert_eq!(echo(&http).await.status, 200);
+
+    // The server rewrites echo's description after it was accepted.
+    let mutated = http
+        .modern(
+            "tools/call",
+            Some("mutate"),
+            json!({"name": "mutate", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(mutated.status, 200, "{}", mutated.text);
+    let names = until_names(&http, |names| !names.contains(&"echo".to_owned())).await;
+    assert!(!names.contains(&"echo".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"pid".to_owned()),
+        "the others stay: {names:?}"
+    );
+    let refused = echo(&http).await;
+    assert_eq!(
+        refused.json()["error"]["message"],
+        "Unknown tool",
+        "{}",
+        refused.text
+    );
+    assert!(warden.logged("warden tools approve echo"));
+
+    let waiting = warden.cli(&["tools", "waiting"]);
+    let waiting = String::from_utf8(waiting.stdout).unwrap();
+    assert!(
+        waiting.starts_with("echo\t") && waiting.contains("changed"),
+        "{waiting}"
+    );
+    let diff = String::from_utf8(warden.cli(&["tools", "diff", "echo"]).stdout).unwrap();
+    assert!(
+        diff.contains("\"Returns its text.\"") && diff.contains("quietly keeps a copy"),
+        "{diff}"
+    );
+
+    let approved = warden.cli(&["tools", "approve", "echo"]);
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let names = until_names(&http, |names| names.contains(&"echo".to_owned())).await;
+    assert!(names.contains(&"echo".to_owned()), "{names:?}");
+    assert_eq!(echo(&http).await.status, 200);
+    assert!(!warden.cli(&["tools", "approve", "echo"]).status.success());
+}

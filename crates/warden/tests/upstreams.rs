@@ -91,7 +91,7 @@ async fn a_child_killed_mid_call_fails_the_call_at_once_and_is_restarted() {
         assert_ne!(first, second, "{era:?}: a new child answers");
         client.cancel().await.unwrap();
     }
-    assert!(warden.stderr().contains("upstream stopped; restarting"));
+    assert!(warden.logged("upstream stopped; restarting"));
 }
 
 #[tokio::test]

@@ -701,6 +701,6 @@ async fn structured_results_that_break_their_output_schema_are_withheld_or_flagg
         } else {
             assert_eq!(bad["structuredContent"]["n"], "three");
         }
-        assert!(warden.stderr().contains("does not match its outputSchema"));
+        assert!(warden.logged("does not match its outputSchema"));
     }
 }

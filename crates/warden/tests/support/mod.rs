@@ -160,6 +160,18 @@ impl Warden {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// Whether `needle` shows up in the log within five seconds (lines reach the test
+    /// through a pipe, a little after they are written).
+    pub fn logged(&self, needle: &str) -> bool {
+        for _ in 0..50 {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

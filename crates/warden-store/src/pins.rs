@@ -1,0 +1,215 @@
+//! `pins.db`: the tool definitions an operator has accepted. A tool is pinned the first
+//! time it is seen (unless its description looks like an injection); a later definition
+//! with another hash waits, withheld, until `warden tools approve` accepts it.
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{DataDir, Result, db, now_unix};
+
+const FILE: &str = "pins.db";
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE pins (
+        tool        TEXT PRIMARY KEY,
+        hash        TEXT,             -- the accepted definition's, NULL until one is
+        definition  TEXT,
+        pending     TEXT,             -- a different definition, waiting for approval
+        pending_why TEXT,
+        updated_at  INTEGER NOT NULL
+    ) STRICT;
+"];
+
+/// Where a tool's definition stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinState {
+    /// The definition is the accepted one.
+    Accepted,
+    /// Withheld until approved; the reason says why.
+    Withheld { reason: String },
+}
+
+/// A tool's accepted and waiting definitions, for `warden tools`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub tool: String,
+    pub definition: Option<String>,
+    pub pending: Option<String>,
+    pub pending_why: Option<String>,
+}
+
+pub struct PinStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for PinStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinStore").finish_non_exhaustive()
+    }
+}
+
+impl PinStore {
+    pub fn open(dir: &DataDir) -> Result<Self> {
+        Self::open_file(&dir.file(FILE))
+    }
+
+    fn open_file(path: &Path) -> Result<Self> {
+        let mut conn = db::open_writer(path)?;
+        db::migrate(&mut conn, MIGRATIONS)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Checks `tool`'s definition against its pin. A first sight is pinned, unless
+    /// `suspicion` names a reason to withhold it; a changed definition is withheld.
+    pub fn check(
+        &self,
+        tool: &str,
+        hash: &str,
+        definition: &str,
+        suspicion: Option<&str>,
+    ) -> Result<PinState> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let pinned: Option<Option<String>> = conn
+            .query_row(
+                "SELECT hash FROM pins WHERE tool = ?1",
+                params![tool],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let withhold = |why: &str| -> Result<PinState> {
+            conn.execute(
+                "INSERT INTO pins (tool, pending, pending_why, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tool) DO UPDATE SET pending = excluded.pending,
+                    pending_why = excluded.pending_why, updated_at = excluded.updated_at",
+                params![tool, definition, why, now_unix()],
+            )?;
+            Ok(PinState::Withheld {
+                reason: why.to_owned(),
+            })
+        };
+        match pinned {
+            Some(Some(accepted)) if accepted == hash => Ok(PinState::Accepted),
+            Some(Some(_)) => withhold("its definition changed since it was approved"),
+            _ => match suspicion {
+                Some(why) => withhold(why),
+                None => {
+                    conn.execute(
+                        "INSERT INTO pins (tool, hash, definition, updated_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (tool) DO UPDATE SET hash = excluded.hash,
+                            definition = excluded.definition, pending = NULL,
+                            pending_why = NULL, updated_at = excluded.updated_at",
+                        params![tool, hash, definition, now_unix()],
+                    )?;
+                    Ok(PinState::Accepted)
+                }
+            },
+        }
+    }
+
+    /// Accepts `tool`'s waiting definition; its hash is computed by the caller from the
+    /// same definition text. Returns false when nothing waits.
+    pub fn approve(&self, tool: &str, hash_of: impl Fn(&str) -> String) -> Result<bool> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending: Option<Option<String>> = conn
+            .query_row(
+                "SELECT pending FROM pins WHERE tool = ?1",
+                params![tool],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(Some(pending)) = pending else {
+            return Ok(false);
+        };
+        conn.execute(
+            "UPDATE pins SET hash = ?2, definition = pending, pending = NULL, pending_why = NULL,
+                updated_at = ?3 WHERE tool = ?1",
+            params![tool, hash_of(&pending), now_unix()],
+        )?;
+        Ok(true)
+    }
+
+    pub fn get(&self, tool: &str) -> Result<Option<Pin>> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(conn
+            .query_row(
+                "SELECT tool, definition, pending, pending_why FROM pins WHERE tool = ?1",
+                params![tool],
+                |row| {
+                    Ok(Pin {
+                        tool: row.get(0)?,
+                        definition: row.get(1)?,
+                        pending: row.get(2)?,
+                        pending_why: row.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Tools waiting for approval.
+    pub fn waiting(&self) -> Result<Vec<Pin>> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut statement = conn.prepare(
+            "SELECT tool, definition, pending, pending_why FROM pins
+             WHERE pending IS NOT NULL ORDER BY tool",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(Pin {
+                tool: row.get(0)?,
+                definition: row.get(1)?,
+                pending: row.get(2)?,
+                pending_why: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Changes with every write to the file by any process (an approval from the CLI).
+    pub fn version(&self) -> Result<i64> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_sight_pins_a_change_waits_and_approval_accepts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = PinStore::open(&DataDir::open(tmp.path()).unwrap()).unwrap();
+        assert_eq!(
+            store.check("t", "h1", "{d1}", None).unwrap(),
+            PinState::Accepted
+        );
+        assert_eq!(
+            store.check("t", "h1", "{d1}", None).unwrap(),
+            PinState::Accepted
+        );
+        assert!(matches!(
+            store.check("t", "h2", "{d2}", None).unwrap(),
+            PinState::Withheld { .. }
+        ));
+        assert_eq!(store.waiting().unwrap().len(), 1);
+        assert!(store.approve("t", |d| format!("hash of {d}")).unwrap());
+        assert_eq!(
+            store.check("t", "hash of {d2}", "{d2}", None).unwrap(),
+            PinState::Accepted
+        );
+        assert!(!store.approve("t", |_| String::new()).unwrap());
+        // A suspicious first sight waits too.
+        assert!(matches!(
+            store.check("u", "h", "{d}", Some("injection")).unwrap(),
+            PinState::Withheld { .. }
+        ));
+        assert!(store.approve("u", |_| "h".into()).unwrap());
+        assert_eq!(
+            store.check("u", "h", "{d}", Some("injection")).unwrap(),
+            PinState::Accepted
+        );
+    }
+}

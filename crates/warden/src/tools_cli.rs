@@ -1,0 +1,71 @@
+//! `warden tools`: the tool definitions waiting for an operator: list them, see what
+//! changed, approve one. A running Warden picks an approval up within a second.
+
+use clap::Subcommand;
+use warden_store::{DataDir, PinStore};
+
+use crate::{DataDirArg, Failure, data_dir_of};
+
+#[derive(Subcommand)]
+pub(crate) enum ToolsCommand {
+    /// Tools withheld until approved, and why.
+    Waiting {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// The approved definition and the waiting one, one after the other.
+    Diff {
+        /// The tool's name as clients see it (with its upstream's prefix, if any).
+        tool: String,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Accepts a tool's waiting definition; clients see the tool again.
+    Approve {
+        tool: String,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+}
+
+fn open(data_dir: DataDirArg) -> Result<PinStore, Failure> {
+    Ok(PinStore::open(&DataDir::open(data_dir_of(data_dir)?)?)?)
+}
+
+fn pretty(form: Option<&str>) -> String {
+    form.and_then(|form| serde_json::from_str::<serde_json::Value>(form).ok())
+        .and_then(|value| serde_json::to_string_pretty(&value).ok())
+        .unwrap_or_else(|| "(none)".to_owned())
+}
+
+pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
+    match command {
+        ToolsCommand::Waiting { data_dir } => {
+            for pin in open(data_dir)?.waiting()? {
+                println!(
+                    "{}\t{}",
+                    pin.tool,
+                    pin.pending_why.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        ToolsCommand::Diff { tool, data_dir } => {
+            let Some(pin) = open(data_dir)?.get(&tool)? else {
+                return Err(format!("no tool {tool} has been seen").into());
+            };
+            println!("--- approved\n{}", pretty(pin.definition.as_deref()));
+            println!(
+                "+++ waiting ({})\n{}",
+                pin.pending_why.as_deref().unwrap_or("nothing waits"),
+                pretty(pin.pending.as_deref())
+            );
+        }
+        ToolsCommand::Approve { tool, data_dir } => {
+            if !open(data_dir)?.approve(&tool, warden_policy::hash_of_form)? {
+                return Err(format!("no definition of {tool} is waiting for approval").into());
+            }
+            eprintln!("approved {tool}");
+        }
+    }
+    Ok(())
+}
