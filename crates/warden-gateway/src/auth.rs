@@ -8,14 +8,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use warden_store::{KEY_PREFIX, Principal};
 
 use crate::error::{Challenge, GatewayError};
-use crate::listener::ClientAddr;
+use crate::listener::client_ip;
 use crate::log::RequestFacts;
 use crate::oauth::Refusal;
 use crate::state::AppState;
@@ -94,10 +94,7 @@ pub(crate) async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let address = request
-        .extensions()
-        .get::<ConnectInfo<ClientAddr>>()
-        .map(|ConnectInfo(ClientAddr(peer))| peer.ip());
+    let address = client_ip(&request);
     if let Some(left) = address.and_then(|a| state.failed_auth().refused_for(a)) {
         let retry_after = left.as_secs() + 1;
         return GatewayError::TooManyFailures { retry_after }.into_response();

@@ -120,24 +120,8 @@ pub(crate) async fn handle(
         }
         ("prompts/get", _) => {
             let name = required_str(params, "name")?;
-            let (index, name) = upstreams.route_name(&name).ok_or_else(|| {
-                RpcError::refusal(
-                    codes::INVALID_PARAMS,
-                    "Unknown prompt",
-                    "catalogue.unknown_prompt",
-                )
-            })?;
-            let offered = upstreams
-                .offers(index, context.caller(), Offered::Prompt, &name)
-                .await
-                .map_err(|error| unavailable(&error))?;
-            if !offered {
-                return Err(RpcError::refusal(
-                    codes::INVALID_PARAMS,
-                    "Unknown prompt",
-                    "catalogue.unknown_prompt",
-                ));
-            }
+            let (index, name) = upstreams.route_name(&name).ok_or_else(unknown_prompt)?;
+            prompt_offered(state, &context, index, &name).await?;
             let mut params = params.clone();
             params.insert("name".into(), name.into());
             forward(state, &context, index, &request.method, params, None).await?
@@ -183,17 +167,7 @@ pub(crate) async fn handle(
                 .filter(|r| r["type"] == "ref/prompt")
                 .and_then(|r| r["name"].as_str());
             if let Some(prompt) = prompt {
-                let offered = upstreams
-                    .offers(index, context.caller(), Offered::Prompt, prompt)
-                    .await
-                    .map_err(|error| unavailable(&error))?;
-                if !offered {
-                    return Err(RpcError::refusal(
-                        codes::INVALID_PARAMS,
-                        "Unknown prompt",
-                        "catalogue.unknown_prompt",
-                    ));
-                }
+                prompt_offered(state, &context, index, prompt).await?;
             }
             forward(state, &context, index, &request.method, params, None).await?
         }
@@ -248,6 +222,33 @@ fn shape_for_era(era: Era, method: &str, mut result: Value) -> Value {
         }
     }
     result
+}
+
+fn unknown_prompt() -> RpcError {
+    RpcError::refusal(
+        codes::INVALID_PARAMS,
+        "Unknown prompt",
+        "catalogue.unknown_prompt",
+    )
+}
+
+/// A prompt the upstream does not list is refused without reaching it.
+async fn prompt_offered(
+    state: &AppState,
+    context: &Context<'_>,
+    index: usize,
+    name: &str,
+) -> Result<(), RpcError> {
+    let offered = state
+        .upstreams()
+        .offers(index, context.caller(), Offered::Prompt, name)
+        .await
+        .map_err(|error| unavailable(&error))?;
+    if offered {
+        Ok(())
+    } else {
+        Err(unknown_prompt())
+    }
 }
 
 fn resource_not_found(era: Era) -> RpcError {
@@ -330,13 +331,7 @@ fn route_completion(state: &AppState, params: &mut Map<String, Value>) -> Result
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let (index, name) = upstreams.route_name(name).ok_or_else(|| {
-                RpcError::refusal(
-                    codes::INVALID_PARAMS,
-                    "Unknown prompt",
-                    "catalogue.unknown_prompt",
-                )
-            })?;
+            let (index, name) = upstreams.route_name(name).ok_or_else(unknown_prompt)?;
             reference.insert("name".into(), name.into());
             Ok(index)
         }

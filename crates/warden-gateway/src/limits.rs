@@ -2,13 +2,13 @@
 //! run where the request is understood (`transport`: per key; `dispatch`: calls; GET
 //! streams). See `warden-limits` for the layers themselves.
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use warden_limits::Refusal;
 
 use crate::error::GatewayError;
-use crate::listener::ClientAddr;
+use crate::listener::client_ip;
 use crate::state::AppState;
 
 /// Every request from one address counts, before any credential is looked at.
@@ -17,10 +17,7 @@ pub(crate) async fn per_address(
     request: Request,
     next: Next,
 ) -> Response {
-    let address = request
-        .extensions()
-        .get::<ConnectInfo<ClientAddr>>()
-        .map(|ConnectInfo(ClientAddr(peer))| peer.ip());
+    let address = client_ip(&request);
     if let Some(address) = address
         && let Err(refusal) = state.limiter().admit_address(address)
     {

@@ -5,14 +5,12 @@
 //!
 //! Arguments are never stored; at most a keyed hash of them, for correlation.
 
-use std::path::Path;
-use std::sync::{Mutex, PoisonError};
-
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{DataDir, Result, db};
+use crate::db::{Durability, Single};
+use crate::{DataDir, Result};
 
 const FILE: &str = "audit.db";
 const MIGRATIONS: &[&str] = &["
@@ -142,37 +140,23 @@ pub enum Verdict {
     },
 }
 
+#[derive(Debug)]
 pub struct AuditStore {
-    conn: Mutex<Connection>,
-}
-
-impl std::fmt::Debug for AuditStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditStore").finish_non_exhaustive()
-    }
+    db: Single,
 }
 
 type Row = (i64, AuditRecord, Vec<u8>, Vec<u8>);
 
 impl AuditStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
-        Self::open_file(&dir.file(FILE))
-    }
-
-    fn open_file(path: &Path) -> Result<Self> {
-        let mut conn = db::open_writer(path)?;
-        // A committed row survives the process being killed (WAL); an OS crash may
-        // lose the last moments, which FULL would cost every batch to prevent.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        db::migrate(&mut conn, MIGRATIONS)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: Single::open(&dir.file(FILE), MIGRATIONS, Durability::ProcessCrash)?,
         })
     }
 
     /// Appends `records` in one transaction, each chained to the one before.
     pub fn append(&self, records: &[AuditRecord]) -> Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.db.lock();
         let tx = conn.transaction()?;
         let (mut id, mut prev) = tx
             .query_row(
@@ -223,7 +207,7 @@ impl AuditStore {
 
     /// Rows matching `filter`, oldest first (the newest `limit` of them).
     pub fn query(&self, filter: &AuditFilter) -> Result<Vec<(i64, AuditRecord)>> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.db.lock();
         let mut rows: Vec<(i64, AuditRecord)> = conn
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM audit
@@ -251,14 +235,14 @@ impl AuditStore {
     }
 
     pub fn count(&self) -> Result<u64> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.db.lock();
         let count: i64 = conn.query_row("SELECT COUNT(*) FROM audit", [], |row| row.get(0))?;
         Ok(count.max(0) as u64)
     }
 
     /// Walks the whole chain.
     pub fn verify(&self) -> Result<Verdict> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.db.lock();
         let anchor: Option<(i64, Vec<u8>)> = conn
             .query_row("SELECT first_id, prev_hash FROM audit_anchor", [], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -285,7 +269,7 @@ impl AuditStore {
 
     /// Deletes rows older than `before_ms` and records where the chain now starts.
     pub fn prune(&self, before_ms: i64) -> Result<u64> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.db.lock();
         let tx = conn.transaction()?;
         let last_cut: Option<i64> = tx.query_row(
             "SELECT MAX(id) FROM audit WHERE at_ms < ?1",
@@ -372,7 +356,7 @@ mod tests {
     }
 
     fn raw(store: &AuditStore, sql: &str) {
-        store.conn.lock().unwrap().execute(sql, []).unwrap();
+        store.db.lock().execute(sql, []).unwrap();
     }
 
     #[test]

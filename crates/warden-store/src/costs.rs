@@ -1,12 +1,10 @@
 //! `costs.db`: what each tenant has spent per UTC day, so a daily cost cap survives a
 //! restart. The limiter counts in memory and writes here in batches.
 
-use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use rusqlite::params;
 
-use rusqlite::{Connection, params};
-
-use crate::{DataDir, Result, db};
+use crate::db::{Durability, Single};
+use crate::{DataDir, Result};
 
 const FILE: &str = "costs.db";
 const MIGRATIONS: &[&str] = &["
@@ -18,32 +16,21 @@ const MIGRATIONS: &[&str] = &["
     ) WITHOUT ROWID;
 "];
 
+#[derive(Debug)]
 pub struct CostStore {
-    conn: Mutex<Connection>,
-}
-
-impl std::fmt::Debug for CostStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CostStore").finish_non_exhaustive()
-    }
+    db: Single,
 }
 
 impl CostStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
-        Self::open_file(&dir.file(FILE))
-    }
-
-    fn open_file(path: &Path) -> Result<Self> {
-        let mut conn = db::open_writer(path)?;
-        db::migrate(&mut conn, MIGRATIONS)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: Single::open(&dir.file(FILE), MIGRATIONS, Durability::Full)?,
         })
     }
 
     /// Every tenant's spending on `day`.
     pub fn day(&self, day: i64) -> Result<Vec<(String, u64)>> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.db.lock();
         let mut statement = conn.prepare("SELECT tenant, spent FROM daily_costs WHERE day = ?1")?;
         let rows = statement.query_map(params![day], |row| {
             Ok((
@@ -57,7 +44,7 @@ impl CostStore {
     /// Records the spending totals of `day` (the new totals, not increments), in one
     /// transaction; older days are dropped.
     pub fn record(&self, day: i64, totals: &[(String, u64)]) -> Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.db.lock();
         let tx = conn.transaction()?;
         {
             let mut upsert = tx.prepare_cached(

@@ -1,6 +1,7 @@
 //! Connection setup shared by the stores.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -51,4 +52,41 @@ pub(crate) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<()> 
     }
     tx.commit()?;
     Ok(())
+}
+
+/// A small store's one file and its one writer connection.
+pub(crate) struct Single {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Single {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Single").finish_non_exhaustive()
+    }
+}
+
+/// How a small store commits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Every commit reaches the disk before it returns.
+    Full,
+    /// A commit survives the process being killed (WAL), not necessarily an OS crash.
+    ProcessCrash,
+}
+
+impl Single {
+    pub fn open(path: &Path, migrations: &[&str], durability: Durability) -> Result<Self> {
+        let mut conn = open_writer(path)?;
+        if durability == Durability::ProcessCrash {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        migrate(&mut conn, migrations)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }

@@ -2,12 +2,10 @@
 //! time it is seen (unless its description looks like an injection); a later definition
 //! with another hash waits, withheld, until `warden tools approve` accepts it.
 
-use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use rusqlite::{OptionalExtension, params};
 
-use rusqlite::{Connection, OptionalExtension, params};
-
-use crate::{DataDir, Result, db, now_unix};
+use crate::db::{Durability, Single};
+use crate::{DataDir, Result, now_unix};
 
 const FILE: &str = "pins.db";
 const MIGRATIONS: &[&str] = &["
@@ -39,26 +37,15 @@ pub struct Pin {
     pub pending_why: Option<String>,
 }
 
+#[derive(Debug)]
 pub struct PinStore {
-    conn: Mutex<Connection>,
-}
-
-impl std::fmt::Debug for PinStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PinStore").finish_non_exhaustive()
-    }
+    db: Single,
 }
 
 impl PinStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
-        Self::open_file(&dir.file(FILE))
-    }
-
-    fn open_file(path: &Path) -> Result<Self> {
-        let mut conn = db::open_writer(path)?;
-        db::migrate(&mut conn, MIGRATIONS)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: Single::open(&dir.file(FILE), MIGRATIONS, Durability::Full)?,
         })
     }
 
@@ -71,7 +58,7 @@ impl PinStore {
         definition: &str,
         suspicion: Option<&str>,
     ) -> Result<PinState> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.db.lock();
         let pinned: Option<Option<String>> = conn
             .query_row(
                 "SELECT hash FROM pins WHERE tool = ?1",
@@ -112,7 +99,7 @@ impl PinStore {
     /// Accepts `tool`'s waiting definition; its hash is computed by the caller from the
     /// same definition text. Returns false when nothing waits.
     pub fn approve(&self, tool: &str, hash_of: impl Fn(&str) -> String) -> Result<bool> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.db.lock();
         let pending: Option<Option<String>> = conn
             .query_row(
                 "SELECT pending FROM pins WHERE tool = ?1",
@@ -132,7 +119,7 @@ impl PinStore {
     }
 
     pub fn get(&self, tool: &str) -> Result<Option<Pin>> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.db.lock();
         Ok(conn
             .query_row(
                 "SELECT tool, definition, pending, pending_why FROM pins WHERE tool = ?1",
@@ -151,7 +138,7 @@ impl PinStore {
 
     /// Tools waiting for approval.
     pub fn waiting(&self) -> Result<Vec<Pin>> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.db.lock();
         let mut statement = conn.prepare(
             "SELECT tool, definition, pending, pending_why FROM pins
              WHERE pending IS NOT NULL ORDER BY tool",
@@ -169,7 +156,7 @@ impl PinStore {
 
     /// Changes with every write to the file by any process (an approval from the CLI).
     pub fn version(&self) -> Result<i64> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self.db.lock();
         Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
     }
 }

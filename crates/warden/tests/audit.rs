@@ -17,15 +17,6 @@ use serde_json::{Value, json};
 use support::raw::{Http, Reply};
 use support::{Warden, fixture_upstream};
 
-async fn call_tool(http: &Http, tool: &str, arguments: Value) -> Reply {
-    http.modern(
-        "tools/call",
-        Some(tool),
-        json!({"name": tool, "arguments": arguments}),
-    )
-    .await
-}
-
 /// `warden audit list --json` over the server's data dir.
 fn audit_rows(warden: &Warden) -> Vec<Value> {
     let out = warden.cli(&["audit", "list", "--json", "--limit", "1000000"]);
@@ -75,15 +66,15 @@ async fn every_request_that_reaches_policy_has_one_chained_record() {
         made += 1;
     };
     expect(http.modern("tools/list", None, json!({})).await, 200);
-    expect(call_tool(&http, "echo", json!({"text": "a"})).await, 200);
+    expect(http.call_tool("echo", json!({"text": "a"})).await, 200);
     expect(
-        call_tool(&http, "echo", json!({"text": "a", "x": 1})).await,
+        http.call_tool("echo", json!({"text": "a", "x": 1})).await,
         400,
     );
-    expect(call_tool(&http, "no_such_tool", json!({})).await, 400);
-    expect(call_tool(&http, "pid", json!({})).await, 200);
-    expect(call_tool(&http, "pid", json!({})).await, 429);
-    expect(call_tool(&http, "sleep", json!({"ms": 2000})).await, 503);
+    expect(http.call_tool("no_such_tool", json!({})).await, 400);
+    expect(http.call_tool("pid", json!({})).await, 200);
+    expect(http.call_tool("pid", json!({})).await, 429);
+    expect(http.call_tool("sleep", json!({"ms": 2000})).await, 503);
     let session = http.initialize().await;
     let echo = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                       "params": {"name": "echo", "arguments": {"text": "b"}}});
@@ -262,14 +253,11 @@ async fn canary_secrets_never_reach_anything_warden_writes() {
     );
     // Arguments: under a secret-looking name (refused), and in an innocent one,
     // allowed and echoed back in the result.
-    let secret_named = call_tool(
-        &http,
-        "echo",
-        json!({"text": "x", "client_secret": arg_name}),
-    )
-    .await;
+    let secret_named = http
+        .call_tool("echo", json!({"text": "x", "client_secret": arg_name}))
+        .await;
     assert_eq!(secret_named.status, 400);
-    let echoed = call_tool(&http, "echo", json!({"text": arg_value})).await;
+    let echoed = http.call_tool("echo", json!({"text": arg_value})).await;
     assert!(
         echoed.text.contains(arg_value),
         "the result is the client's to see"
@@ -283,12 +271,13 @@ async fn canary_secrets_never_reach_anything_warden_writes() {
         )
         .await;
     assert_eq!(read.status, 400, "{}", read.text);
-    let too_many = call_tool(&http, "echo", json!({"text": refused, "more": 1})).await;
+    let too_many = http
+        .call_tool("echo", json!({"text": refused, "more": 1}))
+        .await;
     assert_eq!(too_many.status, 400);
     // What the upstream writes to stderr.
     assert_eq!(
-        call_tool(
-            &http,
+        http.call_tool(
             "complain",
             json!({"text": format!("failed with token {stderr}")})
         )
@@ -318,17 +307,14 @@ async fn metrics_are_served_on_the_admin_listener_only() {
     let warden = Warden::start_config(&(fixture_upstream("fx", "") + "\n[tools.pid]\nrpm = 1\n"));
     let http = Http::new(&warden);
     assert_eq!(
-        call_tool(&http, "echo", json!({"text": "a"})).await.status,
+        http.call_tool("echo", json!({"text": "a"})).await.status,
         200
     );
-    assert_eq!(
-        call_tool(&http, "echo", json!({"nope": 1})).await.status,
-        400
-    );
-    assert_eq!(call_tool(&http, "pid", json!({})).await.status, 200);
-    assert_eq!(call_tool(&http, "pid", json!({})).await.status, 429);
+    assert_eq!(http.call_tool("echo", json!({"nope": 1})).await.status, 400);
+    assert_eq!(http.call_tool("pid", json!({})).await.status, 200);
+    assert_eq!(http.call_tool("pid", json!({})).await.status, 429);
     let canary = "sk-canaryMETRICSabcdefghijkl0009";
-    assert_eq!(call_tool(&http, canary, json!({})).await.status, 400);
+    assert_eq!(http.call_tool(canary, json!({})).await.status, 400);
 
     let admin = warden.admin_url();
     let text = reqwest::get(format!("{admin}/metrics"))
@@ -410,10 +396,7 @@ async fn json_logs_are_one_object_a_line_with_the_request_fields() {
         &[],
     );
     let http = Http::new(&warden);
-    assert_eq!(
-        call_tool(&http, "no_such_tool", json!({})).await.status,
-        400
-    );
+    assert_eq!(http.call_tool("no_such_tool", json!({})).await.status, 400);
     assert!(warden.logged("\"mcp.method\":\"tools/call\""));
     let lines: Vec<Value> = warden
         .stderr()

@@ -80,15 +80,6 @@ async fn untrusted_text_is_marked_as_data_and_long_text_is_cut() {
     );
 }
 
-fn names(reply: &support::raw::Reply) -> Vec<String> {
-    reply.json()["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_read_key_sees_and_calls_only_what_is_classified_read() {
     // The fixture's tools carry no annotations: untrusted, they are all `write`; the
@@ -103,7 +94,7 @@ async fn a_read_key_sees_and_calls_only_what_is_classified_read() {
         ..Http::new(&warden)
     };
     let listed = as_reader.modern("tools/list", None, json!({})).await;
-    assert_eq!(names(&listed), ["echo"]);
+    assert_eq!(listed.tool_names(), ["echo"]);
     let echo = as_reader
         .modern(
             "tools/call",
@@ -126,7 +117,7 @@ async fn a_read_key_sees_and_calls_only_what_is_classified_read() {
     let writer = Http::new(&warden)
         .modern("tools/list", None, json!({}))
         .await;
-    assert!(names(&writer).contains(&"grow".to_owned()));
+    assert!(writer.tool_names().contains(&"grow".to_owned()));
 
     // Trusted annotations classify: the fixture declares none, and the MCP default for a
     // tool without annotations is destructive.
@@ -142,7 +133,9 @@ async fn a_read_key_sees_and_calls_only_what_is_classified_read() {
 }
 
 async fn names_now(http: &Http) -> Vec<String> {
-    names(&http.modern("tools/list", None, json!({})).await)
+    http.modern("tools/list", None, json!({}))
+        .await
+        .tool_names()
 }
 
 /// Asks until `check` holds for the tool names, for up to ten seconds (list changes and

@@ -100,26 +100,10 @@ fn start_with_file(keys: &[&SigningKey], extra: &str) -> (Warden, tempfile::Temp
     (Warden::start_config(&oauth_config(&jwks, extra)), dir)
 }
 
-fn as_bearer(warden: &Warden, token: &str) -> Http {
-    Http {
-        key: token.to_owned(),
-        ..Http::new(warden)
-    }
-}
-
 async fn tool_names(warden: &Warden, token: &str) -> Reply {
-    as_bearer(warden, token)
+    Http::with_key(warden, token)
         .modern("tools/list", None, json!({}))
         .await
-}
-
-fn names(reply: &Reply) -> Vec<String> {
-    reply.json()["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|tool| tool["name"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -130,17 +114,17 @@ async fn tokens_are_checked_for_signature_issuer_audience_and_expiry() {
     // A good token: the scope decides what the caller sees.
     let writer = tool_names(&warden, &idp.sign(&claims(json!({})))).await;
     assert_eq!(writer.status, 200, "{}", writer.text);
-    assert!(names(&writer).contains(&"create_note".to_owned()));
+    assert!(writer.tool_names().contains(&"create_note".to_owned()));
     let reader = tool_names(&warden, &idp.sign(&claims(json!({"scope": "read"})))).await;
     assert_eq!(reader.status, 200, "{}", reader.text);
-    assert!(names(&reader).contains(&"search_notes".to_owned()));
-    assert!(!names(&reader).contains(&"create_note".to_owned()));
+    assert!(reader.tool_names().contains(&"search_notes".to_owned()));
+    assert!(!reader.tool_names().contains(&"create_note".to_owned()));
     // Scopes as an array work too.
     let array = tool_names(&warden, &idp.sign(&claims(json!({"scope": ["read"]})))).await;
     assert_eq!(array.status, 200, "{}", array.text);
 
     // The tenant claim decides whose data the caller works on.
-    let created = as_bearer(&warden, &idp.sign(&claims(json!({}))))
+    let created = Http::with_key(&warden, &idp.sign(&claims(json!({}))))
         .modern(
             "tools/call",
             Some("create_note"),
@@ -149,7 +133,7 @@ async fn tokens_are_checked_for_signature_issuer_audience_and_expiry() {
         .await;
     assert_eq!(created.status, 200, "{}", created.text);
     let titles_for = |key: String| {
-        let http = as_bearer(&warden, &key);
+        let http = Http::with_key(&warden, &key);
         async move {
             http.modern(
                 "tools/call",
@@ -241,7 +225,7 @@ async fn tokens_are_checked_for_signature_issuer_audience_and_expiry() {
     );
 
     // No credential: the challenge points at the metadata, with no error.
-    let anonymous = as_bearer(&warden, "")
+    let anonymous = Http::with_key(&warden, "")
         .send(reqwest::Method::POST, &[], None)
         .await;
     assert_eq!(anonymous.status, 401);
@@ -368,7 +352,7 @@ async fn keys_come_from_a_url_and_tokens_never_reach_the_upstream() {
     let warden = Warden::start_config(&config);
 
     let call = |token: String| {
-        let http = as_bearer(&warden, &token);
+        let http = Http::with_key(&warden, &token);
         async move {
             http.modern(
                 "tools/call",

@@ -15,22 +15,6 @@ use serde_json::{Value, json};
 use support::raw::{Http, Reply};
 use support::{Era, Warden, call, connect, fixture_upstream};
 
-fn as_key(warden: &Warden, key: &str) -> Http {
-    Http {
-        key: key.to_owned(),
-        ..Http::new(warden)
-    }
-}
-
-async fn call_tool(http: &Http, tool: &str, arguments: Value) -> Reply {
-    http.modern(
-        "tools/call",
-        Some(tool),
-        json!({"name": tool, "arguments": arguments}),
-    )
-    .await
-}
-
 /// A 429 that names `layer` and says when to come back.
 fn assert_refused_by(reply: &Reply, layer: &str) {
     assert_eq!(reply.status, 429, "{}", reply.text);
@@ -78,7 +62,7 @@ async fn a_burst_of_200_is_absorbed_as_far_as_it_fits_and_refused_cleanly_beyond
     );
     let http = Http::new(&warden);
     let before = peak_rss_kib(warden.pid());
-    let replies = join_all((0..200).map(|_| call_tool(&http, "sleep", json!({"ms": 300})))).await;
+    let replies = join_all((0..200).map(|_| http.call_tool("sleep", json!({"ms": 300})))).await;
     let served = replies.iter().filter(|r| r.status == 200).count();
     let mut refused = 0;
     for reply in &replies {
@@ -94,7 +78,7 @@ async fn a_burst_of_200_is_absorbed_as_far_as_it_fits_and_refused_cleanly_beyond
         "{served} served, {refused} refused"
     );
     // Never more than the key's twenty slots reached the upstream at once.
-    let peak = call_tool(&http, "peak", json!({})).await.json()["result"]["content"][0]["text"]
+    let peak = http.call_tool("peak", json!({})).await.json()["result"]["content"][0]["text"]
         .as_str()
         .unwrap()
         .parse::<usize>()
@@ -108,7 +92,7 @@ async fn a_burst_of_200_is_absorbed_as_far_as_it_fits_and_refused_cleanly_beyond
         after < before + 64 * 1024,
         "peak RSS grew from {before} to {after} KiB"
     );
-    let next = call_tool(&http, "echo", json!({"text": "after"})).await;
+    let next = http.call_tool("echo", json!({"text": "after"})).await;
     assert_eq!(next.status, 200, "{}", next.text);
 }
 
@@ -121,7 +105,7 @@ async fn a_key_over_its_rate_is_refused_and_another_tenant_is_not() {
     let own_rate = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let (_, other_tenant) = warden.add_key("beta", "laptop", "read");
     let list = |key: &str| {
-        let http = as_key(&warden, key);
+        let http = Http::with_key(&warden, key);
         async move { http.modern("tools/list", None, json!({})).await }
     };
     for _ in 0..3 {
@@ -161,7 +145,7 @@ async fn a_key_over_its_rate_is_refused_and_another_tenant_is_not() {
 #[tokio::test]
 async fn an_address_is_limited_before_authentication() {
     let warden = Warden::start_config("[rate]\nper_ip_rpm = 4\n");
-    let anonymous = as_key(&warden, "");
+    let anonymous = Http::with_key(&warden, "");
     for _ in 0..4 {
         assert_eq!(anonymous.post_json(&[], &json!({})).await.status, 401);
     }
@@ -180,15 +164,15 @@ async fn a_tool_has_its_own_rate_beside_cheap_tools() {
     let http = Http::new(&warden);
     for _ in 0..2 {
         assert_eq!(
-            call_tool(&http, "echo", json!({"text": "x"})).await.status,
+            http.call_tool("echo", json!({"text": "x"})).await.status,
             200
         );
     }
     assert_refused_by(
-        &call_tool(&http, "echo", json!({"text": "x"})).await,
+        &http.call_tool("echo", json!({"text": "x"})).await,
         "rate.per_tool",
     );
-    assert_eq!(call_tool(&http, "pid", json!({})).await.status, 200);
+    assert_eq!(http.call_tool("pid", json!({})).await.status, 200);
 }
 
 #[tokio::test]
@@ -254,8 +238,8 @@ async fn the_daily_cost_cap_holds_across_a_restart_and_per_tenant() {
     let (_, acme) = warden.add_key("acme", "laptop", "write");
     let (_, beta) = warden.add_key("beta", "laptop", "write");
     let echo = |key: String| {
-        let http = as_key(&warden, &key);
-        async move { call_tool(&http, "echo", json!({"text": "x"})).await }
+        let http = Http::with_key(&warden, &key);
+        async move { http.call_tool("echo", json!({"text": "x"})).await }
     };
     for _ in 0..2 {
         assert_eq!(echo(acme.clone()).await.status, 200);
@@ -268,13 +252,14 @@ async fn the_daily_cost_cap_holds_across_a_restart_and_per_tenant() {
     assert!(warden.stop().success());
 
     let warden = start_in(dir.path());
-    let http = as_key(&warden, &acme);
+    let http = Http::with_key(&warden, &acme);
     assert_refused_by(
-        &call_tool(&http, "echo", json!({"text": "x"})).await,
+        &http.call_tool("echo", json!({"text": "x"})).await,
         "rate.daily_cost",
     );
     assert_eq!(
-        call_tool(&as_key(&warden, &beta), "echo", json!({"text": "x"}))
+        Http::with_key(&warden, &beta)
+            .call_tool("echo", json!({"text": "x"}))
             .await
             .status,
         200
@@ -289,17 +274,17 @@ async fn an_upstream_is_protected_by_its_own_cap_and_timeout() {
     ));
     let http = Http::new(&warden);
     // Ten calls, three at a time upstream; each waits its turn in the queue.
-    let replies = join_all((0..10).map(|_| call_tool(&http, "sleep", json!({"ms": 100})))).await;
+    let replies = join_all((0..10).map(|_| http.call_tool("sleep", json!({"ms": 100})))).await;
     assert!(replies.iter().all(|r| r.status == 200));
     let peak =
-        call_tool(&http, "peak", json!({})).await.json()["result"]["content"][0]["text"].clone();
+        http.call_tool("peak", json!({})).await.json()["result"]["content"][0]["text"].clone();
     assert_eq!(peak, "3");
     // A call past the upstream's timeout fails retryably, and the upstream is told.
-    let slow = call_tool(&http, "sleep", json!({"ms": 5000})).await;
+    let slow = http.call_tool("sleep", json!({"ms": 5000})).await;
     assert_eq!(slow.status, 503, "{}", slow.text);
     assert_eq!(slow.json()["error"]["code"], -32003);
     let cancelled =
-        call_tool(&http, "cancelled", json!({})).await.json()["result"]["content"][0]["text"]
+        http.call_tool("cancelled", json!({})).await.json()["result"]["content"][0]["text"]
             .as_str()
             .unwrap()
             .to_owned();

@@ -21,6 +21,16 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The names of the tools in a `tools/list` answer.
+    pub fn tool_names(&self) -> Vec<String> {
+        self.json()["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tools in {}", self.text))
+            .iter()
+            .map(|tool| tool["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON: {:?}", self.text))
     }
@@ -54,11 +64,26 @@ pub fn modern_body_as(method: &str, mut params: Value, capabilities: Value) -> V
 
 impl Http {
     pub fn new(warden: &Warden) -> Self {
+        Self::with_key(warden, &warden.admin_key)
+    }
+
+    /// A client presenting `key` (any Bearer credential).
+    pub fn with_key(warden: &Warden, key: &str) -> Self {
         Self {
             client: reqwest::Client::new(),
             url: warden.url.clone(),
-            key: warden.admin_key.clone(),
+            key: key.to_owned(),
         }
+    }
+
+    /// A modern `tools/call`.
+    pub async fn call_tool(&self, tool: &str, arguments: Value) -> Reply {
+        self.modern(
+            "tools/call",
+            Some(tool),
+            json!({"name": tool, "arguments": arguments}),
+        )
+        .await
     }
 
     pub async fn send(
