@@ -175,10 +175,18 @@ impl Auditor {
                 at_ms: now_ms(),
                 tenant: principal.tenant.clone(),
                 principal: principal.key_id.clone(),
-                client: client.to_owned(),
-                instance: instance.to_owned(),
+                // Anything a client chose goes through redaction.
+                client: warden_redact::text(client).into_owned(),
+                instance: warden_redact::text(instance).into_owned(),
                 era: era.as_str().to_owned(),
-                method: request.method.chars().take(MAX_TARGET_CHARS).collect(),
+                method: warden_redact::text(
+                    &request
+                        .method
+                        .chars()
+                        .take(MAX_TARGET_CHARS)
+                        .collect::<String>(),
+                )
+                .into_owned(),
                 target,
                 request_bytes: i64::try_from(request_bytes).unwrap_or(i64::MAX),
                 args_hash,
@@ -242,12 +250,19 @@ impl Draft {
     }
 
     pub(crate) async fn finish(mut self, result: &Result<Value, RpcError>) {
-        let Some(record) = self.complete(result) else {
+        if !self.auditor.enabled {
+            self.complete(result);
+            return;
+        }
+        // Room first (waiting while the writer is behind), the record second: if the
+        // request is dropped while waiting, the draft still holds its record and `Drop`
+        // writes it as cancelled. A record is never lost.
+        let sender = self.auditor.sender.clone();
+        let Ok(permit) = sender.reserve().await else {
             return;
         };
-        if self.auditor.enabled {
-            // Waits for room when the writer is behind: a record is never dropped.
-            let _ = self.auditor.sender.send(record).await;
+        if let Some(record) = self.complete(result) {
+            permit.send(record);
         }
     }
 

@@ -121,8 +121,11 @@ pub async fn serve(
     let sweeper = tokio::spawn(session::sweep_until(state.sessions(), stop_rx.clone()));
     let relay_changes = tokio::spawn(relay_changes(state.sessions(), state.upstreams().changes()));
     let sessions = state.sessions();
-    let costs = tokio::spawn(state.limiter().clone().keep_costs(stop_rx.clone()));
-    let audit_writer = tokio::spawn(state.auditor().clone().write_until(stop_rx));
+    // The writers stop only after the last request has finished (or the grace ended),
+    // so that nothing those requests record is lost.
+    let (writers_stop, writers_stop_rx) = tokio::sync::watch::channel(false);
+    let costs = tokio::spawn(state.limiter().clone().keep_costs(writers_stop_rx.clone()));
+    let audit_writer = tokio::spawn(state.auditor().clone().write_until(writers_stop_rx));
     let app = router(state, listener.local_addr());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -166,6 +169,7 @@ pub async fn serve(
     }
     sweeper.abort();
     relay_changes.abort();
+    let _ = writers_stop.send(true);
     // The last spent costs and audit records reach the disk before the process ends.
     let _ = costs.await;
     let _ = audit_writer.await;

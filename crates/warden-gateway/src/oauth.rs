@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
 use warden_config::{JwksSource, OAuth};
 use warden_store::{Principal, Scope};
 
@@ -30,8 +31,9 @@ const MAX_KEYS: usize = 64;
 /// often (tokens with made-up key ids must not hammer the authorization server).
 const UNKNOWN_KEY_REFETCH: Duration = Duration::from_secs(5);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Subjects are cut to this length in logs and key ids.
-const MAX_SUBJECT_CHARS: usize = 128;
+/// Subjects are cut to this length in logs and key ids (a digest of the whole one
+/// follows).
+const MAX_SUBJECT_CHARS: usize = 64;
 
 const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::RS256,
@@ -248,16 +250,21 @@ impl OAuthVerifier {
         } else {
             return Err(Refusal::NoScope);
         };
-        let subject: String = claims
+        let sub = claims
             .get("sub")
             .and_then(Value::as_str)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // The readable part is cut and filtered for logs; the digest of the issuer,
+        // tenant and whole subject keeps two subjects apart whatever they are made of.
+        let readable: String = sub
             .chars()
             .filter(|c| c.is_ascii_graphic())
             .take(MAX_SUBJECT_CHARS)
             .collect();
+        let digest = Sha256::digest(format!("{}\0{tenant}\0{sub}", self.config.issuer).as_bytes());
+        let digest: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
         Ok(Principal {
-            key_id: format!("oauth:{subject}"),
+            key_id: format!("oauth:{readable}~{digest}"),
             tenant,
             scope,
             rpm: None,

@@ -45,13 +45,14 @@ impl Gate {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= queue_depth {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let queued = Queued::join(&self.waiting);
+        if queued.ahead >= queue_depth {
             return Err(Closed::QueueFull);
         }
-        // The semaphore hands released slots to waiters in arrival order.
+        // The semaphore hands released slots to waiters in arrival order. A call dropped
+        // while it waits (its client went away) leaves the queue with `queued`.
         let waited = tokio::time::timeout(timeout, self.slots.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(queued);
         match waited {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(Closed::TimedOut),
@@ -60,6 +61,26 @@ impl Gate {
 
     fn idle(&self) -> bool {
         self.slots.available_permits() == self.max && self.waiting.load(Ordering::Acquire) == 0
+    }
+}
+
+/// A place in a gate's queue, left when dropped.
+struct Queued<'a> {
+    waiting: &'a AtomicUsize,
+    /// How many were waiting before this one.
+    ahead: usize,
+}
+
+impl<'a> Queued<'a> {
+    fn join(waiting: &'a AtomicUsize) -> Self {
+        let ahead = waiting.fetch_add(1, Ordering::AcqRel);
+        Self { waiting, ahead }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -115,6 +136,17 @@ mod tests {
         drop(one);
         assert_eq!(queued.await.unwrap(), Ok(()));
         let _three = gate.enter(0, Duration::ZERO).await.unwrap();
+        // A waiter that is dropped (its client went away) leaves the queue.
+        let abandoned = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter(1, Duration::from_secs(60)).await.map(drop) }
+        });
+        while gate.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        abandoned.abort();
+        let _ = abandoned.await;
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
         assert_eq!(
             gate.enter(1, Duration::from_millis(10)).await.unwrap_err(),
             Closed::TimedOut

@@ -112,7 +112,17 @@ impl Ledger {
         if totals.is_empty() {
             return Ok(());
         }
-        store.record(day, &totals)
+        let written = store.record(day, &totals);
+        if written.is_err() {
+            // Not written: the next flush tries these again.
+            let mut today = self.day.lock().unwrap_or_else(PoisonError::into_inner);
+            if today.day == day {
+                today
+                    .dirty
+                    .extend(totals.into_iter().map(|(tenant, _)| tenant));
+            }
+        }
+        written
     }
 
     /// Writes every `interval` until `stop` turns true, then once more.

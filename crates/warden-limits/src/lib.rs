@@ -329,7 +329,11 @@ impl Limiter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if calls.len() >= MAX_SESSIONS_COUNTED && !calls.contains_key(session) {
-            calls.clear();
+            // Forget the sessions that used least, not everyone's count.
+            let mut counts: Vec<u64> = calls.values().copied().collect();
+            let (_, median, _) = counts.select_nth_unstable(calls.len() / 2);
+            let median = *median;
+            calls.retain(|_, count| *count > median);
         }
         let count = calls.entry(session.to_owned()).or_insert(0);
         if *count >= max {

@@ -160,6 +160,11 @@ fn escapes_by_symlink(full: &Path, root: &Path) -> Result<(), &'static str> {
                 Err("path leads outside its root through a symlink")
             };
         }
+        // A link whose target does not exist yet cannot be resolved, and would be
+        // followed when the upstream creates the file: refused.
+        if existing.symlink_metadata().is_ok() {
+            return Err("path leads through a dangling symlink");
+        }
         match existing.parent() {
             Some(parent)
                 if parent
@@ -221,6 +226,10 @@ mod tests {
         std::fs::create_dir(root.path().join("inside")).unwrap();
         assert!(confine("exit/secret.txt", Some(root.path())).is_err());
         assert!(confine("exit", Some(root.path())).is_err());
+        std::os::unix::fs::symlink(outside.path().join("not-yet"), root.path().join("later"))
+            .unwrap();
+        assert!(confine("later", Some(root.path())).is_err());
+        assert!(confine("later/x", Some(root.path())).is_err());
         assert_eq!(confine("inside/new.txt", Some(root.path())), Ok(()));
         assert_eq!(confine("missing/new.txt", Some(root.path())), Ok(()));
     }

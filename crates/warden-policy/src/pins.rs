@@ -57,9 +57,16 @@ static ENCODED_BLOB: LazyLock<Regex> =
 /// Why a definition's text looks like it addresses the model, if it does.
 /// `foreign_tools` are the names of other servers' tools.
 pub fn suspicious(definition: &Value, foreign_tools: &[&str]) -> Option<&'static str> {
-    let texts = ["description", "title"]
+    let mut texts: Vec<&str> = ["description", "title"]
         .iter()
-        .filter_map(|field| definition.get(*field).and_then(Value::as_str));
+        .filter_map(|field| definition.get(*field).and_then(Value::as_str))
+        .collect();
+    // The model reads the schemas' descriptions and titles too.
+    for schema in ["inputSchema", "outputSchema"] {
+        if let Some(schema) = definition.get(schema) {
+            schema_texts(schema, &mut texts);
+        }
+    }
     for text in texts {
         if text.chars().any(is_invisible) {
             return Some("its description hides characters");
@@ -78,6 +85,22 @@ pub fn suspicious(definition: &Value, foreign_tools: &[&str]) -> Option<&'static
         }
     }
     None
+}
+
+/// Every `description` and `title` string anywhere in a schema.
+fn schema_texts<'a>(schema: &'a Value, texts: &mut Vec<&'a str>) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("description" | "title", Value::String(text)) => texts.push(text),
+                    _ => schema_texts(value, texts),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| schema_texts(item, texts)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -22,13 +22,10 @@ const ONE: [&str; 7] = [
     "else",
 ];
 /// Keywords whose value maps names to subschemas.
-const MANY_BY_NAME: [&str; 5] = [
-    "properties",
-    "patternProperties",
-    "$defs",
-    "definitions",
-    "dependentSchemas",
-];
+const MANY_BY_NAME: [&str; 3] = ["properties", "patternProperties", "dependentSchemas"];
+/// Definitions are used through `$ref`, perhaps as one branch of a combination: like
+/// branches, they are not closed at their own level (the referring parent is).
+const DEFINITIONS: [&str; 2] = ["$defs", "definitions"];
 /// Keywords whose value is a list of subschemas.
 const MANY_IN_LIST: [&str; 2] = ["prefixItems", "items"];
 const COMBINATIONS: [&str; 3] = ["allOf", "anyOf", "oneOf"];
@@ -58,6 +55,13 @@ fn close(schema: &mut Value, root: bool, in_combination: bool, unevaluated: bool
         if let Some(Value::Object(subs)) = object.get_mut(keyword) {
             for sub in subs.values_mut() {
                 close(sub, false, false, unevaluated);
+            }
+        }
+    }
+    for keyword in DEFINITIONS {
+        if let Some(Value::Object(subs)) = object.get_mut(keyword) {
+            for sub in subs.values_mut() {
+                close(sub, false, true, unevaluated);
             }
         }
     }
@@ -160,6 +164,24 @@ mod tests {
         }));
         assert!(old.get("unevaluatedProperties").is_none());
         assert!(old.get("additionalProperties").is_none());
+    }
+
+    #[test]
+    fn definitions_used_as_branches_stay_open_at_their_level() {
+        let schema = closed(json!({
+            "allOf": [{"$ref": "#/$defs/base"}, {"properties": {"b": {}}}],
+            "$defs": {"base": {"properties": {"a": {}, "inner": {"properties": {"c": {}}}}}}
+        }));
+        assert_eq!(schema["unevaluatedProperties"], false);
+        assert!(
+            schema["$defs"]["base"]
+                .get("additionalProperties")
+                .is_none()
+        );
+        assert_eq!(
+            schema["$defs"]["base"]["properties"]["inner"]["additionalProperties"],
+            false
+        );
     }
 
     #[test]

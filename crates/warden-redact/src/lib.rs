@@ -85,7 +85,7 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 /// `name=value`, `name: value`, `"name": "value"` where the name looks like a secret.
 static NAMED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)(["']?)([A-Za-z0-9_\-]*(?:password|passwd|secret|token|api[_\-]?key|apikey|authorization|cookie|credential|private[_\-]?key|connection[_\-]?string|access[_\-]?key)[A-Za-z0-9_\-]*)(["']?\s*[:=]\s*["']?)([^\s"'&,;}]+)"#,
+        r#"(?i)(\\?["']?)([A-Za-z0-9_\-]*(?:password|passwd|secret|token|api[_\-]?key|apikey|authorization|cookie|credential|private[_\-]?key|connection[_\-]?string|access[_\-]?key)[A-Za-z0-9_\-]*)(\\?["']?\s*[:=]\s*\\?["']?)([^\s"'\\&,;}]+)"#,
     )
     .expect("compiles")
 });
@@ -177,6 +177,9 @@ mod tests {
             "GITHUB_TOKEN=hunter2 next",
             "client_secret=hunter2&next",
             "Authorization: hunter2 next",
+            // As a JSON log line carries them: quotes escaped.
+            "{\\\"api_key\\\":\\\"hunter2\\\"} next",
+            "stderr=\"password=\\\"hunter2\\\" next\"",
         ] {
             let redacted = text(line);
             assert!(!redacted.contains("hunter2"), "{line}: {redacted}");

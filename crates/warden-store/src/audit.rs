@@ -158,14 +158,23 @@ impl AuditStore {
     pub fn append(&self, records: &[AuditRecord]) -> Result<()> {
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
-        let (mut id, mut prev) = tx
+        let last = tx
             .query_row(
                 "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
                 [],
                 |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
             )
-            .optional()?
-            .unwrap_or((0, GENESIS.to_vec()));
+            .optional()?;
+        // With every row cut by retention, the chain continues from where it was cut.
+        let (mut id, mut prev) = match last {
+            Some(last) => last,
+            None => tx
+                .query_row("SELECT first_id, prev_hash FROM audit_anchor", [], |row| {
+                    Ok((row.get::<_, i64>(0)? - 1, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()?
+                .unwrap_or((0, GENESIS.to_vec())),
+        };
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO audit (id, at_ms, tenant, principal, client, instance, era, method,
@@ -385,6 +394,15 @@ mod tests {
         // Cutting more than retention recorded is still found.
         raw(&store, "DELETE FROM audit WHERE id = 4");
         assert_eq!(store.verify().unwrap(), Verdict::Missing { before_id: 5 });
+    }
+
+    #[test]
+    fn the_chain_continues_after_retention_cut_every_record() {
+        let (_tmp, store) = six_rows();
+        assert_eq!(store.prune(i64::MAX).unwrap(), 6);
+        assert_eq!(store.verify().unwrap(), Verdict::Intact { rows: 0 });
+        store.append(&[record(7), record(8)]).unwrap();
+        assert_eq!(store.verify().unwrap(), Verdict::Intact { rows: 2 });
     }
 
     #[test]

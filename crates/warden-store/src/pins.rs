@@ -96,9 +96,16 @@ impl PinStore {
         }
     }
 
-    /// Accepts `tool`'s waiting definition; its hash is computed by the caller from the
-    /// same definition text. Returns false when nothing waits.
-    pub fn approve(&self, tool: &str, hash_of: impl Fn(&str) -> String) -> Result<bool> {
+    /// Accepts `tool`'s waiting definition if its hash is `expected` (the one the
+    /// operator reviewed: a definition that changed again since is not accepted by
+    /// mistake). `hash_of` hashes a stored definition. Returns false when nothing waits
+    /// or something else waits.
+    pub fn approve(
+        &self,
+        tool: &str,
+        expected: &str,
+        hash_of: impl Fn(&str) -> String,
+    ) -> Result<bool> {
         let conn = self.db.lock();
         let pending: Option<Option<String>> = conn
             .query_row(
@@ -110,10 +117,14 @@ impl PinStore {
         let Some(Some(pending)) = pending else {
             return Ok(false);
         };
+        let hash = hash_of(&pending);
+        if hash != expected {
+            return Ok(false);
+        }
         conn.execute(
             "UPDATE pins SET hash = ?2, definition = pending, pending = NULL, pending_why = NULL,
                 updated_at = ?3 WHERE tool = ?1",
-            params![tool, hash_of(&pending), now_unix()],
+            params![tool, hash, now_unix()],
         )?;
         Ok(true)
     }
@@ -182,18 +193,20 @@ mod tests {
             PinState::Withheld { .. }
         ));
         assert_eq!(store.waiting().unwrap().len(), 1);
-        assert!(store.approve("t", |d| format!("hash of {d}")).unwrap());
+        let hash_of = |d: &str| format!("hash of {d}");
+        assert!(!store.approve("t", "hash of {d1}", hash_of).unwrap());
+        assert!(store.approve("t", "hash of {d2}", hash_of).unwrap());
         assert_eq!(
             store.check("t", "hash of {d2}", "{d2}", None).unwrap(),
             PinState::Accepted
         );
-        assert!(!store.approve("t", |_| String::new()).unwrap());
+        assert!(!store.approve("t", "hash of {d2}", hash_of).unwrap());
         // A suspicious first sight waits too.
         assert!(matches!(
             store.check("u", "h", "{d}", Some("injection")).unwrap(),
             PinState::Withheld { .. }
         ));
-        assert!(store.approve("u", |_| "h".into()).unwrap());
+        assert!(store.approve("u", "h", |_| "h".into()).unwrap());
         assert_eq!(
             store.check("u", "h", "{d}", Some("injection")).unwrap(),
             PinState::Accepted

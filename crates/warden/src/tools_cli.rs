@@ -20,9 +20,11 @@ pub(crate) enum ToolsCommand {
         #[command(flatten)]
         data_dir: DataDirArg,
     },
-    /// Accepts a tool's waiting definition; clients see the tool again.
+    /// Accepts a tool's waiting definition; clients see the tool again. The hash is the
+    /// one `diff` shows, so that only the definition reviewed is accepted.
     Approve {
         tool: String,
+        hash: String,
         #[command(flatten)]
         data_dir: DataDirArg,
     },
@@ -43,8 +45,12 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
         ToolsCommand::Waiting { data_dir } => {
             for pin in open(data_dir)?.waiting()? {
                 println!(
-                    "{}\t{}",
+                    "{}\t{}\t{}",
                     pin.tool,
+                    pin.pending
+                        .as_deref()
+                        .map(warden_policy::hash_of_form)
+                        .unwrap_or_default(),
                     pin.pending_why.as_deref().unwrap_or_default()
                 );
             }
@@ -59,10 +65,23 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
                 pin.pending_why.as_deref().unwrap_or("nothing waits"),
                 pretty(pin.pending.as_deref())
             );
+            if let Some(pending) = &pin.pending {
+                println!(
+                    "to accept it: warden tools approve {tool} {}",
+                    warden_policy::hash_of_form(pending)
+                );
+            }
         }
-        ToolsCommand::Approve { tool, data_dir } => {
-            if !open(data_dir)?.approve(&tool, warden_policy::hash_of_form)? {
-                return Err(format!("no definition of {tool} is waiting for approval").into());
+        ToolsCommand::Approve {
+            tool,
+            hash,
+            data_dir,
+        } => {
+            if !open(data_dir)?.approve(&tool, &hash, warden_policy::hash_of_form)? {
+                return Err(format!(
+                    "no definition of {tool} with hash {hash} is waiting for approval (see warden tools diff {tool})"
+                )
+                .into());
             }
             eprintln!("approved {tool}");
         }

@@ -209,7 +209,18 @@ async fn a_tool_whose_definition_changes_is_withheld_until_approved() {
         "{diff}"
     );
 
-    let approved = warden.cli(&["tools", "approve", "echo"]);
+    let hash = diff
+        .lines()
+        .find_map(|line| line.strip_prefix("to accept it: warden tools approve echo "))
+        .unwrap()
+        .to_owned();
+    assert!(
+        !warden
+            .cli(&["tools", "approve", "echo", "0000"])
+            .status
+            .success()
+    );
+    let approved = warden.cli(&["tools", "approve", "echo", &hash]);
     assert!(
         approved.status.success(),
         "{}",
@@ -218,5 +229,10 @@ async fn a_tool_whose_definition_changes_is_withheld_until_approved() {
     let names = until_names(&http, |names| names.contains(&"echo".to_owned())).await;
     assert!(names.contains(&"echo".to_owned()), "{names:?}");
     assert_eq!(echo(&http).await.status, 200);
-    assert!(!warden.cli(&["tools", "approve", "echo"]).status.success());
+    assert!(
+        !warden
+            .cli(&["tools", "approve", "echo", &hash])
+            .status
+            .success()
+    );
 }
