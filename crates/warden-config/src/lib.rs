@@ -11,7 +11,7 @@ mod tools;
 mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
-pub use tools::{DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules};
+pub use tools::{Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules};
 pub use upstream::{Builtin, DEFAULT_UPSTREAM_NAME, Http, Secret, Source, Stdio, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -145,6 +145,7 @@ mod raw {
         pub rpm: Option<u32>,
         pub cost: Option<u64>,
         pub kind: Option<String>,
+        pub confirm: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]

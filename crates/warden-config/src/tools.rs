@@ -35,6 +35,18 @@ pub enum ToolClass {
     Destructive,
 }
 
+/// Whether a person must confirm each call of a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// Warden asks the person through the client (elicitation) and runs the call only
+    /// on an explicit accept.
+    Elicit,
+    /// The tool is never run.
+    Deny,
+    /// No confirmation.
+    Never,
+}
+
 /// What the gateway does when a tool's structured result does not match its
 /// `outputSchema`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +75,9 @@ pub struct ToolRules {
     pub cost: u64,
     /// The operator's classification; it beats the upstream's annotations.
     pub kind: Option<ToolClass>,
+    /// Confirmation of each call; by default `elicit` for destructive tools, none for
+    /// others.
+    pub confirm: Option<Confirm>,
 }
 
 impl Default for ToolRules {
@@ -76,6 +91,7 @@ impl Default for ToolRules {
             rpm: None,
             cost: DEFAULT_TOOL_COST,
             kind: None,
+            confirm: None,
         }
     }
 }
@@ -248,6 +264,18 @@ pub(crate) fn validate(
                         .map_err(|m| (field("rpm"), m))?,
                     cost: bounded(tool.cost, DEFAULT_TOOL_COST, 0..=1_000_000)
                         .map_err(|m| (field("cost"), m))?,
+                    confirm: match tool.confirm.as_deref() {
+                        None => None,
+                        Some("elicit") => Some(Confirm::Elicit),
+                        Some("deny") => Some(Confirm::Deny),
+                        Some("none") => Some(Confirm::Never),
+                        Some(_) => {
+                            return Err((
+                                field("confirm"),
+                                "must be \"elicit\", \"deny\" or \"none\"".into(),
+                            ));
+                        }
+                    },
                     kind: match tool.kind.as_deref() {
                         None => None,
                         Some("read") => Some(ToolClass::Read),

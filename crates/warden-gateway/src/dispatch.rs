@@ -14,6 +14,7 @@ use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
 use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UpstreamError};
 
+use crate::confirm::{self, Confirmation};
 use crate::error::RpcError;
 use crate::input_required;
 use crate::session::Session;
@@ -280,8 +281,20 @@ async fn call_tool(
         .map_err(policy_error)?;
     tool.validate(&arguments).map_err(policy_error)?;
     let origin = tool.origin().clone();
+    let upstream_name = state
+        .upstreams()
+        .get(origin.upstream)
+        .map(|u| u.name().to_owned())
+        .unwrap_or_default();
+    // A person confirms destructive calls before they run.
+    let confirmations = state.confirmations();
+    let mut params =
+        match confirm::confirm(confirmations, context, tool, &upstream_name, params.clone()).await?
+        {
+            Confirmation::Go(params) => params,
+            Confirmation::Ask(question) => return Ok(question),
+        };
     // Everything else the client sent (its `_meta`, unknown fields) goes on unchanged.
-    let mut params = params.clone();
     params.insert("name".into(), origin.name.into());
     let result = forward(
         state,

@@ -83,14 +83,14 @@ struct Parked {
 
 /// What a retry must match to resume a parked call.
 #[derive(Debug, PartialEq, Eq)]
-struct Binding {
+pub(crate) struct Binding {
     key_id: String,
     method: String,
     params_digest: [u8; 32],
 }
 
 impl Binding {
-    fn new(key_id: &str, method: &str, params: &Map<String, Value>) -> Self {
+    pub(crate) fn new(key_id: &str, method: &str, params: &Map<String, Value>) -> Self {
         let mut bytes = Vec::new();
         for (name, value) in canonical::sorted(params) {
             if matches!(name, "_meta" | "inputResponses" | "requestState") {

@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth;
+mod confirm;
 mod cors;
 mod credentials;
 mod dispatch;

@@ -11,6 +11,7 @@ use warden_upstream::Upstreams;
 
 use crate::audit::Auditor;
 use crate::auth::FailedAuth;
+use crate::confirm::Confirmations;
 use crate::input_required::InputLot;
 use crate::metrics::Metrics;
 use crate::oauth::OAuthVerifier;
@@ -27,6 +28,7 @@ struct Inner {
     upstreams: Arc<Upstreams>,
     sessions: Arc<Sessions>,
     input_lot: InputLot,
+    confirmations: Confirmations,
     failed_auth: FailedAuth,
     api_keys_accepted: bool,
     oauth: Option<Arc<OAuthVerifier>>,
@@ -67,6 +69,7 @@ impl AppState {
                     config.sessions.idle_timeout,
                 )),
                 input_lot: InputLot::default(),
+                confirmations: Confirmations::default(),
                 failed_auth: FailedAuth::new(
                     config.auth.max_failures_per_ip,
                     config.auth.failure_window,
@@ -101,6 +104,11 @@ impl AppState {
     /// Calls parked until a modern client answers their upstream's questions.
     pub(crate) fn input_lot(&self) -> &InputLot {
         &self.inner.input_lot
+    }
+
+    /// Destructive calls waiting for a modern client's confirmation.
+    pub(crate) fn confirmations(&self) -> &Confirmations {
+        &self.inner.confirmations
     }
 
     pub(crate) fn failed_auth(&self) -> &FailedAuth {

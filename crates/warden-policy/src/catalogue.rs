@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde_json::Value;
-use warden_config::{JsonLimits, OutputCheck, ToolRules};
+use warden_config::{Confirm, JsonLimits, OutputCheck, ToolRules};
 
 use crate::{PolicyError, paths, strict};
 
@@ -52,6 +52,7 @@ pub struct CatalogueTool {
     validator: jsonschema::Validator,
     output: Option<jsonschema::Validator>,
     output_check: OutputCheck,
+    confirm: Confirm,
     caps: Option<JsonLimits>,
     /// Pointers to the arguments that are paths, and the root they stay in.
     paths: Vec<String>,
@@ -114,6 +115,12 @@ impl CatalogueTool {
             }
         }
         Ok(())
+    }
+
+    /// Whether a person must confirm each call: the operator's choice, else `elicit`
+    /// for destructive tools.
+    pub fn confirm(&self) -> Confirm {
+        self.confirm
     }
 
     /// What to do when [`CatalogueTool::check_output`] fails.
@@ -355,6 +362,10 @@ impl Catalogue {
                         validator,
                         output,
                         output_check: rules.output_check,
+                        confirm: rules.confirm.unwrap_or(match kind {
+                            ToolKind::Destructive => Confirm::Elicit,
+                            ToolKind::Read | ToolKind::Write => Confirm::Never,
+                        }),
                         caps: rules.caps,
                         paths,
                         root: rules.root.clone(),

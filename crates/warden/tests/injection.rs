@@ -236,3 +236,168 @@ async fn a_tool_whose_definition_changes_is_withheld_until_approved() {
             .success()
     );
 }
+
+fn elicitation() -> Value {
+    json!({"elicitation": {}})
+}
+
+async fn create_note(http: &Http, title: &str) -> String {
+    let created = http
+        .call_tool("create_note", json!({"title": title, "body": "x"}))
+        .await;
+    created.json()["result"]["structuredContent"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", created.text))
+        .to_owned()
+}
+
+async fn exists(http: &Http, id: &str) -> bool {
+    let got = http.call_tool("get_note", json!({"id": id})).await;
+    got.json()["result"]["structuredContent"]["id"] == id
+}
+
+fn refusal(reply: &support::raw::Reply) -> String {
+    assert_eq!(reply.json()["error"]["code"], -32602, "{}", reply.text);
+    reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_modern_client_confirms_a_delete_through_input_required() {
+    let warden = Warden::start();
+    let http = Http::new(&warden);
+    let id = create_note(&http, "doomed").await;
+    let keep = create_note(&http, "kept").await;
+    let delete = |id: &str| json!({"name": "delete_note", "arguments": {"id": id}});
+
+    // A client that cannot ask a person is refused, not passed.
+    let unable = http.call_tool("delete_note", json!({"id": id})).await;
+    assert!(refusal(&unable).contains("needs a person's confirmation"));
+    assert!(exists(&http, &id).await);
+
+    let ask = |params: Value| {
+        let http = Http::with_key(&warden, &warden.admin_key);
+        async move {
+            http.modern_as("tools/call", Some("delete_note"), params, elicitation())
+                .await
+        }
+    };
+    let asked = ask(delete(&id)).await;
+    let result = asked.json()["result"].clone();
+    assert_eq!(result["resultType"], "input_required", "{}", asked.text);
+    let question = &result["inputRequests"]["confirm"];
+    assert_eq!(question["method"], "elicitation/create");
+    let message = question["params"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("delete_note") && message.contains(&id),
+        "{message}"
+    );
+    let token = result["requestState"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("wconfirm1."));
+
+    let answer = |id: &str, token: &str, action: &str| {
+        let mut params = delete(id);
+        params["requestState"] = json!(token);
+        params["inputResponses"] = json!({"confirm": {"action": action, "content": {}}});
+        params
+    };
+    // The confirmation is bound to these arguments: another note is not deleted with it,
+    // and the handle is spent.
+    let altered = ask(answer(&keep, &token, "accept")).await;
+    assert!(refusal(&altered).contains("another call"));
+    let replayed = ask(answer(&id, &token, "accept")).await;
+    assert!(refusal(&replayed).contains("unknown, used or expired"));
+    // Declined: nothing happens.
+    let token = ask(delete(&id)).await.json()["result"]["requestState"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let declined = ask(answer(&id, &token, "decline")).await;
+    assert!(refusal(&declined).contains("not confirmed"));
+    assert!(exists(&http, &id).await);
+    // Another key cannot use a handle it did not get.
+    let token = ask(delete(&id)).await.json()["result"]["requestState"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, other) = warden.add_key("default", "other", "write");
+    let stolen = Http::with_key(&warden, &other)
+        .modern_as(
+            "tools/call",
+            Some("delete_note"),
+            answer(&id, &token, "accept"),
+            elicitation(),
+        )
+        .await;
+    assert!(refusal(&stolen).contains("another call"));
+    // Accepted: exactly that note goes.
+    let token = ask(delete(&id)).await.json()["result"]["requestState"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = ask(answer(&id, &token, "accept")).await;
+    assert_eq!(
+        done.json()["result"]["structuredContent"]["deleted"],
+        true,
+        "{}",
+        done.text
+    );
+    assert!(!exists(&http, &id).await);
+    assert!(exists(&http, &keep).await);
+}
+
+#[tokio::test]
+async fn a_legacy_client_confirms_a_delete_on_the_call_stream() {
+    let warden = Warden::start();
+    let http = Http::new(&warden);
+    let id = create_note(&http, "doomed").await;
+    let keep = create_note(&http, "kept").await;
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "delete_note", "arguments": {"id": id}}});
+
+    // Without the capability: refused.
+    let plain = http.initialize().await;
+    let refused = http.legacy(&plain, &call).await;
+    assert!(refusal(&refused).contains("needs a person's confirmation"));
+
+    let session = http.initialize_with(elicitation()).await;
+    for (action, deleted) in [("decline", false), ("accept", true)] {
+        let mut events = http.legacy_streaming(&session, &call).await;
+        let asked = events.next().await;
+        assert_eq!(asked["method"], "elicitation/create", "{asked}");
+        assert!(asked["params"]["message"].as_str().unwrap().contains(&id));
+        let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": action}});
+        assert_eq!(http.legacy(&session, &answer).await.status, 202);
+        let done = events.next().await;
+        assert_eq!(done["id"], 9, "{done}");
+        if deleted {
+            assert_eq!(
+                done["result"]["structuredContent"]["deleted"], true,
+                "{done}"
+            );
+        } else {
+            assert_eq!(done["error"]["code"], -32602, "{done}");
+        }
+        assert_eq!(exists(&http, &id).await, !deleted);
+    }
+    assert!(exists(&http, &keep).await);
+}
+
+#[tokio::test]
+async fn confirm_deny_refuses_a_tool_outright() {
+    let warden = Warden::start_config("[tools.delete_note]\nconfirm = \"deny\"\n");
+    let http = Http::new(&warden);
+    let id = create_note(&http, "kept").await;
+    let refused = http
+        .modern_as(
+            "tools/call",
+            Some("delete_note"),
+            json!({"name": "delete_note", "arguments": {"id": id}}),
+            elicitation(),
+        )
+        .await;
+    assert!(refusal(&refused).contains("policy denies it"));
+    assert!(exists(&http, &id).await);
+}

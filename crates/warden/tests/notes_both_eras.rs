@@ -1,5 +1,8 @@
 //! The embedded notes server through the real binary, driven by rmcp's client in both
 //! MCP eras: the whole note lifecycle, tenant isolation and key revocation.
+//!
+//! rmcp's test client answers no elicitation, so `delete_note` runs here without the
+//! confirmation it needs by default (tests/injection.rs covers that).
 
 mod support;
 
@@ -7,9 +10,12 @@ use rmcp::model::{PaginatedRequestParams, ReadResourceRequestParams};
 use serde_json::json;
 use support::{ERAS, Era, Warden, call, call_is_tool_error, call_ok, connect};
 
+/// No confirmation for deletes: these tests are about the notes themselves.
+const UNCONFIRMED_DELETES: &str = "[tools.delete_note]\nconfirm = \"none\"\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn note_lifecycle_in_both_eras() {
-    let warden = Warden::start();
+    let warden = Warden::start_config(UNCONFIRMED_DELETES);
     for era in ERAS {
         let client = connect(&warden.url, &warden.admin_key, era).await.unwrap();
         let expected_version = if era == Era::Modern {
@@ -118,7 +124,7 @@ async fn note_lifecycle_in_both_eras() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_never_sees_another_tenants_notes() {
-    let warden = Warden::start();
+    let warden = Warden::start_config(UNCONFIRMED_DELETES);
     let (_, key_a) = warden.add_key("acme", "alice", "write");
     let (_, key_b) = warden.add_key("globex", "bob", "admin");
     let alice = connect(&warden.url, &key_a, Era::Legacy).await.unwrap();
