@@ -41,6 +41,9 @@ pub enum Confirm {
     /// Warden asks the person through the client (elicitation) and runs the call only
     /// on an explicit accept.
     Elicit,
+    /// The call is held until an operator approves it (`warden approvals approve`);
+    /// the same call made again then runs, once.
+    Approve,
     /// The tool is never run.
     Deny,
     /// No confirmation.
@@ -267,12 +270,13 @@ pub(crate) fn validate(
                     confirm: match tool.confirm.as_deref() {
                         None => None,
                         Some("elicit") => Some(Confirm::Elicit),
+                        Some("approve") => Some(Confirm::Approve),
                         Some("deny") => Some(Confirm::Deny),
                         Some("none") => Some(Confirm::Never),
                         Some(_) => {
                             return Err((
                                 field("confirm"),
-                                "must be \"elicit\", \"deny\" or \"none\"".into(),
+                                "must be \"elicit\", \"approve\", \"deny\" or \"none\"".into(),
                             ));
                         }
                     },

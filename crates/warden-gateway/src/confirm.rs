@@ -11,9 +11,14 @@
 //!
 //! A client that can do neither is refused, never passed through; `confirm = "deny"`
 //! refuses the tool outright.
+//!
+//! With `confirm = "approve"` (for clients that cannot ask a person), the call is held:
+//! the client gets a result naming request `apr_…`, an operator decides out of band
+//! (`warden approvals approve|deny`), and the same call made again (same key, tool and
+//! arguments) then runs, once, or is refused.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -22,6 +27,7 @@ use serde_json::{Map, Value, json};
 use warden_config::Confirm;
 use warden_policy::CatalogueTool;
 use warden_proto::{Era, codes};
+use warden_store::ApprovalStore;
 use warden_upstream::{Event, ServerRequest};
 
 use crate::dispatch::Context;
@@ -36,13 +42,106 @@ const MAX_WAITING: usize = 1024;
 /// How much of the arguments the person is shown.
 const SUMMARY_CHARS: usize = 600;
 
-/// Confirmations asked of modern clients, by handle.
-#[derive(Default)]
+/// How long a held call waits for an operator.
+const HELD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Confirmations asked of modern clients, by handle; calls held for an operator, by
+/// request id.
 pub(crate) struct Confirmations {
     waiting: Mutex<HashMap<String, (Binding, Instant)>>,
+    held: Mutex<HashMap<String, (Binding, Instant)>>,
+    approvals: Arc<ApprovalStore>,
 }
 
 impl Confirmations {
+    pub(crate) fn new(approvals: Arc<ApprovalStore>) -> Self {
+        Self {
+            waiting: Mutex::default(),
+            held: Mutex::default(),
+            approvals,
+        }
+    }
+
+    /// The held request this call repeats, if any.
+    fn held_for(&self, binding: &Binding) -> Option<String> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.retain(|_, (_, since)| since.elapsed() < HELD_TTL);
+        held.iter()
+            .find(|(_, (held, _))| held == binding)
+            .map(|(id, _)| id.clone())
+    }
+
+    fn release(&self, id: &str) {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Holds a call for an operator; answers the result that tells the client so.
+    fn hold(
+        &self,
+        context: &Context<'_>,
+        tool: &str,
+        summary: &str,
+        binding: Binding,
+    ) -> Result<Value, RpcError> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.len() >= MAX_WAITING {
+            held.retain(|_, (_, since)| since.elapsed() < HELD_TTL);
+            if held.len() >= MAX_WAITING {
+                return Err(RpcError::new(
+                    codes::UPSTREAM_UNAVAILABLE,
+                    "Too many calls are waiting for approval; try again later",
+                ));
+            }
+        }
+        let id = self
+            .approvals
+            .hold(
+                &context.principal.tenant,
+                &context.principal.key_id,
+                tool,
+                summary,
+            )
+            .map_err(|error| {
+                tracing::error!(%error, "approval not recorded");
+                RpcError::internal()
+            })?;
+        held.insert(id.clone(), (binding, Instant::now()));
+        Ok(waiting_result(tool, &id, "is waiting"))
+    }
+
+    /// A repeated call of a held request: runs once approved, refused once denied.
+    fn decided(&self, id: &str, tool: &str) -> Result<Option<Value>, RpcError> {
+        let status = self.approvals.status(id).map_err(|error| {
+            tracing::error!(%error, "approval not read");
+            RpcError::internal()
+        })?;
+        match status.as_deref() {
+            Some("pending") => Ok(Some(waiting_result(tool, id, "is still waiting"))),
+            Some("approved") => {
+                self.release(id);
+                let first = self.approvals.mark_done(id).map_err(|error| {
+                    tracing::error!(%error, "approval not updated");
+                    RpcError::internal()
+                })?;
+                if first { Ok(None) } else { Err(stale()) }
+            }
+            Some("denied") => {
+                self.release(id);
+                Err(RpcError::refusal(
+                    codes::INVALID_PARAMS,
+                    format!("The operator denied request {id}; the call was not run"),
+                    "confirm.denied",
+                ))
+            }
+            _ => {
+                self.release(id);
+                Err(stale())
+            }
+        }
+    }
     fn ask(&self, binding: Binding) -> Result<String, RpcError> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         if waiting.len() >= MAX_WAITING {
@@ -80,6 +179,8 @@ pub(crate) enum Confirmation {
     Go(Map<String, Value>),
     /// Answer the modern client with this `InputRequiredResult`.
     Ask(Value),
+    /// Held for an operator: answer with this result, which says so.
+    Held(Value),
 }
 
 /// Decides whether `tool` may run now with `params`.
@@ -101,6 +202,18 @@ pub(crate) async fn confirm(
                 ),
                 "confirm.denied",
             ));
+        }
+        Confirm::Approve => {
+            let binding = Binding::new(&context.principal.key_id, "tools/call", &params);
+            if let Some(id) = confirmations.held_for(&binding) {
+                return match confirmations.decided(&id, tool.name())? {
+                    Some(waiting) => Ok(Confirmation::Held(waiting)),
+                    None => Ok(Confirmation::Go(params)),
+                };
+            }
+            let summary = summary(params.get("arguments"));
+            let result = confirmations.hold(context, tool.name(), &summary, binding)?;
+            return Ok(Confirmation::Held(result));
         }
         Confirm::Elicit => {}
     }
@@ -148,13 +261,7 @@ pub(crate) async fn confirm(
                     "requestState": token,
                 })));
             };
-            let asked = confirmations.take(&token).ok_or_else(|| {
-                RpcError::refusal(
-                    codes::INVALID_PARAMS,
-                    "The confirmation is unknown, used or expired: call the tool again",
-                    "confirm.stale",
-                )
-            })?;
+            let asked = confirmations.take(&token).ok_or_else(stale)?;
             if asked != binding {
                 return Err(RpcError::refusal(
                     codes::INVALID_PARAMS,
@@ -176,14 +283,42 @@ pub(crate) async fn confirm(
     }
 }
 
-/// The elicitation put to the person: which tool, where, with what.
-fn question(tool: &str, upstream: &str, arguments: Option<&Value>) -> Value {
+/// The arguments as a person is shown them: redacted and cut.
+fn summary(arguments: Option<&Value>) -> String {
     let mut shown = arguments.cloned().unwrap_or_else(|| json!({}));
     warden_redact::json(&mut shown);
-    let mut summary: String = shown.to_string().chars().take(SUMMARY_CHARS).collect();
-    if summary.len() < shown.to_string().len() {
+    let text = shown.to_string();
+    let mut summary: String = text.chars().take(SUMMARY_CHARS).collect();
+    if summary.len() < text.len() {
         summary.push('…');
     }
+    summary
+}
+
+/// The tool result of a held call.
+fn waiting_result(tool: &str, id: &str, state: &str) -> Value {
+    json!({
+        "content": [{
+            "type": "text",
+            "text": format!(
+                "Nothing was done yet: {tool} needs an operator's approval, and request {id} {state}. Ask the operator to run `warden approvals approve {id}`; then call {tool} again with the same arguments to run it."
+            ),
+        }],
+        "isError": false,
+    })
+}
+
+fn stale() -> RpcError {
+    RpcError::refusal(
+        codes::INVALID_PARAMS,
+        "The confirmation is unknown, used or expired: call the tool again",
+        "confirm.stale",
+    )
+}
+
+/// The elicitation put to the person: which tool, where, with what.
+fn question(tool: &str, upstream: &str, arguments: Option<&Value>) -> Value {
+    let summary = summary(arguments);
     json!({
         "message": format!(
             "Allow {tool} on {upstream}? It changes or deletes data and cannot be undone by Warden. Arguments: {summary}"

@@ -292,7 +292,7 @@ async fn call_tool(
         match confirm::confirm(confirmations, context, tool, &upstream_name, params.clone()).await?
         {
             Confirmation::Go(params) => params,
-            Confirmation::Ask(question) => return Ok(question),
+            Confirmation::Ask(answer) | Confirmation::Held(answer) => return Ok(answer),
         };
     // Everything else the client sent (its `_meta`, unknown fields) goes on unchanged.
     params.insert("name".into(), origin.name.into());

@@ -46,7 +46,7 @@ pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
 pub use metrics::{Metrics, admin_router};
 pub use oauth::{OAuthError, OAuthVerifier};
-pub use state::AppState;
+pub use state::{AppState, Parts};
 
 /// The MCP endpoint's path.
 pub const MCP_PATH: &str = "/mcp";

@@ -6,7 +6,7 @@ use std::time::Duration;
 use warden_config::{Config, Results};
 use warden_limits::Limiter;
 use warden_proto::JsonLimits;
-use warden_store::KeyStore;
+use warden_store::{ApprovalStore, KeyStore};
 use warden_upstream::Upstreams;
 
 use crate::audit::Auditor;
@@ -16,6 +16,19 @@ use crate::input_required::InputLot;
 use crate::metrics::Metrics;
 use crate::oauth::OAuthVerifier;
 use crate::session::Sessions;
+
+/// What the gateway is built from, besides its configuration.
+pub struct Parts {
+    pub keys: Arc<KeyStore>,
+    pub upstreams: Arc<Upstreams>,
+    /// The verifier started for `[auth.oauth]`, if configured.
+    pub oauth: Option<Arc<OAuthVerifier>>,
+    pub limiter: Arc<Limiter>,
+    pub auditor: Arc<Auditor>,
+    pub metrics: Arc<Metrics>,
+    /// Calls held for an operator's decision (`confirm = "approve"`).
+    pub approvals: Arc<ApprovalStore>,
+}
 
 /// Cheap to clone: one `Arc` around everything.
 #[derive(Clone)]
@@ -50,16 +63,16 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// `oauth` is the verifier started for `config.auth.oauth`, if any.
-    pub fn new(
-        config: &Config,
-        keys: Arc<KeyStore>,
-        upstreams: Arc<Upstreams>,
-        oauth: Option<Arc<OAuthVerifier>>,
-        limiter: Arc<Limiter>,
-        auditor: Arc<Auditor>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(config: &Config, parts: Parts) -> Self {
+        let Parts {
+            keys,
+            upstreams,
+            oauth,
+            limiter,
+            auditor,
+            metrics,
+            approvals,
+        } = parts;
         Self {
             inner: Arc::new(Inner {
                 keys,
@@ -69,7 +82,7 @@ impl AppState {
                     config.sessions.idle_timeout,
                 )),
                 input_lot: InputLot::default(),
-                confirmations: Confirmations::default(),
+                confirmations: Confirmations::new(approvals),
                 failed_auth: FailedAuth::new(
                     config.auth.max_failures_per_ip,
                     config.auth.failure_window,

@@ -2,6 +2,7 @@
 //! `keys.db` (API keys, stored as keyed hashes), `notes.db` (the embedded knowledge
 //! base), `costs.db` (daily spending per tenant) and `audit.db` (the chained audit trail). Every note query filters by tenant; there is no API that reads across tenants.
 
+pub mod approvals;
 pub mod audit;
 pub mod costs;
 mod db;
@@ -11,6 +12,7 @@ pub mod pins;
 
 use std::path::{Path, PathBuf};
 
+pub use approvals::{Approval, ApprovalStore};
 pub use audit::{AuditFilter, AuditRecord, AuditStore, Verdict};
 pub use costs::CostStore;
 pub use keys::{KEY_PREFIX, KeyOptions, KeyRecord, KeyStore, Principal, Scope};

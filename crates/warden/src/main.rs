@@ -1,5 +1,6 @@
 //! The `warden` command: a thin shell over the library crates.
 
+mod approvals_cli;
 mod audit_cli;
 mod tools_cli;
 
@@ -14,7 +15,8 @@ use warden_config::{Config, Overrides};
 use warden_gateway::{Auditor, Listener, Metrics, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
 use warden_store::{
-    AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore, PinStore, Scope,
+    ApprovalStore, AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore, PinStore,
+    Scope,
 };
 use warden_upstream::Upstreams;
 
@@ -60,6 +62,11 @@ enum Command {
     Tools {
         #[command(subcommand)]
         command: tools_cli::ToolsCommand,
+    },
+    /// Calls held for an operator's decision (confirm = "approve").
+    Approvals {
+        #[command(subcommand)]
+        command: approvals_cli::ApprovalsCommand,
     },
     /// Read and verify the audit trail.
     Audit {
@@ -166,6 +173,7 @@ fn main() -> ExitCode {
         ),
         Command::Keys { command } => keys(command),
         Command::Audit { command } => audit_cli::run(command),
+        Command::Approvals { command } => approvals_cli::run(command),
         Command::Tools { command } => tools_cli::run(command),
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -386,6 +394,7 @@ fn serve(
     let notes = Arc::new(NotesStore::open(&dir)?);
     let costs = Arc::new(CostStore::open(&dir)?);
     let pins = Arc::new(PinStore::open(&dir)?);
+    let approvals = Arc::new(ApprovalStore::open(&dir)?);
     let audit_store = Arc::new(AuditStore::open(&dir)?);
     prune_audit(&audit_store, config.audit.retain_days)?;
     if !config.audit.enabled {
@@ -445,15 +454,16 @@ fn serve(
         tracing::info!("admin endpoint at http://{}", admin.local_addr()?);
         let admin_routes = warden_gateway::admin_router(metrics.clone(), upstreams.clone());
         tokio::spawn(async move { axum::serve(admin, admin_routes).await });
-        let state = warden_gateway::AppState::new(
-            &config,
+        let parts = warden_gateway::Parts {
             keys,
-            upstreams.clone(),
+            upstreams: upstreams.clone(),
             oauth,
             limiter,
             auditor,
             metrics,
-        );
+            approvals,
+        };
+        let state = warden_gateway::AppState::new(&config, parts);
         let served = warden_gateway::serve(listener, state, &config.connections, shutdown_signal()).await;
         upstreams.shutdown().await;
         served?;

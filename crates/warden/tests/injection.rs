@@ -401,3 +401,76 @@ async fn confirm_deny_refuses_a_tool_outright() {
     assert!(refusal(&refused).contains("policy denies it"));
     assert!(exists(&http, &id).await);
 }
+
+#[tokio::test]
+async fn an_operator_approves_or_denies_a_held_call_from_the_command_line() {
+    let warden = Warden::start_config("[tools.delete_note]\nconfirm = \"approve\"\n");
+    let http = Http::new(&warden);
+    let id = create_note(&http, "doomed").await;
+    let keep = create_note(&http, "kept").await;
+    let text = |reply: &support::raw::Reply| {
+        reply.json()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", reply.text))
+            .to_owned()
+    };
+    let request_id = |text: &str| {
+        text.split_whitespace()
+            .find(|word| word.starts_with("apr_"))
+            .unwrap()
+            .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_owned()
+    };
+
+    // Held: nothing happens, and the operator sees it.
+    let held = text(&http.call_tool("delete_note", json!({"id": id})).await);
+    assert!(held.starts_with("Nothing was done yet"), "{held}");
+    let request = request_id(&held);
+    assert!(exists(&http, &id).await);
+    let listed = String::from_utf8(warden.cli(&["approvals", "list"]).stdout).unwrap();
+    assert!(
+        listed.contains(&request) && listed.contains("delete_note") && listed.contains(&id),
+        "{listed}"
+    );
+    let again = text(&http.call_tool("delete_note", json!({"id": id})).await);
+    assert!(
+        again.contains("still waiting") && again.contains(&request),
+        "{again}"
+    );
+
+    // Approved: the same call runs once, and only that note goes.
+    assert!(
+        warden
+            .cli(&["approvals", "approve", &request])
+            .status
+            .success()
+    );
+    let done = http.call_tool("delete_note", json!({"id": id})).await;
+    assert_eq!(
+        done.json()["result"]["structuredContent"]["deleted"],
+        true,
+        "{}",
+        done.text
+    );
+    assert!(!exists(&http, &id).await);
+    assert!(exists(&http, &keep).await);
+    assert!(
+        !warden
+            .cli(&["approvals", "approve", &request])
+            .status
+            .success()
+    );
+
+    // Denied: refused.
+    let held = text(&http.call_tool("delete_note", json!({"id": keep})).await);
+    let request = request_id(&held);
+    assert!(
+        warden
+            .cli(&["approvals", "deny", &request])
+            .status
+            .success()
+    );
+    let refused = http.call_tool("delete_note", json!({"id": keep})).await;
+    assert!(refusal(&refused).contains("denied"), "{}", refused.text);
+    assert!(exists(&http, &keep).await);
+}

@@ -1,0 +1,134 @@
+//! `approvals.db`: calls held for an operator's decision (`confirm = "approve"`). The
+//! server keeps the call itself in memory; this file holds what the operator sees and
+//! decides: the tool, who asked, a redacted summary, and the decision.
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::db::{Durability, Single};
+use crate::{DataDir, Result, now_unix};
+
+const FILE: &str = "approvals.db";
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE approvals (
+        id         TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL,
+        principal  TEXT NOT NULL,
+        tool       TEXT NOT NULL,
+        summary    TEXT NOT NULL,
+        status     TEXT NOT NULL,   -- pending, approved, denied, done
+        created_at INTEGER NOT NULL,
+        decided_at INTEGER
+    ) STRICT;
+"];
+
+/// One held call as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub id: String,
+    pub tenant: String,
+    pub principal: String,
+    pub tool: String,
+    pub summary: String,
+    pub status: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug)]
+pub struct ApprovalStore {
+    db: Single,
+}
+
+impl ApprovalStore {
+    pub fn open(dir: &DataDir) -> Result<Self> {
+        Ok(Self {
+            db: Single::open(&dir.file(FILE), MIGRATIONS, Durability::Full)?,
+        })
+    }
+
+    /// Records a held call; returns its id (`apr_` + 128 random bits, hex).
+    pub fn hold(&self, tenant: &str, principal: &str, tool: &str, summary: &str) -> Result<String> {
+        let id = format!("apr_{}", crate::keys::random_hex(16));
+        self.db.lock().execute(
+            "INSERT INTO approvals (id, tenant, principal, tool, summary, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+            params![id, tenant, principal, tool, summary, now_unix()],
+        )?;
+        Ok(id)
+    }
+
+    /// The operator's decision on a pending call; false when `id` is not pending.
+    pub fn decide(&self, id: &str, approve: bool) -> Result<bool> {
+        let status = if approve { "approved" } else { "denied" };
+        let changed = self.db.lock().execute(
+            "UPDATE approvals SET status = ?2, decided_at = ?3 WHERE id = ?1 AND status = 'pending'",
+            params![id, status, now_unix()],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Marks an approved call as run, once: false if it was not approved (or already run).
+    pub fn mark_done(&self, id: &str) -> Result<bool> {
+        let changed = self.db.lock().execute(
+            "UPDATE approvals SET status = 'done' WHERE id = ?1 AND status = 'approved'",
+            params![id],
+        )?;
+        Ok(changed == 1)
+    }
+
+    pub fn status(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .lock()
+            .query_row(
+                "SELECT status FROM approvals WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Calls waiting for a decision, oldest first.
+    pub fn pending(&self) -> Result<Vec<Approval>> {
+        let conn = self.db.lock();
+        let mut statement = conn.prepare(
+            "SELECT id, tenant, principal, tool, summary, status, created_at FROM approvals
+             WHERE status = 'pending' ORDER BY created_at, id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(Approval {
+                id: row.get(0)?,
+                tenant: row.get(1)?,
+                principal: row.get(2)?,
+                tool: row.get(3)?,
+                summary: row.get(4)?,
+                status: row.get(5)?,
+                created_at: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_call_is_decided_once_and_run_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ApprovalStore::open(&DataDir::open(tmp.path()).unwrap()).unwrap();
+        let id = store
+            .hold("acme", "key_1", "delete_note", "{\"id\":\"n_1\"}")
+            .unwrap();
+        assert_eq!(store.pending().unwrap().len(), 1);
+        assert!(!store.mark_done(&id).unwrap());
+        assert!(store.decide(&id, true).unwrap());
+        assert!(!store.decide(&id, false).unwrap());
+        assert!(store.pending().unwrap().is_empty());
+        assert!(store.mark_done(&id).unwrap());
+        assert!(!store.mark_done(&id).unwrap());
+        let other = store.hold("acme", "key_1", "delete_note", "{}").unwrap();
+        assert!(store.decide(&other, false).unwrap());
+        assert_eq!(store.status(&other).unwrap().as_deref(), Some("denied"));
+    }
+}
