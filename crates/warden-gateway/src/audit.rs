@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use warden_config::Audit;
 use warden_proto::era::CLIENT_INFO_META;
 use warden_proto::{Era, Request, codes};
 use warden_store::{AuditRecord, AuditStore, Principal};
+use warden_upstream::Withheld;
 
 use crate::dispatch::UPSTREAM_TIMEOUT;
 use crate::error::RpcError;
@@ -135,6 +136,42 @@ impl Auditor {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, count, "audit records not written"),
             Err(error) => tracing::error!(%error, count, "audit writer failed"),
+        }
+    }
+
+    /// Records every tool the pins withhold (a changed definition, or a suspicious one
+    /// on first sight), for as long as the upstreams run.
+    pub async fn record_withheld(self: Arc<Self>, mut withheld: broadcast::Receiver<Withheld>) {
+        loop {
+            let tool = match withheld.recv().await {
+                Ok(tool) => tool,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::error!(missed, "withheld tools not audited");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if !self.enabled {
+                continue;
+            }
+            let rule = if tool.reason.contains("changed") {
+                "pin.changed"
+            } else {
+                "pin.suspicious"
+            };
+            let record = AuditRecord {
+                at_ms: now_ms(),
+                tenant: "*".into(),
+                principal: "warden".into(),
+                method: "catalogue/withhold".into(),
+                target: Some(warden_redact::text(&tool.tool).into_owned()),
+                upstream: Some(tool.upstream),
+                decision: "refused".into(),
+                rule: Some(rule.into()),
+                outcome: "refused".into(),
+                ..AuditRecord::default()
+            };
+            let _ = self.sender.send(record).await;
         }
     }
 

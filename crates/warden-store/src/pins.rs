@@ -24,8 +24,9 @@ const MIGRATIONS: &[&str] = &["
 pub enum PinState {
     /// The definition is the accepted one.
     Accepted,
-    /// Withheld until approved; the reason says why.
-    Withheld { reason: String },
+    /// Withheld until approved; the reason says why. `new` when this definition was
+    /// not already the one waiting.
+    Withheld { reason: String, new: bool },
 }
 
 /// A tool's accepted and waiting definitions, for `warden tools`.
@@ -59,13 +60,18 @@ impl PinStore {
         suspicion: Option<&str>,
     ) -> Result<PinState> {
         let conn = self.db.lock();
-        let pinned: Option<Option<String>> = conn
+        let row: Option<(Option<String>, Option<String>)> = conn
             .query_row(
-                "SELECT hash FROM pins WHERE tool = ?1",
+                "SELECT hash, pending FROM pins WHERE tool = ?1",
                 params![tool],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()?;
+        let (pinned, waiting) = match row {
+            Some((hash, pending)) => (Some(hash), pending),
+            None => (None, None),
+        };
+        let new = waiting.as_deref() != Some(definition);
         let withhold = |why: &str| -> Result<PinState> {
             conn.execute(
                 "INSERT INTO pins (tool, pending, pending_why, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -75,6 +81,7 @@ impl PinStore {
             )?;
             Ok(PinState::Withheld {
                 reason: why.to_owned(),
+                new,
             })
         };
         match pinned {
@@ -190,7 +197,11 @@ mod tests {
         );
         assert!(matches!(
             store.check("t", "h2", "{d2}", None).unwrap(),
-            PinState::Withheld { .. }
+            PinState::Withheld { new: true, .. }
+        ));
+        assert!(matches!(
+            store.check("t", "h2", "{d2}", None).unwrap(),
+            PinState::Withheld { new: false, .. }
         ));
         assert_eq!(store.waiting().unwrap().len(), 1);
         let hash_of = |d: &str| format!("hash of {d}");

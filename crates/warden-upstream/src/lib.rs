@@ -27,7 +27,7 @@ use warden_store::NotesStore;
 
 pub use handshake::{ServerFacts, UpstreamEra};
 pub use link::{Event, ServerRequest};
-pub use merge::{ListError, Offered, Upstreams};
+pub use merge::{ListError, Offered, Upstreams, Withheld};
 
 /// Why an upstream could not answer. Shown to clients only as "upstream unavailable" and
 /// the like; details go to the log.

@@ -34,6 +34,14 @@ const OFFERS_TTL: Duration = Duration::from_secs(30);
 /// Listings kept at once (upstream × tenant × kind); past it, all are dropped.
 const MAX_OFFERS: usize = 4096;
 
+/// A tool withheld from the catalogue until an operator approves it.
+#[derive(Debug, Clone)]
+pub struct Withheld {
+    pub tool: String,
+    pub upstream: String,
+    pub reason: String,
+}
+
 /// What an upstream offers besides tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Offered {
@@ -73,6 +81,7 @@ pub struct Upstreams {
     /// The operator's `[tools."<name>"]` rules, applied whenever the catalogue is built.
     rules: BTreeMap<String, ToolRules>,
     pins: Option<Arc<PinStore>>,
+    withheld: broadcast::Sender<Withheld>,
     catalogue: RwLock<Arc<Catalogue>>,
     tools: Mutex<Vec<Vec<Value>>>,
     /// Per upstream, the fixed part of each resource template's URI.
@@ -114,6 +123,7 @@ impl Upstreams {
             upstreams,
             rules: rules.clone(),
             pins,
+            withheld: broadcast::channel(CHANGES_QUEUE).0,
             catalogue: RwLock::new(Arc::new(Catalogue::default())),
             tools: Mutex::new(vec![Vec::new(); count]),
             template_prefixes: Mutex::new(vec![Vec::new(); count]),
@@ -368,8 +378,15 @@ impl Upstreams {
                 let suspicion = suspicious(definition, &foreign);
                 match pins.check(&name, &hash, &form, suspicion) {
                     Ok(PinState::Accepted) => true,
-                    Ok(PinState::Withheld { reason }) => {
-                        tracing::warn!(tool = %name, %reason, "tool withheld until an operator runs: warden tools approve {name}");
+                    Ok(PinState::Withheld { reason, new }) => {
+                        if new {
+                            tracing::warn!(tool = %name, %reason, "tool withheld until approved (warden tools diff {name})");
+                            let _ = self.withheld.send(Withheld {
+                                tool: name,
+                                upstream: self.upstreams[origin.upstream].name().to_owned(),
+                                reason,
+                            });
+                        }
                         false
                     }
                     Err(error) => {
@@ -403,6 +420,11 @@ impl Upstreams {
                     .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
             }
         }
+    }
+
+    /// Tools newly withheld by their pins, as they happen (for the audit trail).
+    pub fn withheld(&self) -> broadcast::Receiver<Withheld> {
+        self.withheld.subscribe()
     }
 
     pub fn catalogue(&self) -> Arc<Catalogue> {

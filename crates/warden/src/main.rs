@@ -428,6 +428,8 @@ fn serve(
         let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes, Some(pins)).map_err(|(name, error)| {
             Failure::from(format!("upstream {name:?}: {error}"))
         })?;
+        // Tools the pins withhold are audited from the first catalogue on.
+        tokio::spawn(auditor.clone().record_withheld(upstreams.withheld()));
         upstreams.load(CATALOGUE_WAIT).await;
         let tcp = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = tcp.local_addr()?;

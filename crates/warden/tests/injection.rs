@@ -195,7 +195,24 @@ async fn a_tool_whose_definition_changes_is_withheld_until_approved() {
         "{}",
         refused.text
     );
-    assert!(warden.logged("warden tools approve echo"));
+    assert!(warden.logged("warden tools diff echo"));
+    // The withholding is in the audit trail.
+    let mut audited = String::new();
+    for _ in 0..50 {
+        audited = String::from_utf8(warden.cli(&["audit", "list", "--json"]).stdout).unwrap();
+        if audited.contains("catalogue/withhold") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let record: Value = audited
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|row| row["method"] == "catalogue/withhold")
+        .unwrap_or_else(|| panic!("{audited}"));
+    assert_eq!(record["target"], "echo");
+    assert_eq!(record["rule"], "pin.changed");
+    assert_eq!(record["upstream"], "fx");
 
     let waiting = warden.cli(&["tools", "waiting"]);
     let waiting = String::from_utf8(waiting.stdout).unwrap();
