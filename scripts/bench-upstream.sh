@@ -20,6 +20,9 @@ echo_url="${echo_url#listening on }"
 # The limiter runs on every call, but with rates high enough that it never refuses:
 # the benchmark measures the gateway's overhead, not its refusals.
 cat >"$WARDEN_WORK/warden.toml" <<TOML
+[egress]
+allow = ["127.0.0.1"]
+
 [rate]
 per_key_rpm = 1000000
 per_ip_rpm = 10000000

@@ -65,6 +65,9 @@ everything_pid=$!
 kill_on_exit "$everything_pid"
 wait_for_output "$WARDEN_WORK/everything.log" "listening on port $port" "$everything_pid" server-everything 10 >/dev/null
 through_warden http upstream <<TOML
+[egress]
+allow = ["127.0.0.1"]
+
 [[upstream]]
 name = "everything"
 url = "http://127.0.0.1:$port/mcp"
@@ -80,6 +83,9 @@ modern_pid=$!
 kill_on_exit "$modern_pid"
 wait_for_output "$WARDEN_WORK/modern.log" "StreamableHTTP session manager started" "$modern_pid" modern-upstream 20 >/dev/null
 through_warden modern asking <<TOML
+[egress]
+allow = ["127.0.0.1"]
+
 [[upstream]]
 name = "asker"
 url = "http://127.0.0.1:$port/mcp"

@@ -83,6 +83,8 @@ mod raw {
         #[serde(default)]
         pub results: Results,
         #[serde(default)]
+        pub egress: Egress,
+        #[serde(default)]
         pub tenants: std::collections::BTreeMap<String, Tenant>,
     }
 
@@ -98,6 +100,13 @@ mod raw {
         pub per_session_calls: Option<u64>,
         pub daily_cost_cap: Option<u64>,
         pub max_streams_per_key: Option<usize>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Egress {
+        #[serde(default)]
+        pub allow: Vec<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -270,6 +279,44 @@ pub struct Config {
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`), never the public port.
     pub admin_listen: SocketAddr,
     pub results: Results,
+    /// Hosts and networks Warden's own requests may reach besides public addresses.
+    pub egress_allow: Vec<EgressRule>,
+}
+
+/// A destination the operator opens to Warden's outbound requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressRule {
+    /// A host name or address, as written in URLs (lowercase).
+    Host(String),
+    /// A network: address and prefix length.
+    Network(std::net::IpAddr, u8),
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, `127.0.0.1`, `internal.example.com`.
+fn egress_rule(entry: &str) -> Result<EgressRule, String> {
+    let entry = entry.trim().to_ascii_lowercase();
+    if entry.is_empty() || entry.contains('*') {
+        return Err(format!(
+            "{entry:?} is not a host, address or network (no wildcards)"
+        ));
+    }
+    if let Some((ip, prefix)) = entry.split_once('/') {
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| format!("{entry:?} is not a network such as 10.0.0.0/8"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{entry:?} has a prefix length outside 0..={max}"))?;
+        return Ok(EgressRule::Network(ip, prefix));
+    }
+    let bare = entry.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(EgressRule::Host(bare.to_owned()));
+    }
+    allowed_host(&entry).map(EgressRule::Host)
 }
 
 /// Hardening of what upstreams return (see `warden_policy::harden_result`).
@@ -584,6 +631,12 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         )
         .map_err(|m| invalid("results.max_result_bytes", m))?,
     };
+    let egress_allow = raw
+        .egress
+        .allow
+        .iter()
+        .map(|entry| egress_rule(entry).map_err(|m| invalid("egress.allow", m)))
+        .collect::<Result<Vec<_>, _>>()?;
     let max_sessions = bounded(
         raw.sessions.max_sessions,
         DEFAULT_MAX_SESSIONS,
@@ -633,6 +686,7 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         audit,
         admin_listen,
         results,
+        egress_allow,
         sessions: Sessions {
             max_sessions,
             idle_timeout: Duration::from_secs(idle),

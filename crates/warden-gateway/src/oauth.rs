@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 use warden_config::{JwksSource, OAuth};
 use warden_store::{Principal, Scope};
+use warden_upstream::egress::EgressPolicy;
 
 /// The well-known path of protected-resource metadata (RFC 9728).
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -59,6 +60,8 @@ pub enum OAuthError {
     Resource,
     #[error("cannot build the HTTP client for the key set")]
     Client,
+    #[error("auth.oauth.jwks_url: {0}")]
+    Egress(String),
 }
 
 /// Why a token was refused. The reason goes to the log, never to the client.
@@ -111,7 +114,10 @@ impl OAuthVerifier {
     /// Reads the keys once. A file that cannot be read stops the start; a URL that
     /// cannot be fetched is logged and fetched again when a token comes (tokens are
     /// refused until it answers: fail closed).
-    pub async fn start(config: &OAuth) -> Result<Arc<Self>, OAuthError> {
+    pub async fn start(
+        config: &OAuth,
+        egress: &Arc<EgressPolicy>,
+    ) -> Result<Arc<Self>, OAuthError> {
         if config
             .default_tenant
             .as_deref()
@@ -121,11 +127,17 @@ impl OAuthVerifier {
         }
         let fetcher = match &config.jwks {
             JwksSource::File(path) => Fetcher::File(path.clone()),
-            JwksSource::Url(url) => Fetcher::Url {
-                client: warden_upstream::outbound::client(url.starts_with("https:"))
-                    .map_err(|_| OAuthError::Client)?,
-                url: url.clone(),
-            },
+            JwksSource::Url(url) => {
+                let parsed = reqwest::Url::parse(url).map_err(|_| OAuthError::Client)?;
+                egress
+                    .check_url(&parsed)
+                    .map_err(|error| OAuthError::Egress(error.to_string()))?;
+                Fetcher::Url {
+                    client: warden_upstream::outbound::client(url.starts_with("https:"), egress)
+                        .map_err(|_| OAuthError::Client)?,
+                    url: url.clone(),
+                }
+            }
         };
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[&config.issuer]);

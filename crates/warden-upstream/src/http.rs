@@ -17,6 +17,7 @@ use warden_config::Http;
 use warden_proto::era::PROTOCOL_VERSION_META;
 
 use crate::UpstreamError;
+use crate::egress::EgressPolicy;
 use crate::handshake::{EraCache, ServerFacts, handshake};
 use crate::link::{Link, Outbound};
 use crate::outbound::{self, read_capped};
@@ -61,9 +62,14 @@ impl HttpUpstream {
         config: &Http,
         max_message_bytes: usize,
         unsolicited: broadcast::Sender<Value>,
+        egress: &Arc<EgressPolicy>,
     ) -> Result<Self, UpstreamError> {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|_| UpstreamError::Spawn("invalid url".into()))?;
+        // An address in the URL is checked here; a name, each time it is resolved.
+        egress
+            .check_url(&url)
+            .map_err(|error| UpstreamError::Spawn(error.to_string()))?;
         let mut headers = HeaderMap::new();
         for (header, value) in &config.headers {
             let header = HeaderName::from_bytes(header.as_bytes())
@@ -73,7 +79,7 @@ impl HttpUpstream {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        let client = outbound::client(url.scheme() == "https")
+        let client = outbound::client(url.scheme() == "https", egress)
             .map_err(|_| UpstreamError::Spawn("cannot build the HTTP client".into()))?;
         let (link, queue) = Link::new(name.clone(), unsolicited);
         let endpoint = Arc::new(Endpoint {

@@ -6,6 +6,7 @@
 //! [`Upstreams`] merges their catalogues (names prefixed when there are several), routes
 //! calls back by name or URI, and keeps the catalogue fresh on `list_changed`.
 
+pub mod egress;
 mod handshake;
 mod http;
 mod link;
@@ -91,6 +92,7 @@ impl Upstream {
         config: &warden_config::Upstream,
         notes: &Arc<NotesStore>,
         shutdown: &watch::Receiver<bool>,
+        egress: &Arc<egress::EgressPolicy>,
     ) -> Result<Self, UpstreamError> {
         let name: Arc<str> = config.name.as_str().into();
         let unsolicited = link::Link::unsolicited_channel();
@@ -111,6 +113,7 @@ impl Upstream {
                 http,
                 config.max_message_bytes,
                 unsolicited.clone(),
+                egress,
             )?),
         };
         Ok(Self {

@@ -12,6 +12,7 @@ use warden_config::{ToolClass, ToolRules};
 use warden_policy::{Catalogue, Origin, ToolKind, pinned_form, suspicious};
 use warden_store::{NotesStore, PinState, PinStore};
 
+use crate::egress::EgressPolicy;
 use crate::{Caller, Upstream, UpstreamError};
 
 /// The tenant a shared catalogue is listed for; per-tenant upstreams get a child of their
@@ -108,12 +109,13 @@ impl Upstreams {
         rules: &BTreeMap<String, ToolRules>,
         notes: &Arc<NotesStore>,
         pins: Option<Arc<PinStore>>,
+        egress: &Arc<EgressPolicy>,
     ) -> Result<Arc<Self>, (String, UpstreamError)> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let upstreams = configs
             .iter()
             .map(|config| {
-                Upstream::start(config, notes, &shutdown_rx)
+                Upstream::start(config, notes, &shutdown_rx, egress)
                     .map(Arc::new)
                     .map_err(|error| (config.name.clone(), error))
             })

@@ -2,20 +2,26 @@
 //! server's keys): one client policy and one bounded body reader, so every outbound path
 //! gets the same rules.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 
 use crate::UpstreamError;
+use crate::egress::{EgressPolicy, GuardedResolver};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// TLS always verified (rustls, the platform's roots), no redirects (a redirect could
-/// lead anywhere), and no proxy from the environment (proxies come from Warden's
-/// configuration). `https_only` refuses plain-HTTP URLs outright.
-pub fn client(https_only: bool) -> reqwest::Result<reqwest::Client> {
+/// lead anywhere), no proxy from the environment (proxies come from Warden's
+/// configuration), and names resolved through the egress guard. `https_only` refuses
+/// plain-HTTP URLs outright.
+pub fn client(https_only: bool, egress: &Arc<EgressPolicy>) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: egress.clone(),
+        }))
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())

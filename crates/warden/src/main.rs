@@ -19,6 +19,7 @@ use warden_store::{
     Scope,
 };
 use warden_upstream::Upstreams;
+use warden_upstream::egress::EgressPolicy;
 
 #[derive(Parser)]
 #[command(name = "warden", version, about = "A security gateway for MCP servers")]
@@ -395,6 +396,8 @@ fn serve(
     let costs = Arc::new(CostStore::open(&dir)?);
     let pins = Arc::new(PinStore::open(&dir)?);
     let approvals = Arc::new(ApprovalStore::open(&dir)?);
+    // Warden's own outbound requests reach public addresses, and what [egress] opens.
+    let egress = EgressPolicy::new(&config.egress_allow);
     let audit_store = Arc::new(AuditStore::open(&dir)?);
     prune_audit(&audit_store, config.audit.retain_days)?;
     if !config.audit.enabled {
@@ -419,13 +422,13 @@ fn serve(
     runtime.block_on(async {
         let oauth = match &config.auth.oauth {
             Some(oauth) => Some(
-                OAuthVerifier::start(oauth)
+                OAuthVerifier::start(oauth, &egress)
                     .await
                     .map_err(|e| Failure::from(e.to_string()))?,
             ),
             None => None,
         };
-        let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes, Some(pins)).map_err(|(name, error)| {
+        let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes, Some(pins), &egress).map_err(|(name, error)| {
             Failure::from(format!("upstream {name:?}: {error}"))
         })?;
         // Tools the pins withhold are audited from the first catalogue on.

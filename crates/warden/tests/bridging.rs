@@ -190,8 +190,10 @@ async fn a_modern_upstream_asking_for_input_is_answered_by_a_legacy_client() {
     // inner: fronts the legacy fixture and speaks modern to whoever calls it.
     let inner = Warden::start_config(&fixture_upstream("fx", ""));
     let outer = Warden::start_config(&format!(
-        "[[upstream]]\nname = \"inner\"\nurl = \"{}\"\nheaders = {{ Authorization = \"Bearer {}\" }}\n",
-        inner.url, inner.admin_key
+        "[[upstream]]\nname = \"inner\"\nurl = \"{}\"\nheaders = {{ Authorization = \"Bearer {}\" }}\n{}",
+        inner.url,
+        inner.admin_key,
+        support::EGRESS_LOOPBACK
     ));
     let http = Http::new(&outer);
     let session = http.initialize_with(ELICITATION()).await;

@@ -348,7 +348,8 @@ async fn keys_come_from_a_url_and_tokens_never_reach_the_upstream() {
     *remote.jwks.lock().unwrap() = key_set(&[&first]);
     let base = start_remote(remote.clone()).await;
     let config = oauth_config(&format!("jwks_url = \"{base}/jwks.json\""), "")
-        + &format!("\n[[upstream]]\nname = \"remote\"\nurl = \"{base}/mcp\"\n");
+        + &format!("\n[[upstream]]\nname = \"remote\"\nurl = \"{base}/mcp\"\n")
+        + support::EGRESS_LOOPBACK;
     let warden = Warden::start_config(&config);
 
     let call = |token: String| {

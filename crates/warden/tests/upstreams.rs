@@ -163,8 +163,9 @@ async fn an_http_upstream_gets_the_configured_headers_never_the_clients_key() {
         .read_line(&mut url)
         .unwrap();
     let config = format!(
-        "[[upstream]]\nname = \"remote\"\nurl = \"{}\"\nheaders = {{ X-Upstream-Token = \"configured-canary-4417\" }}\n",
-        url.trim()
+        "[[upstream]]\nname = \"remote\"\nurl = \"{}\"\nheaders = {{ X-Upstream-Token = \"configured-canary-4417\" }}\n{}",
+        url.trim(),
+        support::EGRESS_LOOPBACK
     );
     let warden = Warden::start_config(&config);
     for era in ERAS {

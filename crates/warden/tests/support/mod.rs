@@ -351,6 +351,10 @@ pub async fn call_text(client: &Client, tool: &str, arguments: Value) -> String 
         .to_owned()
 }
 
+/// Opens loopback to Warden's own outbound requests (HTTP upstreams and key sets that
+/// tests run on 127.0.0.1); by default the egress guard refuses it.
+pub const EGRESS_LOOPBACK: &str = "\n[egress]\nallow = [\"127.0.0.1\"]\n";
+
 /// An `[[upstream]]` running the Python stdio fixture (tests/fixtures/stdio_server.py).
 pub fn fixture_upstream(name: &str, extra: &str) -> String {
     let script = concat!(

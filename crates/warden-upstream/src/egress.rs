@@ -1,0 +1,274 @@
+//! The egress guard for Warden's own outbound requests (remote upstreams, JWKS
+//! fetches): a request may reach only public addresses unless the operator opens a host
+//! or network with `[egress] allow`.
+//!
+//! Names are resolved by [`GuardedResolver`], which drops every blocked address before
+//! the HTTP client sees the list, so the client connects to exactly the addresses that
+//! were checked (no second lookup a rebinding DNS server could answer differently).
+//! Addresses written in the URL never reach a resolver: [`EgressPolicy::check_url`]
+//! checks them, after the URL parser has normalised every IPv4 notation (decimal,
+//! octal, hex, short forms) to the dotted one.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use warden_config::EgressRule;
+
+/// Names of cloud metadata services, refused whatever they resolve to.
+const METADATA_HOSTS: [&str; 5] = [
+    "metadata.google.internal",
+    "metadata.goog",
+    "metadata",
+    "instance-data",
+    "instance-data.ec2.internal",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("{0} is not a public address; open it with [egress] allow if it is meant")]
+    Blocked(String),
+    #[error("the URL has no host")]
+    NoHost,
+}
+
+/// What Warden may connect to.
+#[derive(Debug, Default)]
+pub struct EgressPolicy {
+    hosts: Vec<String>,
+    networks: Vec<(IpAddr, u8)>,
+}
+
+impl EgressPolicy {
+    pub fn new(allow: &[EgressRule]) -> Arc<Self> {
+        let mut policy = Self::default();
+        for rule in allow {
+            match rule {
+                EgressRule::Host(host) => policy.hosts.push(host.clone()),
+                EgressRule::Network(ip, prefix) => policy.networks.push((*ip, *prefix)),
+            }
+        }
+        Arc::new(policy)
+    }
+
+    fn host_allowed(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// Whether Warden may connect to `ip` (reached through `host`).
+    pub fn allows(&self, host: &str, ip: IpAddr) -> bool {
+        self.host_allowed(host)
+            || self.host_allowed(&ip.to_string())
+            || self
+                .networks
+                .iter()
+                .any(|(net, prefix)| in_network(ip, *net, *prefix))
+            || !is_blocked(ip)
+    }
+
+    /// Checks a URL's host: a metadata name or a blocked address written as the host is
+    /// refused here (names are checked again, per address, when they are resolved).
+    pub fn check_url(&self, url: &reqwest::Url) -> Result<(), EgressError> {
+        let host = url.host().ok_or(EgressError::NoHost)?;
+        match host {
+            url::Host::Domain(name) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                if METADATA_HOSTS.contains(&name.as_str()) && !self.host_allowed(&name) {
+                    return Err(EgressError::Blocked(name));
+                }
+                Ok(())
+            }
+            url::Host::Ipv4(ip) => self.check_ip(&ip.to_string(), IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => self.check_ip(&ip.to_string(), IpAddr::V6(ip)),
+        }
+    }
+
+    fn check_ip(&self, host: &str, ip: IpAddr) -> Result<(), EgressError> {
+        if self.allows(host, ip) {
+            Ok(())
+        } else {
+            Err(EgressError::Blocked(ip.to_string()))
+        }
+    }
+}
+
+/// Loopback, private, link-local, shared, documentation, benchmarking, multicast,
+/// broadcast and reserved ranges, and the IPv6 forms that embed them.
+pub fn is_blocked(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4_blocked(v4),
+        IpAddr::V6(v6) => v6_blocked(v6),
+    }
+}
+
+fn v4_blocked(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    ip.is_unspecified()
+        || a == 0
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2) // documentation
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113)
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || ip.is_multicast()
+        || a >= 240 // reserved, and broadcast
+}
+
+fn v6_blocked(ip: Ipv6Addr) -> bool {
+    let segments = ip.segments();
+    // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) carry an IPv4 address:
+    // judge that one.
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return v4_blocked(v4);
+    }
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [.., hi, lo] = segments;
+        let v4 = Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+        return v4_blocked(v4);
+    }
+    ip.is_unspecified()
+        || ip.is_loopback()
+        // IPv4-compatible (::a.b.c.d, deprecated) and the rest of ::/96.
+        || segments[..6] == [0, 0, 0, 0, 0, 0]
+        || (segments[0] & 0xfe00) == 0xfc00 // unique local
+        || (segments[0] & 0xffc0) == 0xfe80 // link local
+        || (segments[0] & 0xffc0) == 0xfec0 // site local (deprecated)
+        || (segments[0] & 0xff00) == 0xff00 // multicast
+        || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
+        || (segments[0] == 0x2001 && segments[1] < 0x0200) // IETF protocol assignments, Teredo
+        || segments[0] == 0x2002 // 6to4: embeds any IPv4 address
+        || (segments[0] == 0x0100 && segments[1..4] == [0, 0, 0]) // discard prefix
+        || (segments[0] == 0x0064 && segments[1] == 0xff9b) // local-use NAT64
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Resolves names and keeps only the addresses the policy allows; a name left with
+/// none fails, so nothing is connected to.
+#[derive(Debug)]
+pub struct GuardedResolver {
+    pub policy: Arc<EgressPolicy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        Box::pin(async move {
+            if METADATA_HOSTS.contains(&host.as_str()) && !policy.host_allowed(&host) {
+                return Err(Box::new(EgressError::Blocked(host)) as Box<_>);
+            }
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|address| policy.allows(&host, address.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(Box::new(EgressError::Blocked(host)) as Box<_>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(url: &str, policy: &EgressPolicy) -> bool {
+        policy
+            .check_url(&reqwest::Url::parse(url).unwrap())
+            .is_err()
+    }
+
+    #[test]
+    fn private_addresses_in_every_notation_are_refused() {
+        let policy = EgressPolicy::default();
+        for url in [
+            "http://127.0.0.1/",
+            "http://127.1/",
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+            "http://0x7f.1/",
+            "http://0x7f000001/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[::127.0.0.1]/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.1.2.3/",
+            "http://172.16.0.1/",
+            "http://192.168.1.1/",
+            "http://100.64.0.1/",
+            "http://0.0.0.0/",
+            "http://[::]/",
+            "http://[fd00::1]/",
+            "http://[fe80::1]/",
+            "http://224.0.0.1/",
+            "http://255.255.255.255/",
+            "http://198.18.0.1/",
+            "http://192.0.2.1/",
+            "http://[2001:db8::1]/",
+            "http://[2002:7f00:1::]/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://METADATA.google.internal./",
+        ] {
+            assert!(refused(url, &policy), "{url}");
+        }
+        for url in [
+            "https://93.184.215.14/",
+            "https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/",
+            "https://example.com/",
+        ] {
+            assert!(!refused(url, &policy), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_operator_opens_hosts_and_networks_explicitly() {
+        let policy = EgressPolicy::new(&[
+            EgressRule::Host("127.0.0.1".into()),
+            EgressRule::Network("10.0.0.0".parse().unwrap(), 8),
+            EgressRule::Host("internal.example".into()),
+        ]);
+        assert!(!refused("http://127.0.0.1:8080/mcp", &policy));
+        assert!(!refused("http://10.9.8.7/", &policy));
+        assert!(refused("http://11.0.0.1/", &policy) == is_blocked("11.0.0.1".parse().unwrap()));
+        assert!(refused("http://192.168.0.1/", &policy));
+        assert!(policy.allows("internal.example", "192.168.0.7".parse().unwrap()));
+        assert!(!policy.allows("other.example", "192.168.0.7".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_loopback_is_refused_at_connect_time() {
+        use reqwest::dns::Resolve as _;
+        let guarded = GuardedResolver {
+            policy: EgressPolicy::new(&[]),
+        };
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        assert!(guarded.resolve(name).await.is_err());
+        let open = GuardedResolver {
+            policy: EgressPolicy::new(&[EgressRule::Host("localhost".into())]),
+        };
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        assert!(open.resolve(name).await.is_ok());
+    }
+}
