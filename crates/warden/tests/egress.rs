@@ -5,34 +5,6 @@
 
 mod support;
 
-use std::process::Command;
-
-/// Runs `warden serve` with `config` and returns its exit status and stderr, expecting
-/// it to stop on its own.
-fn serve_briefly(config: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("warden.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(support::BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn private_destinations_are_refused_unless_opened() {
     for url in [
@@ -42,11 +14,12 @@ fn private_destinations_are_refused_unless_opened() {
         "https://2130706433/mcp",
         "https://metadata.google.internal/mcp",
     ] {
-        let (ok, stderr) = serve_briefly(&format!("[[upstream]]\nname = \"r\"\nurl = \"{url}\"\n"));
+        let (ok, stderr) =
+            support::serve_to_exit(&format!("[[upstream]]\nname = \"r\"\nurl = \"{url}\"\n"));
         assert!(!ok, "{url} was accepted");
         assert!(stderr.contains("[egress] allow"), "{url}: {stderr}");
     }
-    let (ok, stderr) = serve_briefly(
+    let (ok, stderr) = support::serve_to_exit(
         "[auth.oauth]\nissuer = \"https://idp.test\"\nresource = \"https://mcp.test/mcp\"\njwks_url = \"http://127.0.0.1:9/jwks.json\"\n",
     );
     assert!(!ok && stderr.contains("[egress] allow"), "{stderr}");

@@ -97,19 +97,8 @@ impl Warden {
 
     /// `warden serve --listen 127.0.0.1:0 <args>` in `cwd`.
     pub fn start_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(BIN);
+        let mut command = serve_command(cwd, args);
         command
-            .current_dir(cwd)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .args(args)
-            .env_remove("WARDEN_DATA_DIR")
-            .env("WARDEN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -281,6 +270,48 @@ impl Warden {
             .output()
             .unwrap()
     }
+}
+
+/// `warden serve` on loopback ports of the system's choosing, in `cwd`, with `args`.
+fn serve_command(cwd: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(cwd)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env_remove("WARDEN_DATA_DIR")
+        .env("WARDEN_LOG", "info");
+    command
+}
+
+/// Runs `warden serve` with `config` for a server expected to stop on its own (a
+/// refused configuration); returns whether it exited successfully, and its stderr.
+pub fn serve_to_exit(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.toml");
+    std::fs::write(&path, config).unwrap();
+    let data = dir.path().join("data");
+    let out = serve_command(
+        dir.path(),
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            path.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 impl Drop for Warden {
