@@ -163,6 +163,22 @@ pub fn tool_definitions() -> Vec<Value> {
             annotations("Create a note", false, false, false),
         ),
         tool(
+            "import_url",
+            "Import a web page",
+            "Fetches a public web page (http or https, at most 1 MiB of HTML or text) and saves its text as a new note. Scripts, styles and markup are removed.",
+            object(
+                json!({
+                    "url": {"type": "string", "format": "uri", "maxLength": 2048,
+                            "description": "The page's http or https URL."},
+                    "title": title(),
+                    "tags": tags()
+                }),
+                &["url"],
+            ),
+            note_output(),
+            annotations("Import a web page", false, false, false),
+        ),
+        tool(
             "update_note",
             "Update a note",
             "Changes the given fields of a note; fields left out keep their value. Tags, when given, replace the old ones.",

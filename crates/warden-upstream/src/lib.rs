@@ -55,7 +55,8 @@ pub enum UpstreamError {
 }
 
 enum Backend {
-    Notes(NotesServer),
+    /// The embedded server, and what its `import_url` fetches with.
+    Notes(NotesServer, notes::Fetcher),
     Stdio(stdio::Children),
     Http(http::HttpUpstream),
 }
@@ -98,7 +99,10 @@ impl Upstream {
         let unsolicited = link::Link::unsolicited_channel();
         let restarts = Arc::new(AtomicU64::new(0));
         let backend = match &config.source {
-            Source::Builtin(Builtin::Notes) => Backend::Notes(NotesServer::new(notes.clone())),
+            Source::Builtin(Builtin::Notes) => Backend::Notes(
+                NotesServer::new(notes.clone()),
+                notes::Fetcher::new(egress)?,
+            ),
             Source::Stdio(stdio) => Backend::Stdio(stdio::Children::start(stdio::Launcher {
                 name: name.clone(),
                 config: stdio.clone(),
@@ -144,7 +148,7 @@ impl Upstream {
 
     /// Whether this is Warden's own embedded server.
     pub fn is_embedded(&self) -> bool {
-        matches!(self.backend, Backend::Notes(_))
+        matches!(self.backend, Backend::Notes(..))
     }
 
     /// Whether the upstream's tool annotations classify its tools (Warden's own server,
@@ -201,7 +205,7 @@ impl Upstream {
         events: Option<mpsc::Sender<Event>>,
     ) -> Result<Value, UpstreamError> {
         let (link, facts, http) = match &self.backend {
-            Backend::Notes(server) => {
+            Backend::Notes(server, fetcher) => {
                 if self.facts().is_none() {
                     self.remember(Arc::new(ServerFacts {
                         era: UpstreamEra::Modern,
@@ -209,7 +213,7 @@ impl Upstream {
                         instructions: Some(notes::INSTRUCTIONS.into()),
                     }));
                 }
-                return notes::request(server, caller.tenant, method, params).await;
+                return notes::request(server, fetcher, caller.tenant, method, params).await;
             }
             Backend::Stdio(children) => {
                 let ready = children.ready(caller.tenant, self.call_timeout).await?;

@@ -37,6 +37,7 @@ async fn note_lifecycle_in_both_eras() {
                 "create_note",
                 "delete_note",
                 "get_note",
+                "import_url",
                 "list_notes",
                 "search_notes",
                 "update_note"
