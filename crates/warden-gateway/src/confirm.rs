@@ -21,8 +21,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use rand::RngCore as _;
 use serde_json::{Map, Value, json};
 use warden_config::Confirm;
 use warden_policy::CatalogueTool;
@@ -32,10 +30,9 @@ use warden_upstream::{Event, ServerRequest};
 
 use crate::dispatch::Context;
 use crate::error::RpcError;
-use crate::input_required::{Binding, client_can_answer};
+use crate::input_required::{Binding, client_can_answer, new_handle};
 
 const STATE_PREFIX: &str = "wconfirm1.";
-const STATE_BYTES: usize = 32;
 const TTL: Duration = Duration::from_secs(300);
 /// Confirmations waiting for an answer at once, across all clients.
 const MAX_WAITING: usize = 1024;
@@ -153,12 +150,7 @@ impl Confirmations {
                 "Too many calls are waiting for confirmation; try again later",
             ));
         }
-        let mut bytes = [0u8; STATE_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        let token = format!(
-            "{STATE_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        );
+        let token = new_handle(STATE_PREFIX);
         waiting.insert(token.clone(), (binding, Instant::now()));
         Ok(token)
     }

@@ -284,16 +284,21 @@ async fn call_tool(
     let upstream_name = state
         .upstreams()
         .get(origin.upstream)
-        .map(|u| u.name().to_owned())
-        .unwrap_or_default();
+        .map_or("", |u| u.name());
     // A person confirms destructive calls before they run.
     let confirmations = state.confirmations();
-    let mut params =
-        match confirm::confirm(confirmations, context, tool, &upstream_name, params.clone()).await?
-        {
-            Confirmation::Go(params) => params,
-            Confirmation::Ask(answer) | Confirmation::Held(answer) => return Ok(answer),
-        };
+    let mut params = match confirm::confirm(
+        confirmations,
+        context,
+        tool,
+        upstream_name,
+        params.clone(),
+    )
+    .await?
+    {
+        Confirmation::Go(params) => params,
+        Confirmation::Ask(answer) | Confirmation::Held(answer) => return Ok(answer),
+    };
     // Everything else the client sent (its `_meta`, unknown fields) goes on unchanged.
     params.insert("name".into(), origin.name.into());
     let result = forward(

@@ -107,6 +107,16 @@ impl Binding {
     }
 }
 
+/// A `requestState` handle: `prefix` and 256 random bits naming server-side state.
+pub(crate) fn new_handle(prefix: &str) -> String {
+    let mut bytes = [0u8; STATE_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
 impl InputLot {
     fn parked(&self) -> MutexGuard<'_, HashMap<String, Parked>> {
         self.parked.lock().unwrap_or_else(PoisonError::into_inner)
@@ -122,12 +132,7 @@ impl InputLot {
         if lot.len() >= MAX_PARKED {
             return Err(Box::new(parked));
         }
-        let mut bytes = [0u8; STATE_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        let token = format!(
-            "{STATE_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        );
+        let token = new_handle(STATE_PREFIX);
         lot.insert(token.clone(), parked);
         Ok(token)
     }

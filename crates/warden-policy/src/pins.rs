@@ -29,11 +29,9 @@ pub fn pinned_form(definition: &Value) -> (String, String) {
         .collect();
     let mut canonical = Vec::new();
     warden_proto::canonical::write(&mut canonical, &Value::Object(pinned));
-    let hash = Sha256::digest(&canonical)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    (String::from_utf8_lossy(&canonical).into_owned(), hash)
+    let form = String::from_utf8_lossy(&canonical).into_owned();
+    let hash = hash_of_form(&form);
+    (form, hash)
 }
 
 /// The hash of a pinned form as [`pinned_form`] wrote it.

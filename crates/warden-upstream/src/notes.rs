@@ -63,6 +63,7 @@ impl Fetcher {
                 } else {
                     // The guard's refusal, a refused connection, a bad certificate:
                     // the details go to the log, not to the model.
+                    let error = error.without_url();
                     tracing::info!(%error, "import_url fetch failed");
                     "the page could not be fetched (blocked destination or network error)"
                         .to_owned()
@@ -100,10 +101,9 @@ impl Fetcher {
     }
 }
 
-static HIDDEN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?is)<script\b.*?(?:</script\s*>|\z)|<style\b.*?(?:</style\s*>|\z)|<!--.*?(?:-->|\z)|<head\b.*?(?:</head\s*>|\z)")
-        .expect("compiles")
-});
+/// The head (after `clean_text` removed scripts, styles and comments everywhere).
+static HEAD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?is)<head\b.*?(?:</head\s*>|\z)").expect("compiles"));
 static TITLE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?is)<title[^>]*>(.*?)</title").expect("compiles"));
 static BLOCK_END: LazyLock<Regex> = LazyLock::new(|| {
@@ -122,7 +122,8 @@ fn page_text(html: &str) -> (Option<String>, String) {
         .captures(html)
         .map(|c| decode(&TAG.replace_all(&c[1], "")).trim().to_owned())
         .filter(|t| !t.is_empty());
-    let visible = HIDDEN.replace_all(html, "");
+    let cleaned = warden_policy::clean_text(html);
+    let visible = HEAD.replace_all(&cleaned, "");
     let broken = BLOCK_END.replace_all(&visible, "\n");
     let plain = decode(&TAG.replace_all(&broken, ""));
     let spaced = SPACES.replace_all(&plain, " ");

@@ -273,6 +273,14 @@ async fn exists(http: &Http, id: &str) -> bool {
     got.json()["result"]["structuredContent"]["id"] == id
 }
 
+/// The `requestState` handle of a confirmation asked of a modern client.
+fn handle(reply: &support::raw::Reply) -> String {
+    reply.json()["result"]["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", reply.text))
+        .to_owned()
+}
+
 fn refusal(reply: &support::raw::Reply) -> String {
     assert_eq!(reply.json()["error"]["code"], -32602, "{}", reply.text);
     reply.json()["error"]["message"]
@@ -311,7 +319,7 @@ async fn a_modern_client_confirms_a_delete_through_input_required() {
         message.contains("delete_note") && message.contains(&id),
         "{message}"
     );
-    let token = result["requestState"].as_str().unwrap().to_owned();
+    let token = handle(&asked);
     assert!(token.starts_with("wconfirm1."));
 
     let answer = |id: &str, token: &str, action: &str| {
@@ -327,18 +335,12 @@ async fn a_modern_client_confirms_a_delete_through_input_required() {
     let replayed = ask(answer(&id, &token, "accept")).await;
     assert!(refusal(&replayed).contains("unknown, used or expired"));
     // Declined: nothing happens.
-    let token = ask(delete(&id)).await.json()["result"]["requestState"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = handle(&ask(delete(&id)).await);
     let declined = ask(answer(&id, &token, "decline")).await;
     assert!(refusal(&declined).contains("not confirmed"));
     assert!(exists(&http, &id).await);
     // Another key cannot use a handle it did not get.
-    let token = ask(delete(&id)).await.json()["result"]["requestState"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = handle(&ask(delete(&id)).await);
     let (_, other) = warden.add_key("default", "other", "write");
     let stolen = Http::with_key(&warden, &other)
         .modern_as(
@@ -350,10 +352,7 @@ async fn a_modern_client_confirms_a_delete_through_input_required() {
         .await;
     assert!(refusal(&stolen).contains("another call"));
     // Accepted: exactly that note goes.
-    let token = ask(delete(&id)).await.json()["result"]["requestState"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = handle(&ask(delete(&id)).await);
     let done = ask(answer(&id, &token, "accept")).await;
     assert_eq!(
         done.json()["result"]["structuredContent"]["deleted"],
