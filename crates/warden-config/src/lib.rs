@@ -12,7 +12,9 @@ mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
 pub use tools::{Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules};
-pub use upstream::{Builtin, DEFAULT_UPSTREAM_NAME, Http, Secret, Source, Stdio, Upstream};
+pub use upstream::{
+    Builtin, DEFAULT_UPSTREAM_NAME, Http, Sandbox, SandboxMode, Secret, Source, Stdio, Upstream,
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -168,6 +170,15 @@ mod raw {
         pub env: std::collections::BTreeMap<String, String>,
         pub cwd: Option<String>,
         pub per_tenant: Option<bool>,
+        pub sandbox: Option<SandboxSetting>,
+        pub sandbox_memory_mb: Option<u64>,
+        pub sandbox_max_processes: Option<u64>,
+        pub sandbox_max_open_files: Option<u64>,
+        pub sandbox_cpu_seconds: Option<u64>,
+        #[serde(default)]
+        pub sandbox_read: Vec<String>,
+        #[serde(default)]
+        pub sandbox_write: Vec<String>,
         pub url: Option<String>,
         #[serde(default)]
         pub headers: std::collections::BTreeMap<String, String>,
@@ -176,6 +187,14 @@ mod raw {
         pub max_concurrent: Option<usize>,
         pub trust_annotations: Option<bool>,
         pub untrusted: Option<bool>,
+    }
+
+    /// `sandbox = true | false | "best-effort"`.
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum SandboxSetting {
+        Switch(bool),
+        Word(String),
     }
 
     #[derive(Debug, Default, Deserialize)]

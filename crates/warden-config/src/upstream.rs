@@ -55,6 +55,113 @@ pub struct Stdio {
     pub cwd: Option<PathBuf>,
     /// One child per tenant, so that tenants never share a process.
     pub per_tenant: bool,
+    pub sandbox: Sandbox,
+}
+
+/// How a stdio child is confined (Linux: Landlock, `no_new_privs`, resource limits, a
+/// scrubbed environment, its own process group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub mode: SandboxMode,
+    /// Private writable memory (`RLIMIT_DATA`), in MiB.
+    pub memory_mb: u64,
+    /// `RLIMIT_NPROC`: the kernel counts every process of Warden's user, not only the
+    /// child's, and does not apply it to root.
+    pub max_processes: u64,
+    pub max_open_files: u64,
+    /// CPU time over the child's life; past it the kernel ends the child and the
+    /// supervisor starts a fresh one.
+    pub cpu_seconds: u64,
+    /// Extra paths the child may read (beyond the system, its own installation and its
+    /// working directory).
+    pub read: Vec<PathBuf>,
+    /// Extra paths the child may write.
+    pub write: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// No confinement: the child inherits Warden's environment (the egress proxy is
+    /// still set).
+    Off,
+    /// Every confinement, or the upstream does not start.
+    Enforced,
+    /// Whatever this kernel supports; what is missing is logged.
+    BestEffort,
+}
+
+pub const DEFAULT_SANDBOX_MEMORY_MB: u64 = 4096;
+pub const DEFAULT_SANDBOX_MAX_PROCESSES: u64 = 4096;
+pub const DEFAULT_SANDBOX_MAX_OPEN_FILES: u64 = 1024;
+pub const DEFAULT_SANDBOX_CPU_SECONDS: u64 = 3600;
+
+impl Sandbox {
+    /// On Linux the sandbox is on unless the operator turns it off.
+    fn from_raw(raw: &mut raw::Upstream) -> Result<Self, (&'static str, String)> {
+        let mode = match raw.sandbox.take() {
+            None if cfg!(target_os = "linux") => SandboxMode::Enforced,
+            None => SandboxMode::Off,
+            Some(raw::SandboxSetting::Switch(true)) => SandboxMode::Enforced,
+            Some(raw::SandboxSetting::Switch(false)) => SandboxMode::Off,
+            Some(raw::SandboxSetting::Word(word)) if word == "best-effort" => {
+                SandboxMode::BestEffort
+            }
+            Some(raw::SandboxSetting::Word(_)) => {
+                return Err(("sandbox", "must be true, false or \"best-effort\"".into()));
+            }
+        };
+        let limit = |field: &'static str, value: Option<u64>, default: u64, max: u64| {
+            bounded(value, default, 1..=max).map_err(|message| (field, message))
+        };
+        Ok(Self {
+            mode,
+            memory_mb: limit(
+                "sandbox_memory_mb",
+                raw.sandbox_memory_mb,
+                DEFAULT_SANDBOX_MEMORY_MB,
+                1 << 20,
+            )?,
+            max_processes: limit(
+                "sandbox_max_processes",
+                raw.sandbox_max_processes,
+                DEFAULT_SANDBOX_MAX_PROCESSES,
+                1 << 22,
+            )?,
+            max_open_files: limit(
+                "sandbox_max_open_files",
+                raw.sandbox_max_open_files,
+                DEFAULT_SANDBOX_MAX_OPEN_FILES,
+                1 << 20,
+            )?,
+            cpu_seconds: limit(
+                "sandbox_cpu_seconds",
+                raw.sandbox_cpu_seconds,
+                DEFAULT_SANDBOX_CPU_SECONDS,
+                365 * 24 * 3600,
+            )?,
+            read: absolute_paths("sandbox_read", std::mem::take(&mut raw.sandbox_read))?,
+            write: absolute_paths("sandbox_write", std::mem::take(&mut raw.sandbox_write))?,
+        })
+    }
+}
+
+/// Landlock rules are given as absolute paths, so a rule never depends on where Warden
+/// was started.
+fn absolute_paths(
+    field: &'static str,
+    paths: Vec<String>,
+) -> Result<Vec<PathBuf>, (&'static str, String)> {
+    paths
+        .into_iter()
+        .map(PathBuf::from)
+        .map(|path| {
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err((field, format!("{} is not an absolute path", path.display())))
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +231,7 @@ pub(crate) fn validate(
 }
 
 fn one(
-    raw: raw::Upstream,
+    mut raw: raw::Upstream,
     several: bool,
     lookup_env: &impl Fn(&str) -> Option<String>,
     field: &impl Fn(&str) -> String,
@@ -142,7 +249,7 @@ fn one(
             "must be 1 to 32 characters of a-z, 0-9, _ and -, starting with a letter".into(),
         ));
     }
-    let prefix = match raw.prefix {
+    let prefix = match raw.prefix.take() {
         Some(prefix) => prefix,
         None if several => format!("{}.", raw.name),
         None => String::new(),
@@ -168,7 +275,17 @@ fn one(
             None => Ok(Secret(value)),
         }
     };
-    let stdio_only = raw.env.is_empty() && raw.cwd.is_none() && raw.per_tenant.is_none();
+    let stdio_only = raw.env.is_empty()
+        && raw.cwd.is_none()
+        && raw.per_tenant.is_none()
+        && raw.sandbox.is_none()
+        && raw.sandbox_memory_mb.is_none()
+        && raw.sandbox_max_processes.is_none()
+        && raw.sandbox_max_open_files.is_none()
+        && raw.sandbox_cpu_seconds.is_none()
+        && raw.sandbox_read.is_empty()
+        && raw.sandbox_write.is_empty();
+    let sandbox = Sandbox::from_raw(&mut raw).map_err(|(name, message)| (field(name), message))?;
     let source = match (raw.builtin, raw.command, raw.url) {
         (Some(builtin), None, None) if stdio_only && raw.headers.is_empty() => {
             match builtin.as_str() {
@@ -185,6 +302,7 @@ fn one(
             if command.first().is_none_or(String::is_empty) {
                 return Err((field("command"), "must name a program".into()));
             }
+
             let env = raw
                 .env
                 .into_iter()
@@ -198,6 +316,7 @@ fn one(
                 env,
                 cwd: raw.cwd.map(PathBuf::from),
                 per_tenant: raw.per_tenant.unwrap_or(false),
+                sandbox,
             })
         }
         (None, None, Some(url)) if stdio_only => {
@@ -219,7 +338,7 @@ fn one(
         _ => {
             return Err((
                 field("name"),
-                "needs exactly one of builtin, command (with env, cwd, per_tenant) or url (with headers)"
+                "needs exactly one of builtin, command (with env, cwd, per_tenant, sandbox*) or url (with headers)"
                     .into(),
             ));
         }

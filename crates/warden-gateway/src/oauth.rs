@@ -133,7 +133,7 @@ impl OAuthVerifier {
                     .check_url(&parsed)
                     .map_err(|error| OAuthError::Egress(error.to_string()))?;
                 Fetcher::Url {
-                    client: warden_upstream::outbound::client(url.starts_with("https:"), egress)
+                    client: warden_upstream::outbound::client(url.starts_with("https:"), 0, egress)
                         .map_err(|_| OAuthError::Client)?,
                     url: url.clone(),
                 }

@@ -1,16 +1,20 @@
-//! The egress guard for Warden's own outbound requests (remote upstreams, JWKS
-//! fetches): a request may reach only public addresses unless the operator opens a host
-//! or network with `[egress] allow`.
+//! The egress guard for every outbound connection (remote upstreams, JWKS fetches,
+//! `import_url`, the stdio children's proxy): only public addresses, unless the operator
+//! opens a host or network with `[egress] allow`.
 //!
-//! Names are resolved by [`GuardedResolver`], which drops every blocked address before
-//! the HTTP client sees the list, so the client connects to exactly the addresses that
-//! were checked (no second lookup a rebinding DNS server could answer differently).
-//! Addresses written in the URL never reach a resolver: [`EgressPolicy::check_url`]
-//! checks them, after the URL parser has normalised every IPv4 notation (decimal,
-//! octal, hex, short forms) to the dotted one.
+//! [`EgressPolicy::addresses`] resolves a name once and drops every blocked address; the
+//! caller connects to exactly those (no second lookup a rebinding DNS server could answer
+//! differently). [`GuardedResolver`] hands that list to the HTTP client, and
+//! [`EgressPolicy::connect`] to a raw TCP connection. Addresses written as the host never
+//! reach a resolver: they are checked after the URL parser has normalised every IPv4
+//! notation (decimal, octal, hex, short forms) to the dotted one.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::net::TcpStream;
 
 use warden_config::EgressRule;
 
@@ -23,23 +27,58 @@ const METADATA_HOSTS: [&str; 5] = [
     "instance-data.ec2.internal",
 ];
 
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
     #[error("{0} is not a public address; open it with [egress] allow if it is meant")]
     Blocked(String),
     #[error("the URL has no host")]
     NoHost,
+    #[error("{0} is not a valid host")]
+    BadHost(String),
+    #[error("{0} could not be resolved")]
+    Unresolved(String),
+    #[error("{0} could not be reached")]
+    Unreachable(String),
 }
 
+/// How names become addresses: the system resolver unless a test (or an embedder with its
+/// own DNS) supplies another. Whatever answers, the policy judges every address.
+pub type Lookup =
+    Arc<dyn Fn(String) -> BoxFuture<'static, std::io::Result<Vec<IpAddr>>> + Send + Sync>;
+
 /// What Warden may connect to.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct EgressPolicy {
     hosts: Vec<String>,
     networks: Vec<(IpAddr, u8)>,
+    lookup: Option<Lookup>,
+}
+
+impl std::fmt::Debug for EgressPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressPolicy")
+            .field("hosts", &self.hosts)
+            .field("networks", &self.networks)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EgressPolicy {
     pub fn new(allow: &[EgressRule]) -> Arc<Self> {
+        Arc::new(Self::from_rules(allow))
+    }
+
+    /// A policy whose names are resolved by `lookup` instead of the system resolver.
+    pub fn with_lookup(allow: &[EgressRule], lookup: Lookup) -> Arc<Self> {
+        Arc::new(Self {
+            lookup: Some(lookup),
+            ..Self::from_rules(allow)
+        })
+    }
+
+    fn from_rules(allow: &[EgressRule]) -> Self {
         let mut policy = Self::default();
         for rule in allow {
             match rule {
@@ -47,7 +86,7 @@ impl EgressPolicy {
                 EgressRule::Network(ip, prefix) => policy.networks.push((*ip, *prefix)),
             }
         }
-        Arc::new(policy)
+        policy
     }
 
     fn host_allowed(&self, host: &str) -> bool {
@@ -69,6 +108,10 @@ impl EgressPolicy {
     /// refused here (names are checked again, per address, when they are resolved).
     pub fn check_url(&self, url: &reqwest::Url) -> Result<(), EgressError> {
         let host = url.host().ok_or(EgressError::NoHost)?;
+        self.check_host(&host.to_owned())
+    }
+
+    fn check_host(&self, host: &url::Host) -> Result<(), EgressError> {
         match host {
             url::Host::Domain(name) => {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
@@ -77,17 +120,61 @@ impl EgressPolicy {
                 }
                 Ok(())
             }
-            url::Host::Ipv4(ip) => self.check_ip(&ip.to_string(), IpAddr::V4(ip)),
-            url::Host::Ipv6(ip) => self.check_ip(&ip.to_string(), IpAddr::V6(ip)),
+            url::Host::Ipv4(ip) => self.check_ip(IpAddr::V4(*ip)),
+            url::Host::Ipv6(ip) => self.check_ip(IpAddr::V6(*ip)),
         }
     }
 
-    fn check_ip(&self, host: &str, ip: IpAddr) -> Result<(), EgressError> {
-        if self.allows(host, ip) {
+    fn check_ip(&self, ip: IpAddr) -> Result<(), EgressError> {
+        if self.allows(&ip.to_string(), ip) {
             Ok(())
         } else {
             Err(EgressError::Blocked(ip.to_string()))
         }
+    }
+
+    /// The addresses of `host` that may be connected to; none is an error. `host` is
+    /// normalised as a URL's would be, so every IPv4 notation and bracketed IPv6 is an
+    /// address here, not a name.
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, EgressError> {
+        let parsed = url::Host::parse(host).map_err(|_| EgressError::BadHost(host.to_owned()))?;
+        self.check_host(&parsed)?;
+        let name = match parsed {
+            url::Host::Ipv4(ip) => return Ok(vec![IpAddr::V4(ip)]),
+            url::Host::Ipv6(ip) => return Ok(vec![IpAddr::V6(ip)]),
+            url::Host::Domain(name) => name.trim_end_matches('.').to_ascii_lowercase(),
+        };
+        let resolved = match &self.lookup {
+            Some(lookup) => lookup(name.clone()).await,
+            None => tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map(|found| found.map(|address| address.ip()).collect()),
+        }
+        .map_err(|_| EgressError::Unresolved(name.clone()))?;
+        let allowed: Vec<IpAddr> = resolved
+            .into_iter()
+            .filter(|ip| self.allows(&name, *ip))
+            .collect();
+        if allowed.is_empty() {
+            return Err(EgressError::Blocked(name));
+        }
+        Ok(allowed)
+    }
+
+    /// A TCP connection to `host:port` through the guard: to one of the addresses that
+    /// were checked, never to a second lookup's answer.
+    pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, EgressError> {
+        let addresses = self.addresses(host).await?;
+        for ip in addresses {
+            let attempt = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                TcpStream::connect(SocketAddr::new(ip, port)),
+            );
+            if let Ok(Ok(stream)) = attempt.await {
+                return Ok(stream);
+            }
+        }
+        Err(EgressError::Unreachable(host.to_owned()))
     }
 }
 
@@ -169,21 +256,11 @@ pub struct GuardedResolver {
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
-        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        let host = name.as_str().to_owned();
         Box::pin(async move {
-            if METADATA_HOSTS.contains(&host.as_str()) && !policy.host_allowed(&host) {
-                return Err(Box::new(EgressError::Blocked(host)) as Box<_>);
-            }
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|address| policy.allows(&host, address.ip()))
-                .collect();
-            if allowed.is_empty() {
-                return Err(Box::new(EgressError::Blocked(host)) as Box<_>);
-            }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+            let addresses = policy.addresses(&host).await?;
+            let addresses = addresses.into_iter().map(|ip| SocketAddr::new(ip, 0));
+            Ok(Box::new(addresses) as reqwest::dns::Addrs)
         })
     }
 }

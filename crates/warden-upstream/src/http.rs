@@ -79,7 +79,7 @@ impl HttpUpstream {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        let client = outbound::client(url.scheme() == "https", egress)
+        let client = outbound::client(url.scheme() == "https", 0, egress)
             .map_err(|_| UpstreamError::Spawn("cannot build the HTTP client".into()))?;
         let (link, queue) = Link::new(name.clone(), unsolicited);
         let endpoint = Arc::new(Endpoint {

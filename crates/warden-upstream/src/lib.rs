@@ -13,6 +13,8 @@ mod link;
 mod merge;
 mod notes;
 pub mod outbound;
+mod proxy;
+pub mod sandbox;
 mod sse;
 mod stdio;
 
@@ -29,6 +31,7 @@ use warden_store::NotesStore;
 pub use handshake::{ServerFacts, UpstreamEra};
 pub use link::{Event, ServerRequest};
 pub use merge::{ListError, Offered, Upstreams, Withheld};
+pub use stdio::ChildHost;
 
 /// Why an upstream could not answer. Shown to clients only as "upstream unavailable" and
 /// the like; details go to the log.
@@ -57,7 +60,7 @@ pub enum UpstreamError {
 enum Backend {
     /// The embedded server, and what its `import_url` fetches with.
     Notes(NotesServer, notes::Fetcher),
-    Stdio(stdio::Children),
+    Stdio(Box<stdio::Children>),
     Http(http::HttpUpstream),
 }
 
@@ -94,6 +97,7 @@ impl Upstream {
         notes: &Arc<NotesStore>,
         shutdown: &watch::Receiver<bool>,
         egress: &Arc<egress::EgressPolicy>,
+        host: &ChildHost,
     ) -> Result<Self, UpstreamError> {
         let name: Arc<str> = config.name.as_str().into();
         let unsolicited = link::Link::unsolicited_channel();
@@ -103,15 +107,19 @@ impl Upstream {
                 NotesServer::new(notes.clone()),
                 notes::Fetcher::new(egress)?,
             ),
-            Source::Stdio(stdio) => Backend::Stdio(stdio::Children::start(stdio::Launcher {
-                name: name.clone(),
-                config: stdio.clone(),
-                max_message_bytes: config.max_message_bytes,
-                eras: handshake::EraCache::default(),
-                unsolicited: unsolicited.clone(),
-                shutdown: shutdown.clone(),
-                restarts: restarts.clone(),
-            })),
+            Source::Stdio(stdio) => {
+                Backend::Stdio(Box::new(stdio::Children::start(stdio::Launcher {
+                    name: name.clone(),
+                    config: stdio.clone(),
+                    max_message_bytes: config.max_message_bytes,
+                    eras: handshake::EraCache::default(),
+                    unsolicited: unsolicited.clone(),
+                    shutdown: shutdown.clone(),
+                    restarts: restarts.clone(),
+                    egress: egress.clone(),
+                    host: host.clone(),
+                })))
+            }
             Source::Http(http) => Backend::Http(http::HttpUpstream::new(
                 name.clone(),
                 http,

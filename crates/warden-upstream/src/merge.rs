@@ -13,7 +13,7 @@ use warden_policy::{Catalogue, Origin, ToolKind, pinned_form, suspicious};
 use warden_store::{NotesStore, PinState, PinStore};
 
 use crate::egress::EgressPolicy;
-use crate::{Caller, Upstream, UpstreamError};
+use crate::{Caller, ChildHost, Upstream, UpstreamError};
 
 /// The tenant a shared catalogue is listed for; per-tenant upstreams get a child of their
 /// own for it, which no tenant's call ever uses.
@@ -110,12 +110,13 @@ impl Upstreams {
         notes: &Arc<NotesStore>,
         pins: Option<Arc<PinStore>>,
         egress: &Arc<EgressPolicy>,
+        host: &ChildHost,
     ) -> Result<Arc<Self>, (String, UpstreamError)> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let upstreams = configs
             .iter()
             .map(|config| {
-                Upstream::start(config, notes, &shutdown_rx, egress)
+                Upstream::start(config, notes, &shutdown_rx, egress, host)
                     .map(Arc::new)
                     .map_err(|error| (config.name.clone(), error))
             })

@@ -3,7 +3,7 @@
 //!
 //! `import_url` is answered here, because it reaches the network: the page is fetched
 //! through the egress guard (public addresses only, unless `[egress] allow` says
-//! otherwise; no redirects), capped in size and time, accepted only as HTML or text,
+//! otherwise; at most five redirects, each hop checked), capped in size and time, accepted only as HTML or text,
 //! reduced to text, and saved with `create_note`.
 
 use std::sync::{Arc, LazyLock};
@@ -21,6 +21,8 @@ use crate::outbound;
 /// Pages larger than this are refused.
 const MAX_PAGE_BYTES: usize = 1024 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Redirects followed, each hop checked by the egress guard.
+const MAX_REDIRECTS: usize = 5;
 /// The longest note body (`create_note`'s limit, in characters).
 const MAX_BODY_CHARS: usize = 65_536;
 const MAX_TITLE_CHARS: usize = 200;
@@ -35,7 +37,7 @@ pub(crate) struct Fetcher {
 impl Fetcher {
     pub(crate) fn new(egress: &Arc<EgressPolicy>) -> Result<Self, UpstreamError> {
         Ok(Self {
-            client: outbound::client(false, egress)
+            client: outbound::client(false, MAX_REDIRECTS, egress)
                 .map_err(|_| UpstreamError::Spawn("cannot build the HTTP client".into()))?,
             egress: egress.clone(),
         })

@@ -8,27 +8,48 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 
 use crate::UpstreamError;
-use crate::egress::{EgressPolicy, GuardedResolver};
+use crate::egress::{CONNECT_TIMEOUT, EgressPolicy, GuardedResolver};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// TLS always verified (rustls, the platform's roots), no redirects (a redirect could
-/// lead anywhere), no proxy from the environment (proxies come from Warden's
-/// configuration), and names resolved through the egress guard. `https_only` refuses
-/// plain-HTTP URLs outright.
-pub fn client(https_only: bool, egress: &Arc<EgressPolicy>) -> reqwest::Result<reqwest::Client> {
+/// TLS always verified (rustls, the platform's roots), no proxy from the environment,
+/// and names resolved through the egress guard. `https_only` refuses plain-HTTP URLs
+/// outright. At most `max_redirects` redirects are followed, each hop's URL checked by
+/// the guard before it is requested (its name is checked again when resolved).
+pub fn client(
+    https_only: bool,
+    max_redirects: usize,
+    egress: &Arc<EgressPolicy>,
+) -> reqwest::Result<reqwest::Client> {
+    let redirects = if max_redirects == 0 {
+        reqwest::redirect::Policy::none()
+    } else {
+        let policy = egress.clone();
+        reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > max_redirects {
+                attempt.error(TooManyRedirects)
+            } else if let Err(refused) = policy.check_url(attempt.url()) {
+                attempt.error(refused)
+            } else {
+                attempt.follow()
+            }
+        })
+    };
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver {
             policy: egress.clone(),
         }))
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(redirects)
         .no_proxy()
         .https_only(https_only)
         .build()
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("too many redirects")]
+struct TooManyRedirects;
 
 /// The whole body, refused as soon as it passes `max` bytes.
 pub async fn read_capped(

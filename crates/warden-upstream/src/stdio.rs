@@ -1,8 +1,14 @@
 //! MCP servers run as child processes: newline-delimited JSON-RPC on stdin/stdout, stderr
 //! to the log. A supervisor restarts a child that dies (with backoff) and fails its
-//! in-flight calls at once; shutdown closes stdin, waits briefly, then kills.
+//! in-flight calls at once; shutdown closes stdin, waits briefly, then kills the child's
+//! whole process group.
+//!
+//! Every child gets its own egress proxy (`HTTP_PROXY` and friends) and, unless its
+//! upstream says `sandbox = false`, a scrubbed environment, a working directory of its
+//! own under the data directory, and the confinement of [`crate::sandbox`].
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio as ProcessStdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -11,11 +17,14 @@ use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{broadcast, mpsc, watch};
-use warden_config::Stdio;
+use warden_config::{SandboxMode, Stdio};
 
 use crate::UpstreamError;
+use crate::egress::EgressPolicy;
 use crate::handshake::{EraCache, ServerFacts, handshake};
 use crate::link::{Link, Outbound};
+use crate::proxy::EgressProxy;
+use crate::sandbox;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -25,6 +34,40 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Longest stderr line kept for the log.
 const MAX_STDERR_LINE: usize = 4096;
+/// What a sandboxed child keeps of Warden's environment (besides its configured `env`):
+/// enough to find programs and speak the locale, nothing that might be a credential.
+const ENV_KEPT: [&str; 12] = [
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "TZ",
+    "TERM",
+    "USER",
+    "LOGNAME",
+];
+const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+];
+
+/// Where stdio children are started from, the same for every stdio upstream.
+#[derive(Debug, Clone)]
+pub struct ChildHost {
+    /// Working directories: `<this>/<upstream>` (`/tenants/<tenant>` with `per_tenant`).
+    pub workdirs: PathBuf,
+    /// Warden's own binary, whose `sandbox-exec` subcommand confines a child; without
+    /// it an enforced sandbox cannot start.
+    pub trampoline: Option<PathBuf>,
+}
 
 /// A running child, ready for calls.
 #[derive(Debug, Clone)]
@@ -80,6 +123,8 @@ pub(crate) struct Launcher {
     pub shutdown: watch::Receiver<bool>,
     /// Counts restarts, for metrics.
     pub restarts: Arc<std::sync::atomic::AtomicU64>,
+    pub egress: Arc<EgressPolicy>,
+    pub host: ChildHost,
 }
 
 impl Launcher {
@@ -105,9 +150,14 @@ impl Launcher {
     ) {
         let mut shutdown = self.shutdown.clone();
         let mut backoff = FIRST_BACKOFF;
+        if let Err(reason) = self.can_confine() {
+            // Fail closed: dropping `ready` tells every caller at once.
+            tracing::error!(upstream = %self.name, tenant, %reason, "refusing to start the upstream without its sandbox; set sandbox = \"best-effort\" to run it with what this system supports");
+            return;
+        }
         while !*shutdown.borrow() {
             let started = Instant::now();
-            match self.spawn(tenant.as_deref()) {
+            match self.spawn(tenant.as_deref()).await {
                 Ok(running) => {
                     pid.send_replace(running.child.id());
                     self.serve(running, &ready, &mut shutdown).await;
@@ -134,23 +184,85 @@ impl Launcher {
         }
     }
 
-    fn spawn(&self, tenant: Option<&str>) -> Result<Running, UpstreamError> {
+    /// Why an enforced sandbox cannot be had here, if it cannot.
+    fn can_confine(&self) -> Result<(), String> {
+        if self.config.sandbox.mode != SandboxMode::Enforced {
+            return Ok(());
+        }
+        if let Some(missing) = sandbox::probe().missing() {
+            return Err(format!("this kernel lacks {missing}"));
+        }
+        if self.host.trampoline.is_none() {
+            return Err("Warden's own binary, which confines children, was not found".into());
+        }
+        Ok(())
+    }
+
+    async fn spawn(&self, tenant: Option<&str>) -> Result<Running, UpstreamError> {
         let (program, args) = self
             .config
             .command
             .split_first()
             .ok_or_else(|| UpstreamError::Spawn("empty command".into()))?;
-        let mut command = Command::new(program);
+        let proxy = EgressProxy::start(self.egress.clone(), self.name.clone(), tenant)
+            .await
+            .map_err(|e| UpstreamError::Spawn(format!("egress proxy: {}", e.kind())))?;
+        let sandboxed = match (self.config.sandbox.mode, &self.host.trampoline) {
+            (SandboxMode::Off, _) | (SandboxMode::BestEffort, None) => None,
+            (_, Some(trampoline)) => Some(trampoline),
+            (SandboxMode::Enforced, None) => {
+                return Err(UpstreamError::Spawn("no sandbox trampoline".into()));
+            }
+        };
+        let mut command = match sandboxed {
+            Some(trampoline) => {
+                let workdir = self.workdir(tenant)?;
+                let cwd = self.config.cwd.as_deref();
+                let program = sandbox::locate(program, cwd).ok_or_else(|| {
+                    UpstreamError::Spawn(format!("{program} was not found or is not executable"))
+                })?;
+                let spec = sandbox::Spec::new(
+                    &self.config.sandbox,
+                    &program,
+                    args,
+                    cwd,
+                    &workdir,
+                    proxy.port(),
+                );
+                let mut command = Command::new(trampoline);
+                command
+                    .args(spec.to_args(&program, args))
+                    .env_clear()
+                    .envs(
+                        ENV_KEPT
+                            .iter()
+                            .filter_map(|name| Some((name, std::env::var_os(name)?))),
+                    )
+                    .env("HOME", &workdir)
+                    .env("TMPDIR", &workdir)
+                    .current_dir(cwd.unwrap_or(&workdir));
+                command
+            }
+            None => {
+                let mut command = Command::new(program);
+                command.args(args);
+                if let Some(cwd) = &self.config.cwd {
+                    command.current_dir(cwd);
+                }
+                command
+            }
+        };
         command
-            .args(args)
             .envs(self.config.env.iter().map(|(k, v)| (k, v.expose())))
+            // After the configured environment: the proxy is Warden's, not the child's.
+            .envs(PROXY_VARS.iter().map(|name| (name, proxy.url())))
+            .env("NO_PROXY", "")
+            .env("no_proxy", "")
             .stdin(ProcessStdio::piped())
             .stdout(ProcessStdio::piped())
             .stderr(ProcessStdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
-        if let Some(cwd) = &self.config.cwd {
-            command.current_dir(cwd);
-        }
         let mut child = command
             .spawn()
             .map_err(|e| UpstreamError::Spawn(e.kind().to_string()))?;
@@ -159,7 +271,7 @@ impl Launcher {
         else {
             return Err(UpstreamError::Spawn("no pipes".into()));
         };
-        tracing::info!(upstream = %self.name, tenant, pid = child.id(), "upstream started");
+        tracing::info!(upstream = %self.name, tenant, pid = child.id(), sandboxed = sandboxed.is_some(), proxy_port = proxy.port(), "upstream started");
         let (link, queue) = Link::new(self.name.clone(), self.unsolicited.clone());
         let writer = tokio::spawn(write_lines(stdin, queue));
         let reader = tokio::spawn(read_lines(
@@ -170,11 +282,24 @@ impl Launcher {
         ));
         tokio::spawn(log_stderr(BufReader::new(stderr), self.name.clone()));
         Ok(Running {
+            group: child.id(),
             child,
             link,
             writer,
             reader,
+            _proxy: proxy,
         })
+    }
+
+    /// The child's own directory under the data directory, created private.
+    fn workdir(&self, tenant: Option<&str>) -> Result<PathBuf, UpstreamError> {
+        let mut dir = self.host.workdirs.join(&*self.name);
+        if let Some(tenant) = tenant {
+            dir = dir.join("tenants").join(directory_name(tenant));
+        }
+        create_private_dir(&dir)
+            .map_err(|e| UpstreamError::Spawn(format!("working directory: {}", e.kind())))?;
+        Ok(dir)
     }
 
     /// Handshakes, publishes the child, and waits until it ends or Warden stops.
@@ -216,11 +341,39 @@ impl Launcher {
     }
 }
 
+/// A tenant name as a directory name: itself when plainly safe, else hex.
+fn directory_name(tenant: &str) -> String {
+    let plain = !tenant.is_empty()
+        && tenant.len() <= 64
+        && !tenant.starts_with('.')
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if plain {
+        tenant.to_owned()
+    } else {
+        let hex: String = tenant.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("x-{hex}")
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 struct Running {
     child: Child,
+    /// The child's process group (its own pid): grandchildren end with it.
+    group: Option<u32>,
     link: Arc<Link>,
     writer: tokio::task::JoinHandle<()>,
     reader: tokio::task::JoinHandle<()>,
+    /// Closed when the child is gone.
+    _proxy: EgressProxy,
 }
 
 impl Running {
@@ -234,9 +387,24 @@ impl Running {
         {
             let _ = self.child.kill().await;
         }
+        if let Some(group) = self.group {
+            kill_group(group);
+        }
         self.reader.abort();
     }
 }
+
+/// Whatever the child left running in its group goes too.
+#[cfg(target_os = "linux")]
+fn kill_group(group: u32) {
+    use rustix::process::{Pid, Signal, kill_process_group};
+    if let Some(pid) = i32::try_from(group).ok().and_then(Pid::from_raw) {
+        let _ = kill_process_group(pid, Signal::KILL);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_group(_group: u32) {}
 
 async fn write_lines(mut stdin: ChildStdin, mut queue: mpsc::Receiver<Outbound>) {
     while let Some(outbound) = queue.recv().await {
@@ -334,6 +502,15 @@ pub(crate) struct Children {
 
 impl Children {
     pub fn start(launcher: Launcher) -> Self {
+        let support = sandbox::probe();
+        tracing::info!(
+            upstream = %launcher.name,
+            mode = ?launcher.config.sandbox.mode,
+            landlock_filesystem = support.filesystem,
+            landlock_network = support.network,
+            landlock_scopes = support.scopes,
+            "sandbox"
+        );
         let shared = (!launcher.config.per_tenant).then(|| launcher.supervise(None));
         Self {
             launcher,

@@ -18,8 +18,8 @@ use warden_store::{
     ApprovalStore, AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore, PinStore,
     Scope,
 };
-use warden_upstream::Upstreams;
 use warden_upstream::egress::EgressPolicy;
+use warden_upstream::{ChildHost, Upstreams};
 
 #[derive(Parser)]
 #[command(name = "warden", version, about = "A security gateway for MCP servers")]
@@ -155,6 +155,14 @@ enum LogFormat {
 type Failure = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
+    // The sandbox trampoline runs before anything else: no runtime, no threads, no log
+    // (its one report goes to stderr, which the parent logs), then it becomes the child.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == warden_upstream::sandbox::SUBCOMMAND)
+    {
+        return warden_upstream::sandbox::exec(std::env::args_os().skip(2));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve {
@@ -428,7 +436,11 @@ fn serve(
             ),
             None => None,
         };
-        let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes, Some(pins), &egress).map_err(|(name, error)| {
+        let children = ChildHost {
+            workdirs: dir.path().join("upstreams"),
+            trampoline: std::env::current_exe().ok(),
+        };
+        let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes, Some(pins), &egress, &children).map_err(|(name, error)| {
             Failure::from(format!("upstream {name:?}: {error}"))
         })?;
         // Tools the pins withhold are audited from the first catalogue on.

@@ -577,8 +577,9 @@ async fn the_corpus_is_refused_and_never_reaches_an_upstream() {
         fixture_upstream(
             "fx",
             &format!(
-                "env = {{ FIXTURE_RECORD = {:?} }}",
-                record.to_str().unwrap()
+                "env = {{ FIXTURE_RECORD = {:?} }}\nsandbox_write = [{:?}]",
+                record.to_str().unwrap(),
+                dir.path().to_str().unwrap()
             )
         ),
         root.to_str().unwrap()

@@ -392,7 +392,24 @@ pub fn fixture_upstream(name: &str, extra: &str) -> String {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/stdio_server.py"
     );
-    format!("[[upstream]]\nname = \"{name}\"\ncommand = [\"python3\", \"{script}\"]\n{extra}\n")
+    let python = python();
+    format!("[[upstream]]\nname = \"{name}\"\ncommand = [\"{python}\", \"{script}\"]\n{extra}\n")
+}
+
+/// The Python interpreter itself, not a launcher on `PATH` (a pyenv shim is a shell
+/// script that reads its own tree, which a sandboxed child may not).
+pub fn python() -> &'static str {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    })
 }
 
 /// Whether a process with this id exists.

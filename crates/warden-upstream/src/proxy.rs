@@ -1,0 +1,366 @@
+//! The egress proxy for stdio children: an HTTP forward proxy (absolute-form requests and
+//! `CONNECT` tunnels) on a loopback port of its own for each child, so every request a
+//! child makes through `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` passes the same egress guard
+//! as Warden's own, and the log can say which upstream (and tenant) made it. Under the
+//! sandbox this port is the only TCP destination the child may connect to.
+//!
+//! The proxy never follows redirects (the child does, through the proxy again, so every
+//! hop is checked) and never logs paths or queries, which may carry credentials.
+
+use std::convert::Infallible;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{Either, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::egress::EgressPolicy;
+
+/// Connections one child may hold open through its proxy at once.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a request head may take to arrive.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Whose requests a proxy carries, for the log.
+#[derive(Debug, Clone)]
+struct Attribution {
+    upstream: Arc<str>,
+    tenant: Option<Arc<str>>,
+}
+
+/// One child's proxy; dropping it closes the port and every connection through it.
+#[derive(Debug)]
+pub(crate) struct EgressProxy {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EgressProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl EgressProxy {
+    /// Listens on a fresh loopback port for the child of `upstream` (serving `tenant`).
+    pub async fn start(
+        policy: Arc<EgressPolicy>,
+        upstream: Arc<str>,
+        tenant: Option<&str>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let port = listener.local_addr()?.port();
+        let attribution = Attribution {
+            upstream,
+            tenant: tenant.map(Arc::from),
+        };
+        let task = tokio::spawn(accept(listener, policy, attribution));
+        Ok(Self { port, task })
+    }
+
+    /// The URL children are given in their proxy variables.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+async fn accept(listener: TcpListener, policy: Arc<EgressPolicy>, attribution: Attribution) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Held here so that aborting the accept loop ends every connection with it.
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let policy = policy.clone();
+                let attribution = attribution.clone();
+                connections.spawn(async move {
+                    serve_connection(stream, policy, attribution).await;
+                    drop(slot);
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, policy: Arc<EgressPolicy>, attribution: Attribution) {
+    let service = hyper::service::service_fn(move |request| {
+        let policy = policy.clone();
+        let attribution = attribution.clone();
+        async move { Ok::<_, Infallible>(handle(request, &policy, &attribution).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    policy: &EgressPolicy,
+    attribution: &Attribution,
+) -> Response<ProxyBody> {
+    let Some((host, port)) = target(&request) else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "this is a forward proxy: send CONNECT host:port or an absolute http:// URL",
+        );
+    };
+    let method = request.method().clone();
+    let connected = policy.connect(&host, port).await;
+    let upstream = &*attribution.upstream;
+    let tenant = attribution.tenant.as_deref();
+    let stream = match connected {
+        Ok(stream) => {
+            tracing::info!(upstream, tenant, %method, %host, port, "egress proxy: allowed");
+            stream
+        }
+        Err(error) => {
+            tracing::warn!(upstream, tenant, %method, %host, port, %error, "egress proxy: refused");
+            return refusal(StatusCode::FORBIDDEN, &error.to_string());
+        }
+    };
+    if method == Method::CONNECT {
+        tokio::spawn(async move {
+            if let Ok(upgraded) = hyper::upgrade::on(request).await {
+                let mut stream = stream;
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut stream).await;
+            }
+        });
+        return Response::new(Either::Right(Full::new(Bytes::new())));
+    }
+    match forward(request, stream).await {
+        Ok(response) => response.map(Either::Left),
+        Err(_) => refusal(
+            StatusCode::BAD_GATEWAY,
+            "the destination broke the connection",
+        ),
+    }
+}
+
+/// `host` and `port` of a proxy request: a `CONNECT` authority, or an absolute
+/// `http://` URL (HTTPS goes through `CONNECT`).
+fn target(request: &Request<Incoming>) -> Option<(String, u16)> {
+    let uri = request.uri();
+    let authority = uri.authority()?;
+    let port = if request.method() == Method::CONNECT {
+        authority.port_u16()?
+    } else {
+        if uri.scheme_str() != Some("http") {
+            return None;
+        }
+        authority.port_u16().unwrap_or(80)
+    };
+    let host = authority.host();
+    // `[::1]` comes bracketed; the guard parses hosts the way a URL would.
+    Some((host.to_owned(), port))
+}
+
+/// Sends a plain-HTTP request on to its destination over the checked connection.
+async fn forward(
+    request: Request<Incoming>,
+    stream: TcpStream,
+) -> Result<Response<Incoming>, hyper::Error> {
+    let (mut parts, body) = request.into_parts();
+    let host = parts
+        .uri
+        .authority()
+        .map(|authority| authority.as_str().to_owned());
+    let origin_form = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .parse()
+        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
+    parts.uri = origin_form;
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(host) = host.and_then(|host| HeaderValue::from_str(&host).ok()) {
+        parts.headers.insert(header::HOST, host);
+    }
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    sender.send_request(Request::from_parts(parts, body)).await
+}
+
+/// Headers meant for the proxy hop, not the destination (RFC 9110 §7.6.1), including
+/// any credentials the child addressed to the proxy.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    for name in listed {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn refusal(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(format!(
+        "warden egress proxy: {message}\n"
+    )))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    use warden_config::EgressRule;
+
+    async fn page_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(|request: Request<Incoming>| async move {
+                            let seen = format!(
+                                "{} {} auth={}",
+                                request.method(),
+                                request.uri(),
+                                request.headers().contains_key("proxy-authorization")
+                            );
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(seen))))
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (address, task)
+    }
+
+    fn proxied_client(proxy: &EgressProxy) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn forwards_only_what_the_guard_allows() {
+        let (page, _server) = page_server().await;
+        let closed = EgressProxy::start(EgressPolicy::new(&[]), "files".into(), Some("acme"))
+            .await
+            .unwrap();
+        let response = proxied_client(&closed)
+            .get(format!("http://{page}/secret?token=x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(
+            response
+                .text()
+                .await
+                .unwrap()
+                .contains("not a public address")
+        );
+
+        let open = EgressProxy::start(
+            EgressPolicy::new(&[EgressRule::Host("127.0.0.1".into())]),
+            "files".into(),
+            None,
+        )
+        .await
+        .unwrap();
+        let response = proxied_client(&open)
+            .get(format!("http://{page}/page?q=1"))
+            .header("proxy-authorization", "Basic c2VjcmV0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // Origin-form on the far side, and nothing meant for the proxy passed on.
+        assert_eq!(response.text().await.unwrap(), "GET /page?q=1 auth=false");
+    }
+
+    #[tokio::test]
+    async fn tunnels_are_checked_before_they_open() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (page, _server) = page_server().await;
+        let proxy = EgressProxy::start(
+            EgressPolicy::new(&[EgressRule::Host("127.0.0.1".into())]),
+            "files".into(),
+            None,
+        )
+        .await
+        .unwrap();
+        for (target, expect) in [
+            (format!("127.0.0.1:{}", page.port()), "200"),
+            (format!("0x7f.1:{}", page.port()), "200"),
+            (format!("[::1]:{}", page.port()), "403"),
+            (format!("169.254.169.254:{}", page.port()), "403"),
+            (format!("metadata.google.internal:{}", page.port()), "403"),
+        ] {
+            let mut stream = TcpStream::connect(("127.0.0.1", proxy.port()))
+                .await
+                .unwrap();
+            stream
+                .write_all(
+                    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut head = [0_u8; 12];
+            stream.read_exact(&mut head).await.unwrap();
+            let head = String::from_utf8_lossy(&head);
+            assert!(head.ends_with(expect), "{target}: {head}");
+            if expect == "200" {
+                let mut rest = vec![0_u8; 256];
+                let _ = stream.read(&mut rest).await.unwrap();
+                stream
+                    .write_all(b"GET /through HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).await.unwrap();
+                assert!(answer.ends_with("GET /through auth=false"), "{answer}");
+            }
+        }
+    }
+}
