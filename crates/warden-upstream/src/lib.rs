@@ -16,6 +16,8 @@ pub mod outbound;
 mod proxy;
 pub mod sandbox;
 mod sse;
+#[cfg(test)]
+mod ssrf_tests;
 mod stdio;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -27,6 +27,22 @@ const MAX_REDIRECTS: usize = 5;
 const MAX_BODY_CHARS: usize = 65_536;
 const MAX_TITLE_CHARS: usize = 200;
 
+/// The egress guard's refusal (or the redirect limit) behind a failed fetch, if that is
+/// what stopped it.
+fn egress_refusal(error: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(refusal) = error.downcast_ref::<crate::egress::EgressError>() {
+            return Some(refusal.to_string());
+        }
+        if error.is::<outbound::RedirectRefused>() {
+            return Some(error.to_string());
+        }
+        cause = error.source();
+    }
+    None
+}
+
 /// What `import_url` fetches with.
 #[derive(Debug)]
 pub(crate) struct Fetcher {
@@ -44,7 +60,7 @@ impl Fetcher {
     }
 
     /// The page at `url` as (title, text), or why not, in words for the model.
-    async fn page(&self, url: &str) -> Result<(Option<String>, String), String> {
+    pub(crate) async fn page(&self, url: &str) -> Result<(Option<String>, String), String> {
         let url = reqwest::Url::parse(url).map_err(|_| "the URL is not valid".to_owned())?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err("only http and https URLs can be imported".into());
@@ -62,13 +78,15 @@ impl Fetcher {
             .map_err(|error| {
                 if error.is_timeout() {
                     "the page did not arrive in time".to_owned()
+                } else if let Some(refusal) = egress_refusal(&error) {
+                    // The guard's own words name the host, never the path or query.
+                    format!("refused: {refusal}")
                 } else {
-                    // The guard's refusal, a refused connection, a bad certificate:
-                    // the details go to the log, not to the model.
+                    // A refused connection, a bad certificate: the details go to the
+                    // log, not to the model.
                     let error = error.without_url();
                     tracing::info!(%error, "import_url fetch failed");
-                    "the page could not be fetched (blocked destination or network error)"
-                        .to_owned()
+                    "the page could not be fetched (network error)".to_owned()
                 }
             })?;
         if !response.status().is_success() {

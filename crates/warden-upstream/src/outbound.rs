@@ -27,7 +27,9 @@ pub fn client(
         let policy = egress.clone();
         reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() > max_redirects {
-                attempt.error(TooManyRedirects)
+                attempt.error(RedirectRefused::TooMany)
+            } else if !matches!(attempt.url().scheme(), "http" | "https") {
+                attempt.error(RedirectRefused::Scheme)
             } else if let Err(refused) = policy.check_url(attempt.url()) {
                 attempt.error(refused)
             } else {
@@ -48,8 +50,12 @@ pub fn client(
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("too many redirects")]
-struct TooManyRedirects;
+pub(crate) enum RedirectRefused {
+    #[error("too many redirects")]
+    TooMany,
+    #[error("a redirect to a scheme other than http or https")]
+    Scheme,
+}
 
 /// The whole body, refused as soon as it passes `max` bytes.
 pub async fn read_capped(
