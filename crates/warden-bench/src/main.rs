@@ -4,11 +4,13 @@
 //! - `load`: drives `tools/call` at a given concurrency against any MCP URL;
 //! - `auth-refusals`: time to refuse an unknown key against a revoked one;
 //! - `validate`: the cost of the body scan and schema validation per call;
-//! - `limiter`: the cost of the rate limits per call, one key and 1,000 keys.
+//! - `limiter`: the cost of the rate limits per call, one key and 1,000 keys;
+//! - `egress-proxy`: what a stdio child's egress proxy adds to its requests.
 
 mod echo;
 mod limiter;
 mod load;
+mod proxy;
 mod refusals;
 mod search;
 mod validate;
@@ -55,6 +57,13 @@ enum Bench {
         #[arg(long, default_value_t = 1_000)]
         keys: usize,
     },
+    /// Requests through a stdio child's egress proxy against the same requests direct.
+    EgressProxy {
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// Time to refuse unknown keys against revoked ones (they must not differ).
     AuthRefusals {
         #[arg(long, default_value_t = 1_000)]
@@ -89,5 +98,9 @@ fn main() -> Result<(), Failure> {
         Bench::AuthRefusals { keys, rounds } => refusals::run(keys, rounds),
         Bench::Validate { calls } => validate::run(calls),
         Bench::Limiter { calls, keys } => limiter::run(calls, keys),
+        Bench::EgressProxy {
+            requests,
+            concurrency,
+        } => proxy::run(requests, concurrency),
     }
 }

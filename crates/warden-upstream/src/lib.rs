@@ -13,7 +13,7 @@ mod link;
 mod merge;
 mod notes;
 pub mod outbound;
-mod proxy;
+pub mod proxy;
 pub mod sandbox;
 mod sse;
 #[cfg(test)]

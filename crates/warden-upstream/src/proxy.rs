@@ -39,7 +39,7 @@ struct Attribution {
 
 /// One child's proxy; dropping it closes the port and every connection through it.
 #[derive(Debug)]
-pub(crate) struct EgressProxy {
+pub struct EgressProxy {
     port: u16,
     task: tokio::task::JoinHandle<()>,
 }
