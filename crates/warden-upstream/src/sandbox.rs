@@ -492,6 +492,26 @@ mod tests {
     }
 
     #[test]
+    fn an_enforced_sandbox_needs_filesystem_and_network_rules() {
+        let full = Support {
+            filesystem: true,
+            network: true,
+            scopes: false,
+        };
+        assert_eq!(full.missing(), None);
+        let no_network = Support {
+            network: false,
+            ..full
+        };
+        assert!(no_network.missing().unwrap().contains("network"));
+        let nothing = Support {
+            filesystem: false,
+            ..no_network
+        };
+        assert!(nothing.missing().unwrap().contains("filesystem"));
+    }
+
+    #[test]
     fn installation_is_the_prefix_above_bin() {
         assert!(
             installation(Path::new("/opt/tool/bin/tool")).contains(&PathBuf::from("/opt/tool"))

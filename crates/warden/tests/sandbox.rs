@@ -197,3 +197,46 @@ fn sandbox_settings_are_checked_at_start() {
     );
     assert!(!ok, "a sandbox on a remote upstream was accepted: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tenant_children_have_directories_the_other_tenant_cannot_read() {
+    let warden = Warden::start_config(&fixture_upstream(
+        "box",
+        "sandbox = true\nper_tenant = true",
+    ));
+    let (_, acme) = warden.add_key("acme", "acme", "write");
+    let (_, globex) = warden.add_key("globex", "globex", "write");
+    let mut clients = Vec::new();
+    for key in [&acme, &globex] {
+        clients.push(connect(&warden.url, key, Era::Legacy).await.unwrap());
+    }
+    for (client, tenant) in clients.iter().zip(["acme", "globex"]) {
+        let wrote = call_text(
+            client,
+            "attempt",
+            json!({"action": "write", "target": "mine.txt"}),
+        )
+        .await;
+        assert_eq!(wrote, "ok:written", "{tenant}");
+    }
+    let tenants = warden.data_dir.join("upstreams/box/tenants");
+    assert!(tenants.join("acme/mine.txt").exists());
+    assert!(tenants.join("globex/mine.txt").exists());
+    let across = call_text(
+        &clients[0],
+        "attempt",
+        json!({"action": "read", "target": tenants.join("globex/mine.txt").display().to_string()}),
+    )
+    .await;
+    assert!(
+        across.starts_with("denied:"),
+        "acme read globex's file: {across}"
+    );
+    let own = call_text(
+        &clients[0],
+        "attempt",
+        json!({"action": "read", "target": tenants.join("acme/mine.txt").display().to_string()}),
+    )
+    .await;
+    assert!(own.starts_with("ok:"), "{own}");
+}
