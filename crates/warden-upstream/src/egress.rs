@@ -49,11 +49,14 @@ pub type Lookup =
     Arc<dyn Fn(String) -> BoxFuture<'static, std::io::Result<Vec<IpAddr>>> + Send + Sync>;
 
 /// What Warden may connect to.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct EgressPolicy {
     hosts: Vec<String>,
     networks: Vec<(IpAddr, u8)>,
     lookup: Option<Lookup>,
+    /// This machine stays closed whatever `allow` says (the stdio children's proxy:
+    /// Warden's own ports, its admin endpoint and other children's proxies are here).
+    local_closed: bool,
 }
 
 impl std::fmt::Debug for EgressPolicy {
@@ -78,6 +81,15 @@ impl EgressPolicy {
         })
     }
 
+    /// The same policy for stdio children: an operator who opens loopback for Warden's
+    /// own upstreams does not open this machine to every child.
+    pub fn for_children(&self) -> Arc<Self> {
+        Arc::new(Self {
+            local_closed: true,
+            ..self.clone()
+        })
+    }
+
     fn from_rules(allow: &[EgressRule]) -> Self {
         let mut policy = Self::default();
         for rule in allow {
@@ -95,6 +107,9 @@ impl EgressPolicy {
 
     /// Whether Warden may connect to `ip` (reached through `host`).
     pub fn allows(&self, host: &str, ip: IpAddr) -> bool {
+        if self.local_closed && is_this_machine(ip) {
+            return false;
+        }
         self.host_allowed(host)
             || self.host_allowed(&ip.to_string())
             || self
@@ -176,6 +191,16 @@ impl EgressPolicy {
         }
         Err(EgressError::Unreachable(host.to_owned()))
     }
+}
+
+/// Loopback and unspecified addresses, in either family (a connection to 0.0.0.0 reaches
+/// this machine).
+fn is_this_machine(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    ip.is_loopback() || ip.is_unspecified()
 }
 
 /// Loopback, private, link-local, shared, documentation, benchmarking, multicast,
@@ -332,6 +357,23 @@ mod tests {
         assert!(refused("http://192.168.0.1/", &policy));
         assert!(policy.allows("internal.example", "192.168.0.7".parse().unwrap()));
         assert!(!policy.allows("other.example", "192.168.0.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn children_never_reach_this_machine_whatever_is_opened() {
+        let warden = EgressPolicy::new(&[
+            EgressRule::Host("127.0.0.1".into()),
+            EgressRule::Host("localhost".into()),
+            EgressRule::Network("10.0.0.0".parse().unwrap(), 8),
+        ]);
+        let children = warden.for_children();
+        for ip in ["127.0.0.1", "::ffff:127.0.0.1", "::1", "0.0.0.0", "::"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(!children.allows("localhost", ip), "{ip}");
+        }
+        assert!(warden.allows("localhost", "127.0.0.1".parse().unwrap()));
+        assert!(children.allows("internal", "10.1.2.3".parse().unwrap()));
+        assert!(children.allows("example.com", "93.184.215.14".parse().unwrap()));
     }
 
     #[tokio::test]

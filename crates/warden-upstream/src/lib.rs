@@ -118,7 +118,7 @@ impl Upstream {
                     unsolicited: unsolicited.clone(),
                     shutdown: shutdown.clone(),
                     restarts: restarts.clone(),
-                    egress: egress.clone(),
+                    egress: egress.for_children(),
                     host: host.clone(),
                 })))
             }

@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http_body_util::{Either, Full};
@@ -27,6 +27,8 @@ use crate::egress::EgressPolicy;
 const MAX_CONNECTIONS: usize = 64;
 /// How long a request head may take to arrive.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after a failed `accept`.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 type ProxyBody = Either<Incoming, Full<Bytes>>;
 
@@ -77,21 +79,48 @@ impl EgressProxy {
     }
 }
 
+/// What every connection of one proxy shares.
+struct Proxying {
+    policy: Arc<EgressPolicy>,
+    attribution: Attribution,
+    /// Client connections and open tunnels together stay under [`MAX_CONNECTIONS`].
+    slots: Arc<Semaphore>,
+    /// Tunnels and destination connections outlive the request that opened them; held
+    /// here so that they end with the proxy.
+    detached: Mutex<JoinSet<()>>,
+}
+
+impl Proxying {
+    fn detach(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut detached = self.detached.lock().unwrap_or_else(PoisonError::into_inner);
+        while detached.try_join_next().is_some() {}
+        detached.spawn(task);
+    }
+}
+
 async fn accept(listener: TcpListener, policy: Arc<EgressPolicy>, attribution: Attribution) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let proxying = Arc::new(Proxying {
+        policy,
+        attribution,
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        detached: Mutex::new(JoinSet::new()),
+    });
     // Held here so that aborting the accept loop ends every connection with it.
     let mut connections = JoinSet::new();
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(slot) = proxying.slots.clone().acquire_owned().await else {
             return;
         };
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let policy = policy.clone();
-                let attribution = attribution.clone();
+                let Ok((stream, _)) = accepted else {
+                    // Out of descriptors, most likely: let some close before trying again.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                };
+                let proxying = proxying.clone();
                 connections.spawn(async move {
-                    serve_connection(stream, policy, attribution).await;
+                    serve_connection(stream, proxying).await;
                     drop(slot);
                 });
             }
@@ -100,11 +129,10 @@ async fn accept(listener: TcpListener, policy: Arc<EgressPolicy>, attribution: A
     }
 }
 
-async fn serve_connection(stream: TcpStream, policy: Arc<EgressPolicy>, attribution: Attribution) {
+async fn serve_connection(stream: TcpStream, proxying: Arc<Proxying>) {
     let service = hyper::service::service_fn(move |request| {
-        let policy = policy.clone();
-        let attribution = attribution.clone();
-        async move { Ok::<_, Infallible>(handle(request, &policy, &attribution).await) }
+        let proxying = proxying.clone();
+        async move { Ok::<_, Infallible>(handle(request, &proxying).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -114,11 +142,7 @@ async fn serve_connection(stream: TcpStream, policy: Arc<EgressPolicy>, attribut
         .await;
 }
 
-async fn handle(
-    request: Request<Incoming>,
-    policy: &EgressPolicy,
-    attribution: &Attribution,
-) -> Response<ProxyBody> {
+async fn handle(request: Request<Incoming>, proxying: &Proxying) -> Response<ProxyBody> {
     let Some((host, port)) = target(&request) else {
         return refusal(
             StatusCode::BAD_REQUEST,
@@ -126,9 +150,18 @@ async fn handle(
         );
     };
     let method = request.method().clone();
-    let connected = policy.connect(&host, port).await;
-    let upstream = &*attribution.upstream;
-    let tenant = attribution.tenant.as_deref();
+    // A tunnel outlives its request: it takes a slot of its own.
+    let tunnel_slot = if method == Method::CONNECT {
+        match proxying.slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => return refusal(StatusCode::SERVICE_UNAVAILABLE, "too many connections"),
+        }
+    } else {
+        None
+    };
+    let connected = proxying.policy.connect(&host, port).await;
+    let upstream = &*proxying.attribution.upstream;
+    let tenant = proxying.attribution.tenant.as_deref();
     let stream = match connected {
         Ok(stream) => {
             tracing::info!(upstream, tenant, %method, %host, port, "egress proxy: allowed");
@@ -140,16 +173,17 @@ async fn handle(
         }
     };
     if method == Method::CONNECT {
-        tokio::spawn(async move {
+        proxying.detach(async move {
             if let Ok(upgraded) = hyper::upgrade::on(request).await {
                 let mut stream = stream;
                 let _ =
                     tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut stream).await;
             }
+            drop(tunnel_slot);
         });
         return Response::new(Either::Right(Full::new(Bytes::new())));
     }
-    match forward(request, stream).await {
+    match forward(request, stream, proxying).await {
         Ok(response) => response.map(Either::Left),
         Err(_) => refusal(
             StatusCode::BAD_GATEWAY,
@@ -180,6 +214,7 @@ fn target(request: &Request<Incoming>) -> Option<(String, u16)> {
 async fn forward(
     request: Request<Incoming>,
     stream: TcpStream,
+    proxying: &Proxying,
 ) -> Result<Response<Incoming>, hyper::Error> {
     let (mut parts, body) = request.into_parts();
     let host = parts
@@ -199,7 +234,9 @@ async fn forward(
     }
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
+    proxying.detach(async move {
+        let _ = connection.await;
+    });
     sender.send_request(Request::from_parts(parts, body)).await
 }
 

@@ -52,27 +52,31 @@ const SYSTEM_READ: [&str; 17] = [
     "/sys/devices/system/cpu",
     "/sys/fs/cgroup",
 ];
-/// Device files a program may write to.
-const DEVICES_WRITE: [&str; 4] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"];
+/// Device files a program may write to (not `/dev/tty`: a terminal accepts typed input
+/// through ioctls, and the child has no terminal anyway, in a session of its own).
+const DEVICES_WRITE: [&str; 3] = ["/dev/null", "/dev/zero", "/dev/full"];
 
 impl Spec {
-    /// The spec for `program` (an absolute path) run with `args`, writing only `workdir`.
+    /// The spec for `program` (an absolute path) run with `args` in `cwd` (absolute),
+    /// writing only `workdir`. No rule may cover a `protected` path (the data directory,
+    /// the configuration file): a rule that would is replaced by rules for its other
+    /// entries.
     pub fn new(
         config: &Sandbox,
         program: &Path,
         args: &[String],
-        cwd: Option<&Path>,
+        cwd: &Path,
         workdir: &Path,
         proxy_port: u16,
+        protected: &[PathBuf],
     ) -> Self {
         let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
         read.extend(installation(program));
         // A script named in the arguments (`python3 server.py`, `node dist/index.js`) is
         // part of the command's installation: its directory may be read, and a package's
         // whole `node_modules` tree, where its dependencies live.
-        let base = cwd.map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         for arg in args {
-            let path = base.join(arg);
+            let path = cwd.join(arg);
             if path.is_file() {
                 for path in [Some(path.clone()), path.canonicalize().ok()]
                     .into_iter()
@@ -82,16 +86,21 @@ impl Spec {
                 }
             }
         }
-        read.extend(cwd.map(Path::to_path_buf));
+        if cwd != workdir {
+            read.push(cwd.to_path_buf());
+        }
         read.extend(config.read.iter().cloned());
-        read.dedup();
         let mut write = vec![workdir.to_path_buf()];
         write.extend(DEVICES_WRITE.iter().map(PathBuf::from));
         write.extend(config.write.iter().cloned());
+        let protected: Vec<PathBuf> = protected
+            .iter()
+            .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
+            .collect();
         Self {
             enforced: config.mode == SandboxMode::Enforced,
-            read,
-            write,
+            read: around(read, &protected),
+            write: around(write, &protected),
             proxy_port,
             memory_mb: config.memory_mb,
             max_processes: config.max_processes,
@@ -184,6 +193,31 @@ impl Spec {
     }
 }
 
+/// `paths` with every path that contains a protected one replaced by its entries that do
+/// not (recursively), so that no rule reaches a protected path.
+fn around(paths: Vec<PathBuf>, protected: &[PathBuf]) -> Vec<PathBuf> {
+    let mut kept = Vec::new();
+    let mut pending = paths;
+    while let Some(path) = pending.pop() {
+        let real = path.canonicalize().unwrap_or_else(|_| path.clone());
+        if !protected.iter().any(|p| p.starts_with(&real)) {
+            if !kept.contains(&path) {
+                kept.push(path);
+            }
+            continue;
+        }
+        // The path is a protected one, or above one: only its other entries.
+        if protected.contains(&real) {
+            continue;
+        }
+        if let Ok(entries) = std::fs::read_dir(&real) {
+            pending.extend(entries.filter_map(|entry| Some(entry.ok()?.path())));
+        }
+    }
+    kept.sort();
+    kept
+}
+
 /// The subcommand of Warden's binary that is the trampoline.
 pub const SUBCOMMAND: &str = "sandbox-exec";
 
@@ -197,10 +231,18 @@ fn installation(program: &Path) -> Vec<PathBuf> {
         .flatten()
     {
         let Some(dir) = path.parent() else { continue };
-        let root = if dir.file_name().is_some_and(|name| name == "bin") {
-            dir.parent().unwrap_or(dir)
-        } else {
-            dir
+        // `<prefix>/bin/<program>` is installed in `<prefix>`, but not when the prefix is
+        // `/` (`/bin/sh`) or a home directory (`~/bin/tool`): that would be everything.
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let root = match dir.parent() {
+            Some(prefix)
+                if dir.file_name().is_some_and(|name| name == "bin")
+                    && prefix.parent().is_some()
+                    && home.as_deref() != Some(prefix) =>
+            {
+                prefix
+            }
+            _ => dir,
         };
         found.push(root.to_path_buf());
         found.extend(package_tree(&path));
@@ -333,6 +375,12 @@ mod linux {
                 return ExitCode::from(2);
             }
         };
+        // A session of its own: no controlling terminal, and its own process group,
+        // which Warden kills with it.
+        if let Err(error) = rustix::process::setsid() {
+            eprintln!("warden sandbox: cannot start a session: {error}");
+            return ExitCode::from(126);
+        }
         if let Err(error) = limit(&spec) {
             eprintln!("warden sandbox: cannot set resource limits: {error}");
             return ExitCode::from(126);
@@ -472,9 +520,10 @@ mod tests {
             &config,
             program,
             &args,
-            None,
+            Path::new("/data/u/files"),
             Path::new("/data/u/files"),
             4242,
+            &[],
         );
         let argv = spec.to_args(program, &args);
         assert_eq!(argv[0], SUBCOMMAND);
@@ -483,7 +532,7 @@ mod tests {
         assert!(!back.enforced);
         assert!(back.read.contains(&PathBuf::from("/srv/models")));
         assert!(back.read.contains(&PathBuf::from("/usr")));
-        assert_eq!(back.write[0], PathBuf::from("/data/u/files"));
+        assert!(back.write.contains(&PathBuf::from("/data/u/files")));
         assert!(back.write.contains(&PathBuf::from("/srv/cache")));
         assert_eq!(command, ["/usr/bin/env", "python3", "-c", "print(1)"]);
         assert!(Spec::from_args(["--mode".into()]).is_err());
@@ -512,7 +561,34 @@ mod tests {
     }
 
     #[test]
+    fn no_rule_reaches_a_protected_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        for dir in ["data/upstreams/x", "other/deep", "scripts"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("warden.toml"), "").unwrap();
+        let protected = [root.join("data"), root.join("warden.toml")];
+        let kept = around(
+            vec![
+                root.clone(),
+                root.join("scripts"),
+                root.join("data/upstreams/x"),
+            ],
+            &protected,
+        );
+        assert!(kept.contains(&root.join("other")));
+        assert!(kept.contains(&root.join("scripts")));
+        // The workdir inside the data dir is below it, not above: it stays.
+        assert!(kept.contains(&root.join("data/upstreams/x")));
+        assert!(!kept.contains(&root));
+        assert!(!kept.contains(&root.join("data")));
+        assert!(!kept.contains(&root.join("warden.toml")));
+    }
+
+    #[test]
     fn installation_is_the_prefix_above_bin() {
+        assert!(!installation(Path::new("/bin/sh")).contains(&PathBuf::from("/")));
         assert!(
             installation(Path::new("/opt/tool/bin/tool")).contains(&PathBuf::from("/opt/tool"))
         );

@@ -67,6 +67,8 @@ pub struct ChildHost {
     /// Warden's own binary, whose `sandbox-exec` subcommand confines a child; without
     /// it an enforced sandbox cannot start.
     pub trampoline: Option<PathBuf>,
+    /// What no sandbox rule may reach: the data directory, the configuration file.
+    pub protected: Vec<PathBuf>,
 }
 
 /// A running child, ready for calls.
@@ -217,17 +219,24 @@ impl Launcher {
         let mut command = match sandboxed {
             Some(trampoline) => {
                 let workdir = self.workdir(tenant)?;
-                let cwd = self.config.cwd.as_deref();
-                let program = sandbox::locate(program, cwd).ok_or_else(|| {
+                // Landlock rules are paths the trampoline opens after moving into `cwd`:
+                // all of them absolute.
+                let cwd = match &self.config.cwd {
+                    Some(cwd) => std::path::absolute(cwd)
+                        .map_err(|e| UpstreamError::Spawn(format!("cwd: {}", e.kind())))?,
+                    None => workdir.clone(),
+                };
+                let program = sandbox::locate(program, Some(&cwd)).ok_or_else(|| {
                     UpstreamError::Spawn(format!("{program} was not found or is not executable"))
                 })?;
                 let spec = sandbox::Spec::new(
                     &self.config.sandbox,
                     &program,
                     args,
-                    cwd,
+                    &cwd,
                     &workdir,
                     proxy.port(),
+                    &self.host.protected,
                 );
                 let mut command = Command::new(trampoline);
                 command
@@ -240,12 +249,13 @@ impl Launcher {
                     )
                     .env("HOME", &workdir)
                     .env("TMPDIR", &workdir)
-                    .current_dir(cwd.unwrap_or(&workdir));
+                    .current_dir(&cwd);
                 command
             }
             None => {
                 let mut command = Command::new(program);
-                command.args(args);
+                // The sandbox starts a session of its own; here, a process group.
+                command.args(args).process_group(0);
                 if let Some(cwd) = &self.config.cwd {
                     command.current_dir(cwd);
                 }
@@ -261,7 +271,6 @@ impl Launcher {
             .stdin(ProcessStdio::piped())
             .stdout(ProcessStdio::piped())
             .stderr(ProcessStdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
         let mut child = command
             .spawn()
@@ -293,7 +302,8 @@ impl Launcher {
 
     /// The child's own directory under the data directory, created private.
     fn workdir(&self, tenant: Option<&str>) -> Result<PathBuf, UpstreamError> {
-        let mut dir = self.host.workdirs.join(&*self.name);
+        let mut dir = std::path::absolute(self.host.workdirs.join(&*self.name))
+            .map_err(|e| UpstreamError::Spawn(format!("working directory: {}", e.kind())))?;
         if let Some(tenant) = tenant {
             dir = dir.join("tenants").join(directory_name(tenant));
         }

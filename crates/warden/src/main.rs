@@ -439,6 +439,9 @@ fn serve(
         let children = ChildHost {
             workdirs: dir.path().join("upstreams"),
             trampoline: std::env::current_exe().ok(),
+            protected: std::iter::once(dir.path().to_path_buf())
+                .chain(config_path.map(Path::to_path_buf))
+                .collect(),
         };
         let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes, Some(pins), &egress, &children).map_err(|(name, error)| {
             Failure::from(format!("upstream {name:?}: {error}"))

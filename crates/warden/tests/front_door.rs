@@ -295,10 +295,11 @@ async fn keys_expire_and_rotate_with_a_grace_period() {
         "--name",
         "brief",
         "--expires-in",
-        "1s",
+        "4s",
     ]);
+    // Long enough that a loaded machine still sees it valid first.
     assert_eq!(status(brief.clone()).await, 200);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(5100)).await;
     assert_eq!(status(brief).await, 401);
 
     let (id, old) = warden.add_key("default", "laptop", "write");

@@ -40,14 +40,12 @@ async fn a_confined_server_cannot_get_out_and_warden_keeps_serving() {
     std::fs::write(outside.join("secret.txt"), "not for the server").unwrap();
     let data_dir = tmp.path().join("data");
     let config = tmp.path().join("warden.toml");
-    std::fs::write(
-        &config,
-        fixture_upstream(
-            "box",
-            "sandbox = true\nsandbox_max_open_files = 256\nsandbox_memory_mb = 512\nsandbox_cpu_seconds = 120\nsandbox_max_processes = 2000",
-        ),
-    )
-    .unwrap();
+    // Loopback is opened for Warden's own upstreams; that does not open it to children.
+    let upstream = fixture_upstream(
+        "box",
+        "sandbox = true\nsandbox_max_open_files = 256\nsandbox_memory_mb = 512\nsandbox_cpu_seconds = 120\nsandbox_max_processes = 2000",
+    );
+    std::fs::write(&config, format!("{upstream}{}", support::EGRESS_LOOPBACK)).unwrap();
     let canary = "wdn_sandbox_env_canary_7f3a";
     let mut warden = Warden::start_with(
         tmp.path(),
