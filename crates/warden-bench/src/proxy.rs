@@ -47,7 +47,7 @@ pub fn run(requests: usize, concurrency: usize) -> Result<(), Failure> {
             ("CONNECT tunnel", Route::Tunnel),
             ("absolute-form HTTP", Route::Forward),
         ] {
-            drive(route, page.port(), proxy.port(), concurrency, concurrency * 10).await?;
+            drive(route, page.port(), proxy.port(), concurrency * 10, concurrency).await?;
             let (rate, mut latencies) =
                 drive(route, page.port(), proxy.port(), requests, concurrency).await?;
             latencies.sort();
@@ -107,7 +107,9 @@ async fn connection(route: Route, page: u16, proxy: u16, requests: usize) -> Tas
                 head.push(byte[0]);
             }
             if !head.starts_with(b"HTTP/1.1 200") {
-                return Err("the tunnel was refused".into());
+                return Err(
+                    format!("the tunnel was refused: {}", String::from_utf8_lossy(&head)).into(),
+                );
             }
             (stream, "/".to_owned())
         }

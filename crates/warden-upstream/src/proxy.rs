@@ -17,6 +17,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -27,6 +28,8 @@ use crate::egress::EgressPolicy;
 const MAX_CONNECTIONS: usize = 64;
 /// How long a request head may take to arrive.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a tunnel stays open after one side has finished.
+const HALF_CLOSED_GRACE: Duration = Duration::from_secs(10);
 /// The pause after a failed `accept`.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -175,9 +178,7 @@ async fn handle(request: Request<Incoming>, proxying: &Proxying) -> Response<Pro
     if method == Method::CONNECT {
         proxying.detach(async move {
             if let Ok(upgraded) = hyper::upgrade::on(request).await {
-                let mut stream = stream;
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut stream).await;
+                tunnel(TokioIo::new(upgraded), stream).await;
             }
             drop(tunnel_slot);
         });
@@ -190,6 +191,37 @@ async fn handle(request: Request<Incoming>, proxying: &Proxying) -> Response<Pro
             "the destination broke the connection",
         ),
     }
+}
+
+/// Carries bytes both ways until both sides are done. Once one side has finished, the
+/// other gets [`HALF_CLOSED_GRACE`] to finish too: a peer that never closes its half
+/// would otherwise hold the tunnel (and its slot) forever.
+async fn tunnel(client: impl AsyncRead + AsyncWrite, destination: TcpStream) {
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_destination, mut to_destination) = destination.into_split();
+    let up = pump(&mut from_client, &mut to_destination);
+    let down = pump(&mut from_destination, &mut to_client);
+    tokio::pin!(up, down);
+    tokio::select! {
+        () = &mut up => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, down).await; }
+        () = &mut down => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, up).await; }
+    }
+}
+
+/// Copies until end of stream or an error, then closes the writing half.
+async fn pump(from: &mut (impl AsyncRead + Unpin), to: &mut (impl AsyncWrite + Unpin)) {
+    let mut buffer = vec![0_u8; 16 * 1024];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => {
+                if to.write_all(&buffer[..read]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// `host` and `port` of a proxy request: a `CONNECT` authority, or an absolute
