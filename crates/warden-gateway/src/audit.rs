@@ -385,11 +385,7 @@ fn keyed_hash(key: &[u8; 32], arguments: &Value) -> String {
     warden_proto::canonical::write(&mut canonical, arguments);
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
     mac.update(&canonical);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 fn now_ms() -> i64 {

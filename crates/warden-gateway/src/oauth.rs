@@ -274,7 +274,7 @@ impl OAuthVerifier {
             .take(MAX_SUBJECT_CHARS)
             .collect();
         let digest = Sha256::digest(format!("{}\0{tenant}\0{sub}", self.config.issuer).as_bytes());
-        let digest: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let digest = hex::encode(&digest[..6]);
         Ok(Principal {
             key_id: format!("oauth:{readable}~{digest}"),
             tenant,

@@ -36,10 +36,7 @@ pub fn pinned_form(definition: &Value) -> (String, String) {
 
 /// The hash of a pinned form as [`pinned_form`] wrote it.
 pub fn hash_of_form(form: &str) -> String {
-    Sha256::digest(form.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(form.as_bytes()))
 }
 
 static INSTRUCTIONS: LazyLock<Regex> = LazyLock::new(|| {

@@ -461,7 +461,7 @@ pub(crate) fn random_token(bytes: usize) -> String {
 pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(buf)
 }
 
 #[cfg(test)]

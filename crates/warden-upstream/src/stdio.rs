@@ -226,7 +226,7 @@ impl Launcher {
                         .map_err(|e| UpstreamError::Spawn(format!("cwd: {}", e.kind())))?,
                     None => workdir.clone(),
                 };
-                let program = sandbox::locate(program, Some(&cwd)).ok_or_else(|| {
+                let program = sandbox::locate(program, &cwd).ok_or_else(|| {
                     UpstreamError::Spawn(format!("{program} was not found or is not executable"))
                 })?;
                 let spec = sandbox::Spec::new(
@@ -362,8 +362,7 @@ fn directory_name(tenant: &str) -> String {
     if plain {
         tenant.to_owned()
     } else {
-        let hex: String = tenant.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("x-{hex}")
+        format!("x-{}", hex::encode(tenant))
     }
 }
 
