@@ -59,11 +59,19 @@ echo "== upstreams: server-everything over Streamable HTTP"
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-port="$(free_port)"
-PORT="$port" "$node" "$everything" streamableHttp >"$WARDEN_WORK/everything.log" 2>&1 &
-everything_pid=$!
-kill_on_exit "$everything_pid"
-wait_for_output "$WARDEN_WORK/everything.log" "listening on port $port" "$everything_pid" server-everything 10 >/dev/null
+# http_upstream LABEL READY SECONDS COMMAND...: COMMAND in the background with PORT set
+# to a free port (left in $port), killed on exit; returns once its log shows READY
+# ("{port}" in READY stands for the port).
+http_upstream() {
+    local label="$1" ready="$2" seconds="$3" pid
+    shift 3
+    port="$(free_port)"
+    PORT="$port" "$@" >"$WARDEN_WORK/$label.log" 2>&1 &
+    pid=$!
+    kill_on_exit "$pid"
+    wait_for_output "$WARDEN_WORK/$label.log" "${ready//\{port\}/$port}" "$pid" "$label" "$seconds" >/dev/null
+}
+http_upstream server-everything "listening on port {port}" 10 "$node" "$everything" streamableHttp
 through_warden http upstream <<TOML
 [egress]
 allow = ["127.0.0.1"]
@@ -77,11 +85,8 @@ echo "== upstreams: a modern upstream that asks for input (Python SDK server ove
 here="$PWD/interop"
 source interop/setup.sh
 setup_python
-port="$(free_port)"
-PORT="$port" interop/python/.venv/bin/python interop/python/modern_upstream.py >"$WARDEN_WORK/modern.log" 2>&1 &
-modern_pid=$!
-kill_on_exit "$modern_pid"
-wait_for_output "$WARDEN_WORK/modern.log" "StreamableHTTP session manager started" "$modern_pid" modern-upstream 20 >/dev/null
+http_upstream modern-upstream "StreamableHTTP session manager started" 20 \
+    interop/python/.venv/bin/python interop/python/modern_upstream.py
 through_warden modern asking <<TOML
 [egress]
 allow = ["127.0.0.1"]

@@ -35,13 +35,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 type ProxyBody = Either<Incoming, Full<Bytes>>;
 
-/// Whose requests a proxy carries, for the log.
-#[derive(Debug, Clone)]
-struct Attribution {
-    upstream: Arc<str>,
-    tenant: Option<Arc<str>>,
-}
-
 /// One child's proxy; dropping it closes the port and every connection through it.
 #[derive(Debug)]
 pub struct EgressProxy {
@@ -64,11 +57,14 @@ impl EgressProxy {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let port = listener.local_addr()?.port();
-        let attribution = Attribution {
+        let proxying = Arc::new(Proxying {
+            policy,
             upstream,
             tenant: tenant.map(Arc::from),
-        };
-        let task = tokio::spawn(accept(listener, policy, attribution));
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            detached: Mutex::new(JoinSet::new()),
+        });
+        let task = tokio::spawn(accept(listener, proxying));
         Ok(Self { port, task })
     }
 
@@ -85,7 +81,9 @@ impl EgressProxy {
 /// What every connection of one proxy shares.
 struct Proxying {
     policy: Arc<EgressPolicy>,
-    attribution: Attribution,
+    /// Whose requests these are, for the log.
+    upstream: Arc<str>,
+    tenant: Option<Arc<str>>,
     /// Client connections and open tunnels together stay under [`MAX_CONNECTIONS`].
     slots: Arc<Semaphore>,
     /// Tunnels and destination connections outlive the request that opened them; held
@@ -101,13 +99,7 @@ impl Proxying {
     }
 }
 
-async fn accept(listener: TcpListener, policy: Arc<EgressPolicy>, attribution: Attribution) {
-    let proxying = Arc::new(Proxying {
-        policy,
-        attribution,
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-        detached: Mutex::new(JoinSet::new()),
-    });
+async fn accept(listener: TcpListener, proxying: Arc<Proxying>) {
     // Held here so that aborting the accept loop ends every connection with it.
     let mut connections = JoinSet::new();
     loop {
@@ -163,8 +155,8 @@ async fn handle(request: Request<Incoming>, proxying: &Proxying) -> Response<Pro
         None
     };
     let connected = proxying.policy.connect(&host, port).await;
-    let upstream = &*proxying.attribution.upstream;
-    let tenant = proxying.attribution.tenant.as_deref();
+    let upstream = &*proxying.upstream;
+    let tenant = proxying.tenant.as_deref();
     let stream = match connected {
         Ok(stream) => {
             tracing::info!(upstream, tenant, %method, %host, port, "egress proxy: allowed");

@@ -260,19 +260,17 @@ fn package_tree(file: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// `program` as an absolute path: itself if it names a path, else the first executable
-/// of that name on `PATH` (the sandbox grants reads by location, so it must know it).
-pub(crate) fn locate(program: &str, cwd: Option<&Path>) -> Option<PathBuf> {
+/// `program` as an absolute path: itself (against the child's `cwd`) if it names a path,
+/// else the first executable of that name on `PATH` (the sandbox grants reads by
+/// location, so it must know it).
+pub(crate) fn locate(program: &str, cwd: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
     let executable = |path: &Path| {
         path.metadata()
             .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
     };
     if program.contains('/') {
-        let path = match cwd {
-            Some(cwd) => cwd.join(program),
-            None => std::env::current_dir().ok()?.join(program),
-        };
+        let path = cwd.join(program);
         return executable(&path).then_some(path);
     }
     let paths = std::env::var_os("PATH")?;
@@ -603,7 +601,12 @@ mod tests {
             package_tree(Path::new("/srv/mcp/server.py")),
             Some(PathBuf::from("/srv/mcp"))
         );
-        assert!(locate("sh", None).is_some_and(|path| path.is_absolute()));
-        assert_eq!(locate("no-such-program-here", None), None);
+        let root = Path::new("/");
+        assert!(locate("sh", root).is_some_and(|path| path.is_absolute()));
+        assert_eq!(locate("no-such-program-here", root), None);
+        assert_eq!(
+            locate("bin/sh", Path::new("/usr")),
+            Some(PathBuf::from("/usr/bin/sh"))
+        );
     }
 }

@@ -273,6 +273,16 @@ async fn exists(http: &Http, id: &str) -> bool {
     got.json()["result"]["structuredContent"]["id"] == id
 }
 
+/// The delete went through and took exactly `gone`: `kept` is still there.
+async fn deleted_alone(http: &Http, done: &Value, gone: &str, kept: &str) {
+    assert_eq!(
+        done["result"]["structuredContent"]["deleted"], true,
+        "{done}"
+    );
+    assert!(!exists(http, gone).await);
+    assert!(exists(http, kept).await);
+}
+
 /// The `requestState` handle of a confirmation asked of a modern client.
 fn handle(reply: &support::raw::Reply) -> String {
     reply.json()["result"]["requestState"]
@@ -354,14 +364,7 @@ async fn a_modern_client_confirms_a_delete_through_input_required() {
     // Accepted: exactly that note goes.
     let token = handle(&ask(delete(&id)).await);
     let done = ask(answer(&id, &token, "accept")).await;
-    assert_eq!(
-        done.json()["result"]["structuredContent"]["deleted"],
-        true,
-        "{}",
-        done.text
-    );
-    assert!(!exists(&http, &id).await);
-    assert!(exists(&http, &keep).await);
+    deleted_alone(&http, &done.json(), &id, &keep).await;
 }
 
 #[tokio::test]
@@ -462,14 +465,7 @@ async fn an_operator_approves_or_denies_a_held_call_from_the_command_line() {
             .success()
     );
     let done = http.call_tool("delete_note", json!({"id": id})).await;
-    assert_eq!(
-        done.json()["result"]["structuredContent"]["deleted"],
-        true,
-        "{}",
-        done.text
-    );
-    assert!(!exists(&http, &id).await);
-    assert!(exists(&http, &keep).await);
+    deleted_alone(&http, &done.json(), &id, &keep).await;
     assert!(
         !warden
             .cli(&["approvals", "approve", &request])

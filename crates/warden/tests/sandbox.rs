@@ -38,25 +38,17 @@ async fn a_confined_server_cannot_get_out_and_warden_keeps_serving() {
     let outside = tmp.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("secret.txt"), "not for the server").unwrap();
-    let data_dir = tmp.path().join("data");
-    let config = tmp.path().join("warden.toml");
     // Loopback is opened for Warden's own upstreams; that does not open it to children.
     let upstream = fixture_upstream(
         "box",
         "sandbox = true\nsandbox_max_open_files = 256\nsandbox_memory_mb = 512\nsandbox_cpu_seconds = 120\nsandbox_max_processes = 2000",
     );
-    std::fs::write(&config, format!("{upstream}{}", support::EGRESS_LOOPBACK)).unwrap();
     let canary = "wdn_sandbox_env_canary_7f3a";
-    let mut warden = Warden::start_with(
-        tmp.path(),
-        &[
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
+    let mut warden = Warden::start_config_with_env(
+        &format!("{upstream}{}", support::EGRESS_LOOPBACK),
         &[("WARDEN_TEST_CANARY", canary)],
     );
+    let data_dir = warden.data_dir.clone();
     let client = connect(&warden.url, &warden.admin_key, Era::Legacy)
         .await
         .unwrap();

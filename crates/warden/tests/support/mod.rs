@@ -77,6 +77,11 @@ impl Warden {
 
     /// A fresh server with its own data directory and `config` as its warden.toml.
     pub fn start_config(config: &str) -> Self {
+        Self::start_config_with_env(config, &[])
+    }
+
+    /// [`Warden::start_config`], with `env` added to Warden's own environment.
+    pub fn start_config_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let config_path = tmp.path().join("warden.toml");
@@ -89,7 +94,7 @@ impl Warden {
                 "--config",
                 config_path.to_str().unwrap(),
             ],
-            &[],
+            env,
         );
         warden._tmp = Some(tmp);
         warden
