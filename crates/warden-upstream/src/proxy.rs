@@ -424,4 +424,41 @@ mod tests {
             }
         }
     }
+
+    #[tokio::test]
+    async fn what_is_not_a_proxy_request_gets_a_400() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let proxy = EgressProxy::start(EgressPolicy::new(&[]), "files".into(), None)
+            .await
+            .unwrap();
+        for head in [
+            "GET /origin-form HTTP/1.1\r\nHost: x\r\n\r\n",
+            "CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            "GET https://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        ] {
+            let mut stream = TcpStream::connect(("127.0.0.1", proxy.port()))
+                .await
+                .unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut status = [0_u8; 12];
+            stream.read_exact(&mut status).await.unwrap();
+            let status = String::from_utf8_lossy(&status);
+            assert!(status.ends_with("400"), "{head:?}: {status}");
+        }
+        // A garbled head is refused by the HTTP parser; the proxy keeps serving.
+        let mut stream = TcpStream::connect(("127.0.0.1", proxy.port()))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"\x00\x01 not http\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        assert!(
+            TcpStream::connect(("127.0.0.1", proxy.port()))
+                .await
+                .is_ok()
+        );
+    }
 }
