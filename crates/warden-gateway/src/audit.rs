@@ -14,7 +14,7 @@ use warden_config::Audit;
 use warden_proto::era::CLIENT_INFO_META;
 use warden_proto::{Era, Request, codes};
 use warden_store::{AuditRecord, AuditStore, Principal};
-use warden_upstream::Withheld;
+use warden_upstream::{Upstream, Withheld};
 
 use crate::dispatch::UPSTREAM_TIMEOUT;
 use crate::error::RpcError;
@@ -258,6 +258,9 @@ pub(crate) fn client_of(request: &Request, session_client: Option<&Value>) -> St
     }
 }
 
+/// The upstream a request was sent to, set once dispatch picks it.
+pub(crate) type UpstreamUsed = Arc<OnceLock<Arc<Upstream>>>;
+
 /// How a request was decided, for the request log line.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Verdict {
@@ -275,7 +278,7 @@ pub(crate) struct Draft {
     auditor: Arc<Auditor>,
     started: Instant,
     /// The upstream that served the call, once dispatch knows it.
-    pub upstream: Arc<OnceLock<String>>,
+    pub upstream: UpstreamUsed,
     record: Option<AuditRecord>,
     verdict: Option<VerdictCell>,
 }
@@ -306,7 +309,7 @@ impl Draft {
     fn complete(&mut self, result: &Result<Value, RpcError>) -> Option<AuditRecord> {
         let mut record = self.record.take()?;
         record.latency_us = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
-        record.upstream = self.upstream.get().cloned();
+        record.upstream = self.upstream.get().map(|u| u.name().to_owned());
         let (decision, rule, outcome, result_bytes) = match result {
             Ok(result) => {
                 let outcome = if result.get("isError").and_then(Value::as_bool) == Some(true) {

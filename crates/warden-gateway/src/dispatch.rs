@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
-use warden_config::OutputCheck;
+use warden_config::{OutputCheck, Results};
 use warden_limits::Call;
-use warden_policy::{CatalogueTool, Hardening, PolicyError, ToolKind, harden_result};
+use warden_policy::{CatalogueTool, Hardening, PolicyError, ToolKind, harden_message};
 use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
 use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UpstreamError};
 
+use crate::audit::UpstreamUsed;
 use crate::confirm::{self, Confirmation};
 use crate::error::RpcError;
 use crate::input_required;
@@ -33,10 +34,23 @@ pub(crate) fn initialize_result(state: &AppState, version: ProtocolVersion) -> V
         "capabilities": state.upstreams().capabilities(),
         "serverInfo": server_info(),
     });
-    if let Some(instructions) = state.upstreams().instructions() {
+    if let Some(instructions) = instructions(state) {
         result["instructions"] = instructions.into();
     }
     result
+}
+
+/// The upstreams' instructions, each hardened like anything else its upstream says.
+fn instructions(state: &AppState) -> Option<String> {
+    state.upstreams().instructions(|upstream, text| {
+        if let Some(hardening) = hardening(state.results(), upstream, None) {
+            let mut message = json!({ "instructions": std::mem::take(text) });
+            harden_message(&mut message, &hardening);
+            if let Value::String(hardened) = message["instructions"].take() {
+                *text = hardened;
+            }
+        }
+    })
 }
 
 fn discover_result(state: &AppState) -> Value {
@@ -44,7 +58,7 @@ fn discover_result(state: &AppState) -> Value {
         "supportedVersions": ProtocolVersion::ALL.map(ProtocolVersion::as_str),
         "capabilities": state.upstreams().capabilities(),
     });
-    if let Some(instructions) = state.upstreams().instructions() {
+    if let Some(instructions) = instructions(state) {
         result["instructions"] = instructions.into();
     }
     result
@@ -65,7 +79,7 @@ pub(crate) struct Context<'a> {
     /// call limits count against.
     pub instance: String,
     /// Set to the upstream's name when a call is sent to it (for the audit record).
-    pub upstream_used: Arc<std::sync::OnceLock<String>>,
+    pub upstream_used: UpstreamUsed,
     pub era: Era,
     pub session: Option<&'a Arc<Session>>,
     pub events: Option<mpsc::Sender<Event>>,
@@ -111,13 +125,19 @@ pub(crate) async fn handle(
         ("tools/call", _) => call_tool(state, &context, params).await?,
         ("prompts/list" | "resources/list" | "resources/templates/list", _) => {
             let cursor = optional_str(params, "cursor")?;
-            upstreams
+            let page = upstreams
                 .list(context.caller(), &request.method, cursor.as_deref())
                 .await
                 .map_err(|error| match error {
                     ListError::Cursor => RpcError::invalid_params("Invalid cursor"),
                     ListError::Upstream(error) => unavailable(&error),
-                })?
+                })?;
+            let mut result = page.result;
+            let from = page.from.and_then(|index| upstreams.get(index));
+            if let Some(hardening) = from.and_then(|u| hardening(state.results(), u, None)) {
+                harden_message(&mut result, &hardening);
+            }
+            result
         }
         ("prompts/get", _) => {
             let name = required_str(params, "name")?;
@@ -388,30 +408,39 @@ async fn forward(
         session: &context.instance,
         tool,
     };
-    let _ = context.upstream_used.set(upstream.name().to_owned());
+    let _ = context.upstream_used.set(upstream.clone());
     let _permit = state
         .limiter()
         .admit_call(call, index)
         .await
         .map_err(|refusal| RpcError::rate_limited(&refusal))?;
     let started = std::time::Instant::now();
-    let result = call_upstream(state, context, upstream, method, params).await;
+    let hardening = hardening(state.results(), upstream, tool);
+    let result = call_upstream(state, context, upstream, method, params, hardening.as_ref()).await;
     state
         .metrics()
         .upstream_call(upstream.name(), started.elapsed());
     let mut result = result?;
-    let results = state.results();
-    if results.harden && matches!(method, "tools/call" | "resources/read" | "prompts/get") {
-        let hardening = Hardening {
-            max_result_bytes: results.max_result_bytes,
-            untrusted_origin: upstream.is_untrusted().then(|| match tool {
-                Some(tool) => format!("tool {tool} of upstream {}", upstream.name()),
-                None => format!("upstream {}", upstream.name()),
-            }),
-        };
-        harden_result(&mut result, &hardening);
+    if let Some(hardening) = &hardening {
+        harden_message(&mut result, hardening);
     }
     Ok(result)
+}
+
+/// How what `upstream` sends is hardened on its way to a client (`tool` names the
+/// call it answers); `None` when the operator turned hardening off.
+pub(crate) fn hardening(
+    results: &Results,
+    upstream: &Upstream,
+    tool: Option<&str>,
+) -> Option<Hardening> {
+    results.harden.then(|| Hardening {
+        max_result_bytes: results.max_result_bytes,
+        untrusted_origin: upstream.is_untrusted().then(|| match tool {
+            Some(tool) => format!("tool {tool} of upstream {}", upstream.name()),
+            None => format!("upstream {}", upstream.name()),
+        }),
+    })
 }
 
 /// Sends a request to one upstream and turns its answer into ours. Calls that may need
@@ -422,6 +451,7 @@ async fn call_upstream(
     upstream: &Arc<Upstream>,
     method: &str,
     mut params: Map<String, Value>,
+    hardening: Option<&Hardening>,
 ) -> Result<Value, RpcError> {
     let events = context.events.as_ref();
     if !input_required::applies(method) {
@@ -429,15 +459,15 @@ async fn call_upstream(
             .request(context.caller(), method, params, events.cloned())
             .await
             .map_err(|error| upstream_failed(upstream, &error, method))?;
-        return upstream_result(&answer, context.era);
+        return upstream_result(answer, context.era, hardening);
     }
     match context.era {
         Era::Modern => {
             input_required::call_for_modern_client(
                 state.input_lot(),
+                hardening,
                 upstream,
-                &context.principal.tenant,
-                &context.principal.key_id,
+                context.principal,
                 method,
                 params,
                 events,
@@ -464,6 +494,7 @@ async fn call_upstream(
             }
             input_required::call_for_legacy_client(
                 upstream,
+                hardening,
                 context.caller(),
                 method,
                 params,
@@ -475,12 +506,23 @@ async fn call_upstream(
 }
 
 /// The `result` of an upstream's response message, or its error as ours. The upstream's
-/// own JSON-RPC errors pass through (they are the server's word to the client).
-pub(crate) fn upstream_result(answer: &Value, era: Era) -> Result<Value, RpcError> {
-    if let Some(result) = answer.get("result") {
-        return Ok(result.clone());
+/// own JSON-RPC errors pass through (they are the server's word to the client),
+/// hardened like anything else it says.
+pub(crate) fn upstream_result(
+    mut answer: Value,
+    era: Era,
+    hardening: Option<&Hardening>,
+) -> Result<Value, RpcError> {
+    if let Some(result) = answer.get_mut("result") {
+        return Ok(result.take());
     }
-    let error = answer.get("error").ok_or_else(RpcError::internal)?;
+    let mut error = answer
+        .get_mut("error")
+        .map(Value::take)
+        .ok_or_else(RpcError::internal)?;
+    if let Some(hardening) = hardening {
+        harden_message(&mut error, hardening);
+    }
     let mut code = error
         .get("code")
         .and_then(Value::as_i64)
@@ -495,7 +537,7 @@ pub(crate) fn upstream_result(answer: &Value, era: Era) -> Result<Value, RpcErro
             .and_then(Value::as_str)
             .unwrap_or("Upstream error")
             .to_owned(),
-        data: error.get("data").cloned(),
+        data: error.get_mut("data").map(Value::take),
         rule: None,
     })
 }

@@ -26,7 +26,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use warden_policy::Hardening;
 use warden_proto::{Era, canonical, codes};
+use warden_store::Principal;
 use warden_upstream::{Caller, Event, ServerRequest, Upstream, UpstreamError};
 
 use crate::dispatch::{upstream_failed, upstream_result};
@@ -252,14 +254,14 @@ fn refuse(request: ServerRequest) {
 /// upstream asks the client something.
 pub(crate) async fn call_for_modern_client(
     lot: &InputLot,
+    hardening: Option<&Hardening>,
     upstream: &Arc<Upstream>,
-    tenant: &str,
-    key_id: &str,
+    principal: &Principal,
     method: &str,
     params: Map<String, Value>,
     client: Option<&mpsc::Sender<Event>>,
 ) -> Result<Value, RpcError> {
-    let binding = Binding::new(key_id, method, &params);
+    let binding = Binding::new(&principal.key_id, method, &params);
     let capabilities = params
         .get("_meta")
         .and_then(|meta| meta.get(warden_proto::era::CLIENT_CAPABILITIES_META))
@@ -270,7 +272,12 @@ pub(crate) async fn call_for_modern_client(
         .and_then(Value::as_str)
         .filter(|state| state.starts_with(STATE_PREFIX));
     let call = match ours {
-        None => RunningCall::start(upstream.clone(), tenant.into(), method.into(), params),
+        None => RunningCall::start(
+            upstream.clone(),
+            principal.tenant.clone(),
+            method.into(),
+            params,
+        ),
         Some(token) => {
             let parked = lot.take(token).ok_or_else(|| {
                 RpcError::invalid_params(
@@ -292,7 +299,7 @@ pub(crate) async fn call_for_modern_client(
     match call.next_step(&capabilities, client).await {
         Step::Answered(answer) => {
             let answer = answer.map_err(|error| upstream_failed(upstream, &error, method))?;
-            upstream_result(&answer, Era::Modern)
+            upstream_result(answer, Era::Modern, hardening)
         }
         Step::Asked(call, asked) => {
             let asked = asked
@@ -370,6 +377,7 @@ fn input_request(request: &ServerRequest) -> Value {
 /// with the answers until it completes.
 pub(crate) async fn call_for_legacy_client(
     upstream: &Upstream,
+    hardening: Option<&Hardening>,
     caller: Caller<'_>,
     method: &str,
     mut params: Map<String, Value>,
@@ -380,7 +388,7 @@ pub(crate) async fn call_for_legacy_client(
             .request(caller, method, params.clone(), client.cloned())
             .await
             .map_err(|error| upstream_failed(upstream, &error, method))?;
-        let result = upstream_result(&answer, Era::Legacy)?;
+        let result = upstream_result(answer, Era::Legacy, hardening)?;
         if !asks_for_input(&result) {
             return Ok(result);
         }

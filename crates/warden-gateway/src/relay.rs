@@ -13,11 +13,13 @@ use futures_util::future::{AbortHandle, Abortable, Aborted};
 use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use warden_config::Results;
+use warden_policy::{Hardening, harden_message};
 use warden_proto::{Era, Request, RequestId, codes};
 use warden_store::Principal;
 use warden_upstream::{Event, ServerRequest};
 
-use crate::audit::Draft;
+use crate::audit::{Draft, UpstreamUsed};
 use crate::dispatch::{self, Context};
 use crate::error::{GatewayError, RpcError};
 use crate::input_required::client_can_answer;
@@ -70,6 +72,8 @@ pub(crate) async fn run(run: Run) -> Answer {
         false => (None, None),
     };
     let id = request.id.clone();
+    let upstream_used = audit.upstream.clone();
+    let results = state.results().clone();
     let dispatch: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>> = Box::pin({
         let session = session.clone();
         async move {
@@ -113,6 +117,8 @@ pub(crate) async fn run(run: Run) -> Answer {
         era,
         id,
         asked: Vec::new(),
+        upstream_used,
+        results,
     };
     Answer::Stream(Box::pin(futures_util::stream::unfold(
         streaming,
@@ -163,6 +169,10 @@ struct Streaming {
     id: RequestId,
     /// Requests relayed to the client on this stream: the upstream's id, then ours.
     asked: Vec<(Value, String)>,
+    /// Who is sending what this stream relays, once the call reached an upstream
+    /// (before that, only Warden's own questions travel here).
+    upstream_used: UpstreamUsed,
+    results: Results,
 }
 
 impl Streaming {
@@ -199,9 +209,24 @@ impl Streaming {
         }
     }
 
-    /// The message for the client, or `None` when it cannot take it (the upstream then
-    /// hears a refusal).
+    /// The message for the client, hardened like anything else its upstream says, or
+    /// `None` when the client cannot take it (the upstream then hears a refusal).
     fn relay(&mut self, event: Event) -> Option<Value> {
+        let mut message = self.relayable(event)?;
+        let hardening = match self.upstream_used.get() {
+            Some(upstream) => dispatch::hardening(&self.results, upstream, None),
+            None => self.results.harden.then_some(Hardening {
+                max_result_bytes: self.results.max_result_bytes,
+                untrusted_origin: None,
+            }),
+        };
+        if let Some(hardening) = hardening {
+            harden_message(&mut message, &hardening);
+        }
+        Some(message)
+    }
+
+    fn relayable(&mut self, event: Event) -> Option<Value> {
         match event {
             Event::Notification(message) => {
                 let wanted = message["method"] != "notifications/message"

@@ -8,7 +8,7 @@ mod pins;
 mod strict;
 
 pub use catalogue::{Catalogue, CatalogueTool, Origin, ToolKind};
-pub use harden::{Hardening, clean_text, harden_result, is_invisible};
+pub use harden::{Hardening, clean_text, harden_message, hides_characters};
 pub use pins::{hash_of_form, pinned_form, suspicious};
 
 /// Why a call was refused. Messages name the rule and the JSON path, never a value.

@@ -9,7 +9,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::harden::is_invisible;
+use crate::harden::hides_characters;
 
 /// The fields a pin covers: everything the model reads or that decides a call.
 const PINNED: [&str; 6] = [
@@ -63,7 +63,7 @@ pub fn suspicious(definition: &Value, foreign_tools: &[&str]) -> Option<&'static
         }
     }
     for text in texts {
-        if text.chars().any(is_invisible) {
+        if hides_characters(text) {
             return Some("its description hides characters");
         }
         if INSTRUCTIONS.is_match(text) {

@@ -68,6 +68,14 @@ struct Offers {
     names: std::collections::HashSet<String>,
 }
 
+/// One page of a merged list, and the upstream whose items it holds (each page holds
+/// one upstream's).
+#[derive(Debug)]
+pub struct ListPage {
+    pub result: Value,
+    pub from: Option<usize>,
+}
+
 /// Why a merged list failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ListError {
@@ -565,7 +573,7 @@ impl Upstreams {
         caller: Caller<'_>,
         method: &str,
         cursor: Option<&str>,
-    ) -> Result<Value, ListError> {
+    ) -> Result<ListPage, ListError> {
         let (key, capability) = match method {
             "prompts/list" => ("prompts", "prompts"),
             "resources/list" => ("resources", "resources"),
@@ -612,9 +620,15 @@ impl Upstreams {
                     encode_cursor(index, inner.as_deref()).into(),
                 );
             }
-            return Ok(Value::Object(result));
+            return Ok(ListPage {
+                result: Value::Object(result),
+                from: Some(index),
+            });
         }
-        Ok(json!({ key: [] }))
+        Ok(ListPage {
+            result: json!({ key: [] }),
+            from: None,
+        })
     }
 
     async fn page(
@@ -714,13 +728,15 @@ impl Upstreams {
         Value::Object(offered)
     }
 
-    /// The upstreams' instructions; each named when there are several.
-    pub fn instructions(&self) -> Option<String> {
+    /// The upstreams' instructions, each passed through `harden` with its upstream, and
+    /// each named when there are several.
+    pub fn instructions(&self, harden: impl Fn(&Upstream, &mut String)) -> Option<String> {
         let parts: Vec<String> = self
             .upstreams
             .iter()
             .filter_map(|u| {
-                let text = u.facts()?.instructions.clone()?;
+                let mut text = u.facts()?.instructions.clone()?;
+                harden(u, &mut text);
                 Some(if self.upstreams.len() == 1 {
                     text
                 } else {

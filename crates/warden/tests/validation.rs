@@ -705,3 +705,94 @@ async fn structured_results_that_break_their_output_schema_are_withheld_or_flagg
         assert!(warden.logged("does not match its outputSchema"));
     }
 }
+
+/// Numbers reach the upstream with the value the client wrote, digit for digit, and
+/// come back the same way; `integer` means what JSON Schema says (a number with no
+/// fractional part, whatever its size or notation).
+#[tokio::test]
+async fn numbers_reach_the_upstream_exactly_as_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("received.jsonl");
+    let config = fixture_upstream(
+        "fx",
+        &format!(
+            "env = {{ FIXTURE_RECORD = {:?} }}\nsandbox_write = [{:?}]",
+            record.to_str().unwrap(),
+            dir.path().to_str().unwrap()
+        ),
+    );
+    let warden = Warden::start_config(&config);
+    let http = Http::new(&warden);
+    let call = |tool: &str, arguments: &str| {
+        // Written by hand: a JSON library in the test would normalise the numbers.
+        format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments},"_meta":{{"io.modelcontextprotocol/protocolVersion":"{MODERN}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        )
+    };
+    // The digits are kept as written; an exponent is written `e` with its sign (the
+    // same value, in serde_json's arbitrary-precision form).
+    for (integer, arrives) in [
+        ("1e2", "1e+2"),
+        ("1E+2", "1e+2"),
+        ("1.0", "1.0"),
+        ("-0", "-0"),
+        ("18446744073709551616", "18446744073709551616"),
+        ("9007199254740993", "9007199254740993"),
+        (
+            "-123456789012345678901234567890",
+            "-123456789012345678901234567890",
+        ),
+    ] {
+        let reply = http
+            .post(
+                &[
+                    ("mcp-protocol-version", MODERN),
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "loose"),
+                ],
+                call("loose", &format!(r#"{{"count":{integer}}}"#)),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{integer}: {}", reply.text);
+        assert_eq!(
+            reply.json()["result"]["content"][0]["text"],
+            "loose",
+            "{integer}"
+        );
+        let received = std::fs::read_to_string(&record).unwrap();
+        assert!(
+            received.contains(&format!(r#""count":{arrives}}}"#)),
+            "{integer} changed on the way: {}",
+            received.lines().last().unwrap_or_default()
+        );
+    }
+    for not_integer in ["1.5", "1e-2", "\"5\"", "18446744073709551616.5"] {
+        let reply = http
+            .post(
+                &[
+                    ("mcp-protocol-version", MODERN),
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "loose"),
+                ],
+                call("loose", &format!(r#"{{"count":{not_integer}}}"#)),
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{not_integer}: {}", reply.text);
+    }
+    // The way back: the fixture echoes the number into structuredContent.
+    let reply = http
+        .post(
+            &[
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "shaped"),
+            ],
+            call("shaped", r#"{"value":18446744073709551617}"#),
+        )
+        .await;
+    assert!(
+        reply.text.contains(r#""n":18446744073709551617"#),
+        "{}",
+        reply.text
+    );
+}

@@ -1,0 +1,185 @@
+//! A hostile upstream (tests/fixtures/hostile_server.py): everything it says hides an
+//! instruction, it claims other servers' resources and it changes its tools' metadata
+//! after approval. Nothing of that reaches a client unhardened.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::raw::Http;
+use support::{Warden, python};
+
+/// The marker every hidden instruction of the fixture carries.
+const INJECTED: &str = "INJECTED";
+
+fn hostile_upstream(name: &str, extra: &str) -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hostile_server.py"
+    );
+    format!(
+        "[[upstream]]\nname = \"{name}\"\ncommand = [\"{}\", \"{script}\"]\n{extra}\n",
+        python()
+    )
+}
+
+fn notes_and_hostile(extra: &str) -> String {
+    format!(
+        "[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}",
+        hostile_upstream("evil", extra)
+    )
+}
+
+/// Whether the hidden instruction survived anywhere in `message`: its visible marker, or
+/// the tag characters that spell it.
+fn carries_injection(message: &Value) -> bool {
+    let text = message.to_string();
+    text.contains(INJECTED) || text.contains('\u{E0049}')
+}
+
+fn assert_clean(what: &str, message: &Value) {
+    assert!(
+        !carries_injection(message),
+        "{what} carried the hidden instruction: {message}"
+    );
+}
+
+/// Every kind of message an upstream sends reaches the client hardened: instructions,
+/// lists, prompt descriptions, resource links, JSON-RPC errors, and what it sends
+/// mid-call. From an untrusted upstream, prose is also wrapped as data.
+#[tokio::test]
+async fn everything_an_upstream_says_is_hardened() {
+    for untrusted in [false, true] {
+        let extra = if untrusted { "untrusted = true" } else { "" };
+        let warden = Warden::start_config(
+            &(notes_and_hostile(extra) + "\n[tools.\"evil.chatter\"]\nkind = \"read\"\n"),
+        );
+        let http = Http::new(&warden);
+
+        let init = http
+            .post_json(
+                &[],
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}},
+                    "clientInfo": {"name": "raw", "version": "1"}}}),
+            )
+            .await;
+        let instructions = init.json()["result"]["instructions"].clone();
+        assert!(instructions.as_str().unwrap().contains("Use these tools."));
+        assert_clean("instructions", &instructions);
+        let session = init.header("mcp-session-id").unwrap().to_owned();
+
+        let mut id = 1;
+        let mut legacy = |method: &str, params: Value| {
+            id += 1;
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+        };
+        for (method, params) in [
+            ("prompts/list", json!({})),
+            ("prompts/get", json!({"name": "evil.greet"})),
+            ("resources/list", json!({})),
+            ("resources/templates/list", json!({})),
+            ("tools/call", json!({"name": "evil.fail", "arguments": {}})),
+            ("tools/call", json!({"name": "evil.link", "arguments": {}})),
+        ] {
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            // Lists page across upstreams: read every page.
+            loop {
+                let mut params = params.clone();
+                if let Some(cursor) = cursor.take() {
+                    params["cursor"] = cursor.into();
+                }
+                let reply = http.legacy(&session, &legacy(method, params)).await;
+                assert_eq!(reply.status, 200, "{method}: {}", reply.text);
+                let body = reply.json();
+                assert_clean(method, &body);
+                cursor = body["result"]["nextCursor"].as_str().map(str::to_owned);
+                all.push(body);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            let text = Value::Array(all).to_string();
+            match method {
+                "tools/call" if text.contains("error") => {
+                    assert!(
+                        text.contains("It failed.") && text.contains("Try again."),
+                        "{text}"
+                    );
+                }
+                "prompts/list" => assert!(text.contains("Greets."), "{text}"),
+                "resources/list" => assert!(text.contains("A document."), "{text}"),
+                _ => {}
+            }
+            assert_eq!(
+                text.contains("<untrusted-data origin="),
+                untrusted,
+                "{method} (untrusted = {untrusted}): {text}"
+            );
+        }
+
+        // Mid-call: a log notification and a question, relayed on the call's stream.
+        let mut events = http
+            .legacy_streaming(
+                &session,
+                &legacy(
+                    "tools/call",
+                    json!({"name": "evil.chatter", "arguments": {}}),
+                ),
+            )
+            .await;
+        let log = events.next().await;
+        assert_eq!(log["method"], "notifications/message");
+        assert_clean("log notification", &log);
+        let question = events.next().await;
+        assert_eq!(question["method"], "elicitation/create");
+        assert!(
+            question["params"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Your name?")
+        );
+        assert_clean("elicitation", &question);
+        let answer =
+            json!({"jsonrpc": "2.0", "id": question["id"], "result": {"action": "decline"}});
+        assert_eq!(http.legacy(&session, &answer).await.status, 202);
+        let done = events.next().await;
+        assert!(
+            done["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("chattered:decline"),
+            "{done}"
+        );
+
+        // A modern client gets the question inside an InputRequiredResult.
+        let reply = http
+            .modern_as(
+                "tools/call",
+                Some("evil.chatter"),
+                json!({"name": "evil.chatter", "arguments": {}}),
+                json!({"elicitation": {}}),
+            )
+            .await;
+        // The upstream's log line comes first on an SSE answer; the result is last.
+        let messages: Vec<Value> = if reply.text.starts_with('{') {
+            vec![reply.json()]
+        } else {
+            reply
+                .text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data: "))
+                .map(|data| serde_json::from_str(data).unwrap())
+                .collect()
+        };
+        let body = messages.last().unwrap();
+        assert_eq!(body["result"]["resultType"], "input_required", "{body}");
+        for message in &messages {
+            assert_clean("modern answer", message);
+        }
+        let modern_init = http.modern("server/discover", None, json!({})).await;
+        assert_clean("server/discover", &modern_init.json());
+    }
+}
