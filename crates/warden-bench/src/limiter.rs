@@ -26,6 +26,8 @@ fn generous() -> Rate {
         daily_cost_cap: u64::MAX / 4,
         tenant_caps: BTreeMap::new(),
         max_streams_per_key: 8,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
     }
 }
 

@@ -102,6 +102,8 @@ mod raw {
         pub per_session_calls: Option<u64>,
         pub daily_cost_cap: Option<u64>,
         pub max_streams_per_key: Option<usize>,
+        pub ipv4_prefix: Option<u8>,
+        pub ipv6_prefix: Option<u8>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -214,6 +216,8 @@ mod raw {
         pub header_read_timeout_ms: Option<u64>,
         pub body_read_timeout_ms: Option<u64>,
         pub shutdown_grace_ms: Option<u64>,
+        #[serde(default)]
+        pub trusted_proxies: Vec<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -259,6 +263,11 @@ mod raw {
         pub max_array_items: Option<usize>,
         pub max_object_keys: Option<usize>,
         pub max_total_nodes: Option<usize>,
+        pub max_sessions_per_key: Option<usize>,
+        pub confirm_timeout_ms: Option<u64>,
+        pub max_waiting: Option<usize>,
+        pub max_waiting_per_tenant: Option<usize>,
+        pub max_waiting_per_key: Option<usize>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -285,6 +294,11 @@ pub struct Config {
     pub allow_plaintext: bool,
     /// HTTPS instead of HTTP, when configured.
     pub tls: Option<Tls>,
+    /// Reverse proxies (networks) whose `X-Forwarded-For` / `Forwarded` header names
+    /// the client's address; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
+    /// The shares of the lists where calls wait for a person or a client's answer.
+    pub waiting: Waiting,
     pub connections: Connections,
     pub auth: Auth,
     pub data_dir: PathBuf,
@@ -319,16 +333,8 @@ fn egress_rule(entry: &str) -> Result<EgressRule, String> {
             "{entry:?} is not a host, address or network (no wildcards)"
         ));
     }
-    if let Some((ip, prefix)) = entry.split_once('/') {
-        let ip: std::net::IpAddr = ip
-            .parse()
-            .map_err(|_| format!("{entry:?} is not a network such as 10.0.0.0/8"))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("{entry:?} has a prefix length outside 0..={max}"))?;
+    if entry.contains('/') {
+        let (ip, prefix) = network(&entry)?;
         return Ok(EgressRule::Network(ip, prefix));
     }
     let bare = entry.trim_start_matches('[').trim_end_matches(']');
@@ -402,6 +408,10 @@ pub struct Rate {
     pub tenant_caps: std::collections::BTreeMap<String, u64>,
     /// Open GET streams of one key.
     pub max_streams_per_key: usize,
+    /// Per-address limits count addresses in networks of this size: an IPv4 client is
+    /// one address (/32), an IPv6 client one /64 (a host owns the whole /64).
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
 }
 
 /// The audit trail: one record per request that reached policy.
@@ -434,7 +444,29 @@ pub struct Auth {
 pub struct Sessions {
     pub max_sessions: usize,
     pub idle_timeout: Duration,
+    /// Legacy sessions one key may hold; past it, its least recently used idle session
+    /// is closed to make room.
+    pub max_per_key: usize,
 }
+
+/// Calls waiting for a person (confirmations, held approvals) or for a client's answers
+/// (parked mid-call questions): each list is shared by key, then by tenant, then in all,
+/// so that one tenant cannot fill it for the others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub per_key: usize,
+    pub per_tenant: usize,
+    pub total: usize,
+    /// The longest a call waits for a person's answer on its stream before it is
+    /// refused.
+    pub confirm_timeout: Duration,
+}
+
+pub const DEFAULT_MAX_SESSIONS_PER_KEY: usize = 32;
+pub const DEFAULT_CONFIRM_TIMEOUT_MS: u64 = 120_000;
+pub const DEFAULT_MAX_WAITING: usize = 1024;
+pub const DEFAULT_MAX_WAITING_PER_TENANT: usize = 256;
+pub const DEFAULT_MAX_WAITING_PER_KEY: usize = 32;
 
 /// Values given on the command line or in the environment; they beat the file.
 #[derive(Debug, Clone, Default)]
@@ -668,6 +700,19 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         10..=7 * 24 * 3600,
     )
     .map_err(|m| invalid("sessions.idle_timeout_secs", m))?;
+    let max_per_key = bounded(
+        raw.limits.max_sessions_per_key,
+        DEFAULT_MAX_SESSIONS_PER_KEY,
+        1..=100_000,
+    )
+    .map_err(|m| invalid("limits.max_sessions_per_key", m))?;
+    let waiting = waiting(&raw.limits).map_err(|(field, m)| invalid(field, m))?;
+    let trusted_proxies = raw
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|entry| network(entry).map_err(|m| invalid("server.trusted_proxies", m)))
+        .collect::<Result<Vec<_>, _>>()?;
     let data_dir = raw
         .data_dir
         .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
@@ -709,8 +754,62 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
         sessions: Sessions {
             max_sessions,
             idle_timeout: Duration::from_secs(idle),
+            max_per_key,
         },
+        trusted_proxies,
+        waiting,
     })
+}
+
+fn waiting(limits: &raw::Limits) -> Result<Waiting, (&'static str, String)> {
+    let total = bounded(limits.max_waiting, DEFAULT_MAX_WAITING, 1..=1_000_000)
+        .map_err(|m| ("limits.max_waiting", m))?;
+    let per_tenant = bounded(
+        limits.max_waiting_per_tenant,
+        DEFAULT_MAX_WAITING_PER_TENANT.min(total),
+        1..=total,
+    )
+    .map_err(|m| ("limits.max_waiting_per_tenant", m))?;
+    let per_key = bounded(
+        limits.max_waiting_per_key,
+        DEFAULT_MAX_WAITING_PER_KEY.min(per_tenant),
+        1..=per_tenant,
+    )
+    .map_err(|m| ("limits.max_waiting_per_key", m))?;
+    let confirm_timeout = bounded(
+        limits.confirm_timeout_ms,
+        DEFAULT_CONFIRM_TIMEOUT_MS,
+        1_000..=3_600_000,
+    )
+    .map_err(|m| ("limits.confirm_timeout_ms", m))?;
+    Ok(Waiting {
+        per_key,
+        per_tenant,
+        total,
+        confirm_timeout: Duration::from_millis(confirm_timeout),
+    })
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, or one address (a network of one).
+fn network(entry: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let entry = entry.trim();
+    let (ip, prefix) = entry.split_once('/').unwrap_or((entry, ""));
+    let ip: std::net::IpAddr = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("{entry:?} is not an address or a network such as 10.0.0.0/8"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = if prefix.is_empty() {
+        max
+    } else {
+        prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{entry:?} has a prefix length outside 0..={max}"))?
+    };
+    Ok((ip, prefix))
 }
 
 fn connections(server: &raw::Server) -> Result<Connections, (&'static str, String)> {

@@ -151,6 +151,9 @@ pub(crate) fn rate(
             1..=10_000,
         )
         .map_err(|m| (field("max_streams_per_key"), m))?,
+        ipv4_prefix: bounded(raw.ipv4_prefix, 32, 8..=32).map_err(|m| (field("ipv4_prefix"), m))?,
+        ipv6_prefix: bounded(raw.ipv6_prefix, 64, 16..=128)
+            .map_err(|m| (field("ipv6_prefix"), m))?,
     })
 }
 

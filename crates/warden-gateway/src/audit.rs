@@ -11,13 +11,12 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::{broadcast, mpsc, watch};
 use warden_config::Audit;
-use warden_proto::era::CLIENT_INFO_META;
-use warden_proto::{Era, Request, codes};
+use warden_proto::{Era, Message, codes};
 use warden_store::{AuditRecord, AuditStore, Principal};
 use warden_upstream::{Upstream, Withheld};
 
 use crate::dispatch::UPSTREAM_TIMEOUT;
-use crate::error::RpcError;
+use crate::error::{GatewayError, RpcError};
 use crate::metrics::Metrics;
 
 /// Records written in one transaction, at most.
@@ -175,31 +174,37 @@ impl Auditor {
         }
     }
 
-    /// Starts the record of one request.
+    /// Starts the record of one message a client sent (its instance and client name
+    /// are added once the transport knows them, see [`Draft::identify`]).
     pub(crate) fn begin(
         self: &Arc<Self>,
         principal: &Principal,
         era: Era,
-        instance: &str,
-        client: &str,
-        request: &Request,
+        message: &Message,
         request_bytes: usize,
     ) -> Draft {
-        let params = &request.params;
-        let target = match request.method.as_str() {
-            "tools/call" | "prompts/get" => params.get("name"),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => params.get("uri"),
-            "completion/complete" => params
-                .get("ref")
-                .and_then(|r| r.get("name").or_else(|| r.get("uri"))),
-            _ => None,
-        }
-        .and_then(Value::as_str)
-        .map(|target| {
-            let cut: String = target.chars().take(MAX_TARGET_CHARS).collect();
-            warden_redact::text(&cut).into_owned()
-        });
-        let args_hash = match (&self.args_key, params.get("arguments")) {
+        let (method, params) = match message {
+            Message::Request(request) => (request.method.as_str(), Some(&request.params)),
+            Message::Notification { method, params } => (method.as_str(), Some(params)),
+            Message::Response(_) => ("(response)", None),
+        };
+        let target = params
+            .and_then(|params| match method {
+                "tools/call" | "prompts/get" => params.get("name"),
+                "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                    params.get("uri")
+                }
+                "completion/complete" => params
+                    .get("ref")
+                    .and_then(|r| r.get("name").or_else(|| r.get("uri"))),
+                _ => None,
+            })
+            .and_then(Value::as_str)
+            .map(|target| {
+                let cut: String = target.chars().take(MAX_TARGET_CHARS).collect();
+                warden_redact::text(&cut).into_owned()
+            });
+        let args_hash = match (&self.args_key, params.and_then(|p| p.get("arguments"))) {
             (Some(key), Some(arguments)) => Some(keyed_hash(key, arguments)),
             _ => None,
         };
@@ -212,16 +217,10 @@ impl Auditor {
                 at_ms: now_ms(),
                 tenant: principal.tenant.clone(),
                 principal: principal.key_id.clone(),
-                // Anything a client chose goes through redaction.
-                client: warden_redact::text(client).into_owned(),
-                instance: warden_redact::text(instance).into_owned(),
                 era: era.as_str().to_owned(),
+                // Anything a client chose goes through redaction.
                 method: warden_redact::text(
-                    &request
-                        .method
-                        .chars()
-                        .take(MAX_TARGET_CHARS)
-                        .collect::<String>(),
+                    &method.chars().take(MAX_TARGET_CHARS).collect::<String>(),
                 )
                 .into_owned(),
                 target,
@@ -230,31 +229,6 @@ impl Auditor {
                 ..AuditRecord::default()
             }),
         }
-    }
-}
-
-/// The client's name and version as it gave them: `_meta` (modern) or `initialize`.
-pub(crate) fn client_of(request: &Request, session_client: Option<&Value>) -> String {
-    let info = session_client.or_else(|| {
-        request
-            .params
-            .get("_meta")
-            .and_then(|meta| meta.get(CLIENT_INFO_META))
-    });
-    let field = |name| {
-        info.and_then(|i| i.get(name))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect::<String>()
-    };
-    let (name, version) = (field("name"), field("version"));
-    if version.is_empty() {
-        name
-    } else {
-        format!("{name}/{version}")
     }
 }
 
@@ -287,6 +261,26 @@ impl Draft {
     pub(crate) fn reporting_to(mut self, verdict: VerdictCell) -> Self {
         self.verdict = Some(verdict);
         self
+    }
+
+    /// Names the client instance (legacy session, or modern key and client) and the
+    /// client's name, as the client chose them (redacted).
+    pub(crate) fn identify(&mut self, instance: &str, client: &str) {
+        if let Some(record) = &mut self.record {
+            record.instance = warden_redact::text(instance).into_owned();
+            record.client = warden_redact::text(client).into_owned();
+        }
+    }
+
+    /// A message that gets no record (a notification, a client's answer, a session
+    /// opened): nothing is written.
+    pub(crate) fn discard(mut self) {
+        self.record = None;
+    }
+
+    /// Records a refusal of the transport (before the request ran).
+    pub(crate) async fn refuse(self, error: &GatewayError) {
+        self.finish(&Err(error.as_refusal())).await;
     }
 
     pub(crate) async fn finish(mut self, result: &Result<Value, RpcError>) {

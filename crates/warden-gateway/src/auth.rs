@@ -14,8 +14,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use warden_store::{KEY_PREFIX, Principal};
 
+use crate::client_addr::client_network;
 use crate::error::{Challenge, GatewayError};
-use crate::listener::client_ip;
 use crate::log::RequestFacts;
 use crate::oauth::Refusal;
 use crate::state::AppState;
@@ -94,7 +94,7 @@ pub(crate) async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let address = client_ip(&request);
+    let address = client_network(&request);
     if let Some(left) = address.and_then(|a| state.failed_auth().refused_for(a)) {
         let retry_after = left.as_secs() + 1;
         return GatewayError::TooManyFailures { retry_after }.into_response();

@@ -213,7 +213,7 @@ pub(crate) async fn confirm(
     match context.era {
         Era::Legacy => {
             let can = context.session.is_some_and(|s| {
-                client_can_answer(&s.client_capabilities, "elicitation/create", &question)
+                client_can_answer(&s.client.capabilities, "elicitation/create", &question)
             });
             let (Some(events), true) = (context.events.as_ref(), can) else {
                 return Err(unsupported(tool.name()));

@@ -7,6 +7,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use warden_proto::Message;
 use warden_store::KEY_PREFIX;
 
 use crate::error::GatewayError;
@@ -61,9 +62,22 @@ fn in_query(query: &str) -> bool {
         .any(|(name, value)| named_like(&QUERY_NAMES, &name) || looks_like_key(&value))
 }
 
-/// Whether a request's params carry a credential: a field named like one, or a value
-/// shaped like a Warden key.
-pub(crate) fn in_params(params: &Map<String, Value>) -> bool {
+/// Whether any message a client sends carries a credential: a request's or a
+/// notification's params, or an answer to an upstream's request (its result or error),
+/// which would go on to that upstream.
+pub(crate) fn in_message(message: &Message) -> bool {
+    match message {
+        Message::Request(request) => in_params(&request.params),
+        Message::Notification { params, .. } => in_params(params),
+        Message::Response(response) => match &response.outcome {
+            Ok(value) | Err(value) => in_value(value),
+        },
+    }
+}
+
+/// Whether params carry a credential: a field named like one, or a value shaped like a
+/// Warden key.
+fn in_params(params: &Map<String, Value>) -> bool {
     params
         .iter()
         .any(|(name, value)| named_like(&BODY_NAMES, name) || in_value(value))
@@ -128,5 +142,20 @@ mod tests {
             json!({"name": "t", "arguments": {"key": "a", "token_count": 3}})
         ));
         assert!(!found(json!({"_meta": {"progressToken": "p1"}})));
+    }
+
+    #[test]
+    fn answers_and_notifications_are_checked_too() {
+        let message = |value: Value| Message::from_value(value).unwrap();
+        for carrying in [
+            json!({"jsonrpc": "2.0", "id": "warden-1", "result": {"action": "accept", "content": {"name": KEY}}}),
+            json!({"jsonrpc": "2.0", "id": "warden-1", "result": {"action": "accept", "content": {"api_key": "x"}}}),
+            json!({"jsonrpc": "2.0", "id": "warden-1", "error": {"code": 1, "message": format!("use {KEY}")}}),
+            json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "message": KEY}}),
+        ] {
+            assert!(in_message(&message(carrying.clone())), "{carrying}");
+        }
+        let clean = json!({"jsonrpc": "2.0", "id": "warden-1", "result": {"action": "accept", "content": {"name": "Ada"}}});
+        assert!(!in_message(&message(clean)));
     }
 }

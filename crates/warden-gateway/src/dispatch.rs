@@ -102,6 +102,12 @@ pub(crate) async fn handle(
     let params = &request.params;
     let era = context.era;
     let upstreams = state.upstreams();
+    // A method of a capability Warden did not declare does not exist here.
+    if let Some(capability) = capability_of(&request.method)
+        && !declared(&upstreams.capabilities(), capability)
+    {
+        return Err(RpcError::method_not_found());
+    }
     let result = match (request.method.as_str(), era) {
         ("ping", Era::Legacy) => return Ok(json!({})),
         // Log levels are per client here; a shared upstream is not reconfigured by one.
@@ -195,6 +201,27 @@ pub(crate) async fn handle(
         _ => return Err(RpcError::method_not_found()),
     };
     Ok(shape_for_era(era, &request.method, result))
+}
+
+/// The server capability (and the flag within it, if any) a method belongs to.
+fn capability_of(method: &str) -> Option<(&'static str, Option<&'static str>)> {
+    match method {
+        "prompts/list" | "prompts/get" => Some(("prompts", None)),
+        "resources/list" | "resources/templates/list" | "resources/read" => {
+            Some(("resources", None))
+        }
+        "resources/subscribe" | "resources/unsubscribe" => Some(("resources", Some("subscribe"))),
+        "completion/complete" => Some(("completions", None)),
+        "logging/setLevel" => Some(("logging", None)),
+        _ => None,
+    }
+}
+
+fn declared(capabilities: &Value, (name, flag): (&str, Option<&str>)) -> bool {
+    let Some(capability) = capabilities.get(name) else {
+        return false;
+    };
+    flag.is_none_or(|flag| capability.get(flag) == Some(&Value::Bool(true)))
 }
 
 /// Results travel in the caller's era. Modern results say they are complete, how long
@@ -479,7 +506,7 @@ async fn call_upstream(
             // would have told it.
             let capabilities: Map<String, Value> = context
                 .session
-                .and_then(|s| s.client_capabilities.as_object())
+                .and_then(|s| s.client.capabilities.as_object())
                 .into_iter()
                 .flatten()
                 .filter(|(name, _)| matches!(name.as_str(), "elicitation" | "sampling" | "roots"))

@@ -123,7 +123,7 @@ pub enum GatewayError {
     #[error(
         "credentials are not accepted in the request body; send the key in the Authorization header as Bearer"
     )]
-    CredentialsInBody { id: RequestId },
+    CredentialsInBody { id: Option<RequestId> },
     #[error("the Accept header must allow application/json or text/event-stream")]
     NotAcceptable,
     #[error("the GET stream needs an Accept header allowing text/event-stream")]
@@ -157,6 +157,10 @@ pub enum GatewayError {
     },
     #[error("too many open sessions; try again later")]
     SessionLimit,
+    #[error(
+        "this session is already initialized; send initialize without Mcp-Session-Id to start another"
+    )]
+    AlreadyInitialized { id: RequestId },
     #[error("a stream is already open for this session")]
     StreamAlreadyOpen,
     #[error("this endpoint has no stream without a session; 2026-07-28 clients use POST only")]
@@ -206,7 +210,8 @@ impl GatewayError {
             | Self::ResponseNotAccepted
             | Self::HeaderMismatch { .. }
             | Self::UnsupportedVersion { .. }
-            | Self::LegacyVersionHeader { .. } => StatusCode::BAD_REQUEST,
+            | Self::LegacyVersionHeader { .. }
+            | Self::AlreadyInitialized { .. } => StatusCode::BAD_REQUEST,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnknownSession => StatusCode::NOT_FOUND,
             Self::SessionLimit => StatusCode::SERVICE_UNAVAILABLE,
@@ -239,7 +244,9 @@ impl GatewayError {
                 codes::UNSUPPORTED_PROTOCOL_VERSION
             }
             Self::Rpc { error, .. } => error.code,
-            Self::ResponseNotAccepted | Self::CredentialsInUrl => codes::INVALID_REQUEST,
+            Self::ResponseNotAccepted
+            | Self::CredentialsInUrl
+            | Self::AlreadyInitialized { .. } => codes::INVALID_REQUEST,
             Self::CredentialsInBody { .. } => codes::INVALID_PARAMS,
             Self::BodyRead => codes::PARSE_ERROR,
             Self::RateLimited { .. } => codes::RATE_LIMITED,
@@ -252,9 +259,41 @@ impl GatewayError {
             Self::Envelope { id, .. }
             | Self::HeaderMismatch { id, .. }
             | Self::UnsupportedVersion { id, .. }
-            | Self::LegacyVersionHeader { id } => id.as_ref(),
-            Self::Rpc { id, .. } | Self::CredentialsInBody { id } => Some(id),
+            | Self::LegacyVersionHeader { id }
+            | Self::CredentialsInBody { id } => id.as_ref(),
+            Self::Rpc { id, .. } | Self::AlreadyInitialized { id } => Some(id),
             _ => None,
+        }
+    }
+
+    /// The rule that refused, for the audit trail and the request log.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Self::Rpc { error, .. } => error.rule.unwrap_or("upstream"),
+            Self::CredentialsInBody { .. } => "credentials.body",
+            Self::CredentialsInUrl => "credentials.url",
+            Self::HeaderMismatch { .. } => "transport.header_mismatch",
+            Self::UnsupportedVersion { .. } | Self::LegacyVersionHeader { .. } => {
+                "transport.version"
+            }
+            Self::MissingSession => "transport.missing_session",
+            Self::UnknownSession => "transport.unknown_session",
+            Self::ResponseNotAccepted => "transport.response",
+            Self::AlreadyInitialized { .. } => "transport.reinitialize",
+            Self::SessionLimit => "limits.sessions",
+            Self::RateLimited { layer, .. } => layer,
+            _ => "transport",
+        }
+    }
+
+    /// This refusal as a JSON-RPC error with its rule (for the audit record).
+    pub(crate) fn as_refusal(&self) -> RpcError {
+        match self {
+            Self::Rpc { error, .. } => RpcError {
+                rule: Some(self.rule()),
+                ..(**error).clone()
+            },
+            _ => RpcError::refusal(self.code(), self.to_string(), self.rule()),
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth;
+mod client_addr;
 mod confirm;
 mod cors;
 mod credentials;
@@ -54,8 +55,9 @@ pub const MCP_PATH: &str = "/mcp";
 /// Builds the whole request stack. Layers run outermost first, that is from the last
 /// `.layer` up: log → Host/Origin guard → CORS → credentials-in-URL refusal →
 /// authentication → the MCP endpoint.
-pub fn router(state: AppState, listen: SocketAddr) -> Router {
+pub fn router(state: AppState, listen: SocketAddr, tls: bool) -> Router {
     let guard = guard::HostGuard::new(listen, state.allowed_hosts(), state.allowed_origins());
+    let client_addresses = state.client_addresses().clone();
     let mcp = Router::new()
         .route(
             MCP_PATH,
@@ -75,13 +77,19 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
             limits::per_address,
         ));
     // Protected-resource metadata (RFC 9728) is public: a client reads it to learn
-    // where to get a token.
+    // where to get a token, or (with API keys) that the key goes in the header.
     let metadata = match state.oauth() {
         Some(oauth) => Router::new()
             .route(oauth::METADATA_PATH, get(oauth::metadata))
             .route(&oauth.metadata_path(), get(oauth::metadata))
             .with_state(oauth.clone()),
-        None => Router::new(),
+        None => Router::new()
+            .route(oauth::METADATA_PATH, get(oauth::key_metadata))
+            .route(
+                &format!("{}{MCP_PATH}", oauth::METADATA_PATH),
+                get(oauth::key_metadata),
+            )
+            .with_state(oauth::KeyResource { tls }),
     };
     Router::new()
         .merge(mcp)
@@ -97,6 +105,12 @@ pub fn router(state: AppState, listen: SocketAddr) -> Router {
         .layer(middleware::from_fn_with_state(
             Arc::new(guard),
             guard::check,
+        ))
+        // The client's network, for the layers that count by address: the TCP peer, or
+        // what a trusted reverse proxy forwarded; an IPv6 client counts by its /64.
+        .layer(middleware::from_fn_with_state(
+            Arc::new(client_addresses),
+            client_addr::resolve,
         ))
         // Request log: one line per request with what the handlers learned (MCP method,
         // era, key id); never a body, a header value or a query string.
@@ -127,7 +141,7 @@ pub async fn serve(
     let (writers_stop, writers_stop_rx) = tokio::sync::watch::channel(false);
     let costs = tokio::spawn(state.limiter().clone().keep_costs(writers_stop_rx.clone()));
     let audit_writer = tokio::spawn(state.auditor().clone().write_until(writers_stop_rx));
-    let app = router(state, listener.local_addr());
+    let app = router(state, listener.local_addr(), listener.is_tls());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(connections.header_read_timeout)

@@ -7,8 +7,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use warden_limits::Refusal;
 
+use crate::client_addr::client_network;
 use crate::error::GatewayError;
-use crate::listener::client_ip;
 use crate::state::AppState;
 
 /// Every request from one address counts, before any credential is looked at.
@@ -17,7 +17,7 @@ pub(crate) async fn per_address(
     request: Request,
     next: Next,
 ) -> Response {
-    let address = client_ip(&request);
+    let address = client_network(&request);
     if let Some(address) = address
         && let Err(refusal) = state.limiter().admit_address(address)
     {

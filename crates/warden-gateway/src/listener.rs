@@ -260,11 +260,3 @@ async fn accept_tls(
 /// The client's address, as authentication and the rate limits count by it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub SocketAddr);
-
-/// The IP address a request came from (the TCP peer; no proxy header is trusted).
-pub(crate) fn client_ip(request: &axum::extract::Request) -> Option<std::net::IpAddr> {
-    request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<ClientAddr>>()
-        .map(|axum::extract::ConnectInfo(ClientAddr(peer))| peer.ip())
-}

@@ -220,12 +220,23 @@ impl Collector for Live {
     }
 }
 
-/// The admin listener's routes.
-pub fn admin_router(metrics: Arc<Metrics>, upstreams: Arc<Upstreams>) -> Router {
+/// The admin listener's routes, behind the same Host guard as the public port (a page
+/// rebound to a loopback address cannot read them).
+pub fn admin_router(
+    metrics: Arc<Metrics>,
+    upstreams: Arc<Upstreams>,
+    listen: std::net::SocketAddr,
+    allowed_hosts: &[String],
+) -> Router {
+    let guard = crate::guard::HostGuard::new(listen, allowed_hosts, &[]);
     Router::new()
         .route("/metrics", get(scrape).with_state(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready).with_state(upstreams))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard),
+            crate::guard::check,
+        ))
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {

@@ -443,6 +443,32 @@ pub(crate) async fn metadata(State(verifier): State<Arc<OAuthVerifier>>) -> Resp
     axum::Json(verifier.metadata.clone()).into_response()
 }
 
+/// What the API-key metadata needs to name this resource.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyResource {
+    pub tls: bool,
+}
+
+/// RFC 9728 metadata when Warden's own keys authenticate: the credential goes in the
+/// `Authorization` header and nowhere else, and no authorization server issues it. The
+/// resource is named by the Host the guard has already accepted.
+pub(crate) async fn key_metadata(
+    State(resource): State<KeyResource>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if resource.tls { "https" } else { "http" };
+    axum::Json(json!({
+        "resource": format!("{scheme}://{host}{}", crate::MCP_PATH),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Warden",
+    }))
+    .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,7 +262,7 @@ impl Streaming {
             .as_ref()
             .filter(|_| self.era == Era::Legacy)
             .filter(|s| {
-                client_can_answer(&s.client_capabilities, &request.method, &request.params)
+                client_can_answer(&s.client.capabilities, &request.method, &request.params)
             });
         let Some(session) = session else {
             request.respond(Err(json!({

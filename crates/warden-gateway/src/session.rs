@@ -42,14 +42,69 @@ struct Live {
     log_level: Option<String>,
 }
 
+/// Client capabilities Warden acts on (it relays these requests to the client).
+const KEPT_CAPABILITIES: [&str; 3] = ["elicitation", "sampling", "roots"];
+/// A kept capability's details larger than this are dropped (the capability stays).
+const MAX_CAPABILITY_BYTES: usize = 1024;
+/// Characters of the client's name and version kept.
+const MAX_CLIENT_NAME_CHARS: usize = 64;
+
+/// What Warden keeps of a client's `initialize`: only what it uses, size-capped, so a
+/// session costs the same whatever the client sent.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientFacts {
+    /// The capabilities Warden relays requests by (`elicitation`, `sampling`, `roots`).
+    pub capabilities: Value,
+    /// `name/version`, control characters dropped.
+    pub name: String,
+}
+
+impl ClientFacts {
+    pub(crate) fn from_initialize(capabilities: &Value, client_info: &Value) -> Self {
+        let kept: serde_json::Map<String, Value> = KEPT_CAPABILITIES
+            .iter()
+            .filter_map(|name| {
+                let declared = capabilities.get(*name).filter(|c| c.is_object())?;
+                let details = if declared.to_string().len() <= MAX_CAPABILITY_BYTES {
+                    declared.clone()
+                } else {
+                    Value::Object(serde_json::Map::new())
+                };
+                Some(((*name).to_owned(), details))
+            })
+            .collect();
+        Self {
+            capabilities: Value::Object(kept),
+            name: client_name(Some(client_info)),
+        }
+    }
+}
+
+/// A client's `clientInfo` as `name/version`, cut and without control characters.
+pub(crate) fn client_name(info: Option<&Value>) -> String {
+    let field = |name| {
+        info.and_then(|i| i.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_CLIENT_NAME_CHARS)
+            .collect::<String>()
+    };
+    let (name, version) = (field("name"), field("version"));
+    if version.is_empty() {
+        name
+    } else {
+        format!("{name}/{version}")
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Session {
     pub id: String,
     key_id: String,
-    /// What the client said it can do in `initialize`.
-    pub client_capabilities: Value,
-    /// The client's `clientInfo` from `initialize` (name, version).
-    pub client_info: Value,
+    /// What the client said of itself in `initialize`, as far as Warden uses it.
+    pub client: ClientFacts,
     next_request: AtomicU64,
     live: Mutex<Live>,
     last_seen: Mutex<Instant>,
@@ -238,15 +293,17 @@ impl Drop for StreamClaim {
 pub(crate) struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     max: usize,
+    max_per_key: usize,
     idle_timeout: Duration,
 }
 
 impl Sessions {
-    pub fn new(max: usize, idle_timeout: Duration) -> Self {
+    pub fn new(config: &warden_config::Sessions) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
-            max,
-            idle_timeout,
+            max: config.max_sessions,
+            max_per_key: config.max_per_key,
+            idle_timeout: config.idle_timeout,
         }
     }
 
@@ -254,19 +311,16 @@ impl Sessions {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn create(
-        &self,
-        key_id: &str,
-        client_capabilities: Value,
-        client_info: Value,
-    ) -> Result<Arc<Session>, GatewayError> {
+    /// Opens a session for `key_id`. A key at its share loses its least recently used
+    /// session without an open stream; with none to lose, or with the server full, the
+    /// new one is refused.
+    pub fn create(&self, key_id: &str, client: ClientFacts) -> Result<Arc<Session>, GatewayError> {
         let mut bytes = [0u8; SESSION_ID_BYTES];
         rand::rng().fill_bytes(&mut bytes);
         let session = Arc::new(Session {
             id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
             key_id: key_id.to_owned(),
-            client_capabilities,
-            client_info,
+            client,
             next_request: AtomicU64::new(0),
             live: Mutex::new(Live::default()),
             last_seen: Mutex::new(Instant::now()),
@@ -274,6 +328,23 @@ impl Sessions {
             stream_open: AtomicBool::new(false),
         });
         let mut map = self.map();
+        let of_key: Vec<&Arc<Session>> = map.values().filter(|s| s.key_id == key_id).collect();
+        if of_key.len() >= self.max_per_key {
+            let now = Instant::now();
+            let oldest = of_key
+                .into_iter()
+                .filter(|s| !s.stream_open.load(Ordering::Acquire))
+                .max_by_key(|s| s.idle_for(now))
+                .map(|s| s.id.clone())
+                .ok_or(GatewayError::SessionLimit)?;
+            if let Some(evicted) = map.remove(&oldest) {
+                evicted.close();
+                tracing::info!(
+                    key_id,
+                    "the key's least recently used session was closed to make room"
+                );
+            }
+        }
         if map.len() >= self.max {
             Self::expire(&mut map, self.idle_timeout);
             if map.len() >= self.max {
@@ -295,6 +366,11 @@ impl Sessions {
             .ok_or(GatewayError::UnknownSession)?;
         session.touch();
         Ok(session)
+    }
+
+    /// Whether this key has a live session by this id (without counting as its use).
+    pub fn is_open(&self, id: &str, key_id: &str) -> bool {
+        self.map().get(id).is_some_and(|s| s.key_id == key_id)
     }
 
     pub fn remove(&self, id: &str, key_id: &str) -> Result<(), GatewayError> {
@@ -348,10 +424,18 @@ pub(crate) async fn sweep_until(sessions: Arc<Sessions>, mut stop: watch::Receiv
 mod tests {
     use super::*;
 
+    fn sessions(max: usize, idle: Duration, max_per_key: usize) -> Sessions {
+        Sessions::new(&warden_config::Sessions {
+            max_sessions: max,
+            idle_timeout: idle,
+            max_per_key,
+        })
+    }
+
     #[test]
     fn sessions_belong_to_their_key() {
-        let sessions = Sessions::new(10, Duration::from_secs(60));
-        let s = sessions.create("key_a", Value::Null, Value::Null).unwrap();
+        let sessions = sessions(10, Duration::from_secs(60), 10);
+        let s = sessions.create("key_a", ClientFacts::default()).unwrap();
         assert!(s.id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         assert!(s.id.len() >= 43);
         assert!(sessions.get(&s.id, "key_a").is_ok());
@@ -372,25 +456,25 @@ mod tests {
 
     #[test]
     fn the_cap_holds_and_idle_sessions_make_room() {
-        let sessions = Sessions::new(2, Duration::from_millis(0));
-        sessions.create("k", Value::Null, Value::Null).unwrap();
-        let held = sessions.create("k", Value::Null, Value::Null).unwrap();
+        let sessions = sessions(2, Duration::from_millis(0), 10);
+        sessions.create("k", ClientFacts::default()).unwrap();
+        let held = sessions.create("k", ClientFacts::default()).unwrap();
         let _claim = held.open_stream().unwrap();
         // The idle one is expired to make room; the one with an open stream is kept.
-        sessions.create("k", Value::Null, Value::Null).unwrap();
+        sessions.create("k", ClientFacts::default()).unwrap();
         assert!(sessions.get(&held.id, "k").is_ok());
-        let strict = Sessions::new(1, Duration::from_secs(3600));
-        strict.create("k", Value::Null, Value::Null).unwrap();
+        let strict = self::sessions(1, Duration::from_secs(3600), 10);
+        strict.create("k", ClientFacts::default()).unwrap();
         assert!(matches!(
-            strict.create("k", Value::Null, Value::Null),
+            strict.create("k", ClientFacts::default()),
             Err(GatewayError::SessionLimit)
         ));
     }
 
     #[test]
     fn one_stream_per_session() {
-        let sessions = Sessions::new(2, Duration::from_secs(60));
-        let s = sessions.create("k", Value::Null, Value::Null).unwrap();
+        let sessions = sessions(2, Duration::from_secs(60), 2);
+        let s = sessions.create("k", ClientFacts::default()).unwrap();
         let claim = s.open_stream().unwrap();
         assert!(matches!(
             s.open_stream(),
@@ -398,5 +482,49 @@ mod tests {
         ));
         drop(claim);
         assert!(s.open_stream().is_ok());
+    }
+
+    #[test]
+    fn a_key_at_its_share_loses_its_least_recently_used_session() {
+        let sessions = sessions(100, Duration::from_secs(3600), 3);
+        let first = sessions.create("k", ClientFacts::default()).unwrap();
+        let streaming = sessions.create("k", ClientFacts::default()).unwrap();
+        let _claim = streaming.open_stream().unwrap();
+        let third = sessions.create("k", ClientFacts::default()).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        sessions.get(&third.id, "k").unwrap();
+        // Another key's sessions are not counted or touched.
+        let other = sessions.create("other", ClientFacts::default()).unwrap();
+        sessions.create("k", ClientFacts::default()).unwrap();
+        assert!(
+            sessions.get(&first.id, "k").is_err(),
+            "the oldest idle one goes"
+        );
+        for kept in [&streaming, &third] {
+            assert!(sessions.get(&kept.id, "k").is_ok());
+        }
+        assert!(sessions.get(&other.id, "other").is_ok());
+    }
+
+    #[test]
+    fn only_what_warden_uses_of_initialize_is_kept() {
+        let padding = "x".repeat(1 << 20);
+        let capabilities = serde_json::json!({
+            "elicitation": {"form": {}, "url": {}},
+            "sampling": {"padding": padding},
+            "experimental": {"padding": padding},
+        });
+        let info = serde_json::json!({"name": format!("client\n{padding}"), "version": "1.0", "extra": padding});
+        let facts = ClientFacts::from_initialize(&capabilities, &info);
+        assert_eq!(
+            facts.capabilities,
+            serde_json::json!({"elicitation": {"form": {}, "url": {}}, "sampling": {}})
+        );
+        assert!(
+            facts.name.len() <= 2 * MAX_CLIENT_NAME_CHARS + 1,
+            "{}",
+            facts.name.len()
+        );
+        assert!(facts.name.starts_with("clientxxx") && facts.name.ends_with("/1.0"));
     }
 }

@@ -11,6 +11,7 @@ use warden_upstream::Upstreams;
 
 use crate::audit::Auditor;
 use crate::auth::FailedAuth;
+use crate::client_addr::ClientAddresses;
 use crate::confirm::Confirmations;
 use crate::input_required::InputLot;
 use crate::metrics::Metrics;
@@ -50,6 +51,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
+    client_addresses: ClientAddresses,
     max_body_bytes: usize,
     results: Results,
     json_limits: JsonLimits,
@@ -77,10 +79,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 keys,
                 upstreams,
-                sessions: Arc::new(Sessions::new(
-                    config.sessions.max_sessions,
-                    config.sessions.idle_timeout,
-                )),
+                sessions: Arc::new(Sessions::new(&config.sessions)),
                 input_lot: InputLot::default(),
                 confirmations: Confirmations::new(approvals),
                 failed_auth: FailedAuth::new(
@@ -94,6 +93,11 @@ impl AppState {
                 metrics,
                 allowed_hosts: config.allowed_hosts.clone(),
                 allowed_origins: config.allowed_origins.clone(),
+                client_addresses: ClientAddresses::new(
+                    &config.trusted_proxies,
+                    config.rate.ipv4_prefix,
+                    config.rate.ipv6_prefix,
+                ),
                 max_body_bytes: config.limits.max_body_bytes,
                 results: config.results.clone(),
                 json_limits: config.limits.json,
@@ -155,6 +159,11 @@ impl AppState {
 
     pub(crate) fn allowed_origins(&self) -> &[String] {
         &self.inner.allowed_origins
+    }
+
+    /// How a request's client address is found and aggregated.
+    pub(crate) fn client_addresses(&self) -> &ClientAddresses {
+        &self.inner.client_addresses
     }
 
     pub(crate) fn max_body_bytes(&self) -> usize {

@@ -13,18 +13,20 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value};
-use warden_proto::era::{CLIENT_CAPABILITIES_META, PROTOCOL_VERSION_META, meta_protocol_version};
+use warden_proto::era::{
+    CLIENT_CAPABILITIES_META, CLIENT_INFO_META, PROTOCOL_VERSION_META, meta_protocol_version,
+};
 use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, RequestId, headers};
 use warden_store::Principal;
 
-use crate::audit::{self, VerdictCell};
+use crate::audit::{Draft, VerdictCell};
 use crate::auth::Caller;
 use crate::credentials;
 use crate::dispatch;
 use crate::error::{GatewayError, RpcError};
 use crate::log::McpFacts;
 use crate::relay;
-use crate::session::Session;
+use crate::session::{ClientFacts, Session, client_name};
 use crate::state::AppState;
 
 pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -237,34 +239,49 @@ async fn handle_post(
         Err(error) => return (Err(error), None),
     };
     let era = era_of(headers, &message);
-    if let Message::Request(request) = &message
-        && credentials::in_params(&request.params)
-    {
-        let id = request.id.clone();
-        return (Err(GatewayError::CredentialsInBody { id }), None);
-    }
-    let received = Received {
-        bytes,
-        verdict: VerdictCell::default(),
-    };
+    let verdict = VerdictCell::default();
     let facts = match &message {
         Message::Request(req) => Some(McpFacts {
             method: req.method.clone(),
             era: era.as_str(),
-            verdict: received.verdict.clone(),
+            verdict: verdict.clone(),
         }),
         Message::Notification { method, .. } => Some(McpFacts {
             method: method.clone(),
             era: era.as_str(),
-            verdict: received.verdict.clone(),
+            verdict: verdict.clone(),
         }),
         Message::Response(_) => None,
     };
+    // From here on every message has an audit record when it is refused, and every
+    // request when it runs.
+    let draft = state
+        .auditor()
+        .begin(principal, era, &message, bytes)
+        .reporting_to(verdict);
+    // Credentials belong in the header, in no message a client sends: not a request,
+    // nor a notification, nor an answer that would go on to an upstream.
+    if credentials::in_message(&message) {
+        let id = match &message {
+            Message::Request(request) => Some(request.id.clone()),
+            _ => None,
+        };
+        return (
+            refuse(draft, GatewayError::CredentialsInBody { id }).await,
+            facts,
+        );
+    }
     let outcome = match era {
-        Era::Modern => modern(state, principal, headers, message, can_stream, received).await,
-        Era::Legacy => legacy(state, principal, headers, message, can_stream, received).await,
+        Era::Modern => modern(state, principal, headers, message, can_stream, draft).await,
+        Era::Legacy => legacy(state, principal, headers, message, can_stream, draft).await,
     };
     (outcome, facts)
+}
+
+/// A refusal of the transport, recorded like any other.
+async fn refuse(draft: Draft, error: GatewayError) -> Result<Outcome, GatewayError> {
+    draft.refuse(&error).await;
+    Err(error)
 }
 
 /// The message, and the size of the body it came in.
@@ -332,30 +349,28 @@ async fn modern(
     headers: &HeaderMap,
     message: Message,
     can_stream: bool,
-    received: Received,
+    draft: Draft,
 ) -> Result<Outcome, GatewayError> {
     let request = match message {
         // Notifications are acknowledged; this revision defines none that need action.
-        Message::Notification { .. } => return Ok(Outcome::Accepted),
-        Message::Response(_) => return Err(GatewayError::ResponseNotAccepted),
+        Message::Notification { .. } => {
+            draft.discard();
+            return Ok(Outcome::Accepted);
+        }
+        Message::Response(_) => return refuse(draft, GatewayError::ResponseNotAccepted).await,
         Message::Request(request) => request,
     };
-    check_modern_request(headers, &request)?;
+    if let Err(error) = check_modern_request(headers, &request) {
+        return refuse(draft, error).await;
+    }
     let call = Call {
         era: Era::Modern,
         session: None,
         request,
         can_stream,
-        received,
+        draft,
     };
     execute(state, principal, call).await
-}
-
-/// What the transport learned of a body, for the audit record and the log.
-struct Received {
-    bytes: usize,
-    /// Filled in with the audit verdict; the request log line shows it.
-    verdict: VerdictCell,
 }
 
 /// A request on its way to `execute`.
@@ -364,11 +379,11 @@ struct Call {
     session: Option<Arc<Session>>,
     request: Request,
     can_stream: bool,
-    received: Received,
+    /// Its audit record, finished with its outcome.
+    draft: Draft,
 }
 
-/// Runs a request (see `relay`) and frames its answer. From here on every request has
-/// an audit record, refused or not.
+/// Runs a request (see `relay`) and frames its answer.
 async fn execute(
     state: &AppState,
     principal: &Principal,
@@ -379,18 +394,23 @@ async fn execute(
         session,
         request,
         can_stream,
-        received,
+        mut draft,
     } = call;
     let id = request.id.clone();
+    let client = match &session {
+        Some(session) => session.client.name.clone(),
+        None => client_name(
+            request
+                .params
+                .get("_meta")
+                .and_then(|meta| meta.get(CLIENT_INFO_META)),
+        ),
+    };
     let instance = match &session {
         Some(session) => session.id.clone(),
-        None => format!("{}/{}", principal.key_id, audit::client_of(&request, None)),
+        None => format!("{}/{client}", principal.key_id),
     };
-    let client = audit::client_of(&request, session.as_ref().map(|s| &s.client_info));
-    let draft = state
-        .auditor()
-        .begin(principal, era, &instance, &client, &request, received.bytes)
-        .reporting_to(received.verdict);
+    draft.identify(&instance, &client);
     // Rate limit per key: every request counts, notifications and answers do not.
     if let Err(refusal) = state
         .limiter()
@@ -476,28 +496,34 @@ async fn legacy(
     headers: &HeaderMap,
     message: Message,
     can_stream: bool,
-    received: Received,
+    draft: Draft,
 ) -> Result<Outcome, GatewayError> {
     if let Message::Request(request) = &message
         && request.method == "initialize"
     {
-        return initialize(state, principal, request);
+        return initialize(state, principal, headers, request, draft).await;
     }
     let request_id = match &message {
         Message::Request(request) => Some(request.id.clone()),
         _ => None,
     };
-    let session_id = header_str(headers, &SESSION_HEADER).ok_or(GatewayError::MissingSession)?;
-    let session = state.sessions().get(session_id, &principal.key_id)?;
+    let session = match header_str(headers, &SESSION_HEADER)
+        .ok_or(GatewayError::MissingSession)
+        .and_then(|id| state.sessions().get(id, &principal.key_id))
+    {
+        Ok(session) => session,
+        Err(error) => return refuse(draft, error).await,
+    };
     // Any legacy revision is accepted on a session (clients probe with older ones); a
     // 2026-07-28 header never reaches here.
     if let Some(version) = header_str(headers, &VERSION_HEADER)
         && ProtocolVersion::parse(version).is_none_or(|v| v.era() != Era::Legacy)
     {
-        return Err(GatewayError::LegacyVersionHeader { id: request_id });
+        return refuse(draft, GatewayError::LegacyVersionHeader { id: request_id }).await;
     }
     match message {
         Message::Notification { method, params } => {
+            draft.discard();
             match method.as_str() {
                 "notifications/cancelled" => {
                     if let Some(id) = params.get("requestId").and_then(request_id_key) {
@@ -510,6 +536,7 @@ async fn legacy(
             Ok(Outcome::Accepted)
         }
         Message::Response(response) => {
+            draft.discard();
             // The client's answer to a request an upstream sent it.
             if let RequestId::String(id) = &response.id
                 && let Some(request) = session.take_request(id)
@@ -524,7 +551,7 @@ async fn legacy(
                 session: Some(session),
                 request,
                 can_stream,
-                received,
+                draft,
             };
             execute(state, principal, call).await
         }
@@ -540,31 +567,51 @@ fn request_id_key(id: &Value) -> Option<String> {
     }
 }
 
-fn initialize(
+async fn initialize(
     state: &AppState,
     principal: &Principal,
+    headers: &HeaderMap,
     request: &Request,
+    draft: Draft,
 ) -> Result<Outcome, GatewayError> {
-    let requested = request
-        .params
-        .get("protocolVersion")
-        .and_then(Value::as_str);
-    let version = ProtocolVersion::negotiate_legacy(requested);
-    let capabilities = request
-        .params
-        .get("capabilities")
-        .filter(|c| c.is_object())
-        .cloned()
-        .unwrap_or_default();
-    let client_info = request
-        .params
-        .get("clientInfo")
-        .filter(|c| c.is_object())
-        .cloned()
-        .unwrap_or_default();
-    let session = state
-        .sessions()
-        .create(&principal.key_id, capabilities, client_info)?;
+    let id = request.id.clone();
+    let rpc = |error: RpcError| GatewayError::Rpc {
+        id: id.clone(),
+        era: Era::Legacy,
+        error: Box::new(error),
+    };
+    // An open session is not initialized again (that would mint a second one under the
+    // first one's name); an unknown or expired id is a client starting afresh.
+    if let Some(existing) = header_str(headers, &SESSION_HEADER)
+        && state.sessions().is_open(existing, &principal.key_id)
+    {
+        return refuse(draft, GatewayError::AlreadyInitialized { id }).await;
+    }
+    let params = &request.params;
+    let (Some(requested), Some(capabilities), Some(client_info)) = (
+        params.get("protocolVersion").and_then(Value::as_str),
+        params.get("capabilities").filter(|c| c.is_object()),
+        params.get("clientInfo").filter(|c| c.is_object()),
+    ) else {
+        let error = RpcError::invalid_params(
+            "initialize needs params.protocolVersion (a string), params.capabilities and params.clientInfo (objects)",
+        );
+        return refuse(draft, rpc(error)).await;
+    };
+    // Opening a session counts against the key's rate like any other request.
+    if let Err(refusal) = state
+        .limiter()
+        .admit_request(&principal.key_id, principal.rpm)
+    {
+        return refuse(draft, rpc(RpcError::rate_limited(&refusal))).await;
+    }
+    let version = ProtocolVersion::negotiate_legacy(Some(requested));
+    let client = ClientFacts::from_initialize(capabilities, client_info);
+    let session = match state.sessions().create(&principal.key_id, client) {
+        Ok(session) => session,
+        Err(error) => return refuse(draft, error).await,
+    };
+    draft.discard();
     tracing::debug!(version = version.as_str(), "session opened");
     let result = dispatch::initialize_result(state, version);
     finish(

@@ -436,6 +436,10 @@ fn serve(
             ),
             None => None,
         };
+        // Both listeners are bound before anything starts, so that a taken port stops the
+        // start at once and names the address and the setting.
+        let tcp = bind(config.listen, "[server] listen / --listen").await?;
+        let admin = bind(config.admin_listen, "[admin] listen / --admin-listen").await?;
         let children = ChildHost {
             workdirs: dir.path().join("upstreams"),
             trampoline: std::env::current_exe().ok(),
@@ -449,7 +453,6 @@ fn serve(
         // Tools the pins withhold are audited from the first catalogue on.
         tokio::spawn(auditor.clone().record_withheld(upstreams.withheld()));
         upstreams.load(CATALOGUE_WAIT).await;
-        let tcp = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = tcp.local_addr()?;
         let listener = match &config.tls {
             None => Listener::plain(tcp, config.connections.max)?,
@@ -470,9 +473,14 @@ fn serve(
         )?);
         metrics.watch(limiter.clone(), auditor.clone(), upstreams.clone());
         // The admin listener: metrics and health, never on the public port.
-        let admin = tokio::net::TcpListener::bind(config.admin_listen).await?;
-        tracing::info!("admin endpoint at http://{}", admin.local_addr()?);
-        let admin_routes = warden_gateway::admin_router(metrics.clone(), upstreams.clone());
+        let admin_addr = admin.local_addr()?;
+        tracing::info!("admin endpoint at http://{admin_addr}");
+        let admin_routes = warden_gateway::admin_router(
+            metrics.clone(),
+            upstreams.clone(),
+            admin_addr,
+            &config.allowed_hosts,
+        );
         tokio::spawn(async move { axum::serve(admin, admin_routes).await });
         let parts = warden_gateway::Parts {
             keys,
@@ -490,6 +498,13 @@ fn serve(
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Binds `address`; a failure names the address and the setting that chose it.
+async fn bind(address: SocketAddr, setting: &str) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen on {address} (set by {setting}): {error}").into())
 }
 
 /// SIGHUP reads the certificate files again; a bad pair is logged and the old one kept.

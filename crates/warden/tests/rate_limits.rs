@@ -158,6 +158,55 @@ async fn an_address_is_limited_before_authentication() {
     assert_refused_by(&keyed, "rate.per_ip");
 }
 
+/// An IPv6 client counts by its /64 (it owns them all); behind a trusted reverse proxy
+/// the forwarded address counts, and from anyone else the forwarding headers mean
+/// nothing.
+#[tokio::test]
+async fn addresses_count_by_network_and_only_trusted_proxies_forward() {
+    let warden = Warden::start_config(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n\n[rate]\nper_ip_rpm = 2\n",
+    );
+    let http = Http::new(&warden);
+    let from = |forwarded: &'static str| {
+        let http = &http;
+        async move {
+            http.post_modern(
+                &[("x-forwarded-for", forwarded)],
+                "tools/list",
+                None,
+                &support::raw::modern_body("tools/list", json!({})),
+            )
+            .await
+        }
+    };
+    assert_eq!(from("2001:db8::1").await.status, 200);
+    assert_eq!(from("2001:db8::2").await.status, 200);
+    // Another address of the same /64: the same client, over its budget.
+    assert_refused_by(&from("2001:db8::ffff:3").await, "rate.per_ip");
+    // The next /64 and an IPv4 client are others.
+    assert_eq!(from("2001:db8:0:1::1").await.status, 200);
+    assert_eq!(from("198.51.100.7").await.status, 200);
+
+    // Without trust in the proxy, every request is the peer's.
+    let direct = Warden::start_config("[rate]\nper_ip_rpm = 2\n");
+    let http = Http::new(&direct);
+    for (forwarded, status) in [
+        ("198.51.100.1", 200),
+        ("198.51.100.2", 200),
+        ("198.51.100.3", 429),
+    ] {
+        let reply = http
+            .post_modern(
+                &[("x-forwarded-for", forwarded)],
+                "tools/list",
+                None,
+                &support::raw::modern_body("tools/list", json!({})),
+            )
+            .await;
+        assert_eq!(reply.status, status, "{forwarded}");
+    }
+}
+
 #[tokio::test]
 async fn a_tool_has_its_own_rate_beside_cheap_tools() {
     let warden = Warden::start_config(&(fixture_upstream("fx", "") + "\n[tools.echo]\nrpm = 2\n"));

@@ -455,19 +455,20 @@ fn corpus() -> Vec<Case> {
             400,
             INVALID_PARAMS,
         ),
+        // No upstream here offers prompts or completions: the methods do not exist.
         (
-            "unknown prompt",
+            "a prompt where none are offered",
             "prompts/get",
             json!({"name": "notes.nope"}),
-            400,
-            INVALID_PARAMS,
+            404,
+            METHOD_NOT_FOUND,
         ),
         (
-            "completion of an unknown prompt",
+            "a completion where none are offered",
             "completion/complete",
             json!({"ref": {"type": "ref/prompt", "name": "nope"}, "argument": {"name": "a", "value": "b"}}),
-            400,
-            INVALID_PARAMS,
+            404,
+            METHOD_NOT_FOUND,
         ),
         (
             "params as an array",

@@ -256,6 +256,10 @@ impl Warden {
 
     /// The admin listener's base URL, from the log.
     pub fn admin_url(&self) -> String {
+        assert!(
+            self.logged("admin endpoint at "),
+            "admin endpoint not logged"
+        );
         let log = self.stderr();
         let at = log
             .find("admin endpoint at ")
@@ -265,6 +269,41 @@ impl Warden {
             .next()
             .unwrap()
             .to_owned()
+    }
+
+    /// `warden audit list --json`: every record of the audit trail, oldest first.
+    pub fn audit_rows(&self) -> Vec<Value> {
+        let out = self.cli(&["audit", "list", "--json", "--limit", "1000000"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// The audit records that satisfy `wanted`, once there are at least `count` of them
+    /// (records reach the file a flush delay after their answer); panics after 10 s.
+    pub fn audited(&self, count: usize, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+        for _ in 0..100 {
+            let found: Vec<Value> = self
+                .audit_rows()
+                .into_iter()
+                .filter(|r| wanted(r))
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "fewer than {count} matching audit records: {:?}",
+            self.audit_rows()
+        );
     }
 
     /// Runs a `warden` subcommand against this server's data directory.
