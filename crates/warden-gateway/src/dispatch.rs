@@ -12,7 +12,7 @@ use warden_policy::{CatalogueTool, Hardening, PolicyError, ToolKind, harden_mess
 use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
-use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UpstreamError};
+use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UpstreamError, UriRoute};
 
 use crate::audit::UpstreamUsed;
 use crate::confirm::{self, Confirmation};
@@ -155,19 +155,9 @@ pub(crate) async fn handle(
         }
         ("resources/read", _) | ("resources/subscribe" | "resources/unsubscribe", Era::Legacy) => {
             let uri = required_str(params, "uri")?;
-            let index = upstreams
-                .route_uri(&uri)
-                .ok_or_else(|| resource_not_found(era))?;
-            // A URI the upstream never listed (nor fits one of its templates) is not
-            // sent to it.
-            let known = upstreams.fits_template(index, &uri)
-                || upstreams
-                    .offers(index, context.caller(), Offered::Resource, &uri)
-                    .await
-                    .map_err(|error| unavailable(&error))?;
-            if !known {
-                return Err(resource_not_found(era));
-            }
+            // A URI goes only to the one upstream that listed it for this tenant or
+            // whose template it fits.
+            let index = owner_of(state, &context, &uri, era).await?;
             let result = forward(
                 state,
                 &context,
@@ -188,7 +178,7 @@ pub(crate) async fn handle(
         }
         ("completion/complete", _) => {
             let mut params = params.clone();
-            let index = route_completion(state, &mut params)?;
+            let index = route_completion(state, &context, &mut params).await?;
             let prompt = params
                 .get("ref")
                 .filter(|r| r["type"] == "ref/prompt")
@@ -299,6 +289,29 @@ async fn prompt_offered(
     }
 }
 
+/// The upstream that owns `uri` for the caller's tenant.
+async fn owner_of(
+    state: &AppState,
+    context: &Context<'_>,
+    uri: &str,
+    era: Era,
+) -> Result<usize, RpcError> {
+    match state
+        .upstreams()
+        .route_uri(context.caller(), uri)
+        .await
+        .map_err(|error| unavailable(&error))?
+    {
+        UriRoute::Owner(index) => Ok(index),
+        UriRoute::Unknown => Err(resource_not_found(era)),
+        UriRoute::Contested => Err(RpcError::refusal(
+            codes::INVALID_PARAMS,
+            "Resource not available: more than one upstream claims it",
+            "catalogue.contested_resource",
+        )),
+    }
+}
+
 fn resource_not_found(era: Era) -> RpcError {
     let code = match era {
         Era::Legacy => codes::RESOURCE_NOT_FOUND,
@@ -384,7 +397,11 @@ fn checked_output(tool: &CatalogueTool, result: Value) -> Value {
 }
 
 /// `completion/complete` names a prompt or a resource; it goes where that one lives.
-fn route_completion(state: &AppState, params: &mut Map<String, Value>) -> Result<usize, RpcError> {
+async fn route_completion(
+    state: &AppState,
+    context: &Context<'_>,
+    params: &mut Map<String, Value>,
+) -> Result<usize, RpcError> {
     let reference = params
         .get_mut("ref")
         .and_then(Value::as_object_mut)
@@ -404,10 +421,9 @@ fn route_completion(state: &AppState, params: &mut Map<String, Value>) -> Result
             let uri = reference
                 .get("uri")
                 .and_then(Value::as_str)
-                .unwrap_or_default();
-            upstreams
-                .route_uri(uri)
-                .ok_or_else(|| RpcError::invalid_params("Unknown resource"))
+                .unwrap_or_default()
+                .to_owned();
+            owner_of(state, context, &uri, context.era).await
         }
         _ => Err(RpcError::invalid_params(
             "params.ref.type must be ref/prompt or ref/resource",

@@ -11,8 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::harden::hides_characters;
 
-/// The fields a pin covers: everything the model reads or that decides a call.
-const PINNED: [&str; 6] = [
+/// The fields pins covered before they covered whole definitions; a pin made then is
+/// carried over when these are unchanged (see [`legacy_pinned_hash`]).
+const LEGACY_PINNED: [&str; 6] = [
     "name",
     "title",
     "description",
@@ -21,14 +22,26 @@ const PINNED: [&str; 6] = [
     "annotations",
 ];
 
-/// The pinned part of a definition as canonical JSON, and its SHA-256 (hex).
+/// A definition as it is pinned: the whole of it as clients see it in `tools/list`
+/// (`_meta`, `icons`, `execution` and any field to come included; the name is the one
+/// Warden gives it, which is also the pin's key), as canonical JSON, and its SHA-256
+/// (hex).
 pub fn pinned_form(definition: &Value) -> (String, String) {
-    let pinned: Map<String, Value> = PINNED
+    canonical_form(definition)
+}
+
+/// The hash a pin of this definition had when pins covered only [`LEGACY_PINNED`].
+pub fn legacy_pinned_hash(definition: &Value) -> String {
+    let pinned: Map<String, Value> = LEGACY_PINNED
         .iter()
         .filter_map(|field| Some(((*field).to_owned(), definition.get(*field)?.clone())))
         .collect();
+    canonical_form(&Value::Object(pinned)).1
+}
+
+fn canonical_form(value: &Value) -> (String, String) {
     let mut canonical = Vec::new();
-    warden_proto::canonical::write(&mut canonical, &Value::Object(pinned));
+    warden_proto::canonical::write(&mut canonical, value);
     let form = String::from_utf8_lossy(&canonical).into_owned();
     let hash = hash_of_form(&form);
     (form, hash)
@@ -104,14 +117,28 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_form_ignores_key_order_and_unpinned_fields() {
+    fn the_form_covers_the_whole_definition_in_any_key_order() {
         let a = json!({"name": "t", "description": "d", "inputSchema": {"b": 1, "a": 2}, "_meta": {"x": 1}});
-        let b = json!({"inputSchema": {"a": 2, "b": 1}, "description": "d", "name": "t"});
+        let b = json!({"_meta": {"x": 1}, "inputSchema": {"a": 2, "b": 1}, "description": "d", "name": "t"});
         assert_eq!(pinned_form(&a), pinned_form(&b));
         let (form, hash) = pinned_form(&a);
         assert_eq!(hash_of_form(&form), hash);
-        let changed = json!({"name": "t", "description": "d!", "inputSchema": {"a": 2, "b": 1}});
-        assert_ne!(pinned_form(&changed).1, hash);
+        for changed in [
+            json!({"name": "t", "description": "d!", "inputSchema": {"a": 2, "b": 1}, "_meta": {"x": 1}}),
+            json!({"name": "t", "description": "d", "inputSchema": {"a": 2, "b": 1}, "_meta": {"x": 2}}),
+            json!({"name": "t", "description": "d", "inputSchema": {"a": 2, "b": 1}, "_meta": {"x": 1}, "icons": []}),
+            json!({"name": "t", "description": "d", "inputSchema": {"a": 2, "b": 1}, "_meta": {"x": 1}, "execution": {"taskSupport": "required"}}),
+        ] {
+            assert_ne!(pinned_form(&changed).1, hash, "{changed}");
+        }
+        // The old form ignored `_meta`: a pin made then is recognised by it.
+        assert_eq!(
+            legacy_pinned_hash(&a),
+            legacy_pinned_hash(
+                &json!({"name": "t", "description": "d", "inputSchema": {"a": 2, "b": 1}})
+            )
+        );
+        assert_ne!(legacy_pinned_hash(&a), hash);
     }
 
     #[test]

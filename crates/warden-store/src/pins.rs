@@ -51,13 +51,17 @@ impl PinStore {
     }
 
     /// Checks `tool`'s definition against its pin. A first sight is pinned, unless
-    /// `suspicion` names a reason to withhold it; a changed definition is withheld.
+    /// `suspicion` names a reason to withhold it; a changed definition is withheld. A
+    /// pin made by an older Warden over fewer fields (`legacy_hash`, the hash of this
+    /// definition's old form) is carried over to the whole definition when those fields
+    /// are unchanged.
     pub fn check(
         &self,
         tool: &str,
         hash: &str,
         definition: &str,
         suspicion: Option<&str>,
+        legacy_hash: &str,
     ) -> Result<PinState> {
         let conn = self.db.lock();
         let row: Option<(Option<String>, Option<String>)> = conn
@@ -86,6 +90,13 @@ impl PinStore {
         };
         match pinned {
             Some(Some(accepted)) if accepted == hash => Ok(PinState::Accepted),
+            Some(Some(accepted)) if accepted == legacy_hash => {
+                conn.execute(
+                    "UPDATE pins SET hash = ?2, definition = ?3, updated_at = ?4 WHERE tool = ?1",
+                    params![tool, hash, definition, now_unix()],
+                )?;
+                Ok(PinState::Accepted)
+            }
             Some(Some(_)) => withhold("its definition changed since it was approved"),
             _ => match suspicion {
                 Some(why) => withhold(why),
@@ -188,19 +199,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = PinStore::open(&DataDir::open(tmp.path()).unwrap()).unwrap();
         assert_eq!(
-            store.check("t", "h1", "{d1}", None).unwrap(),
+            store.check("t", "h1", "{d1}", None, "legacy").unwrap(),
             PinState::Accepted
         );
         assert_eq!(
-            store.check("t", "h1", "{d1}", None).unwrap(),
+            store.check("t", "h1", "{d1}", None, "legacy").unwrap(),
             PinState::Accepted
         );
         assert!(matches!(
-            store.check("t", "h2", "{d2}", None).unwrap(),
+            store.check("t", "h2", "{d2}", None, "legacy").unwrap(),
             PinState::Withheld { new: true, .. }
         ));
         assert!(matches!(
-            store.check("t", "h2", "{d2}", None).unwrap(),
+            store.check("t", "h2", "{d2}", None, "legacy").unwrap(),
             PinState::Withheld { new: false, .. }
         ));
         assert_eq!(store.waiting().unwrap().len(), 1);
@@ -208,19 +219,46 @@ mod tests {
         assert!(!store.approve("t", "hash of {d1}", hash_of).unwrap());
         assert!(store.approve("t", "hash of {d2}", hash_of).unwrap());
         assert_eq!(
-            store.check("t", "hash of {d2}", "{d2}", None).unwrap(),
+            store
+                .check("t", "hash of {d2}", "{d2}", None, "legacy")
+                .unwrap(),
             PinState::Accepted
         );
         assert!(!store.approve("t", "hash of {d2}", hash_of).unwrap());
         // A suspicious first sight waits too.
         assert!(matches!(
-            store.check("u", "h", "{d}", Some("injection")).unwrap(),
+            store
+                .check("u", "h", "{d}", Some("injection"), "legacy")
+                .unwrap(),
             PinState::Withheld { .. }
         ));
         assert!(store.approve("u", "h", |_| "h".into()).unwrap());
         assert_eq!(
-            store.check("u", "h", "{d}", Some("injection")).unwrap(),
+            store
+                .check("u", "h", "{d}", Some("injection"), "legacy")
+                .unwrap(),
             PinState::Accepted
         );
+    }
+
+    #[test]
+    fn a_pin_of_the_old_form_carries_over_when_its_fields_are_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = PinStore::open(&DataDir::open(tmp.path()).unwrap()).unwrap();
+        // Pinned by an older Warden: its hash is the old form's.
+        store.check("t", "old", "{old}", None, "old").unwrap();
+        assert_eq!(
+            store.check("t", "new", "{new}", None, "old").unwrap(),
+            PinState::Accepted
+        );
+        // From then on the whole definition is the pin.
+        assert_eq!(
+            store.check("t", "new", "{new}", None, "old").unwrap(),
+            PinState::Accepted
+        );
+        assert!(matches!(
+            store.check("t", "newer", "{newer}", None, "old").unwrap(),
+            PinState::Withheld { new: true, .. }
+        ));
     }
 }

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
 use warden_config::{ToolClass, ToolRules};
-use warden_policy::{Catalogue, Origin, ToolKind, pinned_form, suspicious};
+use warden_policy::{Catalogue, Origin, ToolKind, legacy_pinned_hash, pinned_form, suspicious};
 use warden_store::{NotesStore, PinState, PinStore};
 
 use crate::egress::EgressPolicy;
@@ -20,8 +20,6 @@ use crate::{Caller, ChildHost, Upstream, UpstreamError};
 const CATALOGUE_TENANT: &str = "";
 /// An upstream that pages its tools past this is cut off (and says so in the log).
 const MAX_TOOL_PAGES: usize = 100;
-/// URIs learned from resource listings, for routing `resources/read`.
-const MAX_LEARNED_URIS: usize = 100_000;
 const CURSOR_PREFIX: &str = "w1:";
 const CHANGES_QUEUE: usize = 64;
 /// How long a burst of change notices may take before the catalogue is listed again.
@@ -68,6 +66,16 @@ struct Offers {
     names: std::collections::HashSet<String>,
 }
 
+/// Where a resource URI goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriRoute {
+    Owner(usize),
+    /// No upstream lists it for this tenant or has a template it fits.
+    Unknown,
+    /// Several upstreams claim it.
+    Contested,
+}
+
 /// One page of a merged list, and the upstream whose items it holds (each page holds
 /// one upstream's).
 #[derive(Debug)]
@@ -95,7 +103,6 @@ pub struct Upstreams {
     tools: Mutex<Vec<Vec<Value>>>,
     /// Per upstream, the fixed part of each resource template's URI.
     template_prefixes: Mutex<Vec<Vec<String>>>,
-    learned_uris: Mutex<HashMap<String, usize>>,
     offers: Mutex<HashMap<OffersKey, Offers>>,
     changes: broadcast::Sender<Value>,
     shutdown: watch::Sender<bool>,
@@ -138,7 +145,6 @@ impl Upstreams {
             catalogue: RwLock::new(Arc::new(Catalogue::default())),
             tools: Mutex::new(vec![Vec::new(); count]),
             template_prefixes: Mutex::new(vec![Vec::new(); count]),
-            learned_uris: Mutex::new(HashMap::new()),
             offers: Mutex::new(HashMap::new()),
             changes: broadcast::channel(CHANGES_QUEUE).0,
             shutdown,
@@ -387,7 +393,8 @@ impl Upstreams {
                     .collect();
                 let (form, hash) = pinned_form(definition);
                 let suspicion = suspicious(definition, &foreign);
-                match pins.check(&name, &hash, &form, suspicion) {
+                let legacy = legacy_pinned_hash(definition);
+                match pins.check(&name, &hash, &form, suspicion, &legacy) {
                     Ok(PinState::Accepted) => true,
                     Ok(PinState::Withheld { reason, new }) => {
                         if new {
@@ -526,7 +533,7 @@ impl Upstreams {
     }
 
     /// Whether `uri` fits one of upstream `index`'s resource templates.
-    pub fn fits_template(&self, index: usize, uri: &str) -> bool {
+    fn fits_template(&self, index: usize, uri: &str) -> bool {
         self.template_prefixes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -541,29 +548,36 @@ impl Upstreams {
             .retain(|(of, _, _), _| *of != index);
     }
 
-    /// The upstream a resource URI belongs to: the only one, one that listed it, or one
-    /// whose template it fits.
-    pub fn route_uri(&self, uri: &str) -> Option<usize> {
-        if self.upstreams.len() == 1 {
-            return Some(0);
+    /// The upstream a resource URI belongs to, for `caller`: the one upstream that
+    /// claims it, by listing it for that tenant or by a template it fits. A URI no one
+    /// claims is unknown; one claimed by several upstreams is refused (and logged): one
+    /// server must not be able to answer for another's resources.
+    pub async fn route_uri(
+        &self,
+        caller: Caller<'_>,
+        uri: &str,
+    ) -> Result<UriRoute, UpstreamError> {
+        let mut claimants = Vec::new();
+        for index in 0..self.upstreams.len() {
+            if self.fits_template(index, uri)
+                || self.offers(index, caller, Offered::Resource, uri).await?
+            {
+                claimants.push(index);
+            }
         }
-        if let Some(&index) = self
-            .learned_uris
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(uri)
-        {
-            return Some(index);
-        }
-        self.template_prefixes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .enumerate()
-            .flat_map(|(index, prefixes)| prefixes.iter().map(move |p| (index, p)))
-            .filter(|(_, prefix)| uri.starts_with(prefix.as_str()))
-            .max_by_key(|(_, prefix)| prefix.len())
-            .map(|(index, _)| index)
+        Ok(match claimants.as_slice() {
+            [] => UriRoute::Unknown,
+            [owner] => UriRoute::Owner(*owner),
+            several => {
+                let names: Vec<&str> = several.iter().map(|i| self.upstreams[*i].name()).collect();
+                tracing::warn!(
+                    upstreams = ?names,
+                    tenant = caller.tenant,
+                    "a resource URI is claimed by several upstreams; reads of it are refused"
+                );
+                UriRoute::Contested
+            }
+        })
     }
 
     /// One page of `prompts/list`, `resources/list` or `resources/templates/list` across
@@ -660,21 +674,6 @@ impl Upstreams {
                     if let Some(name) = prompt.get("name").and_then(Value::as_str) {
                         prompt["name"] = Value::String(format!("{}{name}", upstream.prefix()));
                     }
-                }
-            }
-            "resources" if self.upstreams.len() > 1 => {
-                let mut learned = self
-                    .learned_uris
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                for uri in items
-                    .iter()
-                    .filter_map(|r| r.get("uri").and_then(Value::as_str))
-                {
-                    if learned.len() >= MAX_LEARNED_URIS {
-                        learned.clear();
-                    }
-                    learned.insert(uri.to_owned(), index);
                 }
             }
             _ => {}

@@ -183,3 +183,115 @@ async fn everything_an_upstream_says_is_hardened() {
         assert_clean("server/discover", &modern_init.json());
     }
 }
+
+fn tool_names(reply: &support::raw::Reply) -> Vec<String> {
+    reply.tool_names()
+}
+
+/// A change to any part of a tool's definition (here `_meta`, `icons` and `execution`,
+/// not its description) withholds the tool until an operator approves it again.
+#[tokio::test]
+async fn pins_cover_the_whole_definition() {
+    let warden = Warden::start_config(&notes_and_hostile(""));
+    let http = Http::new(&warden);
+    let listed = http.modern("tools/list", None, json!({})).await;
+    assert!(tool_names(&listed).contains(&"evil.fail".to_owned()));
+    let reply = http.call_tool("evil.remeta", json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(warden.logged("tool withheld until approved"));
+    let listed = http.modern("tools/list", None, json!({})).await;
+    assert!(
+        !tool_names(&listed).contains(&"evil.fail".to_owned()),
+        "{}",
+        listed.text
+    );
+    let waiting = warden.cli(&["tools", "waiting"]);
+    let waiting = String::from_utf8_lossy(&waiting.stdout);
+    assert!(waiting.contains("evil.fail"), "{waiting}");
+    let diff = warden.cli(&["tools", "diff", "evil.fail"]);
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    assert!(diff.contains("v2-exfiltrate"), "{diff}");
+}
+
+/// A URI another upstream claims is never served by the wrong one: routes follow each
+/// tenant's own listings, and a URI two upstreams claim is refused (and logged).
+#[tokio::test]
+async fn one_upstream_cannot_answer_for_anothers_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let claims = dir.path().join("claims.txt");
+    let warden = Warden::start_config(&notes_and_hostile(&format!(
+        "env = {{ HOSTILE_CLAIM_FILE = {:?} }}\nsandbox_read = [{:?}]",
+        claims.to_str().unwrap(),
+        dir.path().to_str().unwrap()
+    )));
+    let (_, alice) = warden.add_key("acme", "alice", "write");
+    let (_, bob) = warden.add_key("globex", "bob", "write");
+    let (alice, bob) = (
+        Http::with_key(&warden, &alice),
+        Http::with_key(&warden, &bob),
+    );
+    let created = alice
+        .call_tool(
+            "notes.create_note",
+            json!({"title": "Plan", "body": "the real note"}),
+        )
+        .await;
+    let id = created.json()["result"]["structuredContent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uri = format!("notes://{id}");
+    // The hostile server now lists alice's note as its own, and another tenant's
+    // listing passes through Warden.
+    std::fs::write(&claims, format!("{uri}\n")).unwrap();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut params = json!({});
+        if let Some(cursor) = cursor.take() {
+            params["cursor"] = cursor.into();
+        }
+        let page = bob.modern("resources/list", None, params).await.json();
+        cursor = page["result"]["nextCursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    for (who, http) in [("alice", &alice), ("bob", &bob)] {
+        let read = http
+            .modern("resources/read", Some(&uri), json!({"uri": uri}))
+            .await;
+        assert!(
+            !read.text.contains("hostile read of"),
+            "{who} got the hostile server's answer: {}",
+            read.text
+        );
+        assert!(
+            !read.text.contains("the real note") || who == "alice",
+            "{}",
+            read.text
+        );
+        assert_eq!(read.status, 400, "{who}: {}", read.text);
+        assert!(
+            read.text.contains("more than one upstream claims it"),
+            "{}",
+            read.text
+        );
+    }
+    assert!(warden.logged("claimed by several upstreams"));
+    // What only one upstream claims still works, for every tenant.
+    for http in [&alice, &bob] {
+        let read = http
+            .modern(
+                "resources/read",
+                Some("hostile://doc/1"),
+                json!({"uri": "hostile://doc/1"}),
+            )
+            .await;
+        assert!(
+            read.text.contains("hostile read of hostile://doc/1"),
+            "{}",
+            read.text
+        );
+    }
+    std::fs::remove_file(&claims).unwrap();
+}
