@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use warden_config::{Confirm, JsonLimits, OutputCheck, ToolRules};
 
+use crate::harden::hides_characters;
 use crate::{PolicyError, paths, strict};
 
 /// What a tool does to the world, ordered by how much it can break.
@@ -347,6 +348,16 @@ impl Catalogue {
                     name,
                     reason: "no name".into(),
                 }),
+                // A name a client could not type and a log could not show as one word.
+                Ok(_)
+                    if name.chars().any(|c| c.is_control() || c.is_whitespace())
+                        || hides_characters(&name) =>
+                {
+                    withheld.push(Withheld {
+                        name,
+                        reason: "its name holds control, blank or invisible characters".into(),
+                    });
+                }
                 Ok(_) if catalogue.by_name.contains_key(&name) => withheld.push(Withheld {
                     name,
                     reason: "duplicate name".into(),

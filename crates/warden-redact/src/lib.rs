@@ -56,14 +56,19 @@ pub fn is_secret_name(name: &str) -> bool {
 /// Secret shapes, in one alternation so a line is scanned once.
 static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
     let shapes = [
-        // PEM private keys, the whole block.
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+        // PEM private keys, the whole block (and a block's first line on its own: the
+        // rest may follow on other lines, see `LineRedactor`).
+        r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----)?",
         // Warden keys.
         r"wdn_[A-Za-z0-9_\-]{16,}",
         // JWTs: three base64url parts, the first two JSON objects.
         r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
-        // OpenAI / Anthropic style keys.
-        r"\bsk-[A-Za-z0-9_\-]{16,}",
+        // OpenAI / Anthropic style keys, also glued to a word (see `looks_random`).
+        r"sk-[A-Za-z0-9_\-]{16,}",
+        // Stripe secret and restricted keys.
+        r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",
+        // Google API keys.
+        r"AIza[0-9A-Za-z_\-]{35}",
         // GitHub tokens.
         r"\b(?:ghp|gho|ghs|ghu|ghr)_[A-Za-z0-9]{20,}",
         r"\bgithub_pat_[A-Za-z0-9_]{20,}",
@@ -76,6 +81,25 @@ static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
     ];
     Regex::new(&shapes.join("|")).expect("the shapes compile")
 });
+
+/// A secret's name in prose, then its value: `password is hunter2`, `the API key was
+/// abc123`.
+static PROSE_NAMED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b((?:password|passwd|passphrase|secret|api[ _\-]?key|access[ _\-]?key|token)\s+(?:is|was|of)\s+)([^\s\x22',;]+)",
+    )
+    .expect("compiles")
+});
+
+/// Whether a `sk-` match is a key rather than a word that happens to contain `sk-`
+/// (`task-management-…`): keys have a long run of letters and digits with a digit in it.
+fn looks_random(found: &str) -> bool {
+    found[3..].split(['-', '_']).any(|run| {
+        run.len() >= 16
+            && run.bytes().any(|b| b.is_ascii_digit())
+            && run.bytes().any(|b| b.is_ascii_alphabetic())
+    })
+}
 
 /// `scheme://user:password@host`: the password goes.
 static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
@@ -94,7 +118,25 @@ static NAMED: LazyLock<Regex> = LazyLock::new(|| {
 pub fn text(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
     if SHAPES.is_match(&out) {
-        out = Cow::Owned(SHAPES.replace_all(&out, REDACTED).into_owned());
+        out = Cow::Owned(
+            SHAPES
+                .replace_all(&out, |found: &regex::Captures<'_>| {
+                    let found = &found[0];
+                    if found.starts_with("sk-") && !looks_random(found) {
+                        found.to_owned()
+                    } else {
+                        REDACTED.to_owned()
+                    }
+                })
+                .into_owned(),
+        );
+    }
+    if PROSE_NAMED.is_match(&out) {
+        out = Cow::Owned(
+            PROSE_NAMED
+                .replace_all(&out, format!("${{1}}{REDACTED}"))
+                .into_owned(),
+        );
     }
     if URL_PASSWORD.is_match(&out) {
         out = Cow::Owned(
@@ -136,6 +178,71 @@ pub fn json(value: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// Redacts a stream of lines (a child's stderr), where a secret can span lines: a
+/// private key block is dropped from its `BEGIN` line to its `END` line, whatever lies
+/// between, and stands in the output as one redacted line.
+#[derive(Debug, Default)]
+pub struct LineRedactor {
+    in_block: bool,
+}
+
+static BLOCK_BEGIN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----").expect("compiles")
+});
+static BLOCK_END: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----").expect("compiles"));
+
+impl LineRedactor {
+    /// The line as it may be written, or `None` when it is inside a secret block.
+    pub fn line<'a>(&mut self, line: &'a str) -> Option<Cow<'a, str>> {
+        if self.in_block {
+            if BLOCK_END.is_match(line) {
+                self.in_block = false;
+            }
+            return None;
+        }
+        if let Some(begin) = BLOCK_BEGIN.find(line)
+            && !BLOCK_END.is_match(&line[begin.end()..])
+        {
+            // The block goes on past this line: what came before it is kept.
+            self.in_block = true;
+            let before = text(&line[..begin.start()]).into_owned();
+            return Some(Cow::Owned(format!(
+                "{before}{REDACTED} (private key block)"
+            )));
+        }
+        Some(text(line))
+    }
+}
+
+/// `text` with every character that could forge output written as an escape: control
+/// characters (`\n`, `\r`, `\t`, `\x1b`, C1 controls), the Unicode line and paragraph
+/// separators, and the bidirectional overrides that reorder what a terminal shows. One
+/// field can then never become two lines, a terminal command or a reordered row.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let forging = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(forging) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if forging(c) && u32::from(c) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", u32::from(c)));
+            }
+            c if forging(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -212,5 +319,60 @@ mod tests {
         for name in ["title", "key_id", "monkey", "tokens_used"] {
             assert!(!is_secret_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn new_shapes_and_prose_go_and_words_stay() {
+        for (line, secret) in [
+            (
+                "key=sk_live_4eC39HqLyjWDarjtT1zdp7dc next",
+                "4eC39HqLyjWDarjtT1zdp7dc",
+            ),
+            ("rk_test_51HaBcDeFgHiJkLmNoP next", "51HaBcDeFgHiJkLmNoP"),
+            (
+                "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q next",
+                "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+            ),
+            (
+                "mykeysk-proj-Ab12Cd34Ef56Gh78Ij90 next",
+                "Ab12Cd34Ef56Gh78Ij90",
+            ),
+            ("the password is hunter2 next", "hunter2"),
+            ("Your API key was abc123XYZ next", "abc123XYZ"),
+        ] {
+            let redacted = text(line);
+            assert!(!redacted.contains(secret), "{line}: {redacted}");
+            assert!(redacted.ends_with(" next"), "{redacted}");
+        }
+        for plain in [
+            "ask-questions-and-get-answers-quickly",
+            "a task-management-system-for-teams",
+            "the password is",
+        ] {
+            assert_eq!(text(plain), plain);
+        }
+    }
+
+    #[test]
+    fn a_private_key_over_several_lines_is_dropped_whole() {
+        let mut lines = LineRedactor::default();
+        let stderr = "starting\nloaded -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nq83vEjW6Oe\n-----END RSA PRIVATE KEY-----\nready";
+        let out: Vec<String> = stderr
+            .lines()
+            .filter_map(|line| lines.line(line).map(Cow::into_owned))
+            .collect();
+        assert_eq!(
+            out,
+            ["starting", "loaded [REDACTED] (private key block)", "ready"]
+        );
+    }
+
+    #[test]
+    fn controls_are_escaped_and_nothing_else_changes() {
+        assert_eq!(
+            escape_controls("a\nb\r\tc\u{1b}[2Jd\u{85}e\u{2028}f\u{202e}g"),
+            "a\\nb\\r\\tc\\x1b[2Jd\\x85e\\u{2028}f\\u{202e}g"
+        );
+        assert!(matches!(escape_controls("plain é ✓"), Cow::Borrowed(_)));
     }
 }

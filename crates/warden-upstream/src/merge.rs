@@ -668,15 +668,12 @@ impl Upstreams {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        match key {
-            "prompts" => {
-                for prompt in &mut items {
-                    if let Some(name) = prompt.get("name").and_then(Value::as_str) {
-                        prompt["name"] = Value::String(format!("{}{name}", upstream.prefix()));
-                    }
+        if key == "prompts" {
+            for prompt in &mut items {
+                if let Some(name) = prompt.get("name").and_then(Value::as_str) {
+                    prompt["name"] = Value::String(format!("{}{name}", upstream.prefix()));
                 }
             }
-            _ => {}
         }
         let next = result
             .get("nextCursor")

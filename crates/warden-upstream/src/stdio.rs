@@ -490,11 +490,16 @@ async fn read_lines(
     }
 }
 
+/// Logs a child's stderr line by line; a secret that spans lines (a private key block)
+/// is dropped whole (the log writer redacts what fits on one line).
 async fn log_stderr(mut stderr: impl AsyncBufRead + Unpin, name: Arc<str>) {
     let mut line = Vec::new();
+    let mut redactor = warden_redact::LineRedactor::default();
     while let Ok(Some(_)) = read_line_capped(&mut stderr, &mut line, MAX_STDERR_LINE).await {
         let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end();
+        let Some(text) = redactor.line(text.trim_end()) else {
+            continue;
+        };
         if !text.is_empty() {
             tracing::info!(upstream = %name, stderr = %text, "upstream stderr");
         }

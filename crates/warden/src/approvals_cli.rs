@@ -4,6 +4,7 @@
 use clap::Subcommand;
 use warden_store::{ApprovalStore, DataDir};
 
+use crate::table::Table;
 use crate::{DataDirArg, Failure, data_dir_of};
 
 #[derive(Subcommand)]
@@ -36,21 +37,18 @@ fn open(data_dir: DataDirArg) -> Result<ApprovalStore, Failure> {
 pub(crate) fn run(command: ApprovalsCommand) -> Result<(), Failure> {
     match command {
         ApprovalsCommand::List { data_dir } => {
-            println!(
-                "{:<38} {:<20} {:<14} {:<22} {:<20} ARGUMENTS",
-                "ID", "ASKED", "TENANT", "KEY", "TOOL"
-            );
+            let mut table = Table::new(&["ID", "ASKED", "TENANT", "KEY", "TOOL", "ARGUMENTS"]);
             for held in open(data_dir)?.pending()? {
-                println!(
-                    "{:<38} {:<20} {:<14} {:<22} {:<20} {}",
+                table.row([
                     held.id,
                     warden_store::format_time(held.created_at),
                     held.tenant,
                     held.principal,
                     held.tool,
-                    held.summary
-                );
+                    held.summary,
+                ]);
             }
+            table.print(true)?;
         }
         ApprovalsCommand::Approve { id, data_dir } => decide(&id, data_dir, true)?,
         ApprovalsCommand::Deny { id, data_dir } => decide(&id, data_dir, false)?,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use warden_store::{AuditFilter, AuditRecord, AuditStore, DataDir, Verdict};
 
+use crate::table::Table;
 use crate::{DataDirArg, Failure, parse_duration};
 
 #[derive(Subcommand)]
@@ -129,35 +130,23 @@ fn print_rows(rows: &[(i64, AuditRecord)], json: bool, header: bool) -> Result<(
         }
         return Ok(());
     }
-    if header {
-        println!(
-            "{:<8} {:<20} {:<12} {:<22} {:<16} {:<24} {:<8} {:<22} {:<14} {:>9}",
-            "ID",
-            "TIME",
-            "TENANT",
-            "KEY",
-            "METHOD",
-            "TARGET",
-            "DECISION",
-            "RULE",
-            "OUTCOME",
-            "LATENCY"
-        );
-    }
+    let mut table = Table::new(&[
+        "ID", "TIME", "TENANT", "KEY", "METHOD", "TARGET", "DECISION", "RULE", "OUTCOME", "LATENCY",
+    ]);
     for (id, r) in rows {
-        println!(
-            "{:<8} {:<20} {:<12} {:<22} {:<16} {:<24} {:<8} {:<22} {:<14} {:>7}ms",
-            id,
+        table.row([
+            id.to_string(),
             warden_store::format_time(r.at_ms / 1000),
-            r.tenant,
-            r.principal,
-            r.method,
-            r.target.as_deref().unwrap_or("-"),
-            r.decision,
-            r.rule.as_deref().unwrap_or("-"),
-            r.outcome,
-            r.latency_us / 1000
-        );
+            r.tenant.clone(),
+            r.principal.clone(),
+            r.method.clone(),
+            r.target.clone().unwrap_or_else(|| "-".into()),
+            r.decision.clone(),
+            r.rule.clone().unwrap_or_else(|| "-".into()),
+            r.outcome.clone(),
+            format!("{}ms", r.latency_us / 1000),
+        ]);
     }
+    table.print(header)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod approvals_cli;
 mod audit_cli;
+mod table;
 mod tools_cli;
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use table::Table;
 use warden_config::{Config, Overrides};
 use warden_gateway::{Auditor, Listener, Metrics, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
@@ -253,18 +255,24 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
             println!("{}", new.key);
         }
         KeysCommand::List { data_dir } => {
-            println!(
-                "{:<22} {:<16} {:<16} {:<6} {:<5} {:<21} {:<21} {:<21} STATUS",
-                "ID", "TENANT", "NAME", "SCOPE", "RPM", "CREATED", "LAST USED", "EXPIRES"
-            );
+            let mut table = Table::new(&[
+                "ID",
+                "TENANT",
+                "NAME",
+                "SCOPE",
+                "RPM",
+                "CREATED",
+                "LAST USED",
+                "EXPIRES",
+                "STATUS",
+            ]);
             let now = warden_store::now_unix();
             for key in open_keys(data_dir)?.list()? {
-                println!(
-                    "{:<22} {:<16} {:<16} {:<6} {:<5} {:<21} {:<21} {:<21} {}",
-                    key.id,
-                    key.tenant,
-                    key.name,
-                    key.scope,
+                table.row([
+                    key.id.clone(),
+                    key.tenant.clone(),
+                    key.name.clone(),
+                    key.scope.to_string(),
                     key.options
                         .rpm
                         .map_or("-".to_owned(), |rpm| rpm.to_string()),
@@ -274,9 +282,10 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                     key.options
                         .expires_at
                         .map_or("never".to_owned(), warden_store::format_time),
-                    key.status(now)
-                );
+                    key.status(now).to_string(),
+                ]);
             }
+            table.print(true)?;
         }
         KeysCommand::Revoke { id, data_dir } => {
             if !open_keys(data_dir)?.revoke(&id)? {
@@ -315,7 +324,8 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(RedactedStderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        // No colours: escape sequences are escaped on the way out (see RedactedLine).
+        .with_ansi(false);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -350,9 +360,16 @@ impl std::io::Write for RedactedLine {
 impl Drop for RedactedLine {
     fn drop(&mut self) {
         let line = String::from_utf8_lossy(&self.0);
+        let (body, end) = line
+            .strip_suffix('\n')
+            .map_or((&*line, ""), |body| (body, "\n"));
+        // One event is one line: a newline or an escape sequence in any field (a client's
+        // method, an upstream's tool name or stderr) is written escaped, never raw.
+        let redacted = warden_redact::text(body);
+        let escaped = warden_redact::escape_controls(&redacted);
         let _ = std::io::Write::write_all(
             &mut std::io::stderr().lock(),
-            warden_redact::text(&line).as_bytes(),
+            format!("{escaped}{end}").as_bytes(),
         );
     }
 }

@@ -4,6 +4,7 @@
 use clap::Subcommand;
 use warden_store::{DataDir, PinStore};
 
+use crate::table::Table;
 use crate::{DataDirArg, Failure, data_dir_of};
 
 #[derive(Subcommand)]
@@ -43,17 +44,18 @@ fn pretty(form: Option<&str>) -> String {
 pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
     match command {
         ToolsCommand::Waiting { data_dir } => {
+            let mut table = Table::new(&["TOOL", "HASH", "WHY"]);
             for pin in open(data_dir)?.waiting()? {
-                println!(
-                    "{}\t{}\t{}",
-                    pin.tool,
+                table.row([
+                    pin.tool.clone(),
                     pin.pending
                         .as_deref()
                         .map(warden_policy::hash_of_form)
                         .unwrap_or_default(),
-                    pin.pending_why.as_deref().unwrap_or_default()
-                );
+                    pin.pending_why.clone().unwrap_or_default(),
+                ]);
             }
+            table.print(true)?;
         }
         ToolsCommand::Diff { tool, data_dir } => {
             let Some(pin) = open(data_dir)?.get(&tool)? else {
@@ -67,7 +69,8 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
             );
             if let Some(pending) = &pin.pending {
                 println!(
-                    "to accept it: warden tools approve {tool} {}",
+                    "to accept it: warden tools approve {} {}",
+                    warden_redact::escape_controls(&tool),
                     warden_policy::hash_of_form(pending)
                 );
             }

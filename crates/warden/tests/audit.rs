@@ -288,6 +288,97 @@ async fn canary_secrets_never_reach_anything_warden_writes() {
     assert!(warden.audit_rows().len() >= 6);
 }
 
+/// Every shape rule of the redaction, with a canary each, planted where an upstream
+/// writes (its stderr, a private key over several lines included) and where a client
+/// writes (a tool name the audit trail records): none reaches the log or `audit.db`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_redaction_rule_holds_over_logs_and_audit() {
+    let canaries = [
+        (
+            "a Warden key",
+            "wdn_canaryKEYabcdefghijklmnopqrstuvwxyz0123456",
+            "",
+        ),
+        (
+            "a JWT",
+            "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnY2FuYXJ5",
+            "",
+        ),
+        ("an OpenAI key", "sk-canaryOPENAIabcdef0123456789", ""),
+        (
+            "a key glued to a word",
+            "sk-proj-CanaryGLUED0123456789abc",
+            "mykey",
+        ),
+        ("a GitHub token", "ghp_canaryGITHUBabcdefghijklmn0001", ""),
+        (
+            "a GitHub PAT",
+            "github_pat_11CANARYPAT0123456789_abcdef",
+            "",
+        ),
+        ("a Slack token", "xoxb-canary-SLACK-0003abcd", ""),
+        ("an AWS key id", "AKIACANARYAWS0000012", ""),
+        ("an auth header", "canaryBEARERtoken0123", "Bearer "),
+        ("a Stripe key", "sk_live_canarySTRIPE0123456789ab", ""),
+        (
+            "a Google API key",
+            "AIzaSyCanaryGOOGLEabcdefghijklmn0123456",
+            "",
+        ),
+        ("a URL password", "canaryURLpass", "postgres://app:"),
+        ("a named secret", "canaryNAMED01", "password="),
+        ("a secret in prose", "canaryPROSE02", "the password is "),
+    ];
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIcanaryPEMline1\nMIIcanaryPEMline2\n-----END PRIVATE KEY-----";
+    let warden = Warden::start_config(&fixture_upstream("fx", ""));
+    let http = Http::new(&warden);
+    // Tool names go in a legacy session's body (no header could carry a newline).
+    let session = http.initialize().await;
+    let unknown_tool = |name: &str| json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": {}}});
+    for (what, canary, before) in canaries {
+        let planted = if before == "postgres://app:" {
+            format!("{before}{canary}@db:5432/x")
+        } else {
+            format!("{before}{canary}")
+        };
+        let reply = http
+            .call_tool(
+                "complain",
+                json!({"text": format!("{what}: {planted} end")}),
+            )
+            .await;
+        // A Warden key in a body is refused before it reaches the upstream.
+        let expected = if canary.starts_with("wdn_") { 400 } else { 200 };
+        assert_eq!(reply.status, expected, "{what}: {}", reply.text);
+        let reply = http
+            .legacy(&session, &unknown_tool(&format!("t {planted}")))
+            .await;
+        assert!(reply.text.contains("-32602"), "{what}: {}", reply.text);
+    }
+    let reply = http
+        .call_tool("complain", json!({"text": format!("loaded\n{pem}\nready")}))
+        .await;
+    assert_eq!(reply.status, 200);
+    let reply = http
+        .legacy(&session, &unknown_tool(&format!("t {pem}")))
+        .await;
+    assert!(reply.text.contains("-32602"), "{}", reply.text);
+    assert!(warden.logged("ready"));
+    warden.audited(canaries.len() + 1, |row| {
+        row["target"].as_str().is_some_and(|t| t.starts_with("t "))
+    });
+    for (what, canary, _) in canaries {
+        assert!(!warden.has_written(canary), "{what} ({canary}) was written");
+        assert!(
+            canary.starts_with("wdn_") || warden.logged(&format!("{what}: ")),
+            "{what} not logged at all"
+        );
+    }
+    for line in ["MIIcanaryPEMline1", "MIIcanaryPEMline2"] {
+        assert!(!warden.has_written(line), "{line} was written");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_on_the_admin_listener_only() {
     let warden = Warden::start_config(&(fixture_upstream("fx", "") + "\n[tools.pid]\nrpm = 1\n"));

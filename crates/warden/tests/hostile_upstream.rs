@@ -295,3 +295,90 @@ async fn one_upstream_cannot_answer_for_anothers_resources() {
     }
     std::fs::remove_file(&claims).unwrap();
 }
+
+/// Newlines and escape sequences from an upstream's tool name, its stderr, or a
+/// client's method and tool name never forge a log line, an audit row or a CLI table
+/// row: they are written escaped, and the audit trail keeps the exact text.
+#[tokio::test]
+async fn nothing_forges_a_log_line_or_a_table_row() {
+    const FORGED: &str = "FORGED 2026-12-03T00:00:00Z INFO key rotated";
+    let evil_tool = format!("evil\n{FORGED}\u{1b}[2J");
+    // TOML writes the escape character as \u001b, not Rust's \u{1b}.
+    let in_toml = format!("{evil_tool:?}").replace("\\u{1b}", "\\u001b");
+    let config = notes_and_hostile(&format!("env = {{ HOSTILE_TOOL = {in_toml} }}"))
+        + "\n"
+        + &support::fixture_upstream("fx", "");
+    let warden = Warden::start_config(&config);
+    let http = Http::new(&warden);
+    assert!(warden.logged("tool withheld until approved"));
+    // Upstream stderr with an escape sequence and a forged line.
+    let reply = http
+        .call_tool(
+            "fx.complain",
+            json!({"text": format!("oops\u{1b}[31m\r{FORGED}")}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    // A client's method and tool name.
+    let forged_method = format!("tools/list\n{FORGED}");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": forged_method, "params": {
+        "_meta": support::raw::meta()}});
+    let reply = http
+        .post(
+            &[
+                ("mcp-protocol-version", support::raw::MODERN),
+                ("mcp-method", "tools/list"),
+            ],
+            body.to_string(),
+        )
+        .await;
+    assert!(reply.status >= 400, "{}", reply.text);
+    let forged_tool = format!("nope\n{FORGED}");
+    let reply = http
+        .post_modern(
+            &[],
+            "tools/call",
+            Some("nope"),
+            &support::raw::modern_body("tools/call", json!({"name": forged_tool, "arguments": {}})),
+        )
+        .await;
+    assert!(reply.status >= 400, "{}", reply.text);
+    assert!(warden.logged("upstream stderr"));
+    let refused = warden.audited(1, |row| {
+        row["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("nope"))
+    });
+    // The audit trail keeps the exact text (its JSON escapes it) ...
+    assert_eq!(refused[0]["target"], forged_tool.as_str());
+
+    let log = warden.stderr();
+    let listing = warden.cli(&["audit", "list"]);
+    let waiting = warden.cli(&["tools", "waiting"]);
+    for (what, text) in [
+        ("the log", log),
+        (
+            "audit list",
+            String::from_utf8_lossy(&listing.stdout).into_owned(),
+        ),
+        (
+            "tools waiting",
+            String::from_utf8_lossy(&waiting.stdout).into_owned(),
+        ),
+    ] {
+        for line in text.lines() {
+            assert!(
+                !line.starts_with("FORGED"),
+                "{what} has a forged line: {line:?}"
+            );
+        }
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\r'),
+            "{what}: {text:?}"
+        );
+        assert!(
+            text.contains("\\n"),
+            "{what} shows no escaped newline: {text}"
+        );
+    }
+}
