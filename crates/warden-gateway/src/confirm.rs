@@ -17,100 +17,81 @@
 //! (`warden approvals approve|deny`), and the same call made again (same key, tool and
 //! arguments) then runs, once, or is refused.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use warden_config::Confirm;
 use warden_policy::CatalogueTool;
 use warden_proto::{Era, codes};
-use warden_store::ApprovalStore;
+use warden_store::{ApprovalStore, Principal};
 use warden_upstream::{Event, ServerRequest};
 
 use crate::dispatch::Context;
 use crate::error::RpcError;
 use crate::input_required::{Binding, client_can_answer, new_handle};
+use crate::waiting::WaitingList;
 
 const STATE_PREFIX: &str = "wconfirm1.";
 const TTL: Duration = Duration::from_secs(300);
-/// Confirmations waiting for an answer at once, across all clients.
-const MAX_WAITING: usize = 1024;
-/// How much of the arguments the person is shown.
-const SUMMARY_CHARS: usize = 600;
+/// How much of each argument's value the person is shown.
+const VALUE_CHARS: usize = 200;
+/// How much of an argument's name the person is shown.
+const NAME_CHARS: usize = 64;
 
 /// How long a held call waits for an operator.
 const HELD_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Confirmations asked of modern clients, by handle; calls held for an operator, by
-/// request id.
+/// request id. Both lists are shared out by key and tenant.
 pub(crate) struct Confirmations {
-    waiting: Mutex<HashMap<String, (Binding, Instant)>>,
-    held: Mutex<HashMap<String, (Binding, Instant)>>,
+    waiting: WaitingList<Binding>,
+    held: WaitingList<Binding>,
     approvals: Arc<ApprovalStore>,
+    /// How long a person may take to answer on the call's stream.
+    answer_timeout: Duration,
 }
 
 impl Confirmations {
-    pub(crate) fn new(approvals: Arc<ApprovalStore>) -> Self {
+    pub(crate) fn new(approvals: Arc<ApprovalStore>, shares: &warden_config::Waiting) -> Self {
         Self {
-            waiting: Mutex::default(),
-            held: Mutex::default(),
+            waiting: WaitingList::new("confirmation", shares, TTL),
+            held: WaitingList::new("an operator's approval", shares, HELD_TTL),
             approvals,
+            answer_timeout: shares.confirm_timeout,
         }
     }
 
     /// The held request this call repeats, if any.
     fn held_for(&self, binding: &Binding) -> Option<String> {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.retain(|_, (_, since)| since.elapsed() < HELD_TTL);
-        held.iter()
-            .find(|(_, (held, _))| held == binding)
-            .map(|(id, _)| id.clone())
-    }
-
-    fn release(&self, id: &str) {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+        self.held.find(|held| held == binding)
     }
 
     /// Holds a call for an operator; answers the result that tells the client so.
     fn hold(
         &self,
-        context: &Context<'_>,
-        tool: &str,
+        principal: &Principal,
+        tool: &CatalogueTool,
         summary: &str,
         binding: Binding,
     ) -> Result<Value, RpcError> {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if held.len() >= MAX_WAITING {
-            held.retain(|_, (_, since)| since.elapsed() < HELD_TTL);
-            if held.len() >= MAX_WAITING {
-                return Err(RpcError::new(
-                    codes::UPSTREAM_UNAVAILABLE,
-                    "Too many calls are waiting for approval; try again later",
-                ));
-            }
-        }
+        // Room first, then the record: a full share refuses before anything is stored.
+        self.held.check_room(principal)?;
         let id = self
             .approvals
-            .hold(
-                &context.principal.tenant,
-                &context.principal.key_id,
-                tool,
-                summary,
-            )
+            .hold(&principal.tenant, &principal.key_id, tool.name(), summary)
             .map_err(|error| {
                 tracing::error!(%error, "approval not recorded");
                 RpcError::internal()
             })?;
-        held.insert(id.clone(), (binding, Instant::now()));
+        self.held
+            .add(id.clone(), principal, binding, |_| false)
+            .map_err(|(refused, _)| refused)?;
         Ok(waiting_result(tool, &id, "is waiting"))
     }
 
     /// A repeated call of a held request: runs once approved, refused once denied.
-    fn decided(&self, id: &str, tool: &str) -> Result<Option<Value>, RpcError> {
+    fn decided(&self, id: &str, tool: &CatalogueTool) -> Result<Option<Value>, RpcError> {
         let status = self.approvals.status(id).map_err(|error| {
             tracing::error!(%error, "approval not read");
             RpcError::internal()
@@ -118,7 +99,7 @@ impl Confirmations {
         match status.as_deref() {
             Some("pending") => Ok(Some(waiting_result(tool, id, "is still waiting"))),
             Some("approved") => {
-                self.release(id);
+                self.held.remove(id);
                 let first = self.approvals.mark_done(id).map_err(|error| {
                     tracing::error!(%error, "approval not updated");
                     RpcError::internal()
@@ -126,7 +107,7 @@ impl Confirmations {
                 if first { Ok(None) } else { Err(stale()) }
             }
             Some("denied") => {
-                self.release(id);
+                self.held.remove(id);
                 Err(RpcError::refusal(
                     codes::INVALID_PARAMS,
                     format!("The operator denied request {id}; the call was not run"),
@@ -134,34 +115,22 @@ impl Confirmations {
                 ))
             }
             _ => {
-                self.release(id);
+                self.held.remove(id);
                 Err(stale())
             }
         }
     }
-    fn ask(&self, binding: Binding) -> Result<String, RpcError> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        if waiting.len() >= MAX_WAITING {
-            waiting.retain(|_, (_, since)| since.elapsed() < TTL);
-        }
-        if waiting.len() >= MAX_WAITING {
-            return Err(RpcError::new(
-                codes::UPSTREAM_UNAVAILABLE,
-                "Too many calls are waiting for confirmation; try again later",
-            ));
-        }
+
+    fn ask(&self, principal: &Principal, binding: Binding) -> Result<String, RpcError> {
         let token = new_handle(STATE_PREFIX);
-        waiting.insert(token.clone(), (binding, Instant::now()));
+        self.waiting
+            .add(token.clone(), principal, binding, |_| false)
+            .map_err(|(refused, _)| refused)?;
         Ok(token)
     }
 
     fn take(&self, token: &str) -> Option<Binding> {
-        let (binding, since) = self
-            .waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(token)?;
-        (since.elapsed() < TTL).then_some(binding)
+        self.waiting.take(token)
     }
 }
 
@@ -198,13 +167,13 @@ pub(crate) async fn confirm(
         Confirm::Approve => {
             let binding = Binding::new(&context.principal.key_id, "tools/call", &params);
             if let Some(id) = confirmations.held_for(&binding) {
-                return match confirmations.decided(&id, tool.name())? {
+                return match confirmations.decided(&id, tool)? {
                     Some(waiting) => Ok(Confirmation::Held(waiting)),
                     None => Ok(Confirmation::Go(params)),
                 };
             }
-            let summary = summary(params.get("arguments"));
-            let result = confirmations.hold(context, tool.name(), &summary, binding)?;
+            let summary = shown_arguments(params.get("arguments")).join("; ");
+            let result = confirmations.hold(context.principal, tool, &summary, binding)?;
             return Ok(Confirmation::Held(result));
         }
         Confirm::Elicit => {}
@@ -223,9 +192,20 @@ pub(crate) async fn confirm(
                 .send(Event::Request(request))
                 .await
                 .map_err(|_| unsupported(tool.name()))?;
-            match answered.await {
-                Ok(Ok(answer)) => accepted(&answer).map(|()| Confirmation::Go(params)),
-                _ => Err(unsupported(tool.name())),
+            // A person who never answers does not hold the call (and its connection)
+            // for the session's life.
+            match tokio::time::timeout(confirmations.answer_timeout, answered).await {
+                Ok(Ok(Ok(answer))) => accepted(&answer).map(|()| Confirmation::Go(params)),
+                Ok(_) => Err(unsupported(tool.name())),
+                Err(_) => Err(RpcError::refusal(
+                    codes::INVALID_PARAMS,
+                    format!(
+                        "No one confirmed the call within {} s; {} was not run",
+                        confirmations.answer_timeout.as_secs(),
+                        tool.name()
+                    ),
+                    "confirm.timeout",
+                )),
             }
         }
         Era::Modern => {
@@ -244,7 +224,7 @@ pub(crate) async fn confirm(
                 if !client_can_answer(&capabilities, "elicitation/create", &question) {
                     return Err(unsupported(tool.name()));
                 }
-                let token = confirmations.ask(binding)?;
+                let token = confirmations.ask(context.principal, binding)?;
                 return Ok(Confirmation::Ask(json!({
                     "resultType": "input_required",
                     "inputRequests": {
@@ -275,25 +255,46 @@ pub(crate) async fn confirm(
     }
 }
 
-/// The arguments as a person is shown them: redacted and cut.
-fn summary(arguments: Option<&Value>) -> String {
+/// The arguments as a person is shown them: every name, in a fixed order (not the
+/// caller's), each value as JSON, redacted, with anything that could reorder or hide
+/// text escaped, and cut to a bounded length that says how much is left out.
+fn shown_arguments(arguments: Option<&Value>) -> Vec<String> {
     let mut shown = arguments.cloned().unwrap_or_else(|| json!({}));
     warden_redact::json(&mut shown);
-    let text = shown.to_string();
-    let mut summary: String = text.chars().take(SUMMARY_CHARS).collect();
-    if summary.len() < text.len() {
-        summary.push('…');
+    let Value::Object(arguments) = shown else {
+        return vec![cut(&shown.to_string(), VALUE_CHARS)];
+    };
+    let mut names: Vec<&String> = arguments.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let name_text = cut(&Value::String(name.clone()).to_string(), NAME_CHARS);
+            format!(
+                "{name_text} = {}",
+                cut(&arguments[name].to_string(), VALUE_CHARS)
+            )
+        })
+        .collect()
+}
+
+/// `text` escaped and cut to `chars` characters, saying how many bytes were left out.
+fn cut(text: &str, chars: usize) -> String {
+    let escaped = warden_redact::escape_controls(text);
+    match escaped.char_indices().nth(chars) {
+        None => escaped.into_owned(),
+        Some((at, _)) => format!("{}… ({} more bytes)", &escaped[..at], escaped.len() - at),
     }
-    summary
 }
 
 /// The tool result of a held call.
-fn waiting_result(tool: &str, id: &str, state: &str) -> Value {
+fn waiting_result(tool: &CatalogueTool, id: &str, state: &str) -> Value {
+    let name = tool.name();
     json!({
         "content": [{
             "type": "text",
             "text": format!(
-                "Nothing was done yet: {tool} needs an operator's approval, and request {id} {state}. Ask the operator to run `warden approvals approve {id}`; then call {tool} again with the same arguments to run it."
+                "Nothing was done yet: {name} needs an operator's approval, and request {id} {state}. Ask the operator to run `warden approvals approve {id}`; then call {name} again with the same arguments to run it."
             ),
         }],
         "isError": false,
@@ -308,12 +309,22 @@ fn stale() -> RpcError {
     )
 }
 
-/// The elicitation put to the person: which tool, where, with what.
+/// The elicitation put to the person: Warden's own words first, then, set apart and
+/// quoted, what the caller sent.
 fn question(tool: &str, upstream: &str, arguments: Option<&Value>) -> Value {
-    let summary = summary(arguments);
+    let shown = shown_arguments(arguments);
+    let listing = if shown.is_empty() {
+        "  (none)".to_owned()
+    } else {
+        shown
+            .iter()
+            .map(|line| format!("  {line}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     json!({
         "message": format!(
-            "Allow {tool} on {upstream}? It changes or deletes data and cannot be undone by Warden. Arguments: {summary}"
+            "Warden asks: allow {tool} on upstream {upstream}? It changes or deletes data, and Warden cannot undo it.\n\nThe arguments below are quoted exactly as the caller sent them (each value cut at {VALUE_CHARS} characters). They are data, not a message from Warden.\n{listing}"
         ),
         "requestedSchema": {"type": "object", "properties": {}},
     })

@@ -16,9 +16,9 @@
 //! good for one retry, only by the key that started the call, only with the same method
 //! and arguments, and only while the upstream call lives.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use rand::RngCore as _;
@@ -33,14 +33,13 @@ use warden_upstream::{Caller, Event, ServerRequest, Upstream, UpstreamError};
 
 use crate::dispatch::{upstream_failed, upstream_result};
 use crate::error::RpcError;
+use crate::waiting::WaitingList;
 
 /// The only requests a server may answer with `InputRequiredResult`.
 const INPUT_METHODS: [&str; 3] = ["tools/call", "prompts/get", "resources/read"];
 /// Marks a `requestState` as Warden's own; any other passes to a modern upstream.
 const STATE_PREFIX: &str = "warden1.";
 const STATE_BYTES: usize = 32;
-/// Calls waiting for a client's answers at once, across all clients.
-const MAX_PARKED: usize = 1024;
 /// A parked call outlives neither its upstream timeout nor this.
 const PARKED_TTL: Duration = Duration::from_secs(600);
 /// Rounds of questions a modern upstream may ask a legacy client in one call.
@@ -70,15 +69,13 @@ pub(crate) fn client_can_answer(capabilities: &Value, method: &str, params: &Val
     }
 }
 
-/// Calls parked until their client answers, by handle.
-#[derive(Default)]
+/// Calls parked until their client answers, by handle; shared out by key and tenant.
 pub(crate) struct InputLot {
-    parked: Mutex<HashMap<String, Parked>>,
+    parked: WaitingList<Parked>,
 }
 
 struct Parked {
     binding: Binding,
-    since: Instant,
     call: RunningCall,
     asked: BTreeMap<String, ServerRequest>,
 }
@@ -120,28 +117,27 @@ pub(crate) fn new_handle(prefix: &str) -> String {
 }
 
 impl InputLot {
-    fn parked(&self) -> MutexGuard<'_, HashMap<String, Parked>> {
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn new(shares: &warden_config::Waiting) -> Self {
+        Self {
+            parked: WaitingList::new("answers", shares, PARKED_TTL),
+        }
     }
 
-    /// Parks a call and returns its handle, or hands it back when the lot is full.
-    fn park(&self, parked: Parked) -> Result<String, Box<Parked>> {
-        let mut lot = self.parked();
-        if lot.len() >= MAX_PARKED {
-            // Dropping a parked call aborts it, which tells its upstream.
-            lot.retain(|_, p| p.since.elapsed() < PARKED_TTL && !p.call.answer.is_finished());
-        }
-        if lot.len() >= MAX_PARKED {
-            return Err(Box::new(parked));
-        }
+    /// Parks a call and returns its handle, or refuses when its shares are full
+    /// (dropping the call, which cancels it upstream). A call whose upstream has
+    /// answered meanwhile makes room.
+    fn park(&self, principal: &Principal, parked: Parked) -> Result<String, RpcError> {
         let token = new_handle(STATE_PREFIX);
-        lot.insert(token.clone(), parked);
+        self.parked
+            .add(token.clone(), principal, parked, |p| {
+                p.call.answer.is_finished()
+            })
+            .map_err(|(refused, _)| refused)?;
         Ok(token)
     }
 
     fn take(&self, token: &str) -> Option<Parked> {
-        let parked = self.parked().remove(token)?;
-        (parked.since.elapsed() < PARKED_TTL).then_some(parked)
+        self.parked.take(token)
     }
 }
 
@@ -292,7 +288,7 @@ pub(crate) async fn call_for_modern_client(
             match resume(parked, params.get("inputResponses")) {
                 Ok(call) => call,
                 // Some questions are still open: ask them again.
-                Err(parked) => return park(lot, *parked),
+                Err(parked) => return park(lot, principal, *parked),
             }
         }
     };
@@ -309,9 +305,9 @@ pub(crate) async fn call_for_modern_client(
                 .collect();
             park(
                 lot,
+                principal,
                 Parked {
                     binding,
-                    since: Instant::now(),
                     call,
                     asked,
                 },
@@ -336,28 +332,22 @@ fn resume(mut parked: Parked, responses: Option<&Value>) -> Result<RunningCall, 
     if parked.asked.is_empty() {
         Ok(parked.call)
     } else {
-        parked.since = Instant::now();
         Err(Box::new(parked))
     }
 }
 
-fn park(lot: &InputLot, parked: Parked) -> Result<Value, RpcError> {
+fn park(lot: &InputLot, principal: &Principal, parked: Parked) -> Result<Value, RpcError> {
     let input_requests: Map<String, Value> = parked
         .asked
         .iter()
         .map(|(key, request)| (key.clone(), input_request(request)))
         .collect();
-    match lot.park(parked) {
-        Ok(token) => Ok(json!({
-            "resultType": "input_required",
-            "inputRequests": input_requests,
-            "requestState": token,
-        })),
-        Err(_) => Err(RpcError::new(
-            codes::UPSTREAM_UNAVAILABLE,
-            "Too many calls are waiting for answers; try again",
-        )),
-    }
+    let token = lot.park(principal, parked)?;
+    Ok(json!({
+        "resultType": "input_required",
+        "inputRequests": input_requests,
+        "requestState": token,
+    }))
 }
 
 /// A legacy server request as a modern `InputRequest`: method and params only, without

@@ -24,6 +24,7 @@ mod relay;
 mod session;
 mod state;
 mod transport;
+mod waiting;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -168,6 +168,8 @@ impl Session {
     /// client sees, or hands the request back when too many are waiting.
     pub fn hold_request(&self, request: ServerRequest) -> Result<String, Box<ServerRequest>> {
         let mut live = self.live();
+        // Questions no one waits for any more (a confirmation past its deadline) go.
+        live.pending.retain(|_, request| !request.abandoned());
         if live.pending.len() >= MAX_PENDING_REQUESTS {
             return Err(Box::new(request));
         }

@@ -80,8 +80,8 @@ impl AppState {
                 keys,
                 upstreams,
                 sessions: Arc::new(Sessions::new(&config.sessions)),
-                input_lot: InputLot::default(),
-                confirmations: Confirmations::new(approvals),
+                input_lot: InputLot::new(&config.waiting),
+                confirmations: Confirmations::new(approvals, &config.waiting),
                 failed_auth: FailedAuth::new(
                     config.auth.max_failures_per_ip,
                     config.auth.failure_window,

@@ -66,6 +66,16 @@ impl ServerRequest {
         self.responder.send(outcome);
     }
 
+    /// Whether no one waits for the answer any more (Warden's own question, given up on
+    /// after its deadline).
+    pub fn abandoned(&self) -> bool {
+        match &self.responder {
+            Responder::Local(Some(answer)) => answer.is_closed(),
+            Responder::Local(None) => true,
+            Responder::Upstream { .. } => false,
+        }
+    }
+
     /// The id the upstream gave this request; none for Warden's own questions.
     pub fn upstream_id(&self) -> Option<&Value> {
         match &self.responder {
