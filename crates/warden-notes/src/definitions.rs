@@ -15,7 +15,7 @@ const MAX_LIST_PAGE: u64 = 100;
 const MAX_CURSOR_CHARS: u64 = 64;
 
 fn note_id() -> Value {
-    json!({ "type": "string", "pattern": "^n_[0-9a-f]{16}$", "description": "A note id, as returned by create_note, search_notes or list_notes." })
+    json!({ "type": "string", "pattern": "^n_[0-9a-f]{16}$", "description": "A note id: n_ followed by 16 hexadecimal digits." })
 }
 
 fn title() -> Value {
@@ -92,7 +92,7 @@ pub fn tool_definitions() -> Vec<Value> {
         tool(
             "search_notes",
             "Search notes",
-            "Full-text search over your notes. Every word of the query must appear. Returns the best matches first, each with a short snippet; use get_note to read a whole note.",
+            "Full-text search over your notes. Every word of the query must appear. Returns the best matches first, each with its id, title and a short snippet.",
             object(
                 json!({
                     "query": { "type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS },
@@ -181,7 +181,7 @@ pub fn tool_definitions() -> Vec<Value> {
         tool(
             "update_note",
             "Update a note",
-            "Changes the given fields of a note; fields left out keep their value. Tags, when given, replace the old ones.",
+            "Changes the given fields of a note; fields left out keep their value. Tags, when given, replace the old ones. What the note held before is kept and can be brought back.",
             object(
                 json!({ "id": note_id(), "title": title(), "body": body(), "tags": tags() }),
                 &["id"],
@@ -190,9 +190,17 @@ pub fn tool_definitions() -> Vec<Value> {
             annotations("Update a note", false, false, true),
         ),
         tool(
+            "restore_note",
+            "Restore a note",
+            "Brings a note back to what it held before its last change. The change itself is kept, so restoring again undoes the restore.",
+            object(json!({ "id": note_id() }), &["id"]),
+            note_output(),
+            annotations("Restore a note", false, false, false),
+        ),
+        tool(
             "delete_note",
             "Delete a note",
-            "Deletes a note for good.",
+            "Deletes a note and its earlier versions for good.",
             object(json!({ "id": note_id() }), &["id"]),
             object(
                 json!({ "id": { "type": "string" }, "deleted": { "type": "boolean" } }),

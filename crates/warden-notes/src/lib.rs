@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use warden_store::notes::NotePatch;
+use warden_store::notes::{NotePatch, Restored};
 use warden_store::{NotesStore, StoreError};
 
 pub use definitions::{RESOURCE_SCHEME, resource_templates, tool_definitions};
@@ -183,6 +183,17 @@ impl NotesServer {
                 match store.update(tenant, &args.id, &patch)? {
                     Some(note) => structured(note),
                     None => Ok(not_found(&args.id)),
+                }
+            }
+            "restore_note" => {
+                let args: IdArgs = parse(arguments)?;
+                match store.restore(tenant, &args.id)? {
+                    Restored::Note(note) => structured(note),
+                    Restored::NoNote => Ok(not_found(&args.id)),
+                    Restored::NothingEarlier => Ok(ToolOutcome::ToolError(format!(
+                        "Note {} has not been changed since it was created: there is nothing to restore.",
+                        args.id
+                    ))),
                 }
             }
             "delete_note" => {

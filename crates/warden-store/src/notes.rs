@@ -55,7 +55,23 @@ const MIGRATIONS: &[&str] = &["
         VALUES ('delete', old.seq, old.title, old.body, old.tags);
         INSERT INTO notes_fts (rowid, title, body, tags) VALUES (new.seq, new.title, new.body, new.tags);
     END;
+", "
+    -- What a note held before each of its last changes, newest the highest version:
+    -- an update (even one that blanks a note) can be undone. Deleting the note deletes
+    -- them too.
+    CREATE TABLE note_versions (
+        seq         INTEGER NOT NULL REFERENCES notes (seq) ON DELETE CASCADE,
+        version     INTEGER NOT NULL,
+        title       TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        tags        TEXT NOT NULL,
+        replaced_at INTEGER NOT NULL,
+        PRIMARY KEY (seq, version)
+    ) STRICT, WITHOUT ROWID;
 "];
+
+/// Earlier versions kept per note; older ones are dropped.
+const MAX_VERSIONS: i64 = 20;
 
 /// Once the schema is in place, a connection may only read and write the notes tables:
 /// SQLite's authorizer refuses DROP, ALTER, ATTACH, CREATE, PRAGMA writes and any other
@@ -63,7 +79,8 @@ const MIGRATIONS: &[&str] = &["
 fn least_privilege(conn: &Connection) {
     use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
     fn notes_table(name: &str) -> bool {
-        matches!(name, "tenants" | "notes" | "note_tags") || name.starts_with("notes_fts")
+        matches!(name, "tenants" | "notes" | "note_tags" | "note_versions")
+            || name.starts_with("notes_fts")
     }
     conn.authorizer(Some(|context: AuthContext<'_>| match context.action {
         AuthAction::Select
@@ -135,6 +152,16 @@ pub struct SearchHit {
 pub struct Page {
     pub notes: Vec<NoteSummary>,
     pub next_cursor: Option<String>,
+}
+
+/// What `restore` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restored {
+    Note(Note),
+    /// The tenant has no such note.
+    NoNote,
+    /// The note has never been changed (or its earlier versions are gone).
+    NothingEarlier,
 }
 
 /// Fields to change; `None` leaves a field as it is.
@@ -234,6 +261,35 @@ fn note_from_row(row: &Row<'_>) -> rusqlite::Result<Note> {
         created_at: crate::format_time(row.get(4)?),
         updated_at: crate::format_time(row.get(5)?),
     })
+}
+
+/// The rowid of the tenant's note `id`.
+fn seq_of(conn: &Connection, tenant: &str, id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM notes WHERE tenant = ?1 AND id = ?2",
+            params![tenant, id],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?)
+}
+
+/// Saves what note `seq` holds now as its newest earlier version, dropping the oldest
+/// past `MAX_VERSIONS`.
+fn keep_version(conn: &Connection, seq: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO note_versions (seq, version, title, body, tags, replaced_at)
+         SELECT seq, coalesce((SELECT max(version) FROM note_versions WHERE seq = ?1), 0) + 1,
+                title, body, tags, ?2
+         FROM notes WHERE seq = ?1",
+        params![seq, now_unix()],
+    )?;
+    conn.execute(
+        "DELETE FROM note_versions WHERE seq = ?1 AND version <=
+            (SELECT max(version) FROM note_versions WHERE seq = ?1) - ?2",
+        params![seq, MAX_VERSIONS],
+    )?;
+    Ok(())
 }
 
 const SELECT_NOTE: &str =
@@ -406,18 +462,12 @@ impl NotesStore {
         })
     }
 
-    /// Applies `patch`; `None` when the tenant has no such note.
+    /// Applies `patch`, keeping what the note held before as its newest earlier version;
+    /// `None` when the tenant has no such note.
     pub fn update(&self, tenant: &str, id: &str, patch: &NotePatch) -> Result<Option<Note>> {
         self.write(|conn| {
             let tx = conn.transaction()?;
-            let Some(seq) = tx
-                .query_row(
-                    "SELECT seq FROM notes WHERE tenant = ?1 AND id = ?2",
-                    params![tenant, id],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()?
-            else {
+            let Some(seq) = seq_of(&tx, tenant, id)? else {
                 return Ok(None);
             };
             let tags_json = patch
@@ -426,6 +476,7 @@ impl NotesStore {
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            keep_version(&tx, seq)?;
             tx.execute(
                 "UPDATE notes SET title = coalesce(?2, title), body = coalesce(?3, body),
                  tags = coalesce(?4, tags), updated_at = ?5 WHERE seq = ?1",
@@ -438,6 +489,42 @@ impl NotesStore {
             let note = tx.query_row(SELECT_NOTE, params![tenant, id], note_from_row)?;
             tx.commit()?;
             Ok(Some(note))
+        })
+    }
+
+    /// Brings back the note as it was before its last change; what it holds now becomes
+    /// the newest earlier version, so a second restore undoes the first.
+    pub fn restore(&self, tenant: &str, id: &str) -> Result<Restored> {
+        self.write(|conn| {
+            let tx = conn.transaction()?;
+            let Some(seq) = seq_of(&tx, tenant, id)? else {
+                return Ok(Restored::NoNote);
+            };
+            let earlier: Option<(i64, String, String, String)> = tx
+                .query_row(
+                    "SELECT version, title, body, tags FROM note_versions WHERE seq = ?1
+                     ORDER BY version DESC LIMIT 1",
+                    [seq],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((version, title, body, tags)) = earlier else {
+                return Ok(Restored::NothingEarlier);
+            };
+            tx.execute(
+                "DELETE FROM note_versions WHERE seq = ?1 AND version = ?2",
+                params![seq, version],
+            )?;
+            keep_version(&tx, seq)?;
+            tx.execute(
+                "UPDATE notes SET title = ?2, body = ?3, tags = ?4, updated_at = ?5 WHERE seq = ?1",
+                params![seq, title, body, tags, now_unix()],
+            )?;
+            tx.execute("DELETE FROM note_tags WHERE seq = ?1", [seq])?;
+            insert_tags(&tx, tenant, seq, &tags_from_json(&tags))?;
+            let note = tx.query_row(SELECT_NOTE, params![tenant, id], note_from_row)?;
+            tx.commit()?;
+            Ok(Restored::Note(note))
         })
     }
 
@@ -519,6 +606,63 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = NotesStore::open(&DataDir::open(tmp.path()).unwrap()).unwrap();
         (tmp, store)
+    }
+
+    #[test]
+    fn an_update_can_be_undone_and_a_restore_too() {
+        let (_tmp, store) = store();
+        let note = store
+            .create("acme", "Plan", "the whole plan", &["a".into()])
+            .unwrap();
+        assert_eq!(
+            store.restore("acme", &note.id).unwrap(),
+            Restored::NothingEarlier
+        );
+        let blank = NotePatch {
+            body: Some(String::new()),
+            tags: Some(Vec::new()),
+            ..NotePatch::default()
+        };
+        store.update("acme", &note.id, &blank).unwrap().unwrap();
+        // Another tenant cannot restore (or see) it.
+        assert_eq!(store.restore("globex", &note.id).unwrap(), Restored::NoNote);
+        let Restored::Note(back) = store.restore("acme", &note.id).unwrap() else {
+            panic!("not restored");
+        };
+        assert_eq!(
+            (back.body.as_str(), back.tags.clone()),
+            ("the whole plan", vec!["a".to_owned()])
+        );
+        assert_eq!(
+            store.list("acme", Some("a"), None, 10).unwrap().notes.len(),
+            1
+        );
+        // Restoring again undoes the restore.
+        let Restored::Note(again) = store.restore("acme", &note.id).unwrap() else {
+            panic!("not restored");
+        };
+        assert_eq!(again.body, "");
+        // Versions are bounded.
+        for i in 0..(MAX_VERSIONS + 5) {
+            let patch = NotePatch {
+                body: Some(format!("v{i}")),
+                ..NotePatch::default()
+            };
+            store.update("acme", &note.id, &patch).unwrap();
+        }
+        let kept: i64 = store
+            .read(
+                |conn| Ok(conn.query_row("SELECT count(*) FROM note_versions", [], |r| r.get(0))?),
+            )
+            .unwrap();
+        assert_eq!(kept, MAX_VERSIONS);
+        assert!(store.delete("acme", &note.id).unwrap());
+        let kept: i64 = store
+            .read(
+                |conn| Ok(conn.query_row("SELECT count(*) FROM note_versions", [], |r| r.get(0))?),
+            )
+            .unwrap();
+        assert_eq!(kept, 0, "versions go with their note");
     }
 
     #[test]

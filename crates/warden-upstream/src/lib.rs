@@ -32,7 +32,9 @@ use warden_store::NotesStore;
 
 pub use handshake::{ServerFacts, UpstreamEra};
 pub use link::{Event, ServerRequest};
-pub use merge::{ListError, ListPage, Offered, Upstreams, UriRoute, Withheld};
+pub use merge::{
+    ListError, ListPage, Offered, UnmatchedRule, Upstreams, UriRoute, Withheld, unmatched_rules,
+};
 pub use stdio::ChildHost;
 
 /// Why an upstream could not answer. Shown to clients only as "upstream unavailable" and

@@ -66,6 +66,62 @@ struct Offers {
     names: std::collections::HashSet<String>,
 }
 
+/// A `[tools."…"]` entry that matches no tool, and the name that was probably meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmatchedRule {
+    pub rule: String,
+    pub meant: Option<String>,
+}
+
+/// The `[tools."…"]` entries that match no tool. `upstreams` gives each upstream's
+/// prefix and, when known, its tools' own names (unknown: a server not started, whose
+/// rules cannot be judged). A rule belongs to the upstream whose prefix it starts with
+/// (the longest); one that fits no prefix, or names a tool its upstream does not have,
+/// is unmatched, with the catalogue name of a tool of the same own name if one exists.
+pub fn unmatched_rules<'a>(
+    rules: impl IntoIterator<Item = &'a str>,
+    upstreams: &[(&str, Option<std::collections::HashSet<String>>)],
+) -> Vec<UnmatchedRule> {
+    let meant = |own: &str| {
+        upstreams.iter().find_map(|(prefix, tools)| {
+            tools
+                .as_ref()
+                .filter(|tools| tools.contains(own))
+                .map(|_| format!("{prefix}{own}"))
+        })
+    };
+    rules
+        .into_iter()
+        .filter_map(|rule| {
+            let owner = upstreams
+                .iter()
+                .filter(|(prefix, _)| rule.starts_with(prefix))
+                .max_by_key(|(prefix, _)| prefix.len());
+            let own = match owner {
+                Some((prefix, Some(tools))) => {
+                    let own = &rule[prefix.len()..];
+                    if tools.contains(own) {
+                        return None;
+                    }
+                    own
+                }
+                // Its upstream's tools are not known: nothing to say.
+                Some((_, None)) => return None,
+                None => rule,
+            };
+            // The tool's own name, as written or without whatever prefix the rule guessed.
+            let guesses = std::iter::once(own).chain(
+                own.match_indices(['.', '_', '-'])
+                    .map(|(at, _)| &own[at + 1..]),
+            );
+            Some(UnmatchedRule {
+                rule: rule.to_owned(),
+                meant: guesses.filter(|g| !g.is_empty()).find_map(meant),
+            })
+        })
+        .collect()
+}
+
 /// Where a resource URI goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UriRoute {
@@ -440,6 +496,28 @@ impl Upstreams {
         }
     }
 
+    /// The operator's `[tools."…"]` entries that match no tool the upstreams listed
+    /// (upstreams not listed yet are not judged).
+    pub fn unmatched_rules(&self) -> Vec<UnmatchedRule> {
+        let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
+        let known: Vec<(&str, Option<std::collections::HashSet<String>>)> = self
+            .upstreams
+            .iter()
+            .zip(tools.iter())
+            .map(|(upstream, listed)| {
+                let names = upstream.facts().map(|_| {
+                    listed
+                        .iter()
+                        .filter_map(|t| t.get("name").and_then(Value::as_str))
+                        .map(str::to_owned)
+                        .collect()
+                });
+                (upstream.prefix(), names)
+            })
+            .collect();
+        unmatched_rules(self.rules.keys().map(String::as_str), &known)
+    }
+
     /// Tools newly withheld by their pins, as they happen (for the audit trail).
     pub fn withheld(&self) -> broadcast::Receiver<Withheld> {
         self.withheld.subscribe()
@@ -749,4 +827,44 @@ fn encode_cursor(index: usize, inner: Option<&str>) -> String {
         "{CURSOR_PREFIX}{index}:{}",
         inner.unwrap_or_default()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(names: &[&str]) -> Option<std::collections::HashSet<String>> {
+        Some(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
+    #[test]
+    fn rules_by_the_wrong_name_are_found_with_the_right_one() {
+        let upstreams = [
+            ("notes.", known(&["delete_note", "get_note"])),
+            ("fs.", None),
+            ("gh_", known(&["create_issue"])),
+        ];
+        let rules = [
+            "notes.delete_note",
+            "delete_note",
+            "notes.remove_note",
+            "fs.write_file",
+            "github.create_issue",
+            "gh_nothing",
+        ];
+        let found = unmatched_rules(rules, &upstreams);
+        let found: Vec<(&str, Option<&str>)> = found
+            .iter()
+            .map(|u| (u.rule.as_str(), u.meant.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("delete_note", Some("notes.delete_note")),
+                ("notes.remove_note", None),
+                ("github.create_issue", Some("gh_create_issue")),
+                ("gh_nothing", None),
+            ]
+        );
+    }
 }

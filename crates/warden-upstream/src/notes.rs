@@ -212,7 +212,7 @@ pub(crate) fn facts_capabilities() -> Value {
     })
 }
 
-pub(crate) const INSTRUCTIONS: &str = "Warden notes: a private knowledge base. Use search_notes to find notes, get_note to read one, and create_note / update_note / delete_note to change them.";
+pub(crate) const INSTRUCTIONS: &str = "Warden notes: this tenant's private knowledge base. Its tools search, list and read notes, and create, change, restore and delete them; a change can be undone, a deletion cannot and is confirmed by a person first.";
 
 /// Runs one request on a blocking thread (an import fetches first); the answer is a
 /// JSON-RPC response message.
@@ -289,6 +289,36 @@ fn error(code: i64, message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Warden's own server passes the check it puts other servers through: no
+    /// description (nor the instructions) points at another tool.
+    #[test]
+    fn the_notes_definitions_name_no_other_tool() {
+        let definitions = warden_notes::tool_definitions();
+        let names: Vec<String> = definitions
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect();
+        for definition in &definitions {
+            let own = definition["name"].as_str().unwrap();
+            let others: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| *n != own)
+                .collect();
+            assert_eq!(
+                warden_policy::suspicious(definition, &others),
+                None,
+                "{own}"
+            );
+        }
+        for name in &names {
+            assert!(
+                !INSTRUCTIONS.contains(name.as_str()),
+                "the instructions name {name}"
+            );
+        }
+    }
 
     #[test]
     fn a_page_becomes_its_visible_text() {

@@ -188,9 +188,7 @@ fn main() -> ExitCode {
         Command::Tools { command } => tools_cli::run(command),
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => Config::load(Some(&file), &Overrides::default())
-            .map(|_| println!("{}: ok", file.display()))
-            .map_err(Failure::from),
+        } => check_config(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -198,6 +196,47 @@ fn main() -> ExitCode {
             eprintln!("warden: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `warden config check`: everything start-up checks short of starting upstreams,
+/// including `[tools."…"]` entries that match no tool of a server whose tools are known
+/// without starting it (the embedded one) or that fit no upstream's prefix.
+fn check_config(file: &Path) -> Result<(), Failure> {
+    let config = Config::load(Some(file), &Overrides::default())?;
+    let notes: std::collections::HashSet<String> = warden_notes::tool_definitions()
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    let upstreams: Vec<(&str, Option<std::collections::HashSet<String>>)> = config
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            let tools =
+                matches!(upstream.source, warden_config::Source::Builtin(_)).then(|| notes.clone());
+            (upstream.prefix.as_str(), tools)
+        })
+        .collect();
+    let unmatched =
+        warden_upstream::unmatched_rules(config.tools.keys().map(String::as_str), &upstreams);
+    if unmatched.is_empty() {
+        println!("{}: ok", file.display());
+        return Ok(());
+    }
+    for rule in &unmatched {
+        eprintln!("{}: {}", file.display(), unmatched_message(rule));
+    }
+    Err(format!("{} [tools] entries match no tool", unmatched.len()).into())
+}
+
+/// What an operator is told of a `[tools."…"]` entry that matches no tool.
+fn unmatched_message(rule: &warden_upstream::UnmatchedRule) -> String {
+    let name = warden_redact::escape_controls(&rule.rule);
+    match &rule.meant {
+        Some(meant) => format!(
+            "[tools.\"{name}\"] matches no tool, so its rules apply to nothing; the tool is named \"{meant}\""
+        ),
+        None => format!("[tools.\"{name}\"] matches no tool, so its rules apply to nothing"),
     }
 }
 
@@ -470,6 +509,9 @@ fn serve(
         // Tools the pins withhold are audited from the first catalogue on.
         tokio::spawn(auditor.clone().record_withheld(upstreams.withheld()));
         upstreams.load(CATALOGUE_WAIT).await;
+        for rule in upstreams.unmatched_rules() {
+            tracing::warn!("{}", unmatched_message(&rule));
+        }
         let addr = tcp.local_addr()?;
         let listener = match &config.tls {
             None => Listener::plain(tcp, config.connections.max)?,

@@ -206,3 +206,45 @@ fn keys_cli_validates_its_input() {
     let listed = String::from_utf8(run(&["keys", "list"]).stdout).unwrap();
     assert!(listed.contains("acme") && listed.contains("read") && !listed.contains(key.trim()));
 }
+
+/// A `[tools."…"]` entry under a name no tool has (the bare name where the catalogue
+/// prefixes it) fails `config check` and is named at start-up, with the right name.
+#[test]
+fn tool_rules_by_the_wrong_name_are_named_with_the_right_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    let rules = "\n[tools.delete_note]\nconfirm = \"deny\"\n\n[tools.\"notes.delete_note\"]\nconfirm = \"deny\"\n";
+    std::fs::write(
+        &config,
+        support::fixture_upstream("fx", "")
+            + "\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n"
+            + rules,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[tools.\"delete_note\"] matches no tool")
+            && stderr.contains("the tool is named \"notes.delete_note\""),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("[tools.\"notes.delete_note\"]"),
+        "{stderr}"
+    );
+    // At start-up, once the catalogue is known.
+    let warden = support::Warden::start_config(
+        &(support::fixture_upstream("fx", "")
+            + "\n[tools.echoo]\nrpm = 1\n[tools.echo]\nrpm = 1\n"),
+    );
+    assert!(
+        warden.logged("[tools.\"echoo\"] matches no tool"),
+        "{}",
+        warden.stderr()
+    );
+    assert!(!warden.stderr().contains("[tools.\"echo\"]"));
+}

@@ -633,3 +633,35 @@ async fn the_confirmation_shows_every_argument_quoted_and_cut() {
     assert!(lines[2].ends_with("more bytes)"), "{message}");
     assert!(message.len() < 2000, "{} bytes", message.len());
 }
+
+/// An update that blanks a note is not a silent delete: what the note held is kept, and
+/// `restore_note` brings it back (and undoes itself when called again).
+#[tokio::test]
+async fn an_update_that_blanks_a_note_can_be_undone() {
+    let warden = Warden::start();
+    let http = Http::new(&warden);
+    let id = create_note(&http, "plans").await;
+    let blanked = http
+        .call_tool("update_note", json!({"id": id, "body": "", "title": "-"}))
+        .await;
+    assert_eq!(blanked.json()["result"]["structuredContent"]["body"], "");
+    let restored = http.call_tool("restore_note", json!({"id": id})).await;
+    let note = &restored.json()["result"]["structuredContent"];
+    assert_eq!(
+        (note["title"].as_str(), note["body"].as_str()),
+        (Some("plans"), Some("x")),
+        "{}",
+        restored.text
+    );
+    let again = http.call_tool("restore_note", json!({"id": id})).await;
+    assert_eq!(again.json()["result"]["structuredContent"]["title"], "-");
+    // Neither asked for a person: both can be undone.
+    let fresh = create_note(&http, "new").await;
+    let nothing = http.call_tool("restore_note", json!({"id": fresh})).await;
+    assert_eq!(
+        nothing.json()["result"]["isError"],
+        true,
+        "{}",
+        nothing.text
+    );
+}
