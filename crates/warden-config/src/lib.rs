@@ -181,6 +181,7 @@ mod raw {
         pub sandbox_read: Vec<String>,
         #[serde(default)]
         pub sandbox_write: Vec<String>,
+        pub sandbox_udp: Option<bool>,
         pub url: Option<String>,
         #[serde(default)]
         pub headers: std::collections::BTreeMap<String, String>,

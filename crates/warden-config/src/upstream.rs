@@ -77,6 +77,10 @@ pub struct Sandbox {
     pub read: Vec<PathBuf>,
     /// Extra paths the child may write.
     pub write: Vec<PathBuf>,
+    /// UDP sockets are allowed (to any address: the sandbox's address rules are for
+    /// TCP). Off by default: children resolve names and reach the network through
+    /// their proxy.
+    pub udp: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +145,7 @@ impl Sandbox {
             )?,
             read: absolute_paths("sandbox_read", std::mem::take(&mut raw.sandbox_read))?,
             write: absolute_paths("sandbox_write", std::mem::take(&mut raw.sandbox_write))?,
+            udp: raw.sandbox_udp.take().unwrap_or(false),
         })
     }
 }
@@ -284,7 +289,8 @@ fn one(
         && raw.sandbox_max_open_files.is_none()
         && raw.sandbox_cpu_seconds.is_none()
         && raw.sandbox_read.is_empty()
-        && raw.sandbox_write.is_empty();
+        && raw.sandbox_write.is_empty()
+        && raw.sandbox_udp.is_none();
     let sandbox = Sandbox::from_raw(&mut raw).map_err(|(name, message)| (field(name), message))?;
     let source = match (raw.builtin, raw.command, raw.url) {
         (Some(builtin), None, None) if stdio_only && raw.headers.is_empty() => {

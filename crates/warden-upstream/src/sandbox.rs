@@ -3,9 +3,16 @@
 //! The workspace forbids `unsafe`, so nothing runs between `fork` and `exec` in Warden's
 //! own process. Instead a sandboxed child is started as `warden sandbox-exec <spec> --
 //! <program> <args>`: that trampoline (Warden's own binary, single-threaded, before any
-//! runtime starts) applies the resource limits, `no_new_privs` and the Landlock rules to
-//! itself, reports what the kernel enforced on stderr (which Warden logs), then `exec`s
-//! the real program, which inherits every restriction.
+//! runtime starts) applies the resource limits, `no_new_privs`, the Landlock rules and a
+//! seccomp filter to itself, reports what the kernel enforced on stderr (which Warden
+//! logs), then `exec`s the real program, which inherits every restriction.
+//!
+//! Landlock confines files and TCP; the seccomp filter closes what it does not cover:
+//! Unix sockets (a child could otherwise connect to `/var/run/docker.sock`, a database
+//! socket or an ssh-agent), UDP (children resolve names through their proxy), other
+//! socket families, and the system calls that reach into other processes or the kernel
+//! (ptrace, `process_vm_*`, mount, bpf, keyrings, perf, userfaultfd, io_uring, modules,
+//! namespaces).
 //!
 //! The parent's half (environment, working directory, process group, egress proxy) is in
 //! `stdio.rs`; this module holds the spec that crosses the `exec` and both ends of it.
@@ -27,6 +34,8 @@ pub(crate) struct Spec {
     pub max_processes: u64,
     pub max_open_files: u64,
     pub cpu_seconds: u64,
+    /// UDP sockets are allowed.
+    pub udp: bool,
 }
 
 /// System locations every program may read: libraries, certificates, locale data, the
@@ -106,6 +115,7 @@ impl Spec {
             max_processes: config.max_processes,
             max_open_files: config.max_open_files,
             cpu_seconds: config.cpu_seconds,
+            udp: config.udp,
         }
     }
 
@@ -136,6 +146,7 @@ impl Spec {
         flag("--max-processes", self.max_processes.to_string().into());
         flag("--max-open-files", self.max_open_files.to_string().into());
         flag("--cpu-seconds", self.cpu_seconds.to_string().into());
+        flag("--udp", if self.udp { "allow" } else { "refuse" }.into());
         out.push("--".into());
         out.push(program.into());
         out.extend(args.iter().map(OsString::from));
@@ -156,6 +167,7 @@ impl Spec {
             max_processes: 0,
             max_open_files: 0,
             cpu_seconds: 0,
+            udp: false,
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -186,6 +198,7 @@ impl Spec {
                 Some("--max-processes") => spec.max_processes = number()?,
                 Some("--max-open-files") => spec.max_open_files = number()?,
                 Some("--cpu-seconds") => spec.cpu_seconds = number()?,
+                Some("--udp") => spec.udp = value == "allow",
                 _ => return Err(format!("unknown flag {}", flag.to_string_lossy())),
             }
         }
@@ -397,6 +410,14 @@ mod linux {
                 return ExitCode::from(126);
             }
         };
+        let seccomp = match filter_syscalls(spec.udp) {
+            Ok(()) => "on",
+            Err(error) if spec.enforced => {
+                eprintln!("warden sandbox: cannot apply the seccomp filter: {error}");
+                return ExitCode::from(126);
+            }
+            Err(_) => "NOT applied",
+        };
         let abi = match status.landlock {
             LandlockStatus::Available { effective_abi, .. } => format!("ABI {effective_abi}"),
             LandlockStatus::NotEnabled => "not enabled".into(),
@@ -409,11 +430,13 @@ mod linux {
         };
         let support = probe();
         eprintln!(
-            "warden sandbox: landlock {landlock} ({abi}; filesystem {}, tcp only to port {} {}, scopes {}), no_new_privs {}, capabilities {capabilities}, limits: {} MiB writable memory, {} processes, {} open files, {} s CPU",
+            "warden sandbox: landlock {landlock} ({abi}; filesystem {}, tcp only to port {} {}, scopes {}), seccomp {seccomp} ({} system calls refused, unix sockets refused, udp {}), no_new_privs {}, capabilities {capabilities}, limits: {} MiB writable memory, {} processes, {} open files, {} s CPU",
             on(support.filesystem),
             spec.proxy_port,
             on(support.network),
             on(support.scopes),
+            REFUSED_SYSCALLS.len(),
+            if spec.udp { "allowed" } else { "refused" },
             on(status.no_new_privs),
             spec.memory_mb,
             spec.max_processes,
@@ -430,6 +453,111 @@ mod linux {
         let error = std::process::Command::new(program).args(args).exec();
         eprintln!("warden sandbox: cannot run the command: {}", error.kind());
         ExitCode::from(127)
+    }
+
+    /// System calls a confined child never needs: they reach into other processes
+    /// (ptrace, `process_vm_*`), the kernel (bpf, perf, modules, kexec, keyrings,
+    /// userfaultfd, io_uring, which would also run socket calls past this filter) or the
+    /// mount and namespace machinery.
+    const REFUSED_SYSCALLS: [libc::c_long; 30] = [
+        libc::SYS_ptrace,
+        libc::SYS_process_vm_readv,
+        libc::SYS_process_vm_writev,
+        libc::SYS_mount,
+        libc::SYS_umount2,
+        libc::SYS_pivot_root,
+        libc::SYS_fsopen,
+        libc::SYS_fsmount,
+        libc::SYS_fsconfig,
+        libc::SYS_move_mount,
+        libc::SYS_open_tree,
+        libc::SYS_bpf,
+        libc::SYS_keyctl,
+        libc::SYS_add_key,
+        libc::SYS_request_key,
+        libc::SYS_perf_event_open,
+        libc::SYS_userfaultfd,
+        libc::SYS_io_uring_setup,
+        libc::SYS_io_uring_enter,
+        libc::SYS_io_uring_register,
+        libc::SYS_kexec_load,
+        libc::SYS_init_module,
+        libc::SYS_finit_module,
+        libc::SYS_delete_module,
+        libc::SYS_setns,
+        libc::SYS_unshare,
+        libc::SYS_swapon,
+        libc::SYS_swapoff,
+        libc::SYS_reboot,
+        libc::SYS_open_by_handle_at,
+    ];
+
+    /// Installs the seccomp filter: the refused calls fail with `EPERM`, and `socket`
+    /// creates only IPv4/IPv6 TCP sockets and netlink ones (which runtimes use to list
+    /// interfaces), plus UDP when the operator allows it. Unix sockets cannot be
+    /// created, so no pathname socket can be connected to; `socketpair` (unnamed pairs,
+    /// which runtimes use for their own pipes) stays.
+    fn filter_syscalls(udp: bool) -> Result<(), String> {
+        use std::collections::BTreeMap;
+
+        use seccompiler::{
+            BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+            SeccompFilter, SeccompRule,
+        };
+
+        let arg = |index, op, value: libc::c_int| {
+            SeccompCondition::new(
+                index,
+                SeccompCmpArgLen::Dword,
+                op,
+                u64::try_from(value).unwrap_or_default(),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let rule = |conditions| SeccompRule::new(conditions).map_err(|e| e.to_string());
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = REFUSED_SYSCALLS
+            .iter()
+            .map(|call| (i64::from(*call), Vec::new()))
+            .collect();
+        // Any family other than IPv4, IPv6 and netlink.
+        let mut socket = vec![rule(vec![
+            arg(0, SeccompCmpOp::Ne, libc::AF_INET)?,
+            arg(0, SeccompCmpOp::Ne, libc::AF_INET6)?,
+            arg(0, SeccompCmpOp::Ne, libc::AF_NETLINK)?,
+        ])?];
+        // Within IPv4 and IPv6, raw sockets always, datagrams unless allowed (the type
+        // argument carries flags above its low bits).
+        let kind = 0xf;
+        let mut refused_kinds = vec![libc::SOCK_RAW];
+        if !udp {
+            refused_kinds.push(libc::SOCK_DGRAM);
+        }
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            for refused in &refused_kinds {
+                socket.push(rule(vec![
+                    arg(0, SeccompCmpOp::Eq, family)?,
+                    arg(1, SeccompCmpOp::MaskedEq(kind), *refused)?,
+                ])?);
+            }
+        }
+        rules.insert(libc::SYS_socket, socket);
+        let arch = std::env::consts::ARCH.try_into().map_err(|_| {
+            format!(
+                "seccomp filters are not built for {}",
+                std::env::consts::ARCH
+            )
+        })?;
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(u32::try_from(libc::EPERM).unwrap_or(1)),
+            arch,
+        )
+        .map_err(|e| e.to_string())?;
+        let program: BpfProgram = filter
+            .try_into()
+            .map_err(|e: seccompiler::BackendError| e.to_string())?;
+        seccompiler::apply_filter(&program).map_err(|e| e.to_string())
     }
 
     fn on(yes: bool) -> &'static str {
@@ -511,6 +639,7 @@ mod tests {
             cpu_seconds: 60,
             read: vec!["/srv/models".into()],
             write: vec!["/srv/cache".into()],
+            udp: true,
         };
         let program = Path::new("/usr/bin/env");
         let args = ["python3".to_owned(), "-c".to_owned(), "print(1)".to_owned()];
@@ -528,6 +657,7 @@ mod tests {
         let (back, command) = Spec::from_args(argv.into_iter().skip(1)).unwrap();
         assert_eq!(back, spec);
         assert!(!back.enforced);
+        assert!(back.udp);
         assert!(back.read.contains(&PathBuf::from("/srv/models")));
         assert!(back.read.contains(&PathBuf::from("/usr")));
         assert!(back.write.contains(&PathBuf::from("/data/u/files")));

@@ -1,7 +1,8 @@
 //! A sandboxed stdio server tries to get out: read beyond its directory, write to the data
-//! directory, connect to 127.0.0.1 itself, fetch a blocked URL through its proxy, read
-//! Warden's environment, outlive Warden through a grandchild. Each attempt fails, what
-//! it may do still works, and Warden keeps serving.
+//! directory, connect to 127.0.0.1 itself, fetch a blocked URL through its proxy,
+//! connect to a Unix socket outside, send UDP, ptrace another process, read Warden's
+//! environment, outlive Warden through a grandchild. Each attempt fails, what it may do
+//! still works, and Warden keeps serving.
 
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)]
@@ -64,6 +65,12 @@ async fn a_confined_server_cannot_get_out_and_warden_keeps_serving() {
         }
     };
     let (port, connections) = recording_listener();
+    // A Unix socket outside the sandbox, as a Docker daemon or an ssh-agent would have.
+    let socket_path = outside.join("agent.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    unix.set_nonblocking(true).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
 
     // What the sandbox reported on this kernel, and that it is in force.
     let report = warden
@@ -74,6 +81,10 @@ async fn a_confined_server_cannot_get_out_and_warden_keeps_serving() {
         .expect("the trampoline reports what it enforced");
     eprintln!("sandbox report on this kernel: {report}");
     assert!(report.contains("no_new_privs on"), "{report}");
+    assert!(
+        report.contains("seccomp on") && report.contains("unix sockets refused, udp refused"),
+        "{report}"
+    );
 
     let denied = [
         ("read", outside.join("secret.txt").display().to_string()),
@@ -93,6 +104,10 @@ async fn a_confined_server_cannot_get_out_and_warden_keeps_serving() {
             "http://169.254.169.254/latest/meta-data/".to_owned(),
         ),
         ("fetch", "http://[::ffff:127.0.0.1]/".to_owned()),
+        ("unix", socket_path.display().to_string()),
+        ("udp", "127.0.0.1:53".to_owned()),
+        ("udp", udp.local_addr().unwrap().to_string()),
+        ("ptrace", String::new()),
     ];
     for (action, target) in denied {
         let outcome = attempt(action, target.clone()).await;
@@ -103,6 +118,8 @@ async fn a_confined_server_cannot_get_out_and_warden_keeps_serving() {
     }
     assert!(!data_dir.join("planted").exists());
     assert!(!outside.join("planted").exists());
+    assert!(unix.accept().is_err(), "a Unix socket connection got out");
+    assert!(udp.recv_from(&mut [0; 16]).is_err(), "a datagram got out");
     assert_eq!(
         connections.load(Ordering::SeqCst),
         0,
