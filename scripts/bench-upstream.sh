@@ -3,6 +3,9 @@
 # measured directly and through Warden, in one run, in both eras, with the load tool
 # (warden-bench load). Writes the table and the ratios into docs/BENCHMARKS.md.
 #   scripts/bench-upstream.sh [requests] [concurrency]
+# With BASELINE_WARDEN=path/to/an/older/warden (built with `cargo build --release` from
+# another commit, e.g. in a `git worktree`), that binary runs beside this one with the
+# same configuration, alternating with it, and the table gives the ratio between them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 requests="${1:-20000}"
@@ -45,6 +48,17 @@ unaudited_url="$(wait_for_output "$WARDEN_WORK/unaudited.log" 'listening on http
 unaudited_url="${unaudited_url#listening on }"
 unaudited_key="$(cat "$WARDEN_WORK/unaudited/admin.key")"
 
+baseline_url=""
+if [ -n "${BASELINE_WARDEN:-}" ]; then
+    "$BASELINE_WARDEN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/baseline" \
+        --config "$WARDEN_WORK/warden.toml" >/dev/null 2>"$WARDEN_WORK/baseline.log" &
+    baseline_pid=$!
+    kill_on_exit "$baseline_pid"
+    baseline_url="$(wait_for_output "$WARDEN_WORK/baseline.log" 'listening on https?://[^ ]*' "$baseline_pid" "baseline warden" 30)"
+    baseline_url="${baseline_url#listening on }"
+    baseline_key="$(cat "$WARDEN_WORK/baseline/admin.key")"
+fi
+
 load() { "$target/warden-bench" load --requests "$requests" --concurrency "$concurrency" --json "$@"; }
 results="$WARDEN_WORK/results.jsonl"
 for era in legacy modern; do
@@ -53,13 +67,16 @@ for era in legacy modern; do
         echo "{\"path\": \"direct\", \"round\": $round, \"load\": $(env -u WARDEN_KEY "$target/warden-bench" load --url "$echo_url" --era "$era" --requests "$requests" --concurrency "$concurrency" --json)}" >>"$results"
         echo "{\"path\": \"warden\", \"round\": $round, \"load\": $(load --url "$WARDEN_URL" --era "$era")}" >>"$results"
         echo "{\"path\": \"unaudited\", \"round\": $round, \"load\": $(WARDEN_KEY="$unaudited_key" load --url "$unaudited_url" --era "$era")}" >>"$results"
+        if [ -n "$baseline_url" ]; then
+            echo "{\"path\": \"baseline\", \"round\": $round, \"load\": $(WARDEN_KEY="$baseline_key" load --url "$baseline_url" --era "$era")}" >>"$results"
+        fi
     done
 done
 assert_key_not_logged bench
 
-python3 - "$results" "$requests" "$concurrency" <<'PY'
+python3 - "$results" "$requests" "$concurrency" "${BASELINE_LABEL:-}" <<'PY'
 import json, os, platform, re, subprocess, sys
-path, requests, concurrency = sys.argv[1], sys.argv[2], sys.argv[3]
+path, requests, concurrency, baseline_label = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 rows = [json.loads(line) for line in open(path)]
 def best(path, era):
     # The better of two rounds for each path: noise only ever slows a run down.
@@ -83,9 +100,15 @@ for era in ("legacy", "modern"):
         lines.append(f"| {era} | {name} | {r['rps']:.0f} | {r['p50_us']:.0f} µs | {r['p90_us']:.0f} µs | {r['p99_us']:.0f} µs | {r['errors']} |")
     u = best("unaudited", era)
     lines.append(f"| {era} | through Warden, audit off | {u['rps']:.0f} | {u['p50_us']:.0f} µs | {u['p90_us']:.0f} µs | {u['p99_us']:.0f} µs | {u['errors']} |")
-    summary.append(f"- {era}: throughput through Warden is **{w['rps'] / d['rps']:.2f}×** direct; "
-                   f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**; "
-                   f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off.")
+    line = (f"- {era}: throughput through Warden is **{w['rps'] / d['rps']:.2f}×** direct; "
+            f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**; "
+            f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off")
+    if any(r["path"] == "baseline" for r in rows):
+        b = best("baseline", era)
+        label = baseline_label or "the baseline binary"
+        lines.append(f"| {era} | through {label} | {b['rps']:.0f} | {b['p50_us']:.0f} µs | {b['p90_us']:.0f} µs | {b['p99_us']:.0f} µs | {b['errors']} |")
+        line += f"; **{w['rps'] / b['rps']:.2f}×** the throughput of {label}"
+    summary.append(line + ".")
 lines += [""] + summary + ["<!-- upstream-bench:end -->"]
 block = "\n".join(lines)
 print(block)

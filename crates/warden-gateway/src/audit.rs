@@ -15,7 +15,7 @@ use warden_proto::{Era, Message, codes};
 use warden_store::{AuditRecord, AuditStore, Principal};
 use warden_upstream::{Upstream, Withheld};
 
-use crate::dispatch::UPSTREAM_TIMEOUT;
+use crate::answer::UPSTREAM_TIMEOUT;
 use crate::error::{GatewayError, RpcError};
 use crate::metrics::Metrics;
 

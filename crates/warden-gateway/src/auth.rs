@@ -12,13 +12,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use warden_store::{KEY_PREFIX, Principal};
+use warden_store::{KEY_PREFIX, KeyStore, Principal};
 
 use crate::client_addr::client_network;
 use crate::error::{Challenge, GatewayError};
 use crate::log::RequestFacts;
-use crate::oauth::Refusal;
-use crate::state::AppState;
+use crate::oauth::{OAuthVerifier, Refusal};
 
 /// The key from a single `Authorization: Bearer` header; the scheme is case-insensitive
 /// (RFC 9110), anything else is no credential at all.
@@ -79,6 +78,16 @@ impl FailedAuth {
     }
 }
 
+/// What authentication needs: the key store, the wrong-key counter, and the OAuth
+/// verifier when configured.
+pub(crate) struct Authenticator {
+    pub keys: Arc<KeyStore>,
+    pub failed: FailedAuth,
+    pub oauth: Option<Arc<OAuthVerifier>>,
+    /// Warden's own keys authenticate (they may be turned off when OAuth is on).
+    pub api_keys: bool,
+}
+
 /// Why no principal came out of a credential.
 enum Refused {
     /// Unknown, revoked, expired, forged: counted against the address.
@@ -90,34 +99,34 @@ enum Refused {
 }
 
 pub(crate) async fn require_key(
-    State(state): State<AppState>,
+    State(auth): State<Arc<Authenticator>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let address = client_network(&request);
-    if let Some(left) = address.and_then(|a| state.failed_auth().refused_for(a)) {
+    if let Some(left) = address.and_then(|a| auth.failed.refused_for(a)) {
         let retry_after = left.as_secs() + 1;
         return GatewayError::TooManyFailures { retry_after }.into_response();
     }
     let challenge = |invalid_token| Challenge {
-        resource_metadata: state.oauth().map(|o| o.metadata_url().to_owned()),
+        resource_metadata: auth.oauth.as_ref().map(|o| o.metadata_url().to_owned()),
         invalid_token,
         scope: None,
     };
     let Some(token) = bearer(request.headers()).map(str::to_owned) else {
         return GatewayError::Unauthorized(challenge(false)).into_response();
     };
-    let principal = match authenticate(&state, token).await {
+    let principal = match authenticate(&auth, token).await {
         Ok(principal) => principal,
         Err(Refused::Credential) => {
             if let Some(address) = address {
-                state.failed_auth().record(address);
+                auth.failed.record(address);
             }
             return GatewayError::Unauthorized(challenge(true)).into_response();
         }
         Err(Refused::Scope) => {
             let mut challenge = challenge(true);
-            challenge.scope = state.oauth().map(|o| o.read_scope().to_owned());
+            challenge.scope = auth.oauth.as_ref().map(|o| o.read_scope().to_owned());
             return GatewayError::InsufficientScope(challenge).into_response();
         }
         Err(Refused::Internal) => {
@@ -134,8 +143,8 @@ pub(crate) async fn require_key(
 /// A Warden key goes to the key store; with OAuth on, anything else is a JWT. Without
 /// OAuth every credential takes the key lookup, so a made-up one costs what a revoked
 /// one does.
-async fn authenticate(state: &AppState, token: String) -> Result<Principal, Refused> {
-    match state.oauth() {
+async fn authenticate(auth: &Authenticator, token: String) -> Result<Principal, Refused> {
+    match auth.oauth.as_ref() {
         Some(oauth) if !token.starts_with(KEY_PREFIX) => {
             oauth.verify(&token).await.map_err(|refusal| match refusal {
                 Refusal::Invalid(reason) => {
@@ -145,19 +154,19 @@ async fn authenticate(state: &AppState, token: String) -> Result<Principal, Refu
                 Refusal::NoScope => Refused::Scope,
             })
         }
-        _ if !state.api_keys_accepted() => Err(Refused::Credential),
-        _ => look_up_key(state, token).await,
+        _ if !auth.api_keys => Err(Refused::Credential),
+        _ => look_up_key(&auth.keys, token).await,
     }
 }
 
-async fn look_up_key(state: &AppState, token: String) -> Result<Principal, Refused> {
+async fn look_up_key(keys: &Arc<KeyStore>, token: String) -> Result<Principal, Refused> {
     // A key accepted since the key database last changed is known without touching the
     // disk; otherwise the lookup (SQLite, and now and then a write of its last use) runs
     // off the async workers.
-    if let Some(principal) = state.keys().recently_accepted(&token) {
+    if let Some(principal) = keys.recently_accepted(&token) {
         return Ok(principal);
     }
-    let keys = state.keys().clone();
+    let keys = keys.clone();
     match tokio::task::spawn_blocking(move || keys.authenticate(&token)).await {
         Ok(Ok(Some(principal))) => Ok(principal),
         Ok(Ok(None)) => Err(Refused::Credential),

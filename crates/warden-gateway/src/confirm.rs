@@ -21,13 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
 use warden_config::Confirm;
 use warden_policy::CatalogueTool;
 use warden_proto::{Era, codes};
 use warden_store::{ApprovalStore, Principal};
 use warden_upstream::{Event, ServerRequest};
 
-use crate::dispatch::Context;
 use crate::error::RpcError;
 use crate::input_required::{Binding, client_can_answer, new_handle};
 use crate::waiting::WaitingList;
@@ -134,6 +134,16 @@ impl Confirmations {
     }
 }
 
+/// Who asks for a call, and how a person can be reached.
+pub(crate) struct Asker<'a> {
+    pub principal: &'a Principal,
+    pub era: Era,
+    /// A legacy session's client capabilities (modern clients send theirs in `_meta`).
+    pub session_capabilities: Option<&'a Value>,
+    /// The call's stream, when the client takes one.
+    pub events: Option<&'a mpsc::Sender<Event>>,
+}
+
 /// What a call needs before it may run.
 pub(crate) enum Confirmation {
     /// Confirmed (or not needed): run it with these params.
@@ -147,7 +157,7 @@ pub(crate) enum Confirmation {
 /// Decides whether `tool` may run now with `params`.
 pub(crate) async fn confirm(
     confirmations: &Confirmations,
-    context: &Context<'_>,
+    asker: &Asker<'_>,
     tool: &CatalogueTool,
     upstream: &str,
     mut params: Map<String, Value>,
@@ -165,7 +175,7 @@ pub(crate) async fn confirm(
             ));
         }
         Confirm::Approve => {
-            let binding = Binding::new(&context.principal.key_id, "tools/call", &params);
+            let binding = Binding::new(&asker.principal.key_id, "tools/call", &params);
             if let Some(id) = confirmations.held_for(&binding) {
                 return match confirmations.decided(&id, tool)? {
                     Some(waiting) => Ok(Confirmation::Held(waiting)),
@@ -173,18 +183,18 @@ pub(crate) async fn confirm(
                 };
             }
             let summary = shown_arguments(params.get("arguments")).join("; ");
-            let result = confirmations.hold(context.principal, tool, &summary, binding)?;
+            let result = confirmations.hold(asker.principal, tool, &summary, binding)?;
             return Ok(Confirmation::Held(result));
         }
         Confirm::Elicit => {}
     }
     let question = question(tool.name(), upstream, params.get("arguments"));
-    match context.era {
+    match asker.era {
         Era::Legacy => {
-            let can = context.session.is_some_and(|s| {
-                client_can_answer(&s.client.capabilities, "elicitation/create", &question)
+            let can = asker.session_capabilities.is_some_and(|capabilities| {
+                client_can_answer(capabilities, "elicitation/create", &question)
             });
-            let (Some(events), true) = (context.events.as_ref(), can) else {
+            let (Some(events), true) = (asker.events, can) else {
                 return Err(unsupported(tool.name()));
             };
             let (request, answered) = ServerRequest::local("elicitation/create".into(), question);
@@ -209,7 +219,7 @@ pub(crate) async fn confirm(
             }
         }
         Era::Modern => {
-            let binding = Binding::new(&context.principal.key_id, "tools/call", &params);
+            let binding = Binding::new(&asker.principal.key_id, "tools/call", &params);
             let ours = params
                 .get("requestState")
                 .and_then(Value::as_str)
@@ -224,7 +234,7 @@ pub(crate) async fn confirm(
                 if !client_can_answer(&capabilities, "elicitation/create", &question) {
                     return Err(unsupported(tool.name()));
                 }
-                let token = confirmations.ask(context.principal, binding)?;
+                let token = confirmations.ask(asker.principal, binding)?;
                 return Ok(Confirmation::Ask(json!({
                     "resultType": "input_required",
                     "inputRequests": {

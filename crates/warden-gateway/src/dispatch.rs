@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
-use warden_config::{OutputCheck, Results};
+use warden_config::OutputCheck;
 use warden_limits::Call;
 use warden_policy::{CatalogueTool, Hardening, PolicyError, ToolKind, harden_message};
 use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
-use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UpstreamError, UriRoute};
+use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UriRoute};
 
+use crate::answer::{hardening, unavailable, upstream_failed, upstream_result};
 use crate::audit::UpstreamUsed;
 use crate::confirm::{self, Confirmation};
 use crate::error::RpcError;
@@ -346,10 +347,15 @@ async fn call_tool(
         .get(origin.upstream)
         .map_or("", |u| u.name());
     // A person confirms destructive calls before they run.
-    let confirmations = state.confirmations();
+    let asker = confirm::Asker {
+        principal: context.principal,
+        era: context.era,
+        session_capabilities: context.session.map(|s| &s.client.capabilities),
+        events: context.events.as_ref(),
+    };
     let mut params = match confirm::confirm(
-        confirmations,
-        context,
+        state.confirmations(),
+        &asker,
         tool,
         upstream_name,
         params.clone(),
@@ -470,22 +476,6 @@ async fn forward(
     Ok(result)
 }
 
-/// How what `upstream` sends is hardened on its way to a client (`tool` names the
-/// call it answers); `None` when the operator turned hardening off.
-pub(crate) fn hardening(
-    results: &Results,
-    upstream: &Upstream,
-    tool: Option<&str>,
-) -> Option<Hardening> {
-    results.harden.then(|| Hardening {
-        max_result_bytes: results.max_result_bytes,
-        untrusted_origin: upstream.is_untrusted().then(|| match tool {
-            Some(tool) => format!("tool {tool} of upstream {}", upstream.name()),
-            None => format!("upstream {}", upstream.name()),
-        }),
-    })
-}
-
 /// Sends a request to one upstream and turns its answer into ours. Calls that may need
 /// the client's input mid-way are bridged between the eras (see `input_required`).
 async fn call_upstream(
@@ -546,67 +536,6 @@ async fn call_upstream(
             .await
         }
     }
-}
-
-/// The `result` of an upstream's response message, or its error as ours. The upstream's
-/// own JSON-RPC errors pass through (they are the server's word to the client),
-/// hardened like anything else it says.
-pub(crate) fn upstream_result(
-    mut answer: Value,
-    era: Era,
-    hardening: Option<&Hardening>,
-) -> Result<Value, RpcError> {
-    if let Some(result) = answer.get_mut("result") {
-        return Ok(result.take());
-    }
-    let mut error = answer
-        .get_mut("error")
-        .map(Value::take)
-        .ok_or_else(RpcError::internal)?;
-    if let Some(hardening) = hardening {
-        harden_message(&mut error, hardening);
-    }
-    let mut code = error
-        .get("code")
-        .and_then(Value::as_i64)
-        .unwrap_or(codes::INTERNAL_ERROR);
-    if code == codes::RESOURCE_NOT_FOUND && era == Era::Modern {
-        code = codes::INVALID_PARAMS;
-    }
-    Err(RpcError {
-        code,
-        message: error
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("Upstream error")
-            .to_owned(),
-        data: error.get_mut("data").map(Value::take),
-        rule: None,
-    })
-}
-
-/// A failure to reach an upstream, logged with its details and named to the client
-/// without them.
-pub(crate) fn upstream_failed(
-    upstream: &Upstream,
-    error: &UpstreamError,
-    method: &str,
-) -> RpcError {
-    tracing::warn!(upstream = upstream.name(), %error, method, "upstream call failed");
-    unavailable(error)
-}
-
-/// What a client is told when its call outlived the upstream's `call_timeout_ms` (the
-/// audit record's outcome is then `timeout`).
-pub(crate) const UPSTREAM_TIMEOUT: &str = "The upstream server did not answer in time";
-
-fn unavailable(error: &UpstreamError) -> RpcError {
-    let message = match error {
-        UpstreamError::Timeout => UPSTREAM_TIMEOUT,
-        UpstreamError::Exited => "The upstream server stopped during the call; try again",
-        _ => "The upstream server is unavailable; try again",
-    };
-    RpcError::new(codes::UPSTREAM_UNAVAILABLE, message)
 }
 
 fn policy_error(error: PolicyError) -> RpcError {

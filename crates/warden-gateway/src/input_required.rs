@@ -31,7 +31,7 @@ use warden_proto::{Era, canonical, codes};
 use warden_store::Principal;
 use warden_upstream::{Caller, Event, ServerRequest, Upstream, UpstreamError};
 
-use crate::dispatch::{upstream_failed, upstream_result};
+use crate::answer::{upstream_failed, upstream_result};
 use crate::error::RpcError;
 use crate::waiting::WaitingList;
 

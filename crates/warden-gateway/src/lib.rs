@@ -5,6 +5,7 @@
 //! JSON-RPC envelope, era and session) → dispatch (catalogue, argument validation) →
 //! relay to the upstream, and back. [`router`] is the one place that composes that stack.
 
+mod answer;
 mod audit;
 mod auth;
 mod client_addr;
@@ -69,12 +70,12 @@ pub fn router(state: AppState, listen: SocketAddr, tls: bool) -> Router {
         // Authentication: nothing on the MCP endpoint runs without a valid, unrevoked key;
         // an address that keeps guessing is refused before any lookup.
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.authenticator().clone(),
             auth::require_key,
         ))
         // Rate limit per client address, before any credential is looked at.
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.limiter().clone(),
             limits::per_address,
         ));
     // Protected-resource metadata (RFC 9728) is public: a client reads it to learn
@@ -116,7 +117,7 @@ pub fn router(state: AppState, listen: SocketAddr, tls: bool) -> Router {
         // Request log: one line per request with what the handlers learned (MCP method,
         // era, key id); never a body, a header value or a query string.
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics().clone(),
             log::log_request,
         ))
         .with_state(state)

@@ -2,24 +2,25 @@
 //! run where the request is understood (`transport`: per key; `dispatch`: calls; GET
 //! streams). See `warden-limits` for the layers themselves.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use warden_limits::Refusal;
+use warden_limits::{Limiter, Refusal};
 
 use crate::client_addr::client_network;
 use crate::error::GatewayError;
-use crate::state::AppState;
 
 /// Every request from one address counts, before any credential is looked at.
 pub(crate) async fn per_address(
-    State(state): State<AppState>,
+    State(limiter): State<Arc<Limiter>>,
     request: Request,
     next: Next,
 ) -> Response {
     let address = client_network(&request);
     if let Some(address) = address
-        && let Err(refusal) = state.limiter().admit_address(address)
+        && let Err(refusal) = limiter.admit_address(address)
     {
         return refused(refusal).into_response();
     }

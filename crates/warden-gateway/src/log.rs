@@ -1,5 +1,6 @@
 //! The request log: one line per request at info level.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -8,7 +9,7 @@ use axum::response::Response;
 use warden_store::Principal;
 
 use crate::audit::VerdictCell;
-use crate::state::AppState;
+use crate::metrics::Metrics;
 
 /// What the handlers learned about a request, carried back to the log on the response.
 /// Holds identifiers only: a key id, never a key.
@@ -37,7 +38,7 @@ pub(crate) struct McpFacts {
 }
 
 pub(crate) async fn log_request(
-    State(state): State<AppState>,
+    State(metrics): State<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -53,7 +54,7 @@ pub(crate) async fn log_request(
         .unwrap_or_default();
     let mcp = response.extensions().get::<McpFacts>();
     let verdict = mcp.and_then(|m| m.verdict.get());
-    state.metrics().response(response.status().as_u16());
+    metrics.response(response.status().as_u16());
     tracing::info!(
         http.method = %http_method,
         http.path = %path,

@@ -19,6 +19,7 @@ use warden_proto::{Era, Request, RequestId, codes};
 use warden_store::Principal;
 use warden_upstream::{Event, ServerRequest};
 
+use crate::answer;
 use crate::audit::{Draft, UpstreamUsed};
 use crate::dispatch::{self, Context};
 use crate::error::{GatewayError, RpcError};
@@ -214,7 +215,7 @@ impl Streaming {
     fn relay(&mut self, event: Event) -> Option<Value> {
         let mut message = self.relayable(event)?;
         let hardening = match self.upstream_used.get() {
-            Some(upstream) => dispatch::hardening(&self.results, upstream, None),
+            Some(upstream) => answer::hardening(&self.results, upstream, None),
             None => self.results.harden.then_some(Hardening {
                 max_result_bytes: self.results.max_result_bytes,
                 untrusted_origin: None,

@@ -10,7 +10,7 @@ use warden_store::{ApprovalStore, KeyStore};
 use warden_upstream::Upstreams;
 
 use crate::audit::Auditor;
-use crate::auth::FailedAuth;
+use crate::auth::{Authenticator, FailedAuth};
 use crate::client_addr::ClientAddresses;
 use crate::confirm::Confirmations;
 use crate::input_required::InputLot;
@@ -38,14 +38,11 @@ pub struct AppState {
 }
 
 struct Inner {
-    keys: Arc<KeyStore>,
+    authenticator: Arc<Authenticator>,
     upstreams: Arc<Upstreams>,
     sessions: Arc<Sessions>,
     input_lot: InputLot,
     confirmations: Confirmations,
-    failed_auth: FailedAuth,
-    api_keys_accepted: bool,
-    oauth: Option<Arc<OAuthVerifier>>,
     limiter: Arc<Limiter>,
     auditor: Arc<Auditor>,
     metrics: Arc<Metrics>,
@@ -77,17 +74,19 @@ impl AppState {
         } = parts;
         Self {
             inner: Arc::new(Inner {
-                keys,
+                authenticator: Arc::new(Authenticator {
+                    keys,
+                    failed: FailedAuth::new(
+                        config.auth.max_failures_per_ip,
+                        config.auth.failure_window,
+                    ),
+                    oauth,
+                    api_keys: config.auth.api_keys,
+                }),
                 upstreams,
                 sessions: Arc::new(Sessions::new(&config.sessions)),
                 input_lot: InputLot::new(&config.waiting),
                 confirmations: Confirmations::new(approvals, &config.waiting),
-                failed_auth: FailedAuth::new(
-                    config.auth.max_failures_per_ip,
-                    config.auth.failure_window,
-                ),
-                api_keys_accepted: config.auth.api_keys,
-                oauth,
                 limiter,
                 auditor,
                 metrics,
@@ -106,8 +105,9 @@ impl AppState {
         }
     }
 
-    pub(crate) fn keys(&self) -> &Arc<KeyStore> {
-        &self.inner.keys
+    /// What the authentication layer needs.
+    pub(crate) fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.inner.authenticator
     }
 
     pub fn upstreams(&self) -> &Arc<Upstreams> {
@@ -128,15 +128,6 @@ impl AppState {
         &self.inner.confirmations
     }
 
-    pub(crate) fn failed_auth(&self) -> &FailedAuth {
-        &self.inner.failed_auth
-    }
-
-    /// Warden's own keys authenticate (they may be turned off when OAuth is on).
-    pub(crate) fn api_keys_accepted(&self) -> bool {
-        self.inner.api_keys_accepted
-    }
-
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
@@ -150,7 +141,7 @@ impl AppState {
     }
 
     pub(crate) fn oauth(&self) -> Option<&Arc<OAuthVerifier>> {
-        self.inner.oauth.as_ref()
+        self.inner.authenticator.oauth.as_ref()
     }
 
     pub(crate) fn allowed_hosts(&self) -> &[String] {

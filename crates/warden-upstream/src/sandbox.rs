@@ -517,7 +517,7 @@ mod linux {
         let rule = |conditions| SeccompRule::new(conditions).map_err(|e| e.to_string());
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = REFUSED_SYSCALLS
             .iter()
-            .map(|call| (i64::from(*call), Vec::new()))
+            .map(|call| (*call, Vec::new()))
             .collect();
         // Any family other than IPv4, IPv6 and netlink.
         let mut socket = vec![rule(vec![

@@ -39,6 +39,7 @@ async fn note_lifecycle_in_both_eras() {
                 "get_note",
                 "import_url",
                 "list_notes",
+                "restore_note",
                 "search_notes",
                 "update_note"
             ]

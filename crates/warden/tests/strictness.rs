@@ -288,3 +288,53 @@ async fn the_admin_listener_is_guarded_and_its_port_errors_are_clear() {
     );
     assert!(!stderr.contains("listening on"), "{stderr}");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A session costs the same whatever its `initialize` carried: 100 sessions opened with
+/// 700 KB of capabilities and client info each leave Warden's memory about where it
+/// was (keeping them would take 70 MB).
+#[tokio::test]
+async fn sessions_keep_only_what_warden_uses() {
+    let warden = Warden::start_config(
+        "[rate]\nper_key_rpm = 100000\n\n[limits]\nmax_sessions_per_key = 1000\n",
+    );
+    let http = Http::new(&warden);
+    // Strings under the caps scan's 64 KiB, 350 KB of them on each side.
+    let padding: serde_json::Map<String, Value> = (0..6)
+        .map(|i| (format!("p{i}"), Value::String("x".repeat(60 * 1024))))
+        .collect();
+    let mut client_info = padding.clone();
+    client_info.insert("name".into(), "raw".into());
+    client_info.insert("version".into(), "1".into());
+    let body = initialize_body(json!({
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"elicitation": {}, "experimental": padding},
+        "clientInfo": client_info,
+    }));
+    // Warm up the allocator with a few, then measure 100 more.
+    for _ in 0..5 {
+        assert_eq!(http.post_json(&[], &body).await.status, 200);
+    }
+    let before = rss_kib(warden.pid());
+    let mut sessions = Vec::new();
+    for _ in 0..100 {
+        let reply = http.post_json(&[], &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        sessions.push(reply.header("mcp-session-id").unwrap().to_owned());
+    }
+    let grown_mb = rss_kib(warden.pid()).saturating_sub(before) / 1024;
+    assert!(grown_mb < 30, "100 sessions grew Warden by {grown_mb} MB");
+    // They are all live, and each still relays what its client declared.
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    for session in [&sessions[0], &sessions[99]] {
+        assert_eq!(http.legacy(session, &ping).await.status, 200);
+    }
+}
