@@ -4,7 +4,21 @@
 #   scripts/interop.sh [path/to/warden]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bin="${1:-${CARGO_TARGET_DIR:-target}/debug/warden}"
 source scripts/lib/warden.sh
-start_warden "${1:-${CARGO_TARGET_DIR:-target}/debug/warden}"
+start_warden "$bin"
 interop/run.sh
+assert_key_not_logged interop
+stop_warden
+
+# confirm = "approve" on a tool that declares an outputSchema: both SDKs accept the held
+# answer, show its request id, and run the call once an operator approves it.
+echo "== interop: a call held for an operator's approval"
+cat >"$WARDEN_WORK/approve.toml" <<TOML
+[tools.delete_note]
+confirm = "approve"
+TOML
+start_warden "$bin" --config "$WARDEN_WORK/approve.toml"
+WARDEN_SCENARIO=approval WARDEN_BIN="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")" \
+    WARDEN_DATA_DIR="$WARDEN_WORK/data" interop/run.sh
 assert_key_not_logged interop

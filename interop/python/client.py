@@ -10,8 +10,11 @@ Environment:
                         initialize), legacy (initialize handshake only) or 2026-07-28 (no probe)
   WARDEN_TIMEOUT        overall time limit in seconds (default 60)
   WARDEN_SCENARIO       notes (default: the embedded notes server), upstream (Warden
-                        fronting @modelcontextprotocol/server-everything) or asking (Warden
+                        fronting @modelcontextprotocol/server-everything), asking (Warden
                         fronting interop/python/modern_upstream.py, which asks for a name)
+                        or approval (the notes server with delete_note held for an
+                        operator: WARDEN_BIN and WARDEN_DATA_DIR name the `warden` that
+                        approves it)
 
 Exits 0 when every check passes; otherwise prints `FAIL [python]: ...` to stderr and exits 1.
 """
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 import traceback
 import uuid
@@ -265,7 +270,38 @@ async def scenario_asking(client: Client) -> None:
     step("ask ok: the modern upstream's question was answered")
 
 
-SCENARIOS = {"notes": scenario_notes, "upstream": scenario_upstream, "asking": scenario_asking}
+async def scenario_approval(client: Client) -> None:
+    """A held call on a tool with an outputSchema: the answer Warden composes is an error
+    result (valid whatever the schema), its request id reaches the client, and once an
+    operator approves it the same call runs."""
+    created = structured(
+        await client.call_tool("create_note", {"title": "held", "body": "to be deleted"}), "create_note"
+    )
+    note_id = created["id"]
+    held = await client.call_tool("delete_note", {"id": note_id})
+    text = " ".join(getattr(c, "text", "") for c in held.content)
+    check(held.is_error, f"the held answer is not an error result: {held!r}")
+    found = re.search(r"apr_[0-9a-f]+", text)
+    check(found is not None, f"no request id in the held answer: {text!r}")
+    request_id = found.group(0)
+    step(f"delete_note held: {request_id}")
+    approved = subprocess.run(
+        [os.environ["WARDEN_BIN"], "approvals", "approve", request_id],
+        env={**os.environ, "WARDEN_DATA_DIR": os.environ["WARDEN_DATA_DIR"]},
+        capture_output=True, text=True, check=False,
+    )
+    check(approved.returncode == 0, f"warden approvals approve failed: {approved.stderr}")
+    done = structured(await client.call_tool("delete_note", {"id": note_id}), "delete_note")
+    check(done.get("deleted") is True, f"the approved call did not run: {done!r}")
+    step("delete_note approved and run")
+
+
+SCENARIOS = {
+    "notes": scenario_notes,
+    "upstream": scenario_upstream,
+    "asking": scenario_asking,
+    "approval": scenario_approval,
+}
 
 
 def _leaf_errors(exc: BaseException) -> list[BaseException]:

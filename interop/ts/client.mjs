@@ -8,11 +8,14 @@
 //   WARDEN_TS_EXPECT_VERSION protocol version that must be negotiated (default 2025-11-25)
 //   WARDEN_TIMEOUT           overall time limit in seconds (default 60)
 //   WARDEN_SCENARIO          notes (default: the embedded notes server), upstream (Warden
-//                            fronting @modelcontextprotocol/server-everything) or asking
-//                            (Warden fronting interop/python/modern_upstream.py)
+//                            fronting @modelcontextprotocol/server-everything), asking
+//                            (Warden fronting interop/python/modern_upstream.py) or approval
+//                            (delete_note held for an operator: WARDEN_BIN and
+//                            WARDEN_DATA_DIR name the `warden` that approves it)
 //
 // Exits 0 when every check passes; otherwise prints `FAIL [ts]: ...` to stderr and exits 1.
 
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -243,7 +246,26 @@ async function scenarioAsking(client) {
   step('ask ok: the modern upstream\'s question was answered');
 }
 
-const SCENARIOS = { notes: scenarioNotes, upstream: scenarioUpstream, asking: scenarioAsking };
+// A held call on a tool with an outputSchema: the answer Warden composes is an error result
+// (valid whatever the schema), its request id reaches the client, and once an operator
+// approves it the same call runs.
+async function scenarioApproval(client) {
+  const created = structured(await client.callTool({ name: 'create_note', arguments: { title: 'held', body: 'to be deleted' } }), 'create_note');
+  const held = await client.callTool({ name: 'delete_note', arguments: { id: created.id } });
+  const text = (held.content ?? []).map((c) => c.text ?? '').join(' ');
+  check(held.isError === true, `the held answer is not an error result: ${JSON.stringify(held)}`);
+  const requestId = text.match(/apr_[0-9a-f]+/)?.[0];
+  check(requestId, `no request id in the held answer: ${JSON.stringify(text)}`);
+  step(`delete_note held: ${requestId}`);
+  execFileSync(process.env.WARDEN_BIN, ['approvals', 'approve', requestId], {
+    env: { ...process.env, WARDEN_DATA_DIR: process.env.WARDEN_DATA_DIR },
+  });
+  const done = structured(await client.callTool({ name: 'delete_note', arguments: { id: created.id } }), 'delete_note');
+  check(done.deleted === true, `the approved call did not run: ${JSON.stringify(done)}`);
+  step('delete_note approved and run');
+}
+
+const SCENARIOS = { notes: scenarioNotes, upstream: scenarioUpstream, asking: scenarioAsking, approval: scenarioApproval };
 
 async function main() {
   const url = process.env.WARDEN_URL;

@@ -297,7 +297,9 @@ fn cut(text: &str, chars: usize) -> String {
     }
 }
 
-/// The tool result of a held call.
+/// The answer to a held call. It is not the tool's result, so it is an error result:
+/// valid whatever `outputSchema` the tool declares (clients check structured content
+/// only on results that are not errors), and the model reads why nothing happened.
 fn waiting_result(tool: &CatalogueTool, id: &str, state: &str) -> Value {
     let name = tool.name();
     json!({
@@ -307,7 +309,7 @@ fn waiting_result(tool: &CatalogueTool, id: &str, state: &str) -> Value {
                 "Nothing was done yet: {name} needs an operator's approval, and request {id} {state}. Ask the operator to run `warden approvals approve {id}`; then call {name} again with the same arguments to run it."
             ),
         }],
-        "isError": false,
+        "isError": true,
     })
 }
 

@@ -110,7 +110,7 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
         }
         AuditCommand::Verify { data_dir } => match open(data_dir)?.verify()? {
             Verdict::Intact { rows } => {
-                println!("audit trail intact: {rows} records");
+                say!("audit trail intact: {rows} records");
                 Ok(())
             }
             Verdict::Edited { id } => Err(format!("audit record {id} was changed").into()),
@@ -126,7 +126,7 @@ fn print_rows(rows: &[(i64, AuditRecord)], json: bool, header: bool) -> Result<(
         for (id, record) in rows {
             let mut line = serde_json::to_value(record)?;
             line["id"] = (*id).into();
-            println!("{line}");
+            say!("{line}");
         }
         return Ok(());
     }

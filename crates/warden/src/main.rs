@@ -1,5 +1,14 @@
 //! The `warden` command: a thin shell over the library crates.
 
+/// Writes a line to stdout. A stdout closed early (`warden audit list | head -3`) ends the
+/// command quietly: the error reaches `main`, which exits without a word.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod approvals_cli;
 mod audit_cli;
 mod table;
@@ -192,6 +201,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read the output stopped reading: nothing more to say to anyone.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("warden: {error}");
             ExitCode::FAILURE
@@ -220,7 +237,7 @@ fn check_config(file: &Path) -> Result<(), Failure> {
     let unmatched =
         warden_upstream::unmatched_rules(config.tools.keys().map(String::as_str), &upstreams);
     if unmatched.is_empty() {
-        println!("{}: ok", file.display());
+        say!("{}: ok", file.display());
         return Ok(());
     }
     for rule in &unmatched {
@@ -276,7 +293,7 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                 "created {} for tenant {} ({}); the key is shown once:",
                 new.record.id, tenant, new.record.scope
             );
-            println!("{}", new.key);
+            say!("{}", new.key);
         }
         KeysCommand::Rotate {
             id,
@@ -291,7 +308,7 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                 "created {} to replace {id}, which stays valid for {grace} s; the key is shown once:",
                 new.record.id
             );
-            println!("{}", new.key);
+            say!("{}", new.key);
         }
         KeysCommand::List { data_dir } => {
             let mut table = Table::new(&[
@@ -442,7 +459,8 @@ fn ensure_first_key(keys: &KeyStore, dir: &DataDir) -> Result<(), Failure> {
     let new = keys.add("default", "admin", Scope::Admin)?;
     let path = dir.file(ADMIN_KEY_FILE);
     warden_store::write_private_file(&path, format!("{}\n", new.key).as_bytes())?;
-    println!("{}", new.key);
+    // Printed once for whoever started Warden; with no one reading, the file has it.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{}\n", new.key).as_bytes());
     tracing::info!(key_id = %new.record.id, file = %path.display(), "created the first admin key (tenant \"default\"); it is printed above once and saved to the file");
     Ok(())
 }

@@ -61,14 +61,14 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
             let Some(pin) = open(data_dir)?.get(&tool)? else {
                 return Err(format!("no tool {tool} has been seen").into());
             };
-            println!("--- approved\n{}", pretty(pin.definition.as_deref()));
-            println!(
+            say!("--- approved\n{}", pretty(pin.definition.as_deref()));
+            say!(
                 "+++ waiting ({})\n{}",
                 pin.pending_why.as_deref().unwrap_or("nothing waits"),
                 pretty(pin.pending.as_deref())
             );
             if let Some(pending) = &pin.pending {
-                println!(
+                say!(
                     "to accept it: warden tools approve {} {}",
                     warden_redact::escape_controls(&tool),
                     warden_policy::hash_of_form(pending)
