@@ -514,6 +514,27 @@ impl Config {
     }
 }
 
+/// The data directory a configuration file names (or the default), read without
+/// validating the rest: an admin command needs only this, and must not fail for want of
+/// an upstream's `env:` secret in the operator's shell.
+pub fn data_dir_in(path: &Path) -> Result<PathBuf, ConfigError> {
+    #[derive(serde::Deserialize)]
+    struct OnlyDataDir {
+        data_dir: Option<String>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let only: OnlyDataDir = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(only
+        .data_dir
+        .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from))
+}
+
 /// A configured number, or its default; one outside `range` is refused with the bounds.
 fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
     value: Option<T>,

@@ -2,43 +2,41 @@
 //! approve or deny one. The client's next identical call then runs once, or is refused.
 
 use clap::Subcommand;
-use warden_store::{ApprovalStore, DataDir};
+use warden_store::ApprovalStore;
 
 use crate::table::Table;
-use crate::{DataDirArg, Failure, data_dir_of};
+use crate::{Failure, Place, open_place};
 
 #[derive(Subcommand)]
 pub(crate) enum ApprovalsCommand {
     /// Calls waiting for a decision.
     List {
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
     /// Lets a held call run (once, when its client makes it again).
     Approve {
         id: String,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
     /// Refuses a held call.
     Deny {
         id: String,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
 }
 
-fn open(data_dir: DataDirArg) -> Result<ApprovalStore, Failure> {
-    Ok(ApprovalStore::open(&DataDir::open(data_dir_of(
-        data_dir,
-    )?)?)?)
+fn open(place: Place) -> Result<ApprovalStore, Failure> {
+    Ok(ApprovalStore::open(&open_place(place)?)?)
 }
 
 pub(crate) fn run(command: ApprovalsCommand) -> Result<(), Failure> {
     match command {
-        ApprovalsCommand::List { data_dir } => {
+        ApprovalsCommand::List { place } => {
             let mut table = Table::new(&["ID", "ASKED", "TENANT", "KEY", "TOOL", "ARGUMENTS"]);
-            for held in open(data_dir)?.pending()? {
+            for held in open(place)?.pending()? {
                 table.row([
                     held.id,
                     warden_store::format_time(held.created_at),
@@ -50,14 +48,14 @@ pub(crate) fn run(command: ApprovalsCommand) -> Result<(), Failure> {
             }
             table.print(true)?;
         }
-        ApprovalsCommand::Approve { id, data_dir } => decide(&id, data_dir, true)?,
-        ApprovalsCommand::Deny { id, data_dir } => decide(&id, data_dir, false)?,
+        ApprovalsCommand::Approve { id, place } => decide(&id, place, true)?,
+        ApprovalsCommand::Deny { id, place } => decide(&id, place, false)?,
     }
     Ok(())
 }
 
-fn decide(id: &str, data_dir: DataDirArg, approve: bool) -> Result<(), Failure> {
-    if !open(data_dir)?.decide(id, approve)? {
+fn decide(id: &str, place: Place, approve: bool) -> Result<(), Failure> {
+    if !open(place)?.decide(id, approve)? {
         return Err(format!("no call {id} is waiting for a decision").into());
     }
     eprintln!("{} {id}", if approve { "approved" } else { "denied" });

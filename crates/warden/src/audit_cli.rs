@@ -1,14 +1,13 @@
 //! `warden audit`: read the audit trail (a table or JSON lines), follow it, and verify
 //! its chain.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
-use warden_store::{AuditFilter, AuditRecord, AuditStore, DataDir, Verdict};
+use warden_store::{AuditFilter, AuditRecord, AuditStore, Verdict};
 
 use crate::table::Table;
-use crate::{DataDirArg, Failure, parse_duration};
+use crate::{Failure, Place, parse_duration};
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
@@ -34,7 +33,7 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
     /// The last records, and with -f the new ones as they are written.
     Tail {
@@ -43,18 +42,17 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
     /// Checks the chain: an edited or deleted record is reported.
     Verify {
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
 }
 
-fn open(data_dir: DataDirArg) -> Result<AuditStore, Failure> {
-    let dir: PathBuf = crate::data_dir_of(data_dir)?;
-    Ok(AuditStore::open(&DataDir::open(dir)?)?)
+fn open(place: Place) -> Result<AuditStore, Failure> {
+    Ok(AuditStore::open(&crate::open_place(place)?)?)
 }
 
 pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
@@ -67,7 +65,7 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
             since,
             limit,
             json,
-            data_dir,
+            place,
         } => {
             let since_ms = since.map(|secs| {
                 (warden_store::now_unix() - i64::try_from(secs).unwrap_or(i64::MAX / 2)) * 1000
@@ -81,14 +79,14 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
                 after_id: None,
                 limit,
             };
-            print_rows(&open(data_dir)?.query(&filter)?, json, true)
+            print_rows(&open(place)?.query(&filter)?, json, true)
         }
         AuditCommand::Tail {
             follow,
             json,
-            data_dir,
+            place,
         } => {
-            let store = open(data_dir)?;
+            let store = open(place)?;
             let mut filter = AuditFilter {
                 limit: 20,
                 ..AuditFilter::default()
@@ -108,7 +106,7 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-        AuditCommand::Verify { data_dir } => match open(data_dir)?.verify()? {
+        AuditCommand::Verify { place } => match open(place)?.verify()? {
             Verdict::Intact { rows } => {
                 say!("audit trail intact: {rows} records");
                 Ok(())

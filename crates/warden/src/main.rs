@@ -39,11 +39,19 @@ struct Cli {
     command: Command,
 }
 
+/// Which installation an admin command works on.
 #[derive(clap::Args)]
-struct DataDirArg {
-    /// Where Warden keeps its keys, notes and server secret.
+struct Place {
+    /// The warden.toml the running Warden uses: the command works on its data_dir.
+    #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where Warden keeps its keys, notes and secrets (beats the config's data_dir).
     #[arg(long, env = "WARDEN_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Create the data directory if there is none yet (otherwise a missing one is an
+    /// error: it would not be the one a running Warden uses).
+    #[arg(long)]
+    init: bool,
 }
 
 #[derive(Subcommand)]
@@ -51,7 +59,7 @@ enum Command {
     /// Serve the MCP endpoint (the embedded notes server unless configured otherwise).
     Serve {
         /// A warden.toml; without one, safe defaults apply.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long, value_name = "ADDR")]
@@ -60,8 +68,10 @@ enum Command {
         /// [default: 127.0.0.1:9090].
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
-        #[command(flatten)]
-        data_dir: DataDirArg,
+        /// Where Warden keeps its keys, notes and secrets (beats the config's data_dir;
+        /// created if missing).
+        #[arg(long, env = "WARDEN_DATA_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
     },
@@ -109,7 +119,7 @@ enum KeysCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rpm: Option<u32>,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
     /// Replace a key with a new one (printed once); the old one keeps working for the
     /// grace period, so clients can move over.
@@ -119,18 +129,18 @@ enum KeysCommand {
         #[arg(long, value_parser = parse_duration, default_value = "24h")]
         grace: u64,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
     /// List keys (never the keys themselves).
     List {
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
     /// Revoke a key by id; it is refused from the next request on.
     Revoke {
         id: String,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
 }
 
@@ -187,7 +197,7 @@ fn main() -> ExitCode {
             Overrides {
                 listen,
                 admin_listen,
-                data_dir: data_dir.data_dir,
+                data_dir,
             },
             log_format,
         ),
@@ -257,20 +267,28 @@ fn unmatched_message(rule: &warden_upstream::UnmatchedRule) -> String {
     }
 }
 
-/// The data directory a CLI command works on: the flag, the environment, or the default.
-fn data_dir_of(data_dir: DataDirArg) -> Result<PathBuf, Failure> {
-    let config = Config::load(
-        None,
-        &Overrides {
-            data_dir: data_dir.data_dir,
-            ..Overrides::default()
-        },
-    )?;
-    Ok(config.data_dir)
+/// The data directory an admin command works on: `--data-dir` (or `WARDEN_DATA_DIR`),
+/// else the `data_dir` of `--config` (or `WARDEN_CONFIG`), else the default. A directory
+/// that does not exist is created only with `--init`: otherwise the command would work on
+/// a fresh store the running Warden never reads.
+fn open_place(place: Place) -> Result<DataDir, Failure> {
+    let path = match (place.data_dir, &place.config) {
+        (Some(dir), _) => dir,
+        (None, Some(config)) => warden_config::data_dir_in(config)?,
+        (None, None) => PathBuf::from(warden_config::DEFAULT_DATA_DIR),
+    };
+    if !path.exists() && !place.init {
+        return Err(format!(
+            "there is no Warden data directory at {}: name the one your Warden uses with --config FILE (or WARDEN_CONFIG) or --data-dir DIR (or WARDEN_DATA_DIR), or pass --init to create a new one there",
+            path.display()
+        )
+        .into());
+    }
+    Ok(DataDir::open(path)?)
 }
 
-fn open_keys(data_dir: DataDirArg) -> Result<KeyStore, Failure> {
-    Ok(KeyStore::open(&DataDir::open(data_dir_of(data_dir)?)?)?)
+fn open_keys(place: Place) -> Result<KeyStore, Failure> {
+    Ok(KeyStore::open(&open_place(place)?)?)
 }
 
 fn keys(command: KeysCommand) -> Result<(), Failure> {
@@ -281,27 +299,23 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
             scope,
             expires_in,
             rpm,
-            data_dir,
+            place,
         } => {
             let options = KeyOptions {
                 expires_at: expires_in
                     .map(|secs| warden_store::now_unix().saturating_add_unsigned(secs)),
                 rpm,
             };
-            let new = open_keys(data_dir)?.add_with(&tenant, &name, scope.into(), options)?;
+            let new = open_keys(place)?.add_with(&tenant, &name, scope.into(), options)?;
             eprintln!(
                 "created {} for tenant {} ({}); the key is shown once:",
                 new.record.id, tenant, new.record.scope
             );
             say!("{}", new.key);
         }
-        KeysCommand::Rotate {
-            id,
-            grace,
-            data_dir,
-        } => {
+        KeysCommand::Rotate { id, grace, place } => {
             let grace_secs = i64::try_from(grace).unwrap_or(i64::MAX);
-            let Some(new) = open_keys(data_dir)?.rotate(&id, grace_secs)? else {
+            let Some(new) = open_keys(place)?.rotate(&id, grace_secs)? else {
                 return Err(format!("no active key with id {id}").into());
             };
             eprintln!(
@@ -310,7 +324,7 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
             );
             say!("{}", new.key);
         }
-        KeysCommand::List { data_dir } => {
+        KeysCommand::List { place } => {
             let mut table = Table::new(&[
                 "ID",
                 "TENANT",
@@ -323,7 +337,7 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                 "STATUS",
             ]);
             let now = warden_store::now_unix();
-            for key in open_keys(data_dir)?.list()? {
+            for key in open_keys(place)?.list()? {
                 table.row([
                     key.id.clone(),
                     key.tenant.clone(),
@@ -343,8 +357,8 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
             }
             table.print(true)?;
         }
-        KeysCommand::Revoke { id, data_dir } => {
-            if !open_keys(data_dir)?.revoke(&id)? {
+        KeysCommand::Revoke { id, place } => {
+            if !open_keys(place)?.revoke(&id)? {
                 return Err(format!("no active key with id {id}").into());
             }
             eprintln!("revoked {id}");

@@ -2,24 +2,24 @@
 //! changed, approve one. A running Warden picks an approval up within a second.
 
 use clap::Subcommand;
-use warden_store::{DataDir, PinStore};
+use warden_store::PinStore;
 
 use crate::table::Table;
-use crate::{DataDirArg, Failure, data_dir_of};
+use crate::{Failure, Place, open_place};
 
 #[derive(Subcommand)]
 pub(crate) enum ToolsCommand {
     /// Tools withheld until approved, and why.
     Waiting {
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
     /// The approved definition and the waiting one, one after the other.
     Diff {
         /// The tool's name as clients see it (with its upstream's prefix, if any).
         tool: String,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
     /// Accepts a tool's waiting definition; clients see the tool again. The hash is the
     /// one `diff` shows, so that only the definition reviewed is accepted.
@@ -27,12 +27,12 @@ pub(crate) enum ToolsCommand {
         tool: String,
         hash: String,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        place: Place,
     },
 }
 
-fn open(data_dir: DataDirArg) -> Result<PinStore, Failure> {
-    Ok(PinStore::open(&DataDir::open(data_dir_of(data_dir)?)?)?)
+fn open(place: Place) -> Result<PinStore, Failure> {
+    Ok(PinStore::open(&open_place(place)?)?)
 }
 
 fn pretty(form: Option<&str>) -> String {
@@ -43,9 +43,9 @@ fn pretty(form: Option<&str>) -> String {
 
 pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
     match command {
-        ToolsCommand::Waiting { data_dir } => {
+        ToolsCommand::Waiting { place } => {
             let mut table = Table::new(&["TOOL", "HASH", "WHY"]);
-            for pin in open(data_dir)?.waiting()? {
+            for pin in open(place)?.waiting()? {
                 table.row([
                     pin.tool.clone(),
                     pin.pending
@@ -57,8 +57,8 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
             }
             table.print(true)?;
         }
-        ToolsCommand::Diff { tool, data_dir } => {
-            let Some(pin) = open(data_dir)?.get(&tool)? else {
+        ToolsCommand::Diff { tool, place } => {
+            let Some(pin) = open(place)?.get(&tool)? else {
                 return Err(format!("no tool {tool} has been seen").into());
             };
             say!("--- approved\n{}", pretty(pin.definition.as_deref()));
@@ -75,12 +75,8 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
                 );
             }
         }
-        ToolsCommand::Approve {
-            tool,
-            hash,
-            data_dir,
-        } => {
-            if !open(data_dir)?.approve(&tool, &hash, warden_policy::hash_of_form)? {
+        ToolsCommand::Approve { tool, hash, place } => {
+            if !open(place)?.approve(&tool, &hash, warden_policy::hash_of_form)? {
                 return Err(format!(
                     "no definition of {tool} with hash {hash} is waiting for approval (see warden tools diff {tool})"
                 )

@@ -446,7 +446,12 @@ async fn an_operator_approves_or_denies_a_held_call_from_the_command_line() {
     // Held: nothing happens, and the operator sees it. The answer is an error result, so
     // a client that checks the tool's outputSchema accepts it.
     let held_reply = http.call_tool("delete_note", json!({"id": id})).await;
-    assert_eq!(held_reply.json()["result"]["isError"], true, "{}", held_reply.text);
+    assert_eq!(
+        held_reply.json()["result"]["isError"],
+        true,
+        "{}",
+        held_reply.text
+    );
     let held = text(&held_reply);
     assert!(held.starts_with("Nothing was done yet"), "{held}");
     let request = request_id(&held);

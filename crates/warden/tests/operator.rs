@@ -1,0 +1,154 @@
+//! The operator's first day (issue 17): the admin commands find the running Warden's
+//! data, a taken port stops the start before any child runs, and commands piped into
+//! `head` end quietly.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use support::raw::Http;
+use support::{BIN, Warden, fixture_upstream};
+
+fn warden_in(cwd: &std::path::Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(cwd)
+        .env_remove("WARDEN_DATA_DIR")
+        .env_remove("WARDEN_CONFIG");
+    command
+}
+
+/// In a folder whose warden.toml names the data directory, `keys add` without saying
+/// which installation refuses to make a fresh one; with `--config` or `WARDEN_CONFIG` it
+/// adds the key the running Warden accepts; `--init` creates a new directory on purpose.
+#[tokio::test]
+async fn admin_commands_work_on_the_running_wardens_data() {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("warden.toml"), "data_dir = \"mydata\"\n").unwrap();
+    let warden = Warden::start_with(cwd.path(), &["--config", "warden.toml"], &[]);
+    assert!(cwd.path().join("mydata/admin.key").exists());
+
+    let add = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut command = warden_in(cwd.path());
+        command
+            .args(["keys", "add", "--tenant", "acme", "--name", "ci"])
+            .args(extra);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+    let lost = add(&[], &[]);
+    assert!(!lost.status.success());
+    let stderr = String::from_utf8_lossy(&lost.stderr);
+    assert!(
+        stderr.contains("no Warden data directory at warden-data") && stderr.contains("--init"),
+        "{stderr}"
+    );
+    assert!(!cwd.path().join("warden-data").exists());
+
+    for (extra, env) in [
+        (vec!["--config", "warden.toml"], vec![]),
+        (vec![], vec![("WARDEN_CONFIG", "warden.toml")]),
+    ] {
+        let added = add(&extra, &env);
+        assert!(
+            added.status.success(),
+            "{}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        let key = String::from_utf8(added.stdout).unwrap().trim().to_owned();
+        let reply = Http::with_key(&warden, &key)
+            .modern("tools/list", None, json!({}))
+            .await;
+        assert_eq!(reply.status, 200, "the running Warden refused the new key");
+    }
+
+    let fresh = warden_in(cwd.path())
+        .args(["keys", "list", "--data-dir", "elsewhere", "--init"])
+        .output()
+        .unwrap();
+    assert!(fresh.status.success());
+    assert!(cwd.path().join("elsewhere").is_dir());
+}
+
+/// Both listeners are bound before any upstream starts: a taken port stops the start
+/// at once, names the address and the setting, and no child was ever spawned.
+#[test]
+fn a_taken_port_stops_the_start_before_any_child_runs() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("spawned.jsonl");
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        fixture_upstream(
+            "fx",
+            &format!(
+                "env = {{ FIXTURE_RECORD = {:?} }}\nsandbox_write = [{:?}]",
+                record.to_str().unwrap(),
+                dir.path().to_str().unwrap()
+            ),
+        ),
+    )
+    .unwrap();
+    for (flag, setting) in [
+        ("--listen", "[server] listen / --listen"),
+        ("--admin-listen", "[admin] listen / --admin-listen"),
+    ] {
+        let (listen, admin) = if flag == "--listen" {
+            (address.as_str(), "127.0.0.1:0")
+        } else {
+            ("127.0.0.1:0", address.as_str())
+        };
+        let out = warden_in(dir.path())
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--listen", listen, "--admin-listen", admin])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&address) && stderr.contains(setting),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("listening on"), "{stderr}");
+        assert!(
+            !record.exists(),
+            "a child was spawned before the ports were bound"
+        );
+    }
+}
+
+/// `warden audit list | head -3`: a reader that goes away ends the command quietly.
+#[test]
+fn commands_end_quietly_when_their_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["keys", "list"],
+        vec!["audit", "list"],
+        vec!["audit", "list", "--json"],
+        vec!["tools", "waiting"],
+        vec!["approvals", "list"],
+    ] {
+        let mut child = warden_in(dir.path())
+            .args(&args)
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command writes a line.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
