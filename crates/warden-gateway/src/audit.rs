@@ -138,6 +138,14 @@ impl Auditor {
         }
     }
 
+    /// Records something that happened to a call without a client asking (a held call
+    /// that expired).
+    pub(crate) async fn record(&self, record: AuditRecord) {
+        if self.enabled {
+            let _ = self.sender.send(record).await;
+        }
+    }
+
     /// Records every tool the pins withhold (a changed definition, or a suspicious one
     /// on first sight), for as long as the upstreams run.
     pub async fn record_withheld(self: Arc<Self>, mut withheld: broadcast::Receiver<Withheld>) {
@@ -212,6 +220,7 @@ impl Auditor {
             auditor: self.clone(),
             started: Instant::now(),
             upstream: Arc::new(OnceLock::new()),
+            pending: Arc::new(OnceLock::new()),
             verdict: None,
             record: Some(AuditRecord {
                 at_ms: now_ms(),
@@ -231,6 +240,9 @@ impl Auditor {
         }
     }
 }
+
+/// Why a call that was answered has not run yet, once dispatch knows.
+pub(crate) type PendingCell = Arc<OnceLock<&'static str>>;
 
 /// The upstream a request was sent to, set once dispatch picks it.
 pub(crate) type UpstreamUsed = Arc<OnceLock<Arc<Upstream>>>;
@@ -253,6 +265,9 @@ pub(crate) struct Draft {
     started: Instant,
     /// The upstream that served the call, once dispatch knows it.
     pub upstream: UpstreamUsed,
+    /// Set when the call did not run yet and waits for a person (`held`,
+    /// `awaiting_confirmation`): the record says so instead of `allowed / ok`.
+    pub pending: PendingCell,
     record: Option<AuditRecord>,
     verdict: Option<VerdictCell>,
 }
@@ -305,14 +320,17 @@ impl Draft {
         record.latency_us = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
         record.upstream = self.upstream.get().map(|u| u.name().to_owned());
         let (decision, rule, outcome, result_bytes) = match result {
-            Ok(result) => {
-                let outcome = if result.get("isError").and_then(Value::as_bool) == Some(true) {
-                    "tool_error"
-                } else {
-                    "ok"
-                };
-                ("allowed", None, outcome, json_len(result))
-            }
+            Ok(result) => match self.pending.get() {
+                Some(waiting) => ("pending", None, *waiting, json_len(result)),
+                None => {
+                    let outcome = if result.get("isError").and_then(Value::as_bool) == Some(true) {
+                        "tool_error"
+                    } else {
+                        "ok"
+                    };
+                    ("allowed", None, outcome, json_len(result))
+                }
+            },
             Err(error) => match error.rule {
                 Some(rule) => ("refused", Some(rule), "refused", 0),
                 None if error.code == codes::UPSTREAM_UNAVAILABLE => {

@@ -25,9 +25,10 @@ use tokio::sync::mpsc;
 use warden_config::Confirm;
 use warden_policy::CatalogueTool;
 use warden_proto::{Era, codes};
-use warden_store::{ApprovalStore, Principal};
+use warden_store::{ApprovalStore, AuditRecord, Principal};
 use warden_upstream::{Event, ServerRequest};
 
+use crate::audit::Auditor;
 use crate::error::RpcError;
 use crate::input_required::{Binding, client_can_answer, new_handle};
 use crate::waiting::WaitingList;
@@ -53,6 +54,11 @@ pub(crate) struct Confirmations {
 }
 
 impl Confirmations {
+    /// The store operators decide held calls in.
+    pub(crate) fn approvals(&self) -> &Arc<ApprovalStore> {
+        &self.approvals
+    }
+
     pub(crate) fn new(approvals: Arc<ApprovalStore>, shares: &warden_config::Waiting) -> Self {
         Self {
             waiting: WaitingList::new("confirmation", shares, TTL),
@@ -131,6 +137,43 @@ impl Confirmations {
 
     fn take(&self, token: &str) -> Option<Binding> {
         self.waiting.take(token)
+    }
+}
+
+/// How often held calls past their day are looked for.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
+
+/// Expires held calls: at start every one still pending (the calls themselves lived in
+/// the previous process's memory), then, until `stop`, those older than a day. Each
+/// gets an audit record (`approvals/expire`, outcome `expired`).
+pub(crate) async fn expire_held_until(
+    approvals: Arc<ApprovalStore>,
+    auditor: Arc<Auditor>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut cutoff = warden_store::now_unix().saturating_add(1);
+    loop {
+        match approvals.expire(cutoff) {
+            Ok(expired) => {
+                for held in expired {
+                    let record = AuditRecord::action(
+                        "warden",
+                        "approvals/expire",
+                        &held.tenant,
+                        &format!("{} {}", held.id, held.tool),
+                        "expired",
+                    );
+                    auditor.record(record).await;
+                }
+            }
+            Err(error) => tracing::error!(%error, "held calls not expired"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(EXPIRY_SWEEP) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let held_secs = i64::try_from(HELD_TTL.as_secs()).unwrap_or(i64::MAX);
+        cutoff = warden_store::now_unix().saturating_sub(held_secs);
     }
 }
 

@@ -15,7 +15,7 @@ use warden_store::{Principal, Scope};
 use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UriRoute};
 
 use crate::answer::{hardening, unavailable, upstream_failed, upstream_result};
-use crate::audit::UpstreamUsed;
+use crate::audit::{PendingCell, UpstreamUsed};
 use crate::confirm::{self, Confirmation};
 use crate::error::RpcError;
 use crate::input_required;
@@ -81,6 +81,8 @@ pub(crate) struct Context<'a> {
     pub instance: String,
     /// Set to the upstream's name when a call is sent to it (for the audit record).
     pub upstream_used: UpstreamUsed,
+    /// Set when the call waits for a person instead of running (for the audit record).
+    pub pending: PendingCell,
     pub era: Era,
     pub session: Option<&'a Arc<Session>>,
     pub events: Option<mpsc::Sender<Event>>,
@@ -363,7 +365,14 @@ async fn call_tool(
     .await?
     {
         Confirmation::Go(params) => params,
-        Confirmation::Ask(answer) | Confirmation::Held(answer) => return Ok(answer),
+        Confirmation::Ask(answer) => {
+            let _ = context.pending.set("awaiting_confirmation");
+            return Ok(answer);
+        }
+        Confirmation::Held(answer) => {
+            let _ = context.pending.set("held");
+            return Ok(answer);
+        }
     };
     // Everything else the client sent (its `_meta`, unknown fields) goes on unchanged.
     params.insert("name".into(), origin.name.into());

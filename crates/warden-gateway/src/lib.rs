@@ -143,6 +143,11 @@ pub async fn serve(
     let (writers_stop, writers_stop_rx) = tokio::sync::watch::channel(false);
     let costs = tokio::spawn(state.limiter().clone().keep_costs(writers_stop_rx.clone()));
     let audit_writer = tokio::spawn(state.auditor().clone().write_until(writers_stop_rx));
+    let expiry = tokio::spawn(confirm::expire_held_until(
+        state.confirmations().approvals().clone(),
+        state.auditor().clone(),
+        stop_rx.clone(),
+    ));
     let app = router(state, listener.local_addr(), listener.is_tls());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -186,6 +191,7 @@ pub async fn serve(
     }
     sweeper.abort();
     relay_changes.abort();
+    expiry.abort();
     let _ = writers_stop.send(true);
     // The last spent costs and audit records reach the disk before the process ends.
     let _ = costs.await;

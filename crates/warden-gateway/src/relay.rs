@@ -82,6 +82,7 @@ pub(crate) async fn run(run: Run) -> Answer {
                 principal: &principal,
                 instance,
                 upstream_used: audit.upstream.clone(),
+                pending: audit.pending.clone(),
                 era,
                 session: session.as_ref(),
                 events,

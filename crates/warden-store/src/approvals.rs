@@ -15,7 +15,7 @@ const MIGRATIONS: &[&str] = &["
         principal  TEXT NOT NULL,
         tool       TEXT NOT NULL,
         summary    TEXT NOT NULL,
-        status     TEXT NOT NULL,   -- pending, approved, denied, done
+        status     TEXT NOT NULL,   -- pending, approved, denied, done, expired
         created_at INTEGER NOT NULL,
         decided_at INTEGER
     ) STRICT;
@@ -56,14 +56,48 @@ impl ApprovalStore {
         Ok(id)
     }
 
-    /// The operator's decision on a pending call; false when `id` is not pending.
-    pub fn decide(&self, id: &str, approve: bool) -> Result<bool> {
+    /// The operator's decision on a pending call: the call decided, or `None` when `id`
+    /// is not pending.
+    pub fn decide(&self, id: &str, approve: bool) -> Result<Option<Approval>> {
         let status = if approve { "approved" } else { "denied" };
-        let changed = self.db.lock().execute(
+        let mut conn = self.db.lock();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE approvals SET status = ?2, decided_at = ?3 WHERE id = ?1 AND status = 'pending'",
             params![id, status, now_unix()],
         )?;
-        Ok(changed == 1)
+        let decided = if changed == 1 {
+            Some(tx.query_row(
+                &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
+                params![id],
+                approval_from_row,
+            )?)
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok(decided)
+    }
+
+    /// Expires the calls still pending that were held before `cutoff` (Unix seconds) and
+    /// returns them: past their time, or orphaned by a restart (the call itself lived in
+    /// the previous process's memory).
+    pub fn expire(&self, cutoff: i64) -> Result<Vec<Approval>> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction()?;
+        let expired: Vec<Approval> = tx
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' AND created_at < ?1"
+            ))?
+            .query_map(params![cutoff], approval_from_row)?
+            .collect::<Result<_, _>>()?;
+        tx.execute(
+            "UPDATE approvals SET status = 'expired', decided_at = ?2
+             WHERE status = 'pending' AND created_at < ?1",
+            params![cutoff, now_unix()],
+        )?;
+        tx.commit()?;
+        Ok(expired)
     }
 
     /// Marks an approved call as run, once: false if it was not approved (or already run).
@@ -90,23 +124,26 @@ impl ApprovalStore {
     /// Calls waiting for a decision, oldest first.
     pub fn pending(&self) -> Result<Vec<Approval>> {
         let conn = self.db.lock();
-        let mut statement = conn.prepare(
-            "SELECT id, tenant, principal, tool, summary, status, created_at FROM approvals
-             WHERE status = 'pending' ORDER BY created_at, id",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok(Approval {
-                id: row.get(0)?,
-                tenant: row.get(1)?,
-                principal: row.get(2)?,
-                tool: row.get(3)?,
-                summary: row.get(4)?,
-                status: row.get(5)?,
-                created_at: row.get(6)?,
-            })
-        })?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' ORDER BY created_at, id"
+        ))?;
+        let rows = statement.query_map([], approval_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+const COLUMNS: &str = "id, tenant, principal, tool, summary, status, created_at";
+
+fn approval_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
+    Ok(Approval {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        principal: row.get(2)?,
+        tool: row.get(3)?,
+        summary: row.get(4)?,
+        status: row.get(5)?,
+        created_at: row.get(6)?,
+    })
 }
 
 #[cfg(test)]
@@ -122,13 +159,26 @@ mod tests {
             .unwrap();
         assert_eq!(store.pending().unwrap().len(), 1);
         assert!(!store.mark_done(&id).unwrap());
-        assert!(store.decide(&id, true).unwrap());
-        assert!(!store.decide(&id, false).unwrap());
+        assert_eq!(
+            store.decide(&id, true).unwrap().unwrap().tool,
+            "delete_note"
+        );
+        assert!(store.decide(&id, false).unwrap().is_none());
         assert!(store.pending().unwrap().is_empty());
         assert!(store.mark_done(&id).unwrap());
         assert!(!store.mark_done(&id).unwrap());
         let other = store.hold("acme", "key_1", "delete_note", "{}").unwrap();
-        assert!(store.decide(&other, false).unwrap());
+        assert!(store.decide(&other, false).unwrap().is_some());
         assert_eq!(store.status(&other).unwrap().as_deref(), Some("denied"));
+        // What is still pending expires, once.
+        let waiting = store.hold("globex", "key_2", "delete_note", "{}").unwrap();
+        let expired = store.expire(now_unix() + 1).unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(
+            (expired[0].id.as_str(), expired[0].tenant.as_str()),
+            (waiting.as_str(), "globex")
+        );
+        assert!(store.expire(now_unix() + 1).unwrap().is_empty());
+        assert!(store.decide(&waiting, true).unwrap().is_none());
     }
 }

@@ -73,6 +73,23 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// A record of something an operator did, or of what happened to a call without a
+    /// client asking (a held call that expired): `actor` is who did it (`operator:<user>`,
+    /// `warden`), `method` what (`keys/add`, `approvals/approve`, …), `target` to what.
+    pub fn action(actor: &str, method: &str, tenant: &str, target: &str, outcome: &str) -> Self {
+        Self {
+            at_ms: crate::now_unix().saturating_mul(1000),
+            tenant: tenant.to_owned(),
+            principal: actor.to_owned(),
+            era: "operator".to_owned(),
+            method: method.to_owned(),
+            target: Some(target.to_owned()),
+            decision: "allowed".to_owned(),
+            outcome: outcome.to_owned(),
+            ..Self::default()
+        }
+    }
+
     /// The hash that chains this row to `prev`.
     fn chained_hash(&self, id: i64, prev: &[u8]) -> [u8; 32] {
         let mut hasher = Sha256::new();
@@ -154,10 +171,12 @@ impl AuditStore {
         })
     }
 
-    /// Appends `records` in one transaction, each chained to the one before.
+    /// Appends `records` in one transaction, each chained to the one before. The
+    /// transaction takes the write lock before it reads the chain's end, so the server
+    /// and an admin command appending at once cannot both chain to the same row.
     pub fn append(&self, records: &[AuditRecord]) -> Result<()> {
         let mut conn = self.db.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let last = tx
             .query_row(
                 "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",

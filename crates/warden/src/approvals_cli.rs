@@ -55,9 +55,17 @@ pub(crate) fn run(command: ApprovalsCommand) -> Result<(), Failure> {
 }
 
 fn decide(id: &str, place: Place, approve: bool) -> Result<(), Failure> {
-    if !open(place)?.decide(id, approve)? {
+    let dir = open_place(place)?;
+    let Some(held) = ApprovalStore::open(&dir)?.decide(id, approve)? else {
         return Err(format!("no call {id} is waiting for a decision").into());
-    }
-    eprintln!("{} {id}", if approve { "approved" } else { "denied" });
+    };
+    let (method, outcome) = if approve {
+        ("approvals/approve", "approved")
+    } else {
+        ("approvals/deny", "denied")
+    };
+    let target = format!("{id} {}", held.tool);
+    crate::audit_action(&dir, method, &held.tenant, &target, outcome)?;
+    eprintln!("{outcome} {id}");
     Ok(())
 }

@@ -26,8 +26,8 @@ use warden_config::{Config, Overrides};
 use warden_gateway::{Auditor, Listener, Metrics, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
 use warden_store::{
-    ApprovalStore, AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore, PinStore,
-    Scope,
+    ApprovalStore, AuditRecord, AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore,
+    PinStore, Scope,
 };
 use warden_upstream::egress::EgressPolicy;
 use warden_upstream::{ChildHost, Upstreams};
@@ -287,8 +287,27 @@ fn open_place(place: Place) -> Result<DataDir, Failure> {
     Ok(DataDir::open(path)?)
 }
 
-fn open_keys(place: Place) -> Result<KeyStore, Failure> {
-    Ok(KeyStore::open(&open_place(place)?)?)
+/// Who an admin command acts as, in the audit trail: the operating-system user.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("operator:{}", warden_redact::text(&user))
+}
+
+/// Records an operator's action in the audit trail of `dir`, chained like every record
+/// (a running Warden may be appending at the same moment; the store takes turns).
+pub(crate) fn audit_action(
+    dir: &DataDir,
+    method: &str,
+    tenant: &str,
+    target: &str,
+    outcome: &str,
+) -> Result<(), Failure> {
+    let target = warden_redact::text(target);
+    let record = AuditRecord::action(&operator(), method, tenant, &target, outcome);
+    AuditStore::open(dir)?.append(&[record])?;
+    Ok(())
 }
 
 fn keys(command: KeysCommand) -> Result<(), Failure> {
@@ -306,7 +325,9 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                     .map(|secs| warden_store::now_unix().saturating_add_unsigned(secs)),
                 rpm,
             };
-            let new = open_keys(place)?.add_with(&tenant, &name, scope.into(), options)?;
+            let dir = open_place(place)?;
+            let new = KeyStore::open(&dir)?.add_with(&tenant, &name, scope.into(), options)?;
+            audit_action(&dir, "keys/add", &tenant, &new.record.id, "ok")?;
             eprintln!(
                 "created {} for tenant {} ({}); the key is shown once:",
                 new.record.id, tenant, new.record.scope
@@ -315,9 +336,12 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
         }
         KeysCommand::Rotate { id, grace, place } => {
             let grace_secs = i64::try_from(grace).unwrap_or(i64::MAX);
-            let Some(new) = open_keys(place)?.rotate(&id, grace_secs)? else {
+            let dir = open_place(place)?;
+            let Some(new) = KeyStore::open(&dir)?.rotate(&id, grace_secs)? else {
                 return Err(format!("no active key with id {id}").into());
             };
+            let target = format!("{id} -> {}", new.record.id);
+            audit_action(&dir, "keys/rotate", &new.record.tenant, &target, "ok")?;
             eprintln!(
                 "created {} to replace {id}, which stays valid for {grace} s; the key is shown once:",
                 new.record.id
@@ -337,7 +361,7 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                 "STATUS",
             ]);
             let now = warden_store::now_unix();
-            for key in open_keys(place)?.list()? {
+            for key in KeyStore::open(&open_place(place)?)?.list()? {
                 table.row([
                     key.id.clone(),
                     key.tenant.clone(),
@@ -358,9 +382,23 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
             table.print(true)?;
         }
         KeysCommand::Revoke { id, place } => {
-            if !open_keys(place)?.revoke(&id)? {
+            let dir = open_place(place)?;
+            let keys = KeyStore::open(&dir)?;
+            let tenant = keys
+                .list()?
+                .into_iter()
+                .find(|key| key.id == id)
+                .map(|key| key.tenant);
+            if !keys.revoke(&id)? {
                 return Err(format!("no active key with id {id}").into());
             }
+            audit_action(
+                &dir,
+                "keys/revoke",
+                tenant.as_deref().unwrap_or("*"),
+                &id,
+                "ok",
+            )?;
             eprintln!("revoked {id}");
         }
     }

@@ -76,12 +76,20 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
             }
         }
         ToolsCommand::Approve { tool, hash, place } => {
-            if !open(place)?.approve(&tool, &hash, warden_policy::hash_of_form)? {
+            let dir = open_place(place)?;
+            if !PinStore::open(&dir)?.approve(&tool, &hash, warden_policy::hash_of_form)? {
                 return Err(format!(
                     "no definition of {tool} with hash {hash} is waiting for approval (see warden tools diff {tool})"
                 )
                 .into());
             }
+            crate::audit_action(
+                &dir,
+                "tools/approve",
+                "*",
+                &format!("{tool} {hash}"),
+                "approved",
+            )?;
             eprintln!("approved {tool}");
         }
     }

@@ -245,6 +245,13 @@ async fn a_tool_whose_definition_changes_is_withheld_until_approved() {
         "{}",
         String::from_utf8_lossy(&approved.stderr)
     );
+    warden.audited(1, |row| {
+        row["method"] == "tools/approve"
+            && row["target"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("echo ")
+    });
     let names = until_names(&http, |names| names.contains(&"echo".to_owned())).await;
     assert!(names.contains(&"echo".to_owned()), "{names:?}");
     assert_eq!(echo(&http).await.status, 200);
@@ -331,6 +338,9 @@ async fn a_modern_client_confirms_a_delete_through_input_required() {
         message.contains("delete_note") && message.contains(&id),
         "{message}"
     );
+    // The first round is recorded as waiting for a person, not as a call that ran.
+    let waiting = warden.audited(1, |row| row["outcome"] == "awaiting_confirmation");
+    assert_eq!(waiting[0]["decision"], "pending");
     let token = handle(&asked);
     assert!(token.starts_with("wconfirm1."));
 

@@ -152,3 +152,113 @@ fn commands_end_quietly_when_their_reader_goes_away() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// The audit trail tells a held call from one that ran, and records what operators do:
+/// keys added, rotated and revoked, a held call approved, a tool approved; a held call
+/// that no one decided before a restart is recorded as expired.
+#[tokio::test]
+async fn held_calls_and_operator_actions_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("warden.toml"),
+        "[tools.delete_note]\nconfirm = \"approve\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        "warden.toml",
+    ];
+    let mut warden = Warden::start_with(dir.path(), &args, &[]);
+    let http = Http::new(&warden);
+    let note = |title: &'static str| {
+        let http = &http;
+        async move {
+            http.call_tool("create_note", json!({"title": title, "body": "x"}))
+                .await
+                .json()["result"]["structuredContent"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (first, second) = (note("first").await, note("second").await);
+    let held_id = |reply: support::raw::Reply| {
+        let text = reply.json()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        text.split_whitespace()
+            .find(|w| w.starts_with("apr_"))
+            .unwrap()
+            .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_owned()
+    };
+    let approved = held_id(http.call_tool("delete_note", json!({"id": first})).await);
+    let forgotten = held_id(http.call_tool("delete_note", json!({"id": second})).await);
+    let held = warden.audited(2, |row| row["outcome"] == "held");
+    assert!(
+        held.iter().all(|row| row["decision"] == "pending"),
+        "{held:?}"
+    );
+
+    assert!(
+        warden
+            .cli(&["approvals", "approve", &approved])
+            .status
+            .success()
+    );
+    let (key_id, _) = warden.add_key("acme", "ci", "read");
+    let rotated = warden.cli(&["keys", "rotate", &key_id, "--grace", "0s"]);
+    assert!(rotated.status.success());
+    warden.revoke(&key_id);
+    let done = http.call_tool("delete_note", json!({"id": first})).await;
+    assert_eq!(done.json()["result"]["structuredContent"]["deleted"], true);
+
+    for (method, outcome, target) in [
+        ("approvals/approve", "approved", approved.as_str()),
+        ("keys/add", "ok", key_id.as_str()),
+        ("keys/rotate", "ok", key_id.as_str()),
+        ("keys/revoke", "ok", key_id.as_str()),
+    ] {
+        let rows = warden.audited(1, |row| {
+            row["method"] == method
+                && row["outcome"] == outcome
+                && row["target"].as_str().unwrap_or_default().contains(target)
+        });
+        assert!(
+            rows[0]["principal"]
+                .as_str()
+                .unwrap()
+                .starts_with("operator:"),
+            "{rows:?}"
+        );
+    }
+    warden.audited(1, |row| {
+        row["target"] == "delete_note" && row["outcome"] == "ok"
+    });
+
+    // A restart forgets held calls: the one no one decided is recorded as expired, and
+    // the operator no longer sees it waiting.
+    warden.terminate();
+    let warden = Warden::start_with(dir.path(), &args, &[]);
+    let expired = warden.audited(1, |row| {
+        row["method"] == "approvals/expire"
+            && row["outcome"] == "expired"
+            && row["target"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&forgotten)
+    });
+    assert_eq!(expired[0]["principal"], "warden");
+    let listed = String::from_utf8(warden.cli(&["approvals", "list"]).stdout).unwrap();
+    assert!(!listed.contains(&forgotten), "{listed}");
+    let verified = warden.cli(&["audit", "verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
