@@ -190,6 +190,7 @@ mod raw {
         pub max_concurrent: Option<usize>,
         pub trust_annotations: Option<bool>,
         pub untrusted: Option<bool>,
+        pub refresh_secs: Option<u64>,
     }
 
     /// `sandbox = true | false | "best-effort"`.

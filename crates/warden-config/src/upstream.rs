@@ -33,7 +33,13 @@ pub struct Upstream {
     /// What this upstream returns may be hostile (web pages, mail, other people's
     /// documents): its text reaches clients wrapped as data.
     pub untrusted: bool,
+    /// How often the upstream's tools are listed again even when it announces no change
+    /// (a server that sends no `list_changed`); `None` for the embedded server.
+    pub refresh: Option<Duration>,
 }
+
+/// Tools are listed again this often by default (`refresh_secs`).
+pub const DEFAULT_REFRESH_SECS: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
@@ -203,6 +209,7 @@ impl Upstream {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             trust_annotations: true,
+            refresh: None,
             untrusted: false,
         }
     }
@@ -367,6 +374,14 @@ fn one(
     let trust_annotations = raw
         .trust_annotations
         .unwrap_or(matches!(source, Source::Builtin(_)));
+    let refresh = match source {
+        // Warden's own server changes only with Warden.
+        Source::Builtin(_) if raw.refresh_secs.is_none() => None,
+        _ => Some(Duration::from_secs(
+            bounded(raw.refresh_secs, DEFAULT_REFRESH_SECS, 1..=86_400)
+                .map_err(|m| (field("refresh_secs"), m))?,
+        )),
+    };
     Ok(Upstream {
         name: raw.name,
         prefix,
@@ -376,6 +391,7 @@ fn one(
         max_concurrent,
         trust_annotations,
         untrusted: raw.untrusted.unwrap_or(false),
+        refresh,
     })
 }
 

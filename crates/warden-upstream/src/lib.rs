@@ -79,6 +79,7 @@ pub struct Upstream {
     restarts: Arc<AtomicU64>,
     trust_annotations: bool,
     untrusted: bool,
+    refresh: Option<Duration>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -142,6 +143,7 @@ impl Upstream {
             restarts,
             trust_annotations: config.trust_annotations,
             untrusted: config.untrusted,
+            refresh: config.refresh,
         })
     }
 
@@ -167,6 +169,11 @@ impl Upstream {
     /// or one the operator vouches for with `trust_annotations`).
     pub fn trusts_annotations(&self) -> bool {
         self.trust_annotations
+    }
+
+    /// How often its tools are listed again without a change notice.
+    pub fn refresh(&self) -> Option<Duration> {
+        self.refresh
     }
 
     /// Whether what this upstream returns is wrapped as untrusted data.

@@ -253,10 +253,19 @@ impl Upstreams {
                     }
                 }
             }
-            // Wait for a reason to list again.
+            // Wait for a reason to list again: a change notice, or the refresh interval
+            // (for servers that change their tools without saying so).
+            let refresh = async {
+                match upstream.refresh() {
+                    Some(every) => tokio::time::sleep(every).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(refresh);
             loop {
                 let notice = tokio::select! {
                     notice = notices.recv() => notice,
+                    () = &mut refresh => break,
                     _ = stop.wait_for(|s| *s) => return,
                 };
                 match notice {

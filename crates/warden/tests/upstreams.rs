@@ -163,7 +163,7 @@ async fn an_http_upstream_gets_the_configured_headers_never_the_clients_key() {
         .read_line(&mut url)
         .unwrap();
     let config = format!(
-        "[[upstream]]\nname = \"remote\"\nurl = \"{}\"\nheaders = {{ X-Upstream-Token = \"configured-canary-4417\" }}\n{}",
+        "[[upstream]]\nname = \"remote\"\nurl = \"{}\"\nheaders = {{ X-Upstream-Token = \"configured-canary-4417\" }}\nrefresh_secs = 1\n{}",
         url.trim(),
         support::EGRESS_LOOPBACK
     );
@@ -182,4 +182,25 @@ async fn an_http_upstream_gets_the_configured_headers_never_the_clients_key() {
     }
     // The configured header value is a secret too: never in the log.
     assert!(!warden.stderr().contains("configured-canary-4417"));
+
+    // A tool the server adds without a list_changed appears at the next refresh.
+    let client = connect(&warden.url, &warden.admin_key, Era::Legacy)
+        .await
+        .unwrap();
+    assert_eq!(call_text(&client, "grow", json!({})).await, "grown");
+    let mut names = Vec::new();
+    for _ in 0..50 {
+        names = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        if names.contains(&"grown".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(names.contains(&"grown".to_owned()), "{names:?}");
 }
