@@ -59,6 +59,55 @@ pub enum UpstreamError {
     Handshake(String),
     #[error("cannot start the upstream: {0}")]
     Spawn(String),
+    #[error(
+        "cannot start the upstream: the command {0} was not found, or is not executable (searched the working directory and PATH)"
+    )]
+    CommandNotFound(String),
+}
+
+/// What start-up would refuse, or fail on, for these upstreams, found without starting
+/// anything: an HTTP upstream's address closed by the egress rules, a command that is
+/// not there, an enforced sandbox this kernel cannot give. One message per problem,
+/// naming the upstream.
+pub fn preflight(
+    configs: &[warden_config::Upstream],
+    egress: &egress::EgressPolicy,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for config in configs {
+        let problem = match &config.source {
+            Source::Builtin(_) => None,
+            Source::Http(http) => match reqwest::Url::parse(&http.url) {
+                Err(_) => Some("its url is not a URL".to_owned()),
+                Ok(url) => egress.check_url(&url).err().map(|error| error.to_string()),
+            },
+            Source::Stdio(stdio) => {
+                let cwd = stdio
+                    .cwd
+                    .clone()
+                    .or_else(|| std::env::current_dir().ok())
+                    .unwrap_or_default();
+                let program = stdio
+                    .command
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                if sandbox::locate(program, &cwd).is_none() {
+                    Some(UpstreamError::CommandNotFound(program.to_owned()).to_string())
+                } else if stdio.sandbox.mode == warden_config::SandboxMode::Enforced {
+                    sandbox::probe()
+                        .missing()
+                        .map(|missing| format!("its sandbox needs {missing}, which this kernel lacks (sandbox = \"best-effort\" runs it with what the kernel has)"))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(problem) = problem {
+            problems.push(format!("upstream {:?}: {problem}", config.name));
+        }
+    }
+    problems
 }
 
 enum Backend {

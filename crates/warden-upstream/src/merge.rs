@@ -247,6 +247,11 @@ impl Upstreams {
                 }
                 Err(error) => {
                     tracing::warn!(upstream = upstream.name(), %error, "cannot list the upstream's tools");
+                    // The start does not wait for an upstream that cannot answer: its
+                    // tools join the catalogue when it does.
+                    if let Some(loaded) = first.take() {
+                        let _ = loaded.send(()).await;
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(RELIST_DELAY) => continue,
                         _ = stop.wait_for(|s| *s) => return,

@@ -28,6 +28,8 @@ use crate::sandbox;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A command that is not there will not appear in a second: look again this rarely.
+const NOT_FOUND_BACKOFF: Duration = Duration::from_secs(300);
 /// A child that ran this long is healthy again: its next restart is immediate.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// How long a closed stdin may take to end a child before it is killed.
@@ -82,6 +84,9 @@ pub(crate) struct Ready {
 #[derive(Debug)]
 pub(crate) struct Supervised {
     ready: watch::Receiver<Option<Ready>>,
+    /// True while the child cannot be started at all (its command is missing): callers
+    /// are told at once instead of waiting for a child that will not come.
+    missing: watch::Receiver<bool>,
     pid: watch::Receiver<Option<u32>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -90,10 +95,14 @@ impl Supervised {
     /// The running child, waiting for a restart up to `wait`.
     pub async fn ready(&self, wait: Duration) -> Result<Ready, UpstreamError> {
         let mut ready = self.ready.clone();
-        match tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await {
-            Ok(Ok(ready)) => ready.clone().ok_or(UpstreamError::Unavailable),
-            // The supervisor is gone, or no child came up in time.
-            Ok(Err(_)) | Err(_) => Err(UpstreamError::Unavailable),
+        let mut missing = self.missing.clone();
+        tokio::select! {
+            found = tokio::time::timeout(wait, ready.wait_for(Option::is_some)) => match found {
+                Ok(Ok(ready)) => ready.clone().ok_or(UpstreamError::Unavailable),
+                // The supervisor is gone, or no child came up in time.
+                Ok(Err(_)) | Err(_) => Err(UpstreamError::Unavailable),
+            },
+            _ = missing.wait_for(|missing| *missing) => Err(UpstreamError::Unavailable),
         }
     }
 
@@ -133,12 +142,16 @@ impl Launcher {
     /// Starts the supervisor of one child; `tenant` only labels its log lines.
     pub fn supervise(&self, tenant: Option<&str>) -> Supervised {
         let (ready_tx, ready) = watch::channel(None);
+        let (missing_tx, missing) = watch::channel(false);
         let (pid_tx, pid) = watch::channel(None);
         let launcher = self.clone();
         let label = tenant.map(str::to_owned);
-        let task = tokio::spawn(async move { launcher.run(label, ready_tx, pid_tx).await });
+        let task = tokio::spawn(async move {
+            launcher.run(label, ready_tx, missing_tx, pid_tx).await;
+        });
         Supervised {
             ready,
+            missing,
             pid,
             task: Mutex::new(Some(task)),
         }
@@ -148,6 +161,7 @@ impl Launcher {
         self,
         tenant: Option<String>,
         ready: watch::Sender<Option<Ready>>,
+        missing: watch::Sender<bool>,
         pid: watch::Sender<Option<u32>>,
     ) {
         let mut shutdown = self.shutdown.clone();
@@ -159,11 +173,18 @@ impl Launcher {
         }
         while !*shutdown.borrow() {
             let started = Instant::now();
-            match self.spawn(tenant.as_deref()).await {
+            let mut not_found = false;
+            let spawned = self.spawn(tenant.as_deref()).await;
+            missing.send_replace(matches!(spawned, Err(UpstreamError::CommandNotFound(_))));
+            match spawned {
                 Ok(running) => {
                     pid.send_replace(running.child.id());
                     self.serve(running, &ready, &mut shutdown).await;
                     pid.send_replace(None);
+                }
+                Err(error @ UpstreamError::CommandNotFound(_)) => {
+                    tracing::error!(upstream = %self.name, %error, retry_secs = NOT_FOUND_BACKOFF.as_secs(), "cannot start the upstream: fix its command in the configuration (warden config check names it too)");
+                    not_found = true;
                 }
                 Err(error) => {
                     tracing::error!(upstream = %self.name, %error, "cannot start the upstream");
@@ -175,11 +196,16 @@ impl Launcher {
             if started.elapsed() >= HEALTHY_AFTER {
                 backoff = FIRST_BACKOFF;
             }
-            tracing::warn!(upstream = %self.name, delay_ms = backoff.as_millis() as u64, "upstream stopped; restarting");
+            let delay = if not_found {
+                NOT_FOUND_BACKOFF
+            } else {
+                backoff
+            };
+            tracing::warn!(upstream = %self.name, delay_ms = delay.as_millis() as u64, "upstream stopped; restarting");
             self.restarts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(delay) => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -226,9 +252,8 @@ impl Launcher {
                         .map_err(|e| UpstreamError::Spawn(format!("cwd: {}", e.kind())))?,
                     None => workdir.clone(),
                 };
-                let program = sandbox::locate(program, &cwd).ok_or_else(|| {
-                    UpstreamError::Spawn(format!("{program} was not found or is not executable"))
-                })?;
+                let program = sandbox::locate(program, &cwd)
+                    .ok_or_else(|| UpstreamError::CommandNotFound(program.clone()))?;
                 let spec = sandbox::Spec::new(
                     &self.config.sandbox,
                     &program,
@@ -272,9 +297,12 @@ impl Launcher {
             .stdout(ProcessStdio::piped())
             .stderr(ProcessStdio::piped())
             .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|e| UpstreamError::Spawn(e.kind().to_string()))?;
+        let mut child = command.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound if sandboxed.is_none() => {
+                UpstreamError::CommandNotFound(program.clone())
+            }
+            kind => UpstreamError::Spawn(kind.to_string()),
+        })?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {

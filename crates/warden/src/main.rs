@@ -226,11 +226,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// `warden config check`: everything start-up checks short of starting upstreams,
-/// including `[tools."…"]` entries that match no tool of a server whose tools are known
-/// without starting it (the embedded one) or that fit no upstream's prefix.
+/// `warden config check`: everything start-up checks, short of spawning children and
+/// connecting anywhere: the file itself; each upstream's address against the egress
+/// rules, its command on PATH, its sandbox on this kernel; the TLS pair; the OAuth key
+/// set when it is a file (a URL is checked against the egress rules, not fetched); and
+/// `[tools."…"]` entries that match no tool of a server whose tools are known without
+/// starting it (the embedded one) or that fit no upstream's prefix. Every problem is
+/// named; any fails the check.
 fn check_config(file: &Path) -> Result<(), Failure> {
     let config = Config::load(Some(file), &Overrides::default())?;
+    let egress = EgressPolicy::new(&config.egress_allow);
+    let mut problems = warden_upstream::preflight(&config.upstreams, &egress);
+    if let Some(tls) = &config.tls
+        && let Err(error) = TlsCertificate::load(tls)
+    {
+        problems.push(error.to_string());
+    }
+    if let Some(oauth) = &config.auth.oauth {
+        let checked = match &oauth.jwks {
+            warden_config::JwksSource::File(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(OAuthVerifier::start(oauth, &egress))
+                .map(|_| ())
+                .map_err(|error| error.to_string()),
+            warden_config::JwksSource::Url(url) => url::Url::parse(url)
+                .map_err(|_| "auth.oauth.jwks_url is not a URL".to_owned())
+                .and_then(|url| {
+                    egress
+                        .check_url(&url)
+                        .map_err(|error| format!("auth.oauth.jwks_url: {error}"))
+                }),
+        };
+        if let Err(problem) = checked {
+            problems.push(problem);
+        }
+    }
     let notes: std::collections::HashSet<String> = warden_notes::tool_definitions()
         .iter()
         .filter_map(|t| t["name"].as_str().map(str::to_owned))
@@ -244,16 +275,23 @@ fn check_config(file: &Path) -> Result<(), Failure> {
             (upstream.prefix.as_str(), tools)
         })
         .collect();
-    let unmatched =
-        warden_upstream::unmatched_rules(config.tools.keys().map(String::as_str), &upstreams);
-    if unmatched.is_empty() {
+    problems.extend(
+        warden_upstream::unmatched_rules(config.tools.keys().map(String::as_str), &upstreams)
+            .iter()
+            .map(unmatched_message),
+    );
+    if problems.is_empty() {
         say!("{}: ok", file.display());
         return Ok(());
     }
-    for rule in &unmatched {
-        eprintln!("{}: {}", file.display(), unmatched_message(rule));
+    for problem in &problems {
+        eprintln!("{}: {problem}", file.display());
     }
-    Err(format!("{} [tools] entries match no tool", unmatched.len()).into())
+    Err(format!(
+        "{} problem(s); Warden would not start as configured",
+        problems.len()
+    )
+    .into())
 }
 
 /// What an operator is told of a `[tools."…"]` entry that matches no tool.

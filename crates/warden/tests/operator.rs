@@ -262,3 +262,55 @@ async fn held_calls_and_operator_actions_are_audited() {
         String::from_utf8_lossy(&verified.stderr)
     );
 }
+
+/// `config check` runs what start-up runs short of spawning and connecting: a loopback
+/// URL the egress rules close and a command that is not there fail it, each named; at
+/// start-up a missing command is logged clearly and not retried in a tight loop.
+#[test]
+fn config_check_finds_what_would_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    let check = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = warden_in(dir.path())
+            .args(["config", "check", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let broken = "[[upstream]]\nname = \"remote\"\nurl = \"http://127.0.0.1:9/mcp\"\n\n[[upstream]]\nname = \"gone\"\ncommand = [\"/nonexistent/mcp-server\", \"--stdio\"]\n";
+    let (ok, stderr) = check(broken);
+    assert!(!ok);
+    assert!(
+        stderr.contains("upstream \"remote\"") && stderr.contains("[egress] allow"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("upstream \"gone\"")
+            && stderr.contains("/nonexistent/mcp-server was not found"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 problem(s)"), "{stderr}");
+    let fixed = format!(
+        "{}\n[egress]\nallow = [\"127.0.0.1\"]\n",
+        broken.replace("/nonexistent/mcp-server", "/bin/cat")
+    );
+    let (ok, stderr) = check(&fixed);
+    assert!(ok, "{stderr}");
+
+    // At start-up: one clear line, then a long wait before the next attempt.
+    let warden = Warden::start_config(
+        "[[upstream]]\nname = \"gone\"\ncommand = [\"/nonexistent/mcp-server\"]\n",
+    );
+    assert!(warden.logged("retry_secs=300"), "{}", warden.stderr());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let attempts = warden
+        .stderr()
+        .lines()
+        .filter(|line| line.contains("cannot start the upstream"))
+        .count();
+    assert_eq!(attempts, 1, "{}", warden.stderr());
+}
