@@ -515,25 +515,43 @@ impl Config {
     }
 }
 
-/// The data directory a configuration file names (or the default), read without
-/// validating the rest: an admin command needs only this, and must not fail for want of
-/// an upstream's `env:` secret in the operator's shell.
-pub fn data_dir_in(path: &Path) -> Result<PathBuf, ConfigError> {
+/// Where a configuration puts an installation's data and its admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locations {
+    pub data_dir: PathBuf,
+    pub admin_listen: String,
+}
+
+/// The data directory and admin listener a configuration file names (or the defaults),
+/// read without validating the rest: an admin command needs only these, and must not
+/// fail for want of an upstream's `env:` secret in the operator's shell.
+pub fn locations_in(path: &Path) -> Result<Locations, ConfigError> {
     #[derive(serde::Deserialize)]
-    struct OnlyDataDir {
+    struct Admin {
+        listen: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Only {
         data_dir: Option<String>,
+        admin: Option<Admin>,
     }
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let only: OnlyDataDir = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    let only: Only = toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    Ok(only
-        .data_dir
-        .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from))
+    Ok(Locations {
+        data_dir: only
+            .data_dir
+            .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from),
+        admin_listen: only
+            .admin
+            .and_then(|admin| admin.listen)
+            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned()),
+    })
 }
 
 /// A configured number, or its default; one outside `range` is refused with the bounds.

@@ -232,7 +232,8 @@ pub fn admin_router(
     Router::new()
         .route("/metrics", get(scrape).with_state(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready).with_state(upstreams))
+        .route("/readyz", get(ready).with_state(upstreams.clone()))
+        .route("/tools", get(tools).with_state(upstreams))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(guard),
             crate::guard::check,
@@ -251,6 +252,24 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// The catalogue as `warden tools list` shows it: each tool's upstream, kind and where
+/// the kind came from (names and kinds only; never a schema or a description).
+async fn tools(State(upstreams): State<Arc<Upstreams>>) -> Response {
+    let tools: Vec<serde_json::Value> = upstreams
+        .tool_kinds()
+        .into_iter()
+        .map(|tool| {
+            serde_json::json!({
+                "name": tool.name,
+                "upstream": tool.upstream,
+                "kind": tool.kind.as_str(),
+                "kind_from": tool.source.as_str(),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "tools": tools })).into_response()
 }
 
 async fn ready(State(upstreams): State<Arc<Upstreams>>) -> Response {

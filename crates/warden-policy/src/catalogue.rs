@@ -20,6 +20,14 @@ pub enum ToolKind {
 }
 
 impl ToolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Destructive => "destructive",
+        }
+    }
+
     /// Classifies a tool from its annotations. Only for servers whose annotations are
     /// trusted; anything not marked read-only is at least a write (fail closed).
     pub fn from_trusted_annotations(definition: &Value) -> Self {

@@ -33,7 +33,8 @@ use warden_store::NotesStore;
 pub use handshake::{ServerFacts, UpstreamEra};
 pub use link::{Event, ServerRequest};
 pub use merge::{
-    ListError, ListPage, Offered, UnmatchedRule, Upstreams, UriRoute, Withheld, unmatched_rules,
+    KindSource, ListError, ListPage, Offered, ToolKindInfo, UnmatchedRule, Upstreams, UriRoute,
+    Withheld, unmatched_rules,
 };
 pub use stdio::ChildHost;
 

@@ -122,6 +122,36 @@ pub fn unmatched_rules<'a>(
         .collect()
 }
 
+/// Where a tool's kind came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindSource {
+    /// `[tools."…"] kind`.
+    Operator,
+    /// The tool's annotations, from a server whose annotations are trusted.
+    Annotations,
+    /// Nothing: another server's tool counts as `write` until classified.
+    Unclassified,
+}
+
+impl KindSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "config",
+            Self::Annotations => "annotations",
+            Self::Unclassified => "unclassified",
+        }
+    }
+}
+
+/// One catalogue tool as `warden tools list` shows it.
+#[derive(Debug, Clone)]
+pub struct ToolKindInfo {
+    pub name: String,
+    pub upstream: String,
+    pub kind: ToolKind,
+    pub source: KindSource,
+}
+
 /// Where a resource URI goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UriRoute {
@@ -410,25 +440,48 @@ impl Upstreams {
         let candidates = self.pinned(candidates);
         let (catalogue, _withheld) =
             Catalogue::build(candidates, &self.rules, |definition, origin| {
-                let name = definition
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                match self.rules.get(name).and_then(|rules| rules.kind) {
-                    Some(ToolClass::Read) => ToolKind::Read,
-                    Some(ToolClass::Write) => ToolKind::Write,
-                    Some(ToolClass::Destructive) => ToolKind::Destructive,
-                    None if self.upstreams[origin.upstream].trusts_annotations() => {
-                        ToolKind::from_trusted_annotations(definition)
-                    }
-                    // Annotations of other servers are hints, not facts: fail closed.
-                    None => ToolKind::Write,
-                }
+                self.classify(definition, origin).0
             });
         *self
             .catalogue
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(catalogue);
+    }
+
+    /// A tool's kind, and where it came from: the operator's `[tools."…"]` kind; the
+    /// annotations of a server whose annotations are trusted; otherwise `write` (other
+    /// servers' annotations are hints, not facts: fail closed).
+    fn classify(&self, definition: &Value, origin: &Origin) -> (ToolKind, KindSource) {
+        let name = definition
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match self.rules.get(name).and_then(|rules| rules.kind) {
+            Some(ToolClass::Read) => (ToolKind::Read, KindSource::Operator),
+            Some(ToolClass::Write) => (ToolKind::Write, KindSource::Operator),
+            Some(ToolClass::Destructive) => (ToolKind::Destructive, KindSource::Operator),
+            None if self.upstreams[origin.upstream].trusts_annotations() => (
+                ToolKind::from_trusted_annotations(definition),
+                KindSource::Annotations,
+            ),
+            None => (ToolKind::Write, KindSource::Unclassified),
+        }
+    }
+
+    /// Every tool of the catalogue with its upstream, kind and where the kind came from.
+    pub fn tool_kinds(&self) -> Vec<ToolKindInfo> {
+        self.catalogue()
+            .visible(ToolKind::Destructive)
+            .map(|tool| {
+                let (kind, source) = self.classify(tool.definition(), tool.origin());
+                ToolKindInfo {
+                    name: tool.name().to_owned(),
+                    upstream: self.upstreams[tool.origin().upstream].name().to_owned(),
+                    kind,
+                    source,
+                }
+            })
+            .collect()
     }
 
     /// The candidates whose definitions are accepted: pinned on first sight unless they

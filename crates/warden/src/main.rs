@@ -151,10 +151,20 @@ enum ConfigCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ScopeArg {
+pub(crate) enum ScopeArg {
     Read,
     Write,
     Admin,
+}
+
+impl From<Scope> for ScopeArg {
+    fn from(scope: Scope) -> Self {
+        match scope {
+            Scope::Read => Self::Read,
+            Scope::Write => Self::Write,
+            Scope::Admin => Self::Admin,
+        }
+    }
 }
 
 impl From<ScopeArg> for Scope {
@@ -312,7 +322,7 @@ fn unmatched_message(rule: &warden_upstream::UnmatchedRule) -> String {
 fn open_place(place: Place) -> Result<DataDir, Failure> {
     let path = match (place.data_dir, &place.config) {
         (Some(dir), _) => dir,
-        (None, Some(config)) => warden_config::data_dir_in(config)?,
+        (None, Some(config)) => warden_config::locations_in(config)?.data_dir,
         (None, None) => PathBuf::from(warden_config::DEFAULT_DATA_DIR),
     };
     if !path.exists() && !place.init {
@@ -620,6 +630,7 @@ fn serve(
         for rule in upstreams.unmatched_rules() {
             tracing::warn!("{}", unmatched_message(&rule));
         }
+        log_tool_kinds(&upstreams);
         let addr = tcp.local_addr()?;
         let listener = match &config.tls {
             None => Listener::plain(tcp, config.connections.max)?,
@@ -672,6 +683,37 @@ async fn bind(address: SocketAddr, setting: &str) -> Result<tokio::net::TcpListe
     tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| format!("cannot listen on {address} (set by {setting}): {error}").into())
+}
+
+/// One line per upstream: how many of its tools are of each kind, and a word on those
+/// no one classified (they count as `write`, so read keys do not see them).
+fn log_tool_kinds(upstreams: &Upstreams) {
+    let kinds = upstreams.tool_kinds();
+    for upstream in upstreams.iter() {
+        let of: Vec<_> = kinds
+            .iter()
+            .filter(|t| t.upstream == upstream.name())
+            .collect();
+        let count = |kind| of.iter().filter(|t| t.kind == kind).count();
+        let unclassified = of
+            .iter()
+            .filter(|t| t.source == warden_upstream::KindSource::Unclassified)
+            .count();
+        tracing::info!(
+            upstream = upstream.name(),
+            read = count(warden_policy::ToolKind::Read),
+            write = count(warden_policy::ToolKind::Write),
+            destructive = count(warden_policy::ToolKind::Destructive),
+            unclassified,
+            "tools by kind"
+        );
+        if unclassified > 0 {
+            tracing::warn!(
+                upstream = upstream.name(),
+                "{unclassified} tool(s) are unclassified and count as write: read keys do not see them (warden tools list shows each; classify with [tools.\"<name>\"] kind, or set trust_annotations = true on the upstream)"
+            );
+        }
+    }
 }
 
 /// SIGHUP reads the certificate files again; a bad pair is logged and the old one kept.

@@ -1,14 +1,31 @@
-//! `warden tools`: the tool definitions waiting for an operator: list them, see what
-//! changed, approve one. A running Warden picks an approval up within a second.
+//! `warden tools`: what each scope sees of the running Warden's catalogue, and the tool
+//! definitions waiting for an operator: list them, see what changed, approve one. A
+//! running Warden picks an approval up within a second.
 
 use clap::Subcommand;
 use warden_store::PinStore;
 
 use crate::table::Table;
-use crate::{Failure, Place, open_place};
+use crate::{Failure, Place, ScopeArg, open_place};
 
 #[derive(Subcommand)]
 pub(crate) enum ToolsCommand {
+    /// Every tool of the running Warden's catalogue: its upstream, its kind, where the
+    /// kind came from, and which scopes see it (asked of the admin listener).
+    List {
+        /// Only the tools a key of this scope sees.
+        #[arg(long, value_enum)]
+        scope: Option<ScopeArg>,
+        /// Only the tools this key sees (its scope, read from the data directory).
+        #[arg(long, value_name = "ID", conflicts_with = "scope")]
+        key: Option<String>,
+        /// The admin listener to ask [default: the config's [admin] listen, else
+        /// 127.0.0.1:9090].
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        #[command(flatten)]
+        place: Place,
+    },
     /// Tools withheld until approved, and why.
     Waiting {
         #[command(flatten)]
@@ -41,8 +58,114 @@ fn pretty(form: Option<&str>) -> String {
         .unwrap_or_else(|| "(none)".to_owned())
 }
 
+/// GETs `path` from the admin listener at `address` (plain HTTP on this machine).
+fn admin_get(address: &str, path: &str) -> Result<String, Failure> {
+    use std::io::{Read as _, Write as _};
+    let unreachable = |error: std::io::Error| {
+        format!(
+            "cannot reach Warden's admin listener at {address} ({error}); is Warden running? Name its listener with --admin ADDR or --config FILE"
+        )
+    };
+    let socket: std::net::SocketAddr = address
+        .parse()
+        .map_err(|_| format!("{address:?} is not an address and port, e.g. 127.0.0.1:9090"))?;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(unreachable)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(unreachable)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(unreachable)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        let status = head.lines().next().unwrap_or_default();
+        return Err(format!("the admin listener at {address} answered {status}").into());
+    }
+    Ok(body.to_owned())
+}
+
+/// Which scopes see a tool of `kind`.
+fn seen_by(kind: &str) -> &'static str {
+    if kind == "read" {
+        "read, write, admin"
+    } else {
+        "write, admin"
+    }
+}
+
+fn list(
+    scope: Option<ScopeArg>,
+    key: Option<String>,
+    admin: Option<String>,
+    place: Place,
+) -> Result<(), Failure> {
+    let admin = match (admin, &place.config) {
+        (Some(admin), _) => admin,
+        (None, Some(config)) => warden_config::locations_in(config)?.admin_listen,
+        (None, None) => warden_config::DEFAULT_ADMIN_LISTEN.to_owned(),
+    };
+    let scope = match key {
+        Some(id) => {
+            let keys = warden_store::KeyStore::open(&open_place(place)?)?;
+            let found = keys
+                .list()?
+                .into_iter()
+                .find(|k| k.id == id)
+                .ok_or_else(|| format!("no key with id {id}"))?;
+            Some(found.scope.into())
+        }
+        None => scope,
+    };
+    show(&admin_get(&admin, "/tools")?, scope)
+}
+
+fn show(body: &str, scope: Option<ScopeArg>) -> Result<(), Failure> {
+    let listing: serde_json::Value = serde_json::from_str(body)?;
+    let mut table = Table::new(&["TOOL", "UPSTREAM", "KIND", "KIND FROM", "SEEN BY"]);
+    let mut unclassified = 0;
+    for tool in listing["tools"].as_array().into_iter().flatten() {
+        let field = |name: &str| tool[name].as_str().unwrap_or_default().to_owned();
+        let kind = field("kind");
+        let visible = match scope {
+            Some(ScopeArg::Read) => kind == "read",
+            _ => true,
+        };
+        if !visible {
+            continue;
+        }
+        if tool["kind_from"] == "unclassified" {
+            unclassified += 1;
+        }
+        table.row([
+            field("name"),
+            field("upstream"),
+            kind.clone(),
+            field("kind_from"),
+            seen_by(&kind).to_owned(),
+        ]);
+    }
+    table.print(true)?;
+    if unclassified > 0 {
+        eprintln!(
+            "{unclassified} tool(s) of other servers are unclassified and count as write: read keys do not see them. Classify one with [tools.\"<name>\"] kind = \"read\", or vouch for a server's annotations with trust_annotations = true in its [[upstream]]."
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
     match command {
+        ToolsCommand::List {
+            scope,
+            key,
+            admin,
+            place,
+        } => list(scope, key, admin, place)?,
         ToolsCommand::Waiting { place } => {
             let mut table = Table::new(&["TOOL", "HASH", "WHY"]);
             for pin in open(place)?.waiting()? {

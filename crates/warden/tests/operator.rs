@@ -314,3 +314,61 @@ fn config_check_finds_what_would_stop_the_start() {
         .count();
     assert_eq!(attempts, 1, "{}", warden.stderr());
 }
+
+/// `warden tools list` shows what each scope sees, each tool's kind and where the kind
+/// came from; the start log sums the kinds per upstream and says why read keys see none
+/// of another server's tools.
+#[test]
+fn tools_list_says_what_each_scope_sees_and_why() {
+    let warden = Warden::start_config(
+        &(fixture_upstream("fx", "")
+            + "\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n[tools.\"fx.pid\"]\nkind = \"read\"\n"),
+    );
+    assert!(warden.logged("tools by kind"));
+    assert!(warden.logged("are unclassified and count as write"));
+    let admin = warden.admin_url();
+    let admin = admin.trim_start_matches("http://");
+    let list = |extra: &[&str]| {
+        let out = warden.cli(&[&["tools", "list", "--admin", admin], extra].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let row = |text: &str, tool: &str| {
+        text.lines()
+            .find(|line| line.split_whitespace().next() == Some(tool))
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    let (all, note) = list(&[]);
+    assert_eq!(
+        row(&all, "notes.get_note").as_deref(),
+        Some("notes.get_note notes read annotations read, write, admin"),
+        "{all}"
+    );
+    assert_eq!(
+        row(&all, "fx.echo").as_deref(),
+        Some("fx.echo fx write unclassified write, admin"),
+        "{all}"
+    );
+    assert_eq!(
+        row(&all, "fx.pid").as_deref(),
+        Some("fx.pid fx read config read, write, admin"),
+        "{all}"
+    );
+    assert!(note.contains("unclassified and count as write"), "{note}");
+    let (read, _) = list(&["--scope", "read"]);
+    assert!(
+        row(&read, "fx.echo").is_none() && row(&read, "fx.pid").is_some(),
+        "{read}"
+    );
+    assert!(row(&read, "notes.delete_note").is_none(), "{read}");
+    let (id, _) = warden.add_key("default", "reader", "read");
+    let (by_key, _) = list(&["--key", &id]);
+    assert_eq!(by_key, read);
+}
