@@ -450,6 +450,11 @@ mod linux {
         let Some((program, args)) = command.split_first() else {
             return ExitCode::from(2);
         };
+        for denied in denied_arguments(args) {
+            eprintln!(
+                "warden sandbox: the command names {denied}, which the sandbox does not let it read; to allow it, add sandbox_read = [\"{denied}\"] (or sandbox_write, to let it write there too) to this [[upstream]]"
+            );
+        }
         let error = std::process::Command::new(program).args(args).exec();
         eprintln!("warden sandbox: cannot run the command: {}", error.kind());
         ExitCode::from(127)
@@ -558,6 +563,29 @@ mod linux {
             .try_into()
             .map_err(|e: seccompiler::BackendError| e.to_string())?;
         seccompiler::apply_filter(&program).map_err(|e| e.to_string())
+    }
+
+    /// The absolute paths among the command's arguments (`/srv/data`, `--root=/srv`)
+    /// that exist but that this process, confined now, cannot read: a file server told to
+    /// serve a folder the sandbox closes would answer `EACCES` for all of it.
+    fn denied_arguments(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .filter_map(|arg| arg.to_str())
+            .map(|arg| arg.rsplit_once('=').map_or(arg, |(_, value)| value))
+            .filter(|arg| arg.starts_with('/'))
+            .filter(|arg| {
+                let path = std::path::Path::new(arg);
+                let opened = if path.is_dir() {
+                    std::fs::read_dir(path).map(|_| ())
+                } else if path.exists() {
+                    std::fs::File::open(path).map(|_| ())
+                } else {
+                    Ok(())
+                };
+                opened.is_err_and(|error| error.kind() == std::io::ErrorKind::PermissionDenied)
+            })
+            .map(str::to_owned)
+            .collect()
     }
 
     fn on(yes: bool) -> &'static str {

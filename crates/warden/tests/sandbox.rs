@@ -247,3 +247,43 @@ async fn per_tenant_children_have_directories_the_other_tenant_cannot_read() {
     .await;
     assert!(own.starts_with("ok:"), "{own}");
 }
+
+/// A folder named in the command that the sandbox closes is named in the log with the
+/// line that would open it (the filesystem server would otherwise answer `EACCES` for
+/// a folder it was told to serve, and nothing would say why).
+#[test]
+fn a_path_the_sandbox_closes_is_named_with_the_setting_that_opens_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stdio_server.py"
+    );
+    let config = |extra: &str| {
+        format!(
+            "[[upstream]]\nname = \"files\"\ncommand = [{:?}, {script:?}, {:?}]\n{extra}\n",
+            support::python(),
+            served.to_str().unwrap(),
+        )
+    };
+    let hint = format!("sandbox_read = [\"{}\"]", served.display());
+    let closed = Warden::start_config(&config(""));
+    assert!(
+        closed.logged(&format!("the command names {}", served.display())),
+        "{}",
+        closed.stderr()
+    );
+    assert!(closed.logged(&hint), "{}", closed.stderr());
+    drop(closed);
+    let opened = Warden::start_config(&config(&format!(
+        "sandbox_read = [{:?}]",
+        served.to_str().unwrap()
+    )));
+    assert!(opened.logged("warden sandbox: landlock"));
+    assert!(
+        !opened.stderr().contains("the command names"),
+        "{}",
+        opened.stderr()
+    );
+}
