@@ -4,7 +4,6 @@
 //! `create_note` (title, a paragraph of body, tags); the parse between the two steps is
 //! serde_json's and is timed apart, as the baseline every request pays anyway.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -33,7 +32,11 @@ pub fn run(calls: usize) -> Result<(), Failure> {
             (definition, Origin { upstream: 0, name })
         })
         .collect();
-    let (catalogue, _) = Catalogue::build(definitions, &BTreeMap::new(), |_, _| ToolKind::Write);
+    let (catalogue, _) = Catalogue::build(
+        definitions,
+        |_, _| warden_config::ToolRules::default(),
+        |_, _| ToolKind::Write,
+    );
     let tool = catalogue
         .lookup("create_note", ToolKind::Write)
         .map_err(|e| e.to_string())?;

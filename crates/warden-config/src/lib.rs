@@ -11,7 +11,10 @@ mod tools;
 mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
-pub use tools::{Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules};
+pub use tools::{
+    Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules, glob_matches,
+    rules_for,
+};
 pub use upstream::{
     Builtin, DEFAULT_UPSTREAM_NAME, Http, Sandbox, SandboxMode, Secret, Source, Stdio, Upstream,
 };
@@ -191,6 +194,7 @@ mod raw {
         pub trust_annotations: Option<bool>,
         pub untrusted: Option<bool>,
         pub refresh_secs: Option<u64>,
+        pub paths_root: Option<String>,
     }
 
     /// `sandbox = true | false | "best-effort"`.

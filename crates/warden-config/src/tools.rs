@@ -99,6 +99,45 @@ impl Default for ToolRules {
     }
 }
 
+/// The rules for tool `name`: its own `[tools."<name>"]` entry, else the most specific
+/// pattern that matches it (`[tools."fs.*"]`; `*` stands for any run of characters;
+/// the pattern with the most characters besides `*` wins, then the first in order).
+pub fn rules_for<'a>(rules: &'a BTreeMap<String, ToolRules>, name: &str) -> Option<&'a ToolRules> {
+    if let Some(exact) = rules.get(name) {
+        return Some(exact);
+    }
+    rules
+        .iter()
+        .filter(|(pattern, _)| pattern.contains('*') && glob_matches(pattern, name))
+        .max_by_key(|(pattern, _)| {
+            (
+                pattern.chars().filter(|c| *c != '*').count(),
+                std::cmp::Reverse(*pattern),
+            )
+        })
+        .map(|(_, rules)| rules)
+}
+
+/// Whether `name` fits `pattern`, where `*` stands for any run of characters.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 pub(crate) fn rate(
     raw: &raw::Rate,
     tenants: &BTreeMap<String, raw::Tenant>,
@@ -340,6 +379,34 @@ mod tests {
             ("[limits]\nmax_depth = 1000\n", "limits.max_depth"),
         ] {
             assert_eq!(parse(text).unwrap_err().0, field, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_most_specific_rule_wins() {
+        let rule = |rpm| ToolRules {
+            rpm: Some(rpm),
+            ..ToolRules::default()
+        };
+        let rules = BTreeMap::from([
+            ("fs.*".to_owned(), rule(1)),
+            ("fs.write_*".to_owned(), rule(2)),
+            ("fs.write_file".to_owned(), rule(3)),
+            ("*".to_owned(), rule(4)),
+        ]);
+        let rpm = |name| rules_for(&rules, name).and_then(|r| r.rpm);
+        assert_eq!(rpm("fs.write_file"), Some(3));
+        assert_eq!(rpm("fs.write_note"), Some(2));
+        assert_eq!(rpm("fs.read_file"), Some(1));
+        assert_eq!(rpm("notes.get_note"), Some(4));
+        for (pattern, name, fits) in [
+            ("fs.*", "fs.", true),
+            ("*_file", "fs.read_file", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(glob_matches(pattern, name), fits, "{pattern} {name}");
         }
     }
 }

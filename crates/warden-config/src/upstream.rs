@@ -33,6 +33,10 @@ pub struct Upstream {
     /// What this upstream returns may be hostile (web pages, mail, other people's
     /// documents): its text reaches clients wrapped as data.
     pub untrusted: bool,
+    /// The directory every path argument of this upstream's tools stays in (arguments
+    /// the schema marks as paths or names like one), unless a `[tools."…"]` rule sets
+    /// its own `root`.
+    pub paths_root: Option<PathBuf>,
     /// How often the upstream's tools are listed again even when it announces no change
     /// (a server that sends no `list_changed`); `None` for the embedded server.
     pub refresh: Option<Duration>,
@@ -210,6 +214,7 @@ impl Upstream {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             trust_annotations: true,
             refresh: None,
+            paths_root: None,
             untrusted: false,
         }
     }
@@ -374,6 +379,15 @@ fn one(
     let trust_annotations = raw
         .trust_annotations
         .unwrap_or(matches!(source, Source::Builtin(_)));
+    let paths_root = match raw.paths_root.take() {
+        None => None,
+        Some(root) => Some(
+            absolute_paths("paths_root", vec![root])
+                .map_err(|(name, message)| (field(name), message))?
+                .pop()
+                .unwrap_or_default(),
+        ),
+    };
     let refresh = match source {
         // Warden's own server changes only with Warden.
         Source::Builtin(_) if raw.refresh_secs.is_none() => None,
@@ -392,6 +406,7 @@ fn one(
         trust_annotations,
         untrusted: raw.untrusted.unwrap_or(false),
         refresh,
+        paths_root,
     })
 }
 

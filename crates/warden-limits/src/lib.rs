@@ -242,7 +242,9 @@ impl Limiter {
     pub async fn admit_call(&self, call: Call<'_>, upstream: usize) -> Result<CallPermit, Refusal> {
         let refuse = |refusal| self.refuse(call.key_id, refusal);
         self.count_session(call.session).map_err(refuse)?;
-        let rules = call.tool.and_then(|tool| self.tools.get(tool));
+        let rules = call
+            .tool
+            .and_then(|tool| warden_config::rules_for(&self.tools, tool));
         if let (Some(tool), Some(rpm)) = (call.tool, rules.and_then(|r| r.rpm)) {
             self.per_tool
                 .take(&(call.key_id.to_owned(), tool.to_owned()), rpm)

@@ -2,7 +2,7 @@
 //! (objects closed, patterns in a linear-time engine, no remote references) and the
 //! operator's rules for it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -335,21 +335,23 @@ impl Catalogue {
     /// Compiles every definition with the operator's `rules` for it (by catalogue name).
     /// A tool whose input or output schema does not compile (or needs a remote `$ref`,
     /// which is never fetched) is withheld, never passed unvalidated.
+    /// `rules_of` gives the operator's rules for a definition (the gateway resolves
+    /// patterns and upstream-wide defaults).
     pub fn build(
         definitions: Vec<(Value, Origin)>,
-        rules: &BTreeMap<String, ToolRules>,
+        rules_of: impl Fn(&Value, &Origin) -> ToolRules,
         kind_of: impl Fn(&Value, &Origin) -> ToolKind,
     ) -> (Self, Vec<Withheld>) {
         let mut catalogue = Self::default();
         let mut withheld = Vec::new();
-        let no_rules = ToolRules::default();
         for (definition, origin) in definitions {
             let name = definition
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let rules = rules.get(&name).unwrap_or(&no_rules);
+            let rules = rules_of(&definition, &origin);
+            let rules = &rules;
             let compiled = compile(&definition, rules);
             match compiled {
                 Ok(_) if name.is_empty() => withheld.push(Withheld {
@@ -439,9 +441,11 @@ mod tests {
                 (d, origin)
             })
             .collect();
-        let (catalogue, withheld) = Catalogue::build(defs, &BTreeMap::new(), |d, _| {
-            ToolKind::from_trusted_annotations(d)
-        });
+        let (catalogue, withheld) = Catalogue::build(
+            defs,
+            |_, _| ToolRules::default(),
+            |d, _| ToolKind::from_trusted_annotations(d),
+        );
         let names: Vec<_> = withheld.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["broken", "remote"]);
         catalogue
@@ -510,8 +514,11 @@ mod tests {
             upstream: 0,
             name: "t".into(),
         };
-        let rules = BTreeMap::from([("t".to_owned(), rules)]);
-        Catalogue::build(vec![(definition, origin)], &rules, |_, _| ToolKind::Read)
+        Catalogue::build(
+            vec![(definition, origin)],
+            |_, _| rules.clone(),
+            |_, _| ToolKind::Read,
+        )
     }
 
     #[test]

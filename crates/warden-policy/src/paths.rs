@@ -35,6 +35,59 @@ fn collect(schema: &Value, at: String, found: &mut Vec<String>) {
     }
 }
 
+/// Property names that mean a path when a whole upstream's paths are confined
+/// (`[[upstream]] paths_root`): compared case-insensitively, and any name with `path` in
+/// it (`path`, `paths`, `source_path`, `destinationPath`).
+const PATH_NAMES: [&str; 11] = [
+    "file",
+    "files",
+    "filename",
+    "dir",
+    "directory",
+    "folder",
+    "root",
+    "source",
+    "destination",
+    "src",
+    "dest",
+];
+
+fn named_like_a_path(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.contains("path") || PATH_NAMES.contains(&lower.as_str())
+}
+
+/// Pointers to the string arguments a schema marks as paths or names like one (see
+/// `PATH_NAMES`), at any depth; arrays of them by `*`.
+pub fn path_named_arguments(schema: &Value) -> Vec<String> {
+    let mut found = declared_paths(schema);
+    collect_named(schema, String::new(), false, &mut found);
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn collect_named(schema: &Value, at: String, named: bool, found: &mut Vec<String>) {
+    let is_string = schema.get("type").and_then(Value::as_str) == Some("string");
+    if named && is_string && !at.is_empty() {
+        found.push(at.clone());
+    }
+    if let Some(Value::Object(properties)) = schema.get("properties") {
+        for (name, sub) in properties {
+            let escaped = name.replace('~', "~0").replace('/', "~1");
+            collect_named(
+                sub,
+                format!("{at}/{escaped}"),
+                named_like_a_path(name),
+                found,
+            );
+        }
+    }
+    if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
+        collect_named(items, format!("{at}/*"), named, found);
+    }
+}
+
 /// The values at `pattern` in `arguments`, with their concrete pointers.
 pub(crate) fn values_at<'a>(arguments: &'a Value, pattern: &str) -> Vec<(String, &'a Value)> {
     let mut current = vec![(String::new(), arguments)];
@@ -232,6 +285,31 @@ mod tests {
         assert!(confine("later/x", Some(root.path())).is_err());
         assert_eq!(confine("inside/new.txt", Some(root.path())), Ok(()));
         assert_eq!(confine("missing/new.txt", Some(root.path())), Ok(()));
+    }
+
+    #[test]
+    fn path_named_arguments_are_found_by_name_at_any_depth() {
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "path": {"type": "string"},
+            "source": {"type": "string"},
+            "destinationPath": {"type": "string"},
+            "paths": {"type": "array", "items": {"type": "string"}},
+            "content": {"type": "string"},
+            "options": {"type": "object", "properties": {"root": {"type": "string"}, "mode": {"type": "string"}}},
+            "marked": {"type": "string", "format": "path"},
+            "count": {"type": "integer"}
+        }});
+        assert_eq!(
+            path_named_arguments(&schema),
+            [
+                "/destinationPath",
+                "/marked",
+                "/options/root",
+                "/path",
+                "/paths/*",
+                "/source"
+            ]
+        );
     }
 
     #[test]

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use warden_policy::{Catalogue, Origin, ToolKind};
@@ -36,7 +34,12 @@ fn catalogue() -> Catalogue {
             )
         })
         .collect();
-    Catalogue::build(definitions, &BTreeMap::new(), |_, _| ToolKind::Read).0
+    Catalogue::build(
+        definitions,
+        |_, _| warden_config::ToolRules::default(),
+        |_, _| ToolKind::Read,
+    )
+    .0
 }
 
 /// Values whose strings all start with `VAL`, so an echo is easy to spot.

@@ -130,6 +130,7 @@ pub struct Upstream {
     trust_annotations: bool,
     untrusted: bool,
     refresh: Option<Duration>,
+    paths_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -194,6 +195,7 @@ impl Upstream {
             trust_annotations: config.trust_annotations,
             untrusted: config.untrusted,
             refresh: config.refresh,
+            paths_root: config.paths_root.clone(),
         })
     }
 
@@ -219,6 +221,11 @@ impl Upstream {
     /// or one the operator vouches for with `trust_annotations`).
     pub fn trusts_annotations(&self) -> bool {
         self.trust_annotations
+    }
+
+    /// The directory its tools' path arguments stay in, unless a tool rule says another.
+    pub fn paths_root(&self) -> Option<&std::path::Path> {
+        self.paths_root.as_deref()
     }
 
     /// How often its tools are listed again without a change notice.

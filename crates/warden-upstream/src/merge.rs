@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
-use warden_config::{ToolClass, ToolRules};
+use warden_config::{ToolClass, ToolRules, glob_matches, rules_for};
 use warden_policy::{Catalogue, Origin, ToolKind, legacy_pinned_hash, pinned_form, suspicious};
 use warden_store::{NotesStore, PinState, PinStore};
 
@@ -93,6 +93,22 @@ pub fn unmatched_rules<'a>(
     rules
         .into_iter()
         .filter_map(|rule| {
+            if rule.contains('*') {
+                // A pattern is unmatched only when every upstream's tools are known and
+                // none fits it.
+                let fits = upstreams.iter().any(|(prefix, tools)| {
+                    tools.as_ref().is_some_and(|tools| {
+                        tools
+                            .iter()
+                            .any(|own| glob_matches(rule, &format!("{prefix}{own}")))
+                    })
+                });
+                let judged = upstreams.iter().all(|(_, tools)| tools.is_some());
+                return (judged && !fits).then(|| UnmatchedRule {
+                    rule: rule.to_owned(),
+                    meant: None,
+                });
+            }
             let owner = upstreams
                 .iter()
                 .filter(|(prefix, _)| rule.starts_with(prefix))
@@ -438,10 +454,11 @@ impl Upstreams {
         }
         drop(tools);
         let candidates = self.pinned(candidates);
-        let (catalogue, _withheld) =
-            Catalogue::build(candidates, &self.rules, |definition, origin| {
-                self.classify(definition, origin).0
-            });
+        let (catalogue, _withheld) = Catalogue::build(
+            candidates,
+            |definition, origin| self.rules_of(definition, origin),
+            |definition, origin| self.classify(definition, origin).0,
+        );
         *self
             .catalogue
             .write()
@@ -456,7 +473,7 @@ impl Upstreams {
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        match self.rules.get(name).and_then(|rules| rules.kind) {
+        match rules_for(&self.rules, name).and_then(|rules| rules.kind) {
             Some(ToolClass::Read) => (ToolKind::Read, KindSource::Operator),
             Some(ToolClass::Write) => (ToolKind::Write, KindSource::Operator),
             Some(ToolClass::Destructive) => (ToolKind::Destructive, KindSource::Operator),
@@ -466,6 +483,28 @@ impl Upstreams {
             ),
             None => (ToolKind::Write, KindSource::Unclassified),
         }
+    }
+
+    /// The operator's rules for a tool: its own entry, else the most specific pattern;
+    /// and when neither confines paths, its upstream's `paths_root` over every argument
+    /// the schema marks as a path or names like one.
+    fn rules_of(&self, definition: &Value, origin: &Origin) -> ToolRules {
+        let name = definition
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut rules = rules_for(&self.rules, name).cloned().unwrap_or_default();
+        if rules.root.is_none()
+            && let Some(root) = self.upstreams[origin.upstream].paths_root()
+        {
+            rules.root = Some(root.to_path_buf());
+            if let Some(schema) = definition.get("inputSchema") {
+                rules
+                    .paths
+                    .extend(warden_policy::path_named_arguments(schema));
+            }
+        }
+        rules
     }
 
     /// Every tool of the catalogue with its upstream, kind and where the kind came from.
@@ -913,6 +952,8 @@ mod tests {
         ];
         let rules = [
             "notes.delete_note",
+            "notes.*_note",
+            "fs.*",
             "delete_note",
             "notes.remove_note",
             "fs.write_file",

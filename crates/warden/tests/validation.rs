@@ -797,3 +797,47 @@ async fn numbers_reach_the_upstream_exactly_as_sent() {
         reply.text
     );
 }
+
+/// `[[upstream]] paths_root` confines every argument of that upstream's tools that the
+/// schema marks as a path or names like one; `[tools."fx.*"]` patterns apply to every
+/// tool they fit; the most specific rule wins.
+#[tokio::test]
+async fn upstream_wide_paths_and_pattern_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, other) = (dir.path().join("root"), dir.path().join("other"));
+    std::fs::create_dir(&root).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    let config = format!(
+        "{}\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n[tools.\"fx.*\"]\nrpm = 1\n\n[tools.\"fx.open\"]\nroot = {:?}\n",
+        fixture_upstream("fx", &format!("paths_root = {:?}", root.to_str().unwrap())),
+        other.to_str().unwrap()
+    );
+    let warden = Warden::start_config(&config);
+    let http = Http::new(&warden);
+    let call = |tool: &'static str, arguments: Value| {
+        let http = &http;
+        async move { http.call_tool(tool, arguments).await }
+    };
+    // `loose` declares a plain string named `path`: the upstream's root confines it.
+    let outside = call("fx.loose", json!({"path": "/etc/passwd"})).await;
+    assert_eq!(outside.status, 400, "{}", outside.text);
+    assert!(outside.text.contains("/path"), "{}", outside.text);
+    let inside = root.join("notes.txt");
+    let fine = call("fx.loose", json!({"path": inside.to_str().unwrap()})).await;
+    assert_eq!(fine.status, 200, "{}", fine.text);
+    // `fx.open` has its own root, which wins over the upstream's.
+    let in_root = call("fx.open", json!({"path": inside.to_str().unwrap()})).await;
+    assert_eq!(in_root.status, 400, "{}", in_root.text);
+    let in_other = other.join("a.txt");
+    let opened = call("fx.open", json!({"path": in_other.to_str().unwrap()})).await;
+    assert_eq!(opened.status, 200, "{}", opened.text);
+    // The pattern's rate holds for each fx tool (the exact fx.open entry replaces it);
+    // the notes server's tools are not fx's.
+    assert_eq!(call("fx.echo", json!({"text": "a"})).await.status, 200);
+    assert_eq!(call("fx.echo", json!({"text": "a"})).await.status, 429);
+    assert_eq!(call("fx.pid", json!({})).await.status, 200);
+    for _ in 0..3 {
+        let listed = call("notes.list_notes", json!({})).await;
+        assert_eq!(listed.status, 200, "{}", listed.text);
+    }
+}
