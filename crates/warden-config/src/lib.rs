@@ -596,8 +596,49 @@ fn parse(text: &str, path: &Path) -> Result<raw::Config, ConfigError> {
     // toml's message names the unknown field, the line and the column.
     toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.to_string(),
+        message: plain_words(&e.to_string()),
     })
+}
+
+/// The TOML library's message in an operator's words: what a setting needs (`a whole
+/// number ≥ 0`, `true or false`, `a list`), never Rust's type names (`usize`,
+/// `untagged enum SandboxSetting`).
+fn plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 14] = [
+        ("expected usize", "expected a whole number ≥ 0"),
+        ("expected u64", "expected a whole number ≥ 0"),
+        ("expected u32", "expected a whole number ≥ 0"),
+        ("expected u16", "expected a whole number ≥ 0"),
+        ("expected u8", "expected a whole number ≥ 0"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        (
+            "expected a sequence",
+            "expected a list, e.g. [\"a\", \"b\"]",
+        ),
+        ("expected a map", "expected a table"),
+        ("invalid type: ", "wrong kind of value: "),
+        ("invalid value: ", "value not allowed: "),
+        ("floating point", "decimal number"),
+        (
+            "data did not match any variant of untagged enum SandboxSetting",
+            "expected true, false or \"best-effort\"",
+        ),
+    ];
+    let mut plain = message.to_owned();
+    for (jargon, words) in WORDS {
+        plain = plain.replace(jargon, words);
+    }
+    // `expected struct Limits`: the name is ours, not the operator's.
+    while let Some(at) = plain.find("expected struct ") {
+        let name_at = at + "expected struct ".len();
+        let end = plain[name_at..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(plain.len(), |len| name_at + len);
+        plain.replace_range(at..end, "expected a table");
+    }
+    plain
 }
 
 fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
@@ -920,6 +961,45 @@ fn allowed_origin(entry: &str) -> Result<String, String> {
         ));
     }
     Ok(entry)
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_speak_the_operators_language() {
+        for (toml, words) in [
+            (
+                "[limits]\nmax_body_bytes = \"big\"\n",
+                "expected a whole number ≥ 0",
+            ),
+            (
+                "[limits]\nmax_body_bytes = -1\n",
+                "expected a whole number ≥ 0",
+            ),
+            ("[rate]\nper_key_rpm = 1.5\n", "decimal number"),
+            ("[audit]\nenabled = \"yes\"\n", "expected true or false"),
+            ("[server]\nallowed_hosts = \"a\"\n", "expected a list"),
+            (
+                "[[upstream]]\nname = \"x\"\ncommand = [\"/bin/cat\"]\nsandbox = 3\n",
+                "expected true, false or \"best-effort\"",
+            ),
+        ] {
+            let message = parse(toml, Path::new("w.toml")).unwrap_err().to_string();
+            assert!(message.contains(words), "{message}");
+            for jargon in [
+                "usize",
+                "u32",
+                "untagged",
+                "SandboxSetting",
+                "sequence",
+                "invalid type",
+            ] {
+                assert!(!message.contains(jargon), "{message}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

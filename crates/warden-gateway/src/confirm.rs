@@ -115,8 +115,10 @@ impl Confirmations {
             Some("denied") => {
                 self.held.remove(id);
                 Err(RpcError::refusal(
-                    codes::INVALID_PARAMS,
-                    format!("The operator denied request {id}; the call was not run"),
+                    codes::NOT_CONFIRMED,
+                    format!(
+                        "The operator denied request {id}, so the call was not run. Do not try it again unless the person asks you to."
+                    ),
                     "confirm.denied",
                 ))
             }
@@ -251,7 +253,7 @@ pub(crate) async fn confirm(
                 Ok(Ok(Ok(answer))) => accepted(&answer).map(|()| Confirmation::Go(params)),
                 Ok(_) => Err(unsupported(tool.name())),
                 Err(_) => Err(RpcError::refusal(
-                    codes::INVALID_PARAMS,
+                    codes::NOT_CONFIRMED,
                     format!(
                         "No one confirmed the call within {} s; {} was not run",
                         confirmations.answer_timeout.as_secs(),
@@ -390,8 +392,8 @@ fn accepted(answer: &Value) -> Result<(), RpcError> {
         Ok(())
     } else {
         Err(RpcError::refusal(
-            codes::INVALID_PARAMS,
-            "The call was not confirmed: the person declined or cancelled it",
+            codes::NOT_CONFIRMED,
+            "The person declined this call, so it was not run. Do not try it again unless they ask you to.",
             "confirm.declined",
         ))
     }

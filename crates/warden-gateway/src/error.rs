@@ -228,6 +228,7 @@ impl GatewayError {
                 ..
             } => match error.code {
                 codes::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+                codes::NOT_CONFIRMED => StatusCode::FORBIDDEN,
                 codes::INTERNAL_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
                 codes::UPSTREAM_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,

@@ -24,3 +24,7 @@ pub const REQUEST_CANCELLED: i64 = -32004;
 /// Implementation-defined: a rate limit refused the request; `data` names the layer and
 /// `retryAfter` (seconds). Always HTTP 429 with `Retry-After`.
 pub const RATE_LIMITED: i64 = -32005;
+/// Implementation-defined: a person was asked to confirm the call (or an operator to
+/// approve it) and said no, or did not answer in time. Nothing ran; the caller should not
+/// retry unless the person asks it to. HTTP 403 in the 2026-07-28 era.
+pub const NOT_CONFIRMED: i64 = -32006;

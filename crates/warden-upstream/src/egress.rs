@@ -31,8 +31,12 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
-    #[error("{0} is not a public address; open it with [egress] allow if it is meant")]
-    Blocked(String),
+    /// A host, and the address it is (or resolves to) with the range that closes it.
+    #[error("{}; open it with [egress] allow if it is meant", blocked(.host, .address))]
+    Blocked {
+        host: String,
+        address: Option<(IpAddr, &'static str)>,
+    },
     #[error("the URL has no host")]
     NoHost,
     #[error("{0} is not a valid host")]
@@ -41,6 +45,16 @@ pub enum EgressError {
     Unresolved(String),
     #[error("{0} could not be reached")]
     Unreachable(String),
+}
+
+/// `203.0.113.80 is a documentation range`, `db.internal resolves to 10.1.2.3, a private
+/// network (RFC 1918)`, `metadata.google.internal is a cloud metadata name`.
+fn blocked(host: &str, address: &Option<(IpAddr, &'static str)>) -> String {
+    match address {
+        Some((ip, why)) if ip.to_string() != host => format!("{host} resolves to {ip}, {why}"),
+        Some((_, why)) => format!("{host} is {why}"),
+        None => format!("{host} is a cloud metadata name"),
+    }
 }
 
 /// How names become addresses: the system resolver unless a test (or an embedder with its
@@ -131,7 +145,10 @@ impl EgressPolicy {
             url::Host::Domain(name) => {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
                 if METADATA_HOSTS.contains(&name.as_str()) && !self.host_allowed(&name) {
-                    return Err(EgressError::Blocked(name));
+                    return Err(EgressError::Blocked {
+                        host: name,
+                        address: None,
+                    });
                 }
                 Ok(())
             }
@@ -144,7 +161,20 @@ impl EgressPolicy {
         if self.allows(&ip.to_string(), ip) {
             Ok(())
         } else {
-            Err(EgressError::Blocked(ip.to_string()))
+            Err(self.blocked(ip.to_string(), ip))
+        }
+    }
+
+    /// The refusal of `host` for address `ip`, naming the range that closes it.
+    fn blocked(&self, host: String, ip: IpAddr) -> EgressError {
+        let why = if self.local_closed && is_this_machine(ip) {
+            "this machine, which children never reach"
+        } else {
+            block_reason(ip).unwrap_or("not allowed")
+        };
+        EgressError::Blocked {
+            host,
+            address: Some((ip, why)),
         }
     }
 
@@ -166,14 +196,16 @@ impl EgressPolicy {
                 .map(|found| found.map(|address| address.ip()).collect()),
         }
         .map_err(|_| EgressError::Unresolved(name.clone()))?;
+        let first = resolved.first().copied();
         let allowed: Vec<IpAddr> = resolved
             .into_iter()
             .filter(|ip| self.allows(&name, *ip))
             .collect();
-        if allowed.is_empty() {
-            return Err(EgressError::Blocked(name));
+        match (allowed.is_empty(), first) {
+            (false, _) => Ok(allowed),
+            (true, Some(ip)) => Err(self.blocked(name, ip)),
+            (true, None) => Err(EgressError::Unresolved(name)),
         }
-        Ok(allowed)
     }
 
     /// A TCP connection to `host:port` through the guard: to one of the addresses that
@@ -206,55 +238,91 @@ fn is_this_machine(ip: IpAddr) -> bool {
 /// Loopback, private, link-local, shared, documentation, benchmarking, multicast,
 /// broadcast and reserved ranges, and the IPv6 forms that embed them.
 pub fn is_blocked(ip: IpAddr) -> bool {
+    block_reason(ip).is_some()
+}
+
+/// Why `ip` is closed by default: the range it is in, as a refusal names it.
+pub fn block_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
-        IpAddr::V4(v4) => v4_blocked(v4),
-        IpAddr::V6(v6) => v6_blocked(v6),
+        IpAddr::V4(v4) => v4_reason(v4),
+        IpAddr::V6(v6) => v6_reason(v6),
     }
 }
 
-fn v4_blocked(ip: Ipv4Addr) -> bool {
+fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, c, _] = ip.octets();
-    ip.is_unspecified()
-        || a == 0
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 192 && b == 0 && c == 2) // documentation
+    let reason = if ip.is_unspecified() || a == 0 {
+        "the unspecified or \"this network\" range"
+    } else if ip.is_loopback() {
+        "loopback (this machine)"
+    } else if ip.is_private() {
+        "a private network (RFC 1918)"
+    } else if ip.is_link_local() {
+        "link-local (the cloud metadata address is there)"
+    } else if a == 100 && (64..128).contains(&b) {
+        "shared address space (carrier-grade NAT)"
+    } else if a == 192 && b == 0 && c == 0 {
+        "an IETF protocol range"
+    } else if (a == 192 && b == 0 && c == 2)
         || (a == 198 && b == 51 && c == 100)
         || (a == 203 && b == 0 && c == 113)
-        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || ip.is_multicast()
-        || a >= 240 // reserved, and broadcast
+    {
+        "a documentation range"
+    } else if a == 192 && b == 88 && c == 99 {
+        "the 6to4 relay range"
+    } else if a == 198 && (b == 18 || b == 19) {
+        "a benchmarking range"
+    } else if ip.is_multicast() {
+        "multicast"
+    } else if a >= 240 {
+        "reserved or broadcast"
+    } else {
+        return None;
+    };
+    Some(reason)
 }
 
-fn v6_blocked(ip: Ipv6Addr) -> bool {
+fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     let segments = ip.segments();
     // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) carry an IPv4 address:
     // judge that one.
     if let Some(v4) = ip.to_ipv4_mapped() {
-        return v4_blocked(v4);
+        return v4_reason(v4);
     }
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         let [.., hi, lo] = segments;
         let v4 = Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-        return v4_blocked(v4);
+        return v4_reason(v4);
     }
-    ip.is_unspecified()
-        || ip.is_loopback()
+    let reason = if ip.is_unspecified() {
+        "the unspecified address"
+    } else if ip.is_loopback() {
+        "loopback (this machine)"
+    } else if segments[..6] == [0, 0, 0, 0, 0, 0] {
         // IPv4-compatible (::a.b.c.d, deprecated) and the rest of ::/96.
-        || segments[..6] == [0, 0, 0, 0, 0, 0]
-        || (segments[0] & 0xfe00) == 0xfc00 // unique local
-        || (segments[0] & 0xffc0) == 0xfe80 // link local
-        || (segments[0] & 0xffc0) == 0xfec0 // site local (deprecated)
-        || (segments[0] & 0xff00) == 0xff00 // multicast
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
-        || (segments[0] == 0x2001 && segments[1] < 0x0200) // IETF protocol assignments, Teredo
-        || segments[0] == 0x2002 // 6to4: embeds any IPv4 address
-        || (segments[0] == 0x0100 && segments[1..4] == [0, 0, 0]) // discard prefix
-        || (segments[0] == 0x0064 && segments[1] == 0xff9b) // local-use NAT64
+        "an IPv4-compatible address"
+    } else if (segments[0] & 0xfe00) == 0xfc00 {
+        "a unique-local network"
+    } else if (segments[0] & 0xffc0) == 0xfe80 {
+        "link-local"
+    } else if (segments[0] & 0xffc0) == 0xfec0 {
+        "site-local (deprecated)"
+    } else if (segments[0] & 0xff00) == 0xff00 {
+        "multicast"
+    } else if segments[0] == 0x2001 && segments[1] == 0x0db8 {
+        "a documentation range"
+    } else if segments[0] == 0x2001 && segments[1] < 0x0200 {
+        "an IETF protocol range (Teredo among them)"
+    } else if segments[0] == 0x2002 {
+        "6to4, which embeds any IPv4 address"
+    } else if segments[0] == 0x0100 && segments[1..4] == [0, 0, 0] {
+        "the discard prefix"
+    } else if segments[0] == 0x0064 && segments[1] == 0xff9b {
+        "local-use NAT64"
+    } else {
+        return None;
+    };
+    Some(reason)
 }
 
 fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
@@ -374,6 +442,40 @@ mod tests {
         assert!(warden.allows("localhost", "127.0.0.1".parse().unwrap()));
         assert!(children.allows("internal", "10.1.2.3".parse().unwrap()));
         assert!(children.allows("example.com", "93.184.215.14".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_address_and_the_range() {
+        let lookup: Lookup =
+            Arc::new(|_| Box::pin(async { Ok(vec!["203.0.113.80".parse().unwrap()]) }));
+        let policy = EgressPolicy::with_lookup(&[], lookup);
+        let error = policy.addresses("docs.example.test").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "docs.example.test resolves to 203.0.113.80, a documentation range; open it with [egress] allow if it is meant"
+        );
+        let literal = policy
+            .check_url(&reqwest::Url::parse("http://10.1.2.3/").unwrap())
+            .unwrap_err();
+        assert_eq!(
+            literal.to_string(),
+            "10.1.2.3 is a private network (RFC 1918); open it with [egress] allow if it is meant"
+        );
+        let metadata = policy
+            .check_url(&reqwest::Url::parse("http://metadata.google.internal/").unwrap())
+            .unwrap_err();
+        assert!(
+            metadata.to_string().contains("a cloud metadata name"),
+            "{metadata}"
+        );
+        let children = policy.for_children();
+        let local = children.check_url(&reqwest::Url::parse("http://127.0.0.1/").unwrap());
+        assert!(
+            local
+                .unwrap_err()
+                .to_string()
+                .contains("this machine, which children never reach")
+        );
     }
 
     #[tokio::test]

@@ -42,6 +42,9 @@ struct Endpoint {
     name: Arc<str>,
     client: reqwest::Client,
     url: reqwest::Url,
+    /// The URL as logs show it: no user, password, query or fragment (they may carry
+    /// credentials).
+    shown_url: String,
     headers: HeaderMap,
     max_message_bytes: usize,
     session: Mutex<LegacySession>,
@@ -85,6 +88,7 @@ impl HttpUpstream {
         let endpoint = Arc::new(Endpoint {
             name,
             client,
+            shown_url: outbound::shown_url(&url),
             url,
             headers,
             max_message_bytes,
@@ -260,7 +264,7 @@ async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(
         .send()
         .await
         .map_err(|error| {
-            tracing::warn!(upstream = %endpoint.name, error = %error.without_url(), "upstream request failed");
+            tracing::warn!(upstream = %endpoint.name, url = %endpoint.shown_url, error = %outbound::cause(error), "upstream request failed");
             UpstreamError::Connect
         })?;
     let status = response.status();

@@ -73,3 +73,46 @@ pub async fn read_capped(
     }
     Ok(body)
 }
+
+/// A URL as a log line may show it: scheme, host, port and path, without the user,
+/// password, query or fragment (any of them may carry a credential).
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// Why a request failed, down to the cause (`connection refused`, the egress guard's
+/// reason), without the URL reqwest would put in it.
+pub fn cause(error: reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(&error);
+    while let Some(inner) = source {
+        causes.push(inner.to_string());
+        source = inner.source();
+    }
+    let mut text = error.without_url().to_string();
+    for part in causes {
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shown_url_keeps_no_credential() {
+        let url =
+            reqwest::Url::parse("https://user:pw@mcp.example.com:8443/v1/mcp?token=secret#frag")
+                .unwrap();
+        assert_eq!(shown_url(&url), "https://mcp.example.com:8443/v1/mcp");
+    }
+}

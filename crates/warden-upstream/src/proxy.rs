@@ -359,7 +359,7 @@ mod tests {
                 .text()
                 .await
                 .unwrap()
-                .contains("not a public address")
+                .contains("loopback (this machine); open it with [egress] allow")
         );
 
         let open = EgressProxy::start(

@@ -252,7 +252,7 @@ async fn import_url_refuses_every_blocked_target_and_reaches_the_public_ones() {
         let error = fetcher.page(&url).await.expect_err(&url);
         // A refusal the model can act on, from the guard, not a network error.
         assert!(
-            error.contains("not a public address")
+            error.contains("open it with [egress] allow")
                 || error.contains("not valid")
                 || error.contains("could not be resolved"),
             "{url}: {error}"
@@ -315,7 +315,7 @@ async fn import_url_refuses_every_blocked_target_and_reaches_the_public_ones() {
     // look the name up again, and gets the private answer.
     let fresh = Fetcher::new(&policy).unwrap();
     let error = fresh.page(&rebind).await.unwrap_err();
-    assert!(error.contains("not a public address"), "{error}");
+    assert!(error.contains("open it with [egress] allow"), "{error}");
     assert_eq!(
         net.recorded.load(Ordering::SeqCst),
         0,

@@ -167,8 +167,13 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
             place,
         } => list(scope, key, admin, place)?,
         ToolsCommand::Waiting { place } => {
+            let waiting = open(place)?.waiting()?;
+            if waiting.is_empty() {
+                say!("nothing is waiting: every tool definition seen is approved");
+                return Ok(());
+            }
             let mut table = Table::new(&["TOOL", "HASH", "WHY"]);
-            for pin in open(place)?.waiting()? {
+            for pin in waiting {
                 table.row([
                     pin.tool.clone(),
                     pin.pending
@@ -184,12 +189,25 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
             let Some(pin) = open(place)?.get(&tool)? else {
                 return Err(format!("no tool {tool} has been seen").into());
             };
-            say!("--- approved\n{}", pretty(pin.definition.as_deref()));
+            let why = pin.pending_why.as_deref().unwrap_or("nothing waits");
             say!(
-                "+++ waiting ({})\n{}",
-                pin.pending_why.as_deref().unwrap_or("nothing waits"),
-                pretty(pin.pending.as_deref())
+                "--- approved\n+++ waiting ({})",
+                warden_redact::escape_controls(why)
             );
+            let (before, after) = (
+                pretty(pin.definition.as_deref()),
+                pretty(pin.pending.as_deref()),
+            );
+            // A line diff of the two definitions: what changed stands out.
+            let diff = similar::TextDiff::from_lines(&before, &after);
+            for change in diff.iter_all_changes() {
+                let sign = match change.tag() {
+                    similar::ChangeTag::Delete => '-',
+                    similar::ChangeTag::Insert => '+',
+                    similar::ChangeTag::Equal => ' ',
+                };
+                say!("{sign}{}", change.value().trim_end_matches('\n'));
+            }
             if let Some(pending) = &pin.pending {
                 say!(
                     "to accept it: warden tools approve {} {}",

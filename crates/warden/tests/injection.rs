@@ -223,8 +223,25 @@ async fn a_tool_whose_definition_changes_is_withheld_until_approved() {
         "{waiting}"
     );
     let diff = String::from_utf8(warden.cli(&["tools", "diff", "echo"]).stdout).unwrap();
+    // A line diff: the old description taken out, the new one put in, the rest as is.
+    let changed: Vec<&str> = diff
+        .lines()
+        .filter(|line| {
+            line.starts_with(['-', '+']) && !line.starts_with("---") && !line.starts_with("+++")
+        })
+        .collect();
+    assert_eq!(changed.len(), 2, "{diff}");
     assert!(
-        diff.contains("\"Returns its text.\"") && diff.contains("quietly keeps a copy"),
+        changed[0].starts_with('-') && changed[0].contains("\"Returns its text.\""),
+        "{diff}"
+    );
+    assert!(
+        changed[1].starts_with('+') && changed[1].contains("quietly keeps a copy"),
+        "{diff}"
+    );
+    assert!(
+        diff.lines()
+            .any(|line| line.starts_with(' ') && line.contains("inputSchema")),
         "{diff}"
     );
 
@@ -300,6 +317,18 @@ fn handle(reply: &support::raw::Reply) -> String {
         .to_owned()
 }
 
+/// The message of a refusal because a person (or the operator) said no: its own code,
+/// and 403 in the modern era, so a model reads "the person said no", not "your
+/// arguments were wrong".
+fn not_confirmed(reply: &support::raw::Reply) -> String {
+    assert_eq!(reply.json()["error"]["code"], -32006, "{}", reply.text);
+    assert_eq!(reply.status, 403, "{}", reply.text);
+    reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn refusal(reply: &support::raw::Reply) -> String {
     assert_eq!(reply.json()["error"]["code"], -32602, "{}", reply.text);
     reply.json()["error"]["message"]
@@ -359,7 +388,11 @@ async fn a_modern_client_confirms_a_delete_through_input_required() {
     // Declined: nothing happens.
     let token = handle(&ask(delete(&id)).await);
     let declined = ask(answer(&id, &token, "decline")).await;
-    assert!(refusal(&declined).contains("not confirmed"));
+    let said = not_confirmed(&declined);
+    assert!(
+        said.contains("The person declined this call") && said.contains("not run"),
+        "{said}"
+    );
     assert!(exists(&http, &id).await);
     // Another key cannot use a handle it did not get.
     let token = handle(&ask(delete(&id)).await);
@@ -409,7 +442,7 @@ async fn a_legacy_client_confirms_a_delete_on_the_call_stream() {
                 "{done}"
             );
         } else {
-            assert_eq!(done["error"]["code"], -32602, "{done}");
+            assert_eq!(done["error"]["code"], -32006, "{done}");
         }
         assert_eq!(exists(&http, &id).await, !deleted);
     }
@@ -503,7 +536,11 @@ async fn an_operator_approves_or_denies_a_held_call_from_the_command_line() {
             .success()
     );
     let refused = http.call_tool("delete_note", json!({"id": keep})).await;
-    assert!(refusal(&refused).contains("denied"), "{}", refused.text);
+    assert!(
+        not_confirmed(&refused).contains("denied"),
+        "{}",
+        refused.text
+    );
     assert!(exists(&http, &keep).await);
 }
 
@@ -523,7 +560,7 @@ async fn a_confirmation_no_one_answers_is_refused_at_its_deadline() {
     // No answer: the call ends on its own.
     let done = events.next().await;
     assert_eq!(done["id"], 9, "{done}");
-    assert_eq!(done["error"]["code"], -32602, "{done}");
+    assert_eq!(done["error"]["code"], -32006, "{done}");
     assert!(
         done["error"]["message"]
             .as_str()

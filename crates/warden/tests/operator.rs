@@ -372,3 +372,23 @@ fn tools_list_says_what_each_scope_sees_and_why() {
     let (by_key, _) = list(&["--key", &id]);
     assert_eq!(by_key, read);
 }
+
+/// What the operator reads says what is true: nothing waiting is said in words.
+#[test]
+fn an_empty_waiting_list_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = warden_in(dir.path())
+        .args([
+            "tools",
+            "waiting",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "nothing is waiting: every tool definition seen is approved"
+    );
+}
