@@ -224,6 +224,7 @@ mod raw {
         pub shutdown_grace_ms: Option<u64>,
         #[serde(default)]
         pub trusted_proxies: Vec<String>,
+        pub prefix_separator: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -805,13 +806,27 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
     if data_dir.as_os_str().is_empty() {
         return Err(invalid("data_dir", "must not be empty".into()));
     }
-    let upstreams = upstream::validate(raw.upstream, |name| std::env::var(name).ok()).map_err(
-        |(field, message)| ConfigError::InvalidNamed {
+    let separator = raw
+        .server
+        .prefix_separator
+        .as_deref()
+        .unwrap_or(upstream::DEFAULT_PREFIX_SEPARATOR);
+    let separator_ok = separator.len() <= 4
+        && separator
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !separator_ok {
+        return Err(invalid(
+            "server.prefix_separator",
+            "must be at most 4 characters of A-Z, a-z, 0-9, _ and - (function-calling APIs accept no others in tool names)".into(),
+        ));
+    }
+    let upstreams = upstream::validate(raw.upstream, separator, |name| std::env::var(name).ok())
+        .map_err(|(field, message)| ConfigError::InvalidNamed {
             path: path.to_owned(),
             field,
             message,
-        },
-    )?;
+        })?;
     Ok(Config {
         upstreams,
         listen,

@@ -42,6 +42,12 @@ pub struct Upstream {
     pub refresh: Option<Duration>,
 }
 
+/// What joins an upstream's name and a tool's in the merged catalogue by default
+/// (`[server] prefix_separator`): `notes__delete_note`. Function-calling APIs accept only
+/// `[A-Za-z0-9_-]` in tool names, so not a dot; two underscores, because names of tools
+/// and upstreams often hold one.
+pub const DEFAULT_PREFIX_SEPARATOR: &str = "__";
+
 /// Tools are listed again this often by default (`refresh_secs`).
 pub const DEFAULT_REFRESH_SECS: u64 = 300;
 
@@ -223,6 +229,7 @@ impl Upstream {
 /// Validates every `[[upstream]]`; the error is `(field, message)`.
 pub(crate) fn validate(
     raw: Vec<raw::Upstream>,
+    separator: &str,
     lookup_env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<Upstream>, (String, String)> {
     if raw.is_empty() {
@@ -232,7 +239,7 @@ pub(crate) fn validate(
     let mut upstreams: Vec<Upstream> = Vec::with_capacity(raw.len());
     for (index, raw) in raw.into_iter().enumerate() {
         let field = |name: &str| format!("upstream[{index}].{name}");
-        let upstream = one(raw, several, &lookup_env, &field)?;
+        let upstream = one(raw, several.then_some(separator), &lookup_env, &field)?;
         if upstreams.iter().any(|u| u.name == upstream.name) {
             return Err((field("name"), format!("{:?} is used twice", upstream.name)));
         }
@@ -247,9 +254,11 @@ pub(crate) fn validate(
     Ok(upstreams)
 }
 
+/// One `[[upstream]]`; `separator` is what follows its name in its default prefix when
+/// there are several upstreams (none when it is alone).
 fn one(
     mut raw: raw::Upstream,
-    several: bool,
+    separator: Option<&str>,
     lookup_env: &impl Fn(&str) -> Option<String>,
     field: &impl Fn(&str) -> String,
 ) -> Result<Upstream, (String, String)> {
@@ -266,10 +275,10 @@ fn one(
             "must be 1 to 32 characters of a-z, 0-9, _ and -, starting with a letter".into(),
         ));
     }
-    let prefix = match raw.prefix.take() {
-        Some(prefix) => prefix,
-        None if several => format!("{}.", raw.name),
-        None => String::new(),
+    let prefix = match (raw.prefix.take(), separator) {
+        (Some(prefix), _) => prefix,
+        (None, Some(separator)) => format!("{}{separator}", raw.name),
+        (None, None) => String::new(),
     };
     let prefix_ok = prefix.len() <= 64
         && prefix
@@ -435,7 +444,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Upstream>, (String, String)> {
         let raw: crate::raw::Config = toml::from_str(text).unwrap();
-        validate(raw.upstream, |name| {
+        validate(raw.upstream, DEFAULT_PREFIX_SEPARATOR, |name| {
             (name == "SET").then(|| "from-env".to_owned())
         })
     }
@@ -466,7 +475,7 @@ mod tests {
         )
         .unwrap();
         let prefixes: Vec<_> = upstreams.iter().map(|u| u.prefix.as_str()).collect();
-        assert_eq!(prefixes, ["notes.", "fs.", "r_"]);
+        assert_eq!(prefixes, ["notes__", "fs__", "r_"]);
         let Source::Stdio(stdio) = &upstreams[1].source else {
             panic!()
         };

@@ -448,7 +448,7 @@ impl Upstreams {
                     name: name.to_owned(),
                 };
                 let mut definition = definition.clone();
-                definition["name"] = Value::String(format!("{prefix}{name}"));
+                definition["name"] = Value::String(catalogue_name(prefix, name));
                 candidates.push((definition, origin));
             }
         }
@@ -928,6 +928,37 @@ impl Upstreams {
     }
 }
 
+/// The longest tool name function-calling APIs take.
+const MAX_TOOL_NAME: usize = 64;
+
+/// A tool's name in the merged catalogue: the upstream's prefix and the tool's own name,
+/// with any character function-calling APIs refuse (`[A-Za-z0-9_-]` only) written as `_`,
+/// and a name past 64 characters cut, with 8 hex digits of its full name's SHA-256 so
+/// that it stays the same from start to start and unlike its neighbours.
+fn catalogue_name(prefix: &str, own: &str) -> String {
+    let safe: String = own
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = format!("{prefix}{safe}");
+    if name.len() <= MAX_TOOL_NAME {
+        return name;
+    }
+    let digest = warden_policy::hash_of_form(&format!("{prefix}{own}"));
+    let tag = &digest[..8];
+    let mut cut = MAX_TOOL_NAME - tag.len() - 1;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{tag}", &name[..cut])
+}
+
 fn encode_cursor(index: usize, inner: Option<&str>) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
         "{CURSOR_PREFIX}{index}:{}",
@@ -941,6 +972,22 @@ mod tests {
 
     fn known(names: &[&str]) -> Option<std::collections::HashSet<String>> {
         Some(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
+    #[test]
+    fn catalogue_names_fit_every_function_calling_api() {
+        assert_eq!(catalogue_name("fs__", "read_file"), "fs__read_file");
+        assert_eq!(catalogue_name("fs__", "get.user info"), "fs__get_user_info");
+        let long = "a".repeat(80);
+        let cut = catalogue_name("fs__", &long);
+        assert_eq!(cut.len(), 64);
+        assert!(cut.starts_with("fs__aaaa"));
+        assert_eq!(cut, catalogue_name("fs__", &long), "stable");
+        assert_ne!(cut, catalogue_name("fs__", &format!("{long}b")), "distinct");
+        assert!(
+            cut.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        );
     }
 
     #[test]

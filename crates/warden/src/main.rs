@@ -708,7 +708,8 @@ fn log_tool_kinds(upstreams: &Upstreams) {
             "tools by kind"
         );
         if unclassified > 0 {
-            tracing::warn!(
+            // The documented default, not a fault: said once, at info.
+            tracing::info!(
                 upstream = upstream.name(),
                 "{unclassified} tool(s) are unclassified and count as write: read keys do not see them (warden tools list shows each; classify with [tools.\"<name>\"] kind, or set trust_annotations = true on the upstream)"
             );

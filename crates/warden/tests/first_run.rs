@@ -213,7 +213,7 @@ fn keys_cli_validates_its_input() {
 fn tool_rules_by_the_wrong_name_are_named_with_the_right_one() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("warden.toml");
-    let rules = "\n[tools.delete_note]\nconfirm = \"deny\"\n\n[tools.\"notes.delete_note\"]\nconfirm = \"deny\"\n";
+    let rules = "\n[tools.delete_note]\nconfirm = \"deny\"\n\n[tools.\"notes__delete_note\"]\nconfirm = \"deny\"\n";
     std::fs::write(
         &config,
         support::fixture_upstream("fx", "")
@@ -229,11 +229,11 @@ fn tool_rules_by_the_wrong_name_are_named_with_the_right_one() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("[tools.\"delete_note\"] matches no tool")
-            && stderr.contains("the tool is named \"notes.delete_note\""),
+            && stderr.contains("the tool is named \"notes__delete_note\""),
         "{stderr}"
     );
     assert!(
-        !stderr.contains("[tools.\"notes.delete_note\"]"),
+        !stderr.contains("[tools.\"notes__delete_note\"]"),
         "{stderr}"
     );
     // At start-up, once the catalogue is known.

@@ -53,7 +53,7 @@ async fn everything_an_upstream_says_is_hardened() {
     for untrusted in [false, true] {
         let extra = if untrusted { "untrusted = true" } else { "" };
         let warden = Warden::start_config(
-            &(notes_and_hostile(extra) + "\n[tools.\"evil.chatter\"]\nkind = \"read\"\n"),
+            &(notes_and_hostile(extra) + "\n[tools.\"evil__chatter\"]\nkind = \"read\"\n"),
         );
         let http = Http::new(&warden);
 
@@ -77,11 +77,11 @@ async fn everything_an_upstream_says_is_hardened() {
         };
         for (method, params) in [
             ("prompts/list", json!({})),
-            ("prompts/get", json!({"name": "evil.greet"})),
+            ("prompts/get", json!({"name": "evil__greet"})),
             ("resources/list", json!({})),
             ("resources/templates/list", json!({})),
-            ("tools/call", json!({"name": "evil.fail", "arguments": {}})),
-            ("tools/call", json!({"name": "evil.link", "arguments": {}})),
+            ("tools/call", json!({"name": "evil__fail", "arguments": {}})),
+            ("tools/call", json!({"name": "evil__link", "arguments": {}})),
         ] {
             let mut all = Vec::new();
             let mut cursor: Option<String> = None;
@@ -126,7 +126,7 @@ async fn everything_an_upstream_says_is_hardened() {
                 &session,
                 &legacy(
                     "tools/call",
-                    json!({"name": "evil.chatter", "arguments": {}}),
+                    json!({"name": "evil__chatter", "arguments": {}}),
                 ),
             )
             .await;
@@ -158,8 +158,8 @@ async fn everything_an_upstream_says_is_hardened() {
         let reply = http
             .modern_as(
                 "tools/call",
-                Some("evil.chatter"),
-                json!({"name": "evil.chatter", "arguments": {}}),
+                Some("evil__chatter"),
+                json!({"name": "evil__chatter", "arguments": {}}),
                 json!({"elicitation": {}}),
             )
             .await;
@@ -195,20 +195,20 @@ async fn pins_cover_the_whole_definition() {
     let warden = Warden::start_config(&notes_and_hostile(""));
     let http = Http::new(&warden);
     let listed = http.modern("tools/list", None, json!({})).await;
-    assert!(tool_names(&listed).contains(&"evil.fail".to_owned()));
-    let reply = http.call_tool("evil.remeta", json!({})).await;
+    assert!(tool_names(&listed).contains(&"evil__fail".to_owned()));
+    let reply = http.call_tool("evil__remeta", json!({})).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert!(warden.logged("tool withheld until approved"));
     let listed = http.modern("tools/list", None, json!({})).await;
     assert!(
-        !tool_names(&listed).contains(&"evil.fail".to_owned()),
+        !tool_names(&listed).contains(&"evil__fail".to_owned()),
         "{}",
         listed.text
     );
     let waiting = warden.cli(&["tools", "waiting"]);
     let waiting = String::from_utf8_lossy(&waiting.stdout);
-    assert!(waiting.contains("evil.fail"), "{waiting}");
-    let diff = warden.cli(&["tools", "diff", "evil.fail"]);
+    assert!(waiting.contains("evil__fail"), "{waiting}");
+    let diff = warden.cli(&["tools", "diff", "evil__fail"]);
     let diff = String::from_utf8_lossy(&diff.stdout);
     assert!(diff.contains("v2-exfiltrate"), "{diff}");
 }
@@ -232,7 +232,7 @@ async fn one_upstream_cannot_answer_for_anothers_resources() {
     );
     let created = alice
         .call_tool(
-            "notes.create_note",
+            "notes__create_note",
             json!({"title": "Plan", "body": "the real note"}),
         )
         .await;
@@ -314,7 +314,7 @@ async fn nothing_forges_a_log_line_or_a_table_row() {
     // Upstream stderr with an escape sequence and a forged line.
     let reply = http
         .call_tool(
-            "fx.complain",
+            "fx__complain",
             json!({"text": format!("oops\u{1b}[31m\r{FORGED}")}),
         )
         .await;
@@ -376,9 +376,13 @@ async fn nothing_forges_a_log_line_or_a_table_row() {
             !text.contains('\u{1b}') && !text.contains('\r'),
             "{what}: {text:?}"
         );
-        assert!(
-            text.contains("\\n"),
-            "{what} shows no escaped newline: {text}"
-        );
+        // The upstream's tool name reaches the catalogue with its newline and escape
+        // written as `_`; what a client sent is shown escaped.
+        if what != "tools waiting" {
+            assert!(
+                text.contains("\\n"),
+                "{what} shows no escaped newline: {text}"
+            );
+        }
     }
 }

@@ -628,7 +628,7 @@ async fn one_tenant_cannot_fill_the_waiting_lists() {
     let warden = Warden::start_config(&(upstreams + limits));
     let http = Http::new(&warden);
     for (upstream, parked) in [("fa", true), ("fb", true), ("fc", false)] {
-        let tool = format!("{upstream}.ask");
+        let tool = format!("{upstream}__ask");
         let reply = http
             .modern_as(
                 "tools/call",

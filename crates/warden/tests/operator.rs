@@ -322,7 +322,7 @@ fn config_check_finds_what_would_stop_the_start() {
 fn tools_list_says_what_each_scope_sees_and_why() {
     let warden = Warden::start_config(
         &(fixture_upstream("fx", "")
-            + "\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n[tools.\"fx.pid\"]\nkind = \"read\"\n"),
+            + "\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n[tools.\"fx__pid\"]\nkind = \"read\"\n"),
     );
     assert!(warden.logged("tools by kind"));
     assert!(warden.logged("are unclassified and count as write"));
@@ -347,27 +347,27 @@ fn tools_list_says_what_each_scope_sees_and_why() {
     };
     let (all, note) = list(&[]);
     assert_eq!(
-        row(&all, "notes.get_note").as_deref(),
-        Some("notes.get_note notes read annotations read, write, admin"),
+        row(&all, "notes__get_note").as_deref(),
+        Some("notes__get_note notes read annotations read, write, admin"),
         "{all}"
     );
     assert_eq!(
-        row(&all, "fx.echo").as_deref(),
-        Some("fx.echo fx write unclassified write, admin"),
+        row(&all, "fx__echo").as_deref(),
+        Some("fx__echo fx write unclassified write, admin"),
         "{all}"
     );
     assert_eq!(
-        row(&all, "fx.pid").as_deref(),
-        Some("fx.pid fx read config read, write, admin"),
+        row(&all, "fx__pid").as_deref(),
+        Some("fx__pid fx read config read, write, admin"),
         "{all}"
     );
     assert!(note.contains("unclassified and count as write"), "{note}");
     let (read, _) = list(&["--scope", "read"]);
     assert!(
-        row(&read, "fx.echo").is_none() && row(&read, "fx.pid").is_some(),
+        row(&read, "fx__echo").is_none() && row(&read, "fx__pid").is_some(),
         "{read}"
     );
-    assert!(row(&read, "notes.delete_note").is_none(), "{read}");
+    assert!(row(&read, "notes__delete_note").is_none(), "{read}");
     let (id, _) = warden.add_key("default", "reader", "read");
     let (by_key, _) = list(&["--key", &id]);
     assert_eq!(by_key, read);
@@ -391,4 +391,36 @@ fn an_empty_waiting_list_says_so() {
         String::from_utf8(out.stdout).unwrap().trim(),
         "nothing is waiting: every tool definition seen is approved"
     );
+}
+
+/// Tool names every function-calling API accepts: the default separator is `__`, another
+/// may be configured, and one those APIs would refuse is not accepted.
+#[tokio::test]
+async fn tool_names_fit_function_calling_apis() {
+    let two =
+        fixture_upstream("fx", "") + "\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n";
+    let warden = Warden::start_config(&two);
+    let names = Http::new(&warden)
+        .modern("tools/list", None, json!({}))
+        .await
+        .tool_names();
+    assert!(names.contains(&"fx__echo".to_owned()), "{names:?}");
+    for name in &names {
+        assert!(
+            name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{name}"
+        );
+    }
+    drop(warden);
+    let dashed = Warden::start_config(&format!("[server]\nprefix_separator = \"-\"\n\n{two}"));
+    let http = Http::new(&dashed);
+    let echoed = http.call_tool("fx-echo", json!({"text": "hi"})).await;
+    assert_eq!(echoed.status, 200, "{}", echoed.text);
+    let (ok, stderr) =
+        support::serve_to_exit(&format!("[server]\nprefix_separator = \".\"\n\n{two}"));
+    assert!(!ok);
+    assert!(stderr.contains("server.prefix_separator"), "{stderr}");
 }

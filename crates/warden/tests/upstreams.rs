@@ -26,21 +26,21 @@ async fn several_upstreams_are_prefixed_and_routed_back() {
         let tools = client.list_all_tools().await.unwrap();
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
         for expected in [
-            "notes.search_notes",
-            "notes.delete_note",
-            "fx.pid",
-            "fx.echo",
+            "notes__search_notes",
+            "notes__delete_note",
+            "fx__pid",
+            "fx__echo",
         ] {
             assert!(names.contains(&expected), "{era:?}: {names:?}");
         }
         assert!(!names.contains(&"echo"), "{names:?}");
         assert_eq!(
-            call_text(&client, "fx.echo", json!({"text": "through the prefix"})).await,
+            call_text(&client, "fx__echo", json!({"text": "through the prefix"})).await,
             "through the prefix"
         );
         let note = call_ok(
             &client,
-            "notes.create_note",
+            "notes__create_note",
             json!({"title": "routed", "body": "to the notes upstream"}),
         )
         .await;
@@ -48,9 +48,9 @@ async fn several_upstreams_are_prefixed_and_routed_back() {
         // The unprefixed name is not a tool here, and never reaches an upstream.
         assert!(call(&client, "echo", json!({"text": "x"})).await.is_err());
         // Arguments are checked against the upstream's schema before forwarding.
-        assert!(call(&client, "fx.echo", json!({"text": 5})).await.is_err());
+        assert!(call(&client, "fx__echo", json!({"text": 5})).await.is_err());
         assert!(
-            call(&client, "fx.echo", json!({"text": "x", "extra": 1}))
+            call(&client, "fx__echo", json!({"text": "x", "extra": 1}))
                 .await
                 .is_err()
         );

@@ -68,7 +68,7 @@ fn raw(label: &str, body: impl Into<Vec<u8>>, status: u16, code: i64) -> Case {
         send: Send::Raw {
             body: body.into(),
             method: "tools/call",
-            name: Some("fx.echo".into()),
+            name: Some("fx__echo".into()),
         },
         status,
         code,
@@ -92,23 +92,23 @@ fn corpus() -> Vec<Case> {
     // Tool names that do not exist, nearly exist, or exist only for another upstream.
     for name in [
         "create_note",
-        "notes.create_notes",
-        "notes.createNote",
-        "notes.Create_note",
-        "notes.create-note",
-        "notes.CREATE_NOTE",
-        "notes.delete_all_notes",
-        "notes.search",
-        " notes.search_notes",
-        "notes.search_notes ",
-        "notes.search_notes\u{0}",
-        "notes.s\u{0435}arch_notes",
+        "notes__create_notes",
+        "notes__createNote",
+        "notes__Create_note",
+        "notes__create-note",
+        "notes__CREATE_NOTE",
+        "notes__delete_all_notes",
+        "notes__search",
+        " notes__search_notes",
+        "notes__search_notes ",
+        "notes__search_notes\u{0}",
+        "notes__s\u{0435}arch_notes",
         "notes/search_notes",
         "../notes.search_notes",
-        "fx.echo2",
-        "fx.",
+        "fx__echo2",
+        "fx__",
         "fx",
-        "fx.ECHO",
+        "fx__ECHO",
         "echo",
         "",
         "tools/call",
@@ -119,38 +119,41 @@ fn corpus() -> Vec<Case> {
 
     // Extra and misspelled parameters, strict schemas and loose ones alike.
     for (tool, arguments) in [
-        ("notes.create_note", json!({"titel": "t", "body": "b"})),
+        ("notes__create_note", json!({"titel": "t", "body": "b"})),
         (
-            "notes.create_note",
+            "notes__create_note",
             json!({"title": "t", "body": "b", "tag": ["x"]}),
         ),
         (
-            "notes.create_note",
+            "notes__create_note",
             json!({"title": "t", "body": "b", "priority": 1}),
         ),
-        ("notes.create_note", json!({"title": "t", "Body": "b"})),
-        ("notes.search_notes", json!({"q": "x"})),
-        ("notes.search_notes", json!({"query": "x", "limits": 5})),
+        ("notes__create_note", json!({"title": "t", "Body": "b"})),
+        ("notes__search_notes", json!({"q": "x"})),
+        ("notes__search_notes", json!({"query": "x", "limits": 5})),
         (
-            "notes.search_notes",
+            "notes__search_notes",
             json!({"query": "x", "api_version": "2"}),
         ),
-        ("notes.get_note", json!({"note_id": "n_0123456789abcdef"})),
-        ("notes.list_notes", json!({"tags": "x"})),
+        ("notes__get_note", json!({"note_id": "n_0123456789abcdef"})),
+        ("notes__list_notes", json!({"tags": "x"})),
         (
-            "notes.delete_note",
+            "notes__delete_note",
             json!({"id": "n_0123456789abcdef", "confirm": true}),
         ),
-        ("fx.echo", json!({"txt": "x"})),
-        ("fx.echo", json!({"text": "x", "extra": "y"})),
-        ("fx.sleep", json!({"ms": 1, "seconds": 1})),
-        ("fx.pid", json!({"verbose": true})),
-        ("fx.loose", json!({"paths": "a"})),
-        ("fx.loose", json!({"Path": "a"})),
-        ("fx.loose", json!({"path": "a", "recursive": true})),
-        ("fx.loose", json!({"options": {"mode": "r", "force": true}})),
-        ("fx.loose", json!({"options": {"Mode": "r"}})),
-        ("fx.open", json!({"path": "a", "mode": "w"})),
+        ("fx__echo", json!({"txt": "x"})),
+        ("fx__echo", json!({"text": "x", "extra": "y"})),
+        ("fx__sleep", json!({"ms": 1, "seconds": 1})),
+        ("fx__pid", json!({"verbose": true})),
+        ("fx__loose", json!({"paths": "a"})),
+        ("fx__loose", json!({"Path": "a"})),
+        ("fx__loose", json!({"path": "a", "recursive": true})),
+        (
+            "fx__loose",
+            json!({"options": {"mode": "r", "force": true}}),
+        ),
+        ("fx__loose", json!({"options": {"Mode": "r"}})),
+        ("fx__open", json!({"path": "a", "mode": "w"})),
     ] {
         cases.push(call(
             format!("extra parameter {tool} {arguments}"),
@@ -181,21 +184,21 @@ fn corpus() -> Vec<Case> {
     ];
     let complete = |tool: &str, field: &str, value: &Value| -> Value {
         let mut arguments = match tool {
-            "notes.create_note" => json!({"title": "t", "body": "b"}),
-            "notes.search_notes" => json!({"query": "q"}),
-            "fx.echo" => json!({"text": "x"}),
-            "fx.sleep" => json!({"ms": 1}),
+            "notes__create_note" => json!({"title": "t", "body": "b"}),
+            "notes__search_notes" => json!({"query": "q"}),
+            "fx__echo" => json!({"text": "x"}),
+            "fx__sleep" => json!({"ms": 1}),
             _ => json!({}),
         };
         arguments[field] = value.clone();
         arguments
     };
     for (tool, field) in [
-        ("notes.create_note", "title"),
-        ("notes.create_note", "body"),
-        ("notes.search_notes", "query"),
-        ("fx.echo", "text"),
-        ("fx.loose", "path"),
+        ("notes__create_note", "title"),
+        ("notes__create_note", "body"),
+        ("notes__search_notes", "query"),
+        ("fx__echo", "text"),
+        ("fx__loose", "path"),
     ] {
         for value in &wrong_for_string {
             cases.push(call(
@@ -206,10 +209,10 @@ fn corpus() -> Vec<Case> {
         }
     }
     for (tool, field) in [
-        ("notes.search_notes", "limit"),
-        ("notes.list_notes", "limit"),
-        ("fx.sleep", "ms"),
-        ("fx.loose", "count"),
+        ("notes__search_notes", "limit"),
+        ("notes__list_notes", "limit"),
+        ("fx__sleep", "ms"),
+        ("fx__loose", "count"),
     ] {
         for value in &wrong_for_integer {
             cases.push(call(
@@ -228,44 +231,44 @@ fn corpus() -> Vec<Case> {
     ] {
         cases.push(call(
             format!("tags as {value}"),
-            "notes.create_note",
-            complete("notes.create_note", "tags", &value),
+            "notes__create_note",
+            complete("notes__create_note", "tags", &value),
         ));
     }
     for value in [json!("r"), json!([]), json!(null)] {
         cases.push(call(
             format!("options as {value}"),
-            "fx.loose",
+            "fx__loose",
             json!({ "options": value }),
         ));
     }
 
     // Bounds, patterns, required properties, and arguments that are not an object.
     for (tool, arguments) in [
-        ("notes.search_notes", json!({"query": "x", "limit": 0})),
-        ("notes.search_notes", json!({"query": "x", "limit": 51})),
-        ("notes.search_notes", json!({"query": ""})),
-        ("notes.get_note", json!({"id": "n_123"})),
-        ("notes.get_note", json!({"id": "../n_0123456789abcdef"})),
-        ("notes.create_note", json!({"title": "", "body": "b"})),
+        ("notes__search_notes", json!({"query": "x", "limit": 0})),
+        ("notes__search_notes", json!({"query": "x", "limit": 51})),
+        ("notes__search_notes", json!({"query": ""})),
+        ("notes__get_note", json!({"id": "n_123"})),
+        ("notes__get_note", json!({"id": "../n_0123456789abcdef"})),
+        ("notes__create_note", json!({"title": "", "body": "b"})),
         (
-            "notes.create_note",
+            "notes__create_note",
             json!({"title": "t".repeat(201), "body": "b"}),
         ),
         (
-            "notes.create_note",
+            "notes__create_note",
             json!({"title": "t", "body": "b", "tags": vec!["x"; 17]}),
         ),
         (
-            "notes.create_note",
+            "notes__create_note",
             json!({"title": "t", "body": "b", "tags": ["has space"]}),
         ),
-        ("fx.sleep", json!({"ms": -1})),
-        ("notes.create_note", json!({"title": "t"})),
-        ("fx.echo", json!({})),
-        ("fx.sleep", json!({})),
-        ("notes.get_note", json!({})),
-        ("fx.open", json!({})),
+        ("fx__sleep", json!({"ms": -1})),
+        ("notes__create_note", json!({"title": "t"})),
+        ("fx__echo", json!({})),
+        ("fx__sleep", json!({})),
+        ("notes__get_note", json!({})),
+        ("fx__open", json!({})),
     ] {
         cases.push(call(
             format!("rule {tool} {arguments:.60}"),
@@ -274,16 +277,16 @@ fn corpus() -> Vec<Case> {
         ));
     }
     for arguments in [json!([]), json!("x"), json!(5), json!(null)] {
-        let mut case = call(format!("arguments as {arguments}"), "fx.echo", json!({}));
+        let mut case = call(format!("arguments as {arguments}"), "fx__echo", json!({}));
         case.send = Send::Raw {
             body: modern(
                 "tools/call",
-                json!({"name": "fx.echo", "arguments": arguments}),
+                json!({"name": "fx__echo", "arguments": arguments}),
             )
             .to_string()
             .into_bytes(),
             method: "tools/call",
-            name: Some("fx.echo".into()),
+            name: Some("fx__echo".into()),
         };
         cases.push(case);
     }
@@ -291,41 +294,41 @@ fn corpus() -> Vec<Case> {
     // Sizes: refused while the body is scanned, before any parse.
     cases.push(capped(
         "100 KB string",
-        "fx.echo",
+        "fx__echo",
         json!({"text": "a".repeat(100_000)}),
     ));
     cases.push(capped(
         "2,000 tags",
-        "notes.create_note",
+        "notes__create_note",
         json!({"title": "t", "body": "b", "tags": vec!["x"; 2000]}),
     ));
     let many_keys: serde_json::Map<String, Value> =
         (0..300).map(|i| (format!("k{i}"), json!(1))).collect();
-    cases.push(capped("300 keys", "fx.loose", Value::Object(many_keys)));
+    cases.push(capped("300 keys", "fx__loose", Value::Object(many_keys)));
     cases.push(capped(
         "40 levels",
-        "fx.loose",
+        "fx__loose",
         json!({ "options": nested(40) }),
     ));
     let wide: Vec<Value> = (0..200).map(|_| json!(vec![1; 600])).collect();
     cases.push(capped(
         "120,000 values",
-        "fx.loose",
+        "fx__loose",
         json!({ "options": wide }),
     ));
     let deep = format!(
-        "{{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{{\"name\":\"fx.echo\",\"arguments\":{{\"text\":{}x{}}}}}}}",
+        "{{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{{\"name\":\"fx__echo\",\"arguments\":{{\"text\":{}x{}}}}}}}",
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
     cases.push(raw("100,000 levels", deep, 400, INVALID_PARAMS));
     let mut huge = modern(
         "tools/call",
-        json!({"name": "fx.echo", "arguments": {"text": ""}}),
+        json!({"name": "fx__echo", "arguments": {"text": ""}}),
     );
     huge["params"]["arguments"]["text"] = json!("a".repeat(10 * 1024 * 1024));
     cases.push(raw("10 MB string", huge.to_string(), 413, -32000));
-    let mut big = modern("tools/call", json!({"name": "fx.loose", "arguments": {}}));
+    let mut big = modern("tools/call", json!({"name": "fx__loose", "arguments": {}}));
     big["params"]["arguments"]["options"] = json!(
         (0..900)
             .map(|i| json!({"mode": format!("{i:0>1200}")}))
@@ -352,7 +355,7 @@ fn corpus() -> Vec<Case> {
     ] {
         cases.push(call(
             format!("declared path {path:?}"),
-            "fx.open",
+            "fx__open",
             json!({ "path": path }),
         ));
     }
@@ -364,7 +367,7 @@ fn corpus() -> Vec<Case> {
     ] {
         cases.push(call(
             format!("configured path {path:?}"),
-            "fx.loose",
+            "fx__loose",
             json!({ "path": path }),
         ));
     }
@@ -373,7 +376,7 @@ fn corpus() -> Vec<Case> {
     let echo = |text: &str| {
         modern(
             "tools/call",
-            json!({"name": "fx.echo", "arguments": {"text": text}}),
+            json!({"name": "fx__echo", "arguments": {"text": text}}),
         )
         .to_string()
     };
@@ -459,7 +462,7 @@ fn corpus() -> Vec<Case> {
         (
             "a prompt where none are offered",
             "prompts/get",
-            json!({"name": "notes.nope"}),
+            json!({"name": "notes__nope"}),
             404,
             METHOD_NOT_FOUND,
         ),
@@ -506,9 +509,9 @@ fn corpus() -> Vec<Case> {
         (
             "Mcp-Method names another method",
             "tools/list",
-            Some("fx.echo"),
+            Some("fx__echo"),
         ),
-        ("Mcp-Name names another tool", "tools/call", Some("fx.pid")),
+        ("Mcp-Name names another tool", "tools/call", Some("fx__pid")),
         ("Mcp-Name missing", "tools/call", None),
         (
             "Mcp-Name with different case",
@@ -574,7 +577,7 @@ async fn the_corpus_is_refused_and_never_reaches_an_upstream() {
     std::os::unix::fs::symlink("/etc", root.join("escape")).unwrap();
     // Hundreds of requests from one key and address: the rate limits are not under test.
     let config = format!(
-        "[rate]\nper_key_rpm = 100000\nper_ip_rpm = 100000\n\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}\n[tools.\"fx.loose\"]\npaths = [\"/path\"]\nroot = {:?}\n",
+        "[rate]\nper_key_rpm = 100000\nper_ip_rpm = 100000\n\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}\n[tools.\"fx__loose\"]\npaths = [\"/path\"]\nroot = {:?}\n",
         fixture_upstream(
             "fx",
             &format!(
@@ -637,8 +640,8 @@ async fn the_corpus_is_refused_and_never_reaches_an_upstream() {
     let listed = http
         .modern(
             "tools/call",
-            Some("notes.list_notes"),
-            json!({"name": "notes.list_notes", "arguments": {}}),
+            Some("notes__list_notes"),
+            json!({"name": "notes__list_notes", "arguments": {}}),
         )
         .await;
     assert_eq!(
@@ -651,8 +654,8 @@ async fn the_corpus_is_refused_and_never_reaches_an_upstream() {
     let good = http
         .modern(
             "tools/call",
-            Some("fx.loose"),
-            json!({"name": "fx.loose", "arguments": {"path": "inside/file.txt", "options": {"mode": "r"}}}),
+            Some("fx__loose"),
+            json!({"name": "fx__loose", "arguments": {"path": "inside/file.txt", "options": {"mode": "r"}}}),
         )
         .await;
     assert_eq!(good.status, 200, "{}", good.text);
@@ -661,8 +664,8 @@ async fn the_corpus_is_refused_and_never_reaches_an_upstream() {
     let opened = http
         .modern(
             "tools/call",
-            Some("fx.open"),
-            json!({"name": "fx.open", "arguments": {"path": "docs/readme.md"}}),
+            Some("fx__open"),
+            json!({"name": "fx__open", "arguments": {"path": "docs/readme.md"}}),
         )
         .await;
     assert_eq!(opened.json()["result"]["content"][0]["text"], "opened");
@@ -799,7 +802,7 @@ async fn numbers_reach_the_upstream_exactly_as_sent() {
 }
 
 /// `[[upstream]] paths_root` confines every argument of that upstream's tools that the
-/// schema marks as a path or names like one; `[tools."fx.*"]` patterns apply to every
+/// schema marks as a path or names like one; `[tools."fx__*"]` patterns apply to every
 /// tool they fit; the most specific rule wins.
 #[tokio::test]
 async fn upstream_wide_paths_and_pattern_rules() {
@@ -808,7 +811,7 @@ async fn upstream_wide_paths_and_pattern_rules() {
     std::fs::create_dir(&root).unwrap();
     std::fs::create_dir(&other).unwrap();
     let config = format!(
-        "{}\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n[tools.\"fx.*\"]\nrpm = 1\n\n[tools.\"fx.open\"]\nroot = {:?}\n",
+        "{}\n[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n[tools.\"fx__*\"]\nrpm = 1\n\n[tools.\"fx__open\"]\nroot = {:?}\n",
         fixture_upstream("fx", &format!("paths_root = {:?}", root.to_str().unwrap())),
         other.to_str().unwrap()
     );
@@ -819,25 +822,25 @@ async fn upstream_wide_paths_and_pattern_rules() {
         async move { http.call_tool(tool, arguments).await }
     };
     // `loose` declares a plain string named `path`: the upstream's root confines it.
-    let outside = call("fx.loose", json!({"path": "/etc/passwd"})).await;
+    let outside = call("fx__loose", json!({"path": "/etc/passwd"})).await;
     assert_eq!(outside.status, 400, "{}", outside.text);
     assert!(outside.text.contains("/path"), "{}", outside.text);
     let inside = root.join("notes.txt");
-    let fine = call("fx.loose", json!({"path": inside.to_str().unwrap()})).await;
+    let fine = call("fx__loose", json!({"path": inside.to_str().unwrap()})).await;
     assert_eq!(fine.status, 200, "{}", fine.text);
-    // `fx.open` has its own root, which wins over the upstream's.
-    let in_root = call("fx.open", json!({"path": inside.to_str().unwrap()})).await;
+    // `fx__open` has its own root, which wins over the upstream's.
+    let in_root = call("fx__open", json!({"path": inside.to_str().unwrap()})).await;
     assert_eq!(in_root.status, 400, "{}", in_root.text);
     let in_other = other.join("a.txt");
-    let opened = call("fx.open", json!({"path": in_other.to_str().unwrap()})).await;
+    let opened = call("fx__open", json!({"path": in_other.to_str().unwrap()})).await;
     assert_eq!(opened.status, 200, "{}", opened.text);
-    // The pattern's rate holds for each fx tool (the exact fx.open entry replaces it);
+    // The pattern's rate holds for each fx tool (the exact fx__open entry replaces it);
     // the notes server's tools are not fx's.
-    assert_eq!(call("fx.echo", json!({"text": "a"})).await.status, 200);
-    assert_eq!(call("fx.echo", json!({"text": "a"})).await.status, 429);
-    assert_eq!(call("fx.pid", json!({})).await.status, 200);
+    assert_eq!(call("fx__echo", json!({"text": "a"})).await.status, 200);
+    assert_eq!(call("fx__echo", json!({"text": "a"})).await.status, 429);
+    assert_eq!(call("fx__pid", json!({})).await.status, 200);
     for _ in 0..3 {
-        let listed = call("notes.list_notes", json!({})).await;
+        let listed = call("notes__list_notes", json!({})).await;
         assert_eq!(listed.status, 200, "{}", listed.text);
     }
 }
