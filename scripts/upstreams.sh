@@ -4,7 +4,8 @@
 # interop/ts/package.json, a legacy-era server), first as a stdio child, then as a
 # Streamable HTTP upstream; then their `asking` scenario against Warden fronting a
 # modern-era server on the Python SDK (interop/python/modern_upstream.py) that asks the
-# client for input mid-call.
+# client for input mid-call; then their `sse` scenario against Warden fronting a server
+# that speaks only the deprecated HTTP+SSE transport (interop/python/sse_upstream.py).
 #   scripts/upstreams.sh [path/to/warden]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -94,6 +95,19 @@ allow = ["127.0.0.1"]
 [[upstream]]
 name = "asker"
 url = "http://127.0.0.1:$port/mcp"
+TOML
+
+echo "== upstreams: an upstream that speaks only the deprecated HTTP+SSE transport (Python SDK)"
+http_upstream sse-upstream "Uvicorn running|sse upstream listening" 20 \
+    interop/python/.venv/bin/python interop/python/sse_upstream.py
+through_warden sse sse <<TOML
+[egress]
+allow = ["127.0.0.1"]
+
+[[upstream]]
+name = "legacy"
+url = "http://127.0.0.1:$port/sse"
+transport = "sse"
 TOML
 
 echo "upstreams: $passed passed, $failed failed"

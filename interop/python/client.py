@@ -11,10 +11,11 @@ Environment:
   WARDEN_TIMEOUT        overall time limit in seconds (default 60)
   WARDEN_SCENARIO       notes (default: the embedded notes server), upstream (Warden
                         fronting @modelcontextprotocol/server-everything), asking (Warden
-                        fronting interop/python/modern_upstream.py, which asks for a name)
-                        or approval (the notes server with delete_note held for an
-                        operator: WARDEN_BIN and WARDEN_DATA_DIR name the `warden` that
-                        approves it)
+                        fronting interop/python/modern_upstream.py, which asks for a name),
+                        sse (Warden fronting interop/python/sse_upstream.py, a server on
+                        the deprecated HTTP+SSE transport) or approval (the notes server
+                        with delete_note held for an operator: WARDEN_BIN and
+                        WARDEN_DATA_DIR name the `warden` that approves it)
 
 Exits 0 when every check passes; otherwise prints `FAIL [python]: ...` to stderr and exits 1.
 """
@@ -296,8 +297,19 @@ async def scenario_approval(client: Client) -> None:
     step("delete_note approved and run")
 
 
+async def scenario_sse(client: Client) -> None:
+    """Warden fronting a server on the deprecated HTTP+SSE transport."""
+    names = [t.name for t in await list_all(client.list_tools, "tools")]
+    check("shout" in names, f"tools/list through Warden lacks shout: {names!r}")
+    shouted = await client.call_tool("shout", {"text": "through warden"})
+    texts = [getattr(c, "text", None) for c in shouted.content]
+    check(not shouted.is_error and texts == ["THROUGH WARDEN"], f"shout returned {texts!r}")
+    step("shout ok: the HTTP+SSE upstream answered")
+
+
 SCENARIOS = {
     "notes": scenario_notes,
+    "sse": scenario_sse,
     "upstream": scenario_upstream,
     "asking": scenario_asking,
     "approval": scenario_approval,

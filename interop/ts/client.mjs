@@ -9,7 +9,9 @@
 //   WARDEN_TIMEOUT           overall time limit in seconds (default 60)
 //   WARDEN_SCENARIO          notes (default: the embedded notes server), upstream (Warden
 //                            fronting @modelcontextprotocol/server-everything), asking
-//                            (Warden fronting interop/python/modern_upstream.py) or approval
+//                            (Warden fronting interop/python/modern_upstream.py), sse (Warden
+//                            fronting interop/python/sse_upstream.py, on the deprecated
+//                            HTTP+SSE transport) or approval
 //                            (delete_note held for an operator: WARDEN_BIN and
 //                            WARDEN_DATA_DIR name the `warden` that approves it)
 //
@@ -265,7 +267,17 @@ async function scenarioApproval(client) {
   step('delete_note approved and run');
 }
 
-const SCENARIOS = { notes: scenarioNotes, upstream: scenarioUpstream, asking: scenarioAsking, approval: scenarioApproval };
+// Warden fronting a server on the deprecated HTTP+SSE transport.
+async function scenarioSse(client) {
+  const names = (await listAll((p) => client.listTools(p), 'tools')).map((t) => t.name);
+  check(names.includes('shout'), `tools/list through Warden lacks shout: ${JSON.stringify(names)}`);
+  const shouted = await client.callTool({ name: 'shout', arguments: { text: 'through warden' } });
+  const texts = (shouted.content ?? []).map((c) => c.text);
+  check(!shouted.isError && JSON.stringify(texts) === JSON.stringify(['THROUGH WARDEN']), `shout returned ${JSON.stringify(texts)}`);
+  step('shout ok: the HTTP+SSE upstream answered');
+}
+
+const SCENARIOS = { sse: scenarioSse, notes: scenarioNotes, upstream: scenarioUpstream, asking: scenarioAsking, approval: scenarioApproval };
 
 async function main() {
   const url = process.env.WARDEN_URL;

@@ -16,7 +16,8 @@ pub use tools::{
     rules_for,
 };
 pub use upstream::{
-    Builtin, DEFAULT_UPSTREAM_NAME, Http, Sandbox, SandboxMode, Secret, Source, Stdio, Upstream,
+    Builtin, DEFAULT_UPSTREAM_NAME, Http, HttpTransport, Sandbox, SandboxMode, Secret, Source,
+    Stdio, Upstream,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -194,6 +195,7 @@ mod raw {
         pub trust_annotations: Option<bool>,
         pub untrusted: Option<bool>,
         pub refresh_secs: Option<u64>,
+        pub transport: Option<String>,
         pub paths_root: Option<String>,
     }
 

@@ -190,6 +190,17 @@ pub struct Http {
     pub url: String,
     /// Sent with every request to this upstream; `env:NAME` values resolved at load time.
     pub headers: Vec<(String, Secret)>,
+    pub transport: HttpTransport,
+}
+
+/// How an HTTP upstream is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpTransport {
+    /// Streamable HTTP (2025-03-26 on): a POST per message, answers as JSON or SSE.
+    Streamable,
+    /// The deprecated HTTP+SSE transport (2024-11-05): one GET event stream carries every
+    /// message from the server, and names the URL messages are POSTed to.
+    Sse,
 }
 
 /// A configured value that may be a credential: it never prints.
@@ -301,6 +312,9 @@ fn one(
             None => Ok(Secret(value)),
         }
     };
+    if raw.transport.is_some() && raw.url.is_none() {
+        return Err((field("transport"), "goes with url only".into()));
+    }
     let stdio_only = raw.env.is_empty()
         && raw.cwd.is_none()
         && raw.per_tenant.is_none()
@@ -360,7 +374,21 @@ fn one(
                     Ok((name.clone(), resolve(&format!("headers.{name}"), value)?))
                 })
                 .collect::<Result<_, _>>()?;
-            Source::Http(Http { url, headers })
+            let transport = match raw.transport.as_deref() {
+                None | Some("streamable-http") => HttpTransport::Streamable,
+                Some("sse") => HttpTransport::Sse,
+                Some(_) => {
+                    return Err((
+                        field("transport"),
+                        "must be \"streamable-http\" (the default) or \"sse\" (the deprecated HTTP+SSE transport)".into(),
+                    ));
+                }
+            };
+            Source::Http(Http {
+                url,
+                headers,
+                transport,
+            })
         }
         _ => {
             return Err((

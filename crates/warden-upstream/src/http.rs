@@ -331,11 +331,11 @@ async fn read_stream(
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|_| UpstreamError::Connect)?;
         for event in parser.push(&chunk).map_err(|_| UpstreamError::Oversized)? {
-            if event.iter().all(u8::is_ascii_whitespace) {
+            if event.data.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             let message: Value =
-                serde_json::from_slice(&event).map_err(|_| UpstreamError::Protocol)?;
+                serde_json::from_slice(&event.data).map_err(|_| UpstreamError::Protocol)?;
             let done = answers(&message, call);
             if done && is_initialize {
                 endpoint.note_version(&message);

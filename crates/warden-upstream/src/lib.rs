@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod proxy;
 pub mod sandbox;
 mod sse;
+mod sse_upstream;
 #[cfg(test)]
 mod ssrf_tests;
 mod stdio;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
-use warden_config::{Builtin, Source};
+use warden_config::{Builtin, HttpTransport, Source};
 use warden_notes::NotesServer;
 use warden_store::NotesStore;
 
@@ -116,6 +117,8 @@ enum Backend {
     Notes(NotesServer, notes::Fetcher),
     Stdio(Box<stdio::Children>),
     Http(http::HttpUpstream),
+    /// The deprecated HTTP+SSE transport.
+    Sse(sse_upstream::SseUpstream),
 }
 
 /// One configured upstream.
@@ -175,6 +178,17 @@ impl Upstream {
                     egress: egress.for_children(),
                     host: host.clone(),
                 })))
+            }
+            Source::Http(http) if http.transport == HttpTransport::Sse => {
+                Backend::Sse(sse_upstream::SseUpstream::start(
+                    name.clone(),
+                    http,
+                    config.max_message_bytes,
+                    unsolicited.clone(),
+                    egress,
+                    shutdown.clone(),
+                    restarts.clone(),
+                )?)
             }
             Source::Http(http) => Backend::Http(http::HttpUpstream::new(
                 name.clone(),
@@ -298,6 +312,10 @@ impl Upstream {
             Backend::Http(http) => {
                 let (link, facts) = http.ready().await?;
                 (link, facts, Some(http))
+            }
+            Backend::Sse(sse) => {
+                let ready = sse.ready(self.call_timeout).await?;
+                (ready.link, ready.facts, None)
             }
         };
         facts.era.prepare(&mut params);

@@ -200,6 +200,11 @@ impl Link {
         (link, queue)
     }
 
+    /// The upstream this link talks to, by name.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
     pub fn unsolicited_channel() -> broadcast::Sender<Value> {
         broadcast::channel(UNSOLICITED_QUEUE).0
     }

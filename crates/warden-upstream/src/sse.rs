@@ -1,13 +1,23 @@
 //! Just enough of Server-Sent Events to read MCP messages: `data:` lines joined into one
-//! event per blank line; every other field is ignored. Events are capped in size.
+//! event per blank line, with the event's name (`event:`; the deprecated HTTP+SSE
+//! transport announces its message endpoint in an `endpoint` event); other fields are
+//! ignored. Events are capped in size.
 
 /// An event larger than the cap.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Oversized;
 
+/// One event: its name (`message` when it gives none) and its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SseEvent {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
 #[derive(Debug)]
 pub(crate) struct SseParser {
     line: Vec<u8>,
+    name: Option<String>,
     data: Vec<u8>,
     has_data: bool,
     max: usize,
@@ -19,6 +29,7 @@ impl SseParser {
     pub fn new(max: usize) -> Self {
         Self {
             line: Vec::new(),
+            name: None,
             data: Vec::new(),
             has_data: false,
             max,
@@ -27,7 +38,7 @@ impl SseParser {
     }
 
     /// Takes the next bytes of the stream; returns the events they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, Oversized> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, Oversized> {
         let mut events = Vec::new();
         for &byte in bytes {
             let after_cr = std::mem::replace(&mut self.after_cr, byte == b'\r');
@@ -49,18 +60,22 @@ impl SseParser {
         Ok(events)
     }
 
-    fn end_line(&mut self) -> Option<Vec<u8>> {
+    fn end_line(&mut self) -> Option<SseEvent> {
         let line = std::mem::take(&mut self.line);
         if line.is_empty() {
             let had = std::mem::replace(&mut self.has_data, false);
             let data = std::mem::take(&mut self.data);
-            return had.then_some(data);
+            let name = self.name.take().unwrap_or_else(|| "message".to_owned());
+            return had.then_some(SseEvent { name, data });
         }
         let (field, value) = match line.iter().position(|&b| b == b':') {
             Some(at) => (&line[..at], &line[at + 1..]),
             None => (&line[..], &[][..]),
         };
-        if field == b"data" {
+        if field == b"event" {
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            self.name = Some(String::from_utf8_lossy(value).into_owned());
+        } else if field == b"data" {
             let value = value.strip_prefix(b" ").unwrap_or(value);
             if self.has_data {
                 self.data.push(b'\n');
@@ -85,8 +100,15 @@ mod tests {
                 .push(b"age\ndata: {\"a\":\r\ndata: 1}\r\n\r\n")
                 .unwrap(),
         );
-        events.extend(parser.push(b"data:x\r\rid: 2\n\n").unwrap());
-        assert_eq!(events, [b"{\"a\":\n1}".to_vec(), b"x".to_vec()]);
+        events.extend(
+            parser
+                .push(b"data:x\r\rid: 2\n\nevent: endpoint\ndata: /messages?s=1\n\n")
+                .unwrap(),
+        );
+        let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_slice()).collect();
+        assert_eq!(data, [&b"{\"a\":\n1}"[..], b"x", b"/messages?s=1"]);
+        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["message", "message", "endpoint"]);
     }
 
     #[test]

@@ -334,6 +334,7 @@ async fn a_remote_upstream_at_a_blocked_target_is_never_connected() {
             &Http {
                 url,
                 headers: Vec::new(),
+                transport: warden_config::HttpTransport::Streamable,
             },
             1 << 20,
             Link::unsolicited_channel(),
