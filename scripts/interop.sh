@@ -8,6 +8,12 @@ bin="${1:-${CARGO_TARGET_DIR:-target}/debug/warden}"
 source scripts/lib/warden.sh
 start_warden "$bin"
 interop/run.sh
+# A desktop client's way in: stdio to `warden connect`, which relays to Warden, in both
+# eras (the Python SDK probes with server/discover, or opens a legacy session).
+abs_bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+echo "== interop: the Python SDK's stdio client through warden connect (2026-07-28, then legacy)"
+WARDEN_CONNECT="$abs_bin" interop/run.sh python
+WARDEN_CONNECT="$abs_bin" WARDEN_PY_MODE=legacy WARDEN_EXPECT_VERSION=2025-11-25 interop/run.sh python
 assert_key_not_logged interop
 stop_warden
 
@@ -19,6 +25,6 @@ cat >"$WARDEN_WORK/approve.toml" <<TOML
 confirm = "approve"
 TOML
 start_warden "$bin" --config "$WARDEN_WORK/approve.toml"
-WARDEN_SCENARIO=approval WARDEN_BIN="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")" \
+WARDEN_SCENARIO=approval WARDEN_BIN="$abs_bin" \
     WARDEN_DATA_DIR="$WARDEN_WORK/data" interop/run.sh
 assert_key_not_logged interop

@@ -9,6 +9,8 @@ Environment:
   WARDEN_PY_MODE        SDK connect mode: auto (default: server/discover, falls back to
                         initialize), legacy (initialize handshake only) or 2026-07-28 (no probe)
   WARDEN_TIMEOUT        overall time limit in seconds (default 60)
+  WARDEN_CONNECT        a `warden` binary: talk stdio to `warden connect WARDEN_URL` (the
+                        key handed to it in its environment) instead of HTTP to Warden
   WARDEN_SCENARIO       notes (default: the embedded notes server), upstream (Warden
                         fronting @modelcontextprotocol/server-everything), asking (Warden
                         fronting interop/python/modern_upstream.py, which asks for a name),
@@ -37,6 +39,7 @@ import httpx2  # mcp 2.x ships on httpx2 (not httpx)
 import mcp_types as types
 
 from mcp import Client, Implementation
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 EXPECTED_TOOLS = {"create_note", "search_notes", "get_note", "list_notes", "update_note", "delete_note"}
@@ -113,7 +116,17 @@ async def run(url: str, key: str, mode: str, expect_version: str, scenario: str)
         timeout=httpx2.Timeout(30.0, read=300.0),
     ) as http:
         http.event_hooks["response"].append(_record_http_error)
-        transport = streamable_http_client(url, http_client=http)
+        connect = os.environ.get("WARDEN_CONNECT")
+        if connect:
+            # Through `warden connect`, as a desktop client would: this client speaks
+            # stdio to it, and only the bridge speaks HTTP (the key in its environment).
+            transport = stdio_client(StdioServerParameters(
+                command=connect, args=["connect", url, "--key-env", "WARDEN_KEY"],
+                env={"WARDEN_KEY": key},
+            ))
+            step("over stdio through warden connect")
+        else:
+            transport = streamable_http_client(url, http_client=http)
         # cache=None: every call must reach Warden (the default client honours ttlMs hints
         # and could answer list/read calls from memory).
         client_info = Implementation(name="warden-interop-python", version=pkg_version("mcp"))

@@ -42,6 +42,22 @@ pub fn decode_header_value(raw: &str) -> Result<String, HeaderMismatch> {
     }
 }
 
+/// A value as a header carries it: itself when it is printable ASCII without leading or
+/// trailing blanks, else in the `=?base64?…?=` sentinel.
+pub fn encode_header_value(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && value.trim() == value;
+    if plain {
+        value.to_owned()
+    } else {
+        format!(
+            "{BASE64_PREFIX}{}{BASE64_SUFFIX}",
+            base64::engine::general_purpose::STANDARD.encode(value)
+        )
+    }
+}
+
 /// The body field `Mcp-Name` must mirror for `method`, if the method has one.
 pub fn name_field(method: &str) -> Option<&'static str> {
     match method {
@@ -78,6 +94,24 @@ mod tests {
 
     fn params(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn encoded_values_decode_to_themselves() {
+        for value in [
+            "search_notes",
+            "notes://n_1",
+            " padded",
+            "naïve",
+            "a\nb",
+            "",
+        ] {
+            assert_eq!(
+                decode_header_value(&encode_header_value(value)).unwrap(),
+                value
+            );
+        }
+        assert_eq!(encode_header_value("search_notes"), "search_notes");
     }
 
     #[test]

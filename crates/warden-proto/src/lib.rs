@@ -1,5 +1,6 @@
 //! The protocol layer of Warden: what a JSON-RPC message is, which MCP era it belongs to,
-//! and whether its `Mcp-*` headers agree with its body. Nothing here does I/O, so every
+//! whether its `Mcp-*` headers agree with its body, and how messages ride Server-Sent
+//! Events. Nothing here does I/O, so every
 //! rule can be tested alone.
 
 pub mod canonical;
@@ -8,6 +9,7 @@ pub mod envelope;
 pub mod era;
 pub mod headers;
 pub mod scan;
+pub mod sse;
 
 pub use envelope::{EnvelopeError, Message, Request, RequestId, Response};
 pub use era::{Era, ProtocolVersion};

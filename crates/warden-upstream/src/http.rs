@@ -21,7 +21,7 @@ use crate::egress::EgressPolicy;
 use crate::handshake::{EraCache, ServerFacts, handshake};
 use crate::link::{Link, Outbound};
 use crate::outbound::{self, read_capped};
-use crate::sse::SseParser;
+use warden_proto::sse::SseParser;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";

@@ -15,7 +15,6 @@ mod notes;
 pub mod outbound;
 pub mod proxy;
 pub mod sandbox;
-mod sse;
 mod sse_upstream;
 #[cfg(test)]
 mod ssrf_tests;

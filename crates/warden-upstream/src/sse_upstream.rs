@@ -23,8 +23,8 @@ use crate::egress::EgressPolicy;
 use crate::handshake::{EraCache, handshake};
 use crate::link::{Link, Outbound};
 use crate::outbound;
-use crate::sse::SseParser;
 use crate::stdio::Ready;
+use warden_proto::sse::SseParser;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -95,6 +95,20 @@ enum Command {
         #[command(subcommand)]
         command: audit_cli::AuditCommand,
     },
+    /// Serve a desktop MCP client (one that starts its servers as commands) over stdio,
+    /// relaying every message to a Warden: replaces `npx mcp-remote`.
+    Connect {
+        /// The Warden MCP endpoint: https, or http to this machine only.
+        #[arg(value_name = "URL")]
+        url: String,
+        /// The environment variable that holds the key.
+        #[arg(long, value_name = "NAME", conflicts_with = "key_file")]
+        key_env: Option<String>,
+        /// A file that holds the key, readable by its owner only [default:
+        /// ~/.config/warden/key].
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -215,6 +229,11 @@ fn main() -> ExitCode {
         Command::Audit { command } => audit_cli::run(command),
         Command::Approvals { command } => approvals_cli::run(command),
         Command::Tools { command } => tools_cli::run(command),
+        Command::Connect {
+            url,
+            key_env,
+            key_file,
+        } => connect(&url, key_env.as_deref(), key_file),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
@@ -313,6 +332,54 @@ fn unmatched_message(rule: &warden_upstream::UnmatchedRule) -> String {
         ),
         None => format!("[tools.\"{name}\"] matches no tool, so its rules apply to nothing"),
     }
+}
+
+/// `warden connect`: the key from the environment or a private file, then the relay.
+fn connect(url: &str, key_env: Option<&str>, key_file: Option<PathBuf>) -> Result<(), Failure> {
+    let key = match key_env {
+        Some(name) => std::env::var(name)
+            .map_err(|_| format!("the environment variable {name} holding the key is not set"))?,
+        None => {
+            let path = key_file.or_else(default_key_file).ok_or(
+                "no key: give --key-env NAME or --key-file FILE (or put the key in ~/.config/warden/key)",
+            )?;
+            read_private_key(&path)?
+        }
+    };
+    let target = warden_connect::Target::new(url, key.trim())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(warden_connect::run(
+        target,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+    ))?;
+    Ok(())
+}
+
+/// `$XDG_CONFIG_HOME/warden/key`, else `~/.config/warden/key`.
+fn default_key_file() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(config.join("warden").join("key"))
+}
+
+/// A key file that no one but its owner can read.
+fn read_private_key(path: &Path) -> Result<String, Failure> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "the key file {} can be read by others; chmod 600 it",
+            path.display()
+        )
+        .into());
+    }
+    Ok(std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?)
 }
 
 /// The data directory an admin command works on: `--data-dir` (or `WARDEN_DATA_DIR`),

@@ -319,15 +319,14 @@ impl Warden {
 /// `warden serve` on loopback ports of the system's choosing, in `cwd`, with `args`.
 fn serve_command(cwd: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
+    command.current_dir(cwd).arg("serve");
+    // Ports of the system's choosing, unless the test names its own.
+    for flag in ["--listen", "--admin-listen"] {
+        if !args.contains(&flag) {
+            command.args([flag, "127.0.0.1:0"]);
+        }
+    }
     command
-        .current_dir(cwd)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
         .args(args)
         .env_remove("WARDEN_DATA_DIR")
         .env("WARDEN_LOG", "info");

@@ -5,17 +5,17 @@
 
 /// An event larger than the cap.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Oversized;
+pub struct Oversized;
 
 /// One event: its name (`message` when it gives none) and its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SseEvent {
+pub struct SseEvent {
     pub name: String,
     pub data: Vec<u8>,
 }
 
 #[derive(Debug)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     line: Vec<u8>,
     name: Option<String>,
     data: Vec<u8>,
