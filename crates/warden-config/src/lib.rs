@@ -488,17 +488,24 @@ pub struct Overrides {
 impl Config {
     /// Loads `path` if given, otherwise starts from the defaults, then applies overrides.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let (raw, source) = match path {
+        let (mut config, source) = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                (parse(&text, path)?, path.to_owned())
+                let environment = |name: &str| std::env::var(name).ok();
+                (Self::from_text(&text, path, environment)?, path.to_owned())
             }
-            None => (raw::Config::default(), PathBuf::from("<defaults>")),
+            None => {
+                let source = PathBuf::from("<defaults>");
+                let environment = |name: &str| std::env::var(name).ok();
+                (
+                    validate(raw::Config::default(), &source, environment)?,
+                    source,
+                )
+            }
         };
-        let mut config = validate(raw, &source)?;
         if let Some(listen) = overrides.listen {
             config.listen = listen;
         }
@@ -519,6 +526,18 @@ impl Config {
             config.data_dir = dir.clone();
         }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// A configuration from its text, before any command-line override: `source` names
+    /// it in errors, `lookup_env` resolves `env:NAME` values.
+    pub fn from_text(
+        text: &str,
+        source: &Path,
+        lookup_env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        validate(parse(text, source)?, source, lookup_env)
     }
 }
 
@@ -644,7 +663,11 @@ fn plain_words(message: &str) -> String {
     plain
 }
 
-fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
+fn validate(
+    raw: raw::Config,
+    path: &Path,
+    lookup_env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let invalid = |field, message: String| ConfigError::Invalid {
         path: path.to_owned(),
         field,
@@ -823,11 +846,13 @@ fn validate(raw: raw::Config, path: &Path) -> Result<Config, ConfigError> {
             "must be at most 4 characters of A-Z, a-z, 0-9, _ and - (function-calling APIs accept no others in tool names)".into(),
         ));
     }
-    let upstreams = upstream::validate(raw.upstream, separator, |name| std::env::var(name).ok())
-        .map_err(|(field, message)| ConfigError::InvalidNamed {
-            path: path.to_owned(),
-            field,
-            message,
+    let upstreams =
+        upstream::validate(raw.upstream, separator, lookup_env).map_err(|(field, message)| {
+            ConfigError::InvalidNamed {
+                path: path.to_owned(),
+                field,
+                message,
+            }
         })?;
     Ok(Config {
         upstreams,
@@ -1062,7 +1087,7 @@ mod tests {
     }
 
     fn load(text: &str) -> Result<Config, ConfigError> {
-        validate(parse(text, Path::new("w.toml"))?, Path::new("w.toml"))
+        Config::from_text(text, Path::new("w.toml"), |name| std::env::var(name).ok())
     }
 
     #[test]

@@ -10,18 +10,27 @@ use crate::{Failure, Place, open_place};
 #[derive(Subcommand)]
 pub(crate) enum ApprovalsCommand {
     /// Calls waiting for a decision.
+    #[command(after_help = "Example:\n  warden approvals list")]
     List {
         #[command(flatten)]
         place: Place,
     },
     /// Lets a held call run (once, when its client makes it again).
+    #[command(
+        after_help = "Example:\n  warden approvals approve apr_7f3c9a2e51d04b6c8a1e2f3d4c5b6a70"
+    )]
     Approve {
+        /// The held call's id, as `warden approvals list` shows it.
         id: String,
         #[command(flatten)]
         place: Place,
     },
     /// Refuses a held call.
+    #[command(
+        after_help = "Example:\n  warden approvals deny apr_7f3c9a2e51d04b6c8a1e2f3d4c5b6a70"
+    )]
     Deny {
+        /// The held call's id, as `warden approvals list` shows it.
         id: String,
         #[command(flatten)]
         place: Place,

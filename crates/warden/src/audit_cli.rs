@@ -12,7 +12,11 @@ use crate::{Failure, Place, parse_duration};
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
     /// Records, oldest first, filtered.
+    #[command(
+        after_help = "Example:\n  warden audit list --tenant acme --decision refused --since 1h"
+    )]
     List {
+        /// Only this tenant's records.
         #[arg(long)]
         tenant: Option<String>,
         /// A key id (or `oauth:<subject>`).
@@ -21,7 +25,8 @@ pub(crate) enum AuditCommand {
         /// A tool, prompt or resource.
         #[arg(long)]
         tool: Option<String>,
-        #[arg(long, value_parser = ["allowed", "refused"])]
+        /// Only records with this decision (pending: held for a person's answer).
+        #[arg(long, value_parser = ["allowed", "refused", "pending"])]
         decision: Option<String>,
         /// Only records newer than this, e.g. 1h, 30m, 7d.
         #[arg(long, value_parser = parse_duration)]
@@ -36,15 +41,19 @@ pub(crate) enum AuditCommand {
         place: Place,
     },
     /// The last records, and with -f the new ones as they are written.
+    #[command(after_help = "Example:\n  warden audit tail -f --json | jq .")]
     Tail {
+        /// Keep watching and print new records as they are written (Ctrl-C ends).
         #[arg(short = 'f', long)]
         follow: bool,
+        /// One JSON object a line instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         place: Place,
     },
     /// Checks the chain: an edited or deleted record is reported.
+    #[command(after_help = "Example:\n  warden audit verify --config /etc/warden/warden.toml")]
     Verify {
         #[command(flatten)]
         place: Place,

@@ -33,7 +33,12 @@ use warden_upstream::egress::EgressPolicy;
 use warden_upstream::{ChildHost, Upstreams};
 
 #[derive(Parser)]
-#[command(name = "warden", version, about = "A security gateway for MCP servers")]
+#[command(
+    name = "warden",
+    version,
+    about = "A security gateway for MCP servers",
+    after_help = "Examples:\n  warden serve\n  warden keys add --tenant acme --name laptop --scope read\n  warden config check warden.toml"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,7 +50,8 @@ struct Place {
     /// The warden.toml the running Warden uses: the command works on its data_dir.
     #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where Warden keeps its keys, notes and secrets (beats the config's data_dir).
+    /// Where Warden keeps its keys, notes and secrets (beats the config's data_dir)
+    /// [default: the config's data_dir, else ./warden-data].
     #[arg(long, env = "WARDEN_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Create the data directory if there is none yet (otherwise a missing one is an
@@ -57,6 +63,9 @@ struct Place {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the MCP endpoint (the embedded notes server unless configured otherwise).
+    #[command(
+        after_help = "Examples:\n  warden serve\n  warden serve --config warden.toml --log-format json"
+    )]
     Serve {
         /// A warden.toml; without one, safe defaults apply.
         #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
@@ -69,34 +78,51 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
         /// Where Warden keeps its keys, notes and secrets (beats the config's data_dir;
-        /// created if missing).
+        /// created if missing) [default: the config's data_dir, else ./warden-data].
         #[arg(long, env = "WARDEN_DATA_DIR", value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// How log lines are written to stderr: for people, or one JSON object a line.
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
     },
     /// Manage API keys.
+    #[command(
+        after_help = "Examples:\n  warden keys add --tenant acme --name alice-laptop --scope read\n  warden keys list\n  warden keys revoke key_3f2a9c0e1b7d4a56"
+    )]
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Tool definitions waiting for approval (changed, or suspicious on first sight).
+    /// The running Warden's tools, and definitions waiting for approval (changed, or
+    /// suspicious on first sight).
+    #[command(
+        after_help = "Examples:\n  warden tools list --scope read\n  warden tools waiting\n  warden tools diff fs__read_file"
+    )]
     Tools {
         #[command(subcommand)]
         command: tools_cli::ToolsCommand,
     },
     /// Calls held for an operator's decision (confirm = "approve").
+    #[command(
+        after_help = "Examples:\n  warden approvals list\n  warden approvals deny apr_7f3c9a2e51d04b6c8a1e2f3d4c5b6a70"
+    )]
     Approvals {
         #[command(subcommand)]
         command: approvals_cli::ApprovalsCommand,
     },
     /// Read and verify the audit trail.
+    #[command(
+        after_help = "Examples:\n  warden audit list --since 1h\n  warden audit tail -f\n  warden audit verify"
+    )]
     Audit {
         #[command(subcommand)]
         command: audit_cli::AuditCommand,
     },
     /// Serve a desktop MCP client (one that starts its servers as commands) over stdio,
     /// relaying every message to a Warden: replaces `npx mcp-remote`.
+    #[command(
+        after_help = "Examples:\n  warden connect http://127.0.0.1:8080/mcp --key-env WARDEN_KEY\n  warden connect https://warden.example.com/mcp --key-file ~/.config/warden/key"
+    )]
     Connect {
         /// The Warden MCP endpoint: https, or http to this machine only.
         #[arg(value_name = "URL")]
@@ -110,6 +136,7 @@ enum Command {
         key_file: Option<PathBuf>,
     },
     /// Work with configuration files.
+    #[command(after_help = "Example:\n  warden config check warden.toml")]
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
@@ -119,17 +146,24 @@ enum Command {
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; the key is printed once, alone on stdout, and never stored.
+    #[command(
+        after_help = "Example:\n  warden keys add --tenant acme --name alice-laptop --scope read --expires-in 90d"
+    )]
     Add {
+        /// The tenant the key belongs to: it sees that tenant's data only.
         #[arg(long)]
         tenant: String,
+        /// A label for the installation that uses the key (shown in lists and the audit).
         #[arg(long)]
         name: String,
+        /// What the key may do: read (read tools only), write (every tool), admin.
         #[arg(long, value_enum, default_value_t = ScopeArg::Write)]
         scope: ScopeArg,
-        /// Refuse the key after this long, e.g. 90d, 12h, 30m.
+        /// Refuse the key after this long, e.g. 90d, 12h, 30m [default: never].
         #[arg(long, value_parser = parse_duration)]
         expires_in: Option<u64>,
-        /// This key's own requests-per-minute limit, replacing `[rate] per_key_rpm`.
+        /// This key's own requests-per-minute limit, replacing `[rate] per_key_rpm`
+        /// [default: the configured per_key_rpm].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rpm: Option<u32>,
         #[command(flatten)]
@@ -137,7 +171,9 @@ enum KeysCommand {
     },
     /// Replace a key with a new one (printed once); the old one keeps working for the
     /// grace period, so clients can move over.
+    #[command(after_help = "Example:\n  warden keys rotate key_3f2a9c0e1b7d4a56 --grace 1h")]
     Rotate {
+        /// The key's id, as `warden keys list` shows it.
         id: String,
         /// How long the old key stays valid, e.g. 24h, 15m, 0s.
         #[arg(long, value_parser = parse_duration, default_value = "24h")]
@@ -146,12 +182,15 @@ enum KeysCommand {
         place: Place,
     },
     /// List keys (never the keys themselves).
+    #[command(after_help = "Example:\n  warden keys list --config /etc/warden/warden.toml")]
     List {
         #[command(flatten)]
         place: Place,
     },
     /// Revoke a key by id; it is refused from the next request on.
+    #[command(after_help = "Example:\n  warden keys revoke key_3f2a9c0e1b7d4a56")]
     Revoke {
+        /// The key's id, as `warden keys list` shows it.
         id: String,
         #[command(flatten)]
         place: Place,
@@ -160,8 +199,13 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a configuration file and report the first problem.
-    Check { file: PathBuf },
+    /// Check a configuration file as a start would, short of starting anything: every
+    /// problem is named, and any fails the check (exit status 1).
+    #[command(after_help = "Example:\n  warden config check /etc/warden/warden.toml")]
+    Check {
+        /// The warden.toml to check.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -822,7 +866,216 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, parse_duration};
+
+    /// The documents whose examples must keep working.
+    const DOCUMENTS: [(&str, &str); 2] = [
+        ("README.md", include_str!("../../../README.md")),
+        (
+            "docs/ARCHITECTURE.md",
+            include_str!("../../../docs/ARCHITECTURE.md"),
+        ),
+    ];
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// `--help` is the operator's manual: every command and argument says what it is,
+    /// and every command shows an example that parses as that command.
+    #[test]
+    fn every_command_and_argument_is_described_and_every_command_has_an_example() {
+        fn walk(command: &clap::Command, path: &str) {
+            assert!(command.get_about().is_some(), "`{path}` has no description");
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "`{path}`: argument {id} has no description"
+                );
+            }
+            let after = command
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let examples = commands_in(&after);
+            assert!(!examples.is_empty(), "`{path} --help` shows no example");
+            for example in examples {
+                assert!(
+                    example.join(" ").starts_with(path),
+                    "`{path} --help` shows an example of another command: {example:?}"
+                );
+                if let Err(error) = Cli::try_parse_from(&example) {
+                    panic!(
+                        "`{path} --help` shows an example that does not parse: {example:?}\n{error}"
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                if !sub.is_hide_set() && sub.get_name() != "help" {
+                    walk(sub, &format!("{path} {}", sub.get_name()));
+                }
+            }
+        }
+        walk(&Cli::command(), "warden");
+    }
+
+    /// Every `warden …` line in a shell block of the documents is a command this binary
+    /// accepts: a renamed flag or command breaks the build, not the reader.
+    #[test]
+    fn every_command_in_the_documents_parses() {
+        let mut seen = 0;
+        for (name, text) in DOCUMENTS {
+            for block in fenced_blocks(text, &["sh", "bash", "console"]) {
+                for command in commands_in(&block) {
+                    seen += 1;
+                    if let Err(error) = Cli::try_parse_from(&command) {
+                        panic!("{name}: {command:?} does not parse:\n{error}");
+                    }
+                }
+            }
+        }
+        assert!(seen >= 10, "only {seen} commands found in the documents");
+    }
+
+    /// Every TOML block of the documents is a configuration Warden accepts: no field
+    /// the parser refuses, no value out of range (secrets named by `env:` count as set).
+    #[test]
+    fn every_configuration_in_the_documents_is_accepted() {
+        let mut seen = 0;
+        for (name, text) in DOCUMENTS {
+            for block in fenced_blocks(text, &["toml"]) {
+                seen += 1;
+                let source = std::path::Path::new(name);
+                if let Err(error) =
+                    warden_config::Config::from_text(&block, source, |_| Some("set".into()))
+                {
+                    panic!("{name}: a TOML example is refused: {error}\n{block}");
+                }
+            }
+        }
+        assert!(seen >= 3, "only {seen} TOML blocks found in the documents");
+    }
+
+    /// The contents of the fenced blocks of `text` in one of `languages` (a block inside
+    /// a list item is indented; the indentation goes).
+    fn fenced_blocks(text: &str, languages: &[&str]) -> Vec<String> {
+        let mut blocks = Vec::new();
+        let mut open: Option<(usize, String)> = None;
+        for line in text.lines() {
+            let indent = line.len() - line.trim_start().len();
+            let trimmed = line.trim_start();
+            match &mut open {
+                None => {
+                    if let Some(language) = trimmed.strip_prefix("```") {
+                        let wanted = languages.contains(&language.trim());
+                        open = Some((indent, String::new()));
+                        if !wanted {
+                            // Skipped, but tracked so that its closing fence is not
+                            // taken for an opening one.
+                            open = Some((usize::MAX, String::new()));
+                        }
+                    }
+                }
+                Some((block_indent, body)) => {
+                    if trimmed.starts_with("```") {
+                        if *block_indent != usize::MAX {
+                            blocks.push(std::mem::take(body));
+                        }
+                        open = None;
+                    } else if *block_indent != usize::MAX {
+                        body.push_str(line.get(*block_indent..).unwrap_or(trimmed));
+                        body.push('\n');
+                    }
+                }
+            }
+        }
+        blocks
+    }
+
+    /// The `warden …` commands in shell text, as argument lists: a line's command up to
+    /// a comment, a pipe or a redirection; environment assignments before it dropped;
+    /// `cargo run --release --` and paths to the binary read as `warden`.
+    fn commands_in(text: &str) -> Vec<Vec<String>> {
+        let mut commands = Vec::new();
+        for line in text.replace("\\\n", " ").lines() {
+            let words = shell_words(line);
+            let mut words = words
+                .iter()
+                .skip_while(|word| word.contains('=') && !word.starts_with('-'))
+                .peekable();
+            let first = words.peek().map(|word| word.as_str());
+            let is_warden = first.is_some_and(|word| word == "warden" || word.ends_with("/warden"));
+            let is_cargo = first == Some("cargo");
+            if !is_warden && !is_cargo {
+                continue;
+            }
+            let mut command = vec!["warden".to_owned()];
+            if is_cargo {
+                let rest: Vec<&String> = words.collect();
+                if rest.get(1).map(|word| word.as_str()) != Some("run") {
+                    continue;
+                }
+                if rest
+                    .iter()
+                    .any(|word| *word == "-p" || *word == "--package")
+                {
+                    continue; // another binary of the workspace
+                }
+                let Some(at) = rest.iter().position(|word| *word == "--") else {
+                    continue;
+                };
+                command.extend(rest[at + 1..].iter().map(|word| (*word).clone()));
+            } else {
+                command.extend(words.skip(1).cloned());
+            }
+            commands.push(command);
+        }
+        commands
+    }
+
+    /// A line split as a shell would (quotes, no expansion), up to the first comment,
+    /// pipe, list operator or redirection.
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word = String::new();
+        let mut in_word = false;
+        let mut quote: Option<char> = None;
+        for c in line.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => word.push(c),
+                None => match c {
+                    '\'' | '"' => {
+                        quote = Some(c);
+                        in_word = true;
+                    }
+                    '#' if !in_word => break,
+                    '|' | '&' | ';' | '>' | '<' => break,
+                    c if c.is_whitespace() => {
+                        if in_word {
+                            words.push(std::mem::take(&mut word));
+                            in_word = false;
+                        }
+                    }
+                    c => {
+                        word.push(c);
+                        in_word = true;
+                    }
+                },
+            }
+        }
+        if in_word {
+            words.push(word);
+        }
+        words
+    }
 
     #[test]
     fn durations_need_a_number_and_a_unit() {

@@ -12,6 +12,7 @@ use crate::{Failure, Place, ScopeArg, open_place};
 pub(crate) enum ToolsCommand {
     /// Every tool of the running Warden's catalogue: its upstream, its kind, where the
     /// kind came from, and which scopes see it (asked of the admin listener).
+    #[command(after_help = "Examples:\n  warden tools list\n  warden tools list --scope read")]
     List {
         /// Only the tools a key of this scope sees.
         #[arg(long, value_enum)]
@@ -27,11 +28,13 @@ pub(crate) enum ToolsCommand {
         place: Place,
     },
     /// Tools withheld until approved, and why.
+    #[command(after_help = "Example:\n  warden tools waiting")]
     Waiting {
         #[command(flatten)]
         place: Place,
     },
-    /// The approved definition and the waiting one, one after the other.
+    /// The approved definition and the waiting one, as a line diff.
+    #[command(after_help = "Example:\n  warden tools diff fs__read_file")]
     Diff {
         /// The tool's name as clients see it (with its upstream's prefix, if any).
         tool: String,
@@ -40,8 +43,13 @@ pub(crate) enum ToolsCommand {
     },
     /// Accepts a tool's waiting definition; clients see the tool again. The hash is the
     /// one `diff` shows, so that only the definition reviewed is accepted.
+    #[command(
+        after_help = "Example:\n  warden tools approve fs__read_file 3b1f9c0e  # the hash warden tools diff printed"
+    )]
     Approve {
+        /// The tool's name as clients see it.
         tool: String,
+        /// The waiting definition's hash, as `warden tools diff` shows it.
         hash: String,
         #[command(flatten)]
         place: Place,
