@@ -14,6 +14,16 @@ abs_bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 echo "== interop: the Python SDK's stdio client through warden connect (2026-07-28, then legacy)"
 WARDEN_CONNECT="$abs_bin" interop/run.sh python
 WARDEN_CONNECT="$abs_bin" WARDEN_PY_MODE=legacy WARDEN_EXPECT_VERSION=2025-11-25 interop/run.sh python
+# The README's Python snippet, as a reader would paste it.
+echo "== interop: the README's Python snippet"
+snippet="$WARDEN_WORK/readme_snippet.py"
+awk '/^```python$/ { inside = 1; next } /^```$/ { if (inside) exit } inside' README.md >"$snippet"
+if [ ! -s "$snippet" ]; then echo "README.md has no python block" >&2; exit 1; fi
+snippet_out="$(interop/python/.venv/bin/python "$snippet")"
+if ! grep -q "Hello from Python" <<<"$snippet_out"; then
+    echo "the README's Python snippet did not find the note it saved: $snippet_out" >&2
+    exit 1
+fi
 assert_key_not_logged interop
 stop_warden
 

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod oauth;
+mod reload;
 mod tools;
 mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
+pub use reload::{ReloadPlan, plan_reload};
 pub use tools::{
     Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules, glob_matches,
     rules_for,

@@ -19,7 +19,8 @@ pub const DEFAULT_UPSTREAM_NAME: &str = "notes";
 pub struct Upstream {
     pub name: String,
     /// Put before each tool and prompt name of this upstream in the merged catalogue:
-    /// empty when Warden fronts one upstream, `<name>.` otherwise, unless configured.
+    /// empty when Warden fronts one upstream, `<name>` and the separator (`notes__`)
+    /// otherwise, unless configured.
     pub prefix: String,
     pub source: Source,
     pub call_timeout: Duration,

@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::listener::ClientAddr;
+use crate::swap::Swap;
 
 /// The client's network address, put on each request by [`resolve`].
 #[derive(Debug, Clone, Copy)]
@@ -140,10 +141,11 @@ fn network_of(address: IpAddr, prefix: u8) -> IpAddr {
 
 /// Works out the client's network once, for the layers that count by it.
 pub(crate) async fn resolve(
-    State(addresses): State<Arc<ClientAddresses>>,
+    State(addresses): State<Arc<Swap<ClientAddresses>>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let addresses = addresses.get();
     let peer = request
         .extensions()
         .get::<ConnectInfo<ClientAddr>>()

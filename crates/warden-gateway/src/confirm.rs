@@ -31,6 +31,7 @@ use warden_upstream::{Event, ServerRequest};
 use crate::audit::Auditor;
 use crate::error::RpcError;
 use crate::input_required::{Binding, client_can_answer, new_handle};
+use crate::swap::Swap;
 use crate::waiting::WaitingList;
 
 const STATE_PREFIX: &str = "wconfirm1.";
@@ -50,7 +51,7 @@ pub(crate) struct Confirmations {
     held: WaitingList<Binding>,
     approvals: Arc<ApprovalStore>,
     /// How long a person may take to answer on the call's stream.
-    answer_timeout: Duration,
+    answer_timeout: Swap<Duration>,
 }
 
 impl Confirmations {
@@ -64,8 +65,15 @@ impl Confirmations {
             waiting: WaitingList::new("confirmation", shares, TTL),
             held: WaitingList::new("an operator's approval", shares, HELD_TTL),
             approvals,
-            answer_timeout: shares.confirm_timeout,
+            answer_timeout: Swap::new(shares.confirm_timeout),
         }
+    }
+
+    /// New shares and answer time (a reload), for what asks from now on.
+    pub(crate) fn set_shares(&self, shares: &warden_config::Waiting) {
+        self.waiting.set_shares(shares);
+        self.held.set_shares(shares);
+        self.answer_timeout.set(shares.confirm_timeout);
     }
 
     /// The held request this call repeats, if any.
@@ -249,14 +257,15 @@ pub(crate) async fn confirm(
                 .map_err(|_| unsupported(tool.name()))?;
             // A person who never answers does not hold the call (and its connection)
             // for the session's life.
-            match tokio::time::timeout(confirmations.answer_timeout, answered).await {
+            let answer_timeout = *confirmations.answer_timeout.get();
+            match tokio::time::timeout(answer_timeout, answered).await {
                 Ok(Ok(Ok(answer))) => accepted(&answer).map(|()| Confirmation::Go(params)),
                 Ok(_) => Err(unsupported(tool.name())),
                 Err(_) => Err(RpcError::refusal(
                     codes::NOT_CONFIRMED,
                     format!(
                         "No one confirmed the call within {} s; {} was not run",
-                        confirmations.answer_timeout.as_secs(),
+                        answer_timeout.as_secs(),
                         tool.name()
                     ),
                     "confirm.timeout",

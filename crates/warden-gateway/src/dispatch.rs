@@ -44,7 +44,7 @@ pub(crate) fn initialize_result(state: &AppState, version: ProtocolVersion) -> V
 /// The upstreams' instructions, each hardened like anything else its upstream says.
 fn instructions(state: &AppState) -> Option<String> {
     state.upstreams().instructions(|upstream, text| {
-        if let Some(hardening) = hardening(state.results(), upstream, None) {
+        if let Some(hardening) = hardening(&state.results(), upstream, None) {
             let mut message = json!({ "instructions": std::mem::take(text) });
             harden_message(&mut message, &hardening);
             if let Value::String(hardened) = message["instructions"].take() {
@@ -143,7 +143,7 @@ pub(crate) async fn handle(
                 })?;
             let mut result = page.result;
             let from = page.from.and_then(|index| upstreams.get(index));
-            if let Some(hardening) = from.and_then(|u| hardening(state.results(), u, None)) {
+            if let Some(hardening) = from.and_then(|u| hardening(&state.results(), &u, None)) {
                 harden_message(&mut result, &hardening);
             }
             result
@@ -347,7 +347,7 @@ async fn call_tool(
     let upstream_name = state
         .upstreams()
         .get(origin.upstream)
-        .map_or("", |u| u.name());
+        .map_or_else(String::new, |u| u.name().to_owned());
     // A person confirms destructive calls before they run.
     let asker = confirm::Asker {
         principal: context.principal,
@@ -359,7 +359,7 @@ async fn call_tool(
         state.confirmations(),
         &asker,
         tool,
-        upstream_name,
+        &upstream_name,
         params.clone(),
     )
     .await?
@@ -456,7 +456,7 @@ async fn forward(
     params: Map<String, Value>,
     tool: Option<&str>,
 ) -> Result<Value, RpcError> {
-    let upstream: &Arc<Upstream> = state
+    let upstream: Arc<Upstream> = state
         .upstreams()
         .get(index)
         .ok_or_else(RpcError::internal)?;
@@ -473,8 +473,16 @@ async fn forward(
         .await
         .map_err(|refusal| RpcError::rate_limited(&refusal))?;
     let started = std::time::Instant::now();
-    let hardening = hardening(state.results(), upstream, tool);
-    let result = call_upstream(state, context, upstream, method, params, hardening.as_ref()).await;
+    let hardening = hardening(&state.results(), &upstream, tool);
+    let result = call_upstream(
+        state,
+        context,
+        &upstream,
+        method,
+        params,
+        hardening.as_ref(),
+    )
+    .await;
     state
         .metrics()
         .upstream_call(upstream.name(), started.elapsed());

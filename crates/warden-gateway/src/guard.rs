@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use warden_proto::codes;
 use warden_proto::envelope::error_body;
 
+use crate::swap::Swap;
+
 #[derive(Debug, Clone)]
 pub(crate) struct HostGuard {
     loopback_only: bool,
@@ -80,10 +82,11 @@ fn is_loopback_name(name: &str) -> bool {
 }
 
 pub(crate) async fn check(
-    State(guard): State<Arc<HostGuard>>,
+    State(guard): State<Arc<Swap<HostGuard>>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let guard = guard.get();
     let headers = request.headers();
     let host = headers
         .get(header::HOST)

@@ -123,6 +123,11 @@ impl InputLot {
         }
     }
 
+    /// New shares (a reload), for calls parked from now on.
+    pub(crate) fn set_shares(&self, shares: &warden_config::Waiting) {
+        self.parked.set_shares(shares);
+    }
+
     /// Parks a call and returns its handle, or refuses when its shares are full
     /// (dropping the call, which cancels it upstream). A call whose upstream has
     /// answered meanwhile makes room.

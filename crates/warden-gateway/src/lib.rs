@@ -5,6 +5,7 @@
 //! JSON-RPC envelope, era and session) → dispatch (catalogue, argument validation) →
 //! relay to the upstream, and back. [`router`] is the one place that composes that stack.
 
+mod admin;
 mod answer;
 mod audit;
 mod auth;
@@ -24,11 +25,11 @@ mod oauth;
 mod relay;
 mod session;
 mod state;
+mod swap;
 mod transport;
 mod waiting;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -44,10 +45,11 @@ use tokio::sync::broadcast;
 use tower_service::Service as _;
 use warden_config::Connections;
 
+pub use admin::{ReloadRequests, admin_router};
 pub use audit::Auditor;
 pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
-pub use metrics::{Metrics, admin_router};
+pub use metrics::Metrics;
 pub use oauth::{OAuthError, OAuthVerifier};
 pub use state::{AppState, Parts};
 
@@ -57,9 +59,7 @@ pub const MCP_PATH: &str = "/mcp";
 /// Builds the whole request stack. Layers run outermost first, that is from the last
 /// `.layer` up: log → Host/Origin guard → CORS → credentials-in-URL refusal →
 /// authentication → the MCP endpoint.
-pub fn router(state: AppState, listen: SocketAddr, tls: bool) -> Router {
-    let guard = guard::HostGuard::new(listen, state.allowed_hosts(), state.allowed_origins());
-    let client_addresses = state.client_addresses().clone();
+pub fn router(state: AppState, tls: bool) -> Router {
     let mcp = Router::new()
         .route(
             MCP_PATH,
@@ -105,13 +105,13 @@ pub fn router(state: AppState, listen: SocketAddr, tls: bool) -> Router {
         // Host/Origin guard: a page in a browser (DNS rebinding, cross-site requests)
         // is refused before any credential is looked at.
         .layer(middleware::from_fn_with_state(
-            Arc::new(guard),
+            state.guard().clone(),
             guard::check,
         ))
         // The client's network, for the layers that count by address: the TCP peer, or
         // what a trusted reverse proxy forwarded; an IPv6 client counts by its /64.
         .layer(middleware::from_fn_with_state(
-            Arc::new(client_addresses),
+            state.client_addresses().clone(),
             client_addr::resolve,
         ))
         // Request log: one line per request with what the handlers learned (MCP method,
@@ -148,7 +148,7 @@ pub async fn serve(
         state.auditor().clone(),
         stop_rx.clone(),
     ));
-    let app = router(state, listener.local_addr(), listener.is_tls());
+    let app = router(state, listener.is_tls());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(connections.header_read_timeout)

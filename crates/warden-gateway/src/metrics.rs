@@ -1,6 +1,5 @@
 //! What an operator alerts on, served on the admin listener only (never the public
-//! port): `/metrics` in Prometheus text, `/healthz` (the process answers) and `/readyz`
-//! (every upstream has completed its handshake).
+//! port, see `admin.rs`) as `/metrics` in Prometheus text.
 //!
 //! Labels come from bounded sets only: MCP methods Warden knows (anything else is
 //! `other`), decisions, outcomes, HTTP statuses, configured upstream names, limiter
@@ -10,11 +9,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -155,7 +149,8 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    fn encode(&self) -> Result<String, std::fmt::Error> {
+    /// The registry in Prometheus text.
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(
             &mut text,
@@ -200,7 +195,7 @@ impl Collector for Live {
                 None,
                 MetricType::Gauge,
             )?;
-            for upstream in self.upstreams.iter() {
+            for upstream in self.upstreams.all() {
                 let labels = [("upstream", upstream.name())];
                 ConstGauge::new(i64::from(upstream.facts().is_some()))
                     .encode(family.encode_family(&labels)?)?;
@@ -212,70 +207,10 @@ impl Collector for Live {
             None,
             MetricType::Counter,
         )?;
-        for upstream in self.upstreams.iter() {
+        for upstream in self.upstreams.all() {
             let labels = [("upstream", upstream.name())];
             ConstCounter::new(upstream.restarts()).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
-    }
-}
-
-/// The admin listener's routes, behind the same Host guard as the public port (a page
-/// rebound to a loopback address cannot read them).
-pub fn admin_router(
-    metrics: Arc<Metrics>,
-    upstreams: Arc<Upstreams>,
-    listen: std::net::SocketAddr,
-    allowed_hosts: &[String],
-) -> Router {
-    let guard = crate::guard::HostGuard::new(listen, allowed_hosts, &[]);
-    Router::new()
-        .route("/metrics", get(scrape).with_state(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready).with_state(upstreams.clone()))
-        .route("/tools", get(tools).with_state(upstreams))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(guard),
-            crate::guard::check,
-        ))
-}
-
-async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
-    match metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-/// The catalogue as `warden tools list` shows it: each tool's upstream, kind and where
-/// the kind came from (names and kinds only; never a schema or a description).
-async fn tools(State(upstreams): State<Arc<Upstreams>>) -> Response {
-    let tools: Vec<serde_json::Value> = upstreams
-        .tool_kinds()
-        .into_iter()
-        .map(|tool| {
-            serde_json::json!({
-                "name": tool.name,
-                "upstream": tool.upstream,
-                "kind": tool.kind.as_str(),
-                "kind_from": tool.source.as_str(),
-            })
-        })
-        .collect();
-    axum::Json(serde_json::json!({ "tools": tools })).into_response()
-}
-
-async fn ready(State(upstreams): State<Arc<Upstreams>>) -> Response {
-    if upstreams.iter().all(|u| u.facts().is_some()) {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "upstreams not ready\n").into_response()
     }
 }

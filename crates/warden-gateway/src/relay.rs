@@ -74,7 +74,7 @@ pub(crate) async fn run(run: Run) -> Answer {
     };
     let id = request.id.clone();
     let upstream_used = audit.upstream.clone();
-    let results = state.results().clone();
+    let results = state.results();
     let dispatch: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>> = Box::pin({
         let session = session.clone();
         async move {
@@ -174,7 +174,7 @@ struct Streaming {
     /// Who is sending what this stream relays, once the call reached an upstream
     /// (before that, only Warden's own questions travel here).
     upstream_used: UpstreamUsed,
-    results: Results,
+    results: Arc<Results>,
 }
 
 impl Streaming {

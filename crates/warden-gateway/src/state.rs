@@ -13,10 +13,12 @@ use crate::audit::Auditor;
 use crate::auth::{Authenticator, FailedAuth};
 use crate::client_addr::ClientAddresses;
 use crate::confirm::Confirmations;
+use crate::guard::HostGuard;
 use crate::input_required::InputLot;
 use crate::metrics::Metrics;
 use crate::oauth::OAuthVerifier;
 use crate::session::Sessions;
+use crate::swap::Swap;
 
 /// What the gateway is built from, besides its configuration.
 pub struct Parts {
@@ -46,13 +48,51 @@ struct Inner {
     limiter: Arc<Limiter>,
     auditor: Arc<Auditor>,
     metrics: Arc<Metrics>,
-    allowed_hosts: Vec<String>,
-    allowed_origins: Vec<String>,
-    client_addresses: ClientAddresses,
-    max_body_bytes: usize,
-    results: Results,
-    json_limits: JsonLimits,
+    // What a reload changes in place (`reconfigure`); the rest needs a restart.
+    guard: Arc<Swap<HostGuard>>,
+    admin_guard: Arc<Swap<HostGuard>>,
+    client_addresses: Arc<Swap<ClientAddresses>>,
+    body_caps: Swap<BodyCaps>,
+    results: Swap<Results>,
     body_read_timeout: Duration,
+}
+
+/// What every body is held to while it is read and scanned, before it is parsed.
+#[derive(Debug)]
+pub(crate) struct BodyCaps {
+    pub max_bytes: usize,
+    pub json: JsonLimits,
+}
+
+impl BodyCaps {
+    fn of(config: &Config) -> Self {
+        Self {
+            max_bytes: config.limits.max_body_bytes,
+            json: config.limits.json,
+        }
+    }
+}
+
+fn client_addresses_of(config: &Config) -> ClientAddresses {
+    ClientAddresses::new(
+        &config.trusted_proxies,
+        config.rate.ipv4_prefix,
+        config.rate.ipv6_prefix,
+    )
+}
+
+/// The public listener's guard: the hosts and browser origins allowed.
+fn guard_of(config: &Config) -> HostGuard {
+    HostGuard::new(
+        config.listen,
+        &config.allowed_hosts,
+        &config.allowed_origins,
+    )
+}
+
+/// The admin listener's guard: the same hosts, and no browser origin but its own.
+fn admin_guard_of(config: &Config) -> HostGuard {
+    HostGuard::new(config.admin_listen, &config.allowed_hosts, &[])
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,19 +130,27 @@ impl AppState {
                 limiter,
                 auditor,
                 metrics,
-                allowed_hosts: config.allowed_hosts.clone(),
-                allowed_origins: config.allowed_origins.clone(),
-                client_addresses: ClientAddresses::new(
-                    &config.trusted_proxies,
-                    config.rate.ipv4_prefix,
-                    config.rate.ipv6_prefix,
-                ),
-                max_body_bytes: config.limits.max_body_bytes,
-                results: config.results.clone(),
-                json_limits: config.limits.json,
+                guard: Arc::new(Swap::new(guard_of(config))),
+                admin_guard: Arc::new(Swap::new(admin_guard_of(config))),
+                client_addresses: Arc::new(Swap::new(client_addresses_of(config))),
+                body_caps: Swap::new(BodyCaps::of(config)),
+                results: Swap::new(config.results.clone()),
                 body_read_timeout: config.connections.body_read_timeout,
             }),
         }
+    }
+
+    /// Puts in force what a reload may change here: allowed hosts and origins (both
+    /// listeners), trusted proxies and address networks, body and JSON caps, the
+    /// hardening of results, and the waiting lists' shares and confirmation time. Requests under way finish with what they started with.
+    pub fn reconfigure(&self, config: &Config) {
+        self.inner.guard.set(guard_of(config));
+        self.inner.admin_guard.set(admin_guard_of(config));
+        self.inner.client_addresses.set(client_addresses_of(config));
+        self.inner.body_caps.set(BodyCaps::of(config));
+        self.inner.results.set(config.results.clone());
+        self.inner.confirmations.set_shares(&config.waiting);
+        self.inner.input_lot.set_shares(&config.waiting);
     }
 
     /// What the authentication layer needs.
@@ -144,31 +192,29 @@ impl AppState {
         self.inner.authenticator.oauth.as_ref()
     }
 
-    pub(crate) fn allowed_hosts(&self) -> &[String] {
-        &self.inner.allowed_hosts
+    /// The Host/Origin guard of the public listener.
+    pub(crate) fn guard(&self) -> &Arc<Swap<HostGuard>> {
+        &self.inner.guard
     }
 
-    pub(crate) fn allowed_origins(&self) -> &[String] {
-        &self.inner.allowed_origins
+    /// The Host/Origin guard of the admin listener.
+    pub(crate) fn admin_guard(&self) -> &Arc<Swap<HostGuard>> {
+        &self.inner.admin_guard
     }
 
     /// How a request's client address is found and aggregated.
-    pub(crate) fn client_addresses(&self) -> &ClientAddresses {
+    pub(crate) fn client_addresses(&self) -> &Arc<Swap<ClientAddresses>> {
         &self.inner.client_addresses
     }
 
-    pub(crate) fn max_body_bytes(&self) -> usize {
-        self.inner.max_body_bytes
+    /// The body cap and the caps every body is scanned against before it is parsed.
+    pub(crate) fn body_caps(&self) -> Arc<BodyCaps> {
+        self.inner.body_caps.get()
     }
 
     /// How upstream results are hardened before they reach a client.
-    pub(crate) fn results(&self) -> &Results {
-        &self.inner.results
-    }
-
-    /// Caps every body is scanned against before it is parsed.
-    pub(crate) fn json_limits(&self) -> &JsonLimits {
-        &self.inner.json_limits
+    pub(crate) fn results(&self) -> Arc<Results> {
+        self.inner.results.get()
     }
 
     pub(crate) fn body_read_timeout(&self) -> Duration {

@@ -295,20 +295,19 @@ async fn decode(
     }
     // A body trickled in a byte at a time would hold a worker and the connection.
     let timeout = state.body_read_timeout();
-    let bytes = tokio::time::timeout(timeout, read_body(headers, body, state.max_body_bytes()))
+    let caps = state.body_caps();
+    let bytes = tokio::time::timeout(timeout, read_body(headers, body, caps.max_bytes))
         .await
         .map_err(|_| GatewayError::BodyTimeout {
             limit_ms: timeout.as_millis(),
         })??;
     // Caps on depth, sizes and duplicate keys hold before any tree is built.
-    warden_proto::scan::scan(&bytes, state.json_limits()).map_err(|scanned| {
-        GatewayError::Envelope {
-            id: EnvelopeError::scanned_id(&bytes, &scanned),
-            error: EnvelopeError::Caps {
-                fault: scanned.fault,
-                in_params: scanned.in_params,
-            },
-        }
+    warden_proto::scan::scan(&bytes, &caps.json).map_err(|scanned| GatewayError::Envelope {
+        id: EnvelopeError::scanned_id(&bytes, &scanned),
+        error: EnvelopeError::Caps {
+            fault: scanned.fault,
+            in_params: scanned.in_params,
+        },
     })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| GatewayError::Envelope {
         error: EnvelopeError::Parse,

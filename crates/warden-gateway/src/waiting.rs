@@ -13,6 +13,7 @@ use warden_proto::codes;
 use warden_store::Principal;
 
 use crate::error::RpcError;
+use crate::swap::Swap;
 
 /// How long a client told that a list is full should wait before trying again.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -28,7 +29,7 @@ pub(crate) struct WaitingList<T> {
     /// What waits here, for the refusal's message (`"confirmation"`).
     what: &'static str,
     entries: Mutex<HashMap<String, Waiter<T>>>,
-    shares: warden_config::Waiting,
+    shares: Swap<warden_config::Waiting>,
     ttl: Duration,
 }
 
@@ -37,9 +38,14 @@ impl<T> WaitingList<T> {
         Self {
             what,
             entries: Mutex::default(),
-            shares: shares.clone(),
+            shares: Swap::new(shares.clone()),
             ttl,
         }
+    }
+
+    /// New shares (a reload): entries already waiting stay; new ones meet these.
+    pub(crate) fn set_shares(&self, shares: &warden_config::Waiting) {
+        self.shares.set(shares.clone());
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<String, Waiter<T>>> {
@@ -94,11 +100,12 @@ impl<T> WaitingList<T> {
             .values()
             .filter(|w| w.tenant == principal.tenant)
             .count();
-        if of_key >= self.shares.per_key {
+        let shares = self.shares.get();
+        if of_key >= shares.per_key {
             Err(self.full("of this key"))
-        } else if of_tenant >= self.shares.per_tenant {
+        } else if of_tenant >= shares.per_tenant {
             Err(self.full("of this tenant"))
-        } else if entries.len() >= self.shares.total {
+        } else if entries.len() >= shares.total {
             Err(self.full("in all"))
         } else {
             Ok(())

@@ -59,6 +59,11 @@ impl Gate {
         }
     }
 
+    /// The calls it lets in at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     fn idle(&self) -> bool {
         self.slots.available_permits() == self.max && self.waiting.load(Ordering::Acquire) == 0
     }

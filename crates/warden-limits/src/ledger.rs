@@ -2,7 +2,7 @@
 //! current UTC day, and the totals are written to `costs.db` in batches (and once more
 //! at shutdown), so the cap holds across restarts.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,8 +34,6 @@ struct Day {
 #[derive(Debug)]
 pub(crate) struct Ledger {
     store: Option<Arc<CostStore>>,
-    default_cap: u64,
-    caps: BTreeMap<String, u64>,
     day: Mutex<Day>,
 }
 
@@ -47,11 +45,7 @@ pub(crate) struct OverCap {
 
 impl Ledger {
     /// Starts from what `store` holds for today.
-    pub fn open(
-        store: Option<Arc<CostStore>>,
-        default_cap: u64,
-        caps: BTreeMap<String, u64>,
-    ) -> Result<Self, warden_store::StoreError> {
+    pub fn open(store: Option<Arc<CostStore>>) -> Result<Self, warden_store::StoreError> {
         let day = today();
         let spent = match &store {
             Some(store) => store.day(day)?.into_iter().collect(),
@@ -59,8 +53,6 @@ impl Ledger {
         };
         Ok(Self {
             store,
-            default_cap,
-            caps,
             day: Mutex::new(Day {
                 day,
                 spent,
@@ -69,9 +61,9 @@ impl Ledger {
         })
     }
 
-    /// Charges `cost` to `tenant` if it stays within today's cap.
-    pub fn reserve(&self, tenant: &str, cost: u64) -> Result<(), OverCap> {
-        let cap = self.caps.get(tenant).copied().unwrap_or(self.default_cap);
+    /// Charges `cost` to `tenant` if it stays within today's `cap` (the caps are the
+    /// limiter's, which a reload may change).
+    pub fn reserve(&self, tenant: &str, cost: u64, cap: u64) -> Result<(), OverCap> {
         let mut day = self.day.lock().unwrap_or_else(PoisonError::into_inner);
         let now = today();
         if day.day != now {
@@ -158,18 +150,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = warden_store::DataDir::open(tmp.path()).unwrap();
         let store = Arc::new(CostStore::open(&dir).unwrap());
-        let caps = BTreeMap::from([("small".to_owned(), 3)]);
-        let ledger = Ledger::open(Some(store.clone()), 10, caps.clone()).unwrap();
-        assert!(ledger.reserve("small", 2).is_ok());
-        assert_eq!(ledger.reserve("small", 2), Err(OverCap { cap: 3 }));
-        assert!(ledger.reserve("small", 1).is_ok());
-        assert!(ledger.reserve("big", 10).is_ok());
-        assert!(ledger.reserve("big", 1).is_err());
+        let ledger = Ledger::open(Some(store.clone())).unwrap();
+        assert!(ledger.reserve("small", 2, 3).is_ok());
+        assert_eq!(ledger.reserve("small", 2, 3), Err(OverCap { cap: 3 }));
+        assert!(ledger.reserve("small", 1, 3).is_ok());
+        assert!(ledger.reserve("big", 10, 10).is_ok());
+        assert!(ledger.reserve("big", 1, 10).is_err());
+        // A cap raised (a reload) lets the tenant go on.
+        assert!(ledger.reserve("big", 1, 11).is_ok());
         ledger.flush().unwrap();
-        let reopened = Ledger::open(Some(store), 10, caps).unwrap();
-        assert!(reopened.reserve("small", 1).is_err());
-        assert!(reopened.reserve("big", 1).is_err());
-        assert!(reopened.reserve("fresh", 10).is_ok());
+        let reopened = Ledger::open(Some(store)).unwrap();
+        assert!(reopened.reserve("small", 1, 3).is_err());
+        assert!(reopened.reserve("big", 1, 11).is_err());
+        assert!(reopened.reserve("fresh", 10, 10).is_ok());
         assert!(until_midnight() <= 86_400);
     }
 }

@@ -21,7 +21,7 @@ mod ledger;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -139,19 +139,67 @@ pub struct Call<'a> {
 }
 
 pub struct Limiter {
-    rate: Rate,
-    tools: BTreeMap<String, ToolRules>,
+    /// The limits in force and the gates that count against them; a reload swaps it.
+    shape: RwLock<Arc<Shape>>,
     per_ip: Buckets<IpAddr>,
     per_key: Buckets<String>,
     per_tool: Buckets<(String, String)>,
     session_calls: Mutex<HashMap<String, u64>>,
-    key_gates: Gates<String>,
-    total: Gate,
-    upstreams: Vec<Gate>,
     ledger: Arc<Ledger>,
     streams: Arc<Mutex<HashMap<String, usize>>>,
     refused: [AtomicU64; Layer::ALL.len()],
     logged: Mutex<HashMap<(String, Layer), Instant>>,
+}
+
+/// The configured limits, and the concurrency gates sized by them. A gate whose size a
+/// reload keeps is carried over with its calls in flight; a resized one is new, and the
+/// calls in flight finish under the old one.
+struct Shape {
+    rate: Rate,
+    tools: BTreeMap<String, ToolRules>,
+    key_gates: Arc<Gates<String>>,
+    total: Arc<Gate>,
+    upstreams: Vec<Arc<Gate>>,
+}
+
+impl Shape {
+    fn new(
+        rate: &Rate,
+        tools: &BTreeMap<String, ToolRules>,
+        upstream_slots: &[usize],
+        before: Option<&Shape>,
+    ) -> Self {
+        let kept = |old: Option<&Arc<Gate>>, max: usize| match old {
+            Some(gate) if gate.max() == max => gate.clone(),
+            _ => Arc::new(Gate::new(max)),
+        };
+        let key_gates = match before {
+            Some(before) if before.rate.max_concurrent_per_key == rate.max_concurrent_per_key => {
+                before.key_gates.clone()
+            }
+            _ => Arc::new(Gates::new(rate.max_concurrent_per_key)),
+        };
+        Self {
+            rate: rate.clone(),
+            tools: tools.clone(),
+            key_gates,
+            total: kept(before.map(|b| &b.total), rate.max_concurrent_total),
+            upstreams: upstream_slots
+                .iter()
+                .enumerate()
+                .map(|(index, &max)| kept(before.and_then(|b| b.upstreams.get(index)), max))
+                .collect(),
+        }
+    }
+
+    /// Today's cost cap of `tenant`.
+    fn cap_of(&self, tenant: &str) -> u64 {
+        self.rate
+            .tenant_caps
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.rate.daily_cost_cap)
+    }
 }
 
 impl std::fmt::Debug for Limiter {
@@ -170,24 +218,37 @@ impl Limiter {
         costs: Option<Arc<CostStore>>,
     ) -> Result<Self, warden_store::StoreError> {
         Ok(Self {
-            ledger: Arc::new(Ledger::open(
-                costs,
-                rate.daily_cost_cap,
-                rate.tenant_caps.clone(),
-            )?),
-            rate: rate.clone(),
-            tools: tools.clone(),
+            ledger: Arc::new(Ledger::open(costs)?),
+            shape: RwLock::new(Arc::new(Shape::new(rate, tools, upstream_slots, None))),
             per_ip: Buckets::new(),
             per_key: Buckets::new(),
             per_tool: Buckets::new(),
             session_calls: Mutex::new(HashMap::new()),
-            key_gates: Gates::new(rate.max_concurrent_per_key),
-            total: Gate::new(rate.max_concurrent_total),
-            upstreams: upstream_slots.iter().map(|&max| Gate::new(max)).collect(),
             streams: Arc::new(Mutex::new(HashMap::new())),
             refused: Default::default(),
             logged: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Puts new limits in force (a reload): rates, queues, caps and tool rules from the
+    /// next request on. Buckets keep what they hold; a gate whose size changed starts
+    /// anew, so calls in flight finish under the size they entered with.
+    pub fn reconfigure(
+        &self,
+        rate: &Rate,
+        tools: &BTreeMap<String, ToolRules>,
+        upstream_slots: &[usize],
+    ) {
+        let mut shape = self.shape.write().unwrap_or_else(PoisonError::into_inner);
+        let next = Shape::new(rate, tools, upstream_slots, Some(&shape));
+        *shape = Arc::new(next);
+    }
+
+    fn shape(&self) -> Arc<Shape> {
+        self.shape
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Writes spent costs in batches until `stop` turns true, then once more.
@@ -209,7 +270,7 @@ impl Limiter {
 
     /// Layer 1: every HTTP request from `address`, before authentication.
     pub fn admit_address(&self, address: IpAddr) -> Result<(), Refusal> {
-        let rpm = self.rate.per_ip_rpm;
+        let rpm = self.shape().rate.per_ip_rpm;
         self.per_ip.take(&address, rpm).map_err(|wait| {
             self.refuse(
                 &address.to_string(),
@@ -224,7 +285,7 @@ impl Limiter {
 
     /// Layer 2: every JSON-RPC request of a key.
     pub fn admit_request(&self, key_id: &str, own_rpm: Option<u32>) -> Result<(), Refusal> {
-        let rpm = own_rpm.unwrap_or(self.rate.per_key_rpm);
+        let rpm = own_rpm.unwrap_or_else(|| self.shape().rate.per_key_rpm);
         self.per_key.take(&key_id.to_owned(), rpm).map_err(|wait| {
             self.refuse(
                 key_id,
@@ -241,10 +302,12 @@ impl Limiter {
     /// slots; the cost is charged only once the call holds them.
     pub async fn admit_call(&self, call: Call<'_>, upstream: usize) -> Result<CallPermit, Refusal> {
         let refuse = |refusal| self.refuse(call.key_id, refusal);
-        self.count_session(call.session).map_err(refuse)?;
+        let shape = self.shape();
+        self.count_session(call.session, shape.rate.per_session_calls)
+            .map_err(refuse)?;
         let rules = call
             .tool
-            .and_then(|tool| warden_config::rules_for(&self.tools, tool));
+            .and_then(|tool| warden_config::rules_for(&shape.tools, tool));
         if let (Some(tool), Some(rpm)) = (call.tool, rules.and_then(|r| r.rpm)) {
             self.per_tool
                 .take(&(call.key_id.to_owned(), tool.to_owned()), rpm)
@@ -256,7 +319,7 @@ impl Limiter {
                     ))
                 })?;
         }
-        let (depth, timeout) = (self.rate.queue_depth, self.rate.queue_timeout);
+        let (depth, timeout) = (shape.rate.queue_depth, shape.rate.queue_timeout);
         let busy = |layer, closed| {
             let what = match closed {
                 Closed::QueueFull => "too many calls in flight and waiting",
@@ -264,19 +327,19 @@ impl Limiter {
             };
             refuse(Refusal::new(layer, Duration::from_secs(1), what))
         };
-        let key_slot = self
+        let key_slot = shape
             .key_gates
             .get(&call.key_id.to_owned())
             .enter(depth, timeout)
             .await
             .map_err(|closed| busy(Layer::Concurrency, closed))?;
-        let total_slot = self
+        let total_slot = shape
             .total
             .enter(depth, timeout)
             .await
             .map_err(|closed| busy(Layer::Concurrency, closed))?;
         let mut slots = vec![key_slot, total_slot];
-        if let Some(gate) = self.upstreams.get(upstream) {
+        if let Some(gate) = shape.upstreams.get(upstream) {
             slots.push(
                 gate.enter(depth, timeout)
                     .await
@@ -287,23 +350,26 @@ impl Limiter {
             Some(_) => rules.map_or(warden_config::DEFAULT_TOOL_COST, |r| r.cost),
             None => 0,
         };
-        self.ledger.reserve(call.tenant, cost).map_err(|over| {
-            let wait = Duration::from_secs(ledger::until_midnight());
-            refuse(Refusal::new(
-                Layer::DailyCost,
-                wait,
-                format_args!(
-                    "this tenant has spent its daily cost cap of {}; it resets at 00:00 UTC",
-                    over.cap
-                ),
-            ))
-        })?;
+        let cap = shape.cap_of(call.tenant);
+        self.ledger
+            .reserve(call.tenant, cost, cap)
+            .map_err(|over| {
+                let wait = Duration::from_secs(ledger::until_midnight());
+                refuse(Refusal::new(
+                    Layer::DailyCost,
+                    wait,
+                    format_args!(
+                        "this tenant has spent its daily cost cap of {}; it resets at 00:00 UTC",
+                        over.cap
+                    ),
+                ))
+            })?;
         Ok(CallPermit { _slots: slots })
     }
 
     /// A GET stream for `key_id`, if it has fewer open than the cap.
     pub fn open_stream(&self, key_id: &str) -> Result<StreamSlot, Refusal> {
-        let max = self.rate.max_streams_per_key;
+        let max = self.shape().rate.max_streams_per_key;
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         let open = streams.entry(key_id.to_owned()).or_insert(0);
         if *open >= max {
@@ -324,8 +390,7 @@ impl Limiter {
         })
     }
 
-    fn count_session(&self, session: &str) -> Result<(), Refusal> {
-        let max = self.rate.per_session_calls;
+    fn count_session(&self, session: &str, max: u64) -> Result<(), Refusal> {
         let mut calls = self
             .session_calls
             .lock()
@@ -369,5 +434,99 @@ impl Limiter {
             );
         }
         refusal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate() -> Rate {
+        Rate {
+            per_key_rpm: 2,
+            per_ip_rpm: 100,
+            max_concurrent_per_key: 1,
+            max_concurrent_total: 10,
+            queue_depth: 0,
+            queue_timeout: Duration::ZERO,
+            per_session_calls: 1_000,
+            daily_cost_cap: 1_000,
+            tenant_caps: BTreeMap::new(),
+            max_streams_per_key: 1,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+        }
+    }
+
+    fn call(tool: Option<&str>) -> Call<'_> {
+        Call {
+            key_id: "k",
+            tenant: "t",
+            session: "s",
+            tool,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_changes_the_limits_from_the_next_request_on() {
+        let limiter = Limiter::new(&rate(), &BTreeMap::new(), &[5], None).unwrap();
+        assert!(limiter.admit_request("k", None).is_ok());
+        assert!(limiter.admit_request("k", None).is_ok());
+        assert_eq!(
+            limiter.admit_request("k", None).unwrap_err().layer,
+            Layer::PerKey
+        );
+        let held = limiter.admit_call(call(None), 0).await.unwrap();
+        assert_eq!(
+            limiter.admit_call(call(None), 0).await.unwrap_err().layer,
+            Layer::Concurrency
+        );
+        let _stream = limiter.open_stream("k").unwrap();
+        assert!(limiter.open_stream("k").is_err());
+
+        // More requests a minute, two calls at once per key, a tool of its own rate and
+        // cost, a tenant cap, two streams.
+        let wider = Rate {
+            per_key_rpm: 600,
+            max_concurrent_per_key: 2,
+            tenant_caps: BTreeMap::from([("t".to_owned(), 3)]),
+            max_streams_per_key: 2,
+            ..rate()
+        };
+        let tools = BTreeMap::from([(
+            "costly".to_owned(),
+            ToolRules {
+                cost: 3,
+                rpm: Some(1),
+                ..ToolRules::default()
+            },
+        )]);
+        limiter.reconfigure(&wider, &tools, &[5]);
+        // Ten tokens a second now (the old rate: one in thirty seconds).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            limiter.admit_request("k", None).is_ok(),
+            "the bucket refills at the new rate"
+        );
+        let second = limiter.admit_call(call(None), 0).await.unwrap();
+        assert!(limiter.open_stream("k").is_ok());
+        drop((held, second));
+        let costly = limiter.admit_call(call(Some("costly")), 0).await.unwrap();
+        drop(costly);
+        assert_eq!(
+            limiter
+                .admit_call(call(Some("costly")), 0)
+                .await
+                .unwrap_err()
+                .layer,
+            Layer::PerTool
+        );
+        // The tenant spent 3 of its new cap of 3 (calls without a tool cost nothing).
+        limiter.reconfigure(&wider, &BTreeMap::new(), &[5]);
+        let over = limiter
+            .admit_call(call(Some("other")), 0)
+            .await
+            .unwrap_err();
+        assert_eq!(over.layer, Layer::DailyCost);
     }
 }

@@ -10,7 +10,7 @@
 //! notation (decimal, octal, hex, short forms) to the dotted one.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -65,19 +65,39 @@ pub type Lookup =
 /// What Warden may connect to.
 #[derive(Default, Clone)]
 pub struct EgressPolicy {
-    hosts: Vec<String>,
-    networks: Vec<(IpAddr, u8)>,
+    /// What `[egress] allow` opens; shared with the children's policy, so that a reload
+    /// changes both at once.
+    allowed: Arc<RwLock<Allowed>>,
     lookup: Option<Lookup>,
     /// This machine stays closed whatever `allow` says (the stdio children's proxy:
     /// Warden's own ports, its admin endpoint and other children's proxies are here).
     local_closed: bool,
 }
 
+/// The hosts and networks the operator opened.
+#[derive(Debug, Default)]
+struct Allowed {
+    hosts: Vec<String>,
+    networks: Vec<(IpAddr, u8)>,
+}
+
+impl Allowed {
+    fn from_rules(allow: &[EgressRule]) -> Self {
+        let mut allowed = Self::default();
+        for rule in allow {
+            match rule {
+                EgressRule::Host(host) => allowed.hosts.push(host.clone()),
+                EgressRule::Network(ip, prefix) => allowed.networks.push((*ip, *prefix)),
+            }
+        }
+        allowed
+    }
+}
+
 impl std::fmt::Debug for EgressPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EgressPolicy")
-            .field("hosts", &self.hosts)
-            .field("networks", &self.networks)
+            .field("allowed", &*self.allowed())
             .finish_non_exhaustive()
     }
 }
@@ -105,18 +125,27 @@ impl EgressPolicy {
     }
 
     fn from_rules(allow: &[EgressRule]) -> Self {
-        let mut policy = Self::default();
-        for rule in allow {
-            match rule {
-                EgressRule::Host(host) => policy.hosts.push(host.clone()),
-                EgressRule::Network(ip, prefix) => policy.networks.push((*ip, *prefix)),
-            }
+        Self {
+            allowed: Arc::new(RwLock::new(Allowed::from_rules(allow))),
+            ..Self::default()
         }
-        policy
+    }
+
+    /// Replaces what `[egress] allow` opens (a reload), for Warden's own requests and
+    /// the children's proxies alike, from the next connection on.
+    pub fn replace(&self, allow: &[EgressRule]) {
+        *self.allowed.write().unwrap_or_else(PoisonError::into_inner) = Allowed::from_rules(allow);
+    }
+
+    fn allowed(&self) -> std::sync::RwLockReadGuard<'_, Allowed> {
+        self.allowed.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn host_allowed(&self, host: &str) -> bool {
-        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+        self.allowed()
+            .hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
     }
 
     /// Whether Warden may connect to `ip` (reached through `host`).
@@ -127,6 +156,7 @@ impl EgressPolicy {
         self.host_allowed(host)
             || self.host_allowed(&ip.to_string())
             || self
+                .allowed()
                 .networks
                 .iter()
                 .any(|(net, prefix)| in_network(ip, *net, *prefix))

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::AbortHandle;
 use warden_config::Http;
 use warden_proto::era::PROTOCOL_VERSION_META;
@@ -57,6 +57,8 @@ pub(crate) struct HttpUpstream {
     link: Arc<Link>,
     eras: EraCache,
     facts: tokio::sync::Mutex<Option<Arc<ServerFacts>>>,
+    /// Turns true when the upstream is shut down or replaced: its tasks end.
+    stop: watch::Receiver<bool>,
 }
 
 impl HttpUpstream {
@@ -66,6 +68,7 @@ impl HttpUpstream {
         max_message_bytes: usize,
         unsolicited: broadcast::Sender<Value>,
         egress: &Arc<EgressPolicy>,
+        stop: watch::Receiver<bool>,
     ) -> Result<Self, UpstreamError> {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|_| UpstreamError::Spawn("invalid url".into()))?;
@@ -94,10 +97,14 @@ impl HttpUpstream {
             max_message_bytes,
             session: Mutex::new(LegacySession::default()),
         });
-        tokio::spawn(deliver(endpoint.clone(), link.clone(), queue));
+        tokio::spawn(until_stopped(
+            stop.clone(),
+            deliver(endpoint.clone(), link.clone(), queue),
+        ));
         Ok(Self {
             endpoint,
             link,
+            stop,
             eras: EraCache::default(),
             facts: tokio::sync::Mutex::new(None),
         })
@@ -132,7 +139,10 @@ impl HttpUpstream {
         *self.endpoint.session() = LegacySession::default();
         let learned = handshake(&self.link, &self.eras).await?;
         if !learned.era.is_modern() {
-            tokio::spawn(listen(self.endpoint.clone(), self.link.clone()));
+            tokio::spawn(until_stopped(
+                self.stop.clone(),
+                listen(self.endpoint.clone(), self.link.clone()),
+            ));
         }
         let learned = Arc::new(learned);
         *facts = Some(learned.clone());
@@ -204,6 +214,14 @@ fn insert_text(headers: &mut HeaderMap, name: &'static str, text: &str) {
     };
     if let Some(value) = value {
         headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Runs `task` until the upstream is stopped (shut down, or replaced by a reload).
+async fn until_stopped(mut stop: watch::Receiver<bool>, task: impl Future<Output = ()>) {
+    tokio::select! {
+        () = task => {}
+        _ = stop.wait_for(|stop| *stop) => {}
     }
 }
 

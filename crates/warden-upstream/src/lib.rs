@@ -133,6 +133,10 @@ pub struct Upstream {
     untrusted: bool,
     refresh: Option<Duration>,
     paths_root: Option<std::path::PathBuf>,
+    /// What it was started from: a reload restarts it only when this changes.
+    config: warden_config::Upstream,
+    /// Turns true to stop it: at shutdown, or when a reload replaces it.
+    stop: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -153,10 +157,10 @@ impl Upstream {
     fn start(
         config: &warden_config::Upstream,
         notes: &Arc<NotesStore>,
-        shutdown: &watch::Receiver<bool>,
         egress: &Arc<egress::EgressPolicy>,
         host: &ChildHost,
     ) -> Result<Self, UpstreamError> {
+        let (stop, shutdown) = watch::channel(false);
         let name: Arc<str> = config.name.as_str().into();
         let unsolicited = link::Link::unsolicited_channel();
         let restarts = Arc::new(AtomicU64::new(0));
@@ -172,7 +176,7 @@ impl Upstream {
                     max_message_bytes: config.max_message_bytes,
                     eras: handshake::EraCache::default(),
                     unsolicited: unsolicited.clone(),
-                    shutdown: shutdown.clone(),
+                    shutdown,
                     restarts: restarts.clone(),
                     egress: egress.for_children(),
                     host: host.clone(),
@@ -185,7 +189,7 @@ impl Upstream {
                     config.max_message_bytes,
                     unsolicited.clone(),
                     egress,
-                    shutdown.clone(),
+                    shutdown,
                     restarts.clone(),
                 )?)
             }
@@ -195,6 +199,7 @@ impl Upstream {
                 config.max_message_bytes,
                 unsolicited.clone(),
                 egress,
+                shutdown,
             )?),
         };
         Ok(Self {
@@ -209,7 +214,14 @@ impl Upstream {
             untrusted: config.untrusted,
             refresh: config.refresh,
             paths_root: config.paths_root.clone(),
+            config: config.clone(),
+            stop,
         })
+    }
+
+    /// The configuration it was started from.
+    pub fn config(&self) -> &warden_config::Upstream {
+        &self.config
     }
 
     /// Times a child of this upstream stopped and was started again.
@@ -334,10 +346,18 @@ impl Upstream {
         *self.facts.lock().unwrap_or_else(PoisonError::into_inner) = Some(facts);
     }
 
-    async fn stopped(&self) {
+    /// Stops it (children: stdin closed, a grace period, then a kill) and waits until
+    /// it has stopped. Calls still in flight fail as unavailable.
+    async fn stop(&self) {
+        self.stop.send_replace(true);
         if let Backend::Stdio(children) = &self.backend {
             children.stopped().await;
         }
+    }
+
+    /// Turns true once it is stopped.
+    fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     fn unsolicited(&self) -> broadcast::Receiver<Value> {

@@ -196,10 +196,17 @@ pub enum ListError {
 }
 
 pub struct Upstreams {
-    upstreams: Vec<Arc<Upstream>>,
-    /// The operator's `[tools."<name>"]` rules, applied whenever the catalogue is built.
-    rules: BTreeMap<String, ToolRules>,
+    /// One slot per configured upstream, in order; a reload may put a new upstream in a
+    /// slot (its definition changed), never add or remove one.
+    slots: Vec<RwLock<Arc<Upstream>>>,
+    /// The operator's `[tools."<name>"]` rules, applied whenever the catalogue is built;
+    /// a reload replaces them.
+    rules: RwLock<Arc<BTreeMap<String, ToolRules>>>,
     pins: Option<Arc<PinStore>>,
+    /// What upstreams are started with, kept for a reload's restarts.
+    notes: Arc<NotesStore>,
+    egress: Arc<EgressPolicy>,
+    host: ChildHost,
     withheld: broadcast::Sender<Withheld>,
     catalogue: RwLock<Arc<Catalogue>>,
     tools: Mutex<Vec<Vec<Value>>>,
@@ -212,7 +219,7 @@ pub struct Upstreams {
 
 impl std::fmt::Debug for Upstreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(&self.upstreams).finish()
+        f.debug_list().entries(self.all()).finish()
     }
 }
 
@@ -229,20 +236,23 @@ impl Upstreams {
         egress: &Arc<EgressPolicy>,
         host: &ChildHost,
     ) -> Result<Arc<Self>, (String, UpstreamError)> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let upstreams = configs
+        let (shutdown, _) = watch::channel(false);
+        let slots = configs
             .iter()
             .map(|config| {
-                Upstream::start(config, notes, &shutdown_rx, egress, host)
-                    .map(Arc::new)
+                Upstream::start(config, notes, egress, host)
+                    .map(|upstream| RwLock::new(Arc::new(upstream)))
                     .map_err(|error| (config.name.clone(), error))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let count = upstreams.len();
+        let count = slots.len();
         Ok(Arc::new(Self {
-            upstreams,
-            rules: rules.clone(),
+            slots,
+            rules: RwLock::new(Arc::new(rules.clone())),
             pins,
+            notes: notes.clone(),
+            egress: egress.clone(),
+            host: host.clone(),
             withheld: broadcast::channel(CHANGES_QUEUE).0,
             catalogue: RwLock::new(Arc::new(Catalogue::default())),
             tools: Mutex::new(vec![Vec::new(); count]),
@@ -256,16 +266,16 @@ impl Upstreams {
     /// Lists every upstream's catalogue, waiting at most `wait` for slow ones (they join
     /// when ready), and keeps each fresh from then on.
     pub async fn load(self: &Arc<Self>, wait: Duration) {
-        let (loaded_tx, mut loaded) = tokio::sync::mpsc::channel(self.upstreams.len().max(1));
+        let (loaded_tx, mut loaded) = tokio::sync::mpsc::channel(self.slots.len().max(1));
         tokio::spawn(self.clone().watch_pins());
-        for index in 0..self.upstreams.len() {
+        for index in 0..self.slots.len() {
             let this = self.clone();
             let loaded_tx = loaded_tx.clone();
-            tokio::spawn(async move { this.keep_fresh(index, loaded_tx).await });
+            tokio::spawn(async move { this.keep_fresh(index, Some(loaded_tx)).await });
         }
         drop(loaded_tx);
         let all = async {
-            for _ in 0..self.upstreams.len() {
+            for _ in 0..self.slots.len() {
                 loaded.recv().await;
             }
         };
@@ -274,12 +284,19 @@ impl Upstreams {
         }
     }
 
-    /// Lists an upstream's catalogue, then again whenever it says its tools changed.
-    async fn keep_fresh(self: Arc<Self>, index: usize, loaded: tokio::sync::mpsc::Sender<()>) {
-        let upstream = self.upstreams[index].clone();
+    /// Lists an upstream's catalogue, then again whenever it says its tools changed,
+    /// until the upstream stops (shutdown, or a reload that replaced it). `loaded` hears
+    /// of the first listing; without it (a restarted upstream), a first listing that
+    /// differs is announced like any change.
+    async fn keep_fresh(
+        self: Arc<Self>,
+        index: usize,
+        loaded: Option<tokio::sync::mpsc::Sender<()>>,
+    ) {
+        let upstream = self.at(index);
         let mut notices = upstream.unsolicited();
-        let mut stop = self.shutdown.subscribe();
-        let mut first = Some(loaded);
+        let mut stop = upstream.stopping();
+        let mut first = loaded;
         loop {
             match self.relist(index).await {
                 Ok(changed) => {
@@ -354,7 +371,7 @@ impl Upstreams {
     /// Lists one upstream's tools (and resource templates) again; says whether its tools
     /// changed.
     async fn relist(&self, index: usize) -> Result<bool, UpstreamError> {
-        let upstream = &self.upstreams[index];
+        let upstream = self.at(index);
         let tools = self.list_all(index, "tools/list", "tools").await?;
         let supports_resources = upstream
             .facts()
@@ -407,7 +424,7 @@ impl Upstreams {
         method: &str,
         key: &str,
     ) -> Result<Vec<Value>, UpstreamError> {
-        let upstream = &self.upstreams[index];
+        let upstream = self.at(index);
         let mut items = Vec::new();
         let mut cursor: Option<Value> = None;
         for _ in 0..MAX_TOOL_PAGES {
@@ -438,7 +455,8 @@ impl Upstreams {
         let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
         let mut candidates = Vec::new();
         for (index, list) in tools.iter().enumerate() {
-            let prefix = self.upstreams[index].prefix();
+            let upstream = self.at(index);
+            let prefix = upstream.prefix();
             for definition in list {
                 let Some(name) = definition.get("name").and_then(Value::as_str) else {
                     continue;
@@ -473,11 +491,11 @@ impl Upstreams {
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        match rules_for(&self.rules, name).and_then(|rules| rules.kind) {
+        match rules_for(&self.rules(), name).and_then(|rules| rules.kind) {
             Some(ToolClass::Read) => (ToolKind::Read, KindSource::Operator),
             Some(ToolClass::Write) => (ToolKind::Write, KindSource::Operator),
             Some(ToolClass::Destructive) => (ToolKind::Destructive, KindSource::Operator),
-            None if self.upstreams[origin.upstream].trusts_annotations() => (
+            None if self.at(origin.upstream).trusts_annotations() => (
                 ToolKind::from_trusted_annotations(definition),
                 KindSource::Annotations,
             ),
@@ -493,9 +511,9 @@ impl Upstreams {
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let mut rules = rules_for(&self.rules, name).cloned().unwrap_or_default();
+        let mut rules = rules_for(&self.rules(), name).cloned().unwrap_or_default();
         if rules.root.is_none()
-            && let Some(root) = self.upstreams[origin.upstream].paths_root()
+            && let Some(root) = self.at(origin.upstream).paths_root()
         {
             rules.root = Some(root.to_path_buf());
             if let Some(schema) = definition.get("inputSchema") {
@@ -515,7 +533,7 @@ impl Upstreams {
                 let (kind, source) = self.classify(tool.definition(), tool.origin());
                 ToolKindInfo {
                     name: tool.name().to_owned(),
-                    upstream: self.upstreams[tool.origin().upstream].name().to_owned(),
+                    upstream: self.at(tool.origin().upstream).name().to_owned(),
                     kind,
                     source,
                 }
@@ -544,7 +562,7 @@ impl Upstreams {
         candidates
             .into_iter()
             .filter(|(definition, origin)| {
-                if self.upstreams[origin.upstream].is_embedded() {
+                if self.at(origin.upstream).is_embedded() {
                     return true;
                 }
                 let name = name_of(definition);
@@ -563,7 +581,7 @@ impl Upstreams {
                             tracing::warn!(tool = %name, %reason, "tool withheld until approved (warden tools diff {name})");
                             let _ = self.withheld.send(Withheld {
                                 tool: name,
-                                upstream: self.upstreams[origin.upstream].name().to_owned(),
+                                upstream: self.at(origin.upstream).name().to_owned(),
                                 reason,
                             });
                         }
@@ -606,8 +624,8 @@ impl Upstreams {
     /// (upstreams not listed yet are not judged).
     pub fn unmatched_rules(&self) -> Vec<UnmatchedRule> {
         let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
-        let known: Vec<(&str, Option<std::collections::HashSet<String>>)> = self
-            .upstreams
+        let upstreams = self.all();
+        let known: Vec<(&str, Option<std::collections::HashSet<String>>)> = upstreams
             .iter()
             .zip(tools.iter())
             .map(|(upstream, listed)| {
@@ -621,7 +639,7 @@ impl Upstreams {
                 (upstream.prefix(), names)
             })
             .collect();
-        unmatched_rules(self.rules.keys().map(String::as_str), &known)
+        unmatched_rules(self.rules().keys().map(String::as_str), &known)
     }
 
     /// Tools newly withheld by their pins, as they happen (for the audit trail).
@@ -636,12 +654,74 @@ impl Upstreams {
             .clone()
     }
 
-    pub fn get(&self, index: usize) -> Option<&Arc<Upstream>> {
-        self.upstreams.get(index)
+    pub fn get(&self, index: usize) -> Option<Arc<Upstream>> {
+        self.slots
+            .get(index)
+            .map(|slot| slot.read().unwrap_or_else(PoisonError::into_inner).clone())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.upstreams.iter()
+    /// The upstream in slot `index` (an index from this catalogue or its routes).
+    fn at(&self, index: usize) -> Arc<Upstream> {
+        self.slots[index]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every upstream, in the configured order.
+    pub fn all(&self) -> Vec<Arc<Upstream>> {
+        (0..self.slots.len()).map(|index| self.at(index)).collect()
+    }
+
+    /// The operator's tool rules in force.
+    fn rules(&self) -> Arc<BTreeMap<String, ToolRules>> {
+        self.rules
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the operator's tool rules (a reload): the catalogue is built again
+    /// with them, and clients with a stream hear that the tools changed.
+    pub fn set_rules(&self, rules: &BTreeMap<String, ToolRules>) {
+        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules.clone());
+        self.rebuild();
+        let _ = self
+            .changes
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+    }
+
+    /// Starts a new upstream from `config` in slot `index` and stops the one it
+    /// replaces (a reload, when its definition changed). Calls in flight to the old one
+    /// fail as unavailable; new calls wait for the new one. Its tools are listed again,
+    /// and a change is announced to clients.
+    pub async fn restart(
+        self: &Arc<Self>,
+        index: usize,
+        config: &warden_config::Upstream,
+    ) -> Result<(), UpstreamError> {
+        let fresh = Arc::new(Upstream::start(
+            config,
+            &self.notes,
+            &self.egress,
+            &self.host,
+        )?);
+        let old = std::mem::replace(
+            &mut *self.slots[index]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        self.forget_offers(index);
+        if *self.shutdown.borrow() {
+            // Shut down meanwhile: the new one goes too.
+            self.at(index).stop().await;
+        } else {
+            let this = self.clone();
+            tokio::spawn(async move { this.keep_fresh(index, None).await });
+        }
+        old.stop().await;
+        Ok(())
     }
 
     /// Notifications for clients: list changes, resource updates.
@@ -652,16 +732,16 @@ impl Upstreams {
     /// Stops every child: stdin closed, a grace period, then a kill.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);
-        for upstream in &self.upstreams {
-            upstream.stopped().await;
+        for upstream in self.all() {
+            upstream.stop().await;
         }
     }
 
     /// The upstream a prefixed name belongs to, and the name it knows. The longest
     /// matching prefix wins, so `a.` and `a.b.` can live side by side.
     pub fn route_name(&self, name: &str) -> Option<(usize, String)> {
-        self.upstreams
-            .iter()
+        self.all()
+            .into_iter()
             .enumerate()
             .filter(|(_, u)| name.starts_with(u.prefix()))
             .max_by_key(|(_, u)| u.prefix().len())
@@ -688,7 +768,8 @@ impl Upstreams {
         }
         let (method, list_key, field) = kind.listing();
         let capability = list_key;
-        let offered = self.upstreams[index]
+        let offered = self
+            .at(index)
             .facts()
             .is_some_and(|facts| facts.offers(capability));
         let names = if offered {
@@ -742,7 +823,7 @@ impl Upstreams {
         uri: &str,
     ) -> Result<UriRoute, UpstreamError> {
         let mut claimants = Vec::new();
-        for index in 0..self.upstreams.len() {
+        for index in 0..self.slots.len() {
             if self.fits_template(index, uri)
                 || self.offers(index, caller, Offered::Resource, uri).await?
             {
@@ -753,7 +834,10 @@ impl Upstreams {
             [] => UriRoute::Unknown,
             [owner] => UriRoute::Owner(*owner),
             several => {
-                let names: Vec<&str> = several.iter().map(|i| self.upstreams[*i].name()).collect();
+                let names: Vec<String> = several
+                    .iter()
+                    .map(|i| self.at(*i).name().to_owned())
+                    .collect();
                 tracing::warn!(
                     upstreams = ?names,
                     tenant = caller.tenant,
@@ -781,8 +865,8 @@ impl Upstreams {
             Some(cursor) => self.decode_cursor(cursor)?,
             None => (0, None),
         };
-        while index < self.upstreams.len() {
-            let upstream = &self.upstreams[index];
+        while index < self.slots.len() {
+            let upstream = self.at(index);
             let offers = upstream
                 .facts()
                 .is_none_or(|facts| facts.offers(capability));
@@ -800,7 +884,7 @@ impl Upstreams {
             };
             let following = match next {
                 Some(next) => Some((index, Some(next))),
-                None if index + 1 < self.upstreams.len() => Some((index + 1, None)),
+                None if index + 1 < self.slots.len() => Some((index + 1, None)),
                 None => None,
             };
             if items.is_empty()
@@ -837,7 +921,7 @@ impl Upstreams {
         key: &str,
         cursor: Option<String>,
     ) -> Result<(Vec<Value>, Option<String>), UpstreamError> {
-        let upstream = &self.upstreams[index];
+        let upstream = self.at(index);
         let mut params = Map::new();
         if let Some(cursor) = cursor {
             params.insert("cursor".into(), cursor.into());
@@ -874,7 +958,7 @@ impl Upstreams {
         let rest = text.strip_prefix(CURSOR_PREFIX).ok_or(ListError::Cursor)?;
         let (index, inner) = rest.split_once(':').unwrap_or((rest, ""));
         let index: usize = index.parse().map_err(|_| ListError::Cursor)?;
-        if index >= self.upstreams.len() {
+        if index >= self.slots.len() {
             return Err(ListError::Cursor);
         }
         Ok((index, (!inner.is_empty()).then(|| inner.to_owned())))
@@ -885,7 +969,7 @@ impl Upstreams {
     pub fn capabilities(&self) -> Value {
         let mut offered = Map::new();
         offered.insert("tools".into(), json!({ "listChanged": true }));
-        let facts: Vec<_> = self.upstreams.iter().filter_map(|u| u.facts()).collect();
+        let facts: Vec<_> = self.all().iter().filter_map(|u| u.facts()).collect();
         let any = |capability| facts.iter().any(|f| f.offers(capability));
         if any("resources") {
             let subscribe = facts
@@ -912,12 +996,12 @@ impl Upstreams {
     /// each named when there are several.
     pub fn instructions(&self, harden: impl Fn(&Upstream, &mut String)) -> Option<String> {
         let parts: Vec<String> = self
-            .upstreams
+            .all()
             .iter()
             .filter_map(|u| {
                 let mut text = u.facts()?.instructions.clone()?;
                 harden(u, &mut text);
-                Some(if self.upstreams.len() == 1 {
+                Some(if self.slots.len() == 1 {
                     text
                 } else {
                     format!("[{}] (tools prefixed {:?}): {text}", u.name(), u.prefix())

@@ -328,6 +328,7 @@ async fn import_url_refuses_every_blocked_target_and_reaches_the_public_ones() {
 async fn a_remote_upstream_at_a_blocked_target_is_never_connected() {
     let net = network().await;
     let policy = policy();
+    let (_running, stop) = tokio::sync::watch::channel(false);
     let upstream = |url: String| {
         HttpUpstream::new(
             "remote".into(),
@@ -339,6 +340,7 @@ async fn a_remote_upstream_at_a_blocked_target_is_never_connected() {
             1 << 20,
             Link::unsolicited_channel(),
             &policy,
+            stop.clone(),
         )
     };
     for template in REFUSED {

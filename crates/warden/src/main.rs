@@ -9,8 +9,10 @@ macro_rules! say {
     }};
 }
 
+mod admin_client;
 mod approvals_cli;
 mod audit_cli;
+mod reload;
 mod table;
 mod tools_cli;
 
@@ -134,6 +136,22 @@ enum Command {
         /// ~/.config/warden/key].
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
+    },
+    /// Make the running Warden read its configuration again (as SIGHUP does): what can
+    /// change live is applied, upstreams whose definition changed restart, and what
+    /// needs a restart is named.
+    #[command(
+        after_help = "Examples:\n  warden reload --config /etc/warden/warden.toml\n  warden reload --admin 127.0.0.1:9090"
+    )]
+    Reload {
+        /// The admin listener of the running Warden [default: the config's [admin]
+        /// listen, else 127.0.0.1:9090].
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// The warden.toml the running Warden uses, to find its admin listener (Warden
+        /// reads the file it was started with).
+        #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Work with configuration files.
     #[command(after_help = "Example:\n  warden config check warden.toml")]
@@ -278,6 +296,7 @@ fn main() -> ExitCode {
             key_env,
             key_file,
         } => connect(&url, key_env.as_deref(), key_file),
+        Command::Reload { admin, config } => reload_running(admin, config.as_deref()),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
@@ -376,6 +395,65 @@ fn unmatched_message(rule: &warden_upstream::UnmatchedRule) -> String {
         ),
         None => format!("[tools.\"{name}\"] matches no tool, so its rules apply to nothing"),
     }
+}
+
+/// `warden reload`: asks the running Warden to read its configuration again, and says
+/// what it applied, restarted, and what waits for a restart.
+fn reload_running(admin: Option<String>, config: Option<&Path>) -> Result<(), Failure> {
+    let address = admin_client::address(admin, config)?;
+    let (status, body) = admin_client::request(&address, "POST", "/reload")?;
+    let report: serde_json::Value = serde_json::from_str(&body).map_err(|_| {
+        format!(
+            "the admin listener at {address} answered {status}: {}",
+            body.trim()
+        )
+    })?;
+    if report["ok"] != true {
+        let error = report["error"].as_str().unwrap_or("refused");
+        return Err(format!("not reloaded; the running configuration stays: {error}").into());
+    }
+    let names = |field: &str| -> Vec<String> {
+        report[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    };
+    let (applied, restarted, waiting) =
+        (names("applied"), names("restarted"), names("needs_restart"));
+    if applied.is_empty() && restarted.is_empty() && waiting.is_empty() {
+        say!("reloaded: nothing changed");
+    }
+    if !applied.is_empty() {
+        say!("applied: {}", applied.join(", "));
+    }
+    if !restarted.is_empty() {
+        say!("restarted upstreams: {}", restarted.join(", "));
+    }
+    if !waiting.is_empty() {
+        say!("needs a restart to take effect: {}", waiting.join(", "));
+    }
+    if let Some(certificate) = report["certificate"].as_str() {
+        say!("TLS certificate: {certificate}");
+    }
+    let failed: Vec<String> = report["failed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            format!(
+                "{} ({})",
+                f["upstream"].as_str().unwrap_or("?"),
+                f["error"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("upstreams not restarted: {}", failed.join(", ")).into());
+    }
+    Ok(())
 }
 
 /// `warden connect`: the key from the environment or a private file, then the relay.
@@ -655,6 +733,9 @@ fn prune_audit(store: &AuditStore, retain_days: u64) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Reload requests from the admin listener waiting their turn.
+const RELOAD_QUEUE: usize = 4;
+
 /// How long a start waits for the upstreams' catalogues before it listens anyway.
 const CATALOGUE_WAIT: Duration = Duration::from_secs(30);
 
@@ -674,6 +755,20 @@ fn ensure_first_key(keys: &KeyStore, dir: &DataDir) -> Result<(), Failure> {
     let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{}\n", new.key).as_bytes());
     tracing::info!(key_id = %new.record.id, file = %path.display(), "created the first admin key (tenant \"default\"); it is printed above once and saved to the file");
     Ok(())
+}
+
+/// While the first admin key still lies in its file, each start says how to use it:
+/// an operator who has moved the key elsewhere and deleted the file is past the first day.
+fn log_next_steps(dir: &DataDir, url: &str) {
+    let path = dir.file(ADMIN_KEY_FILE);
+    if !path.exists() {
+        return;
+    }
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    tracing::info!(
+        "next steps: a client sends the key in {file} as the header `Authorization: Bearer <key>` to {url}; a desktop client runs `warden connect {url} --key-file {file}`; more keys: `warden keys add --tenant NAME --name CLIENT --scope read`; delete {file} once the key is kept elsewhere",
+        file = path.display()
+    );
 }
 
 fn serve(
@@ -743,12 +838,12 @@ fn serve(
         }
         log_tool_kinds(&upstreams);
         let addr = tcp.local_addr()?;
-        let listener = match &config.tls {
-            None => Listener::plain(tcp, config.connections.max)?,
+        let (listener, certificate) = match &config.tls {
+            None => (Listener::plain(tcp, config.connections.max)?, None),
             Some(tls) => {
                 let certificate = TlsCertificate::load(tls).map_err(|e| Failure::from(e.to_string()))?;
-                tokio::spawn(reload_on_hangup(certificate.clone()));
-                Listener::tls(tcp, config.connections.max, certificate, tls.handshake_timeout)?
+                let listener = Listener::tls(tcp, config.connections.max, certificate.clone(), tls.handshake_timeout)?;
+                (listener, Some(certificate))
             }
         };
         let scheme = if listener.is_tls() { "https" } else { "http" };
@@ -761,26 +856,37 @@ fn serve(
             Some(costs),
         )?);
         metrics.watch(limiter.clone(), auditor.clone(), upstreams.clone());
-        // The admin listener: metrics and health, never on the public port.
-        let admin_addr = admin.local_addr()?;
-        tracing::info!("admin endpoint at http://{admin_addr}");
-        let admin_routes = warden_gateway::admin_router(
-            metrics.clone(),
-            upstreams.clone(),
-            admin_addr,
-            &config.allowed_hosts,
-        );
-        tokio::spawn(async move { axum::serve(admin, admin_routes).await });
         let parts = warden_gateway::Parts {
             keys,
             upstreams: upstreams.clone(),
             oauth,
-            limiter,
+            limiter: limiter.clone(),
             auditor,
             metrics,
             approvals,
         };
         let state = warden_gateway::AppState::new(&config, parts);
+        // The admin listener: metrics, health and reloads, never on the public port.
+        let admin_addr = admin.local_addr()?;
+        tracing::info!("admin endpoint at http://{admin_addr} (/metrics, /healthz, /readyz)");
+        log_next_steps(&dir, &format!("{scheme}://{addr}{}", warden_gateway::MCP_PATH));
+        let (reload_requests, reloads) = tokio::sync::mpsc::channel(RELOAD_QUEUE);
+        let admin_routes = warden_gateway::admin_router(&state, reload_requests)
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(admin, admin_routes).await });
+        // SIGHUP and `warden reload` read the configuration again.
+        let reloader = reload::Reloader {
+            path: config_path.map(Path::to_path_buf),
+            overrides,
+            running: config.clone(),
+            state: state.clone(),
+            limiter,
+            upstreams: upstreams.clone(),
+            egress: egress.clone(),
+            certificate,
+            dir: dir.clone(),
+        };
+        tokio::spawn(reloader.run(reloads));
         let served = warden_gateway::serve(listener, state, &config.connections, shutdown_signal()).await;
         upstreams.shutdown().await;
         served?;
@@ -800,7 +906,7 @@ async fn bind(address: SocketAddr, setting: &str) -> Result<tokio::net::TcpListe
 /// no one classified (they count as `write`, so read keys do not see them).
 fn log_tool_kinds(upstreams: &Upstreams) {
     let kinds = upstreams.tool_kinds();
-    for upstream in upstreams.iter() {
+    for upstream in upstreams.all() {
         let of: Vec<_> = kinds
             .iter()
             .filter(|t| t.upstream == upstream.name())
@@ -828,25 +934,7 @@ fn log_tool_kinds(upstreams: &Upstreams) {
     }
 }
 
-/// SIGHUP reads the certificate files again; a bad pair is logged and the old one kept.
-async fn reload_on_hangup(certificate: Arc<TlsCertificate>) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGHUP; the certificate is not reloaded");
-            return;
-        }
-    };
-    while hangups.recv().await.is_some() {
-        match certificate.reload() {
-            Ok(()) => tracing::info!("TLS certificate reloaded"),
-            Err(error) => {
-                tracing::error!(%error, "TLS certificate not reloaded; the previous one stays")
-            }
-        }
-    }
-}
-
+/// SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use warden_store::PinStore;
 
 use crate::table::Table;
-use crate::{Failure, Place, ScopeArg, open_place};
+use crate::{Failure, Place, ScopeArg, admin_client, open_place};
 
 #[derive(Subcommand)]
 pub(crate) enum ToolsCommand {
@@ -66,37 +66,6 @@ fn pretty(form: Option<&str>) -> String {
         .unwrap_or_else(|| "(none)".to_owned())
 }
 
-/// GETs `path` from the admin listener at `address` (plain HTTP on this machine).
-fn admin_get(address: &str, path: &str) -> Result<String, Failure> {
-    use std::io::{Read as _, Write as _};
-    let unreachable = |error: std::io::Error| {
-        format!(
-            "cannot reach Warden's admin listener at {address} ({error}); is Warden running? Name its listener with --admin ADDR or --config FILE"
-        )
-    };
-    let socket: std::net::SocketAddr = address
-        .parse()
-        .map_err(|_| format!("{address:?} is not an address and port, e.g. 127.0.0.1:9090"))?;
-    let timeout = std::time::Duration::from_secs(5);
-    let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout).map_err(unreachable)?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(unreachable)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(unreachable)?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(unreachable)?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        let status = head.lines().next().unwrap_or_default();
-        return Err(format!("the admin listener at {address} answered {status}").into());
-    }
-    Ok(body.to_owned())
-}
-
 /// Which scopes see a tool of `kind`.
 fn seen_by(kind: &str) -> &'static str {
     if kind == "read" {
@@ -112,11 +81,7 @@ fn list(
     admin: Option<String>,
     place: Place,
 ) -> Result<(), Failure> {
-    let admin = match (admin, &place.config) {
-        (Some(admin), _) => admin,
-        (None, Some(config)) => warden_config::locations_in(config)?.admin_listen,
-        (None, None) => warden_config::DEFAULT_ADMIN_LISTEN.to_owned(),
-    };
+    let admin = admin_client::address(admin, place.config.as_deref())?;
     let scope = match key {
         Some(id) => {
             let keys = warden_store::KeyStore::open(&open_place(place)?)?;
@@ -129,7 +94,7 @@ fn list(
         }
         None => scope,
     };
-    show(&admin_get(&admin, "/tools")?, scope)
+    show(&admin_client::get(&admin, "/tools")?, scope)
 }
 
 fn show(body: &str, scope: Option<ScopeArg>) -> Result<(), Failure> {

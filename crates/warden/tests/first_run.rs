@@ -67,6 +67,22 @@ async fn first_start_mints_an_admin_key_and_a_restart_reuses_everything() {
         "one header and one key: {listed}"
     );
     assert!(listed.contains("default") && listed.contains("admin"));
+    assert!(
+        again.logged("next steps: a client sends the key in ")
+            && again.stderr().contains("warden connect http://127.0.0.1:"),
+        "while admin.key lies in the data directory, a start says how to use it"
+    );
+    assert!(again.stop().success());
+
+    std::fs::remove_file(&key_file).unwrap();
+    let mut third = Warden::start_with(cwd.path(), &[], &[]);
+    assert!(third.terminate().success());
+    let log = third.stderr();
+    assert!(log.contains("stopped"), "{log}");
+    assert!(
+        !log.contains("next steps"),
+        "an operator who took the key away hears no more of it: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

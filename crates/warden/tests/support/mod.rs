@@ -197,7 +197,8 @@ impl Warden {
         let _ = self.child.wait();
     }
 
-    fn signal(&self, signal: &str) {
+    /// Sends `signal` (`-HUP`, `-TERM`, …) to the Warden process.
+    pub fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
             .arg(signal)
             .arg(self.child.id().to_string())

@@ -1,0 +1,117 @@
+//! The admin listener: metrics, health, the catalogue's kinds for `warden tools list`,
+//! and `POST /reload` for `warden reload`. Behind the same Host guard as the public port
+//! (a page rebound to a loopback address cannot read it); `/reload` answers only peers
+//! on this machine, wherever the listener is bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use warden_upstream::Upstreams;
+
+use crate::metrics::Metrics;
+
+/// Asks the process to read its configuration again, and waits for the report (what
+/// was applied, restarted, and what waits for a restart) as JSON.
+pub type ReloadRequests = mpsc::Sender<oneshot::Sender<Value>>;
+
+/// How long `POST /reload` waits for the reload (restarted upstreams included).
+const RELOAD_WAIT: Duration = Duration::from_secs(60);
+
+/// The admin listener's routes. Serve them with the peer's address
+/// (`into_make_service_with_connect_info::<SocketAddr>`): `/reload` needs it.
+pub fn admin_router(state: &crate::AppState, reload: ReloadRequests) -> Router {
+    let (metrics, upstreams) = (state.metrics().clone(), state.upstreams().clone());
+    Router::new()
+        .route("/metrics", get(scrape).with_state(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready).with_state(upstreams.clone()))
+        .route("/tools", get(tools).with_state(upstreams))
+        .route("/reload", post(reload_config).with_state(reload))
+        .layer(axum::middleware::from_fn_with_state(
+            state.admin_guard().clone(),
+            crate::guard::check,
+        ))
+}
+
+/// `POST /reload`: the configuration file read again and applied; 200 with the report,
+/// 422 when the file is refused (the running configuration stays), 403 from a peer
+/// that is not on this machine.
+async fn reload_config(
+    State(reload): State<ReloadRequests>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !peer.ip().to_canonical().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "reload is accepted from this machine only\n",
+        )
+            .into_response();
+    }
+    let (answer, report) = oneshot::channel();
+    if reload.send(answer).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match tokio::time::timeout(RELOAD_WAIT, report).await {
+        Ok(Ok(report)) => {
+            let status = if report["ok"] == true {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            (status, axum::Json(report)).into_response()
+        }
+        _ => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the reload did not finish in time; see the log\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
+    match metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The catalogue as `warden tools list` shows it: each tool's upstream, kind and where
+/// the kind came from (names and kinds only; never a schema or a description).
+async fn tools(State(upstreams): State<Arc<Upstreams>>) -> Response {
+    let tools: Vec<serde_json::Value> = upstreams
+        .tool_kinds()
+        .into_iter()
+        .map(|tool| {
+            serde_json::json!({
+                "name": tool.name,
+                "upstream": tool.upstream,
+                "kind": tool.kind.as_str(),
+                "kind_from": tool.source.as_str(),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "tools": tools })).into_response()
+}
+
+async fn ready(State(upstreams): State<Arc<Upstreams>>) -> Response {
+    if upstreams.all().iter().all(|u| u.facts().is_some()) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "upstreams not ready\n").into_response()
+    }
+}
