@@ -1051,6 +1051,138 @@ mod tests {
         assert!(seen >= 3, "only {seen} TOML blocks found in the documents");
     }
 
+    /// Each section of `warden.toml` as the README's examples name it, and a file that
+    /// opens it with a key no section has.
+    const SECTIONS: [(&str, &str); 14] = [
+        ("", "warden_probe = 1\n"),
+        ("server", "[server]\nwarden_probe = 1\n"),
+        ("limits", "[limits]\nwarden_probe = 1\n"),
+        ("sessions", "[sessions]\nwarden_probe = 1\n"),
+        ("auth", "[auth]\nwarden_probe = 1\n"),
+        ("auth.oauth", "[auth.oauth]\nwarden_probe = 1\n"),
+        ("upstream", "[[upstream]]\nname = \"x\"\nwarden_probe = 1\n"),
+        ("tools.*", "[tools.x]\nwarden_probe = 1\n"),
+        ("rate", "[rate]\nwarden_probe = 1\n"),
+        ("tenants.*", "[tenants.x]\nwarden_probe = 1\n"),
+        ("audit", "[audit]\nwarden_probe = 1\n"),
+        ("admin", "[admin]\nwarden_probe = 1\n"),
+        ("results", "[results]\nwarden_probe = 1\n"),
+        ("egress", "[egress]\nwarden_probe = 1\n"),
+    ];
+
+    /// The keys a section takes, as the parser lists them when it refuses one it does
+    /// not know.
+    fn keys_of(probe: &str) -> Vec<String> {
+        let refused = warden_config::Config::from_text(probe, std::path::Path::new("p"), |_| None)
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        let listed = refused
+            .split_once("expected one of ")
+            .or_else(|| refused.split_once("expected "))
+            .map(|(_, keys)| keys)
+            .unwrap_or_else(|| panic!("no key list in {refused:?}"));
+        listed
+            .replace(" or ", ", ")
+            .split(", ")
+            .map(|key| key.trim().trim_matches('`').to_owned())
+            .collect()
+    }
+
+    /// Every setting Warden takes is shown in a TOML example of the README, and every
+    /// `[section] key` the prose names is one Warden takes.
+    #[test]
+    fn the_readme_shows_every_setting_and_names_none_that_is_not() {
+        let readme = DOCUMENTS[0].1;
+        let mut shown: std::collections::BTreeSet<(String, String)> = Default::default();
+        for block in fenced_blocks(readme, &["toml"]) {
+            let table: toml::Table = block.parse().unwrap_or_else(|e| panic!("{e}\n{block}"));
+            collect_keys("", &toml::Value::Table(table), &mut shown);
+        }
+        let mut missing = Vec::new();
+        for (section, probe) in SECTIONS {
+            for key in keys_of(probe) {
+                if !shown.contains(&(section.to_owned(), key.clone())) {
+                    missing.push(format!("[{section}] {key}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "settings no TOML example of the README shows: {missing:?}"
+        );
+        for (section, key) in named_settings(readme) {
+            let probe = SECTIONS
+                .iter()
+                .find(|(name, _)| *name == section)
+                .map(|(_, probe)| *probe)
+                .unwrap_or_else(|| panic!("the README names a section [{section}] Warden has not"));
+            assert!(
+                keys_of(probe).contains(&key),
+                "the README names `[{section}] {key}`, which Warden does not take"
+            );
+        }
+    }
+
+    /// `(section, key)` of every key in a TOML tree; tables under `tools` and `tenants`
+    /// are one section each (`tools.*`), the `upstream` array another.
+    fn collect_keys(
+        section: &str,
+        value: &toml::Value,
+        shown: &mut std::collections::BTreeSet<(String, String)>,
+    ) {
+        let toml::Value::Table(table) = value else {
+            if let toml::Value::Array(items) = value {
+                for item in items {
+                    collect_keys(section, item, shown);
+                }
+            }
+            return;
+        };
+        for (key, inner) in table {
+            shown.insert((section.to_owned(), key.clone()));
+            let nested = match section {
+                "" => key.clone(),
+                "tools" | "tenants" => format!("{section}.*"),
+                _ => format!("{section}.{key}"),
+            };
+            let is_table = matches!(inner, toml::Value::Table(_))
+                || matches!(inner, toml::Value::Array(items) if items.iter().all(toml::Value::is_table) && !items.is_empty());
+            if is_table && !(section.ends_with(".*") || section == "upstream") {
+                collect_keys(&nested, inner, shown);
+            }
+        }
+    }
+
+    /// `(section, key)` for each `` `[section] key` `` the prose names.
+    fn named_settings(text: &str) -> Vec<(String, String)> {
+        let mut named = Vec::new();
+        for span in text.split('`').skip(1).step_by(2) {
+            let Some(rest) = span.strip_prefix('[') else {
+                continue;
+            };
+            let rest = rest.trim_start_matches('[');
+            let Some((section, key)) = rest.split_once("] ") else {
+                continue;
+            };
+            let section = section.trim_end_matches(']');
+            let key: String = key
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if key.is_empty() {
+                continue;
+            }
+            let section = match section.split_once('.') {
+                Some(("tools", _)) => "tools.*".to_owned(),
+                Some(("tenants", _)) => "tenants.*".to_owned(),
+                _ => section.to_owned(),
+            };
+            named.push((section, key));
+        }
+        named
+    }
+
     /// The contents of the fenced blocks of `text` in one of `languages` (a block inside
     /// a list item is indented; the indentation goes).
     fn fenced_blocks(text: &str, languages: &[&str]) -> Vec<String> {
