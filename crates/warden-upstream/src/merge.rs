@@ -452,6 +452,9 @@ impl Upstreams {
 
     /// Merges the lists into one catalogue, names prefixed.
     fn rebuild(&self) {
+        // The lists stay locked until the catalogue is written: two rebuilds at once
+        // (two upstreams listed together) must not let the one that read the older
+        // lists write last.
         let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
         let mut candidates = Vec::new();
         for (index, list) in tools.iter().enumerate() {
@@ -470,7 +473,6 @@ impl Upstreams {
                 candidates.push((definition, origin));
             }
         }
-        drop(tools);
         let candidates = self.pinned(candidates);
         let (catalogue, _withheld) = Catalogue::build(
             candidates,
@@ -481,6 +483,7 @@ impl Upstreams {
             .catalogue
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(catalogue);
+        drop(tools);
     }
 
     /// A tool's kind, and where it came from: the operator's `[tools."…"]` kind; the

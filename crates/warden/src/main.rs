@@ -766,7 +766,7 @@ fn log_next_steps(dir: &DataDir, url: &str) {
     }
     let path = std::fs::canonicalize(&path).unwrap_or(path);
     tracing::info!(
-        "next steps: a client sends the key in {file} as the header `Authorization: Bearer <key>` to {url}; a desktop client runs `warden connect {url} --key-file {file}`; more keys: `warden keys add --tenant NAME --name CLIENT --scope read`; delete {file} once the key is kept elsewhere",
+        "next steps: a client sends the key in {file} to {url} in its Authorization header, after the word Bearer; a desktop client runs `warden connect {url} --key-file {file}`; more keys: `warden keys add --tenant NAME --name CLIENT --scope read`; delete {file} once the key is kept elsewhere",
         file = path.display()
     );
 }

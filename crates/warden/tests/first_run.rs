@@ -69,6 +69,9 @@ async fn first_start_mints_an_admin_key_and_a_restart_reuses_everything() {
     assert!(listed.contains("default") && listed.contains("admin"));
     assert!(
         again.logged("next steps: a client sends the key in ")
+            && again
+                .stderr()
+                .contains("in its Authorization header, after the word Bearer;")
             && again.stderr().contains("warden connect http://127.0.0.1:"),
         "while admin.key lies in the data directory, a start says how to use it"
     );

@@ -824,7 +824,12 @@ async fn upstream_wide_paths_and_pattern_rules() {
     // `loose` declares a plain string named `path`: the upstream's root confines it.
     let outside = call("fx__loose", json!({"path": "/etc/passwd"})).await;
     assert_eq!(outside.status, 400, "{}", outside.text);
-    assert!(outside.text.contains("/path"), "{}", outside.text);
+    assert!(
+        outside.text.contains("/path"),
+        "{}\n{}",
+        outside.text,
+        warden.stderr()
+    );
     let inside = root.join("notes.txt");
     let fine = call("fx__loose", json!({"path": inside.to_str().unwrap()})).await;
     assert_eq!(fine.status, 200, "{}", fine.text);
