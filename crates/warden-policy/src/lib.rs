@@ -10,7 +10,10 @@ mod strict;
 pub use catalogue::{Catalogue, CatalogueTool, Origin, ToolKind};
 pub use harden::{Hardening, clean_text, harden_message, hides_characters};
 pub use paths::path_named_arguments;
-pub use pins::{hash_of_form, legacy_pinned_hash, pinned_form, suspicious};
+pub use pins::{
+    addresses_the_model, carries_encoded_blob, definition_texts, hash_of_form, legacy_pinned_hash,
+    pinned_form, suspicious,
+};
 
 /// Why a call was refused. Messages name the rule and the JSON path, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

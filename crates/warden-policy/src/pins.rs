@@ -62,27 +62,43 @@ static INSTRUCTIONS: LazyLock<Regex> = LazyLock::new(|| {
 static ENCODED_BLOB: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/]{64,}={0,2}").expect("compiles"));
 
-/// Why a definition's text looks like it addresses the model, if it does.
-/// `foreign_tools` are the names of other servers' tools.
-pub fn suspicious(definition: &Value, foreign_tools: &[&str]) -> Option<&'static str> {
+/// Whether `text` gives the model instructions ("ignore previous…", `<IMPORTANT>`, "you
+/// must first call…", HTML comments).
+pub fn addresses_the_model(text: &str) -> bool {
+    INSTRUCTIONS.is_match(text)
+}
+
+/// Whether `text` carries a long encoded run (64+ base64 characters).
+pub fn carries_encoded_blob(text: &str) -> bool {
+    ENCODED_BLOB.is_match(text)
+}
+
+/// The texts of a definition the model reads: its description and title, and every
+/// description and title in its schemas.
+pub fn definition_texts(definition: &Value) -> Vec<&str> {
     let mut texts: Vec<&str> = ["description", "title"]
         .iter()
         .filter_map(|field| definition.get(*field).and_then(Value::as_str))
         .collect();
-    // The model reads the schemas' descriptions and titles too.
     for schema in ["inputSchema", "outputSchema"] {
         if let Some(schema) = definition.get(schema) {
             schema_texts(schema, &mut texts);
         }
     }
-    for text in texts {
+    texts
+}
+
+/// Why a definition's text looks like it addresses the model, if it does.
+/// `foreign_tools` are the names of other servers' tools.
+pub fn suspicious(definition: &Value, foreign_tools: &[&str]) -> Option<&'static str> {
+    for text in definition_texts(definition) {
         if hides_characters(text) {
             return Some("its description hides characters");
         }
-        if INSTRUCTIONS.is_match(text) {
+        if addresses_the_model(text) {
             return Some("its description gives the model instructions");
         }
-        if ENCODED_BLOB.is_match(text) {
+        if carries_encoded_blob(text) {
             return Some("its description carries an encoded blob");
         }
         if foreign_tools

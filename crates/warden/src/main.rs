@@ -13,6 +13,7 @@ mod admin_client;
 mod approvals_cli;
 mod audit_cli;
 mod reload;
+mod scan_cli;
 mod table;
 mod tools_cli;
 
@@ -137,6 +138,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
     },
+    /// Grade an MCP server A–F from the outside against the rules Warden keeps (safe
+    /// probes only: calls a correct server refuses before acting), or audit a warden.toml.
+    #[command(
+        after_help = "Examples:\n  warden scan http://127.0.0.1:8080/mcp --header \"Authorization: env:MCP_AUTH\" --fail-under B\n  warden scan --config warden.toml --format sarif --output warden.sarif\n  warden scan --compare http://127.0.0.1:3001/mcp http://127.0.0.1:8080/mcp\n  warden scan --list-rules"
+    )]
+    Scan(scan_cli::ScanArgs),
     /// Make the running Warden read its configuration again (as SIGHUP does): what can
     /// change live is applied, upstreams whose definition changed restart, and what
     /// needs a restart is named.
@@ -297,6 +304,7 @@ fn main() -> ExitCode {
             key_file,
         } => connect(&url, key_env.as_deref(), key_file),
         Command::Reload { admin, config } => reload_running(admin, config.as_deref()),
+        Command::Scan(args) => scan_cli::run(args),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
