@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: lints, every Rust test tier, then the official MCP clients against a
-# freshly started `warden serve`. Installs what it needs (pip/npm packages) into ignored
+# The test command: lints, every Rust test tier, the official MCP clients against a
+# freshly started `warden serve`, then `warden scan`. Installs what it needs (pip/npm packages) into ignored
 # folders under interop/. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,3 +23,6 @@ scripts/conformance.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
 
 echo "== upstreams: official clients through warden to server-everything (stdio and HTTP)"
 scripts/upstreams.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
+
+echo "== scan: warden scan against server-everything and the HTTP fixture, direct and behind Warden"
+scripts/scan.sh "${CARGO_TARGET_DIR:-target}/debug/warden"

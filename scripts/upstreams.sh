@@ -54,24 +54,7 @@ command = ["$node", "$everything", "stdio"]
 TOML
 
 echo "== upstreams: server-everything over Streamable HTTP"
-# It takes its port from PORT and cannot report one it chose itself: ask the kernel for a
-# free one (a small race with other processes, acceptable in a test). It listens on every
-# interface (no host setting), so it lives only as long as this script.
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# http_upstream LABEL READY SECONDS COMMAND...: COMMAND in the background with PORT set
-# to a free port (left in $port), killed on exit; returns once its log shows READY
-# ("{port}" in READY stands for the port).
-http_upstream() {
-    local label="$1" ready="$2" seconds="$3" pid
-    shift 3
-    port="$(free_port)"
-    PORT="$port" "$@" >"$WARDEN_WORK/$label.log" 2>&1 &
-    pid=$!
-    kill_on_exit "$pid"
-    wait_for_output "$WARDEN_WORK/$label.log" "${ready//\{port\}/$port}" "$pid" "$label" "$seconds" >/dev/null
-}
+# It listens on every interface (no host setting), so it lives only as long as this script.
 http_upstream server-everything "listening on port {port}" 10 "$node" "$everything" streamableHttp
 through_warden http upstream <<TOML
 [egress]

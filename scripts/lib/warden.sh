@@ -8,6 +8,10 @@
 #                                      prints REGEX's first match once FILE has one; fails
 #                                      if PID exits first or SECONDS pass
 #   assert_key_not_logged LABEL        fails if the admin key reached the log
+#   http_upstream LABEL READY SECONDS COMMAND...
+#                                      COMMAND in the background with PORT set to a free
+#                                      port (left in $port), killed on exit; returns once
+#                                      its log shows READY ("{port}" stands for the port)
 
 WARDEN_WORK="$(mktemp -d)"
 WARDEN_LOG_FILE="$WARDEN_WORK/stderr"
@@ -46,4 +50,22 @@ start_warden() {
 
 assert_key_not_logged() {
     if grep -qF "$WARDEN_KEY" "$WARDEN_LOG_FILE"; then echo "$1: the admin key appeared in the log" >&2; exit 1; fi
+}
+
+# Servers that take their port from PORT cannot report one they chose themselves: ask the
+# kernel for a free one (a small race with other processes, acceptable in a test).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# http_upstream LABEL READY SECONDS COMMAND...: COMMAND in the background with PORT set
+# to a free port (left in $port), killed on exit; returns once its log shows READY
+# ("{port}" in READY stands for the port).
+http_upstream() {
+    local label="$1" ready="$2" seconds="$3" pid
+    shift 3
+    port="$(free_port)"
+    PORT="$port" "$@" >"$WARDEN_WORK/$label.log" 2>&1 &
+    pid=$!
+    kill_on_exit "$pid"
+    wait_for_output "$WARDEN_WORK/$label.log" "${ready//\{port\}/$port}" "$pid" "$label" "$seconds" >/dev/null
 }

@@ -46,6 +46,11 @@ impl Selection {
             && !self.skip.iter().any(|p| Self::names(p, rule))
     }
 
+    /// Whether the rule with this id is wanted (a probe only one rule reads).
+    pub fn wants_id(&self, id: &str) -> bool {
+        rules::all().any(|rule| rule.id == id && self.wants(rule))
+    }
+
     /// Whether any wanted rule is of `category` (its probes are worth running).
     pub fn wants_category(&self, category: Category) -> bool {
         rules::all().any(|rule| rule.category == category && self.wants(rule))
@@ -101,9 +106,18 @@ impl Report {
                 verdict: (rule.check)(seen),
             })
             .collect();
+        // A target that could not be spoken to is not graded on the rules that skipped.
+        let scored = match seen.unreachable {
+            Some(_) => Scored {
+                score: 0,
+                grade: Grade::F,
+                capped: false,
+            },
+            None => grade::grade(&findings),
+        };
         Self {
             target,
-            scored: grade::grade(&findings),
+            scored,
             findings,
             era: seen.era,
             tools: seen.tools.len(),

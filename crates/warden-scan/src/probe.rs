@@ -26,6 +26,9 @@ const PARALLEL: usize = 15;
 const BURST: usize = 50;
 /// Wrong keys sent one after another.
 const GUESSES: usize = 25;
+/// The one rule the guessing probe is for (it gets the scanning address throttled for a
+/// while on a careful server, so it runs only when wanted).
+const GUESSING_RULE: &str = "WS-AUTH-009";
 /// How long the slow-loris probe keeps a connection open at most.
 const SLOW_LORIS_LIMIT: Duration = Duration::from_secs(15);
 
@@ -214,6 +217,13 @@ pub async fn observe_http(http: &HttpClient, probing: &Probing) -> Observations 
         seen.record(Probe::Discover, discover);
         return seen;
     }
+    if discover.status == 429 {
+        seen.unreachable = Some(
+            "the server is rate-limiting this address (429); scan again once it lets go".into(),
+        );
+        seen.record(Probe::Discover, discover);
+        return seen;
+    }
     let initialize = http
         .send(&Request::post(
             "initialize",
@@ -360,7 +370,7 @@ pub async fn observe_http(http: &HttpClient, probing: &Probing) -> Observations 
     }
     // Last: wrong keys, which a careful server answers by refusing this address for a
     // while, right keys included.
-    if probing.wants(Category::Authentication) {
+    if probing.selection.wants_id(GUESSING_RULE) {
         guessing_probe(&mut talk, &mut seen).await;
     }
     if let Some(task) = slow_loris {

@@ -1097,6 +1097,16 @@ mod tests {
             .collect()
     }
 
+    /// The README's rule table is `warden scan --list-rules`, exactly.
+    #[test]
+    fn the_readme_lists_every_scan_rule() {
+        let table = warden_scan::report::rule_table();
+        assert!(
+            DOCUMENTS[0].1.contains(table.trim_end()),
+            "README.md's rule table differs from `warden scan --list-rules`:\n{table}"
+        );
+    }
+
     /// Every setting Warden takes is shown in a TOML example of the README, and every
     /// `[section] key` the prose names is one Warden takes.
     #[test]

@@ -18,8 +18,7 @@ pub(crate) const RULES: &[Rule] = &[
         reference: AUTHORIZATION,
         check: |seen| match answered(seen, Probe::NoCredentials) {
             Err(skip) => skip,
-            // 429: a server that throttles this address (wrong keys before) refused too.
-            Ok(answer) => Verdict::from_check(matches!(answer.status, 401 | 429), || {
+            Ok(answer) => Verdict::from_check(answer.status == 401, || {
                 format!("answered without any credential: {}", answer.summary())
             }),
         },
@@ -49,11 +48,7 @@ pub(crate) const RULES: &[Rule] = &[
         title: "A bearer key no one issued is refused (401)",
         remediation: "Look every key up (hashed) and refuse unknown, expired and revoked ones.",
         reference: AUTHORIZATION,
-        check: |seen| {
-            unless_open(seen, Probe::WrongBearer, |answer| {
-                matches!(answer.status, 401 | 429)
-            })
-        },
+        check: |seen| unless_open(seen, Probe::WrongBearer, |answer| answer.status == 401),
     },
     Rule {
         id: "WS-AUTH-004",
@@ -64,7 +59,7 @@ pub(crate) const RULES: &[Rule] = &[
         reference: "MCP 2025-11-25, Authorization › Access Token Usage",
         check: |seen| {
             unless_open(seen, Probe::MalformedAuthorization, |answer| {
-                matches!(answer.status, 400 | 401 | 429)
+                matches!(answer.status, 400 | 401)
             })
         },
     },
@@ -119,7 +114,7 @@ pub(crate) const RULES: &[Rule] = &[
         reference: "MCP Security Best Practices › Session Hijacking (sessions MUST NOT be used for authentication)",
         check: |seen| {
             unless_open(seen, Probe::SessionWithoutCredentials, |answer| {
-                matches!(answer.status, 401 | 429)
+                answer.status == 401
             })
         },
     },

@@ -32,10 +32,17 @@ pub fn all() -> impl Iterator<Item = &'static Rule> {
         .chain(config::RULES)
 }
 
-/// The answer to `probe`, or the verdict a rule gives when the probe did not run.
+/// The answer to `probe`, or the verdict a rule gives when the probe did not run or
+/// was rate-limited before the server judged it (a 429 says nothing of what the probe
+/// asked about).
 fn answered(seen: &Observations, probe: Probe) -> Result<&Exchange, Verdict> {
-    seen.answer(probe)
-        .ok_or_else(|| Verdict::skip("the probe did not run against this target"))
+    match seen.answer(probe) {
+        None => Err(Verdict::skip("the probe did not run against this target")),
+        Some(answer) if answer.status == 429 => Err(Verdict::skip(
+            "the server rate-limited the probe (429) before judging it",
+        )),
+        Some(answer) => Ok(answer),
+    }
 }
 
 /// A probe's answer must be a refusal before acting (4xx, a JSON-RPC error or a tool
