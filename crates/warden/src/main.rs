@@ -824,6 +824,9 @@ fn serve(
             ),
             None => None,
         };
+        // Signals are watched from here on: a stop asked for during the start is clean.
+        let shutdown = shutdown_signal();
+        let hangups = reload::Reloader::watch_hangups();
         // Both listeners are bound before anything starts, so that a taken port stops the
         // start at once and names the address and the setting.
         let tcp = bind(config.listen, "[server] listen / --listen").await?;
@@ -894,8 +897,8 @@ fn serve(
             certificate,
             dir: dir.clone(),
         };
-        tokio::spawn(reloader.run(reloads));
-        let served = warden_gateway::serve(listener, state, &config.connections, shutdown_signal()).await;
+        tokio::spawn(reloader.run(hangups, reloads));
+        let served = warden_gateway::serve(listener, state, &config.connections, shutdown).await;
         upstreams.shutdown().await;
         served?;
         tracing::info!("stopped");
@@ -942,22 +945,27 @@ fn log_tool_kinds(upstreams: &Upstreams) {
     }
 }
 
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C. The handlers are installed when this is called, not when the
+/// future is first polled: a SIGTERM that arrives right after "listening on" is logged
+/// must stop Warden cleanly, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
-            let _ = ctrl_c.await;
-            return;
+    async move {
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+                let _ = ctrl_c.await;
+            }
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]

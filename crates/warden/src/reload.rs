@@ -35,17 +35,25 @@ pub(crate) struct Reloader {
 }
 
 impl Reloader {
+    /// Watches SIGHUP from now on (the default action of a SIGHUP no one watches is to
+    /// end the process): call it before the start says it listens.
+    pub fn watch_hangups() -> Option<tokio::signal::unix::Signal> {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangups) => Some(hangups),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGHUP; reload with `warden reload`");
+                None
+            }
+        }
+    }
+
     /// Reloads on every SIGHUP and every request from the admin listener (answered with
     /// the report), one at a time, until the admin listener is gone.
-    pub async fn run(mut self, mut requests: mpsc::Receiver<oneshot::Sender<Value>>) {
-        let mut hangups =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(hangups) => Some(hangups),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot watch SIGHUP; reload with `warden reload`");
-                    None
-                }
-            };
+    pub async fn run(
+        mut self,
+        mut hangups: Option<tokio::signal::unix::Signal>,
+        mut requests: mpsc::Receiver<oneshot::Sender<Value>>,
+    ) {
         loop {
             let hangup = async {
                 match hangups.as_mut() {
