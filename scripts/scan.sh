@@ -4,7 +4,8 @@
 # interop/ts/package.json) and Warden's own HTTP test fixture
 # (crates/warden/tests/fixtures/http_server.py). Behind Warden each must grade A with no
 # finding of medium severity or more; reached directly, each must fail the
-# authentication, browser, rate-limit and validation rules that Warden closes.
+# authentication, browser, rate-limit and validation rules that Warden closes. Then
+# server-everything over stdio (`warden scan --stdio`).
 #   scripts/scan.sh [path/to/warden] [--write-docs]
 # With --write-docs the side-by-side tables (`warden scan --compare`) go into
 # docs/SCAN.md.
@@ -90,6 +91,18 @@ fixture_pid=$!
 kill_on_exit "$fixture_pid"
 fixture_url="$(wait_for_output "$WARDEN_WORK/fixture.log" 'http://127.0.0.1:[0-9]+/mcp' "$fixture_pid" fixture 10)"
 scan_pair fixture "$fixture_url"
+
+echo "== scan: server-everything over stdio"
+"$bin" scan --stdio --format json --output "$WARDEN_WORK/stdio.json" -- "$node" "$everything" stdio
+python3 - "$WARDEN_WORK/stdio.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+assert report["tools"] > 0, "server-everything over stdio listed no tools"
+judged = {f["id"] for f in report["findings"] if f["result"] != "skip"}
+for rule in ("WS-VAL-001", "WS-VAL-004", "WS-DEF-001"):
+    assert rule in judged, f"{rule} was not judged over stdio"
+print(f"scan: server-everything over stdio grades {report['grade']} ({report['score']})")
+PY
 
 if [ "$write_docs" = "--write-docs" ]; then
     python3 - "$WARDEN_WORK/everything.compare.md" "$WARDEN_WORK/fixture.compare.md" <<'PY'

@@ -14,6 +14,7 @@ mod probe;
 pub mod report;
 mod rule;
 mod rules;
+mod stdio;
 
 use std::time::{Duration, Instant};
 
@@ -141,9 +142,15 @@ impl Report {
 /// Whether a family applies to what was observed: configuration rules to a configuration,
 /// supply-chain rules to a command, the rest to a server spoken to.
 fn applies(category: Category, seen: &Observations) -> bool {
+    let over_stdio = !seen.target.command.is_empty();
     match category {
         Category::Configuration => seen.config.is_some(),
-        Category::SupplyChain => !seen.target.command.is_empty(),
+        Category::SupplyChain => over_stdio,
+        // Nothing on the network to authenticate, guard against browsers, encrypt or
+        // flood: a stdio server is reached only by the process that started it.
+        Category::Authentication | Category::Browser | Category::Tls | Category::Availability => {
+            seen.config.is_none() && !over_stdio
+        }
         _ => seen.config.is_none(),
     }
 }
@@ -164,6 +171,20 @@ pub async fn scan_http(scan: &HttpScan) -> Result<Report, reqwest::Error> {
         &scan.selection,
         started.elapsed(),
     ))
+}
+
+/// Scans an MCP server that speaks over stdio: `command` is started, spoken to, and
+/// killed at the end. Transport, authentication, browser, TLS and availability rules do
+/// not apply; the supply-chain rules read the command.
+pub async fn scan_stdio(command: &[String], timeout: Duration, selection: &Selection) -> Report {
+    let started = Instant::now();
+    let probing = probe::Probing {
+        headers: Vec::new(),
+        timeout,
+        selection: selection.clone(),
+    };
+    let seen = probe::observe_stdio(command, &probing).await;
+    Report::of(command.join(" "), &seen, selection, started.elapsed())
 }
 
 /// Audits a Warden configuration without starting anything.

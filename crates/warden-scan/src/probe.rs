@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::http::{Exchange, HttpClient, Request};
 use crate::observe::{Era, Observations, Probe, SlowLoris, TargetFacts};
 use crate::rule::Category;
+use crate::stdio::StdioPeer;
 
 const MODERN: &str = "2026-07-28";
 const LEGACY: &str = "2025-11-25";
@@ -68,9 +69,25 @@ impl Probing {
     }
 }
 
+/// Where requests go: an HTTP endpoint, or a child process's stdin.
+#[derive(Clone, Copy)]
+enum Channel<'a> {
+    Http(&'a HttpClient),
+    Stdio(&'a StdioPeer),
+}
+
+impl Channel<'_> {
+    async fn send(&self, request: &Request) -> Exchange {
+        match self {
+            Self::Http(http) => http.send(request).await,
+            Self::Stdio(peer) => peer.send(request).await,
+        }
+    }
+}
+
 /// A conversation with the target in one era.
 struct Conversation<'a> {
-    http: &'a HttpClient,
+    http: Channel<'a>,
     probing: &'a Probing,
     era: Era,
     session: Option<String>,
@@ -195,7 +212,7 @@ pub async fn observe_http(http: &HttpClient, probing: &Probing) -> Observations 
     // The conversation: the modern era if the server speaks it, else the legacy one.
     let discover = {
         let mut modern = Conversation {
-            http,
+            http: Channel::Http(http),
             probing,
             era: Era::Modern,
             session: None,
@@ -259,7 +276,7 @@ pub async fn observe_http(http: &HttpClient, probing: &Probing) -> Observations 
     seen.record(Probe::Initialize, initialize);
 
     let mut talk = Conversation {
-        http,
+        http: Channel::Http(http),
         probing,
         era: era.unwrap_or(Era::Legacy),
         session: if era == Some(Era::Legacy) {
@@ -279,7 +296,7 @@ pub async fn observe_http(http: &HttpClient, probing: &Probing) -> Observations 
         .clone()
         .filter(|_| legacy_ok)
         .map(|id| Conversation {
-            http,
+            http: Channel::Http(http),
             probing,
             era: Era::Legacy,
             session: Some(id),
@@ -375,6 +392,88 @@ pub async fn observe_http(http: &HttpClient, probing: &Probing) -> Observations 
     }
     if let Some(task) = slow_loris {
         seen.slow_loris = task.await.ok().flatten();
+    }
+    redact(&mut seen, &probing.secrets());
+    seen
+}
+
+/// Runs the probes that apply to a stdio server: the handshake, the tool list, and the
+/// validation probes; the command itself is what supply-chain rules read.
+pub async fn observe_stdio(command: &[String], probing: &Probing) -> Observations {
+    let mut seen = Observations {
+        target: TargetFacts {
+            command: command.to_vec(),
+            ..TargetFacts::default()
+        },
+        ..Observations::default()
+    };
+    let peer = match StdioPeer::start(command, probing.timeout) {
+        Ok(peer) => peer,
+        Err(error) => {
+            seen.unreachable = Some(format!("cannot start the command: {error}"));
+            return seen;
+        }
+    };
+    let initialize = peer
+        .send(&Request::post(
+            "initialize",
+            initialize_body(LEGACY).to_string(),
+            Vec::new(),
+        ))
+        .await;
+    if !initialize.succeeded() {
+        seen.unreachable = Some(format!(
+            "the server did not complete initialize: {}",
+            initialize.summary()
+        ));
+        seen.record(Probe::Initialize, initialize);
+        return seen;
+    }
+    let facts = initialize.result().cloned().unwrap_or_default();
+    seen.era = Some(Era::Legacy);
+    seen.capabilities = facts.get("capabilities").cloned();
+    seen.instructions = facts
+        .get("instructions")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    seen.record(Probe::Initialize, initialize);
+    let version = facts
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(LEGACY)
+        .to_owned();
+    let mut talk = Conversation {
+        http: Channel::Stdio(&peer),
+        probing,
+        era: Era::Legacy,
+        session: None,
+        version,
+        next_id: 0,
+    };
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    peer.send(&Request::post(
+        "notifications/initialized",
+        initialized.to_string(),
+        Vec::new(),
+    ))
+    .await;
+    let listed = talk.call("tools/list", json!({})).await;
+    seen.tools = listed
+        .result()
+        .and_then(|r| r.get("tools"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    seen.record(Probe::ToolsList, listed);
+    if probing.wants(Category::Transport) {
+        seen.record(
+            Probe::UnknownMethod,
+            talk.call("warden_scan/no_such_method", json!({})).await,
+        );
+        seen.record(Probe::Ping, talk.call("ping", json!({})).await);
+    }
+    if probing.wants(Category::Validation) {
+        validation_probes(&mut talk, &mut seen).await;
     }
     redact(&mut seen, &probing.secrets());
     seen
@@ -635,18 +734,20 @@ async fn auth_probes(
             .await,
         );
     }
-    let mut metadata_url = http.url.clone();
-    metadata_url.set_path("/.well-known/oauth-protected-resource");
-    metadata_url.set_query(None);
-    if let Ok(metadata) = HttpClient::new(metadata_url, probing.timeout) {
-        let request = Request {
-            method: Method::GET,
-            query: None,
-            headers: Vec::new(),
-            body: None,
-            label: "GET /.well-known/oauth-protected-resource".into(),
-        };
-        seen.record(Probe::ResourceMetadata, metadata.send(&request).await);
+    if let Channel::Http(endpoint) = http {
+        let mut metadata_url = endpoint.url.clone();
+        metadata_url.set_path("/.well-known/oauth-protected-resource");
+        metadata_url.set_query(None);
+        if let Ok(metadata) = HttpClient::new(metadata_url, probing.timeout) {
+            let request = Request {
+                method: Method::GET,
+                query: None,
+                headers: Vec::new(),
+                body: None,
+                label: "well-known metadata".into(),
+            };
+            seen.record(Probe::ResourceMetadata, metadata.send(&request).await);
+        }
     }
     if let Some(talk) = legacy
         && let Some(session) = talk.session.clone()

@@ -141,7 +141,7 @@ enum Command {
     /// Grade an MCP server A–F from the outside against the rules Warden keeps (safe
     /// probes only: calls a correct server refuses before acting), or audit a warden.toml.
     #[command(
-        after_help = "Examples:\n  warden scan http://127.0.0.1:8080/mcp --header \"Authorization: env:MCP_AUTH\" --fail-under B\n  warden scan --config warden.toml --format sarif --output warden.sarif\n  warden scan --compare http://127.0.0.1:3001/mcp http://127.0.0.1:8080/mcp\n  warden scan --list-rules"
+        after_help = "Examples:\n  warden scan http://127.0.0.1:8080/mcp --header \"Authorization: env:MCP_AUTH\" --fail-under B\n  warden scan --config warden.toml --format sarif --output warden.sarif\n  warden scan --compare http://127.0.0.1:3001/mcp http://127.0.0.1:8080/mcp\n  warden scan --stdio -- npx -y @modelcontextprotocol/server-everything@2025.11.25 stdio\n  warden scan --list-rules"
     )]
     Scan(scan_cli::ScanArgs),
     /// Make the running Warden read its configuration again (as SIGHUP does): what can

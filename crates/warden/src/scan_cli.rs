@@ -12,8 +12,15 @@ use crate::Failure;
 #[derive(Args)]
 pub(crate) struct ScanArgs {
     /// The MCP endpoint to scan (Streamable HTTP; both eras are tried).
-    #[arg(value_name = "URL", required_unless_present_any = ["config", "compare", "list_rules"])]
+    #[arg(value_name = "URL", required_unless_present_any = ["config", "compare", "list_rules", "stdio"])]
     url: Option<String>,
+    /// Scan a server that speaks over stdio: the command after `--` is started, spoken
+    /// to, and stopped.
+    #[arg(long, requires = "command", conflicts_with_all = ["url", "config", "compare"])]
+    stdio: bool,
+    /// The stdio server's command and its arguments (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
     /// Audit this warden.toml instead of scanning a server (nothing is started).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "compare"])]
     config: Option<PathBuf>,
@@ -126,6 +133,11 @@ pub(crate) fn run(args: ScanArgs) -> Result<(), Failure> {
     let (report, text) = if let Some(path) = &args.config {
         let config = warden_config::Config::load(Some(path), &warden_config::Overrides::default())?;
         let report = warden_scan::audit_config(config, &path.display().to_string(), &selection);
+        let text = render(&report, args.format, args.verbose);
+        (report, text)
+    } else if args.stdio {
+        eprintln!("scanning {} …", args.command.join(" "));
+        let report = runtime.block_on(warden_scan::scan_stdio(&args.command, timeout, &selection));
         let text = render(&report, args.format, args.verbose);
         (report, text)
     } else if let [direct, through] = args.compare.as_slice() {

@@ -355,3 +355,68 @@ fn selections_and_headers_are_checked() {
         "{rules}"
     );
 }
+
+#[test]
+fn a_stdio_server_started_by_an_unpinned_npx_is_flagged() {
+    // A stand-in `npx` that runs the stdio fixture: the launcher's name and arguments are
+    // what the supply-chain rules read, and nothing is downloaded.
+    let dir = tempfile::tempdir().unwrap();
+    let npx = dir.path().join("npx");
+    let fixture = format!(
+        "{}/tests/fixtures/stdio_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::write(&npx, format!("#!/bin/sh\nexec python3 {fixture}\n")).unwrap();
+    std::fs::set_permissions(&npx, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let npx = npx.to_str().unwrap();
+    let (_, stdout, stderr) = scan(
+        &[
+            "--stdio",
+            "--format",
+            "json",
+            "--",
+            npx,
+            "-y",
+            "careless-mcp-server",
+        ],
+        &[],
+    );
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stdout}{stderr}"));
+    assert!(report["tools"].as_u64().unwrap() > 0, "{stdout}");
+    let (failures, _) = failed(&report);
+    assert!(failures.contains("WS-SUP-001"), "{failures:?}");
+    // Only what applies to a local process is judged.
+    let families: BTreeSet<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["category"].as_str().unwrap())
+        .collect();
+    for absent in [
+        "authentication",
+        "browser",
+        "tls",
+        "availability",
+        "configuration",
+    ] {
+        assert!(
+            !families.contains(absent),
+            "{absent} judged over stdio: {families:?}"
+        );
+    }
+    let (_, stdout, _) = scan(
+        &[
+            "--stdio",
+            "--format",
+            "json",
+            "--",
+            npx,
+            "-y",
+            "careless-mcp-server@1.2.3",
+        ],
+        &[],
+    );
+    let (failures, _) = failed(&serde_json::from_str(&stdout).unwrap());
+    assert!(!failures.contains("WS-SUP-001"), "{failures:?}");
+}
