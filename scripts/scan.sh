@@ -45,15 +45,15 @@ TOML
     export SCAN_AUTH="Bearer $WARDEN_KEY"
     # Side by side first: the full scan below guesses keys, after which Warden refuses
     # this address for a minute.
-    "$bin" scan --compare "$direct" "$WARDEN_URL" -H "Authorization: env:SCAN_AUTH" \
+    "$bin" scan --allow-calls --compare "$direct" "$WARDEN_URL" -H "Authorization: env:SCAN_AUTH" \
         --skip WS-AUTH-009 >"$WARDEN_WORK/$label.compare.md"
     cat "$WARDEN_WORK/$label.compare.md"
-    "$bin" scan "$direct" --format json --output "$WARDEN_WORK/$label.direct.json"
+    "$bin" scan --allow-calls "$direct" --format json --output "$WARDEN_WORK/$label.direct.json"
     # The full scan with a key of its own: the comparison spent the admin key's rate for
     # this minute, and the scan's fan-out probe needs a fresh one.
     SCAN_AUTH="Bearer $("$bin" keys add --data-dir "$WARDEN_WORK/data" --tenant default \
         --name "scan-$label" --scope admin 2>/dev/null)"
-    "$bin" scan "$WARDEN_URL" -H "Authorization: env:SCAN_AUTH" --format json \
+    "$bin" scan --allow-calls "$WARDEN_URL" -H "Authorization: env:SCAN_AUTH" --format json \
         --output "$WARDEN_WORK/$label.warden.json" --fail-under A
     local serious
     serious="$(failed "$WARDEN_WORK/$label.warden.json" critical,high,medium)"
@@ -93,7 +93,7 @@ fixture_url="$(wait_for_output "$WARDEN_WORK/fixture.log" 'http://127.0.0.1:[0-9
 scan_pair fixture "$fixture_url"
 
 echo "== scan: server-everything over stdio"
-"$bin" scan --stdio --format json --output "$WARDEN_WORK/stdio.json" -- "$node" "$everything" stdio
+"$bin" scan --allow-calls --stdio --format json --output "$WARDEN_WORK/stdio.json" -- "$node" "$everything" stdio
 python3 - "$WARDEN_WORK/stdio.json" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))

@@ -86,6 +86,32 @@ pub(crate) struct Authenticator {
     pub oauth: Option<Arc<OAuthVerifier>>,
     /// Warden's own keys authenticate (they may be turned off when OAuth is on).
     pub api_keys: bool,
+    /// The scheme clients reach Warden by, for the metadata URL a key-mode challenge
+    /// names.
+    pub scheme: &'static str,
+}
+
+impl Authenticator {
+    /// Where the protected-resource metadata (RFC 9728) is: the authorization server's
+    /// resource with OAuth, else this server's own for `host` (when it is a plain host
+    /// name, so that nothing a client sent can bend the header).
+    fn metadata_url(&self, host: Option<&str>) -> Option<String> {
+        if let Some(oauth) = &self.oauth {
+            return Some(oauth.metadata_url().to_owned());
+        }
+        let host = host.filter(|host| {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })?;
+        Some(format!(
+            "{}://{host}{}{}",
+            self.scheme,
+            crate::oauth::METADATA_PATH,
+            crate::MCP_PATH
+        ))
+    }
 }
 
 /// Why no principal came out of a credential.
@@ -108,8 +134,13 @@ pub(crate) async fn require_key(
         let retry_after = left.as_secs() + 1;
         return GatewayError::TooManyFailures { retry_after }.into_response();
     }
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|value| value.to_str().ok());
+    let resource_metadata = auth.metadata_url(host);
     let challenge = |invalid_token| Challenge {
-        resource_metadata: auth.oauth.as_ref().map(|o| o.metadata_url().to_owned()),
+        resource_metadata: resource_metadata.clone(),
         invalid_token,
         scope: None,
     };

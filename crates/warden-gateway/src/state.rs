@@ -122,6 +122,11 @@ impl AppState {
                     ),
                     oauth,
                     api_keys: config.auth.api_keys,
+                    scheme: if config.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    },
                 }),
                 upstreams,
                 sessions: Arc::new(Sessions::new(&config.sessions)),

@@ -67,6 +67,13 @@ impl Exchange {
                 .is_some_and(|result| result.get("isError") == Some(&Value::Bool(true)))
     }
 
+    /// The scan stopped waiting (`--timeout`) before the answer was complete.
+    pub fn timed_out(&self) -> bool {
+        self.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("timed out"))
+    }
+
     /// A server fault: a 5xx, or no answer at all.
     pub fn broke(&self) -> bool {
         self.status >= 500 || self.status == 0
@@ -109,10 +116,11 @@ impl Request {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
     pub url: url::Url,
+    progress: Option<crate::Progress>,
 }
 
 impl HttpClient {
@@ -123,10 +131,23 @@ impl HttpClient {
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()?;
-        Ok(Self { client, url })
+        Ok(Self {
+            client,
+            url,
+            progress: None,
+        })
+    }
+
+    /// Tells `progress` of each request as it is sent.
+    pub fn reporting_to(mut self, progress: Option<crate::Progress>) -> Self {
+        self.progress = progress;
+        self
     }
 
     pub async fn send(&self, request: &Request) -> Exchange {
+        if let Some(progress) = &self.progress {
+            progress(&request.label);
+        }
         let mut url = self.url.clone();
         if let Some(query) = &request.query {
             let joined = match url.query() {

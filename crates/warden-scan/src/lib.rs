@@ -5,7 +5,8 @@
 //! I/O); every selected `Rule` checks them (pure functions, each tested against a
 //! passing and a failing fixture); `grade` scores the findings; `report` renders them.
 //! The probes never call a tool with arguments a correct server would act on, except a
-//! read-only tool given one argument too many.
+//! read-only tool given one argument too many, and (with `--allow-calls`) each read-only
+//! tool once with arguments its schema accepts.
 
 mod grade;
 mod http;
@@ -16,6 +17,7 @@ mod rule;
 mod rules;
 mod stdio;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use grade::{Grade, Scored};
@@ -73,15 +75,40 @@ pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
     rules::all()
 }
 
-/// What to scan and how.
-#[derive(Debug, Clone)]
-pub struct HttpScan {
-    pub url: url::Url,
+/// Told the label of each request as the scan sends it (a progress line).
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How a server is scanned.
+#[derive(Clone, Default)]
+pub struct ScanOptions {
     /// Sent with every request that carries credentials (values already resolved).
     pub headers: Vec<(String, String)>,
     /// For each request.
     pub timeout: Duration,
     pub selection: Selection,
+    /// Call each read-only tool once with arguments its schema accepts (`--allow-calls`);
+    /// tools that may change anything are never called with valid arguments.
+    pub allow_calls: bool,
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for ScanOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The headers hold credentials: only their names are shown.
+        f.debug_struct("ScanOptions")
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
+            )
+            .field("timeout", &self.timeout)
+            .field("selection", &self.selection)
+            .field("allow_calls", &self.allow_calls)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The outcome of a scan.
@@ -156,35 +183,31 @@ fn applies(category: Category, seen: &Observations) -> bool {
 }
 
 /// Scans an MCP server over HTTP.
-pub async fn scan_http(scan: &HttpScan) -> Result<Report, reqwest::Error> {
+pub async fn scan_http(url: &url::Url, options: &ScanOptions) -> Result<Report, reqwest::Error> {
     let started = Instant::now();
-    let client = http::HttpClient::new(scan.url.clone(), scan.timeout)?;
-    let probing = probe::Probing {
-        headers: scan.headers.clone(),
-        timeout: scan.timeout,
-        selection: scan.selection.clone(),
-    };
-    let seen = probe::observe_http(&client, &probing).await;
+    let client =
+        http::HttpClient::new(url.clone(), options.timeout)?.reporting_to(options.progress.clone());
+    let seen = probe::observe_http(&client, options).await;
     Ok(Report::of(
-        scan.url.to_string(),
+        url.to_string(),
         &seen,
-        &scan.selection,
+        &options.selection,
         started.elapsed(),
     ))
 }
 
-/// Scans an MCP server that speaks over stdio: `command` is started, spoken to, and
-/// killed at the end. Transport, authentication, browser, TLS and availability rules do
-/// not apply; the supply-chain rules read the command.
-pub async fn scan_stdio(command: &[String], timeout: Duration, selection: &Selection) -> Report {
+/// Scans an MCP server over stdio: `command` is started, spoken to and stopped. The
+/// network families (authentication, browser, TLS, availability) do not apply; the
+/// supply-chain rules read the command.
+pub async fn scan_stdio(command: &[String], options: &ScanOptions) -> Report {
     let started = Instant::now();
-    let probing = probe::Probing {
-        headers: Vec::new(),
-        timeout,
-        selection: selection.clone(),
-    };
-    let seen = probe::observe_stdio(command, &probing).await;
-    Report::of(command.join(" "), &seen, selection, started.elapsed())
+    let seen = probe::observe_stdio(command, options).await;
+    Report::of(
+        command.join(" "),
+        &seen,
+        &options.selection,
+        started.elapsed(),
+    )
 }
 
 /// Audits a Warden configuration without starting anything.

@@ -91,6 +91,8 @@ pub enum Probe {
     SessionWithoutCredentials,
     Preflight,
     ForeignOrigin,
+    /// A CORS preflight from the opaque origin `null`.
+    NullOrigin,
     ForeignHost,
     UnknownTool,
     NearMissTool,
@@ -103,6 +105,14 @@ pub enum Probe {
     NulInPath,
     /// A `ping` after the validation probes: the server still answers.
     AliveAfterValidation,
+    /// `null` for an argument the schema types.
+    NullArgument,
+    /// A number written as a string (`"5"`) for an integer or number argument.
+    NumericString,
+    /// A real tool's name with a zero-width space appended.
+    InvisibleToolName,
+    /// `tools/call` whose params are an array, not an object.
+    ParamsArray,
 }
 
 /// Everything the probes saw. A probe that did not run (its category was skipped, the
@@ -125,6 +135,9 @@ pub struct Observations {
     pub answers: BTreeMap<Probe, Exchange>,
     /// The tool the validation probes call, and whether it is read-only.
     pub probe_tool: Option<(String, bool)>,
+    /// Read-only tools called with arguments their schema accepts (`--allow-calls`), by
+    /// name.
+    pub tool_calls: Vec<(String, Exchange)>,
     /// Wrong keys, one after the other.
     pub guessing: Vec<Exchange>,
     // Availability.
@@ -156,6 +169,7 @@ impl Observations {
             .chain(&self.guessing)
             .chain(&self.parallel)
             .chain(&self.burst)
+            .chain(self.tool_calls.iter().map(|(_, answer)| answer))
     }
 
     pub(crate) fn exchanges_mut(&mut self) -> impl Iterator<Item = &mut Exchange> {
@@ -164,6 +178,7 @@ impl Observations {
             .chain(self.guessing.iter_mut())
             .chain(self.parallel.iter_mut())
             .chain(self.burst.iter_mut())
+            .chain(self.tool_calls.iter_mut().map(|(_, answer)| answer))
     }
 
     /// Whether the server answered a request that carried no credential: it takes none.

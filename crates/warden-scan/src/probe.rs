@@ -10,6 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use crate::ScanOptions;
 use crate::http::{Exchange, HttpClient, Request};
 use crate::observe::{Era, Observations, Probe, SlowLoris, TargetFacts};
 use crate::rule::Category;
@@ -34,18 +35,18 @@ const GUESSING_RULE: &str = "WS-AUTH-009";
 const SLOW_LORIS_LIMIT: Duration = Duration::from_secs(15);
 
 /// What a scan sends with every request, and which probes it runs.
-#[derive(Debug, Clone)]
-pub struct Probing {
-    /// The operator's headers (`Authorization`, …), values resolved.
-    pub headers: Vec<(String, String)>,
-    pub timeout: Duration,
-    /// The rules wanted: a category's probes run only for them (`--only`/`--skip`).
-    pub selection: crate::Selection,
-}
-
-impl Probing {
+impl ScanOptions {
     fn wants(&self, category: Category) -> bool {
         self.selection.wants_category(category)
+    }
+
+    /// Whether tools are called with valid arguments: only when allowed, and when a rule
+    /// that reads their results is wanted.
+    fn wants_results(&self) -> bool {
+        self.allow_calls
+            && crate::rules::READING_RESULTS
+                .iter()
+                .any(|id| self.selection.wants_id(id))
     }
 
     /// The bearer token among the operator's headers, if one was given.
@@ -88,7 +89,7 @@ impl Channel<'_> {
 /// A conversation with the target in one era.
 struct Conversation<'a> {
     http: Channel<'a>,
-    probing: &'a Probing,
+    probing: &'a ScanOptions,
     era: Era,
     session: Option<String>,
     version: String,
@@ -172,7 +173,7 @@ fn initialize_body(version: &str) -> Value {
     }})
 }
 
-fn json_headers(probing: &Probing, credentials: bool) -> Vec<(String, String)> {
+fn json_headers(probing: &ScanOptions, credentials: bool) -> Vec<(String, String)> {
     let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
         (
@@ -187,7 +188,7 @@ fn json_headers(probing: &Probing, credentials: bool) -> Vec<(String, String)> {
 }
 
 /// Runs every wanted probe against `http`.
-pub async fn observe_http(http: &HttpClient, probing: &Probing) -> Observations {
+pub async fn observe_http(http: &HttpClient, probing: &ScanOptions) -> Observations {
     let url = http.url.clone();
     let loopback = match url.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
@@ -354,6 +355,9 @@ pub async fn observe_http(http: &HttpClient, probing: &Probing) -> Observations 
     if probing.wants(Category::Validation) && era.is_some() {
         validation_probes(&mut talk, &mut seen).await;
     }
+    if probing.wants_results() && era.is_some() {
+        allowed_calls(&mut talk, &mut seen).await;
+    }
     // A legacy session is ended (and its end checked) before the burst, whose rate
     // limit would refuse what follows it.
     if probing.wants(Category::Transport)
@@ -399,7 +403,7 @@ pub async fn observe_http(http: &HttpClient, probing: &Probing) -> Observations 
 
 /// Runs the probes that apply to a stdio server: the handshake, the tool list, and the
 /// validation probes; the command itself is what supply-chain rules read.
-pub async fn observe_stdio(command: &[String], probing: &Probing) -> Observations {
+pub async fn observe_stdio(command: &[String], probing: &ScanOptions) -> Observations {
     let mut seen = Observations {
         target: TargetFacts {
             command: command.to_vec(),
@@ -407,7 +411,7 @@ pub async fn observe_stdio(command: &[String], probing: &Probing) -> Observation
         },
         ..Observations::default()
     };
-    let peer = match StdioPeer::start(command, probing.timeout) {
+    let peer = match StdioPeer::start(command, probing.timeout, probing.progress.clone()) {
         Ok(peer) => peer,
         Err(error) => {
             seen.unreachable = Some(format!("cannot start the command: {error}"));
@@ -475,6 +479,9 @@ pub async fn observe_stdio(command: &[String], probing: &Probing) -> Observation
     if probing.wants(Category::Validation) {
         validation_probes(&mut talk, &mut seen).await;
     }
+    if probing.wants_results() {
+        allowed_calls(&mut talk, &mut seen).await;
+    }
     redact(&mut seen, &probing.secrets());
     seen
 }
@@ -483,7 +490,7 @@ async fn transport_probes(
     talk: &mut Conversation<'_>,
     legacy: Option<&mut Conversation<'_>>,
     seen: &mut Observations,
-    probing: &Probing,
+    probing: &ScanOptions,
 ) {
     let http = talk.http;
     let ping = talk.body("ping", json!({})).to_string();
@@ -663,7 +670,7 @@ async fn auth_probes(
     talk: &mut Conversation<'_>,
     legacy: Option<&mut Conversation<'_>>,
     seen: &mut Observations,
-    probing: &Probing,
+    probing: &ScanOptions,
 ) {
     let http = talk.http;
     let without = |talk: &mut Conversation<'_>, method: &str| {
@@ -738,7 +745,9 @@ async fn auth_probes(
         let mut metadata_url = endpoint.url.clone();
         metadata_url.set_path("/.well-known/oauth-protected-resource");
         metadata_url.set_query(None);
-        if let Ok(metadata) = HttpClient::new(metadata_url, probing.timeout) {
+        if let Ok(metadata) = HttpClient::new(metadata_url, probing.timeout)
+            .map(|client| client.reporting_to(probing.progress.clone()))
+        {
             let request = Request {
                 method: Method::GET,
                 query: None,
@@ -808,6 +817,10 @@ async fn browser_probes(talk: &mut Conversation<'_>, seen: &mut Observations) {
         label: "CORS preflight from a foreign origin".into(),
     };
     seen.record(Probe::Preflight, http.send(&preflight).await);
+    let mut opaque = preflight.clone();
+    opaque.headers[0].1 = "null".into();
+    opaque.label = "CORS preflight from origin null".into();
+    seen.record(Probe::NullOrigin, http.send(&opaque).await);
     let body = talk.body("ping", json!({})).to_string();
     let mut headers = talk.headers("ping", None, true);
     headers.push(("origin".into(), evil.into()));
@@ -962,6 +975,48 @@ async fn validation_probes(talk: &mut Conversation<'_>, seen: &mut Observations)
                 .await,
         );
     }
+    // Coercions a lenient server makes: null for a typed argument, a number as a string.
+    let typed = |wanted: &[&str]| {
+        schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .and_then(|p| {
+                p.iter().find(|(_, s)| {
+                    s.get("type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| wanted.contains(&t))
+                })
+            })
+            .map(|(name, _)| name.clone())
+    };
+    if let Some(property) = typed(&["string", "integer", "number", "boolean", "array", "object"]) {
+        seen.record(
+            Probe::NullArgument,
+            talk.call("tools/call", call(&name, json!({ property: null })))
+                .await,
+        );
+    }
+    if let Some(property) = typed(&["integer", "number"]) {
+        seen.record(
+            Probe::NumericString,
+            talk.call("tools/call", call(&name, json!({ property: "5" })))
+                .await,
+        );
+    }
+    let invisible = format!("{name}\u{200b}");
+    seen.record(
+        Probe::InvisibleToolName,
+        talk.call("tools/call", call(&invisible, json!({}))).await,
+    );
+    let mut shapeless = talk.request("tools/call", call(&name, json!({})));
+    if let Some(body) = &shapeless.body
+        && let Ok(mut message) = serde_json::from_str::<Value>(body)
+    {
+        message["params"] = json!([name, {}]);
+        shapeless.body = Some(message.to_string());
+        shapeless.label = "tools/call with params as an array".into();
+        seen.record(Probe::ParamsArray, talk.http.send(&shapeless).await);
+    }
     seen.record(
         Probe::AliveAfterValidation,
         talk.call("ping", json!({})).await,
@@ -994,30 +1049,115 @@ fn near_miss(name: &str) -> String {
     }
 }
 
-/// Arguments that satisfy a simple schema: each required property a value of its type.
+/// Arguments for a call: each required property of `schema`, with a value its schema
+/// accepts where one can be made up (see [`sample_value`]).
 fn sample_arguments(schema: &Value) -> Value {
-    let mut arguments = serde_json::Map::new();
     let required: Vec<&str> = schema
         .get("required")
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    for name in required {
-        let property = &schema["properties"][name];
-        let value = match property.get("type").and_then(Value::as_str) {
-            Some("integer" | "number") => property.get("minimum").cloned().unwrap_or(json!(1)),
-            Some("boolean") => json!(false),
-            Some("array") => json!([]),
-            Some("object") => json!({}),
-            _ => property
-                .get("enum")
-                .and_then(|e| e.get(0))
-                .cloned()
-                .unwrap_or(json!("warden")),
-        };
-        arguments.insert(name.to_owned(), value);
-    }
+    let arguments = required
+        .into_iter()
+        .map(|name| (name.to_owned(), sample_value(&schema["properties"][name])))
+        .collect();
     Value::Object(arguments)
+}
+
+/// A value `schema` accepts: its default, const, first example or enum value, else one
+/// made from its type and bounds. Patterns and formats beyond a few are not solved;
+/// the caller checks the result against the schema before sending it.
+fn sample_value(schema: &Value) -> Value {
+    for given in [
+        &schema["default"],
+        &schema["const"],
+        &schema["examples"][0],
+        &schema["enum"][0],
+    ] {
+        if !given.is_null() {
+            return given.clone();
+        }
+    }
+    let number = |key: &str| schema.get(key).and_then(Value::as_f64);
+    let kind = match &schema["type"] {
+        Value::Array(kinds) => kinds
+            .iter()
+            .find(|k| *k != "null")
+            .cloned()
+            .unwrap_or_default(),
+        kind => kind.clone(),
+    };
+    match kind.as_str() {
+        Some("integer" | "number") => {
+            let low = number("minimum")
+                .or_else(|| number("exclusiveMinimum").map(|m| m.floor() + 1.0))
+                .unwrap_or(1.0);
+            let high =
+                number("maximum").or_else(|| number("exclusiveMaximum").map(|m| m.ceil() - 1.0));
+            let value = high.map_or(low, |high| low.min(high)).ceil();
+            // Whole numbers fit both types; `as` saturates, and the caller validates.
+            json!(value as i64)
+        }
+        Some("boolean") => json!(false),
+        Some("array") => {
+            let items =
+                usize::try_from(schema.get("minItems").and_then(Value::as_u64).unwrap_or(0))
+                    .unwrap_or(0);
+            Value::Array(vec![sample_value(&schema["items"]); items.min(8)])
+        }
+        Some("object") => sample_arguments(schema),
+        _ => {
+            let text = match schema.get("format").and_then(Value::as_str) {
+                Some("uri" | "url") => "https://example.com/".to_owned(),
+                Some("email") => "warden@example.com".to_owned(),
+                Some("date") => "2026-01-01".to_owned(),
+                Some("date-time") => "2026-01-01T00:00:00Z".to_owned(),
+                _ => {
+                    let shortest = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0);
+                    let longest = schema
+                        .get("maxLength")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(64);
+                    let length =
+                        usize::try_from(shortest.max(6).min(longest).min(256)).unwrap_or(6);
+                    "warden".chars().cycle().take(length).collect()
+                }
+            };
+            json!(text)
+        }
+    }
+}
+
+/// Calls `--allow-calls` may make: at most this many tools, each once.
+const MAX_ALLOWED_CALLS: usize = 20;
+
+/// With `--allow-calls`: each read-only tool that does not sound destructive, once, with
+/// arguments its own input schema accepts (checked before sending; a tool whose schema
+/// no made-up value satisfies is not called).
+async fn allowed_calls(talk: &mut Conversation<'_>, seen: &mut Observations) {
+    let callable: Vec<(String, Value)> = seen
+        .tools
+        .iter()
+        .filter(|tool| tool["annotations"]["readOnlyHint"] == true && !sounds_destructive(tool))
+        .filter_map(|tool| {
+            let schema = tool.get("inputSchema")?;
+            let arguments = sample_arguments(schema);
+            let accepted = jsonschema::validator_for(schema).is_ok_and(|v| v.is_valid(&arguments));
+            accepted.then(|| {
+                (
+                    tool["name"].as_str().unwrap_or_default().to_owned(),
+                    arguments,
+                )
+            })
+        })
+        .take(MAX_ALLOWED_CALLS)
+        .collect();
+    for (name, arguments) in callable {
+        let answer = talk
+            .call("tools/call", json!({"name": name, "arguments": arguments}))
+            .await;
+        seen.tool_calls.push((name, answer));
+    }
 }
 
 async fn availability_probes(talk: &mut Conversation<'_>, seen: &mut Observations) {

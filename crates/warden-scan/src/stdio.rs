@@ -24,6 +24,7 @@ pub struct StdioPeer {
     stdin: tokio::sync::Mutex<ChildStdin>,
     waiting: Waiting,
     timeout: Duration,
+    progress: Option<crate::Progress>,
     _child: Child,
 }
 
@@ -34,7 +35,11 @@ impl std::fmt::Debug for StdioPeer {
 }
 
 impl StdioPeer {
-    pub fn start(command: &[String], timeout: Duration) -> std::io::Result<Self> {
+    pub fn start(
+        command: &[String],
+        timeout: Duration,
+        progress: Option<crate::Progress>,
+    ) -> std::io::Result<Self> {
         let (program, args) = command
             .split_first()
             .ok_or_else(|| std::io::Error::other("no command"))?;
@@ -66,6 +71,7 @@ impl StdioPeer {
             stdin,
             waiting,
             timeout,
+            progress,
             _child: child,
         })
     }
@@ -73,6 +79,9 @@ impl StdioPeer {
     /// Writes the request's body as one line; waits for the answer with the same id (a
     /// notification gets none: 202, as over HTTP).
     pub async fn send(&self, request: &Request) -> Exchange {
+        if let Some(progress) = &self.progress {
+            progress(&request.label);
+        }
         let line_of_request = format!("stdio {}", request.label);
         let body = request.body.clone().unwrap_or_default();
         let id = id_of(&body);

@@ -1,11 +1,14 @@
 //! `warden scan`: grade an MCP server over HTTP, audit a Warden configuration, or compare
 //! a server reached directly with the same server behind Warden.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use warden_scan::{Grade, HttpScan, Report, Selection};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use warden_scan::{Grade, Report, ScanOptions, Selection};
 
 use crate::Failure;
 
@@ -31,6 +34,11 @@ pub(crate) struct ScanArgs {
     /// `Name: env:VAR` reads the value from the environment. Repeatable.
     #[arg(long = "header", short = 'H', value_name = "HEADER")]
     headers: Vec<String>,
+    /// Also call each read-only tool once, with arguments its input schema accepts, to
+    /// judge what it returns. Tools that may change anything are never called with valid
+    /// arguments.
+    #[arg(long, conflicts_with = "config")]
+    allow_calls: bool,
     /// Seconds each request may take.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     timeout: u64,
@@ -116,19 +124,32 @@ pub(crate) fn run(args: ScanArgs) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let options = |target: &str| {
+        let progress = progress_line(target);
+        let options = ScanOptions {
+            headers: headers.clone(),
+            timeout,
+            selection: selection.clone(),
+            allow_calls: args.allow_calls,
+            progress: Some(Arc::new({
+                let progress = progress.clone();
+                move |label: &str| {
+                    progress.inc(1);
+                    progress.set_message(label.to_owned());
+                }
+            })),
+        };
+        (options, progress)
+    };
     let scan_url = |url: &str| -> Result<Report, Failure> {
         let url = url::Url::parse(url).map_err(|_| format!("{url:?} is not a URL"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("{url} is not an http(s) URL").into());
         }
-        let scan = HttpScan {
-            url,
-            headers: headers.clone(),
-            timeout,
-            selection: selection.clone(),
-        };
-        eprintln!("scanning {} …", scan.url);
-        Ok(runtime.block_on(warden_scan::scan_http(&scan))?)
+        let (options, progress) = options(url.as_str());
+        let report = runtime.block_on(warden_scan::scan_http(&url, &options));
+        progress.finish_and_clear();
+        Ok(report?)
     };
     let (report, text) = if let Some(path) = &args.config {
         let config = warden_config::Config::load(Some(path), &warden_config::Overrides::default())?;
@@ -136,8 +157,9 @@ pub(crate) fn run(args: ScanArgs) -> Result<(), Failure> {
         let text = render(&report, args.format, args.verbose);
         (report, text)
     } else if args.stdio {
-        eprintln!("scanning {} …", args.command.join(" "));
-        let report = runtime.block_on(warden_scan::scan_stdio(&args.command, timeout, &selection));
+        let (options, progress) = options(&args.command.join(" "));
+        let report = runtime.block_on(warden_scan::scan_stdio(&args.command, &options));
+        progress.finish_and_clear();
         let text = render(&report, args.format, args.verbose);
         (report, text)
     } else if let [direct, through] = args.compare.as_slice() {
@@ -177,6 +199,24 @@ pub(crate) fn run(args: ScanArgs) -> Result<(), Failure> {
         .into());
     }
     Ok(())
+}
+
+/// A live line on a terminal: the requests sent so far and the latest one. Off a
+/// terminal (CI logs, pipes) the scan says once what it scans and nothing more.
+fn progress_line(target: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        eprintln!("scanning {target} …");
+        return ProgressBar::hidden();
+    }
+    let line = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} scanning {prefix} · {pos} requests · {wide_msg}")
+    {
+        line.set_style(style);
+    }
+    line.set_prefix(target.to_owned());
+    line.enable_steady_tick(Duration::from_millis(120));
+    line
 }
 
 fn render(report: &Report, format: Format, verbose: bool) -> String {

@@ -95,6 +95,7 @@ fn a_careless_server_fails_every_rule_it_breaks_and_the_sarif_is_valid() {
             "json",
             "--skip",
             "availability",
+            "--allow-calls",
         ],
         &env,
     );
@@ -128,7 +129,21 @@ fn a_careless_server_fails_every_rule_it_breaks_and_the_sarif_is_valid() {
         "WS-VAL-007",
         "WS-VAL-008", // ../ taken
         "WS-VAL-009",
-        "WS-TRN-005", // malformed JSON answers a stack trace, 500
+        "WS-TRN-005",  // malformed JSON answers a stack trace, 500
+        "WS-AUTH-010", // no resource_metadata in the challenge
+        "WS-WEB-003",  // the preflight reflects the origin ...
+        "WS-WEB-006",  // ... with credentials
+        "WS-WEB-007",  // ... and origin null
+        "WS-VAL-011",  // null, "5", an invisible name taken
+        "WS-VAL-012",
+        "WS-VAL-013",
+        "WS-VAL-014", // params as an array drops the connection
+        "WS-VAL-010",
+        "WS-ERR-006", // the 1 MiB value echoed
+        "WS-ERR-007", // 10.0.3.7
+        "WS-ERR-008", // the environment
+        "WS-DEF-016", // get_weather's result steers the model (--allow-calls)
+        "WS-DEF-017", // ... and breaks its output schema
     ] {
         assert!(failures.contains(rule), "{rule} should fail: {failures:?}");
     }
@@ -241,12 +256,23 @@ fn behind_warden_the_fixture_grades_a_and_direct_it_shows_what_warden_closes() {
             "json",
             "--fail-under",
             "A",
+            "--allow-calls",
         ],
         &env,
     );
     let through: Value =
         serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stdout}{stderr}"));
     let (_, serious) = failed(&through);
+    // `clock` (read-only) was called with valid arguments, and its result judged.
+    for rule in ["WS-VAL-015", "WS-DEF-016", "WS-DEF-017"] {
+        let finding = through["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == rule)
+            .unwrap();
+        assert_eq!(finding["result"], "pass", "{rule}: {finding}");
+    }
     assert!(ok && through["grade"] == "A", "{stdout}");
     assert!(
         serious.is_empty(),
@@ -419,4 +445,28 @@ fn a_stdio_server_started_by_an_unpinned_npx_is_flagged() {
     );
     let (failures, _) = failed(&serde_json::from_str(&stdout).unwrap());
     assert!(!failures.contains("WS-SUP-001"), "{failures:?}");
+}
+
+/// On a terminal the scan keeps a live line (requests sent, the latest named); in a pipe
+/// it says once what it scans and draws nothing.
+#[test]
+fn a_progress_line_on_a_terminal_and_none_in_a_pipe() {
+    let fixture = Fixture::start("http_server.py");
+    let args = [fixture.url.as_str(), "--only", "transport"];
+    let (_, _, piped) = scan(&args, &[]);
+    assert!(
+        piped.contains(&format!("scanning {} …", fixture.url)),
+        "{piped}"
+    );
+    assert!(!piped.contains("requests ·"), "{piped}");
+    // `script` gives the scan a pseudo-terminal for its stderr.
+    let line = format!("{BIN} scan {}", args.join(" "));
+    let out = Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs the scan on a pseudo-terminal");
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(terminal.contains("requests ·"), "{terminal}");
+    assert!(terminal.contains("grade"), "{terminal}");
 }

@@ -40,13 +40,22 @@ async fn credentials_are_required_and_only_as_bearer() {
     let bare = warden.admin_key.clone();
     let wrong = "Bearer wdn_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned();
     // A credential that is not a Bearer token counts as none; a Bearer token that is
-    // refused gets `error="invalid_token"` (RFC 6750 §3.1).
+    // refused gets `error="invalid_token"` (RFC 6750 §3.1). Each challenge points at
+    // the protected-resource metadata (RFC 9728 §5.1), on the Host the client used.
+    let metadata = format!(
+        "resource_metadata=\"{}\"",
+        warden
+            .url
+            .replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+    );
+    let plain = format!("Bearer {metadata}");
+    let invalid = format!("Bearer {metadata}, error=\"invalid_token\"");
     for (auth, challenge) in [
-        (None, "Bearer"),
-        (Some(basic.as_str()), "Bearer"),
-        (Some(bare.as_str()), "Bearer"),
-        (Some(wrong.as_str()), "Bearer error=\"invalid_token\""),
-        (Some("Bearer "), "Bearer"),
+        (None, plain.as_str()),
+        (Some(basic.as_str()), plain.as_str()),
+        (Some(bare.as_str()), plain.as_str()),
+        (Some(wrong.as_str()), invalid.as_str()),
+        (Some("Bearer "), plain.as_str()),
     ] {
         let mut all = headers.to_vec();
         if let Some(auth) = auth {

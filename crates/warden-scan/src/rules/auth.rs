@@ -137,6 +137,39 @@ pub(crate) const RULES: &[Rule] = &[
             })
         },
     },
+    Rule {
+        id: "WS-AUTH-010",
+        category: Category::Authentication,
+        severity: Severity::Low,
+        title: "A 401 points at the protected-resource metadata (resource_metadata)",
+        remediation: "Add resource_metadata=\"https://…/.well-known/oauth-protected-resource\" to the WWW-Authenticate challenge.",
+        reference: "RFC 9728 § 5.1; MCP 2025-11-25, Authorization › Protected Resource Metadata Discovery",
+        check: |seen| {
+            unless_open(seen, Probe::NoCredentials, |answer| {
+                answer
+                    .header("www-authenticate")
+                    .is_some_and(|challenge| challenge.contains("resource_metadata="))
+            })
+        },
+    },
+    Rule {
+        id: "WS-AUTH-011",
+        category: Category::Authentication,
+        severity: Severity::Medium,
+        title: "The protected-resource metadata offers the header only (bearer_methods_supported)",
+        remediation: "Offer bearer_methods_supported = [\"header\"]: a token in a query string or a form body leaks into logs and histories.",
+        reference: "RFC 9728 § 2; RFC 6750 § 2.3; OAuth 2.0 Security BCP",
+        check: |seen| {
+            unless_open(seen, Probe::ResourceMetadata, |answer| {
+                answer
+                    .message
+                    .as_ref()
+                    .and_then(|m| m.get("bearer_methods_supported"))
+                    .and_then(serde_json::Value::as_array)
+                    .is_none_or(|methods| methods.iter().all(|m| m == "header"))
+            })
+        },
+    },
 ];
 
 /// A credential probe's verdict; on a server that takes no credential at all the probe
@@ -217,6 +250,34 @@ mod tests {
             &seen([
                 (Probe::NoCredentials, closed()),
                 (Probe::ResourceMetadata, rpc_error(404, -32601)),
+            ]),
+        );
+        assert_rule(
+            "WS-AUTH-010",
+            &seen([(Probe::NoCredentials, closed())]),
+            &seen([(
+                Probe::NoCredentials,
+                with_header(rpc_error(401, -32001), "www-authenticate", "Bearer"),
+            )]),
+        );
+        let offering = |methods| {
+            answer(
+                200,
+                json!({"resource": "https://mcp.example.com/mcp", "bearer_methods_supported": methods}),
+            )
+        };
+        assert_rule(
+            "WS-AUTH-011",
+            &seen([
+                (Probe::NoCredentials, closed()),
+                (Probe::ResourceMetadata, offering(json!(["header"]))),
+            ]),
+            &seen([
+                (Probe::NoCredentials, closed()),
+                (
+                    Probe::ResourceMetadata,
+                    offering(json!(["header", "query"])),
+                ),
             ]),
         );
         let mut good = seen([(Probe::NoCredentials, closed())]);

@@ -101,6 +101,53 @@ pub(crate) const RULES: &[Rule] = &[
             }),
         },
     },
+    Rule {
+        id: "WS-WEB-006",
+        category: Category::Browser,
+        severity: Severity::High,
+        title: "A foreign origin is never granted credentials (Access-Control-Allow-Credentials)",
+        remediation: "Send Access-Control-Allow-Credentials only with an allowed, named origin.",
+        reference: "Fetch Standard › CORS protocol and credentials; PortSwigger, CORS misconfigurations",
+        check: |seen| {
+            let probes = [Probe::Preflight, Probe::ForeignOrigin, Probe::NullOrigin];
+            if probes.iter().all(|probe| seen.answer(*probe).is_none()) {
+                return Verdict::skip("the probe did not run against this target");
+            }
+            let granted: Vec<String> = probes
+                .iter()
+                .filter_map(|probe| seen.answer(*probe))
+                .filter(|answer| {
+                    answer
+                        .header("access-control-allow-credentials")
+                        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+                })
+                .map(|answer| answer.summary())
+                .collect();
+            Verdict::from_check(granted.is_empty(), || {
+                format!(
+                    "Access-Control-Allow-Credentials: true on {}",
+                    granted.join("; ")
+                )
+            })
+        },
+    },
+    Rule {
+        id: "WS-WEB-007",
+        category: Category::Browser,
+        severity: Severity::High,
+        title: "Origin `null` (sandboxed frames, file:// pages) is not allowed",
+        remediation: "Never allow the origin \"null\": any page can send it from a sandboxed iframe.",
+        reference: "Fetch Standard › Origin header (opaque origins serialize as null); PortSwigger, CORS null origin",
+        check: |seen| match answered(seen, Probe::NullOrigin) {
+            Err(skip) => skip,
+            Ok(answer) => Verdict::from_check(
+                answer
+                    .header("access-control-allow-origin")
+                    .is_none_or(|origin| origin.trim() != "null"),
+                || format!("Access-Control-Allow-Origin: null on {}", answer.summary()),
+            ),
+        },
+    },
 ];
 
 #[cfg(test)]
@@ -135,6 +182,28 @@ mod tests {
             "WS-WEB-004",
             &seen([(Probe::ForeignOrigin, rpc_error(403, -32600))]),
             &seen([(Probe::ForeignOrigin, ok())]),
+        );
+        let credentials = with_header(
+            with_header(
+                ok(),
+                "access-control-allow-origin",
+                "https://evil.example.com",
+            ),
+            "access-control-allow-credentials",
+            "true",
+        );
+        assert_rule(
+            "WS-WEB-006",
+            &seen([(Probe::Preflight, rpc_error(403, -32600))]),
+            &seen([(Probe::Preflight, credentials)]),
+        );
+        assert_rule(
+            "WS-WEB-007",
+            &seen([(Probe::NullOrigin, rpc_error(403, -32600))]),
+            &seen([(
+                Probe::NullOrigin,
+                with_header(ok(), "access-control-allow-origin", "null"),
+            )]),
         );
         assert_rule(
             "WS-WEB-005",

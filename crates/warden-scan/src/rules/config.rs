@@ -1,7 +1,7 @@
 //! A Warden configuration, audited without starting anything (`warden scan --config`):
 //! the settings that undo a safe default.
 
-use warden_config::{Config, Confirm, SandboxMode, Source, ToolClass};
+use warden_config::{Config, Confirm, OutputCheck, SandboxMode, Source, ToolClass};
 
 use crate::observe::Observations;
 use crate::rule::{Category, Rule, Severity, Verdict};
@@ -268,7 +268,158 @@ pub(crate) const RULES: &[Rule] = &[
             })
         },
     },
+    Rule {
+        id: "WS-CFG-012",
+        category: Category::Configuration,
+        severity: Severity::Medium,
+        title: "No tool accepts arguments its schema does not declare (allow_extra_properties)",
+        remediation: "Remove allow_extra_properties; fix the upstream's schema instead.",
+        reference: "Warden README › Validation",
+        check: |seen| {
+            with_config(seen, |config| {
+                let open = tools_where(config, |rules| rules.allow_extra_properties);
+                Verdict::from_check(open.is_empty(), || {
+                    format!("allow_extra_properties on {}", open.join(", "))
+                })
+            })
+        },
+    },
+    Rule {
+        id: "WS-CFG-013",
+        category: Category::Configuration,
+        severity: Severity::Low,
+        title: "Results that break their output schema are blocked, not passed (output_check)",
+        remediation: "Remove output_check = \"warn\" once the upstream's outputSchema is right.",
+        reference: "Warden README › Validation",
+        check: |seen| {
+            with_config(seen, |config| {
+                let warned = tools_where(config, |rules| rules.output_check == OutputCheck::Warn);
+                Verdict::from_check(warned.is_empty(), || {
+                    format!("output_check = \"warn\" on {}", warned.join(", "))
+                })
+            })
+        },
+    },
+    Rule {
+        id: "WS-CFG-014",
+        category: Category::Configuration,
+        severity: Severity::Low,
+        title: "Sandboxes are enforced, not best-effort",
+        remediation: "Use sandbox = true (enforced) where the kernel supports Landlock; best-effort runs unconfined where it does not.",
+        reference: "Warden README › Sandboxed stdio servers",
+        check: |seen| {
+            with_config(seen, |config| {
+                let partial = upstreams_where(config, |stdio| {
+                    stdio.sandbox.mode == SandboxMode::BestEffort
+                });
+                Verdict::from_check(partial.is_empty(), || {
+                    format!("sandbox = \"best-effort\": {}", partial.join(", "))
+                })
+            })
+        },
+    },
+    Rule {
+        id: "WS-CFG-015",
+        category: Category::Configuration,
+        severity: Severity::Low,
+        title: "Sandboxed children get no UDP sockets (sandbox_udp)",
+        remediation: "Remove sandbox_udp: children resolve names and reach the network through their egress proxy.",
+        reference: "Warden README › Sandboxed stdio servers",
+        check: |seen| {
+            with_config(seen, |config| {
+                let udp = upstreams_where(config, |stdio| stdio.sandbox.udp);
+                Verdict::from_check(udp.is_empty(), || {
+                    format!("sandbox_udp on {}", udp.join(", "))
+                })
+            })
+        },
+    },
+    Rule {
+        id: "WS-CFG-016",
+        category: Category::Configuration,
+        severity: Severity::Low,
+        title: "Idle sessions end within a day",
+        remediation: "Keep [sessions] idle_timeout_secs ≤ 86400; a forgotten session keeps its key's access open.",
+        reference: "OWASP Session Management Cheat Sheet › Idle timeout",
+        check: |seen| {
+            with_config(seen, |config| {
+                let idle = config.sessions.idle_timeout;
+                Verdict::from_check(idle <= MAX_IDLE, || {
+                    format!("idle_timeout_secs = {}", idle.as_secs())
+                })
+            })
+        },
+    },
+    Rule {
+        id: "WS-CFG-017",
+        category: Category::Configuration,
+        severity: Severity::High,
+        title: "trusted_proxies names the proxies, not whole ranges",
+        remediation: "List the reverse proxies' own addresses; anyone inside a trusted range can claim any client address.",
+        reference: "Warden README › Client networks; OWASP, IP spoofing via X-Forwarded-For",
+        check: |seen| {
+            with_config(seen, |config| {
+                let wide: Vec<String> = config
+                    .trusted_proxies
+                    .iter()
+                    .filter(|(ip, prefix)| {
+                        *prefix
+                            < if ip.is_ipv4() {
+                                NARROWEST_WIDE_PREFIX_V4
+                            } else {
+                                48
+                            }
+                    })
+                    .map(|(ip, prefix)| format!("{ip}/{prefix}"))
+                    .collect();
+                Verdict::from_check(wide.is_empty(), || {
+                    format!("trusted_proxies: {}", wide.join(", "))
+                })
+            })
+        },
+    },
+    Rule {
+        id: "WS-CFG-018",
+        category: Category::Configuration,
+        severity: Severity::Medium,
+        title: "Wrong keys are throttled early (max_failures_per_ip ≤ 100)",
+        remediation: "Keep [auth] max_failures_per_ip small (the default is enough for typing mistakes).",
+        reference: "OWASP Authentication Cheat Sheet › Protect against automated attacks",
+        check: |seen| {
+            with_config(seen, |config| {
+                let failures = config.auth.max_failures_per_ip;
+                Verdict::from_check(failures <= SANE_AUTH_FAILURES, || {
+                    format!("max_failures_per_ip = {failures}")
+                })
+            })
+        },
+    },
 ];
+
+/// Past this, an idle session is a forgotten one.
+const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// Past this, guessing keys is barely slowed.
+const SANE_AUTH_FAILURES: u32 = 100;
+
+/// The `[tools]` entries whose rules `matches`.
+fn tools_where(config: &Config, matches: impl Fn(&warden_config::ToolRules) -> bool) -> Vec<&str> {
+    config
+        .tools
+        .iter()
+        .filter(|(_, rules)| matches(rules))
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
+/// The stdio upstreams whose settings `match`.
+fn upstreams_where(config: &Config, matches: impl Fn(&warden_config::Stdio) -> bool) -> Vec<&str> {
+    config
+        .upstreams
+        .iter()
+        .filter(|u| matches!(&u.source, Source::Stdio(stdio) if matches(stdio)))
+        .map(|u| u.name.as_str())
+        .collect()
+}
 
 fn with_config(seen: &Observations, check: impl FnOnce(&Config) -> Verdict) -> Verdict {
     match &seen.config {
@@ -326,6 +477,28 @@ mod tests {
             ("WS-CFG-009", "[audit]\nenabled = false\n"),
             ("WS-CFG-010", "[results]\nharden = false\n"),
             ("WS-CFG-011", "[egress]\nallow = [\"10.0.0.0/8\"]\n"),
+            (
+                "WS-CFG-012",
+                "[tools.search_notes]\nallow_extra_properties = true\n",
+            ),
+            (
+                "WS-CFG-013",
+                "[tools.search_notes]\noutput_check = \"warn\"\n",
+            ),
+            (
+                "WS-CFG-014",
+                "[[upstream]]\nname = \"fs\"\ncommand = [\"/usr/bin/fs-server\"]\nsandbox = \"best-effort\"\n",
+            ),
+            (
+                "WS-CFG-015",
+                "[[upstream]]\nname = \"fs\"\ncommand = [\"/usr/bin/fs-server\"]\nsandbox_udp = true\n",
+            ),
+            ("WS-CFG-016", "[sessions]\nidle_timeout_secs = 604800\n"),
+            (
+                "WS-CFG-017",
+                "[server]\ntrusted_proxies = [\"0.0.0.0/0\"]\n",
+            ),
+            ("WS-CFG-018", "[auth]\nmax_failures_per_ip = 10000\n"),
         ];
         for (id, bad) in cases {
             assert_rule(id, &safe, &audit(config(bad)));

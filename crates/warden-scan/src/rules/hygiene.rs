@@ -5,7 +5,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::observe::Observations;
+use super::answered;
+use crate::observe::{Observations, Probe};
 use crate::rule::{Category, Rule, Severity, Verdict};
 
 const LEAKS: &str = "OWASP Top 10 A05:2021 Security Misconfiguration (verbose errors); CWE-209";
@@ -24,6 +25,16 @@ static SQL: LazyLock<Regex> = LazyLock::new(|| {
 });
 static VERSION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(?:python|node(?:\.js)?|express|uvicorn|gunicorn|werkzeug|flask|django|fastapi|starlette|nginx|apache|jetty|tomcat|php|openssl)[/ ]v?\d+\.\d+")
+        .expect("compiles")
+});
+
+static INTERNAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(?:10\.\d{1,3}|172\.(?:1[6-9]|2\d|3[01])|192\.168)\.\d{1,3}\.\d{1,3}\b|\b[\w-]+(?:\.[\w-]+)*\.(?:internal|svc\.cluster\.local|corp|lan)\b")
+        .expect("compiles")
+});
+/// Two or more well-known variables of a process environment (or their JSON form).
+static ENVIRONMENT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?s)\b(?:PATH|HOME|USER|SHELL|PWD|HOSTNAME|AWS_SECRET_ACCESS_KEY|DATABASE_URL|OPENAI_API_KEY)\\?"?\s*[=:]\s*\\?"?[^\s,"\\]+.{0,400}?\b(?:PATH|HOME|USER|SHELL|PWD|HOSTNAME|AWS_SECRET_ACCESS_KEY|DATABASE_URL|OPENAI_API_KEY)\\?"?\s*[=:]"#)
         .expect("compiles")
 });
 
@@ -93,14 +104,58 @@ pub(crate) const RULES: &[Rule] = &[
             })
         },
     },
+    Rule {
+        id: "WS-ERR-006",
+        category: Category::ErrorHygiene,
+        severity: Severity::Low,
+        title: "A refused 1 MiB value is not echoed back",
+        remediation: "Say which argument was too long and its limit, not its value: an echo doubles the traffic and floods logs.",
+        reference: "CWE-400; OWASP API4:2023 Unrestricted Resource Consumption",
+        check: |seen| match answered(seen, Probe::HugeString) {
+            Err(skip) => skip,
+            Ok(answer) => Verdict::from_check(!answer.body.contains(&"w".repeat(4096)), || {
+                format!(
+                    "{} bytes came back, the value among them: {}",
+                    answer.body.len(),
+                    answer.summary()
+                )
+            }),
+        },
+    },
+    Rule {
+        id: "WS-ERR-007",
+        category: Category::ErrorHygiene,
+        severity: Severity::Low,
+        title: "No internal network addresses or names in answers",
+        remediation: "Keep private addresses and internal host names (10.x, 192.168.x, *.internal, *.svc.cluster.local) out of errors.",
+        reference: "CWE-200; OWASP WSTG-INFO-05",
+        check: |seen| leaks(seen, "an internal address", |text| INTERNAL.is_match(text)),
+    },
+    Rule {
+        id: "WS-ERR-008",
+        category: Category::ErrorHygiene,
+        severity: Severity::High,
+        title: "No environment or configuration dumps in answers",
+        remediation: "Never return the process environment or configuration; it holds the server's own credentials.",
+        reference: "CWE-526 (exposure of environment variables); CWE-209",
+        check: |seen| {
+            leaks(seen, "an environment dump", |text| {
+                ENVIRONMENT.is_match(text)
+            })
+        },
+    },
 ];
 
-/// Fails with the first answer whose body `matches`.
+/// Fails with the first refusal or fault whose body `matches` (what a tool returns on
+/// success is its data, not an error's insides).
 fn leaks(seen: &Observations, what: &str, matches: impl Fn(&str) -> bool) -> Verdict {
     if seen.answers.is_empty() {
         return Verdict::skip("nothing was answered");
     }
-    match seen.exchanges().find(|answer| matches(&answer.body)) {
+    let errors = seen
+        .exchanges()
+        .filter(|answer| answer.refused() || answer.broke());
+    match errors.into_iter().find(|answer| matches(&answer.body)) {
         Some(answer) => Verdict::fail(format!("{what} in: {}", answer.summary())),
         None => Verdict::Pass,
     }
@@ -135,6 +190,26 @@ mod tests {
         ] {
             assert_rule(id, &clean, &seen([(Probe::UnknownTool, body(leak))]));
         }
+        for (id, leak) in [
+            (
+                "WS-ERR-007",
+                "upstream 10.2.3.4:5432 refused the connection",
+            ),
+            ("WS-ERR-007", "cannot reach notes-db.prod.svc.cluster.local"),
+            (
+                "WS-ERR-008",
+                "{\"env\": {\"PATH\": \"/usr/bin\", \"HOME\": \"/root\"}}",
+            ),
+            ("WS-ERR-008", "HOME=/root\nPATH=/usr/bin:/bin\n"),
+        ] {
+            assert_rule(id, &clean, &seen([(Probe::UnknownTool, body(leak))]));
+        }
+        let echo = "w".repeat(1 << 20);
+        assert_rule(
+            "WS-ERR-006",
+            &seen([(Probe::HugeString, rpc_error(400, -32602))]),
+            &seen([(Probe::HugeString, body(&format!("invalid value {echo}")))]),
+        );
         let banner = seen([(
             Probe::Ping,
             with_header(rpc_error(400, -32600), "server", "uvicorn/0.30.1"),

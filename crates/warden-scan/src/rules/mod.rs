@@ -17,6 +17,9 @@ use crate::http::Exchange;
 use crate::observe::{Observations, Probe};
 use crate::rule::{Rule, Verdict};
 
+/// The rules that read what tools return to valid calls (`--allow-calls`).
+pub(crate) const READING_RESULTS: [&str; 3] = ["WS-VAL-015", "WS-DEF-016", "WS-DEF-017"];
+
 /// All rules, in the order reports list them.
 pub fn all() -> impl Iterator<Item = &'static Rule> {
     transport::RULES

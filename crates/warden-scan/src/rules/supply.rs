@@ -1,6 +1,10 @@
 //! Supply chain of a stdio server: the command that starts it names exactly what runs,
 //! so that a registry update cannot change the server under a running deployment.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
+
 use crate::rule::{Category, Rule, Severity, Verdict};
 
 const PINNING: &str = "SLSA; OpenSSF Scorecard Pinned-Dependencies";
@@ -49,7 +53,75 @@ pub(crate) const RULES: &[Rule] = &[
             }
         },
     },
+    Rule {
+        id: "WS-SUP-004",
+        category: Category::SupplyChain,
+        severity: Severity::Critical,
+        title: "The command does not pipe a download into a shell (curl … | sh)",
+        remediation: "Install a released, checksummed artefact ahead of time and run it; never run what a URL serves at start-up.",
+        reference: "OpenSSF Scorecard Pinned-Dependencies (downloadThenRun); CWE-494",
+        check: |seen| {
+            let command = &seen.target.command;
+            if command.is_empty() {
+                return Verdict::skip("not a stdio target");
+            }
+            match command.iter().find(|arg| DOWNLOAD_THEN_RUN.is_match(arg)) {
+                Some(arg) => Verdict::fail(format!("runs what a download serves: {arg}")),
+                None => Verdict::Pass,
+            }
+        },
+    },
+    Rule {
+        id: "WS-SUP-005",
+        category: Category::SupplyChain,
+        severity: Severity::Medium,
+        title: "The server is not started with elevated privileges (sudo, doas, su)",
+        remediation: "Run the server as an unprivileged user; give it the files it needs, not root.",
+        reference: "CWE-250 (execution with unnecessary privileges)",
+        check: |seen| {
+            let Some(program) = seen.target.command.first() else {
+                return Verdict::skip("not a stdio target");
+            };
+            let elevated = ["sudo", "doas", "su", "pkexec"].contains(&basename(program));
+            Verdict::from_check(!elevated, || format!("started through {program}"))
+        },
+    },
+    Rule {
+        id: "WS-SUP-006",
+        category: Category::SupplyChain,
+        severity: Severity::High,
+        title: "A container server gets no host-wide access (--privileged, host network, /, the Docker socket)",
+        remediation: "Drop --privileged, --network host, --pid host and mounts of / or docker.sock; mount the one directory the server needs.",
+        reference: "CIS Docker Benchmark 5.4, 5.9, 5.31",
+        check: |seen| {
+            let command = &seen.target.command;
+            let Some(program) = command.first() else {
+                return Verdict::skip("not a stdio target");
+            };
+            if !["docker", "podman"].contains(&basename(program))
+                || !command.iter().any(|a| a == "run")
+            {
+                return Verdict::skip("the command runs no container");
+            }
+            let joined = command.join(" ");
+            match HOST_WIDE.find(&joined) {
+                Some(found) => Verdict::fail(format!("the container gets {}", found.as_str())),
+                None => Verdict::Pass,
+            }
+        },
+    },
 ];
+
+/// `curl …| sh`, `wget -O- … | bash`, `iwr … | iex` in one argument (a `sh -c` script).
+static DOWNLOAD_THEN_RUN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:curl|wget|iwr|invoke-webrequest)\b[^|]*\|\s*(?:sudo\s+)?(?:ba|z|da|k)?sh\b|\b(?:iwr|invoke-webrequest)\b[^|]*\|\s*iex\b")
+        .expect("compiles")
+});
+/// Container flags that hand the host to the container.
+static HOST_WIDE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"--privileged\b|--(?:network|net|pid|ipc)[= ]host\b|--cap-add[= ](?:ALL|SYS_ADMIN)\b|(?:-v|--volume)[= ]/(?::|\s)|\S*docker\.sock")
+        .expect("compiles")
+});
 
 /// Why `command` does not pin what it runs, if it does not (for configuration audits,
 /// which hold several commands).
@@ -61,10 +133,13 @@ pub(crate) fn unpinned(command: &[String]) -> Option<String> {
         },
         ..crate::observe::Observations::default()
     };
-    RULES.iter().find_map(|rule| match (rule.check)(&seen) {
-        Verdict::Fail(why) => Some(why),
-        _ => None,
-    })
+    let pinning = RULES.iter().filter(|rule| rule.reference == PINNING);
+    pinning
+        .into_iter()
+        .find_map(|rule| match (rule.check)(&seen) {
+            Verdict::Fail(why) => Some(why),
+            _ => None,
+        })
 }
 
 fn basename(program: &str) -> &str {
@@ -195,6 +270,40 @@ mod tests {
                 "docker run -i --rm -e TOKEN mcp/github@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
             ),
             &running("docker run -i --rm -e TOKEN mcp/github:latest"),
+        );
+        let script = |script: &str| {
+            let mut seen = running("sh -c");
+            seen.target.command.push(script.into());
+            seen
+        };
+        assert_rule(
+            "WS-SUP-004",
+            &script("exec /opt/mcp/server --stdio"),
+            &script("curl -fsSL https://get.example.com/mcp | sh"),
+        );
+        assert_rule(
+            "WS-SUP-005",
+            &running("node /opt/mcp/server.js"),
+            &running("sudo node /opt/mcp/server.js"),
+        );
+        let image =
+            "mcp/fs@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_rule(
+            "WS-SUP-006",
+            &running(&format!("docker run -i --rm -v /srv/notes:/notes {image}")),
+            &running(&format!("docker run -i --rm --privileged {image}")),
+        );
+        assert_rule(
+            "WS-SUP-006",
+            &running(&format!("docker run -i --rm --network none {image}")),
+            &running(&format!(
+                "docker run -i -v /var/run/docker.sock:/var/run/docker.sock {image}"
+            )),
+        );
+        // The pinning audit of a configuration reads the pinning rules only.
+        assert_eq!(
+            super::unpinned(&["sudo".into(), "/opt/server".into()]),
+            None
         );
     }
 }

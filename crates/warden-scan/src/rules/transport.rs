@@ -1,7 +1,7 @@
 //! Transport and lifecycle, both eras.
 
 use super::{answered, refused_before_acting};
-use crate::observe::{Observations, Probe};
+use crate::observe::{Era, Observations, Probe};
 use crate::rule::{Category, Rule, Severity, Verdict};
 
 const STREAMABLE: &str = "MCP 2025-11-25, Basic › Transports › Streamable HTTP";
@@ -263,7 +263,88 @@ pub(crate) const RULES: &[Rule] = &[
             Ok(answer) => Verdict::from_check(answer.succeeded(), || answer.summary()),
         },
     },
+    Rule {
+        id: "WS-TRN-021",
+        category: Category::Transport,
+        severity: Severity::Low,
+        title: "The handshake's result is well formed (versions, capabilities, server info)",
+        remediation: "Answer initialize with protocolVersion, a capabilities object and serverInfo.name; server/discover with supportedVersions and capabilities.",
+        reference: LIFECYCLE,
+        check: |seen| {
+            let (probe, fields): (Probe, &[&str]) = match seen.era {
+                None => return Verdict::skip("no handshake succeeded"),
+                Some(Era::Modern) => (Probe::Discover, &["supportedVersions", "capabilities"]),
+                Some(Era::Legacy) => (
+                    Probe::Initialize,
+                    &["protocolVersion", "capabilities", "serverInfo"],
+                ),
+            };
+            match answered(seen, probe) {
+                Err(skip) => skip,
+                Ok(answer) => {
+                    let missing: Vec<&str> = fields
+                        .iter()
+                        .filter(|field| !well_formed(answer.result(), field))
+                        .copied()
+                        .collect();
+                    Verdict::from_check(missing.is_empty(), || {
+                        format!(
+                            "missing or malformed: {} in {}",
+                            missing.join(", "),
+                            answer.summary()
+                        )
+                    })
+                }
+            }
+        },
+    },
+    Rule {
+        id: "WS-TRN-022",
+        category: Category::Transport,
+        severity: Severity::Low,
+        title: "Answers with a body say it is application/json or text/event-stream",
+        remediation: "Send Content-Type: application/json (or text/event-stream for a stream) on every answer that carries a message.",
+        reference: STREAMABLE,
+        check: |seen| {
+            if seen.answers.is_empty() {
+                return Verdict::skip("nothing was answered");
+            }
+            let mislabelled = seen.exchanges().find(|answer| {
+                (200..300).contains(&answer.status)
+                    && !answer.body.trim().is_empty()
+                    && !answer.header("content-type").is_some_and(|kind| {
+                        let kind = kind.to_ascii_lowercase();
+                        kind.starts_with("application/json")
+                            || kind.starts_with("text/event-stream")
+                    })
+            });
+            match mislabelled {
+                Some(answer) => Verdict::fail(format!(
+                    "Content-Type {:?} on {}",
+                    answer.header("content-type").unwrap_or("(none)"),
+                    answer.summary()
+                )),
+                None => Verdict::Pass,
+            }
+        },
+    },
 ];
+
+/// Whether the handshake result's `field` has the shape MCP gives it.
+fn well_formed(result: Option<&serde_json::Value>, field: &str) -> bool {
+    let Some(value) = result.and_then(|r| r.get(field)) else {
+        return false;
+    };
+    match field {
+        "protocolVersion" => value.is_string(),
+        "capabilities" => value.is_object(),
+        "serverInfo" => value.get("name").is_some_and(serde_json::Value::is_string),
+        "supportedVersions" => value.as_array().is_some_and(|versions| {
+            !versions.is_empty() && versions.iter().all(serde_json::Value::is_string)
+        }),
+        _ => false,
+    }
+}
 
 /// The probe was refused with one of `statuses`.
 fn refused_status(seen: &Observations, probe: Probe, statuses: &[u16]) -> Verdict {
@@ -385,6 +466,39 @@ mod tests {
             "WS-TRN-020",
             &seen([(Probe::Discover, ok())]),
             &seen([(Probe::Discover, rpc_error(404, -32601))]),
+        );
+    }
+
+    #[test]
+    fn shape_rules() {
+        let result = |result| answer(200, json!({"jsonrpc": "2.0", "id": 1, "result": result}));
+        let mut good = seen([(
+            Probe::Initialize,
+            result(
+                json!({"protocolVersion": "2025-11-25", "capabilities": {}, "serverInfo": {"name": "s"}}),
+            ),
+        )]);
+        good.era = Some(Era::Legacy);
+        let mut bad = seen([(
+            Probe::Initialize,
+            result(json!({"protocolVersion": "2025-11-25", "capabilities": []})),
+        )]);
+        bad.era = Some(Era::Legacy);
+        assert_rule("WS-TRN-021", &good, &bad);
+        let mut good = seen([(
+            Probe::Discover,
+            result(json!({"supportedVersions": ["2026-07-28"], "capabilities": {}})),
+        )]);
+        good.era = Some(Era::Modern);
+        let mut bad = seen([(Probe::Discover, result(json!({"supportedVersions": []})))]);
+        bad.era = Some(Era::Modern);
+        assert_rule("WS-TRN-021", &good, &bad);
+        let mut html = ok();
+        html.headers = vec![("content-type".into(), "text/html".into())];
+        assert_rule(
+            "WS-TRN-022",
+            &seen([(Probe::Ping, ok())]),
+            &seen([(Probe::Ping, html)]),
         );
     }
 }

@@ -90,6 +90,70 @@ pub(crate) const RULES: &[Rule] = &[
         check: |seen| refused_before_acting(seen, Probe::NulInPath),
     },
     Rule {
+        id: "WS-VAL-011",
+        category: Category::Validation,
+        severity: Severity::Low,
+        title: "`null` for a typed argument is refused, not read as absent",
+        remediation: "Validate types strictly: null is not a string, a number or an object unless the schema says so.",
+        reference: TOOLS,
+        check: |seen| refused_before_acting(seen, Probe::NullArgument),
+    },
+    Rule {
+        id: "WS-VAL-012",
+        category: Category::Validation,
+        severity: Severity::Medium,
+        title: "A number written as a string (\"5\") is refused for an integer argument",
+        remediation: "Do not coerce: a string is not a number, whatever it spells.",
+        reference: TOOLS,
+        check: |seen| refused_before_acting(seen, Probe::NumericString),
+    },
+    Rule {
+        id: "WS-VAL-013",
+        category: Category::Validation,
+        severity: Severity::Medium,
+        title: "A real tool's name with an invisible character appended is refused",
+        remediation: "Compare tool names byte for byte; never strip or normalise what the client sent.",
+        reference: TOOLS,
+        check: |seen| refused_before_acting(seen, Probe::InvisibleToolName),
+    },
+    Rule {
+        id: "WS-VAL-014",
+        category: Category::Validation,
+        severity: Severity::Low,
+        title: "tools/call whose params are an array (not an object) is refused",
+        remediation: "Check the shape of params before reading it; MCP params are an object.",
+        reference: "JSON-RPC 2.0 › Parameter Structures; MCP 2025-11-25 › Tools › Calling Tools",
+        check: |seen| refused_before_acting(seen, Probe::ParamsArray),
+    },
+    Rule {
+        id: "WS-VAL-015",
+        category: Category::Validation,
+        severity: Severity::Low,
+        title: "Read-only tools answer valid arguments with a result (--allow-calls)",
+        remediation: "Answer a call that matches the tool's own inputSchema with a result (a tool error is a result), never a protocol error or a fault.",
+        reference: TOOLS,
+        check: |seen| {
+            if seen.tool_calls.is_empty() {
+                return Verdict::skip("no read-only tool was called (see --allow-calls)");
+            }
+            // A tool that works longer than --timeout (or a 429) says nothing either way.
+            let judged: Vec<&(String, crate::http::Exchange)> = seen
+                .tool_calls
+                .iter()
+                .filter(|(_, answer)| answer.status != 429 && !answer.timed_out())
+                .collect();
+            if judged.is_empty() {
+                return Verdict::skip("every call was rate-limited or outlasted --timeout");
+            }
+            let failed: Vec<String> = judged
+                .into_iter()
+                .filter(|(_, answer)| answer.result().is_none() || answer.broke())
+                .map(|(name, answer)| format!("{name}: {}", answer.summary()))
+                .collect();
+            Verdict::from_check(failed.is_empty(), || failed.join("; "))
+        },
+    },
+    Rule {
         id: "WS-VAL-010",
         category: Category::Validation,
         severity: Severity::High,
@@ -107,6 +171,10 @@ pub(crate) const RULES: &[Rule] = &[
                 Probe::DeepNesting,
                 Probe::Traversal,
                 Probe::NulInPath,
+                Probe::NullArgument,
+                Probe::NumericString,
+                Probe::InvisibleToolName,
+                Probe::ParamsArray,
             ];
             let faults: Vec<String> = probes
                 .iter()
@@ -150,6 +218,10 @@ mod tests {
             ("WS-VAL-007", Probe::DeepNesting),
             ("WS-VAL-008", Probe::Traversal),
             ("WS-VAL-009", Probe::NulInPath),
+            ("WS-VAL-011", Probe::NullArgument),
+            ("WS-VAL-012", Probe::NumericString),
+            ("WS-VAL-013", Probe::InvisibleToolName),
+            ("WS-VAL-014", Probe::ParamsArray),
         ] {
             assert_rule(
                 id,
@@ -162,6 +234,21 @@ mod tests {
                 &seen([(probe, rpc_error(500, -32603))]),
             );
         }
+        let mut called = seen([]);
+        called.tool_calls = vec![("search".into(), tool_error.clone()), ("get".into(), ok())];
+        let mut faulted = seen([]);
+        faulted.tool_calls = vec![("search".into(), rpc_error(500, -32603))];
+        let mut slow = seen([]);
+        slow.tool_calls = vec![(
+            "wait".into(),
+            crate::http::Exchange {
+                error: Some("timed out: operation timed out".into()),
+                ..answer(200, serde_json::Value::Null)
+            },
+        )];
+        let rule = crate::rules::all().find(|r| r.id == "WS-VAL-015").unwrap();
+        assert!(matches!((rule.check)(&slow), crate::rule::Verdict::Skip(_)));
+        assert_rule("WS-VAL-015", &called, &faulted);
         let alive = (Probe::AliveAfterValidation, ok());
         assert_rule(
             "WS-VAL-010",
