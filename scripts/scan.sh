@@ -63,7 +63,7 @@ TOML
     fi
     local direct_failed
     direct_failed="$(failed "$WARDEN_WORK/$label.direct.json" critical,high,medium,low,info)"
-    for rule in WS-AUTH-001 WS-WEB-005 WS-AVL-002; do
+    for rule in WS-AUTH-001 WS-WEB-004 WS-WEB-005 WS-AVL-002; do
         case " $direct_failed " in
             *" $rule "*) ;;
             *) echo "scan: $label reached directly should fail $rule (failed: $direct_failed)" >&2; exit 1 ;;

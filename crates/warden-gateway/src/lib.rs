@@ -120,8 +120,23 @@ pub fn router(state: AppState, tls: bool) -> Router {
             state.metrics().clone(),
             log::log_request,
         ))
+        // Over TLS every answer, refusals included, tells a browser to keep to https.
+        .layer(middleware::map_response(
+            move |mut response: axum::response::Response| async move {
+                if tls {
+                    response.headers_mut().insert(
+                        axum::http::header::STRICT_TRANSPORT_SECURITY,
+                        axum::http::HeaderValue::from_static(HSTS),
+                    );
+                }
+                response
+            },
+        ))
         .with_state(state)
 }
+
+/// One year; subdomains are left to whoever runs the domain.
+const HSTS: &str = "max-age=31536000";
 
 /// Serves until `shutdown` resolves, then closes every session stream and lets in-flight
 /// requests finish for at most the configured grace.

@@ -5,8 +5,6 @@
 //! line without header values, the status, the headers, the body's start and the
 //! JSON-RPC message that answered.
 
-use std::time::Duration;
-
 use futures_util::StreamExt as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -124,24 +122,22 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(url: url::Url, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// A client for `url` as `options` say: each request's timeout, the extra CA
+    /// certificates to trust, whom to tell of each request.
+    pub fn new(url: url::Url, options: &crate::ScanOptions) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()?;
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout);
+        if let Some(pem) = &options.ca_pem {
+            builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+        }
         Ok(Self {
-            client,
+            client: builder.build()?,
             url,
-            progress: None,
+            progress: options.progress.clone(),
         })
-    }
-
-    /// Tells `progress` of each request as it is sent.
-    pub fn reporting_to(mut self, progress: Option<crate::Progress>) -> Self {
-        self.progress = progress;
-        self
     }
 
     pub async fn send(&self, request: &Request) -> Exchange {

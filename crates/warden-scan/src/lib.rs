@@ -89,6 +89,9 @@ pub struct ScanOptions {
     /// Call each read-only tool once with arguments its schema accepts (`--allow-calls`);
     /// tools that may change anything are never called with valid arguments.
     pub allow_calls: bool,
+    /// CA certificates (PEM) trusted besides the system's, for servers whose chain a
+    /// private CA signed (`--ca-cert`).
+    pub ca_pem: Option<Vec<u8>>,
     pub progress: Option<Progress>,
 }
 
@@ -185,8 +188,7 @@ fn applies(category: Category, seen: &Observations) -> bool {
 /// Scans an MCP server over HTTP.
 pub async fn scan_http(url: &url::Url, options: &ScanOptions) -> Result<Report, reqwest::Error> {
     let started = Instant::now();
-    let client =
-        http::HttpClient::new(url.clone(), options.timeout)?.reporting_to(options.progress.clone());
+    let client = http::HttpClient::new(url.clone(), options)?;
     let seen = probe::observe_http(&client, options).await;
     Ok(Report::of(
         url.to_string(),

@@ -745,9 +745,7 @@ async fn auth_probes(
         let mut metadata_url = endpoint.url.clone();
         metadata_url.set_path("/.well-known/oauth-protected-resource");
         metadata_url.set_query(None);
-        if let Ok(metadata) = HttpClient::new(metadata_url, probing.timeout)
-            .map(|client| client.reporting_to(probing.progress.clone()))
-        {
+        if let Ok(metadata) = HttpClient::new(metadata_url, probing) {
             let request = Request {
                 method: Method::GET,
                 query: None,

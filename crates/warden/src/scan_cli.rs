@@ -39,6 +39,10 @@ pub(crate) struct ScanArgs {
     /// arguments.
     #[arg(long, conflicts_with = "config")]
     allow_calls: bool,
+    /// Trust the CA certificates in this PEM file besides the system's (a server whose
+    /// certificate a private CA signed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "stdio"])]
+    ca_cert: Option<PathBuf>,
     /// Seconds each request may take.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     timeout: u64,
@@ -65,6 +69,8 @@ pub(crate) struct ScanArgs {
     #[arg(long)]
     verbose: bool,
 }
+
+const PEM_CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
@@ -121,6 +127,24 @@ pub(crate) fn run(args: ScanArgs) -> Result<(), Failure> {
         .map(|h| header(h))
         .collect::<Result<Vec<_>, _>>()?;
     let timeout = Duration::from_secs(args.timeout.max(1));
+    let ca_pem = match &args.ca_cert {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
+            if !pem
+                .windows(PEM_CERTIFICATE.len())
+                .any(|w| w == PEM_CERTIFICATE)
+            {
+                return Err(format!(
+                    "--ca-cert {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                )
+                .into());
+            }
+            Some(pem)
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -131,6 +155,7 @@ pub(crate) fn run(args: ScanArgs) -> Result<(), Failure> {
             timeout,
             selection: selection.clone(),
             allow_calls: args.allow_calls,
+            ca_pem: ca_pem.clone(),
             progress: Some(Arc::new({
                 let progress = progress.clone();
                 move |label: &str| {
@@ -149,7 +174,12 @@ pub(crate) fn run(args: ScanArgs) -> Result<(), Failure> {
         let (options, progress) = options(url.as_str());
         let report = runtime.block_on(warden_scan::scan_http(&url, &options));
         progress.finish_and_clear();
-        Ok(report?)
+        report.map_err(|e| match &args.ca_cert {
+            Some(path) => {
+                format!("--ca-cert {}: not a PEM certificate ({e})", path.display()).into()
+            }
+            None => Failure::from(e),
+        })
     };
     let (report, text) = if let Some(path) = &args.config {
         let config = warden_config::Config::load(Some(path), &warden_config::Overrides::default())?;

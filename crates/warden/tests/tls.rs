@@ -1,6 +1,7 @@
 //! TLS over a real socket with certificates from a test CA: a client that trusts the CA
 //! gets through, one that does not is refused, a stalled handshake is cut off, and
-//! SIGHUP swaps the certificate for new connections while established ones go on.
+//! SIGHUP swaps the certificate for new connections while established ones go on;
+//! `warden scan` judges the chain, the version and HSTS over the same socket.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::json;
-use support::Warden;
 use support::raw::modern_body;
+use support::{BIN, Warden};
 
 /// A test CA, and a server certificate from it for 127.0.0.1 and localhost.
 struct TestCa {
@@ -168,4 +169,76 @@ async fn sighup_swaps_the_certificate_without_dropping_connections() {
     std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
     hang_up(&warden, "not reloaded").await;
     assert_eq!(list_tools(&second.client(), &warden).await.unwrap(), 200);
+}
+
+/// `warden scan` over TLS: trusting the CA (`--ca-cert`) the TLS rules pass, Warden's
+/// Strict-Transport-Security included; without it the chain is the finding, and the
+/// scan grades F because it could not speak to the server.
+#[test]
+fn a_scan_over_tls_judges_the_chain_and_hsts() {
+    let ca = TestCa::new();
+    let (dir, warden) = serving(&ca, "");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let auth = format!("Bearer {}", warden.admin_key);
+    let scan = |extra: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args([
+                "scan",
+                &warden.url,
+                "--only",
+                "tls,WS-TRN-020",
+                "--format",
+                "json",
+            ])
+            .args(["-H", "Authorization: env:SCAN_AUTH"])
+            .args(extra)
+            .env("SCAN_AUTH", &auth)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        report
+    };
+    let result = |report: &serde_json::Value, id: &str| {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .map(|f| (f["result"].as_str().unwrap().to_owned(), f.to_string()))
+            .unwrap()
+    };
+    let trusted = scan(&["--ca-cert", ca_file.to_str().unwrap()]);
+    for id in [
+        "WS-TLS-001",
+        "WS-TLS-002",
+        "WS-TLS-003",
+        "WS-TLS-004",
+        "WS-TRN-020",
+    ] {
+        let (outcome, finding) = result(&trusted, id);
+        assert_eq!(outcome, "pass", "{finding}");
+    }
+    assert_eq!(trusted["grade"], "A", "{trusted}");
+    let untrusted = scan(&[]);
+    let (outcome, finding) = result(&untrusted, "WS-TLS-002");
+    assert_eq!(outcome, "fail", "{finding}");
+    assert!(finding.contains("certificate"), "{finding}");
+    assert_eq!(untrusted["grade"], "F");
+    // A file with no certificate in it is named, not silently ignored.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "scan",
+            &warden.url,
+            "--ca-cert",
+            dir.path().join("key.pem").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
 }
