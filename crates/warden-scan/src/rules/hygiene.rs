@@ -113,6 +113,11 @@ pub(crate) const RULES: &[Rule] = &[
         reference: "CWE-400; OWASP API4:2023 Unrestricted Resource Consumption",
         check: |seen| match answered(seen, Probe::HugeString) {
             Err(skip) => skip,
+            // A tool that took the value may well return it (an echo tool): that the
+            // value was taken at all is WS-VAL-006's finding.
+            Ok(answer) if !answer.refused() && !answer.broke() => {
+                Verdict::skip("the value was not refused (see WS-VAL-006)")
+            }
             Ok(answer) => Verdict::from_check(!answer.body.contains(&"w".repeat(4096)), || {
                 format!(
                     "{} bytes came back, the value among them: {}",
