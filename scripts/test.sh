@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== the PostgreSQL store's tests on a throwaway server (the path taken where none runs)"
+WARDEN_TEST_POSTGRES=throwaway cargo test -p warden-store --locked --test postgres
+
 echo "== interop: official clients against warden serve"
 cargo build --locked --bin warden
 scripts/interop.sh "${CARGO_TARGET_DIR:-target}/debug/warden"

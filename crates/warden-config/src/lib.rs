@@ -8,11 +8,13 @@ use std::time::Duration;
 
 mod oauth;
 mod reload;
+mod store;
 mod tools;
 mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
 pub use reload::{ReloadPlan, plan_reload};
+pub use store::{Postgres as PostgresStore, ServerSecret, Store};
 pub use tools::{
     Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules, glob_matches,
     rules_for,
@@ -94,6 +96,8 @@ mod raw {
         pub egress: Egress,
         #[serde(default)]
         pub tenants: std::collections::BTreeMap<String, Tenant>,
+        #[serde(default)]
+        pub store: crate::store::raw::Store,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -325,6 +329,8 @@ pub struct Config {
     pub results: Results,
     /// Hosts and networks Warden's own requests may reach besides public addresses.
     pub egress_allow: Vec<EgressRule>,
+    /// Where durable state lives.
+    pub store: Store,
 }
 
 /// A destination the operator opens to Warden's outbound requests.
@@ -583,7 +589,7 @@ pub fn locations_in(path: &Path) -> Result<Locations, ConfigError> {
 }
 
 /// A configured number, or its default; one outside `range` is refused with the bounds.
-fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
+pub(crate) fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
     value: Option<T>,
     default: T,
     range: std::ops::RangeInclusive<T>,
@@ -768,6 +774,7 @@ fn validate(
             message,
         }
     })?;
+    let store = store::validate(raw.store, &lookup_env).map_err(|(field, m)| invalid(field, m))?;
     let audit = Audit {
         enabled: raw.audit.enabled.unwrap_or(true),
         flush: Duration::from_millis(
@@ -888,6 +895,7 @@ fn validate(
         },
         trusted_proxies,
         waiting,
+        store,
     })
 }
 

@@ -212,6 +212,19 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// `value`, or the variable it names as `env:NAME`.
+    pub(crate) fn resolve(
+        value: String,
+        lookup_env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        match value.strip_prefix("env:") {
+            Some(var) => lookup_env(var)
+                .map(Self)
+                .ok_or_else(|| format!("environment variable {var} is not set")),
+            None => Ok(Self(value)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -303,15 +316,7 @@ fn one(
         ));
     }
     let resolve = |name: &str, value: String| -> Result<Secret, (String, String)> {
-        match value.strip_prefix("env:") {
-            Some(var) => lookup_env(var).map(Secret).ok_or_else(|| {
-                (
-                    field(name),
-                    format!("environment variable {var} is not set"),
-                )
-            }),
-            None => Ok(Secret(value)),
-        }
+        Secret::resolve(value, &lookup_env).map_err(|message| (field(name), message))
     };
     if raw.transport.is_some() && raw.url.is_none() {
         return Err((field("transport"), "goes with url only".into()));

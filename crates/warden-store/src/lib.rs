@@ -1,6 +1,9 @@
-//! Warden's durable state, in SQLite files inside the data directory:
+//! Warden's durable state. By default in SQLite files inside the data directory:
 //! `keys.db` (API keys, stored as keyed hashes), `notes.db` (the embedded knowledge
-//! base), `costs.db` (daily spending per tenant) and `audit.db` (the chained audit trail). Every note query filters by tenant; there is no API that reads across tenants.
+//! base), `costs.db` (daily spending per tenant) and `audit.db` (the chained audit
+//! trail); for several replicas in PostgreSQL (`postgres`), where row-level security
+//! confines every tenant table to the tenant a transaction names. Every note query
+//! filters by tenant; there is no API that reads across tenants.
 
 pub mod approvals;
 pub mod audit;
@@ -9,6 +12,7 @@ mod db;
 pub mod keys;
 pub mod notes;
 pub mod pins;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +27,11 @@ pub use pins::{Pin, PinState, PinStore};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {}", postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database cannot be reached now (a 503 to clients, not a 500).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

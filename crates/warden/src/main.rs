@@ -14,6 +14,7 @@ mod approvals_cli;
 mod audit_cli;
 mod reload;
 mod scan_cli;
+mod store_cli;
 mod table;
 mod tools_cli;
 
@@ -160,6 +161,12 @@ enum Command {
         #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// The database behind Warden's durable state ([store]).
+    #[command(after_help = "Example:\n  warden store migrate --config /etc/warden/warden.toml")]
+    Store {
+        #[command(subcommand)]
+        command: store_cli::StoreCommand,
+    },
     /// Work with configuration files.
     #[command(after_help = "Example:\n  warden config check warden.toml")]
     Config {
@@ -305,6 +312,7 @@ fn main() -> ExitCode {
         } => connect(&url, key_env.as_deref(), key_file),
         Command::Reload { admin, config } => reload_running(admin, config.as_deref()),
         Command::Scan(args) => scan_cli::run(args),
+        Command::Store { command } => store_cli::run(command),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
@@ -337,6 +345,9 @@ fn check_config(file: &Path) -> Result<(), Failure> {
     let config = Config::load(Some(file), &Overrides::default())?;
     let egress = EgressPolicy::new(&config.egress_allow);
     let mut problems = warden_upstream::preflight(&config.upstreams, &egress);
+    if let Err(problem) = store_cli::servable(&config.store) {
+        problems.push(problem);
+    }
     if let Some(tls) = &config.tls
         && let Err(error) = TlsCertificate::load(tls)
     {
@@ -785,6 +796,7 @@ fn serve(
     log_format: LogFormat,
 ) -> Result<(), Failure> {
     let config = Config::load(config_path, &overrides)?;
+    store_cli::servable(&config.store)?;
     init_logging(log_format);
     let dir = DataDir::open(&config.data_dir)?;
     let keys = Arc::new(KeyStore::open(&dir)?);
@@ -1048,6 +1060,15 @@ mod tests {
         assert!(seen >= 10, "only {seen} commands found in the documents");
     }
 
+    /// A value for each `env:` variable an example names, shaped as its field wants.
+    fn example_environment(name: &str) -> Option<String> {
+        Some(if name.contains("POSTGRES") {
+            "postgres://warden@db.example.com:5432/warden".into()
+        } else {
+            "set".into()
+        })
+    }
+
     /// Every TOML block of the documents is a configuration Warden accepts: no field
     /// the parser refuses, no value out of range (secrets named by `env:` count as set).
     #[test]
@@ -1058,7 +1079,7 @@ mod tests {
                 seen += 1;
                 let source = std::path::Path::new(name);
                 if let Err(error) =
-                    warden_config::Config::from_text(&block, source, |_| Some("set".into()))
+                    warden_config::Config::from_text(&block, source, example_environment)
                 {
                     panic!("{name}: a TOML example is refused: {error}\n{block}");
                 }

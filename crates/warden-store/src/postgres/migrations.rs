@@ -1,0 +1,205 @@
+//! The schema, in versions applied in order, each once, under an advisory lock: three
+//! replicas starting at once on an empty database apply every migration exactly once.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::{Result, StoreError};
+
+/// The migrations; version N is `MIGRATIONS[N - 1]`. Each runs in its own transaction
+/// with `search_path = warden`. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: the notes, full-text searchable, and their earlier versions.
+    "
+    CREATE TABLE notes (
+        id         text PRIMARY KEY,
+        tenant     text NOT NULL,
+        title      text NOT NULL,
+        body       text NOT NULL,
+        tags       text[] NOT NULL,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        -- Newest first is descending order; listings page by it.
+        seq        bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        -- 'simple' keeps every word as written (lowercased), like FTS5's unicode61.
+        search     tsvector GENERATED ALWAYS AS (
+            setweight(to_tsvector('simple', title), 'A')
+            || setweight(array_to_tsvector(tags), 'A')
+            || setweight(to_tsvector('simple', body), 'B')
+        ) STORED
+    );
+    CREATE INDEX notes_by_tenant ON notes (tenant, seq DESC);
+    CREATE INDEX notes_search ON notes USING gin (search);
+    CREATE INDEX notes_tags ON notes USING gin (tags);
+    CREATE TABLE note_versions (
+        note_id     text NOT NULL REFERENCES notes (id) ON DELETE CASCADE,
+        tenant      text NOT NULL,
+        version     integer NOT NULL,
+        title       text NOT NULL,
+        body        text NOT NULL,
+        tags        text[] NOT NULL,
+        replaced_at bigint NOT NULL,
+        PRIMARY KEY (note_id, version)
+    );
+    ",
+];
+
+/// The schema version this build speaks.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The tables that hold a tenant's rows: row-level security confines each to the tenant
+/// the transaction names, for every role but superusers (FORCE: the owner too).
+const TENANT_TABLES: &[&str] = &["notes", "note_versions"];
+
+/// Held while migrating (a session-level advisory lock; "WARDEN" and 1).
+const MIGRATION_LOCK: i64 = 0x5741_5244_454e_0001;
+
+/// What `migrate` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version the database was at (0: empty).
+    pub from: i32,
+    pub to: i32,
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] as the owner role of `owner_url`, and grants
+/// `runtime_role` (when it is another role) exactly what Warden needs at run time.
+pub async fn migrate(
+    owner_url: &str,
+    runtime_role: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<Migrated> {
+    let mut config = super::parse_url(owner_url)?;
+    config.connect_timeout(connect_timeout);
+    config.application_name("warden migrate");
+    let (mut client, connection) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let result = apply(&mut client, runtime_role).await;
+    // Closing the session releases the advisory lock, whatever happened.
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
+async fn apply(client: &mut Client, runtime_role: Option<&str>) -> Result<Migrated> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS warden;
+             CREATE TABLE IF NOT EXISTS warden.schema_version (
+                 version    integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );",
+        )
+        .await?;
+    let from: i32 = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM warden.schema_version",
+            &[],
+        )
+        .await?
+        .get(0);
+    if from > SCHEMA_VERSION {
+        return Err(StoreError::Invalid(format!(
+            "the database schema is version {from}, newer than this Warden ({SCHEMA_VERSION})"
+        )));
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(from).unwrap_or(0))
+    {
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL search_path = warden").await?;
+        tx.batch_execute(sql).await?;
+        for table in TENANT_TABLES {
+            let exists: bool = tx
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&format!("warden.{table}")],
+                )
+                .await?
+                .get(0);
+            let secured: bool = exists
+                && tx
+                    .query_one(
+                        "SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)",
+                        &[&format!("warden.{table}")],
+                    )
+                    .await?
+                    .get(0);
+            if exists && !secured {
+                tx.batch_execute(&format!(
+                    "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+                     ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+                     CREATE POLICY tenant_only ON {table}
+                         USING (tenant = current_setting('warden.tenant', true))
+                         WITH CHECK (tenant = current_setting('warden.tenant', true));"
+                ))
+                .await?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO warden.schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    if let Some(role) = runtime_role {
+        grant(client, role).await?;
+    }
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    Ok(Migrated {
+        from,
+        to: SCHEMA_VERSION,
+    })
+}
+
+/// Gives `role` data access to schema `warden` and nothing more: no DDL (it owns
+/// nothing and has no CREATE on the schema), no writes to the schema version.
+async fn grant(client: &Client, role: &str) -> Result<()> {
+    let me: String = client.query_one("SELECT current_user", &[]).await?.get(0);
+    if me == role {
+        return Ok(());
+    }
+    let found = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await?;
+    if found.is_none() {
+        return Err(StoreError::Invalid(format!(
+            "the runtime role {role:?} does not exist: create it first (CREATE ROLE … LOGIN)"
+        )));
+    }
+    let role = quote_identifier(role);
+    client
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA warden TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA warden TO {role};
+             REVOKE INSERT, UPDATE, DELETE ON warden.schema_version FROM {role};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA warden TO {role};"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// `name` as a PostgreSQL identifier, whatever it holds.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_is_the_number_of_migrations() {
+        assert_eq!(
+            usize::try_from(super::SCHEMA_VERSION).unwrap(),
+            super::MIGRATIONS.len()
+        );
+        assert_eq!(super::quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+}

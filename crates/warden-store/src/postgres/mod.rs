@@ -1,0 +1,168 @@
+//! PostgreSQL: the store for several replicas (and for operators who already run it).
+//!
+//! Warden connects as a *runtime* role that owns nothing: it holds only SELECT, INSERT,
+//! UPDATE and DELETE on the tables of schema `warden`, cannot run DDL, and sees a tenant
+//! table's rows only for the tenant its transaction names (row-level security keyed by
+//! `warden.tenant`, set per transaction with `set_config(…, true)`). The schema belongs to
+//! an *owner* role that only `warden store migrate` uses.
+
+mod migrations;
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+pub use migrations::{Migrated, SCHEMA_VERSION, migrate};
+
+use crate::{Result, StoreError};
+
+/// Where the store is and how Warden talks to it.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// `postgres://…` of the runtime role (it holds credentials: never logged).
+    pub url: String,
+    /// Connections kept open at most.
+    pub pool_size: usize,
+    /// The longest one statement may run; PostgreSQL cancels it past this.
+    pub statement_timeout: Duration,
+    /// The longest a connection may take to open, and a caller to wait for a pooled one.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connection settings in `url`, without its password in any error.
+pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    let config = tokio_postgres::Config::from_str(url).map_err(|_| {
+        StoreError::Invalid(
+            "the PostgreSQL URL does not parse (expected postgres://user@host:port/database)"
+                .into(),
+        )
+    })?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(StoreError::Invalid(
+            "sslmode=require: TLS to PostgreSQL is not supported yet; use a local socket or a tunnel".into(),
+        ));
+    }
+    Ok(config)
+}
+
+/// The role `url` connects as.
+pub fn role_of(url: &str) -> Result<String> {
+    parse_url(url)?
+        .get_user()
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            StoreError::Invalid(
+                "the PostgreSQL URL names no user: write postgres://USER@host/database".into(),
+            )
+        })
+}
+
+/// A pool of connections as the runtime role.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("status", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Postgres {
+    /// The pool; nothing connects until a connection is first needed.
+    pub fn new(settings: &PgSettings) -> Result<Self> {
+        let mut config = parse_url(&settings.url)?;
+        config.connect_timeout(settings.connect_timeout);
+        // Every statement runs in schema `warden` and is cancelled past the timeout.
+        config.options(format!(
+            "-c search_path=warden -c statement_timeout={}",
+            settings.statement_timeout.as_millis()
+        ));
+        config.application_name("warden");
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(settings.connect_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Invalid(format!("the PostgreSQL pool: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(StoreError::from)
+    }
+
+    /// Checks that the schema is the one this build speaks: a database migrated by an
+    /// older Warden (or not at all) is named, not half used.
+    pub async fn check_schema(&self) -> Result<()> {
+        let client = self.client().await?;
+        let version: Option<i32> = client
+            .query_one("SELECT max(version) FROM schema_version", &[])
+            .await
+            .map_err(|e| match e.code() {
+                Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => StoreError::Invalid(
+                    "the database has no Warden schema: run `warden store migrate`".into(),
+                ),
+                _ => StoreError::from(e),
+            })?
+            .get(0);
+        match version {
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(newer) if newer > SCHEMA_VERSION => Err(StoreError::Invalid(format!(
+                "the database schema is version {newer}, newer than this Warden ({SCHEMA_VERSION}): upgrade Warden"
+            ))),
+            found => Err(StoreError::Invalid(format!(
+                "the database schema is version {}, this Warden needs {SCHEMA_VERSION}: run `warden store migrate`",
+                found.unwrap_or(0)
+            ))),
+        }
+    }
+}
+
+/// What went wrong, in the server's words when it answered (tokio-postgres shows only
+/// "db error" for those).
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    // The cause (a refused connection, a timeout) says what to fix; neither it nor the
+    // error carries the URL.
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(error) => Self::Postgres(error),
+            other => Self::Unavailable(format!("no PostgreSQL connection: {other}")),
+        }
+    }
+}
