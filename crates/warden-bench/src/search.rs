@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use warden_notes::{NotesServer, ToolOutcome};
-use warden_store::{DataDir, NotesStore};
+use warden_store::{DataDir, NotesStore, SqliteNotes};
 
 use crate::{Failure, micros, percentile};
 
@@ -95,7 +95,10 @@ pub fn run(notes: usize, queries: usize, vocabulary: usize, seed: u64) -> Result
         started.elapsed().as_secs_f64()
     );
 
-    let server = NotesServer::new(store);
+    let server = NotesServer::new(Arc::new(SqliteNotes::new(store)));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     // Typical: one or two words drawn like the text itself. Rare: words from the long
     // tail. Common: the ten most frequent words, which match most notes (worst case).
     let classes: [(&str, QueryMaker<'_>); 3] = [
@@ -130,11 +133,11 @@ pub fn run(notes: usize, queries: usize, vocabulary: usize, seed: u64) -> Result
         for _ in 0..queries {
             let query = make_query(&mut rng);
             let started = Instant::now();
-            let outcome = server.call_tool(
+            let outcome = runtime.block_on(server.call_tool(
                 TENANT,
                 "search_notes",
                 json!({ "query": query, "limit": 10 }),
-            )?;
+            ))?;
             latencies.push(started.elapsed());
             if let ToolOutcome::Structured(value) = outcome {
                 hits += value["results"].as_array().map_or(0, Vec::len);

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use warden_store::notes::{NotePatch, Restored};
-use warden_store::{NotesStore, StoreError};
+use warden_store::{Notes, StoreError};
 
 pub use definitions::{RESOURCE_SCHEME, resource_templates, tool_definitions};
 
@@ -66,7 +66,7 @@ impl ToolOutcome {
 
 #[derive(Debug, Clone)]
 pub struct NotesServer {
-    store: Arc<NotesStore>,
+    store: Arc<dyn Notes>,
 }
 
 #[derive(Deserialize)]
@@ -130,18 +130,23 @@ fn structured(value: impl serde::Serialize) -> Result<ToolOutcome> {
 }
 
 impl NotesServer {
-    pub fn new(store: Arc<NotesStore>) -> Self {
+    pub fn new(store: Arc<dyn Notes>) -> Self {
         Self { store }
     }
 
     /// Runs one tool for `tenant`. `arguments` must already have passed the tool's
-    /// `inputSchema`. Blocking: SQLite work, call from a blocking thread.
-    pub fn call_tool(&self, tenant: &str, name: &str, arguments: Value) -> Result<ToolOutcome> {
+    /// `inputSchema`.
+    pub async fn call_tool(
+        &self,
+        tenant: &str,
+        name: &str,
+        arguments: Value,
+    ) -> Result<ToolOutcome> {
         let store = &self.store;
         match name {
             "search_notes" => {
                 let args: SearchArgs = parse(arguments)?;
-                match store.search(tenant, &args.query, args.limit)? {
+                match store.search(tenant, &args.query, args.limit).await? {
                     Some(results) => structured(json!({ "results": results })),
                     None => Ok(ToolOutcome::ToolError(
                         "The query has no searchable words; use letters or digits.".into(),
@@ -150,19 +155,21 @@ impl NotesServer {
             }
             "get_note" => {
                 let args: IdArgs = parse(arguments)?;
-                match store.get(tenant, &args.id)? {
+                match store.get(tenant, &args.id).await? {
                     Some(note) => structured(note),
                     None => Ok(not_found(&args.id)),
                 }
             }
             "list_notes" => {
                 let args: ListArgs = parse(arguments)?;
-                let page = store.list(
-                    tenant,
-                    args.tag.as_deref(),
-                    args.cursor.as_deref(),
-                    args.limit,
-                )?;
+                let page = store
+                    .list(
+                        tenant,
+                        args.tag.as_deref(),
+                        args.cursor.as_deref(),
+                        args.limit,
+                    )
+                    .await?;
                 let mut value = json!({ "notes": page.notes });
                 if let Some(cursor) = page.next_cursor {
                     value["next_cursor"] = Value::String(cursor);
@@ -171,7 +178,8 @@ impl NotesServer {
             }
             "create_note" => {
                 let args: CreateArgs = parse(arguments)?;
-                structured(store.create(tenant, &args.title, &args.body, &dedup(args.tags))?)
+                let tags = dedup(args.tags);
+                structured(store.create(tenant, &args.title, &args.body, &tags).await?)
             }
             "update_note" => {
                 let args: UpdateArgs = parse(arguments)?;
@@ -180,14 +188,14 @@ impl NotesServer {
                     body: args.body,
                     tags: args.tags.map(dedup),
                 };
-                match store.update(tenant, &args.id, &patch)? {
+                match store.update(tenant, &args.id, &patch).await? {
                     Some(note) => structured(note),
                     None => Ok(not_found(&args.id)),
                 }
             }
             "restore_note" => {
                 let args: IdArgs = parse(arguments)?;
-                match store.restore(tenant, &args.id)? {
+                match store.restore(tenant, &args.id).await? {
                     Restored::Note(note) => structured(note),
                     Restored::NoNote => Ok(not_found(&args.id)),
                     Restored::NothingEarlier => Ok(ToolOutcome::ToolError(format!(
@@ -198,7 +206,7 @@ impl NotesServer {
             }
             "delete_note" => {
                 let args: IdArgs = parse(arguments)?;
-                if store.delete(tenant, &args.id)? {
+                if store.delete(tenant, &args.id).await? {
                     structured(json!({ "id": args.id, "deleted": true }))
                 } else {
                     Ok(not_found(&args.id))
@@ -209,10 +217,11 @@ impl NotesServer {
     }
 
     /// `resources/list`: one resource per note, newest first.
-    pub fn list_resources(&self, tenant: &str, cursor: Option<&str>) -> Result<Value> {
+    pub async fn list_resources(&self, tenant: &str, cursor: Option<&str>) -> Result<Value> {
         let page = self
             .store
-            .list(tenant, None, cursor, definitions::RESOURCE_PAGE_SIZE)?;
+            .list(tenant, None, cursor, definitions::RESOURCE_PAGE_SIZE)
+            .await?;
         let resources: Vec<Value> = page
             .notes
             .iter()
@@ -232,11 +241,11 @@ impl NotesServer {
     }
 
     /// `resources/read`: `None` when the URI names no note of this tenant.
-    pub fn read_resource(&self, tenant: &str, uri: &str) -> Result<Option<Value>> {
+    pub async fn read_resource(&self, tenant: &str, uri: &str) -> Result<Option<Value>> {
         let Some(id) = uri.strip_prefix(RESOURCE_SCHEME) else {
             return Ok(None);
         };
-        Ok(self.store.get(tenant, id)?.map(|note| {
+        Ok(self.store.get(tenant, id).await?.map(|note| {
             json!({
                 "contents": [{
                     "uri": uri,
@@ -257,12 +266,13 @@ fn dedup(mut tags: Vec<String>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warden_store::DataDir;
+    use warden_store::{DataDir, NotesStore, SqliteNotes};
 
-    fn server() -> (tempfile::TempDir, NotesServer) {
+    fn sqlite() -> (tempfile::TempDir, NotesServer) {
         let tmp = tempfile::tempdir().unwrap();
         let store = NotesStore::open(&DataDir::open(tmp.path()).unwrap()).unwrap();
-        (tmp, NotesServer::new(Arc::new(store)))
+        let notes = SqliteNotes::new(Arc::new(store));
+        (tmp, NotesServer::new(Arc::new(notes)))
     }
 
     fn structured_of(outcome: ToolOutcome) -> Value {
@@ -272,28 +282,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tools_round_trip() {
-        let (_tmp, server) = server();
+    /// What every backend must do the same: the tools, resources and tenants.
+    pub(crate) async fn round_trip(server: &NotesServer) {
+        let call = |name: &'static str, arguments: Value| server.call_tool("t", name, arguments);
         let note = structured_of(
-            server
-                .call_tool(
-                    "t",
-                    "create_note",
-                    json!({"title": "Hello", "body": "quokka facts", "tags": ["a", "a"]}),
-                )
-                .unwrap(),
+            call(
+                "create_note",
+                json!({"title": "Hello", "body": "quokka facts", "tags": ["a", "a"]}),
+            )
+            .await
+            .unwrap(),
         );
         assert_eq!(note["tags"], json!(["a"]));
         let id = note["id"].as_str().unwrap();
         let found = structured_of(
-            server
-                .call_tool("t", "search_notes", json!({"query": "quokka"}))
+            call("search_notes", json!({"query": "quokka"}))
+                .await
                 .unwrap(),
         );
         assert_eq!(found["results"][0]["id"], id);
         let read = server
             .read_resource("t", &format!("notes://{id}"))
+            .await
             .unwrap()
             .unwrap();
         assert!(
@@ -305,39 +315,41 @@ mod tests {
         assert!(
             server
                 .read_resource("other", &format!("notes://{id}"))
+                .await
                 .unwrap()
                 .is_none()
         );
-        let listed = server.list_resources("t", None).unwrap();
+        let listed = server.list_resources("t", None).await.unwrap();
         assert_eq!(listed["resources"][0]["uri"], format!("notes://{id}"));
-        let deleted = structured_of(
-            server
-                .call_tool("t", "delete_note", json!({"id": id}))
-                .unwrap(),
-        );
+        let deleted = structured_of(call("delete_note", json!({"id": id})).await.unwrap());
         assert_eq!(deleted["deleted"], true);
         assert!(matches!(
-            server
-                .call_tool("t", "get_note", json!({"id": id}))
-                .unwrap(),
+            call("get_note", json!({"id": id})).await.unwrap(),
             ToolOutcome::ToolError(_)
         ));
     }
 
-    #[test]
-    fn misfits_are_errors_not_panics() {
-        let (_tmp, server) = server();
+    pub(crate) async fn misfits(server: &NotesServer) {
         assert!(matches!(
-            server.call_tool("t", "get_note", json!({})),
+            server.call_tool("t", "get_note", json!({})).await,
             Err(NotesError::Arguments)
         ));
         assert!(matches!(
-            server.call_tool("t", "nope", json!({})),
+            server.call_tool("t", "nope", json!({})).await,
             Err(NotesError::UnknownTool)
         ));
         assert!(matches!(
-            server.call_tool("t", "list_notes", json!({"cursor": "zzz"})),
+            server
+                .call_tool("t", "list_notes", json!({"cursor": "zzz"}))
+                .await,
             Err(NotesError::Cursor)
         ));
+    }
+
+    #[tokio::test]
+    async fn tools_round_trip_on_sqlite() {
+        let (_tmp, server) = sqlite();
+        round_trip(&server).await;
+        misfits(&server).await;
     }
 }

@@ -20,7 +20,7 @@ pub use approvals::{Approval, ApprovalStore};
 pub use audit::{AuditFilter, AuditRecord, AuditStore, Verdict};
 pub use costs::CostStore;
 pub use keys::{KEY_PREFIX, KeyOptions, KeyRecord, KeyStore, Principal, Scope};
-pub use notes::{Note, NoteSummary, NotesStore, SearchHit};
+pub use notes::{Note, NoteSummary, Notes, NotesStore, SearchHit, SqliteNotes};
 pub use pins::{Pin, PinState, PinStore};
 
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,8 @@
 //! reads go through connections SQLite opened read-only.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -596,6 +597,131 @@ fn insert_tags(conn: &Connection, tenant: &str, seq: i64, tags: &[String]) -> Re
         stmt.execute(params![tenant, tag, seq])?;
     }
     Ok(())
+}
+
+/// What a store call returns to async callers.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// The notes of every tenant, whichever database holds them. Every method is confined
+/// to `tenant`; none reads across tenants.
+pub trait Notes: fmt::Debug + Send + Sync {
+    /// `None` when the query has no searchable words.
+    fn search<'a>(
+        &'a self,
+        tenant: &'a str,
+        query: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<Vec<SearchHit>>>;
+    fn get<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, Option<Note>>;
+    /// Newest first, `limit` at a time; `cursor` continues an earlier page.
+    fn list<'a>(
+        &'a self,
+        tenant: &'a str,
+        tag: Option<&'a str>,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Page>;
+    fn create<'a>(
+        &'a self,
+        tenant: &'a str,
+        title: &'a str,
+        body: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, Note>;
+    /// Keeps what the note held as its newest earlier version.
+    fn update<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+        patch: &'a NotePatch,
+    ) -> StoreFuture<'a, Option<Note>>;
+    /// Brings back the newest earlier version.
+    fn restore<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, Restored>;
+    fn delete<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, bool>;
+}
+
+/// [`NotesStore`] for async callers: each call runs on a blocking thread.
+#[derive(Debug, Clone)]
+pub struct SqliteNotes(Arc<NotesStore>);
+
+impl SqliteNotes {
+    pub fn new(store: Arc<NotesStore>) -> Self {
+        Self(store)
+    }
+
+    /// Runs `work` on the store on a blocking thread.
+    fn blocking<'a, T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&NotesStore) -> Result<T> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        let store = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || work(&store))
+                .await
+                .map_err(|_| StoreError::Unavailable("the notes store's worker stopped".into()))?
+        })
+    }
+}
+
+impl Notes for SqliteNotes {
+    fn search<'a>(
+        &'a self,
+        tenant: &'a str,
+        query: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<Vec<SearchHit>>> {
+        let (tenant, query) = (tenant.to_owned(), query.to_owned());
+        self.blocking(move |store| store.search(&tenant, &query, limit))
+    }
+
+    fn get<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, Option<Note>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.blocking(move |store| store.get(&tenant, &id))
+    }
+
+    fn list<'a>(
+        &'a self,
+        tenant: &'a str,
+        tag: Option<&'a str>,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Page> {
+        let tenant = tenant.to_owned();
+        let (tag, cursor) = (tag.map(str::to_owned), cursor.map(str::to_owned));
+        self.blocking(move |store| store.list(&tenant, tag.as_deref(), cursor.as_deref(), limit))
+    }
+
+    fn create<'a>(
+        &'a self,
+        tenant: &'a str,
+        title: &'a str,
+        body: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, Note> {
+        let (tenant, title, body) = (tenant.to_owned(), title.to_owned(), body.to_owned());
+        let tags = tags.to_vec();
+        self.blocking(move |store| store.create(&tenant, &title, &body, &tags))
+    }
+
+    fn update<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+        patch: &'a NotePatch,
+    ) -> StoreFuture<'a, Option<Note>> {
+        let (tenant, id, patch) = (tenant.to_owned(), id.to_owned(), patch.clone());
+        self.blocking(move |store| store.update(&tenant, &id, &patch))
+    }
+
+    fn restore<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, Restored> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.blocking(move |store| store.restore(&tenant, &id))
+    }
+
+    fn delete<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, bool> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.blocking(move |store| store.delete(&tenant, &id))
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 use warden_config::{Builtin, HttpTransport, Source};
 use warden_notes::NotesServer;
-use warden_store::NotesStore;
+use warden_store::Notes;
 
 pub use handshake::{ServerFacts, UpstreamEra};
 pub use link::{Event, ServerRequest};
@@ -156,7 +156,7 @@ pub struct Caller<'a> {
 impl Upstream {
     fn start(
         config: &warden_config::Upstream,
-        notes: &Arc<NotesStore>,
+        notes: &Arc<dyn Notes>,
         egress: &Arc<egress::EgressPolicy>,
         host: &ChildHost,
     ) -> Result<Self, UpstreamError> {

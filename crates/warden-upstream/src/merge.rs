@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
 use warden_config::{ToolClass, ToolRules, glob_matches, rules_for};
 use warden_policy::{Catalogue, Origin, ToolKind, legacy_pinned_hash, pinned_form, suspicious};
-use warden_store::{NotesStore, PinState, PinStore};
+use warden_store::{Notes, PinState, PinStore};
 
 use crate::egress::EgressPolicy;
 use crate::{Caller, ChildHost, Upstream, UpstreamError};
@@ -204,7 +204,7 @@ pub struct Upstreams {
     rules: RwLock<Arc<BTreeMap<String, ToolRules>>>,
     pins: Option<Arc<PinStore>>,
     /// What upstreams are started with, kept for a reload's restarts.
-    notes: Arc<NotesStore>,
+    notes: Arc<dyn Notes>,
     egress: Arc<EgressPolicy>,
     host: ChildHost,
     withheld: broadcast::Sender<Withheld>,
@@ -231,7 +231,7 @@ impl Upstreams {
     pub fn start(
         configs: &[warden_config::Upstream],
         rules: &BTreeMap<String, ToolRules>,
-        notes: &Arc<NotesStore>,
+        notes: &Arc<dyn Notes>,
         pins: Option<Arc<PinStore>>,
         egress: &Arc<EgressPolicy>,
         host: &ChildHost,

@@ -198,11 +198,7 @@ async fn import(
     let mut params = Map::new();
     params.insert("name".into(), "create_note".into());
     params.insert("arguments".into(), note);
-    let notes = notes.clone();
-    let tenant = tenant.to_owned();
-    tokio::task::spawn_blocking(move || answer(&notes, &tenant, "tools/call", &params))
-        .await
-        .map_err(|_| UpstreamError::Unavailable)
+    Ok(answer(notes, tenant, "tools/call", &params).await)
 }
 
 pub(crate) fn facts_capabilities() -> Value {
@@ -214,8 +210,8 @@ pub(crate) fn facts_capabilities() -> Value {
 
 pub(crate) const INSTRUCTIONS: &str = "Warden notes: this tenant's private knowledge base. Its tools search, list and read notes, and create, change, restore and delete them; a change can be undone, a deletion cannot and is confirmed by a person first.";
 
-/// Runs one request on a blocking thread (an import fetches first); the answer is a
-/// JSON-RPC response message.
+/// Runs one request (an import fetches first); the answer is a JSON-RPC response
+/// message.
 pub(crate) async fn request(
     notes: &NotesServer,
     fetcher: &Fetcher,
@@ -227,15 +223,15 @@ pub(crate) async fn request(
         let arguments = params.get("arguments").cloned().unwrap_or_default();
         return import(notes, fetcher, tenant, &arguments).await;
     }
-    let notes = notes.clone();
-    let tenant = tenant.to_owned();
-    let method = method.to_owned();
-    tokio::task::spawn_blocking(move || answer(&notes, &tenant, &method, &params))
-        .await
-        .map_err(|_| UpstreamError::Unavailable)
+    Ok(answer(notes, tenant, method, &params).await)
 }
 
-fn answer(notes: &NotesServer, tenant: &str, method: &str, params: &Map<String, Value>) -> Value {
+async fn answer(
+    notes: &NotesServer,
+    tenant: &str,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Value {
     let cursor = params.get("cursor").and_then(Value::as_str);
     let outcome = match method {
         "tools/list" => Ok(json!({ "tools": warden_notes::tool_definitions() })),
@@ -250,9 +246,10 @@ fn answer(notes: &NotesServer, tenant: &str, method: &str, params: &Map<String, 
                 .unwrap_or_else(|| json!({}));
             notes
                 .call_tool(tenant, name, arguments)
+                .await
                 .map(warden_notes::ToolOutcome::into_result)
         }
-        "resources/list" => notes.list_resources(tenant, cursor),
+        "resources/list" => notes.list_resources(tenant, cursor).await,
         "resources/templates/list" => {
             Ok(json!({ "resourceTemplates": warden_notes::resource_templates() }))
         }
@@ -261,7 +258,7 @@ fn answer(notes: &NotesServer, tenant: &str, method: &str, params: &Map<String, 
                 .get("uri")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            match notes.read_resource(tenant, uri) {
+            match notes.read_resource(tenant, uri).await {
                 Ok(Some(result)) => Ok(result),
                 Ok(None) => return error(codes::RESOURCE_NOT_FOUND, "Resource not found"),
                 Err(e) => Err(e),

@@ -30,8 +30,8 @@ use warden_config::{Config, Overrides};
 use warden_gateway::{Auditor, Listener, Metrics, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
 use warden_store::{
-    ApprovalStore, AuditRecord, AuditStore, CostStore, DataDir, KeyOptions, KeyStore, NotesStore,
-    PinStore, Scope,
+    ApprovalStore, AuditRecord, AuditStore, CostStore, DataDir, KeyOptions, KeyStore, Notes,
+    NotesStore, PinStore, Scope, SqliteNotes,
 };
 use warden_upstream::egress::EgressPolicy;
 use warden_upstream::{ChildHost, Upstreams};
@@ -800,7 +800,7 @@ fn serve(
     init_logging(log_format);
     let dir = DataDir::open(&config.data_dir)?;
     let keys = Arc::new(KeyStore::open(&dir)?);
-    let notes = Arc::new(NotesStore::open(&dir)?);
+    let notes: Arc<dyn Notes> = Arc::new(SqliteNotes::new(Arc::new(NotesStore::open(&dir)?)));
     let costs = Arc::new(CostStore::open(&dir)?);
     let pins = Arc::new(PinStore::open(&dir)?);
     let approvals = Arc::new(ApprovalStore::open(&dir)?);
