@@ -72,7 +72,7 @@ const MIGRATIONS: &[&str] = &["
 "];
 
 /// Earlier versions kept per note; older ones are dropped.
-const MAX_VERSIONS: i64 = 20;
+pub(crate) const MAX_VERSIONS: i64 = 20;
 
 /// Once the schema is in place, a connection may only read and write the notes tables:
 /// SQLite's authorizer refuses DROP, ALTER, ATTACH, CREATE, PRAGMA writes and any other
@@ -115,7 +115,7 @@ fn least_privilege(conn: &Connection) {
 const TENANT_SHIFT: u32 = 40;
 /// A search ranks at most this many of a tenant's matches, the newest ones, so that a
 /// query matching most notes costs the same as one matching a few thousand.
-const RANKED_CANDIDATES: u32 = 1_000;
+pub(crate) const RANKED_CANDIDATES: u32 = 1_000;
 
 /// Idle read-only connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -224,23 +224,31 @@ fn next_seq(conn: &Connection, num: i64) -> Result<i64> {
     Ok(next)
 }
 
-/// Turns free text into a safe FTS5 query: every word becomes a quoted term (so no FTS5
-/// operator or syntax error can come from a client), all of them required.
-fn match_expression(query: &str) -> Option<String> {
-    let terms: Vec<String> = query
+/// The words of a search: runs of letters and digits, at most `MAX_SEARCH_TERMS`, every
+/// one required. Both backends search for exactly these.
+pub(crate) fn search_terms(query: &str) -> Vec<&str> {
+    query
         .split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())
         .take(MAX_SEARCH_TERMS)
+        .collect()
+}
+
+/// Turns free text into a safe FTS5 query: every word becomes a quoted term (so no FTS5
+/// operator or syntax error can come from a client), all of them required.
+fn match_expression(query: &str) -> Option<String> {
+    let terms: Vec<String> = search_terms(query)
+        .into_iter()
         .map(|t| format!("\"{t}\""))
         .collect();
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
-fn encode_cursor(seq: i64) -> String {
+pub(crate) fn encode_cursor(seq: i64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("n1:{seq}"))
 }
 
-fn decode_cursor(cursor: &str) -> Result<i64> {
+pub(crate) fn decode_cursor(cursor: &str) -> Result<i64> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
@@ -567,7 +575,7 @@ impl NotesStore {
     }
 }
 
-fn new_note_id() -> String {
+pub(crate) fn new_note_id() -> String {
     format!("n_{}", random_hex(8))
 }
 

@@ -7,6 +7,7 @@
 //! an *owner* role that only `warden store migrate` uses.
 
 mod migrations;
+mod notes;
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 pub use migrations::{Migrated, SCHEMA_VERSION, migrate};
+pub use notes::PgNotes;
 
 use crate::{Result, StoreError};
 
@@ -139,6 +141,19 @@ impl Postgres {
             ))),
         }
     }
+}
+
+/// A transaction that sees (and may write) only `tenant`'s rows of the tenant tables.
+pub(crate) async fn tenant_transaction<'c>(
+    client: &'c mut deadpool_postgres::Client,
+    tenant: &str,
+) -> Result<deadpool_postgres::Transaction<'c>> {
+    let tx = client.transaction().await?;
+    // `true`: the setting ends with the transaction, so a pooled connection never
+    // carries one tenant's setting into another's work.
+    tx.execute("SELECT set_config('warden.tenant', $1, true)", &[&tenant])
+        .await?;
+    Ok(tx)
 }
 
 /// What went wrong, in the server's words when it answered (tokio-postgres shows only

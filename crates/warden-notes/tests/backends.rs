@@ -1,0 +1,281 @@
+//! The notes server on each backend, the same suite: SQLite files and a real PostgreSQL
+//! (see the store's test support for which server). Tools, resources, pagination, tags,
+//! versions, ranking and tenant isolation must not depend on where notes live.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../warden-store/tests/support/postgres.rs"]
+mod postgres;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_notes::{NotesError, NotesServer, ToolOutcome};
+use warden_store::postgres::{PgNotes, PgSettings, Postgres};
+use warden_store::{DataDir, NotesStore, SqliteNotes};
+
+/// A server on each backend; what keeps them alive travels with them.
+struct Backends {
+    sqlite: NotesServer,
+    postgres: NotesServer,
+    _dir: tempfile::TempDir,
+    _db: postgres::TestDb,
+}
+
+async fn backends() -> Backends {
+    let dir = tempfile::tempdir().unwrap();
+    let store = NotesStore::open(&DataDir::open(dir.path()).unwrap()).unwrap();
+    let sqlite = NotesServer::new(Arc::new(SqliteNotes::new(Arc::new(store))));
+    let db = postgres::TestDb::create();
+    warden_store::postgres::migrate(&db.owner_url(), Some(&db.runtime), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let pool = Postgres::new(&PgSettings {
+        url: db.runtime_url(),
+        pool_size: 4,
+        statement_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    pool.check_schema().await.unwrap();
+    let postgres = NotesServer::new(Arc::new(PgNotes::new(pool)));
+    Backends {
+        sqlite,
+        postgres,
+        _dir: dir,
+        _db: db,
+    }
+}
+
+fn structured(outcome: ToolOutcome) -> Value {
+    match outcome {
+        ToolOutcome::Structured(value) => value,
+        ToolOutcome::ToolError(message) => panic!("tool error: {message}"),
+    }
+}
+
+async fn call(server: &NotesServer, tenant: &str, name: &str, arguments: Value) -> Value {
+    structured(server.call_tool(tenant, name, arguments).await.unwrap())
+}
+
+async fn round_trip(server: &NotesServer) {
+    let note = call(
+        server,
+        "t",
+        "create_note",
+        json!({"title": "Hello", "body": "quokka facts", "tags": ["a", "a"]}),
+    )
+    .await;
+    assert_eq!(note["tags"], json!(["a"]));
+    let id = note["id"].as_str().unwrap();
+    let found = call(server, "t", "search_notes", json!({"query": "quokka"})).await;
+    assert_eq!(found["results"][0]["id"], id);
+    assert!(
+        found["results"][0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains("[quokka]"),
+        "{found}"
+    );
+    let read = server
+        .read_resource("t", &format!("notes://{id}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        read["contents"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("quokka facts")
+    );
+    let listed = server.list_resources("t", None).await.unwrap();
+    assert_eq!(listed["resources"][0]["uri"], format!("notes://{id}"));
+    let deleted = call(server, "t", "delete_note", json!({"id": id})).await;
+    assert_eq!(deleted["deleted"], true);
+    assert!(matches!(
+        server
+            .call_tool("t", "get_note", json!({"id": id}))
+            .await
+            .unwrap(),
+        ToolOutcome::ToolError(_)
+    ));
+    // A query with no word in it is the model's to fix, not a server error.
+    assert!(matches!(
+        server
+            .call_tool("t", "search_notes", json!({"query": "?!"}))
+            .await
+            .unwrap(),
+        ToolOutcome::ToolError(_)
+    ));
+}
+
+async fn misfits(server: &NotesServer) {
+    assert!(matches!(
+        server.call_tool("t", "get_note", json!({})).await,
+        Err(NotesError::Arguments)
+    ));
+    assert!(matches!(
+        server.call_tool("t", "nope", json!({})).await,
+        Err(NotesError::UnknownTool)
+    ));
+    assert!(matches!(
+        server
+            .call_tool("t", "list_notes", json!({"cursor": "zzz"}))
+            .await,
+        Err(NotesError::Cursor)
+    ));
+}
+
+/// Five notes, two a page, newest first; a tag narrows the listing.
+async fn pages_and_tags(server: &NotesServer) {
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let tags = if n % 2 == 0 {
+            json!(["even"])
+        } else {
+            json!([])
+        };
+        let note = call(
+            server,
+            "p",
+            "create_note",
+            json!({"title": format!("note {n}"), "body": "page", "tags": tags}),
+        )
+        .await;
+        ids.push(note["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut arguments = json!({"limit": 2});
+        if let Some(cursor) = &cursor {
+            arguments["cursor"] = json!(cursor);
+        }
+        let page = call(server, "p", "list_notes", arguments).await;
+        for note in page["notes"].as_array().unwrap() {
+            seen.push(note["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    let even = call(server, "p", "list_notes", json!({"tag": "even"})).await;
+    let even: Vec<&str> = even["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(even, [ids[4].as_str(), ids[2].as_str(), ids[0].as_str()]);
+}
+
+/// An update keeps what was there; a restore brings it back, and a second restore
+/// undoes the first.
+async fn versions(server: &NotesServer) {
+    let note = call(
+        server,
+        "v",
+        "create_note",
+        json!({"title": "Plan", "body": "first draft", "tags": ["x"]}),
+    )
+    .await;
+    let id = note["id"].as_str().unwrap();
+    let nothing = server
+        .call_tool("v", "restore_note", json!({"id": id}))
+        .await
+        .unwrap();
+    assert!(matches!(nothing, ToolOutcome::ToolError(_)));
+    let changed = call(
+        server,
+        "v",
+        "update_note",
+        json!({"id": id, "body": "", "tags": ["y"]}),
+    )
+    .await;
+    assert_eq!(changed["body"], "");
+    assert_eq!(changed["title"], "Plan");
+    let restored = call(server, "v", "restore_note", json!({"id": id})).await;
+    assert_eq!(restored["body"], "first draft");
+    assert_eq!(restored["tags"], json!(["x"]));
+    let undone = call(server, "v", "restore_note", json!({"id": id})).await;
+    assert_eq!(undone["body"], "");
+}
+
+/// A word in a title outranks the same word in a body; another tenant finds nothing.
+async fn ranking_and_tenants(server: &NotesServer) {
+    call(
+        server,
+        "r",
+        "create_note",
+        json!({"title": "Shopping", "body": "buy wombat food on friday"}),
+    )
+    .await;
+    let titled = call(
+        server,
+        "r",
+        "create_note",
+        json!({"title": "Wombat care", "body": "they dig"}),
+    )
+    .await;
+    let found = call(server, "r", "search_notes", json!({"query": "wombat"})).await;
+    let results = found["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["id"], titled["id"], "{found}");
+    // Every word is required.
+    let both = call(
+        server,
+        "r",
+        "search_notes",
+        json!({"query": "wombat friday"}),
+    )
+    .await;
+    assert_eq!(both["results"].as_array().unwrap().len(), 1);
+    let id = titled["id"].as_str().unwrap();
+    for (name, arguments) in [
+        ("search_notes", json!({"query": "wombat"})),
+        ("list_notes", json!({})),
+    ] {
+        let other = call(server, "intruder", name, arguments).await;
+        assert!(
+            !other.to_string().contains(id),
+            "{name} across tenants: {other}"
+        );
+    }
+    for name in ["get_note", "update_note", "delete_note", "restore_note"] {
+        let outcome = server
+            .call_tool("intruder", name, json!({"id": id}))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, ToolOutcome::ToolError(_)), "{name}");
+    }
+    assert!(
+        server
+            .read_resource("intruder", &format!("notes://{id}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Still there for its own tenant.
+    let mine = call(server, "r", "get_note", json!({"id": id})).await;
+    assert_eq!(mine["title"], "Wombat care");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_suite_passes_on_sqlite_and_postgres() {
+    let backends = backends().await;
+    for (name, server) in [
+        ("sqlite", &backends.sqlite),
+        ("postgres", &backends.postgres),
+    ] {
+        println!("backend: {name}");
+        round_trip(server).await;
+        misfits(server).await;
+        pages_and_tags(server).await;
+        versions(server).await;
+        ranking_and_tenants(server).await;
+    }
+}

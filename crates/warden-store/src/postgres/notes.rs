@@ -1,0 +1,357 @@
+//! The notes on PostgreSQL: the same tools, results, caps and pagination as on SQLite.
+//! Every statement runs in a transaction that names its tenant (row-level security) and
+//! filters by it too.
+//!
+//! Where it differs from SQLite: ranking is `ts_rank` over weighted columns (title 1,
+//! tags 0.5, body 0.25) instead of BM25, so scores are on another scale and close
+//! results may order differently; words are not stripped of diacritics (`café` does not
+//! find `cafe`); snippets come from the body only.
+
+use tokio_postgres::Row;
+
+use super::{Postgres, tenant_transaction};
+use crate::notes::{
+    MAX_VERSIONS, Note, NotePatch, NoteSummary, Notes, Page, RANKED_CANDIDATES, Restored,
+    SearchHit, StoreFuture, decode_cursor, encode_cursor, new_note_id, search_terms,
+};
+use crate::{Result, format_time, now_unix};
+
+/// `ts_rank` weights, in the order D, C (body), B (tags), A (title).
+const RANK_WEIGHTS: &str = "{0.1, 0.25, 0.5, 1.0}";
+/// `ts_headline` options: like FTS5's `snippet(…, '[', ']', '…', 16)`.
+const HEADLINE: &str =
+    "StartSel=[, StopSel=], MaxWords=16, MinWords=6, MaxFragments=1, FragmentDelimiter=…";
+
+const NOTE_COLUMNS: &str = "id, title, body, tags, created_at, updated_at";
+
+/// The notes of every tenant in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgNotes {
+    db: Postgres,
+}
+
+impl PgNotes {
+    pub fn new(db: Postgres) -> Self {
+        Self { db }
+    }
+
+    async fn search_in(
+        &self,
+        tenant: &str,
+        query: &str,
+        limit: u32,
+    ) -> Result<Option<Vec<SearchHit>>> {
+        let terms = search_terms(query);
+        if terms.is_empty() {
+            return Ok(None);
+        }
+        let words = terms.join(" ");
+        let mut client = self.db.client().await?;
+        let tx = tenant_transaction(&mut client, tenant).await?;
+        // The newest candidates first (a word in most notes costs what a rarer one
+        // does), ranked, and snippets only for the rows returned.
+        let rows = tx
+            .query(
+                &format!(
+                    "WITH q AS (SELECT plainto_tsquery('simple', $1) AS query),
+                     candidates AS (
+                         SELECT id, title, body, search, seq FROM notes, q
+                         WHERE tenant = $2 AND search @@ q.query
+                         ORDER BY seq DESC LIMIT $3
+                     ),
+                     ranked AS (
+                         SELECT id, title, body, seq,
+                                ts_rank('{RANK_WEIGHTS}', search, q.query) AS rank
+                         FROM candidates, q
+                         ORDER BY rank DESC, seq DESC LIMIT $4
+                     )
+                     SELECT id, title, ts_headline('simple', body, q.query, '{HEADLINE}'),
+                            rank::float8
+                     FROM ranked, q ORDER BY rank DESC, seq DESC"
+                ),
+                &[
+                    &words,
+                    &tenant,
+                    &i64::from(RANKED_CANDIDATES),
+                    &i64::from(limit),
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Some(
+            rows.iter()
+                .map(|row| SearchHit {
+                    id: row.get(0),
+                    title: row.get(1),
+                    snippet: row.get(2),
+                    score: row.get(3),
+                })
+                .collect(),
+        ))
+    }
+
+    async fn get_in(&self, tenant: &str, id: &str) -> Result<Option<Note>> {
+        let mut client = self.db.client().await?;
+        let tx = tenant_transaction(&mut client, tenant).await?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {NOTE_COLUMNS} FROM notes WHERE tenant = $1 AND id = $2"),
+                &[&tenant, &id],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row.as_ref().map(note_of))
+    }
+
+    async fn list_in(
+        &self,
+        tenant: &str,
+        tag: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page> {
+        let before = cursor.map(decode_cursor).transpose()?;
+        let mut client = self.db.client().await?;
+        let tx = tenant_transaction(&mut client, tenant).await?;
+        // One extra row tells whether another page exists.
+        let rows = tx
+            .query(
+                "SELECT seq, id, title, tags, updated_at FROM notes
+                 WHERE tenant = $1
+                   AND ($2::text IS NULL OR tags @> ARRAY[$2::text])
+                   AND ($3::bigint IS NULL OR seq < $3)
+                 ORDER BY seq DESC LIMIT $4",
+                &[&tenant, &tag, &before, &(i64::from(limit) + 1)],
+            )
+            .await?;
+        tx.commit().await?;
+        let mut notes: Vec<(i64, NoteSummary)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get(0),
+                    NoteSummary {
+                        id: row.get(1),
+                        title: row.get(2),
+                        tags: row.get(3),
+                        updated_at: format_time(row.get(4)),
+                    },
+                )
+            })
+            .collect();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let next_cursor = if notes.len() > limit {
+            notes.truncate(limit);
+            notes.last().map(|(seq, _)| encode_cursor(*seq))
+        } else {
+            None
+        };
+        Ok(Page {
+            notes: notes.into_iter().map(|(_, note)| note).collect(),
+            next_cursor,
+        })
+    }
+
+    async fn create_in(
+        &self,
+        tenant: &str,
+        title: &str,
+        body: &str,
+        tags: &[String],
+    ) -> Result<Note> {
+        let now = now_unix();
+        let id = new_note_id();
+        let mut client = self.db.client().await?;
+        let tx = tenant_transaction(&mut client, tenant).await?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO notes (id, tenant, title, body, tags, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {NOTE_COLUMNS}"
+                ),
+                &[&id, &tenant, &title, &body, &tags, &now],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(note_of(&row))
+    }
+
+    async fn update_in(&self, tenant: &str, id: &str, patch: &NotePatch) -> Result<Option<Note>> {
+        let mut client = self.db.client().await?;
+        let tx = tenant_transaction(&mut client, tenant).await?;
+        if !lock_note(&tx, tenant, id).await? {
+            return Ok(None);
+        }
+        keep_version(&tx, tenant, id).await?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE notes SET title = coalesce($3, title), body = coalesce($4, body),
+                     tags = coalesce($5, tags), updated_at = $6
+                     WHERE tenant = $1 AND id = $2 RETURNING {NOTE_COLUMNS}"
+                ),
+                &[
+                    &tenant,
+                    &id,
+                    &patch.title,
+                    &patch.body,
+                    &patch.tags,
+                    &now_unix(),
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Some(note_of(&row)))
+    }
+
+    async fn restore_in(&self, tenant: &str, id: &str) -> Result<Restored> {
+        let mut client = self.db.client().await?;
+        let tx = tenant_transaction(&mut client, tenant).await?;
+        if !lock_note(&tx, tenant, id).await? {
+            return Ok(Restored::NoNote);
+        }
+        let Some(earlier) = tx
+            .query_opt(
+                "DELETE FROM note_versions WHERE note_id = $1 AND version =
+                     (SELECT max(version) FROM note_versions WHERE note_id = $1)
+                 RETURNING title, body, tags",
+                &[&id],
+            )
+            .await?
+        else {
+            return Ok(Restored::NothingEarlier);
+        };
+        // What the note holds now becomes the newest earlier version: a second restore
+        // undoes the first.
+        keep_version(&tx, tenant, id).await?;
+        let (title, body, tags): (String, String, Vec<String>) =
+            (earlier.get(0), earlier.get(1), earlier.get(2));
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE notes SET title = $3, body = $4, tags = $5, updated_at = $6
+                     WHERE tenant = $1 AND id = $2 RETURNING {NOTE_COLUMNS}"
+                ),
+                &[&tenant, &id, &title, &body, &tags, &now_unix()],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Restored::Note(note_of(&row)))
+    }
+
+    async fn delete_in(&self, tenant: &str, id: &str) -> Result<bool> {
+        let mut client = self.db.client().await?;
+        let tx = tenant_transaction(&mut client, tenant).await?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM notes WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+}
+
+/// Locks the tenant's note `id` for this transaction; false when there is none.
+async fn lock_note(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    id: &str,
+) -> Result<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM notes WHERE tenant = $1 AND id = $2 FOR UPDATE",
+            &[&tenant, &id],
+        )
+        .await?
+        .is_some())
+}
+
+/// Saves what note `id` holds now as its newest earlier version, dropping the oldest
+/// past `MAX_VERSIONS`.
+async fn keep_version(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    id: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO note_versions (note_id, tenant, version, title, body, tags, replaced_at)
+         SELECT id, tenant,
+                coalesce((SELECT max(version) FROM note_versions WHERE note_id = $2), 0) + 1,
+                title, body, tags, $3
+         FROM notes WHERE tenant = $1 AND id = $2",
+        &[&tenant, &id, &now_unix()],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM note_versions WHERE note_id = $1 AND version <=
+             (SELECT max(version) FROM note_versions WHERE note_id = $1) - $2",
+        &[&id, &i32::try_from(MAX_VERSIONS).unwrap_or(i32::MAX)],
+    )
+    .await?;
+    Ok(())
+}
+
+fn note_of(row: &Row) -> Note {
+    Note {
+        id: row.get(0),
+        title: row.get(1),
+        body: row.get(2),
+        tags: row.get(3),
+        created_at: format_time(row.get(4)),
+        updated_at: format_time(row.get(5)),
+    }
+}
+
+impl Notes for PgNotes {
+    fn search<'a>(
+        &'a self,
+        tenant: &'a str,
+        query: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<Vec<SearchHit>>> {
+        Box::pin(self.search_in(tenant, query, limit))
+    }
+
+    fn get<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, Option<Note>> {
+        Box::pin(self.get_in(tenant, id))
+    }
+
+    fn list<'a>(
+        &'a self,
+        tenant: &'a str,
+        tag: Option<&'a str>,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Page> {
+        Box::pin(self.list_in(tenant, tag, cursor, limit))
+    }
+
+    fn create<'a>(
+        &'a self,
+        tenant: &'a str,
+        title: &'a str,
+        body: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, Note> {
+        Box::pin(self.create_in(tenant, title, body, tags))
+    }
+
+    fn update<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+        patch: &'a NotePatch,
+    ) -> StoreFuture<'a, Option<Note>> {
+        Box::pin(self.update_in(tenant, id, patch))
+    }
+
+    fn restore<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, Restored> {
+        Box::pin(self.restore_in(tenant, id))
+    }
+
+    fn delete<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.delete_in(tenant, id))
+    }
+}
