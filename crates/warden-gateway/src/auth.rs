@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use warden_store::{KEY_PREFIX, KeyStore, Principal};
+use warden_store::{KEY_PREFIX, Keys, Principal};
 
 use crate::client_addr::client_network;
 use crate::error::{Challenge, GatewayError};
@@ -81,7 +81,7 @@ impl FailedAuth {
 /// What authentication needs: the key store, the wrong-key counter, and the OAuth
 /// verifier when configured.
 pub(crate) struct Authenticator {
-    pub keys: Arc<KeyStore>,
+    pub keys: Arc<dyn Keys>,
     pub failed: FailedAuth,
     pub oauth: Option<Arc<OAuthVerifier>>,
     /// Warden's own keys authenticate (they may be turned off when OAuth is on).
@@ -190,23 +190,15 @@ async fn authenticate(auth: &Authenticator, token: String) -> Result<Principal, 
     }
 }
 
-async fn look_up_key(keys: &Arc<KeyStore>, token: String) -> Result<Principal, Refused> {
-    // A key accepted since the key database last changed is known without touching the
-    // disk; otherwise the lookup (SQLite, and now and then a write of its last use) runs
-    // off the async workers.
-    if let Some(principal) = keys.recently_accepted(&token) {
-        return Ok(principal);
-    }
-    let keys = keys.clone();
-    match tokio::task::spawn_blocking(move || keys.authenticate(&token)).await {
-        Ok(Ok(Some(principal))) => Ok(principal),
-        Ok(Ok(None)) => Err(Refused::Credential),
-        Ok(Err(error)) => {
-            tracing::error!(%error, "key lookup failed");
-            Err(Refused::Internal)
-        }
+async fn look_up_key(keys: &Arc<dyn Keys>, token: String) -> Result<Principal, Refused> {
+    // SQLite answers a key accepted since its database last changed from memory, and
+    // does the rest off the async workers; PostgreSQL looks every key up, so that a
+    // revocation on one replica holds on all.
+    match keys.authenticate(&token).await {
+        Ok(Some(principal)) => Ok(principal),
+        Ok(None) => Err(Refused::Credential),
         Err(error) => {
-            tracing::error!(%error, "key lookup task failed");
+            tracing::error!(%error, "key lookup failed");
             Err(Refused::Internal)
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use warden_config::{Config, Results};
 use warden_limits::Limiter;
 use warden_proto::JsonLimits;
-use warden_store::{ApprovalStore, KeyStore};
+use warden_store::{ApprovalStore, Keys};
 use warden_upstream::Upstreams;
 
 use crate::audit::Auditor;
@@ -22,7 +22,7 @@ use crate::swap::Swap;
 
 /// What the gateway is built from, besides its configuration.
 pub struct Parts {
-    pub keys: Arc<KeyStore>,
+    pub keys: Arc<dyn Keys>,
     pub upstreams: Arc<Upstreams>,
     /// The verifier started for `[auth.oauth]`, if configured.
     pub oauth: Option<Arc<OAuthVerifier>>,

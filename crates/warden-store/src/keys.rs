@@ -2,7 +2,7 @@
 //! stolen `keys.db` without `server.secret` yields nothing to replay.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -11,13 +11,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
-use crate::{DataDir, Result, StoreError, db, now_unix, write_private_file};
+use crate::{DataDir, Result, StoreError, StoreFuture, db, now_unix, write_private_file};
 
 /// Every key starts with this, so scanners and redaction can recognise one.
 pub const KEY_PREFIX: &str = "wdn_";
 const KEY_RANDOM_BYTES: usize = 32;
 const SECRET_FILE: &str = "server.secret";
-const SECRET_BYTES: usize = 32;
+pub(crate) const SECRET_BYTES: usize = 32;
 /// `last_used` is written at most this often per key, not on every request.
 const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
@@ -181,10 +181,7 @@ impl KeyStore {
     }
 
     fn hash(&self, key: &str) -> [u8; 32] {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
-        mac.update(key.as_bytes());
-        mac.finalize().into_bytes().into()
+        key_hash(&self.secret, key)
     }
 
     pub fn add(&self, tenant: &str, name: &str, scope: Scope) -> Result<NewKey> {
@@ -218,17 +215,7 @@ impl KeyStore {
         scope: Scope,
         options: KeyOptions,
     ) -> Result<NewKey> {
-        let key = format!("{KEY_PREFIX}{}", random_token(KEY_RANDOM_BYTES));
-        let record = KeyRecord {
-            id: format!("key_{}", random_hex(8)),
-            tenant: tenant.to_owned(),
-            name: name.to_owned(),
-            scope,
-            created_at: now_unix(),
-            last_used: None,
-            revoked_at: None,
-            options,
-        };
+        let NewKey { record, key } = mint(tenant, name, scope, options);
         conn.execute(
             "INSERT INTO keys (id, hash, tenant, name, scope, created_at, expires_at, rpm) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![record.id, hash(&key).as_slice(), record.tenant, record.name, scope.as_str(), record.created_at, options.expires_at, options.rpm],
@@ -356,7 +343,7 @@ impl KeyStore {
     /// keyed hash and confirms the match in constant time. Consulted on every request, so
     /// a revocation by another process takes effect on the next call.
     pub fn authenticate(&self, presented: &str) -> Result<Option<Principal>> {
-        if !presented.starts_with(KEY_PREFIX) || presented.len() > 256 {
+        if !plausible(presented) {
             return Ok(None);
         }
         let hash = self.hash(presented);
@@ -375,7 +362,7 @@ impl KeyStore {
         let Some(((key_id, stored), (tenant, scope), last_used, (expires_at, rpm))) = row else {
             return Ok(None);
         };
-        if !bool::from(stored.as_slice().ct_eq(hash.as_slice())) {
+        if !hashes_match(&stored, &hash) {
             return Ok(None);
         }
         let Some(scope) = Scope::parse(&scope) else {
@@ -411,6 +398,120 @@ impl KeyStore {
     }
 }
 
+/// HMAC-SHA-256(server secret, key): what both backends store and look keys up by.
+pub(crate) fn key_hash(secret: &[u8; SECRET_BYTES], key: &str) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
+    mac.update(key.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// A new key and its record (not yet stored).
+pub(crate) fn mint(tenant: &str, name: &str, scope: Scope, options: KeyOptions) -> NewKey {
+    let key = format!("{KEY_PREFIX}{}", random_token(KEY_RANDOM_BYTES));
+    let record = KeyRecord {
+        id: format!("key_{}", random_hex(8)),
+        tenant: tenant.to_owned(),
+        name: name.to_owned(),
+        scope,
+        created_at: now_unix(),
+        last_used: None,
+        revoked_at: None,
+        options,
+    };
+    NewKey { record, key }
+}
+
+/// Whether `presented` can be a key at all (checked before any lookup).
+pub(crate) fn plausible(presented: &str) -> bool {
+    presented.starts_with(KEY_PREFIX) && presented.len() <= 256
+}
+
+/// The stored key's hash equals the presented one's, compared in constant time.
+pub(crate) fn hashes_match(stored: &[u8], presented: &[u8; 32]) -> bool {
+    bool::from(stored.ct_eq(presented.as_slice()))
+}
+
+/// Every store of API keys, whichever database holds them.
+pub trait Keys: fmt::Debug + Send + Sync {
+    /// Accepts a presented key if it exists, is not revoked and has not expired.
+    fn authenticate<'a>(&'a self, presented: &'a str) -> StoreFuture<'a, Option<Principal>>;
+    fn add<'a>(
+        &'a self,
+        tenant: &'a str,
+        name: &'a str,
+        scope: Scope,
+        options: KeyOptions,
+    ) -> StoreFuture<'a, NewKey>;
+    /// See [`KeyStore::rotate`].
+    fn rotate<'a>(&'a self, id: &'a str, grace_secs: i64) -> StoreFuture<'a, Option<NewKey>>;
+    fn list(&self) -> StoreFuture<'_, Vec<KeyRecord>>;
+    fn revoke<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Whether any key was ever created (revoked ones count).
+    fn has_keys(&self) -> StoreFuture<'_, bool>;
+}
+
+/// [`KeyStore`] for async callers: a key accepted since the database last changed is
+/// answered from memory; the rest runs on a blocking thread.
+#[derive(Debug, Clone)]
+pub struct SqliteKeys(Arc<KeyStore>);
+
+impl SqliteKeys {
+    pub fn new(store: Arc<KeyStore>) -> Self {
+        Self(store)
+    }
+
+    fn blocking<'a, T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&KeyStore) -> Result<T> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        let store = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || work(&store))
+                .await
+                .map_err(|_| StoreError::Unavailable("the key store's worker stopped".into()))?
+        })
+    }
+}
+
+impl Keys for SqliteKeys {
+    fn authenticate<'a>(&'a self, presented: &'a str) -> StoreFuture<'a, Option<Principal>> {
+        if let Some(principal) = self.0.recently_accepted(presented) {
+            return Box::pin(std::future::ready(Ok(Some(principal))));
+        }
+        let presented = presented.to_owned();
+        self.blocking(move |store| store.authenticate(&presented))
+    }
+
+    fn add<'a>(
+        &'a self,
+        tenant: &'a str,
+        name: &'a str,
+        scope: Scope,
+        options: KeyOptions,
+    ) -> StoreFuture<'a, NewKey> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.blocking(move |store| store.add_with(&tenant, &name, scope, options))
+    }
+
+    fn rotate<'a>(&'a self, id: &'a str, grace_secs: i64) -> StoreFuture<'a, Option<NewKey>> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.rotate(&id, grace_secs))
+    }
+
+    fn list(&self) -> StoreFuture<'_, Vec<KeyRecord>> {
+        self.blocking(KeyStore::list)
+    }
+
+    fn revoke<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.revoke(&id))
+    }
+
+    fn has_keys(&self) -> StoreFuture<'_, bool> {
+        self.blocking(KeyStore::has_keys)
+    }
+}
+
 /// A tenant or key name: 1-64 letters, digits, '-', '_' or '.' (tenants also name
 /// directories).
 pub fn is_valid_label(value: &str) -> bool {
@@ -421,7 +522,7 @@ pub fn is_valid_label(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn validate_label(what: &str, value: &str) -> Result<()> {
+pub(crate) fn validate_label(what: &str, value: &str) -> Result<()> {
     if is_valid_label(value) {
         Ok(())
     } else {

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 pub use approvals::{Approval, ApprovalStore};
 pub use audit::{AuditFilter, AuditRecord, AuditStore, Verdict};
 pub use costs::CostStore;
-pub use keys::{KEY_PREFIX, KeyOptions, KeyRecord, KeyStore, Principal, Scope};
+pub use keys::{
+    KEY_PREFIX, KeyOptions, KeyRecord, KeyStore, Keys, NewKey, Principal, Scope, SqliteKeys,
+};
 pub use notes::{Note, NoteSummary, Notes, NotesStore, SearchHit, SqliteNotes};
 pub use pins::{Pin, PinState, PinStore};
 
@@ -51,6 +53,10 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a store call returns to async callers (the storage traits are object-safe, so
+/// that callers hold `Arc<dyn …>` and never name a backend).
+pub type StoreFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
 /// The folder that holds every file Warden keeps. Created with mode 0700.
 #[derive(Debug, Clone)]

@@ -2,7 +2,6 @@
 //! reads go through connections SQLite opened read-only.
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -10,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use crate::keys::random_hex;
-use crate::{DataDir, Result, StoreError, db, now_unix};
+use crate::{DataDir, Result, StoreError, StoreFuture, db, now_unix};
 
 const MIGRATIONS: &[&str] = &["
     -- Each tenant owns one contiguous range of note rowids (its number << TENANT_SHIFT
@@ -606,9 +605,6 @@ fn insert_tags(conn: &Connection, tenant: &str, seq: i64, tags: &[String]) -> Re
     }
     Ok(())
 }
-
-/// What a store call returns to async callers.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
 /// The notes of every tenant, whichever database holds them. Every method is confined
 /// to `tenant`; none reads across tenants.

@@ -31,7 +31,7 @@ use warden_gateway::{Auditor, Listener, Metrics, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
 use warden_store::{
     ApprovalStore, AuditRecord, AuditStore, CostStore, DataDir, KeyOptions, KeyStore, Notes,
-    NotesStore, PinStore, Scope, SqliteNotes,
+    NotesStore, PinStore, Scope, SqliteKeys, SqliteNotes,
 };
 use warden_upstream::egress::EgressPolicy;
 use warden_upstream::{ChildHost, Upstreams};
@@ -880,7 +880,7 @@ fn serve(
         )?);
         metrics.watch(limiter.clone(), auditor.clone(), upstreams.clone());
         let parts = warden_gateway::Parts {
-            keys,
+            keys: Arc::new(SqliteKeys::new(keys)),
             upstreams: upstreams.clone(),
             oauth,
             limiter: limiter.clone(),

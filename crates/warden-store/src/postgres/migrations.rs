@@ -48,10 +48,26 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (note_id, version)
     );
     ",
+    // 2: API keys, as keyed hashes (the secret stays out of the database). Not a tenant
+    // table: a key is looked up by its hash before any tenant is known.
+    "
+    CREATE TABLE keys (
+        id         text PRIMARY KEY,
+        hash       bytea NOT NULL UNIQUE,
+        tenant     text NOT NULL,
+        name       text NOT NULL,
+        scope      text NOT NULL,
+        created_at bigint NOT NULL,
+        last_used  bigint,
+        revoked_at bigint,
+        expires_at bigint,
+        rpm        integer
+    );
+    ",
 ];
 
 /// The schema version this build speaks.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The tables that hold a tenant's rows: row-level security confines each to the tenant
 /// the transaction names, for every role but superusers (FORCE: the owner too).

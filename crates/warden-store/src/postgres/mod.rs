@@ -6,6 +6,7 @@
 //! `warden.tenant`, set per transaction with `set_config(…, true)`). The schema belongs to
 //! an *owner* role that only `warden store migrate` uses.
 
+mod keys;
 mod migrations;
 mod notes;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
+pub use keys::PgKeys;
 pub use migrations::{Migrated, SCHEMA_VERSION, migrate};
 pub use notes::PgNotes;
 

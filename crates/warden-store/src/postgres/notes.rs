@@ -12,9 +12,9 @@ use tokio_postgres::Row;
 use super::{Postgres, tenant_transaction};
 use crate::notes::{
     MAX_VERSIONS, Note, NotePatch, NoteSummary, Notes, Page, RANKED_CANDIDATES, Restored,
-    SearchHit, StoreFuture, decode_cursor, encode_cursor, new_note_id, search_terms,
+    SearchHit, decode_cursor, encode_cursor, new_note_id, search_terms,
 };
-use crate::{Result, format_time, now_unix};
+use crate::{Result, StoreFuture, format_time, now_unix};
 
 /// `ts_rank` weights, in the order D, C (body), B (tags), A (title).
 const RANK_WEIGHTS: &str = "{0.1, 0.25, 0.5, 1.0}";
