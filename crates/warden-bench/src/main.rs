@@ -40,6 +40,11 @@ enum Bench {
         vocabulary: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Also measure PostgreSQL: a role that may create databases and roles
+        /// (postgres://postgres@127.0.0.1:5432/postgres); a fresh database is made and
+        /// dropped.
+        #[arg(long, env = "WARDEN_BENCH_POSTGRES_URL")]
+        postgres_url: Option<String>,
     },
     /// Serves a one-tool (`echo`) MCP server over Streamable HTTP, both eras, no sessions.
     EchoUpstream(echo::Args),
@@ -92,7 +97,14 @@ fn main() -> Result<(), Failure> {
             queries,
             vocabulary,
             seed,
-        } => search::run(notes, queries, vocabulary, seed),
+            postgres_url,
+        } => search::run(&search::Plan {
+            notes,
+            queries,
+            vocabulary,
+            seed,
+            postgres_url,
+        }),
         Bench::EchoUpstream(args) => echo::run(args),
         Bench::Load(args) => load::run(args),
         Bench::AuthRefusals { keys, rounds } => refusals::run(keys, rounds),

@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use warden_notes::{NotesServer, ToolOutcome};
+use warden_store::postgres::{PgNotes, PgSettings, Postgres};
 use warden_store::{DataDir, NotesStore, SqliteNotes};
 
 use crate::{Failure, micros, percentile};
@@ -70,15 +71,27 @@ impl Vocabulary {
     }
 }
 
-pub fn run(notes: usize, queries: usize, vocabulary: usize, seed: u64) -> Result<(), Failure> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let vocab = Vocabulary::new(vocabulary, &mut rng);
-    let tmp = tempfile::tempdir()?;
-    let store = Arc::new(NotesStore::open(&DataDir::open(tmp.path())?)?);
+/// What to measure: the store size and queries, and whether PostgreSQL runs too.
+pub struct Plan {
+    pub notes: usize,
+    pub queries: usize,
+    pub vocabulary: usize,
+    pub seed: u64,
+    /// A role that may create databases and roles; the bench makes a fresh database
+    /// (and a runtime role, so that row-level security is part of what is measured)
+    /// and drops both afterwards.
+    pub postgres_url: Option<String>,
+}
 
-    let started = Instant::now();
+pub fn run(plan: &Plan) -> Result<(), Failure> {
+    let mut rng = StdRng::seed_from_u64(plan.seed);
+    let vocab = Vocabulary::new(plan.vocabulary, &mut rng);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let mut bytes = 0usize;
-    let batch: Vec<(String, String, Vec<String>)> = (0..notes)
+    let batch: Vec<(String, String, Vec<String>)> = (0..plan.notes)
         .map(|_| {
             let title = vocab.text(&mut rng, 5);
             let body = vocab.text(&mut rng, WORDS_PER_NOTE);
@@ -86,19 +99,56 @@ pub fn run(notes: usize, queries: usize, vocabulary: usize, seed: u64) -> Result
             (title, body, vec![vocab.sample(&mut rng).to_owned()])
         })
         .collect();
+    println!(
+        "{} notes, {:.0} bytes each on average",
+        plan.notes,
+        bytes as f64 / plan.notes as f64
+    );
+
+    let tmp = tempfile::tempdir()?;
+    let store = Arc::new(NotesStore::open(&DataDir::open(tmp.path())?)?);
+    let started = Instant::now();
     for chunk in batch.chunks(10_000) {
         store.create_many(TENANT, chunk.iter().cloned())?;
     }
     println!(
-        "loaded {notes} notes, {:.0} bytes each on average, in {:.1} s",
-        bytes as f64 / notes as f64,
+        "\nSQLite (FTS5): loaded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    let sqlite = NotesServer::new(Arc::new(SqliteNotes::new(store)));
+    measure(&runtime, &sqlite, &vocab, plan)?;
 
-    let server = NotesServer::new(Arc::new(SqliteNotes::new(store)));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    if let Some(url) = &plan.postgres_url {
+        let database = runtime.block_on(BenchDatabase::create(url))?;
+        let outcome = (|| -> Result<(), Failure> {
+            let pool = runtime.block_on(database.pool())?;
+            let notes = PgNotes::new(pool);
+            let started = Instant::now();
+            for chunk in batch.chunks(10_000) {
+                runtime.block_on(notes.create_many(TENANT, chunk))?;
+            }
+            runtime.block_on(database.analyze())?;
+            println!(
+                "\nPostgreSQL (tsvector, GIN): loaded in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            measure(&runtime, &NotesServer::new(Arc::new(notes)), &vocab, plan)
+        })();
+        runtime.block_on(database.drop())?;
+        outcome?;
+    }
+    Ok(())
+}
+
+/// Runs each query class against `server` (the same queries for every backend: the
+/// generator starts from the same seed) and prints the percentiles.
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    server: &NotesServer,
+    vocab: &Vocabulary,
+    plan: &Plan,
+) -> Result<(), Failure> {
+    let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x5EA2C4);
     // Typical: one or two words drawn like the text itself. Rare: words from the long
     // tail. Common: the ten most frequent words, which match most notes (worst case).
     let classes: [(&str, QueryMaker<'_>); 3] = [
@@ -128,9 +178,9 @@ pub fn run(notes: usize, queries: usize, vocabulary: usize, seed: u64) -> Result
         "query class", "p50", "p90", "p99", "max", "hits/q"
     );
     for (name, make_query) in classes {
-        let mut latencies = Vec::with_capacity(queries);
+        let mut latencies = Vec::with_capacity(plan.queries);
         let mut hits = 0usize;
-        for _ in 0..queries {
+        for _ in 0..plan.queries {
             let query = make_query(&mut rng);
             let started = Instant::now();
             let outcome = runtime.block_on(server.call_tool(
@@ -151,8 +201,90 @@ pub fn run(notes: usize, queries: usize, vocabulary: usize, seed: u64) -> Result
             micros(percentile(&latencies, 0.90)),
             micros(percentile(&latencies, 0.99)),
             micros(*latencies.last().unwrap_or(&Duration::ZERO)),
-            hits as f64 / queries as f64
+            hits as f64 / plan.queries as f64
         );
     }
     Ok(())
+}
+
+/// A database and a runtime role of the bench's own, on the server `url` names.
+struct BenchDatabase {
+    admin: tokio_postgres::Config,
+    name: String,
+    role: String,
+}
+
+impl BenchDatabase {
+    async fn create(url: &str) -> Result<Self, Failure> {
+        let admin: tokio_postgres::Config = url.parse()?;
+        let tag = std::process::id();
+        let database = Self {
+            admin,
+            name: format!("warden_bench_{tag}"),
+            role: format!("warden_bench_runtime_{tag}"),
+        };
+        database
+            .run(&[
+                format!("CREATE ROLE {} LOGIN", database.role),
+                format!("CREATE DATABASE {}", database.name),
+            ])
+            .await?;
+        Ok(database)
+    }
+
+    fn url(&self, user: &str) -> String {
+        let host = match self.admin.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = self.admin.get_ports().first().copied().unwrap_or(5432);
+        format!("postgres://{user}@{host}:{port}/{}", self.name)
+    }
+
+    /// Migrated as the connecting role, used as the runtime role.
+    async fn pool(&self) -> Result<Postgres, Failure> {
+        let owner = self.admin.get_user().unwrap_or("postgres").to_owned();
+        let timeout = Duration::from_secs(30);
+        warden_store::postgres::migrate(&self.url(&owner), Some(&self.role), timeout).await?;
+        Ok(Postgres::new(&PgSettings {
+            url: self.url(&self.role),
+            pool_size: 4,
+            statement_timeout: timeout,
+            connect_timeout: timeout,
+        })?)
+    }
+
+    /// Fresh statistics for the planner, as autovacuum would gather after a bulk load.
+    async fn analyze(&self) -> Result<(), Failure> {
+        let owner = self.admin.get_user().unwrap_or("postgres").to_owned();
+        let (client, connection) =
+            tokio_postgres::connect(&self.url(&owner), tokio_postgres::NoTls).await?;
+        let driver = tokio::spawn(connection);
+        client.batch_execute("ANALYZE warden.notes").await?;
+        drop(client);
+        let _ = driver.await;
+        Ok(())
+    }
+
+    async fn drop(&self) -> Result<(), Failure> {
+        self.run(&[
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            format!("DROP ROLE IF EXISTS {}", self.role),
+        ])
+        .await
+    }
+
+    /// Statements on the server's `postgres` database, one at a time.
+    async fn run(&self, statements: &[String]) -> Result<(), Failure> {
+        let mut admin = self.admin.clone();
+        admin.dbname("postgres");
+        let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
+        let driver = tokio::spawn(connection);
+        for statement in statements {
+            client.batch_execute(statement).await?;
+        }
+        drop(client);
+        let _ = driver.await;
+        Ok(())
+    }
 }

@@ -35,8 +35,11 @@ const MIGRATIONS: &[&str] = &[
         ) STORED
     );
     CREATE INDEX notes_by_tenant ON notes (tenant, seq DESC);
-    CREATE INDEX notes_search ON notes USING gin (search);
-    CREATE INDEX notes_tags ON notes USING gin (tags);
+    -- fastupdate off: new entries go straight into the index instead of a pending list
+    -- that every search scans linearly until a vacuum (3,000 fresh notes made a search
+    -- take 12 ms instead of 1). Notes are searched far more often than written.
+    CREATE INDEX notes_search ON notes USING gin (search) WITH (fastupdate = off);
+    CREATE INDEX notes_tags ON notes USING gin (tags) WITH (fastupdate = off);
     CREATE TABLE note_versions (
         note_id     text NOT NULL REFERENCES notes (id) ON DELETE CASCADE,
         tenant      text NOT NULL,
@@ -47,6 +50,42 @@ const MIGRATIONS: &[&str] = &[
         replaced_at bigint NOT NULL,
         PRIMARY KEY (note_id, version)
     );
+    -- Full-text search of the tenant the transaction names. Row-level security would
+    -- keep the GIN index out of reach (`@@` is not leakproof, so PostgreSQL applies it
+    -- row by row after the policy), so this one function runs as the schema's owner,
+    -- which the policies do not bind, and confines itself to the transaction's tenant
+    -- as the policies do: it takes no tenant argument, and with none set finds nothing.
+    CREATE FUNCTION search_notes(
+        words text, candidates bigint, hits bigint, weights float4[], headline text
+    ) RETURNS TABLE (id text, title text, snippet text, rank float8)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = warden, pg_temp
+    AS $search$
+    BEGIN
+        -- Dynamic, so that each call is planned for its own words: a plan made for
+        -- unknown words scans every note.
+        -- The query is written out where it is used: behind a CTE the planner cannot
+        -- see it and scans every note instead of the GIN index.
+        RETURN QUERY EXECUTE '
+            WITH matches AS (
+                SELECT n.id, n.title, n.body, n.search, n.seq FROM warden.notes n
+                WHERE n.tenant = $2 AND n.search @@ plainto_tsquery(''simple'', $1)
+                ORDER BY n.seq DESC LIMIT $3
+            ),
+            ranked AS (
+                SELECT m.id, m.title, m.body, m.seq,
+                       ts_rank($5, m.search, plainto_tsquery(''simple'', $1)) AS rank
+                FROM matches m
+                ORDER BY rank DESC, m.seq DESC LIMIT $4
+            )
+            SELECT r.id, r.title,
+                   ts_headline(''simple'', r.body, plainto_tsquery(''simple'', $1), $6),
+                   r.rank::float8
+            FROM ranked r ORDER BY r.rank DESC, r.seq DESC'
+        USING words, nullif(current_setting('warden.tenant', true), ''), candidates, hits,
+              weights, headline;
+    END
+    $search$;
+    REVOKE EXECUTE ON FUNCTION search_notes FROM PUBLIC;
     ",
     // 2: API keys, as keyed hashes (the secret stays out of the database). Not a tenant
     // table: a key is looked up by its hash before any tenant is known.
@@ -70,7 +109,7 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i32 = 2;
 
 /// The tables that hold a tenant's rows: row-level security confines each to the tenant
-/// the transaction names, for every role but superusers (FORCE: the owner too).
+/// the transaction names, for every role but the owner and superusers.
 const TENANT_TABLES: &[&str] = &["notes", "note_versions"];
 
 /// Held while migrating (a session-level advisory lock; "WARDEN" and 1).
@@ -146,7 +185,7 @@ async fn apply(client: &mut Client, runtime_role: Option<&str>) -> Result<Migrat
             let secured: bool = exists
                 && tx
                     .query_one(
-                        "SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)",
+                        "SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass($1)",
                         &[&format!("warden.{table}")],
                     )
                     .await?
@@ -154,7 +193,6 @@ async fn apply(client: &mut Client, runtime_role: Option<&str>) -> Result<Migrat
             if exists && !secured {
                 tx.batch_execute(&format!(
                     "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
-                     ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
                      CREATE POLICY tenant_only ON {table}
                          USING (tenant = current_setting('warden.tenant', true))
                          WITH CHECK (tenant = current_setting('warden.tenant', true));"
@@ -202,7 +240,8 @@ async fn grant(client: &Client, role: &str) -> Result<()> {
             "GRANT USAGE ON SCHEMA warden TO {role};
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA warden TO {role};
              REVOKE INSERT, UPDATE, DELETE ON warden.schema_version FROM {role};
-             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA warden TO {role};"
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA warden TO {role};
+             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA warden TO {role};"
         ))
         .await?;
     Ok(())

@@ -17,10 +17,15 @@ use crate::notes::{
 use crate::{Result, StoreFuture, format_time, now_unix};
 
 /// `ts_rank` weights, in the order D, C (body), B (tags), A (title).
-const RANK_WEIGHTS: &str = "{0.1, 0.25, 0.5, 1.0}";
+const RANK_WEIGHTS: [f32; 4] = [0.1, 0.25, 0.5, 1.0];
 /// `ts_headline` options: like FTS5's `snippet(…, '[', ']', '…', 16)`.
 const HEADLINE: &str =
     "StartSel=[, StopSel=], MaxWords=16, MinWords=6, MaxFragments=1, FragmentDelimiter=…";
+
+/// The newest candidates first (a word in most notes costs what a rarer one does),
+/// ranked, and snippets only for the rows returned: migration 1's `search_notes`, which
+/// searches the transaction's tenant only.
+const SEARCH: &str = "SELECT id, title, snippet, rank FROM search_notes($1, $2, $3, $4, $5)";
 
 const NOTE_COLUMNS: &str = "id, title, body, tags, created_at, updated_at";
 
@@ -33,6 +38,39 @@ pub struct PgNotes {
 impl PgNotes {
     pub fn new(db: Postgres) -> Self {
         Self { db }
+    }
+
+    /// Inserts many notes of one tenant in one transaction, 1,000 rows a statement
+    /// (benchmarks, imports, `warden store copy`).
+    pub async fn create_many(
+        &self,
+        tenant: &str,
+        notes: &[(String, String, Vec<String>)],
+    ) -> Result<usize> {
+        let now = now_unix();
+        let mut client = self.db.client().await?;
+        let tx = tenant_transaction(&mut client, tenant).await?;
+        for chunk in notes.chunks(1_000) {
+            let ids: Vec<String> = chunk.iter().map(|_| new_note_id()).collect();
+            let titles: Vec<&str> = chunk.iter().map(|(title, _, _)| title.as_str()).collect();
+            let bodies: Vec<&str> = chunk.iter().map(|(_, body, _)| body.as_str()).collect();
+            // Arrays of arrays must be rectangular: tags travel as JSON, one per note.
+            let tags: Vec<String> = chunk
+                .iter()
+                .map(|(_, _, tags)| serde_json::to_string(tags).unwrap_or_else(|_| "[]".into()))
+                .collect();
+            tx.execute(
+                "INSERT INTO notes (id, tenant, title, body, tags, created_at, updated_at)
+                 SELECT id, $1, title, body,
+                        ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), $6, $6
+                 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
+                      AS n (id, title, body, tags)",
+                &[&tenant, &ids, &titles, &bodies, &tags, &now],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(notes.len())
     }
 
     async fn search_in(
@@ -48,32 +86,16 @@ impl PgNotes {
         let words = terms.join(" ");
         let mut client = self.db.client().await?;
         let tx = tenant_transaction(&mut client, tenant).await?;
-        // The newest candidates first (a word in most notes costs what a rarer one
-        // does), ranked, and snippets only for the rows returned.
+        let statement = tx.prepare_cached(SEARCH).await?;
         let rows = tx
             .query(
-                &format!(
-                    "WITH q AS (SELECT plainto_tsquery('simple', $1) AS query),
-                     candidates AS (
-                         SELECT id, title, body, search, seq FROM notes, q
-                         WHERE tenant = $2 AND search @@ q.query
-                         ORDER BY seq DESC LIMIT $3
-                     ),
-                     ranked AS (
-                         SELECT id, title, body, seq,
-                                ts_rank('{RANK_WEIGHTS}', search, q.query) AS rank
-                         FROM candidates, q
-                         ORDER BY rank DESC, seq DESC LIMIT $4
-                     )
-                     SELECT id, title, ts_headline('simple', body, q.query, '{HEADLINE}'),
-                            rank::float8
-                     FROM ranked, q ORDER BY rank DESC, seq DESC"
-                ),
+                &statement,
                 &[
                     &words,
-                    &tenant,
                     &i64::from(RANKED_CANDIDATES),
                     &i64::from(limit),
+                    &RANK_WEIGHTS.as_slice(),
+                    &HEADLINE,
                 ],
             )
             .await?;
