@@ -278,4 +278,14 @@ async fn the_same_suite_passes_on_sqlite_and_postgres() {
         versions(server).await;
         ranking_and_tenants(server).await;
     }
+    // A cursor of one store means nothing to the other.
+    let page = call(&backends.sqlite, "p", "list_notes", json!({"limit": 1})).await;
+    let cursor = page["next_cursor"].as_str().unwrap();
+    assert!(matches!(
+        backends
+            .postgres
+            .call_tool("p", "list_notes", json!({"cursor": cursor}))
+            .await,
+        Err(NotesError::Cursor)
+    ));
 }

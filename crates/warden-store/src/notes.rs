@@ -243,16 +243,28 @@ fn match_expression(query: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
-pub(crate) fn encode_cursor(seq: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("n1:{seq}"))
+/// The cursors of SQLite listings; PostgreSQL's have their own prefix, so that a
+/// cursor never means one position in one store and another in the other.
+pub(crate) const SQLITE_CURSOR: &str = "n1:";
+
+fn encode_cursor(seq: i64) -> String {
+    encode_cursor_with(SQLITE_CURSOR, seq)
 }
 
-pub(crate) fn decode_cursor(cursor: &str) -> Result<i64> {
+fn decode_cursor(cursor: &str) -> Result<i64> {
+    decode_cursor_with(SQLITE_CURSOR, cursor)
+}
+
+pub(crate) fn encode_cursor_with(prefix: &str, seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{prefix}{seq}"))
+}
+
+pub(crate) fn decode_cursor_with(prefix: &str, cursor: &str) -> Result<i64> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix("n1:").and_then(|n| n.parse().ok()))
+        .and_then(|text| text.strip_prefix(prefix).and_then(|n| n.parse().ok()))
         .ok_or_else(|| StoreError::Invalid("the cursor is not one this server issued".into()))
 }
 

@@ -92,6 +92,20 @@ async fn three_migrators_at_once_apply_each_migration_once() {
         .get(0);
     assert_eq!(applied, i64::from(SCHEMA_VERSION));
     store.check_schema().await.unwrap();
+    // The owner (or a superuser) is refused as Warden's role: the policies would not
+    // bind it.
+    for url in [db.owner_url(), db.admin_url()] {
+        let unbound = Postgres::new(&PgSettings {
+            url,
+            ..settings(&db)
+        })
+        .unwrap();
+        let refused = unbound.check_schema().await.unwrap_err().to_string();
+        assert!(
+            refused.contains("row-level security would not bind it"),
+            "{refused}"
+        );
+    }
 }
 
 /// Raw SQL without a tenant filter, as the runtime role with tenant B set, sees none of

@@ -86,6 +86,10 @@ const MIGRATIONS: &[&str] = &[
     END
     $search$;
     REVOKE EXECUTE ON FUNCTION search_notes FROM PUBLIC;
+    -- A version belongs to its note's tenant: never to another's note.
+    ALTER TABLE notes ADD CONSTRAINT notes_id_tenant UNIQUE (id, tenant);
+    ALTER TABLE note_versions ADD CONSTRAINT note_versions_of_note
+        FOREIGN KEY (note_id, tenant) REFERENCES notes (id, tenant) ON DELETE CASCADE;
     ",
     // 2: API keys, as keyed hashes (the secret stays out of the database). Not a tenant
     // table: a key is looked up by its hash before any tenant is known.
@@ -143,6 +147,8 @@ pub async fn migrate(
 }
 
 async fn apply(client: &mut Client, runtime_role: Option<&str>) -> Result<Migrated> {
+    // A migrator stuck holding the lock makes the others give up, not hang.
+    client.batch_execute("SET lock_timeout = '120s'").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -241,7 +247,8 @@ async fn grant(client: &Client, role: &str) -> Result<()> {
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA warden TO {role};
              REVOKE INSERT, UPDATE, DELETE ON warden.schema_version FROM {role};
              GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA warden TO {role};
-             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA warden TO {role};"
+             GRANT EXECUTE ON FUNCTION warden.search_notes(text, bigint, bigint, float4[], text)
+                 TO {role};"
         ))
         .await?;
     Ok(())

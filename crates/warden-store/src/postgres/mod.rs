@@ -57,6 +57,24 @@ pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
             "sslmode=require: TLS to PostgreSQL is not supported yet; use a local socket or a tunnel".into(),
         ));
     }
+    // Without TLS, a server beyond this machine is reached in plaintext only when the
+    // operator says so (the driver's default, `prefer`, would fall back silently).
+    let local = config.get_hosts().iter().all(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        tokio_postgres::config::Host::Unix(_) => true,
+    });
+    if !local && config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable {
+        return Err(StoreError::Invalid(
+            "the PostgreSQL server is not on this machine and TLS to it is not supported yet: \
+             add sslmode=disable to the URL to accept plaintext on a network you trust, or use a tunnel"
+                .into(),
+        ));
+    }
     Ok(config)
 }
 
@@ -118,10 +136,29 @@ impl Postgres {
         self.pool.get().await.map_err(StoreError::from)
     }
 
-    /// Checks that the schema is the one this build speaks: a database migrated by an
-    /// older Warden (or not at all) is named, not half used.
+    /// Checks that the schema is the one this build speaks (a database migrated by an
+    /// older Warden, or not at all, is named, not half used), and that the role is one
+    /// row-level security binds: not the schema's owner, a superuser or `BYPASSRLS`.
     pub async fn check_schema(&self) -> Result<()> {
         let client = self.client().await?;
+        let unbound: bool = client
+            .query_one(
+                "SELECT rolsuper OR rolbypassrls
+                     OR pg_has_role(current_user, (SELECT nspowner FROM pg_namespace
+                                                   WHERE nspname = 'warden'), 'MEMBER')
+                 FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await?
+            .get::<_, Option<bool>>(0)
+            .unwrap_or(false);
+        if unbound {
+            return Err(StoreError::Invalid(
+                "the [store] url's role owns the schema, is a superuser or has BYPASSRLS: \
+                 row-level security would not bind it; connect as a runtime role that owns nothing"
+                    .into(),
+            ));
+        }
         let version: Option<i32> = client
             .query_one("SELECT max(version) FROM schema_version", &[])
             .await
@@ -180,6 +217,29 @@ impl From<deadpool_postgres::PoolError> for StoreError {
         match error {
             deadpool_postgres::PoolError::Backend(error) => Self::Postgres(error),
             other => Self::Unavailable(format!("no PostgreSQL connection: {other}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plaintext_beyond_this_machine_must_be_asked_for() {
+        for url in [
+            "postgres://warden@127.0.0.1/warden",
+            "postgres://warden@localhost:5433/warden",
+            "postgres://warden@db.example.com/warden?sslmode=disable",
+        ] {
+            assert!(super::parse_url(url).is_ok(), "{url}");
+        }
+        for url in [
+            "postgres://warden:pw@db.example.com/warden",
+            "postgres://warden@10.0.0.5/warden?sslmode=prefer",
+            "postgres://warden@127.0.0.1/warden?sslmode=require",
+            "mysql://nope",
+        ] {
+            let refused = super::parse_url(url).unwrap_err().to_string();
+            assert!(!refused.contains("pw@"), "{refused}");
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use super::{Postgres, tenant_transaction};
 use crate::notes::{
     MAX_VERSIONS, Note, NotePatch, NoteSummary, Notes, Page, RANKED_CANDIDATES, Restored,
-    SearchHit, decode_cursor, encode_cursor, new_note_id, search_terms,
+    SearchHit, decode_cursor_with, encode_cursor_with, new_note_id, search_terms,
 };
 use crate::{Result, StoreFuture, format_time, now_unix};
 
@@ -26,6 +26,9 @@ const HEADLINE: &str =
 /// ranked, and snippets only for the rows returned: migration 1's `search_notes`, which
 /// searches the transaction's tenant only.
 const SEARCH: &str = "SELECT id, title, snippet, rank FROM search_notes($1, $2, $3, $4, $5)";
+
+/// Listing cursors (see `notes::SQLITE_CURSOR`).
+const CURSOR: &str = "p1:";
 
 const NOTE_COLUMNS: &str = "id, title, body, tags, created_at, updated_at";
 
@@ -132,7 +135,9 @@ impl PgNotes {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page> {
-        let before = cursor.map(decode_cursor).transpose()?;
+        let before = cursor
+            .map(|cursor| decode_cursor_with(CURSOR, cursor))
+            .transpose()?;
         let mut client = self.db.client().await?;
         let tx = tenant_transaction(&mut client, tenant).await?;
         // One extra row tells whether another page exists.
@@ -164,7 +169,9 @@ impl PgNotes {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let next_cursor = if notes.len() > limit {
             notes.truncate(limit);
-            notes.last().map(|(seq, _)| encode_cursor(*seq))
+            notes
+                .last()
+                .map(|(seq, _)| encode_cursor_with(CURSOR, *seq))
         } else {
             None
         };

@@ -93,20 +93,34 @@ fn reachable(server: &Server) -> bool {
 /// Runs statements as the superuser, on `database`, one at a time (CREATE and DROP
 /// DATABASE refuse to run in the implicit transaction of a multi-statement query).
 fn admin(database: &str, statements: &[String]) {
+    if let Err(error) = try_admin(database, statements) {
+        panic!("{error}");
+    }
+}
+
+fn try_admin(database: &str, statements: &[String]) -> Result<(), String> {
     let url = server().url(&server().user, database);
     let statements = statements.to_vec();
     blocking(async move {
-        let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
         let driver = tokio::spawn(connection);
         for sql in statements {
             client
                 .batch_execute(&sql)
                 .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                .map_err(|e| format!("{sql}: {e}"))?;
         }
         drop(client);
         let _ = driver.await;
-    });
+        Ok(())
+    })
+}
+
+/// `text` as one word of a `sh` command line.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// Where a PostgreSQL server's binaries are: on PATH, or in the distribution's folder.
@@ -134,8 +148,13 @@ fn throwaway() -> Server {
              so that a throwaway one can be started"
         );
     };
-    let dir = std::env::temp_dir().join(format!("warden-pg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // A fresh folder of our own (a predictable name could be planted beforehand); the
+    // watchdog below removes it.
+    let dir = tempfile::Builder::new()
+        .prefix("warden-pg-")
+        .tempdir()
+        .unwrap()
+        .keep();
     let as_root = Command::new("id")
         .arg("-u")
         .output()
@@ -198,9 +217,9 @@ fn throwaway() -> Server {
         } else {
             ""
         },
-        pg_ctl = pg_ctl.display(),
-        data = data.display(),
-        dir = dir.display(),
+        pg_ctl = shell_quote(&pg_ctl.display().to_string()),
+        data = shell_quote(&data.display().to_string()),
+        dir = shell_quote(&dir.display().to_string()),
     );
     // Backgrounded by a shell that returns at once: the watchdog outlives this process.
     let started = Command::new("sh")
@@ -278,7 +297,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        admin(
+        // Never a panic here: it would abort a test that is already failing and hide
+        // why.
+        let dropped = try_admin(
             "postgres",
             &[
                 format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
@@ -286,5 +307,8 @@ impl Drop for TestDb {
                 format!("DROP ROLE IF EXISTS {}", self.runtime),
             ],
         );
+        if let Err(error) = dropped {
+            eprintln!("test database {} not dropped: {error}", self.name);
+        }
     }
 }
