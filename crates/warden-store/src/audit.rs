@@ -44,7 +44,7 @@ const MIGRATIONS: &[&str] = &["
         prev_hash BLOB NOT NULL
     );
 "];
-const GENESIS: [u8; 32] = [0; 32];
+pub(crate) const GENESIS: [u8; 32] = [0; 32];
 
 /// One audited request. `principal` is a key id or `oauth:<subject>`, never a
 /// credential.
@@ -91,7 +91,7 @@ impl AuditRecord {
     }
 
     /// The hash that chains this row to `prev`.
-    fn chained_hash(&self, id: i64, prev: &[u8]) -> [u8; 32] {
+    pub(crate) fn chained_hash(&self, id: i64, prev: &[u8]) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(prev);
         let mut field = |bytes: &[u8]| {

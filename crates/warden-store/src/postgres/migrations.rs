@@ -107,10 +107,45 @@ const MIGRATIONS: &[&str] = &[
         rpm        integer
     );
     ",
+    // 3: the audit trail, one hash chain per replica in one table (each replica appends
+    // to its own, so replicas never wait on each other's chain end).
+    "
+    CREATE TABLE audit (
+        replica       text NOT NULL,
+        seq           bigint NOT NULL,
+        at_ms         bigint NOT NULL,
+        tenant        text NOT NULL,
+        principal     text NOT NULL,
+        client        text NOT NULL,
+        instance      text NOT NULL,
+        era           text NOT NULL,
+        method        text NOT NULL,
+        target        text,
+        upstream      text,
+        decision      text NOT NULL,
+        rule          text,
+        outcome       text NOT NULL,
+        latency_us    bigint NOT NULL,
+        request_bytes bigint NOT NULL,
+        result_bytes  bigint NOT NULL,
+        args_hash     text,
+        prev_hash     bytea NOT NULL,
+        hash          bytea NOT NULL,
+        PRIMARY KEY (replica, seq)
+    );
+    CREATE INDEX audit_at ON audit (at_ms);
+    CREATE INDEX audit_tenant ON audit (tenant, at_ms);
+    -- Where each replica's chain starts after retention cut older rows.
+    CREATE TABLE audit_anchor (
+        replica   text PRIMARY KEY,
+        first_seq bigint NOT NULL,
+        prev_hash bytea NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build speaks.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The tables that hold a tenant's rows: row-level security confines each to the tenant
 /// the transaction names, for every role but the owner and superusers.

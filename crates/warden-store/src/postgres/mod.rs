@@ -6,6 +6,7 @@
 //! `warden.tenant`, set per transaction with `set_config(…, true)`). The schema belongs to
 //! an *owner* role that only `warden store migrate` uses.
 
+mod audit;
 mod keys;
 mod migrations;
 mod notes;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
+pub use audit::PgAudit;
 pub use keys::PgKeys;
 pub use migrations::{Migrated, SCHEMA_VERSION, migrate};
 pub use notes::PgNotes;

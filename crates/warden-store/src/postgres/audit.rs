@@ -1,0 +1,223 @@
+//! The audit trail on PostgreSQL: every replica keeps its own hash chain (its name, its
+//! own sequence) in the shared table, so that replicas append without waiting on each
+//! other, and `verify` checks every chain.
+
+use deadpool_postgres::GenericClient;
+
+use super::Postgres;
+use crate::Result;
+use crate::audit::{AuditRecord, GENESIS, Verdict};
+
+/// Appends to one replica's chain; verifies and prunes all of them.
+#[derive(Debug, Clone)]
+pub struct PgAudit {
+    db: Postgres,
+    replica: String,
+}
+
+impl PgAudit {
+    /// `replica` names this replica's chain: stable across its restarts, unique among
+    /// the replicas sharing the database.
+    pub fn new(db: Postgres, replica: &str) -> Self {
+        Self {
+            db,
+            replica: replica.to_owned(),
+        }
+    }
+
+    /// Appends `records` to this replica's chain in one transaction. Appends of one
+    /// replica take turns (a transaction-level advisory lock on its name), so two of its
+    /// writers never chain to the same row.
+    pub async fn append(&self, records: &[AuditRecord]) -> Result<()> {
+        let mut client = self.db.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('warden.audit:' || $1, 0))",
+            &[&self.replica],
+        )
+        .await?;
+        let (mut seq, mut prev) = chain_end(&tx, &self.replica).await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO audit (replica, seq, at_ms, tenant, principal, client, instance,
+                    era, method, target, upstream, decision, rule, outcome, latency_us,
+                    request_bytes, result_bytes, args_hash, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                    $16, $17, $18, $19, $20)",
+            )
+            .await?;
+        for record in records {
+            seq += 1;
+            let hash = record.chained_hash(seq, &prev);
+            tx.execute(
+                &insert,
+                &[
+                    &self.replica,
+                    &seq,
+                    &record.at_ms,
+                    &record.tenant,
+                    &record.principal,
+                    &record.client,
+                    &record.instance,
+                    &record.era,
+                    &record.method,
+                    &record.target,
+                    &record.upstream,
+                    &record.decision,
+                    &record.rule,
+                    &record.outcome,
+                    &record.latency_us,
+                    &record.request_bytes,
+                    &record.result_bytes,
+                    &record.args_hash,
+                    &prev,
+                    &hash.as_slice(),
+                ],
+            )
+            .await?;
+            prev = hash.to_vec();
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rows of every replica.
+    pub async fn count(&self) -> Result<u64> {
+        let client = self.db.client().await?;
+        let count: i64 = client
+            .query_one("SELECT count(*) FROM audit", &[])
+            .await?
+            .get(0);
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Walks every replica's chain, by replica name.
+    pub async fn verify(&self) -> Result<Vec<(String, Verdict)>> {
+        let client = self.db.client().await?;
+        let replicas: Vec<String> = client
+            .query(
+                "SELECT replica FROM audit UNION SELECT replica FROM audit_anchor ORDER BY 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut verdicts = Vec::with_capacity(replicas.len());
+        for replica in replicas {
+            let verdict = verify_chain(&client, &replica).await?;
+            verdicts.push((replica, verdict));
+        }
+        Ok(verdicts)
+    }
+
+    /// Deletes every replica's rows older than `before_ms` and records where each chain
+    /// now starts.
+    pub async fn prune(&self, before_ms: i64) -> Result<u64> {
+        let mut client = self.db.client().await?;
+        let tx = client.transaction().await?;
+        let cuts = tx
+            .query(
+                "SELECT DISTINCT ON (replica) replica, seq, hash FROM audit
+                 WHERE at_ms < $1 ORDER BY replica, seq DESC",
+                &[&before_ms],
+            )
+            .await?;
+        let mut removed = 0;
+        for cut in &cuts {
+            let (replica, last_cut, hash): (String, i64, Vec<u8>) =
+                (cut.get(0), cut.get(1), cut.get(2));
+            removed += tx
+                .execute(
+                    "DELETE FROM audit WHERE replica = $1 AND seq <= $2",
+                    &[&replica, &last_cut],
+                )
+                .await?;
+            // The next row's prev_hash is the hash of the last row cut.
+            tx.execute(
+                "INSERT INTO audit_anchor (replica, first_seq, prev_hash) VALUES ($1, $2, $3)
+                 ON CONFLICT (replica) DO UPDATE SET first_seq = excluded.first_seq,
+                    prev_hash = excluded.prev_hash",
+                &[&replica, &(last_cut + 1), &hash],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+}
+
+/// The last sequence number and hash of `replica`'s chain (where retention cut it, when
+/// every row is gone; the start, for a new chain).
+async fn chain_end(client: &impl GenericClient, replica: &str) -> Result<(i64, Vec<u8>)> {
+    if let Some(last) = client
+        .query_opt(
+            "SELECT seq, hash FROM audit WHERE replica = $1 ORDER BY seq DESC LIMIT 1",
+            &[&replica],
+        )
+        .await?
+    {
+        return Ok((last.get(0), last.get(1)));
+    }
+    Ok(anchor(client, replica)
+        .await?
+        .map_or((0, GENESIS.to_vec()), |(first, prev)| (first - 1, prev)))
+}
+
+async fn anchor(client: &impl GenericClient, replica: &str) -> Result<Option<(i64, Vec<u8>)>> {
+    Ok(client
+        .query_opt(
+            "SELECT first_seq, prev_hash FROM audit_anchor WHERE replica = $1",
+            &[&replica],
+        )
+        .await?
+        .map(|row| (row.get(0), row.get(1))))
+}
+
+async fn verify_chain(client: &impl GenericClient, replica: &str) -> Result<Verdict> {
+    let (mut expected, mut prev) = anchor(client, replica)
+        .await?
+        .unwrap_or((1, GENESIS.to_vec()));
+    let rows = client
+        .query(
+            "SELECT seq, at_ms, tenant, principal, client, instance, era, method, target,
+                upstream, decision, rule, outcome, latency_us, request_bytes, result_bytes,
+                args_hash, prev_hash, hash
+             FROM audit WHERE replica = $1 ORDER BY seq",
+            &[&replica],
+        )
+        .await?;
+    for row in &rows {
+        let seq: i64 = row.get(0);
+        let record = AuditRecord {
+            at_ms: row.get(1),
+            tenant: row.get(2),
+            principal: row.get(3),
+            client: row.get(4),
+            instance: row.get(5),
+            era: row.get(6),
+            method: row.get(7),
+            target: row.get(8),
+            upstream: row.get(9),
+            decision: row.get(10),
+            rule: row.get(11),
+            outcome: row.get(12),
+            latency_us: row.get(13),
+            request_bytes: row.get(14),
+            result_bytes: row.get(15),
+            args_hash: row.get(16),
+        };
+        let (prev_hash, hash): (Vec<u8>, Vec<u8>) = (row.get(17), row.get(18));
+        if seq != expected || prev_hash != prev {
+            return Ok(Verdict::Missing { before_id: seq });
+        }
+        if record.chained_hash(seq, &prev).as_slice() != hash.as_slice() {
+            return Ok(Verdict::Edited { id: seq });
+        }
+        prev = hash;
+        expected = seq + 1;
+    }
+    Ok(Verdict::Intact {
+        rows: u64::try_from(rows.len()).unwrap_or(u64::MAX),
+    })
+}
