@@ -134,18 +134,18 @@ pub(crate) async fn require_key(
         let retry_after = left.as_secs() + 1;
         return GatewayError::TooManyFailures { retry_after }.into_response();
     }
-    let host = request
-        .headers()
-        .get(axum::http::header::HOST)
-        .and_then(|value| value.to_str().ok());
-    let resource_metadata = auth.metadata_url(host);
-    let challenge = |invalid_token| Challenge {
-        resource_metadata: resource_metadata.clone(),
+    // Built for refusals only: an accepted key costs nothing here.
+    let challenge = |headers: &axum::http::HeaderMap, invalid_token| Challenge {
+        resource_metadata: auth.metadata_url(
+            headers
+                .get(axum::http::header::HOST)
+                .and_then(|value| value.to_str().ok()),
+        ),
         invalid_token,
         scope: None,
     };
     let Some(token) = bearer(request.headers()).map(str::to_owned) else {
-        return GatewayError::Unauthorized(challenge(false)).into_response();
+        return GatewayError::Unauthorized(challenge(request.headers(), false)).into_response();
     };
     let principal = match authenticate(&auth, token).await {
         Ok(principal) => principal,
@@ -153,15 +153,15 @@ pub(crate) async fn require_key(
             if let Some(address) = address {
                 auth.failed.record(address);
             }
-            return GatewayError::Unauthorized(challenge(true)).into_response();
+            return GatewayError::Unauthorized(challenge(request.headers(), true)).into_response();
         }
         Err(Refused::Scope) => {
-            let mut challenge = challenge(true);
+            let mut challenge = challenge(request.headers(), true);
             challenge.scope = auth.oauth.as_ref().map(|o| o.read_scope().to_owned());
             return GatewayError::InsufficientScope(challenge).into_response();
         }
         Err(Refused::Internal) => {
-            return GatewayError::Unauthorized(challenge(false)).into_response();
+            return GatewayError::Unauthorized(challenge(request.headers(), false)).into_response();
         }
     };
     let facts = RequestFacts::for_principal(&principal);

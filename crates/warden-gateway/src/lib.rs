@@ -93,7 +93,7 @@ pub fn router(state: AppState, tls: bool) -> Router {
             )
             .with_state(oauth::KeyResource { tls }),
     };
-    Router::new()
+    let app = Router::new()
         .merge(mcp)
         .merge(metadata)
         .fallback(error::not_found)
@@ -120,19 +120,21 @@ pub fn router(state: AppState, tls: bool) -> Router {
             state.metrics().clone(),
             log::log_request,
         ))
-        // Over TLS every answer, refusals included, tells a browser to keep to https.
-        .layer(middleware::map_response(
-            move |mut response: axum::response::Response| async move {
-                if tls {
-                    response.headers_mut().insert(
-                        axum::http::header::STRICT_TRANSPORT_SECURITY,
-                        axum::http::HeaderValue::from_static(HSTS),
-                    );
-                }
+        .with_state(state);
+    // Over TLS every answer, refusals included, tells a browser to keep to https.
+    if tls {
+        app.layer(middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                response.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static(HSTS),
+                );
                 response
             },
         ))
-        .with_state(state)
+    } else {
+        app
+    }
 }
 
 /// One year; subdomains are left to whoever runs the domain.

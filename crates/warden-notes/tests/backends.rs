@@ -8,11 +8,10 @@
 mod postgres;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_notes::{NotesError, NotesServer, ToolOutcome};
-use warden_store::postgres::{PgNotes, PgSettings, Postgres};
+use warden_store::postgres::PgNotes;
 use warden_store::{DataDir, NotesStore, SqliteNotes};
 
 /// A server on each backend; what keeps them alive travels with them.
@@ -28,16 +27,7 @@ async fn backends() -> Backends {
     let store = NotesStore::open(&DataDir::open(dir.path()).unwrap()).unwrap();
     let sqlite = NotesServer::new(Arc::new(SqliteNotes::new(Arc::new(store))));
     let db = postgres::TestDb::create();
-    warden_store::postgres::migrate(&db.owner_url(), Some(&db.runtime), Duration::from_secs(10))
-        .await
-        .unwrap();
-    let pool = Postgres::new(&PgSettings {
-        url: db.runtime_url(),
-        pool_size: 4,
-        statement_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .unwrap();
+    let pool = db.migrated_pool().await;
     pool.check_schema().await.unwrap();
     let postgres = NotesServer::new(Arc::new(PgNotes::new(pool)));
     Backends {

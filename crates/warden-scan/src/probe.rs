@@ -267,12 +267,7 @@ pub async fn observe_http(http: &HttpClient, probing: &ScanOptions) -> Observati
     };
     seen.era = era;
     seen.session_id = session.clone();
-    seen.capabilities = facts.as_ref().and_then(|f| f.get("capabilities").cloned());
-    seen.instructions = facts
-        .as_ref()
-        .and_then(|f| f.get("instructions"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    learn(&mut seen, facts.as_ref());
     seen.record(Probe::Discover, discover);
     seen.record(Probe::Initialize, initialize);
 
@@ -333,14 +328,7 @@ pub async fn observe_http(http: &HttpClient, probing: &ScanOptions) -> Observati
         );
     }
     if era.is_some() {
-        let listed = talk.call("tools/list", json!({})).await;
-        seen.tools = listed
-            .result()
-            .and_then(|r| r.get("tools"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        seen.record(Probe::ToolsList, listed);
+        list_tools(&mut talk, &mut seen).await;
     }
 
     if probing.wants(Category::Transport) {
@@ -435,11 +423,7 @@ pub async fn observe_stdio(command: &[String], probing: &ScanOptions) -> Observa
     }
     let facts = initialize.result().cloned().unwrap_or_default();
     seen.era = Some(Era::Legacy);
-    seen.capabilities = facts.get("capabilities").cloned();
-    seen.instructions = facts
-        .get("instructions")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    learn(&mut seen, Some(&facts));
     seen.record(Probe::Initialize, initialize);
     let version = facts
         .get("protocolVersion")
@@ -461,14 +445,7 @@ pub async fn observe_stdio(command: &[String], probing: &ScanOptions) -> Observa
         Vec::new(),
     ))
     .await;
-    let listed = talk.call("tools/list", json!({})).await;
-    seen.tools = listed
-        .result()
-        .and_then(|r| r.get("tools"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    seen.record(Probe::ToolsList, listed);
+    list_tools(&mut talk, &mut seen).await;
     if probing.wants(Category::Transport) {
         seen.record(
             Probe::UnknownMethod,
@@ -484,6 +461,27 @@ pub async fn observe_stdio(command: &[String], probing: &ScanOptions) -> Observa
     }
     redact(&mut seen, &probing.secrets());
     seen
+}
+
+/// What the handshake's result says of the server.
+fn learn(seen: &mut Observations, facts: Option<&Value>) {
+    seen.capabilities = facts.and_then(|f| f.get("capabilities").cloned());
+    seen.instructions = facts
+        .and_then(|f| f.get("instructions"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+}
+
+/// The server's tools, as `tools/list` gives them (the first page).
+async fn list_tools(talk: &mut Conversation<'_>, seen: &mut Observations) {
+    let listed = talk.call("tools/list", json!({})).await;
+    seen.tools = listed
+        .result()
+        .and_then(|r| r.get("tools"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    seen.record(Probe::ToolsList, listed);
 }
 
 async fn transport_probes(

@@ -195,8 +195,6 @@ impl KeyStore {
         scope: Scope,
         options: KeyOptions,
     ) -> Result<NewKey> {
-        validate_label("tenant", tenant)?;
-        validate_label("name", name)?;
         Self::insert(
             &self.conn(),
             |key| self.hash(key),
@@ -215,7 +213,7 @@ impl KeyStore {
         scope: Scope,
         options: KeyOptions,
     ) -> Result<NewKey> {
-        let NewKey { record, key } = mint(tenant, name, scope, options);
+        let NewKey { record, key } = mint(tenant, name, scope, options)?;
         conn.execute(
             "INSERT INTO keys (id, hash, tenant, name, scope, created_at, expires_at, rpm) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![record.id, hash(&key).as_slice(), record.tenant, record.name, scope.as_str(), record.created_at, options.expires_at, options.rpm],
@@ -405,8 +403,10 @@ pub(crate) fn key_hash(secret: &[u8; SECRET_BYTES], key: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// A new key and its record (not yet stored).
-pub(crate) fn mint(tenant: &str, name: &str, scope: Scope, options: KeyOptions) -> NewKey {
+/// A new key and its record (not yet stored), for a valid tenant and name.
+pub(crate) fn mint(tenant: &str, name: &str, scope: Scope, options: KeyOptions) -> Result<NewKey> {
+    validate_label("tenant", tenant)?;
+    validate_label("name", name)?;
     let key = format!("{KEY_PREFIX}{}", random_token(KEY_RANDOM_BYTES));
     let record = KeyRecord {
         id: format!("key_{}", random_hex(8)),
@@ -418,7 +418,7 @@ pub(crate) fn mint(tenant: &str, name: &str, scope: Scope, options: KeyOptions) 
         revoked_at: None,
         options,
     };
-    NewKey { record, key }
+    Ok(NewKey { record, key })
 }
 
 /// Whether `presented` can be a key at all (checked before any lookup).
@@ -464,12 +464,7 @@ impl SqliteKeys {
         &self,
         work: impl FnOnce(&KeyStore) -> Result<T> + Send + 'static,
     ) -> StoreFuture<'a, T> {
-        let store = self.0.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || work(&store))
-                .await
-                .map_err(|_| StoreError::Unavailable("the key store's worker stopped".into()))?
-        })
+        crate::on_blocking_thread(&self.0, "key", work)
     }
 }
 
@@ -522,7 +517,7 @@ pub fn is_valid_label(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-pub(crate) fn validate_label(what: &str, value: &str) -> Result<()> {
+fn validate_label(what: &str, value: &str) -> Result<()> {
     if is_valid_label(value) {
         Ok(())
     } else {

@@ -54,6 +54,26 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Runs `work` on `store` on a blocking thread: how the SQLite stores (synchronous
+/// underneath) answer the async storage traits. `what` names the store if the worker
+/// dies.
+pub(crate) fn on_blocking_thread<'a, S, T>(
+    store: &std::sync::Arc<S>,
+    what: &'static str,
+    work: impl FnOnce(&S) -> Result<T> + Send + 'static,
+) -> StoreFuture<'a, T>
+where
+    S: Send + Sync + 'static,
+    T: Send + 'static,
+{
+    let store = store.clone();
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("the {what} store's worker stopped")))?
+    })
+}
+
 /// What a store call returns to async callers (the storage traits are object-safe, so
 /// that callers hold `Arc<dyn …>` and never name a backend).
 pub type StoreFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;

@@ -247,16 +247,27 @@ fn match_expression(query: &str) -> Option<String> {
 /// cursor never means one position in one store and another in the other.
 pub(crate) const SQLITE_CURSOR: &str = "n1:";
 
-fn encode_cursor(seq: i64) -> String {
-    encode_cursor_with(SQLITE_CURSOR, seq)
-}
-
 fn decode_cursor(cursor: &str) -> Result<i64> {
     decode_cursor_with(SQLITE_CURSOR, cursor)
 }
 
-pub(crate) fn encode_cursor_with(prefix: &str, seq: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{prefix}{seq}"))
+/// A page of a listing fetched with one row more than `limit`: that row, if it came,
+/// says another page exists, which the cursor (`prefix` and the last row's `seq`)
+/// continues.
+pub(crate) fn page(mut rows: Vec<(i64, NoteSummary)>, limit: u32, prefix: &str) -> Page {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(seq, _)| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{prefix}{seq}"))
+        })
+    } else {
+        None
+    };
+    Page {
+        notes: rows.into_iter().map(|(_, note)| note).collect(),
+        next_cursor,
+    }
 }
 
 pub(crate) fn decode_cursor_with(prefix: &str, cursor: &str) -> Result<i64> {
@@ -451,14 +462,8 @@ impl NotesStore {
                     },
                 ))
             })?;
-            let mut rows: Vec<(i64, NoteSummary)> = rows.collect::<rusqlite::Result<_>>()?;
-            let next_cursor = if rows.len() > limit as usize {
-                rows.truncate(limit as usize);
-                rows.last().map(|(seq, _)| encode_cursor(*seq))
-            } else {
-                None
-            };
-            Ok(Page { notes: rows.into_iter().map(|(_, note)| note).collect(), next_cursor })
+            let rows: Vec<(i64, NoteSummary)> = rows.collect::<rusqlite::Result<_>>()?;
+            Ok(page(rows, limit, SQLITE_CURSOR))
         })
     }
 
@@ -665,17 +670,11 @@ impl SqliteNotes {
         Self(store)
     }
 
-    /// Runs `work` on the store on a blocking thread.
     fn blocking<'a, T: Send + 'static>(
         &self,
         work: impl FnOnce(&NotesStore) -> Result<T> + Send + 'static,
     ) -> StoreFuture<'a, T> {
-        let store = self.0.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || work(&store))
-                .await
-                .map_err(|_| StoreError::Unavailable("the notes store's worker stopped".into()))?
-        })
+        crate::on_blocking_thread(&self.0, "notes", work)
     }
 }
 

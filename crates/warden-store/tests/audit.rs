@@ -9,10 +9,8 @@ mod support {
     pub mod postgres;
 }
 
-use std::time::Duration;
-
 use support::postgres::TestDb;
-use warden_store::postgres::{PgAudit, PgSettings, Postgres};
+use warden_store::postgres::PgAudit;
 use warden_store::{AuditRecord, Verdict};
 
 fn record(n: i64) -> AuditRecord {
@@ -28,19 +26,6 @@ fn record(n: i64) -> AuditRecord {
     }
 }
 
-async fn pool(db: &TestDb) -> Postgres {
-    warden_store::postgres::migrate(&db.owner_url(), Some(&db.runtime), Duration::from_secs(10))
-        .await
-        .unwrap();
-    Postgres::new(&PgSettings {
-        url: db.runtime_url(),
-        pool_size: 4,
-        statement_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .unwrap()
-}
-
 async fn admin(db: &TestDb, sql: &str) {
     let (client, connection) = tokio_postgres::connect(&db.admin_url(), tokio_postgres::NoTls)
         .await
@@ -52,7 +37,7 @@ async fn admin(db: &TestDb, sql: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_keeps_its_own_verifiable_chain() {
     let db = TestDb::create();
-    let pool = pool(&db).await;
+    let pool = db.migrated_pool().await;
     let (one, two) = (PgAudit::new(pool.clone(), "one"), PgAudit::new(pool, "two"));
     // Interleaved, as replicas write.
     one.append(&[record(1), record(2)]).await.unwrap();
@@ -104,7 +89,7 @@ async fn every_replica_keeps_its_own_verifiable_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_of_one_replica_do_not_fork_its_chain() {
     let db = TestDb::create();
-    let pool = pool(&db).await;
+    let pool = db.migrated_pool().await;
     let writers = (0..4).map(|w| {
         let audit = PgAudit::new(pool.clone(), "solo");
         tokio::spawn(async move {

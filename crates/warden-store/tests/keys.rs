@@ -10,26 +10,11 @@ mod support {
 }
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use support::postgres::TestDb;
-use warden_store::postgres::{PgKeys, PgSettings, Postgres};
+use warden_store::postgres::PgKeys;
 use warden_store::{DataDir, KeyOptions, KeyStore, Keys, Scope, SqliteKeys, now_unix};
 
 const SECRET: [u8; 32] = [7; 32];
-
-async fn pool(db: &TestDb) -> Postgres {
-    warden_store::postgres::migrate(&db.owner_url(), Some(&db.runtime), Duration::from_secs(10))
-        .await
-        .unwrap();
-    Postgres::new(&PgSettings {
-        url: db.runtime_url(),
-        pool_size: 4,
-        statement_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .unwrap()
-}
 
 async fn suite(keys: &dyn Keys) {
     assert!(!keys.has_keys().await.unwrap());
@@ -99,14 +84,14 @@ async fn keys_behave_the_same_on_sqlite_and_postgres() {
     suite(&SqliteKeys::new(Arc::new(store))).await;
 
     let db = TestDb::create();
-    suite(&PgKeys::new(pool(&db).await, SECRET)).await;
+    suite(&PgKeys::new(db.migrated_pool().await, SECRET)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_keys_and_the_database_alone_accepts_nothing() {
     let db = TestDb::create();
-    let one = PgKeys::new(pool(&db).await, SECRET);
-    let two = PgKeys::new(pool(&db).await, SECRET);
+    let one = PgKeys::new(db.migrated_pool().await, SECRET);
+    let two = PgKeys::new(db.migrated_pool().await, SECRET);
     let key = one
         .add("acme", "laptop", Scope::Read, KeyOptions::default())
         .await
@@ -120,7 +105,7 @@ async fn replicas_share_keys_and_the_database_alone_accepts_nothing() {
         .await
         .unwrap();
     // Another secret (a dump restored elsewhere) accepts nothing.
-    let stranger = PgKeys::new(pool(&db).await, [8; 32]);
+    let stranger = PgKeys::new(db.migrated_pool().await, [8; 32]);
     assert!(stranger.authenticate(&other.key).await.unwrap().is_none());
     // Nothing in the table is the key.
     let (admin, connection) = tokio_postgres::connect(&db.admin_url(), tokio_postgres::NoTls)

@@ -15,6 +15,7 @@ const SANE_PER_KEY_RPM: u32 = 6_000;
 const SANE_CONCURRENT_TOTAL: usize = 4_096;
 /// An egress rule wider than this opens a whole private range.
 const NARROWEST_WIDE_PREFIX_V4: u8 = 16;
+const NARROWEST_WIDE_PREFIX_V6: u8 = 48;
 
 /// Observations of a configuration: the rules of this family read `config`.
 pub(crate) fn audit(config: Config) -> Observations {
@@ -95,12 +96,7 @@ pub(crate) const RULES: &[Rule] = &[
         reference: "Warden README › Sandboxed stdio servers",
         check: |seen| {
             with_config(seen, |config| {
-                let off: Vec<&str> = config
-                .upstreams
-                .iter()
-                .filter(|u| matches!(&u.source, Source::Stdio(stdio) if stdio.sandbox.mode == SandboxMode::Off))
-                .map(|u| u.name.as_str())
-                .collect();
+                let off = upstreams_where(config, |stdio| stdio.sandbox.mode == SandboxMode::Off);
                 Verdict::from_check(off.is_empty(), || {
                     format!("sandbox off: {}", off.join(", "))
                 })
@@ -247,23 +243,16 @@ pub(crate) const RULES: &[Rule] = &[
         reference: "Warden README › Outbound requests",
         check: |seen| {
             with_config(seen, |config| {
-                let wide: Vec<String> = config
+                let ranges: Vec<String> = config
                     .egress_allow
                     .iter()
                     .filter_map(|rule| match rule {
-                        warden_config::EgressRule::Network(ip, prefix) => {
-                            let narrowest = if ip.is_ipv4() {
-                                NARROWEST_WIDE_PREFIX_V4
-                            } else {
-                                48
-                            };
-                            (*prefix < narrowest).then(|| format!("{ip}/{prefix}"))
-                        }
+                        warden_config::EgressRule::Network(ip, prefix) => wide(*ip, *prefix),
                         warden_config::EgressRule::Host(_) => None,
                     })
                     .collect();
-                Verdict::from_check(wide.is_empty(), || {
-                    format!("wide networks opened: {}", wide.join(", "))
+                Verdict::from_check(ranges.is_empty(), || {
+                    format!("wide networks opened: {}", ranges.join(", "))
                 })
             })
         },
@@ -359,21 +348,13 @@ pub(crate) const RULES: &[Rule] = &[
         reference: "Warden README › Client networks; OWASP, IP spoofing via X-Forwarded-For",
         check: |seen| {
             with_config(seen, |config| {
-                let wide: Vec<String> = config
+                let ranges: Vec<String> = config
                     .trusted_proxies
                     .iter()
-                    .filter(|(ip, prefix)| {
-                        *prefix
-                            < if ip.is_ipv4() {
-                                NARROWEST_WIDE_PREFIX_V4
-                            } else {
-                                48
-                            }
-                    })
-                    .map(|(ip, prefix)| format!("{ip}/{prefix}"))
+                    .filter_map(|(ip, prefix)| wide(*ip, *prefix))
                     .collect();
-                Verdict::from_check(wide.is_empty(), || {
-                    format!("trusted_proxies: {}", wide.join(", "))
+                Verdict::from_check(ranges.is_empty(), || {
+                    format!("trusted_proxies: {}", ranges.join(", "))
                 })
             })
         },
@@ -395,6 +376,16 @@ pub(crate) const RULES: &[Rule] = &[
         },
     },
 ];
+
+/// `ip/prefix`, when it opens more than a small network (a whole private range).
+fn wide(ip: std::net::IpAddr, prefix: u8) -> Option<String> {
+    let narrowest = if ip.is_ipv4() {
+        NARROWEST_WIDE_PREFIX_V4
+    } else {
+        NARROWEST_WIDE_PREFIX_V6
+    };
+    (prefix < narrowest).then(|| format!("{ip}/{prefix}"))
+}
 
 /// Past this, an idle session is a forgotten one.
 const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(86_400);

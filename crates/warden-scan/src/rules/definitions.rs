@@ -123,17 +123,8 @@ pub(crate) const RULES: &[Rule] = &[
         remediation: "Give tools names of their own (or a prefix), so calls meant for another server cannot land here.",
         reference: POISONING,
         check: |seen| {
-            if seen.tools.is_empty() {
-                return Verdict::skip("no tools were listed");
-            }
-            let shadowing: Vec<&str> = seen
-                .tools
-                .iter()
-                .map(name_of)
-                .filter(|n| WELL_KNOWN.contains(n))
-                .collect();
-            Verdict::from_check(shadowing.is_empty(), || {
-                format!("named like well-known tools: {}", shadowing.join(", "))
+            tools_that(seen, "named like well-known tools: ", |tool| {
+                WELL_KNOWN.contains(&name_of(tool))
             })
         },
     },
@@ -174,24 +165,13 @@ pub(crate) const RULES: &[Rule] = &[
         remediation: "Annotate tools honestly: readOnlyHint, destructiveHint, idempotentHint.",
         reference: "MCP 2025-11-25, Tools › Tool Annotations",
         check: |seen| {
-            if seen.tools.is_empty() {
-                return Verdict::skip("no tools were listed");
-            }
-            let bare: Vec<&str> = seen
-                .tools
-                .iter()
-                .filter(|tool| {
-                    let name = name_of(tool).to_ascii_lowercase();
-                    DESTRUCTIVE_WORDS.iter().any(|word| name.contains(word))
-                        && tool
-                            .get("annotations")
-                            .and_then(|a| a.get("destructiveHint"))
-                            .is_none()
-                })
-                .map(name_of)
-                .collect();
-            Verdict::from_check(bare.is_empty(), || {
-                format!("no destructiveHint on {}", bare.join(", "))
+            tools_that(seen, "no destructiveHint on ", |tool| {
+                let name = name_of(tool).to_ascii_lowercase();
+                DESTRUCTIVE_WORDS.iter().any(|word| name.contains(word))
+                    && tool
+                        .get("annotations")
+                        .and_then(|a| a.get("destructiveHint"))
+                        .is_none()
             })
         },
     },
@@ -218,23 +198,13 @@ pub(crate) const RULES: &[Rule] = &[
         remediation: "Use letters, digits, `_` and `-` only, at most 64 characters.",
         reference: "OpenAI, Anthropic and Gemini function-calling name rules",
         check: |seen| {
-            if seen.tools.is_empty() {
-                return Verdict::skip("no tools were listed");
-            }
-            let unfit: Vec<&str> = seen
-                .tools
-                .iter()
-                .map(name_of)
-                .filter(|n| {
-                    n.is_empty()
-                        || n.len() > 64
-                        || !n
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                })
-                .collect();
-            Verdict::from_check(unfit.is_empty(), || {
-                format!("names models refuse: {}", unfit.join(", "))
+            tools_that(seen, "names models refuse: ", |tool| {
+                let n = name_of(tool);
+                n.is_empty()
+                    || n.len() > 64
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             })
         },
     },
@@ -246,21 +216,10 @@ pub(crate) const RULES: &[Rule] = &[
         remediation: "Describe each tool: a model picks tools by their descriptions.",
         reference: "MCP 2025-11-25, Tools › Tool",
         check: |seen| {
-            if seen.tools.is_empty() {
-                return Verdict::skip("no tools were listed");
-            }
-            let bare: Vec<&str> = seen
-                .tools
-                .iter()
-                .filter(|t| {
-                    t.get("description")
-                        .and_then(Value::as_str)
-                        .is_none_or(str::is_empty)
-                })
-                .map(name_of)
-                .collect();
-            Verdict::from_check(bare.is_empty(), || {
-                format!("no description: {}", bare.join(", "))
+            tools_that(seen, "no description: ", |t| {
+                t.get("description")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
             })
         },
     },
@@ -272,18 +231,9 @@ pub(crate) const RULES: &[Rule] = &[
         remediation: "Give every tool its own name; a client keeps one of two tools with the same name, and which is not defined.",
         reference: "MCP 2025-11-25, Tools › Tool (name: unique identifier)",
         check: |seen| {
-            if seen.tools.is_empty() {
-                return Verdict::skip("no tools were listed");
-            }
             let mut names = std::collections::BTreeSet::new();
-            let twice: Vec<&str> = seen
-                .tools
-                .iter()
-                .map(name_of)
-                .filter(|name| !names.insert(*name))
-                .collect();
-            Verdict::from_check(twice.is_empty(), || {
-                format!("listed more than once: {}", twice.join(", "))
+            tools_that(seen, "listed more than once: ", |tool| {
+                !names.insert(name_of(tool))
             })
         },
     },
@@ -318,20 +268,8 @@ pub(crate) const RULES: &[Rule] = &[
         remediation: "Give each tool an inputSchema with \"type\": \"object\" (arguments are an object).",
         reference: SCHEMAS,
         check: |seen| {
-            if seen.tools.is_empty() {
-                return Verdict::skip("no tools were listed");
-            }
-            let odd: Vec<&str> = seen
-                .tools
-                .iter()
-                .filter(|tool| {
-                    tool.get("inputSchema").and_then(|s| s.get("type"))
-                        != Some(&Value::from("object"))
-                })
-                .map(name_of)
-                .collect();
-            Verdict::from_check(odd.is_empty(), || {
-                format!("no object input schema: {}", odd.join(", "))
+            tools_that(seen, "no object input schema: ", |tool| {
+                tool.get("inputSchema").and_then(|s| s.get("type")) != Some(&Value::from("object"))
             })
         },
     },
@@ -343,23 +281,12 @@ pub(crate) const RULES: &[Rule] = &[
         remediation: "Do not mark a tool readOnlyHint while it destroys (destructiveHint, or a name like delete_*); clients auto-approve read-only tools.",
         reference: "MCP 2025-11-25, Tools › Tool Annotations",
         check: |seen| {
-            if seen.tools.is_empty() {
-                return Verdict::skip("no tools were listed");
-            }
-            let contradicted: Vec<&str> = seen
-                .tools
-                .iter()
-                .filter(|tool| {
-                    let hints = &tool["annotations"];
-                    let name = name_of(tool).to_ascii_lowercase();
-                    hints["readOnlyHint"] == true
-                        && (hints["destructiveHint"] == true
-                            || DESTRUCTIVE_WORDS.iter().any(|word| name.contains(word)))
-                })
-                .map(name_of)
-                .collect();
-            Verdict::from_check(contradicted.is_empty(), || {
-                format!("read-only yet destructive: {}", contradicted.join(", "))
+            tools_that(seen, "read-only yet destructive: ", |tool| {
+                let hints = &tool["annotations"];
+                let name = name_of(tool).to_ascii_lowercase();
+                hints["readOnlyHint"] == true
+                    && (hints["destructiveHint"] == true
+                        || DESTRUCTIVE_WORDS.iter().any(|word| name.contains(word)))
             })
         },
     },
@@ -466,6 +393,25 @@ fn strings_in<'a>(value: &'a Value, into: &mut Vec<&'a str>) {
 
 /// Past this, a description is more than a tool needs.
 const MAX_DESCRIPTION_CHARS: usize = 2_000;
+
+/// Fails naming every tool that `offends` (after `what`); skips when no tools were
+/// listed.
+fn tools_that<'a>(
+    seen: &'a Observations,
+    what: &str,
+    mut offends: impl FnMut(&'a Value) -> bool,
+) -> Verdict {
+    if seen.tools.is_empty() {
+        return Verdict::skip("no tools were listed");
+    }
+    let named: Vec<&str> = seen
+        .tools
+        .iter()
+        .filter(|tool| offends(tool))
+        .map(name_of)
+        .collect();
+    Verdict::from_check(named.is_empty(), || format!("{what}{}", named.join(", ")))
+}
 
 fn name_of(tool: &Value) -> &str {
     tool.get("name").and_then(Value::as_str).unwrap_or_default()

@@ -36,15 +36,10 @@ pub(crate) const RULES: &[Rule] = &[
         remediation: "Run `image@sha256:<digest>`; a tag can be moved to another image.",
         reference: PINNING,
         check: |seen| {
-            let command = &seen.target.command;
-            let Some(program) = command.first() else {
-                return Verdict::skip("not a stdio target");
+            let command = match container_run(&seen.target.command) {
+                Ok(command) => command,
+                Err(skip) => return skip,
             };
-            if !["docker", "podman"].contains(&basename(program))
-                || !command.iter().any(|a| a == "run")
-            {
-                return Verdict::skip("the command runs no container");
-            }
             match image_of(command) {
                 None => Verdict::skip("no image found in the command"),
                 Some(image) => Verdict::from_check(image.contains("@sha256:"), || {
@@ -94,15 +89,10 @@ pub(crate) const RULES: &[Rule] = &[
         remediation: "Drop --privileged, --network host, --pid host and mounts of / or docker.sock; mount the one directory the server needs.",
         reference: "CIS Docker Benchmark 5.4, 5.9, 5.31",
         check: |seen| {
-            let command = &seen.target.command;
-            let Some(program) = command.first() else {
-                return Verdict::skip("not a stdio target");
+            let command = match container_run(&seen.target.command) {
+                Ok(command) => command,
+                Err(skip) => return skip,
             };
-            if !["docker", "podman"].contains(&basename(program))
-                || !command.iter().any(|a| a == "run")
-            {
-                return Verdict::skip("the command runs no container");
-            }
             let joined = command.join(" ");
             match HOST_WIDE.find(&joined) {
                 Some(found) => Verdict::fail(format!("the container gets {}", found.as_str())),
@@ -202,6 +192,18 @@ fn is_exact(version: &str) -> bool {
                 && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '+')
         })
+}
+
+/// `command` when it runs a container (`docker run`, `podman run`), else why the
+/// container rules skip.
+fn container_run(command: &[String]) -> Result<&[String], Verdict> {
+    let Some(program) = command.first() else {
+        return Err(Verdict::skip("not a stdio target"));
+    };
+    if !["docker", "podman"].contains(&basename(program)) || !command.iter().any(|a| a == "run") {
+        return Err(Verdict::skip("the command runs no container"));
+    }
+    Ok(command)
 }
 
 /// The first argument after `run` that is not a flag (or a flag's value).

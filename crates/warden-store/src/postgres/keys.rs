@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use super::Postgres;
 use crate::keys::{
     KeyOptions, KeyRecord, Keys, NewKey, Principal, SECRET_BYTES, Scope, hashes_match, key_hash,
-    mint, plausible, validate_label,
+    mint, plausible,
 };
 use crate::{Result, StoreFuture, now_unix};
 
@@ -83,10 +83,8 @@ impl PgKeys {
         scope: Scope,
         options: KeyOptions,
     ) -> Result<NewKey> {
-        validate_label("tenant", tenant)?;
-        validate_label("name", name)?;
+        let new = mint(tenant, name, scope, options)?;
         let client = self.db.client().await?;
-        let new = mint(tenant, name, scope, options);
         insert(&client, &self.secret, &new).await?;
         Ok(new)
     }
@@ -108,7 +106,7 @@ impl PgKeys {
             return Ok(None);
         };
         let old = record_of(&old);
-        let new = mint(&old.tenant, &old.name, old.scope, old.options);
+        let new = mint(&old.tenant, &old.name, old.scope, old.options)?;
         insert(&tx, &self.secret, &new).await?;
         let until = now.saturating_add(grace_secs.max(0));
         tx.execute(

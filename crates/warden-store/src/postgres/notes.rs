@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use super::{Postgres, tenant_transaction};
 use crate::notes::{
     MAX_VERSIONS, Note, NotePatch, NoteSummary, Notes, Page, RANKED_CANDIDATES, Restored,
-    SearchHit, decode_cursor_with, encode_cursor_with, new_note_id, search_terms,
+    SearchHit, decode_cursor_with, new_note_id, page, search_terms,
 };
 use crate::{Result, StoreFuture, format_time, now_unix};
 
@@ -152,7 +152,7 @@ impl PgNotes {
             )
             .await?;
         tx.commit().await?;
-        let mut notes: Vec<(i64, NoteSummary)> = rows
+        let notes: Vec<(i64, NoteSummary)> = rows
             .iter()
             .map(|row| {
                 (
@@ -166,19 +166,7 @@ impl PgNotes {
                 )
             })
             .collect();
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next_cursor = if notes.len() > limit {
-            notes.truncate(limit);
-            notes
-                .last()
-                .map(|(seq, _)| encode_cursor_with(CURSOR, *seq))
-        } else {
-            None
-        };
-        Ok(Page {
-            notes: notes.into_iter().map(|(_, note)| note).collect(),
-            next_cursor,
-        })
+        Ok(page(notes, limit, CURSOR))
     }
 
     async fn create_in(

@@ -289,6 +289,22 @@ impl TestDb {
         server().url(&self.runtime, &self.name)
     }
 
+    /// The schema migrated (by the owner, the runtime role granted), and a pool of
+    /// connections as the runtime role, as Warden uses it.
+    pub async fn migrated_pool(&self) -> warden_store::postgres::Postgres {
+        let timeout = Duration::from_secs(10);
+        warden_store::postgres::migrate(&self.owner_url(), Some(&self.runtime), timeout)
+            .await
+            .unwrap();
+        warden_store::postgres::Postgres::new(&warden_store::postgres::PgSettings {
+            url: self.runtime_url(),
+            pool_size: 4,
+            statement_timeout: timeout,
+            connect_timeout: timeout,
+        })
+        .unwrap()
+    }
+
     /// A superuser's URL on this database (to look behind Warden's back).
     pub fn admin_url(&self) -> String {
         server().url(&server().user, &self.name)
