@@ -31,7 +31,7 @@ fn generous() -> Rate {
     }
 }
 
-fn limiter() -> Result<Arc<Limiter>, Failure> {
+async fn limiter() -> Result<Arc<Limiter>, Failure> {
     let tools = BTreeMap::from([(
         "search".to_owned(),
         ToolRules {
@@ -39,7 +39,9 @@ fn limiter() -> Result<Arc<Limiter>, Failure> {
             ..ToolRules::default()
         },
     )]);
-    Ok(Arc::new(Limiter::new(&generous(), &tools, &[64], None)?))
+    Ok(Arc::new(
+        Limiter::new(&generous(), &tools, &[64], None).await?,
+    ))
 }
 
 async fn admit(limiter: &Limiter, key: &str) -> Result<(), Failure> {
@@ -62,7 +64,7 @@ pub fn run(calls: usize, keys: usize) -> Result<(), Failure> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let limiter = limiter()?;
+        let limiter = limiter().await?;
         // Uncontended: one task, one key; the baseline runs the same loop without it.
         let key = "key_0000000000000000".to_owned();
         let started = Instant::now();

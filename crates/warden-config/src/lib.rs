@@ -14,7 +14,7 @@ mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
 pub use reload::{ReloadPlan, plan_reload};
-pub use store::{Postgres as PostgresStore, ServerSecret, Store};
+pub use store::{Postgres as PostgresStore, ServerSecret, Store, is_replica_name};
 pub use tools::{
     Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules, glob_matches,
     rules_for,
@@ -550,13 +550,29 @@ impl Config {
 }
 
 /// Where a configuration puts an installation's data and its admin listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Locations {
     pub data_dir: PathBuf,
     pub admin_listen: String,
+    path: PathBuf,
+    store: store::raw::Store,
 }
 
-/// The data directory and admin listener a configuration file names (or the defaults),
+impl Locations {
+    /// Where the durable state is (`[store]`, its `env:` values resolved now: only the
+    /// commands that open the store need them).
+    pub fn store(&self) -> Result<Store, ConfigError> {
+        store::validate(self.store.clone(), &|name| std::env::var(name).ok()).map_err(
+            |(field, message)| ConfigError::Invalid {
+                path: self.path.clone(),
+                field,
+                message,
+            },
+        )
+    }
+}
+
+/// The data directory, admin listener and store a configuration file names (or the defaults),
 /// read without validating the rest: an admin command needs only these, and must not
 /// fail for want of an upstream's `env:` secret in the operator's shell.
 pub fn locations_in(path: &Path) -> Result<Locations, ConfigError> {
@@ -568,6 +584,7 @@ pub fn locations_in(path: &Path) -> Result<Locations, ConfigError> {
     struct Only {
         data_dir: Option<String>,
         admin: Option<Admin>,
+        store: Option<store::raw::Store>,
     }
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -585,6 +602,8 @@ pub fn locations_in(path: &Path) -> Result<Locations, ConfigError> {
             .admin
             .and_then(|admin| admin.listen)
             .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned()),
+        path: path.to_owned(),
+        store: only.store.unwrap_or_default(),
     })
 }
 

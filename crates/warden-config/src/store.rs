@@ -9,7 +9,7 @@ use crate::upstream::Secret;
 pub(crate) mod raw {
     use serde::Deserialize;
 
-    #[derive(Debug, Default, Deserialize)]
+    #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Store {
         pub backend: Option<String>,
@@ -19,6 +19,7 @@ pub(crate) mod raw {
         pub statement_timeout_ms: Option<u64>,
         pub connect_timeout_ms: Option<u64>,
         pub server_secret: Option<String>,
+        pub replica: Option<String>,
     }
 }
 
@@ -47,6 +48,10 @@ pub struct Postgres {
     pub connect_timeout: Duration,
     /// The key every replica hashes credentials with; never stored in the database.
     pub server_secret: ServerSecret,
+    /// This replica's name: its audit chain, its held calls and its cost totals carry
+    /// it. Stable across its restarts, unique among running replicas; `None` takes the
+    /// machine's host name.
+    pub replica: Option<String>,
 }
 
 /// Where the shared server secret comes from.
@@ -78,6 +83,7 @@ pub(crate) fn validate(
                 ),
                 ("store.connect_timeout_ms", raw.connect_timeout_ms.is_some()),
                 ("store.server_secret", raw.server_secret.is_some()),
+                ("store.replica", raw.replica.is_some()),
             ];
             match postgres_only.iter().find(|(_, set)| *set) {
                 Some((field, _)) => Err((field, "goes with backend = \"postgres\" only".into())),
@@ -150,6 +156,16 @@ pub(crate) fn validate(
                     .map_err(|m| ("store.connect_timeout_ms", m))?,
                 ),
                 server_secret,
+                replica: match raw.replica {
+                    Some(name) if is_replica_name(&name) => Some(name),
+                    Some(_) => {
+                        return Err((
+                            "store.replica",
+                            "must be 1-64 letters, digits, '-', '_' or '.'".into(),
+                        ));
+                    }
+                    None => None,
+                },
             }))
         }
         other => Err((
@@ -157,6 +173,14 @@ pub(crate) fn validate(
             format!("{other:?} is not a backend: \"sqlite\" or \"postgres\""),
         )),
     }
+}
+
+/// A name a replica may take (also used where the host name is its default).
+pub fn is_replica_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A URL the PostgreSQL driver takes; the message never repeats it (it may hold a

@@ -16,6 +16,9 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use warden_upstream::Upstreams;
 
+use warden_store::Health;
+
+use crate::audit::Auditor;
 use crate::metrics::Metrics;
 
 /// Asks the process to read its configuration again, and waits for the report (what
@@ -27,12 +30,22 @@ const RELOAD_WAIT: Duration = Duration::from_secs(60);
 
 /// The admin listener's routes. Serve them with the peer's address
 /// (`into_make_service_with_connect_info::<SocketAddr>`): `/reload` needs it.
-pub fn admin_router(state: &crate::AppState, reload: ReloadRequests) -> Router {
+/// `store` is asked by `/readyz` whether it answers.
+pub fn admin_router(
+    state: &crate::AppState,
+    reload: ReloadRequests,
+    store: Arc<dyn Health>,
+) -> Router {
     let (metrics, upstreams) = (state.metrics().clone(), state.upstreams().clone());
+    let readiness = Readiness {
+        upstreams: upstreams.clone(),
+        store,
+        auditor: state.auditor().clone(),
+    };
     Router::new()
         .route("/metrics", get(scrape).with_state(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready).with_state(upstreams.clone()))
+        .route("/readyz", get(ready).with_state(readiness))
         .route("/tools", get(tools).with_state(upstreams))
         .route("/reload", post(reload_config).with_state(reload))
         .layer(axum::middleware::from_fn_with_state(
@@ -108,10 +121,31 @@ async fn tools(State(upstreams): State<Arc<Upstreams>>) -> Response {
     axum::Json(serde_json::json!({ "tools": tools })).into_response()
 }
 
-async fn ready(State(upstreams): State<Arc<Upstreams>>) -> Response {
-    if upstreams.all().iter().all(|u| u.facts().is_some()) {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "upstreams not ready\n").into_response()
+/// What `/readyz` looks at.
+#[derive(Clone)]
+struct Readiness {
+    upstreams: Arc<Upstreams>,
+    store: Arc<dyn Health>,
+    auditor: Arc<Auditor>,
+}
+
+/// Ready when every upstream has answered its handshake, the store answers and the
+/// audit trail is being written; otherwise 503 naming what is not.
+async fn ready(State(readiness): State<Readiness>) -> Response {
+    if !readiness
+        .upstreams
+        .all()
+        .iter()
+        .all(|u| u.facts().is_some())
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "upstreams not ready\n").into_response();
     }
+    if let Err(error) = readiness.store.check().await {
+        tracing::warn!(%error, "not ready: the store does not answer");
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+    }
+    if readiness.auditor.is_failing() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "audit trail not written\n").into_response();
+    }
+    "ready\n".into_response()
 }

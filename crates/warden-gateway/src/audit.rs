@@ -2,7 +2,11 @@
 //! allowed or refused, queued before its answer leaves (so a sent answer always has its
 //! record on the way) and written in batches off the request path. The queue is
 //! bounded; when it is full a request waits for room rather than lose its record.
+//! When the store cannot be written (PostgreSQL away), the batch in hand is kept and
+//! retried, the queue fills, and once it is full new requests are refused (503) rather
+//! than served unaudited.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -10,9 +14,9 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::{broadcast, mpsc, watch};
-use warden_config::Audit;
+use warden_config::Audit as AuditConfig;
 use warden_proto::{Era, Message, codes};
-use warden_store::{AuditRecord, AuditStore, Principal};
+use warden_store::{Audit, AuditRecord, Principal};
 use warden_upstream::{Upstream, Withheld};
 
 use crate::answer::UPSTREAM_TIMEOUT;
@@ -23,6 +27,14 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 1_024;
 /// Names and URIs kept in a record, at most (a hallucinated name can be megabytes).
 const MAX_TARGET_CHARS: usize = 256;
+/// The first wait before a failed write is tried again, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// A batch the store refuses for what it holds (not for being away) is tried this
+/// often before it is given up, loudly.
+const REFUSED_ATTEMPTS: u32 = 3;
+/// At shutdown, how long the writer keeps trying a store that is away.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct Auditor {
     sender: mpsc::Sender<AuditRecord>,
@@ -31,10 +43,14 @@ pub struct Auditor {
     flush: Duration,
     /// Key of the arguments hash, when `args_hash` is on.
     args_key: Option<[u8; 32]>,
-    store: Arc<AuditStore>,
+    store: Arc<dyn Audit>,
     metrics: Arc<Metrics>,
     /// Off only by the operator's explicit choice: records are then counted, not kept.
     enabled: bool,
+    /// The last write failed: records wait in the queue until the store is back.
+    failing: AtomicBool,
+    /// Set once shutting down: the writer stops retrying past its patience.
+    stopping: AtomicBool,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -47,8 +63,8 @@ impl Auditor {
     /// `args_key` is a secret of this installation (the arguments hash must not be
     /// reversible by guessing arguments).
     pub fn new(
-        store: Arc<AuditStore>,
-        config: &Audit,
+        store: Arc<dyn Audit>,
+        config: &AuditConfig,
         args_key: [u8; 32],
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -62,7 +78,20 @@ impl Auditor {
             store,
             metrics,
             enabled: config.enabled,
+            failing: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the trail cannot take another record now: the store is failing and the
+    /// queue is full. Requests are then refused before they run.
+    pub(crate) fn is_backed_up(&self) -> bool {
+        self.enabled && self.failing.load(Ordering::Relaxed) && self.sender.capacity() == 0
+    }
+
+    /// Whether the last write to the store failed (for `/readyz`).
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// Records waiting for the writer.
@@ -115,6 +144,7 @@ impl Auditor {
             }
         }
         // Shutting down: nothing new comes in; write what is left.
+        self.stopping.store(true, Ordering::Relaxed);
         receiver.close();
         let mut rest = Vec::new();
         while let Some(record) = receiver.recv().await {
@@ -128,13 +158,44 @@ impl Auditor {
         }
     }
 
+    /// Writes `batch`, trying again while the store is away (the queue holds what comes
+    /// meanwhile), until written; gives up only on a batch the store refuses for what
+    /// it holds, or at shutdown past [`SHUTDOWN_PATIENCE`].
     async fn write(&self, batch: Vec<AuditRecord>) {
-        let store = self.store.clone();
         let count = batch.len();
-        match tokio::task::spawn_blocking(move || store.append(&batch)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, count, "audit records not written"),
-            Err(error) => tracing::error!(%error, count, "audit writer failed"),
+        let mut wait = RETRY_FIRST;
+        let mut refused = 0;
+        let mut stopping_since: Option<Instant> = None;
+        loop {
+            let error = match self.store.append(&batch).await {
+                Ok(()) => {
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(count, "audit trail written again");
+                    }
+                    return;
+                }
+                Err(error) => error,
+            };
+            if !self.failing.swap(true, Ordering::Relaxed) {
+                tracing::error!(%error, count, "audit records not written; they are kept and written when the store answers (requests are refused once the queue is full)");
+            }
+            if !error.is_unavailable() {
+                refused += 1;
+                if refused >= REFUSED_ATTEMPTS {
+                    tracing::error!(%error, count, "audit records refused by the store; given up");
+                    self.failing.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+            if self.stopping.load(Ordering::Relaxed) {
+                let since = *stopping_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= SHUTDOWN_PATIENCE {
+                    tracing::error!(%error, count, "shutting down with audit records unwritten: the store did not answer");
+                    return;
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RETRY_MAX);
         }
     }
 
@@ -342,6 +403,9 @@ impl Draft {
                     ("allowed", None, outcome, 0)
                 }
                 None if error.code == codes::REQUEST_CANCELLED => ("allowed", None, "cancelled", 0),
+                None if error.code == codes::STORE_UNAVAILABLE => {
+                    ("allowed", None, "unavailable", 0)
+                }
                 None => ("allowed", None, "protocol_error", 0),
             },
         };

@@ -120,6 +120,8 @@ enum Refused {
     Credential,
     /// A valid OAuth token that grants none of this server's scopes.
     Scope,
+    /// The key store cannot be reached (logged); not the client's fault, not counted.
+    Unavailable,
     /// The lookup itself failed (logged); not the client's fault, not counted.
     Internal,
 }
@@ -160,6 +162,7 @@ pub(crate) async fn require_key(
             challenge.scope = auth.oauth.as_ref().map(|o| o.read_scope().to_owned());
             return GatewayError::InsufficientScope(challenge).into_response();
         }
+        Err(Refused::Unavailable) => return GatewayError::StoreUnavailable.into_response(),
         Err(Refused::Internal) => {
             return GatewayError::Unauthorized(challenge(request.headers(), false)).into_response();
         }
@@ -199,7 +202,11 @@ async fn look_up_key(keys: &Arc<dyn Keys>, token: String) -> Result<Principal, R
         Ok(None) => Err(Refused::Credential),
         Err(error) => {
             tracing::error!(%error, "key lookup failed");
-            Err(Refused::Internal)
+            if error.is_unavailable() {
+                Err(Refused::Unavailable)
+            } else {
+                Err(Refused::Internal)
+            }
         }
     }
 }

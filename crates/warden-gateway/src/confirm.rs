@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use warden_config::Confirm;
 use warden_policy::CatalogueTool;
 use warden_proto::{Era, codes};
-use warden_store::{ApprovalStore, AuditRecord, Principal};
+use warden_store::{Approvals, AuditRecord, Principal};
 use warden_upstream::{Event, ServerRequest};
 
 use crate::audit::Auditor;
@@ -49,18 +49,18 @@ const HELD_TTL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) struct Confirmations {
     waiting: WaitingList<Binding>,
     held: WaitingList<Binding>,
-    approvals: Arc<ApprovalStore>,
+    approvals: Arc<dyn Approvals>,
     /// How long a person may take to answer on the call's stream.
     answer_timeout: Swap<Duration>,
 }
 
 impl Confirmations {
     /// The store operators decide held calls in.
-    pub(crate) fn approvals(&self) -> &Arc<ApprovalStore> {
+    pub(crate) fn approvals(&self) -> &Arc<dyn Approvals> {
         &self.approvals
     }
 
-    pub(crate) fn new(approvals: Arc<ApprovalStore>, shares: &warden_config::Waiting) -> Self {
+    pub(crate) fn new(approvals: Arc<dyn Approvals>, shares: &warden_config::Waiting) -> Self {
         Self {
             waiting: WaitingList::new("confirmation", shares, TTL),
             held: WaitingList::new("an operator's approval", shares, HELD_TTL),
@@ -82,7 +82,7 @@ impl Confirmations {
     }
 
     /// Holds a call for an operator; answers the result that tells the client so.
-    fn hold(
+    async fn hold(
         &self,
         principal: &Principal,
         tool: &CatalogueTool,
@@ -94,9 +94,10 @@ impl Confirmations {
         let id = self
             .approvals
             .hold(&principal.tenant, &principal.key_id, tool.name(), summary)
+            .await
             .map_err(|error| {
                 tracing::error!(%error, "approval not recorded");
-                RpcError::internal()
+                RpcError::store(&error)
             })?;
         self.held
             .add(id.clone(), principal, binding, |_| false)
@@ -105,18 +106,18 @@ impl Confirmations {
     }
 
     /// A repeated call of a held request: runs once approved, refused once denied.
-    fn decided(&self, id: &str, tool: &CatalogueTool) -> Result<Option<Value>, RpcError> {
-        let status = self.approvals.status(id).map_err(|error| {
+    async fn decided(&self, id: &str, tool: &CatalogueTool) -> Result<Option<Value>, RpcError> {
+        let status = self.approvals.status(id).await.map_err(|error| {
             tracing::error!(%error, "approval not read");
-            RpcError::internal()
+            RpcError::store(&error)
         })?;
         match status.as_deref() {
             Some("pending") => Ok(Some(waiting_result(tool, id, "is still waiting"))),
             Some("approved") => {
                 self.held.remove(id);
-                let first = self.approvals.mark_done(id).map_err(|error| {
+                let first = self.approvals.mark_done(id).await.map_err(|error| {
                     tracing::error!(%error, "approval not updated");
-                    RpcError::internal()
+                    RpcError::store(&error)
                 })?;
                 if first { Ok(None) } else { Err(stale()) }
             }
@@ -153,18 +154,28 @@ impl Confirmations {
 /// How often held calls past their day are looked for.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 
-/// Expires held calls: at start every one still pending (the calls themselves lived in
-/// the previous process's memory), then, until `stop`, those older than a day. Each
-/// gets an audit record (`approvals/expire`, outcome `expired`).
+/// Expires held calls: at start every one this replica's predecessor left pending (the
+/// calls themselves lived in its memory), then, until `stop`, every one older than a
+/// day. Each gets an audit record (`approvals/expire`, outcome `expired`).
 pub(crate) async fn expire_held_until(
-    approvals: Arc<ApprovalStore>,
+    approvals: Arc<dyn Approvals>,
     auditor: Arc<Auditor>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut cutoff = warden_store::now_unix().saturating_add(1);
+    // Until the abandoned calls are expired (the store may be away at start).
+    let mut starting = true;
     loop {
-        match approvals.expire(cutoff) {
+        let expired = if starting {
+            approvals.expire_abandoned().await
+        } else {
+            let held_secs = i64::try_from(HELD_TTL.as_secs()).unwrap_or(i64::MAX);
+            approvals
+                .expire_before(warden_store::now_unix().saturating_sub(held_secs))
+                .await
+        };
+        match expired {
             Ok(expired) => {
+                starting = false;
                 for held in expired {
                     let record = AuditRecord::action(
                         "warden",
@@ -182,8 +193,6 @@ pub(crate) async fn expire_held_until(
             () = tokio::time::sleep(EXPIRY_SWEEP) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        let held_secs = i64::try_from(HELD_TTL.as_secs()).unwrap_or(i64::MAX);
-        cutoff = warden_store::now_unix().saturating_sub(held_secs);
     }
 }
 
@@ -230,13 +239,15 @@ pub(crate) async fn confirm(
         Confirm::Approve => {
             let binding = Binding::new(&asker.principal.key_id, "tools/call", &params);
             if let Some(id) = confirmations.held_for(&binding) {
-                return match confirmations.decided(&id, tool)? {
+                return match confirmations.decided(&id, tool).await? {
                     Some(waiting) => Ok(Confirmation::Held(waiting)),
                     None => Ok(Confirmation::Go(params)),
                 };
             }
             let summary = shown_arguments(params.get("arguments")).join("; ");
-            let result = confirmations.hold(asker.principal, tool, &summary, binding)?;
+            let result = confirmations
+                .hold(asker.principal, tool, &summary, binding)
+                .await?;
             return Ok(Confirmation::Held(result));
         }
         Confirm::Elicit => {}

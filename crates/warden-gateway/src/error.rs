@@ -9,6 +9,10 @@ use warden_proto::envelope::error_body;
 use warden_proto::headers::HeaderMismatch;
 use warden_proto::{EnvelopeError, Era, ProtocolVersion, RequestId, codes};
 
+/// What a client is told when Warden's database is away.
+pub(crate) const STORE_UNAVAILABLE: &str =
+    "Warden's store is unavailable right now, so the request was not run; retry in a few seconds";
+
 /// A JSON-RPC error from a method handler, before the era decides its HTTP status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcError {
@@ -72,6 +76,20 @@ impl RpcError {
     /// Details go to the log by the caller; the client learns only that it failed.
     pub fn internal() -> Self {
         Self::new(codes::INTERNAL_ERROR, "Internal error")
+    }
+
+    /// A store call that failed (the caller logs the details): retryable when the
+    /// database is away, internal otherwise.
+    pub fn store(error: &warden_store::StoreError) -> Self {
+        if error.is_unavailable() {
+            Self::store_unavailable()
+        } else {
+            Self::internal()
+        }
+    }
+
+    pub fn store_unavailable() -> Self {
+        Self::new(codes::STORE_UNAVAILABLE, STORE_UNAVAILABLE)
     }
 }
 
@@ -157,6 +175,9 @@ pub enum GatewayError {
     },
     #[error("too many open sessions; try again later")]
     SessionLimit,
+    /// The key store cannot be reached: a credential cannot be checked now.
+    #[error("{}", STORE_UNAVAILABLE)]
+    StoreUnavailable,
     #[error(
         "this session is already initialized; send initialize without Mcp-Session-Id to start another"
     )]
@@ -198,6 +219,12 @@ impl GatewayError {
             // A rate limit is a 429 in both eras, so that clients back off.
             Self::Rpc { error, .. } if error.code == codes::RATE_LIMITED => {
                 StatusCode::TOO_MANY_REQUESTS
+            }
+            // So is Warden's store being away: a 503 in both eras, for load balancers
+            // and clients to retry.
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Rpc { error, .. } if error.code == codes::STORE_UNAVAILABLE => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
             Self::NotAcceptable | Self::StreamNotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -251,6 +278,7 @@ impl GatewayError {
             Self::CredentialsInBody { .. } => codes::INVALID_PARAMS,
             Self::BodyRead => codes::PARSE_ERROR,
             Self::RateLimited { .. } => codes::RATE_LIMITED,
+            Self::StoreUnavailable => codes::STORE_UNAVAILABLE,
             _ => codes::TRANSPORT_REFUSED,
         }
     }
@@ -282,6 +310,7 @@ impl GatewayError {
             Self::ResponseNotAccepted => "transport.response",
             Self::AlreadyInitialized { .. } => "transport.reinitialize",
             Self::SessionLimit => "limits.sessions",
+            Self::StoreUnavailable => "store.unavailable",
             Self::RateLimited { layer, .. } => layer,
             _ => "transport",
         }
@@ -332,7 +361,10 @@ impl IntoResponse for GatewayError {
                     headers.insert(header::WWW_AUTHENTICATE, value);
                 }
             }
-            Self::SessionLimit => {
+            Self::SessionLimit | Self::StoreUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::Rpc { error, .. } if error.code == codes::STORE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Self::TooManyFailures { retry_after } | Self::RateLimited { retry_after, .. } => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use warden_config::{Config, Results};
 use warden_limits::Limiter;
 use warden_proto::JsonLimits;
-use warden_store::{ApprovalStore, Keys};
+use warden_store::{Approvals, Keys};
 use warden_upstream::Upstreams;
 
 use crate::audit::Auditor;
@@ -30,7 +30,7 @@ pub struct Parts {
     pub auditor: Arc<Auditor>,
     pub metrics: Arc<Metrics>,
     /// Calls held for an operator's decision (`confirm = "approve"`).
-    pub approvals: Arc<ApprovalStore>,
+    pub approvals: Arc<dyn Approvals>,
 }
 
 /// Cheap to clone: one `Arc` around everything.

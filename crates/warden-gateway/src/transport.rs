@@ -271,6 +271,13 @@ async fn handle_post(
             facts,
         );
     }
+    // The store has been away long enough to fill the audit queue: nothing runs
+    // unaudited. (This refusal cannot be queued either; the log counts it.)
+    if state.auditor().is_backed_up() {
+        draft.discard();
+        tracing::warn!("request refused: the audit queue is full while the store is away");
+        return (Err(GatewayError::StoreUnavailable), facts);
+    }
     let outcome = match era {
         Era::Modern => modern(state, principal, headers, message, can_stream, draft).await,
         Era::Legacy => legacy(state, principal, headers, message, can_stream, draft).await,

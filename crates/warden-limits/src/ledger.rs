@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use warden_store::CostStore;
+use warden_store::Costs;
 
 const DAY_SECS: i64 = 86_400;
 
@@ -33,7 +33,7 @@ struct Day {
 
 #[derive(Debug)]
 pub(crate) struct Ledger {
-    store: Option<Arc<CostStore>>,
+    store: Option<Arc<dyn Costs>>,
     day: Mutex<Day>,
 }
 
@@ -45,10 +45,10 @@ pub(crate) struct OverCap {
 
 impl Ledger {
     /// Starts from what `store` holds for today.
-    pub fn open(store: Option<Arc<CostStore>>) -> Result<Self, warden_store::StoreError> {
+    pub async fn open(store: Option<Arc<dyn Costs>>) -> Result<Self, warden_store::StoreError> {
         let day = today();
         let spent = match &store {
-            Some(store) => store.day(day)?.into_iter().collect(),
+            Some(store) => store.day(day).await?.into_iter().collect(),
             None => HashMap::new(),
         };
         Ok(Self {
@@ -85,7 +85,7 @@ impl Ledger {
     }
 
     /// Writes the totals that changed since the last write.
-    pub fn flush(&self) -> Result<(), warden_store::StoreError> {
+    pub async fn flush(&self) -> Result<(), warden_store::StoreError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
@@ -104,7 +104,7 @@ impl Ledger {
         if totals.is_empty() {
             return Ok(());
         }
-        let written = store.record(day, &totals);
+        let written = store.record(day, &totals).await;
         if written.is_err() {
             // Not written: the next flush tries these again.
             let mut today = self.day.lock().unwrap_or_else(PoisonError::into_inner);
@@ -128,11 +128,8 @@ impl Ledger {
                 () = tokio::time::sleep(interval) => false,
                 _ = stop.wait_for(|s| *s) => true,
             };
-            let ledger = self.clone();
-            match tokio::task::spawn_blocking(move || ledger.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(%error, "daily costs not written; retrying"),
-                Err(error) => tracing::error!(%error, "daily cost writer failed"),
+            if let Err(error) = self.flush().await {
+                tracing::error!(%error, "daily costs not written; retrying");
             }
             if stopping {
                 return;
@@ -145,12 +142,14 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_cap_holds_per_tenant_and_across_a_reopen() {
+    #[tokio::test]
+    async fn the_cap_holds_per_tenant_and_across_a_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = warden_store::DataDir::open(tmp.path()).unwrap();
-        let store = Arc::new(CostStore::open(&dir).unwrap());
-        let ledger = Ledger::open(Some(store.clone())).unwrap();
+        let store: Arc<dyn Costs> = Arc::new(warden_store::SqliteCosts::new(Arc::new(
+            warden_store::CostStore::open(&dir).unwrap(),
+        )));
+        let ledger = Ledger::open(Some(store.clone())).await.unwrap();
         assert!(ledger.reserve("small", 2, 3).is_ok());
         assert_eq!(ledger.reserve("small", 2, 3), Err(OverCap { cap: 3 }));
         assert!(ledger.reserve("small", 1, 3).is_ok());
@@ -158,8 +157,8 @@ mod tests {
         assert!(ledger.reserve("big", 1, 10).is_err());
         // A cap raised (a reload) lets the tenant go on.
         assert!(ledger.reserve("big", 1, 11).is_ok());
-        ledger.flush().unwrap();
-        let reopened = Ledger::open(Some(store)).unwrap();
+        ledger.flush().await.unwrap();
+        let reopened = Ledger::open(Some(store)).await.unwrap();
         assert!(reopened.reserve("small", 1, 3).is_err());
         assert!(reopened.reserve("big", 1, 11).is_err());
         assert!(reopened.reserve("fresh", 10, 10).is_ok());

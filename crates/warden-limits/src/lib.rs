@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 use warden_config::{Rate, ToolRules};
-use warden_store::CostStore;
+use warden_store::Costs;
 
 use crate::bucket::Buckets;
 use crate::gate::{Closed, Gate, Gates};
@@ -211,14 +211,14 @@ impl std::fmt::Debug for Limiter {
 impl Limiter {
     /// `upstream_slots[i]` caps calls in flight to upstream `i`; `costs` keeps daily
     /// spending across restarts.
-    pub fn new(
+    pub async fn new(
         rate: &Rate,
         tools: &BTreeMap<String, ToolRules>,
         upstream_slots: &[usize],
-        costs: Option<Arc<CostStore>>,
+        costs: Option<Arc<dyn Costs>>,
     ) -> Result<Self, warden_store::StoreError> {
         Ok(Self {
-            ledger: Arc::new(Ledger::open(costs)?),
+            ledger: Arc::new(Ledger::open(costs).await?),
             shape: RwLock::new(Arc::new(Shape::new(rate, tools, upstream_slots, None))),
             per_ip: Buckets::new(),
             per_key: Buckets::new(),
@@ -469,7 +469,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_reload_changes_the_limits_from_the_next_request_on() {
-        let limiter = Limiter::new(&rate(), &BTreeMap::new(), &[5], None).unwrap();
+        let limiter = Limiter::new(&rate(), &BTreeMap::new(), &[5], None)
+            .await
+            .unwrap();
         assert!(limiter.admit_request("k", None).is_ok());
         assert!(limiter.admit_request("k", None).is_ok());
         assert_eq!(

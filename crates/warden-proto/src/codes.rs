@@ -28,3 +28,6 @@ pub const RATE_LIMITED: i64 = -32005;
 /// approve it) and said no, or did not answer in time. Nothing ran; the caller should not
 /// retry unless the person asks it to. HTTP 403 in the 2026-07-28 era.
 pub const NOT_CONFIRMED: i64 = -32006;
+/// Implementation-defined: Warden's own store (its database) cannot be reached now, so
+/// the request was not run. Retryable; HTTP 503 in both eras.
+pub const STORE_UNAVAILABLE: i64 = -32007;

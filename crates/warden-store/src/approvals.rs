@@ -2,10 +2,12 @@
 //! server keeps the call itself in memory; this file holds what the operator sees and
 //! decides: the tool, who asked, a redacted summary, and the decision.
 
+use std::sync::Arc;
+
 use rusqlite::{OptionalExtension, params};
 
 use crate::db::{Durability, Single};
-use crate::{DataDir, Result, now_unix};
+use crate::{DataDir, Result, StoreFuture, now_unix};
 
 const FILE: &str = "approvals.db";
 const MIGRATIONS: &[&str] = &["
@@ -129,6 +131,87 @@ impl ApprovalStore {
         ))?;
         let rows = statement.query_map([], approval_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Held calls, wherever they are kept.
+pub trait Approvals: std::fmt::Debug + Send + Sync {
+    /// Records a held call; its id.
+    fn hold<'a>(
+        &'a self,
+        tenant: &'a str,
+        principal: &'a str,
+        tool: &'a str,
+        summary: &'a str,
+    ) -> StoreFuture<'a, String>;
+    /// Approves or denies a pending call: the call, if it was pending.
+    fn decide<'a>(&'a self, id: &'a str, approve: bool) -> StoreFuture<'a, Option<Approval>>;
+    /// Expires the pending calls held before `cutoff` (Unix seconds), by any replica.
+    fn expire_before(&self, cutoff: i64) -> StoreFuture<'_, Vec<Approval>>;
+    /// Expires every call this process's predecessors held and left pending (the calls
+    /// lived in their memory): at start.
+    fn expire_abandoned(&self) -> StoreFuture<'_, Vec<Approval>>;
+    /// Marks an approved call as run; false when it was not approved or already ran.
+    fn mark_done<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    fn status<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<String>>;
+    fn pending(&self) -> StoreFuture<'_, Vec<Approval>>;
+}
+
+/// [`ApprovalStore`] for async callers (one process holds its calls: every pending one
+/// left at start was abandoned).
+#[derive(Debug, Clone)]
+pub struct SqliteApprovals(Arc<ApprovalStore>);
+
+impl SqliteApprovals {
+    pub fn new(store: Arc<ApprovalStore>) -> Self {
+        Self(store)
+    }
+
+    fn blocking<'a, T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&ApprovalStore) -> Result<T> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        crate::on_blocking_thread(&self.0, "approvals", work)
+    }
+}
+
+impl Approvals for SqliteApprovals {
+    fn hold<'a>(
+        &'a self,
+        tenant: &'a str,
+        principal: &'a str,
+        tool: &'a str,
+        summary: &'a str,
+    ) -> StoreFuture<'a, String> {
+        let owned = [tenant, principal, tool, summary].map(str::to_owned);
+        self.blocking(move |store| store.hold(&owned[0], &owned[1], &owned[2], &owned[3]))
+    }
+
+    fn decide<'a>(&'a self, id: &'a str, approve: bool) -> StoreFuture<'a, Option<Approval>> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.decide(&id, approve))
+    }
+
+    fn expire_before(&self, cutoff: i64) -> StoreFuture<'_, Vec<Approval>> {
+        self.blocking(move |store| store.expire(cutoff))
+    }
+
+    fn expire_abandoned(&self) -> StoreFuture<'_, Vec<Approval>> {
+        self.blocking(|store| store.expire(now_unix().saturating_add(1)))
+    }
+
+    fn mark_done<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.mark_done(&id))
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<String>> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.status(&id))
+    }
+
+    fn pending(&self) -> StoreFuture<'_, Vec<Approval>> {
+        self.blocking(ApprovalStore::pending)
     }
 }
 

@@ -9,8 +9,66 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
 use crate::db::{Durability, Single};
-use crate::{DataDir, Result};
+use crate::{DataDir, Result, StoreFuture};
+
+/// The audit trail, wherever it is kept.
+pub trait Audit: std::fmt::Debug + Send + Sync {
+    /// Appends `records` to this process's chain, all or none.
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> StoreFuture<'a, ()>;
+    /// The newest records that match, oldest first, each with its position (larger is
+    /// later; `after_id` pages on from one).
+    fn query<'a>(&'a self, filter: &'a AuditFilter) -> StoreFuture<'a, Vec<(i64, AuditRecord)>>;
+    fn count(&self) -> StoreFuture<'_, u64>;
+    /// Walks every chain: its name (the replica's; empty for a data directory's one
+    /// chain) and what was found.
+    fn verify(&self) -> StoreFuture<'_, Vec<(String, Verdict)>>;
+    /// Deletes records older than `before_ms`, keeping every chain verifiable.
+    fn prune(&self, before_ms: i64) -> StoreFuture<'_, u64>;
+}
+
+/// [`AuditStore`] for async callers: the data directory's one chain.
+#[derive(Debug, Clone)]
+pub struct SqliteAudit(Arc<AuditStore>);
+
+impl SqliteAudit {
+    pub fn new(store: Arc<AuditStore>) -> Self {
+        Self(store)
+    }
+
+    fn blocking<'a, T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&AuditStore) -> Result<T> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        crate::on_blocking_thread(&self.0, "audit", work)
+    }
+}
+
+impl Audit for SqliteAudit {
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> StoreFuture<'a, ()> {
+        let records = records.to_vec();
+        self.blocking(move |store| store.append(&records))
+    }
+
+    fn query<'a>(&'a self, filter: &'a AuditFilter) -> StoreFuture<'a, Vec<(i64, AuditRecord)>> {
+        let filter = filter.clone();
+        self.blocking(move |store| store.query(&filter))
+    }
+
+    fn count(&self) -> StoreFuture<'_, u64> {
+        self.blocking(AuditStore::count)
+    }
+
+    fn verify(&self) -> StoreFuture<'_, Vec<(String, Verdict)>> {
+        self.blocking(|store| Ok(vec![(String::new(), store.verify()?)]))
+    }
+
+    fn prune(&self, before_ms: i64) -> StoreFuture<'_, u64> {
+        self.blocking(move |store| store.prune(before_ms))
+    }
+}
 
 const FILE: &str = "audit.db";
 const MIGRATIONS: &[&str] = &["

@@ -1,10 +1,43 @@
 //! `costs.db`: what each tenant has spent per UTC day, so a daily cost cap survives a
 //! restart. The limiter counts in memory and writes here in batches.
 
+use std::sync::Arc;
+
 use rusqlite::params;
 
 use crate::db::{Durability, Single};
-use crate::{DataDir, Result};
+use crate::{DataDir, Result, StoreFuture};
+
+/// Daily spending per tenant, wherever it is kept. Each replica keeps its own totals
+/// (sharing the ledger across replicas is the cluster's job); they survive its restarts.
+pub trait Costs: std::fmt::Debug + Send + Sync {
+    /// This replica's totals of `day` (days since 1970-01-01, UTC), per tenant.
+    fn day(&self, day: i64) -> StoreFuture<'_, Vec<(String, u64)>>;
+    /// Raises this replica's totals of `day` to `totals` (never lowers one) and forgets
+    /// earlier days.
+    fn record<'a>(&'a self, day: i64, totals: &'a [(String, u64)]) -> StoreFuture<'a, ()>;
+}
+
+/// [`CostStore`] for async callers.
+#[derive(Debug, Clone)]
+pub struct SqliteCosts(Arc<CostStore>);
+
+impl SqliteCosts {
+    pub fn new(store: Arc<CostStore>) -> Self {
+        Self(store)
+    }
+}
+
+impl Costs for SqliteCosts {
+    fn day(&self, day: i64) -> StoreFuture<'_, Vec<(String, u64)>> {
+        crate::on_blocking_thread(&self.0, "costs", move |store| store.day(day))
+    }
+
+    fn record<'a>(&'a self, day: i64, totals: &'a [(String, u64)]) -> StoreFuture<'a, ()> {
+        let totals = totals.to_vec();
+        crate::on_blocking_thread(&self.0, "costs", move |store| store.record(day, &totals))
+    }
+}
 
 const FILE: &str = "costs.db";
 const MIGRATIONS: &[&str] = &["

@@ -16,14 +16,14 @@ pub mod postgres;
 
 use std::path::{Path, PathBuf};
 
-pub use approvals::{Approval, ApprovalStore};
-pub use audit::{AuditFilter, AuditRecord, AuditStore, Verdict};
-pub use costs::CostStore;
+pub use approvals::{Approval, ApprovalStore, Approvals, SqliteApprovals};
+pub use audit::{Audit, AuditFilter, AuditRecord, AuditStore, SqliteAudit, Verdict};
+pub use costs::{CostStore, Costs, SqliteCosts};
 pub use keys::{
     KEY_PREFIX, KeyOptions, KeyRecord, KeyStore, Keys, NewKey, Principal, Scope, SqliteKeys,
 };
 pub use notes::{Note, NoteSummary, Notes, NotesStore, SearchHit, SqliteNotes};
-pub use pins::{Pin, PinState, PinStore};
+pub use pins::{Pin, PinState, PinStore, Pins, Sighting, SqlitePins};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,6 +44,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database could not be reached or stopped answering (a retry may
+    /// succeed), rather than refusing the work itself.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Postgres(error) => postgres::is_unavailable(error),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
@@ -77,6 +87,62 @@ where
 /// What a store call returns to async callers (the storage traits are object-safe, so
 /// that callers hold `Arc<dyn …>` and never name a backend).
 pub type StoreFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Whether the database answers now (for `/readyz`).
+pub trait Health: std::fmt::Debug + Send + Sync {
+    fn check(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Files in the data directory are there while the process runs.
+impl Health for DataDir {
+    fn check(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Every store of one installation, each behind its trait: what `warden serve` and the
+/// admin commands work with, whichever backend holds it.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    pub keys: std::sync::Arc<dyn Keys>,
+    pub notes: std::sync::Arc<dyn Notes>,
+    pub audit: std::sync::Arc<dyn Audit>,
+    pub approvals: std::sync::Arc<dyn Approvals>,
+    pub pins: std::sync::Arc<dyn Pins>,
+    pub costs: std::sync::Arc<dyn Costs>,
+    pub health: std::sync::Arc<dyn Health>,
+}
+
+impl Stores {
+    /// The SQLite files of `dir` (each created and migrated on first use).
+    pub fn sqlite(dir: &DataDir) -> Result<Self> {
+        use std::sync::Arc;
+        Ok(Self {
+            keys: Arc::new(SqliteKeys::new(Arc::new(KeyStore::open(dir)?))),
+            notes: Arc::new(SqliteNotes::new(Arc::new(NotesStore::open(dir)?))),
+            audit: Arc::new(SqliteAudit::new(Arc::new(AuditStore::open(dir)?))),
+            approvals: Arc::new(SqliteApprovals::new(Arc::new(ApprovalStore::open(dir)?))),
+            pins: Arc::new(SqlitePins::new(Arc::new(PinStore::open(dir)?))),
+            costs: Arc::new(SqliteCosts::new(Arc::new(CostStore::open(dir)?))),
+            health: Arc::new(dir.clone()),
+        })
+    }
+
+    /// PostgreSQL through `db`: keys hashed with `secret` (the same on every replica),
+    /// this process's audit chain, held calls and costs named `replica`.
+    pub fn postgres(db: &postgres::Postgres, secret: [u8; 32], replica: &str) -> Self {
+        use std::sync::Arc;
+        Self {
+            keys: Arc::new(postgres::PgKeys::new(db.clone(), secret)),
+            notes: Arc::new(postgres::PgNotes::new(db.clone())),
+            audit: Arc::new(postgres::PgAudit::new(db.clone(), replica)),
+            approvals: Arc::new(postgres::PgApprovals::new(db.clone(), replica)),
+            pins: Arc::new(postgres::PgPins::new(db.clone())),
+            costs: Arc::new(postgres::PgCosts::new(db.clone(), replica)),
+            health: Arc::new(db.clone()),
+        }
+    }
+}
 
 /// The folder that holds every file Warden keeps. Created with mode 0700.
 #[derive(Debug, Clone)]
@@ -131,6 +197,22 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     file.write_all(contents)
         .and_then(|()| file.sync_all())
         .map_err(|e| StoreError::io(format!("writing {}", path.display()), e))
+}
+
+/// A 32-byte secret written as 64 hex digits (surrounding blanks ignored).
+pub fn secret_from_hex(text: &str) -> Option<[u8; 32]> {
+    let mut secret = [0; 32];
+    hex::decode_to_slice(text.trim(), &mut secret).ok()?;
+    Some(secret)
+}
+
+/// A key for one `purpose`, derived from `secret` (so that one shared secret keys
+/// several things without any two keys being the same).
+pub fn derive_key(secret: &[u8; 32], purpose: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(purpose);
+    mac.finalize().into_bytes().into()
 }
 
 /// Seconds since the Unix epoch.

@@ -2,10 +2,103 @@
 //! time it is seen (unless its description looks like an injection); a later definition
 //! with another hash waits, withheld, until `warden tools approve` accepts it.
 
+use std::sync::Arc;
+
 use rusqlite::{OptionalExtension, params};
 
 use crate::db::{Durability, Single};
-use crate::{DataDir, Result, now_unix};
+use crate::{DataDir, Result, StoreFuture, now_unix};
+
+/// A definition as the catalogue saw it, to check against its pin.
+#[derive(Debug, Clone)]
+pub struct Sighting {
+    pub tool: String,
+    /// The hash of the pinned form.
+    pub hash: String,
+    /// The pinned form itself (shown by `warden tools diff`).
+    pub definition: String,
+    /// Why the definition looks like it addresses the model, if it does.
+    pub suspicion: Option<String>,
+    /// The hash an older Warden pinned for the same fields.
+    pub legacy_hash: String,
+}
+
+/// Accepted tool definitions, wherever they are kept.
+pub trait Pins: std::fmt::Debug + Send + Sync {
+    /// Checks each sighting against its pin (pinning first sights), in order.
+    fn check_all<'a>(&'a self, seen: &'a [Sighting]) -> StoreFuture<'a, Vec<PinState>>;
+    /// Accepts the waiting definition of `tool` if its hash (by `hash_of`) is `expected`.
+    fn approve<'a>(
+        &'a self,
+        tool: &'a str,
+        expected: &'a str,
+        hash_of: fn(&str) -> String,
+    ) -> StoreFuture<'a, bool>;
+    fn get<'a>(&'a self, tool: &'a str) -> StoreFuture<'a, Option<Pin>>;
+    /// Tools waiting for approval.
+    fn waiting(&self) -> StoreFuture<'_, Vec<Pin>>;
+    /// Changes whenever any process (a replica, the CLI) changes the pins.
+    fn version(&self) -> StoreFuture<'_, i64>;
+}
+
+/// [`PinStore`] for async callers.
+#[derive(Debug, Clone)]
+pub struct SqlitePins(Arc<PinStore>);
+
+impl SqlitePins {
+    pub fn new(store: Arc<PinStore>) -> Self {
+        Self(store)
+    }
+
+    fn blocking<'a, T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&PinStore) -> Result<T> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        crate::on_blocking_thread(&self.0, "pins", work)
+    }
+}
+
+impl Pins for SqlitePins {
+    fn check_all<'a>(&'a self, seen: &'a [Sighting]) -> StoreFuture<'a, Vec<PinState>> {
+        let seen = seen.to_vec();
+        self.blocking(move |store| {
+            seen.iter()
+                .map(|s| {
+                    store.check(
+                        &s.tool,
+                        &s.hash,
+                        &s.definition,
+                        s.suspicion.as_deref(),
+                        &s.legacy_hash,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn approve<'a>(
+        &'a self,
+        tool: &'a str,
+        expected: &'a str,
+        hash_of: fn(&str) -> String,
+    ) -> StoreFuture<'a, bool> {
+        let (tool, expected) = (tool.to_owned(), expected.to_owned());
+        self.blocking(move |store| store.approve(&tool, &expected, hash_of))
+    }
+
+    fn get<'a>(&'a self, tool: &'a str) -> StoreFuture<'a, Option<Pin>> {
+        let tool = tool.to_owned();
+        self.blocking(move |store| store.get(&tool))
+    }
+
+    fn waiting(&self) -> StoreFuture<'_, Vec<Pin>> {
+        self.blocking(PinStore::waiting)
+    }
+
+    fn version(&self) -> StoreFuture<'_, i64> {
+        self.blocking(PinStore::version)
+    }
+}
 
 const FILE: &str = "pins.db";
 const MIGRATIONS: &[&str] = &["

@@ -10,6 +10,7 @@ mod support {
 }
 
 use support::postgres::TestDb;
+use warden_store::Audit as _;
 use warden_store::postgres::PgAudit;
 use warden_store::{AuditRecord, Verdict};
 

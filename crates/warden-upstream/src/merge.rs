@@ -2,6 +2,7 @@
 //! routes from a (prefixed) name or a URI back to the upstream that owns it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
 use warden_config::{ToolClass, ToolRules, glob_matches, rules_for};
 use warden_policy::{Catalogue, Origin, ToolKind, legacy_pinned_hash, pinned_form, suspicious};
-use warden_store::{Notes, PinState, PinStore};
+use warden_store::{Notes, PinState, Pins, Sighting};
 
 use crate::egress::EgressPolicy;
 use crate::{Caller, ChildHost, Upstream, UpstreamError};
@@ -202,7 +203,12 @@ pub struct Upstreams {
     /// The operator's `[tools."<name>"]` rules, applied whenever the catalogue is built;
     /// a reload replaces them.
     rules: RwLock<Arc<BTreeMap<String, ToolRules>>>,
-    pins: Option<Arc<PinStore>>,
+    pins: Option<Arc<dyn Pins>>,
+    /// Set when the pins could not be read for the catalogue (every other server's
+    /// tool was withheld): the next look at the pins builds it again.
+    pins_unread: AtomicBool,
+    /// Held while the catalogue is built, so that builds take turns.
+    rebuilding: tokio::sync::Mutex<()>,
     /// What upstreams are started with, kept for a reload's restarts.
     notes: Arc<dyn Notes>,
     egress: Arc<EgressPolicy>,
@@ -232,7 +238,7 @@ impl Upstreams {
         configs: &[warden_config::Upstream],
         rules: &BTreeMap<String, ToolRules>,
         notes: &Arc<dyn Notes>,
-        pins: Option<Arc<PinStore>>,
+        pins: Option<Arc<dyn Pins>>,
         egress: &Arc<EgressPolicy>,
         host: &ChildHost,
     ) -> Result<Arc<Self>, (String, UpstreamError)> {
@@ -250,6 +256,8 @@ impl Upstreams {
             slots,
             rules: RwLock::new(Arc::new(rules.clone())),
             pins,
+            pins_unread: AtomicBool::new(false),
+            rebuilding: tokio::sync::Mutex::new(()),
             notes: notes.clone(),
             egress: egress.clone(),
             host: host.clone(),
@@ -398,7 +406,7 @@ impl Upstreams {
             changed
         };
         if changed {
-            self.rebuild();
+            self.rebuild().await;
         }
         Ok(changed)
     }
@@ -451,11 +459,16 @@ impl Upstreams {
     }
 
     /// Merges the lists into one catalogue, names prefixed.
-    fn rebuild(&self) {
-        // The lists stay locked until the catalogue is written: two rebuilds at once
-        // (two upstreams listed together) must not let the one that read the older
-        // lists write last.
-        let tools = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn rebuild(&self) {
+        // Builds take turns from reading the lists to writing the catalogue: two at
+        // once (two upstreams listed together) must not let the one that read the
+        // older lists write last.
+        let _turn = self.rebuilding.lock().await;
+        let tools = self
+            .tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut candidates = Vec::new();
         for (index, list) in tools.iter().enumerate() {
             let upstream = self.at(index);
@@ -473,7 +486,7 @@ impl Upstreams {
                 candidates.push((definition, origin));
             }
         }
-        let candidates = self.pinned(candidates);
+        let candidates = self.pinned(candidates).await;
         let (catalogue, _withheld) = Catalogue::build(
             candidates,
             |definition, origin| self.rules_of(definition, origin),
@@ -483,7 +496,6 @@ impl Upstreams {
             .catalogue
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(catalogue);
-        drop(tools);
     }
 
     /// A tool's kind, and where it came from: the operator's `[tools."…"]` kind; the
@@ -547,7 +559,7 @@ impl Upstreams {
     /// The candidates whose definitions are accepted: pinned on first sight unless they
     /// look like they address the model; withheld when they changed since, until
     /// `warden tools approve`.
-    fn pinned(&self, candidates: Vec<(Value, Origin)>) -> Vec<(Value, Origin)> {
+    async fn pinned(&self, candidates: Vec<(Value, Origin)>) -> Vec<(Value, Origin)> {
         let Some(pins) = &self.pins else {
             return candidates;
         };
@@ -562,41 +574,62 @@ impl Upstreams {
             .iter()
             .map(|(definition, origin)| (origin.upstream, name_of(definition)))
             .collect();
-        candidates
-            .into_iter()
-            .filter(|(definition, origin)| {
-                if self.at(origin.upstream).is_embedded() {
-                    return true;
-                }
-                let name = name_of(definition);
-                let foreign: Vec<&str> = names
+        // The embedded server's tools are Warden's own: never pinned.
+        let sightings: Vec<Sighting> = candidates
+            .iter()
+            .filter(|(_, origin)| !self.at(origin.upstream).is_embedded())
+            .map(|(definition, origin)| {
+                let others: Vec<&str> = names
                     .iter()
                     .filter(|(upstream, _)| *upstream != origin.upstream)
                     .map(|(_, name)| name.as_str())
                     .collect();
                 let (form, hash) = pinned_form(definition);
-                let suspicion = suspicious(definition, &foreign);
-                let legacy = legacy_pinned_hash(definition);
-                match pins.check(&name, &hash, &form, suspicion, &legacy) {
-                    Ok(PinState::Accepted) => true,
-                    Ok(PinState::Withheld { reason, new }) => {
-                        if new {
-                            tracing::warn!(tool = %name, %reason, "tool withheld until approved (warden tools diff {name})");
-                            let _ = self.withheld.send(Withheld {
-                                tool: name,
-                                upstream: self.at(origin.upstream).name().to_owned(),
-                                reason,
-                            });
-                        }
-                        false
-                    }
-                    Err(error) => {
-                        tracing::error!(tool = %name, %error, "tool pin not checked; the tool is withheld");
-                        false
-                    }
+                Sighting {
+                    tool: name_of(definition),
+                    hash,
+                    definition: form,
+                    suspicion: suspicious(definition, &others).map(str::to_owned),
+                    legacy_hash: legacy_pinned_hash(definition),
                 }
             })
-            .collect()
+            .collect();
+        let mut states = match pins.check_all(&sightings).await {
+            Ok(states) => {
+                self.pins_unread.store(false, Ordering::Relaxed);
+                states.into_iter().zip(sightings)
+            }
+            Err(error) => {
+                // Fail closed: what cannot be checked is not offered, until the pins
+                // can be read again.
+                tracing::error!(%error, tools = sightings.len(), "tool pins not checked; the tools of other servers are withheld");
+                self.pins_unread.store(true, Ordering::Relaxed);
+                Vec::new().into_iter().zip(Vec::new())
+            }
+        };
+        let mut accepted = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            let upstream = self.at(candidate.1.upstream);
+            if upstream.is_embedded() {
+                accepted.push(candidate);
+                continue;
+            }
+            match states.next() {
+                Some((PinState::Accepted, _)) => accepted.push(candidate),
+                // Said once, when first withheld.
+                Some((PinState::Withheld { reason, new: true }, sighting)) => {
+                    let name = sighting.tool;
+                    tracing::warn!(tool = %name, %reason, "tool withheld until approved (warden tools diff {name})");
+                    let _ = self.withheld.send(Withheld {
+                        tool: name,
+                        upstream: upstream.name().to_owned(),
+                        reason,
+                    });
+                }
+                Some((PinState::Withheld { new: false, .. }, _)) | None => {}
+            }
+        }
+        accepted
     }
 
     /// Rebuilds the catalogue whenever an approval changes the pins (from the CLI, in
@@ -606,16 +639,17 @@ impl Upstreams {
             return;
         };
         let mut stop = self.shutdown.subscribe();
-        let mut seen = pins.version().ok();
+        let mut seen = pins.version().await.ok();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(PIN_POLL) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let now = pins.version().ok();
-            if now != seen {
+            let now = pins.version().await.ok();
+            let unread = now.is_some() && self.pins_unread.load(Ordering::Relaxed);
+            if now != seen || unread {
                 seen = now;
-                self.rebuild();
+                self.rebuild().await;
                 let _ = self
                     .changes
                     .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
@@ -686,9 +720,9 @@ impl Upstreams {
 
     /// Replaces the operator's tool rules (a reload): the catalogue is built again
     /// with them, and clients with a stream hear that the tools changed.
-    pub fn set_rules(&self, rules: &BTreeMap<String, ToolRules>) {
+    pub async fn set_rules(&self, rules: &BTreeMap<String, ToolRules>) {
         *self.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules.clone());
-        self.rebuild();
+        self.rebuild().await;
         let _ = self
             .changes
             .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));

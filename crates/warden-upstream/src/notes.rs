@@ -274,7 +274,14 @@ async fn answer(
         Err(NotesError::Arguments) => error(codes::INVALID_PARAMS, "Invalid arguments"),
         Err(NotesError::Store(e)) => {
             tracing::error!(error = %e, "notes store failed");
-            error(codes::INTERNAL_ERROR, "Internal error")
+            if e.is_unavailable() {
+                error(
+                    codes::STORE_UNAVAILABLE,
+                    "The notes store is unavailable right now; retry in a few seconds",
+                )
+            } else {
+                error(codes::INTERNAL_ERROR, "Internal error")
+            }
         }
     }
 }

@@ -2,10 +2,10 @@
 //! approve or deny one. The client's next identical call then runs once, or is refused.
 
 use clap::Subcommand;
-use warden_store::ApprovalStore;
 
+use crate::installation::Installation;
 use crate::table::Table;
-use crate::{Failure, Place, open_place};
+use crate::{Failure, Place};
 
 #[derive(Subcommand)]
 pub(crate) enum ApprovalsCommand {
@@ -37,15 +37,12 @@ pub(crate) enum ApprovalsCommand {
     },
 }
 
-fn open(place: Place) -> Result<ApprovalStore, Failure> {
-    Ok(ApprovalStore::open(&open_place(place)?)?)
-}
-
 pub(crate) fn run(command: ApprovalsCommand) -> Result<(), Failure> {
     match command {
         ApprovalsCommand::List { place } => {
             let mut table = Table::new(&["ID", "ASKED", "TENANT", "KEY", "TOOL", "ARGUMENTS"]);
-            for held in open(place)?.pending()? {
+            let at = Installation::open(place)?;
+            for held in at.run(at.stores.approvals.pending())? {
                 table.row([
                     held.id,
                     warden_store::format_time(held.created_at),
@@ -64,8 +61,8 @@ pub(crate) fn run(command: ApprovalsCommand) -> Result<(), Failure> {
 }
 
 fn decide(id: &str, place: Place, approve: bool) -> Result<(), Failure> {
-    let dir = open_place(place)?;
-    let Some(held) = ApprovalStore::open(&dir)?.decide(id, approve)? else {
+    let at = Installation::open(place)?;
+    let Some(held) = at.run(at.stores.approvals.decide(id, approve))? else {
         return Err(format!("no call {id} is waiting for a decision").into());
     };
     let (method, outcome) = if approve {
@@ -74,7 +71,7 @@ fn decide(id: &str, place: Place, approve: bool) -> Result<(), Failure> {
         ("approvals/deny", "denied")
     };
     let target = format!("{id} {}", held.tool);
-    crate::audit_action(&dir, method, &held.tenant, &target, outcome)?;
+    at.audit_action(method, &held.tenant, &target, outcome)?;
     eprintln!("{outcome} {id}");
     Ok(())
 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use warden_store::{AuditFilter, AuditRecord, AuditStore, Verdict};
+use warden_store::{AuditFilter, AuditRecord, Verdict};
 
+use crate::installation::Installation;
 use crate::table::Table;
 use crate::{Failure, Place, parse_duration};
 
@@ -60,8 +61,8 @@ pub(crate) enum AuditCommand {
     },
 }
 
-fn open(place: Place) -> Result<AuditStore, Failure> {
-    Ok(AuditStore::open(&crate::open_place(place)?)?)
+fn open(place: Place) -> Result<Installation, Failure> {
+    Installation::open(place)
 }
 
 pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
@@ -88,21 +89,22 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
                 after_id: None,
                 limit,
             };
-            print_rows(&open(place)?.query(&filter)?, json, true)
+            let at = open(place)?;
+            print_rows(&at.run(at.stores.audit.query(&filter))?, json, true)
         }
         AuditCommand::Tail {
             follow,
             json,
             place,
         } => {
-            let store = open(place)?;
+            let at = open(place)?;
             let mut filter = AuditFilter {
                 limit: 20,
                 ..AuditFilter::default()
             };
             let mut header = true;
             loop {
-                let rows = store.query(&filter)?;
+                let rows = at.run(at.stores.audit.query(&filter))?;
                 print_rows(&rows, json, header)?;
                 header = false;
                 if !follow {
@@ -115,16 +117,40 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-        AuditCommand::Verify { place } => match open(place)?.verify()? {
-            Verdict::Intact { rows } => {
-                say!("audit trail intact: {rows} records");
+        AuditCommand::Verify { place } => {
+            let at = open(place)?;
+            let chains = at.run(at.stores.audit.verify())?;
+            let mut broken = Vec::new();
+            let mut total = 0;
+            for (replica, verdict) in &chains {
+                // A data directory has one chain; PostgreSQL one per replica, named.
+                let chain = if replica.is_empty() {
+                    String::new()
+                } else {
+                    format!(" of replica {}", warden_redact::escape_controls(replica))
+                };
+                match verdict {
+                    Verdict::Intact { rows } => {
+                        total += rows;
+                        if !replica.is_empty() {
+                            say!("chain{chain} intact: {rows} records");
+                        }
+                    }
+                    Verdict::Edited { id } => {
+                        broken.push(format!("audit record {id}{chain} was changed"));
+                    }
+                    Verdict::Missing { before_id } => broken.push(format!(
+                        "audit records{chain} are missing before record {before_id}"
+                    )),
+                }
+            }
+            if broken.is_empty() {
+                say!("audit trail intact: {total} records");
                 Ok(())
+            } else {
+                Err(broken.join("; ").into())
             }
-            Verdict::Edited { id } => Err(format!("audit record {id} was changed").into()),
-            Verdict::Missing { before_id } => {
-                Err(format!("audit records are missing before record {before_id}").into())
-            }
-        },
+        }
     }
 }
 

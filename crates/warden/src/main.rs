@@ -12,6 +12,7 @@ macro_rules! say {
 mod admin_client;
 mod approvals_cli;
 mod audit_cli;
+mod installation;
 mod reload;
 mod scan_cli;
 mod store_cli;
@@ -25,14 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use installation::Installation;
 use table::Table;
 use warden_config::{Config, Overrides};
 use warden_gateway::{Auditor, Listener, Metrics, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
-use warden_store::{
-    ApprovalStore, AuditRecord, AuditStore, CostStore, DataDir, KeyOptions, KeyStore, Notes,
-    NotesStore, PinStore, Scope, SqliteKeys, SqliteNotes,
-};
+use warden_store::{DataDir, KeyOptions, Scope};
 use warden_upstream::egress::EgressPolicy;
 use warden_upstream::{ChildHost, Upstreams};
 
@@ -345,8 +344,8 @@ fn check_config(file: &Path) -> Result<(), Failure> {
     let config = Config::load(Some(file), &Overrides::default())?;
     let egress = EgressPolicy::new(&config.egress_allow);
     let mut problems = warden_upstream::preflight(&config.upstreams, &egress);
-    if let Err(problem) = store_cli::servable(&config.store) {
-        problems.push(problem);
+    if let Err(problem) = installation::check(&config.store) {
+        problems.push(problem.to_string());
     }
     if let Some(tls) = &config.tls
         && let Err(error) = TlsCertificate::load(tls)
@@ -543,29 +542,6 @@ fn open_place(place: Place) -> Result<DataDir, Failure> {
     Ok(DataDir::open(path)?)
 }
 
-/// Who an admin command acts as, in the audit trail: the operating-system user.
-fn operator() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("operator:{}", warden_redact::text(&user))
-}
-
-/// Records an operator's action in the audit trail of `dir`, chained like every record
-/// (a running Warden may be appending at the same moment; the store takes turns).
-pub(crate) fn audit_action(
-    dir: &DataDir,
-    method: &str,
-    tenant: &str,
-    target: &str,
-    outcome: &str,
-) -> Result<(), Failure> {
-    let target = warden_redact::text(target);
-    let record = AuditRecord::action(&operator(), method, tenant, &target, outcome);
-    AuditStore::open(dir)?.append(&[record])?;
-    Ok(())
-}
-
 fn keys(command: KeysCommand) -> Result<(), Failure> {
     match command {
         KeysCommand::Add {
@@ -581,9 +557,9 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                     .map(|secs| warden_store::now_unix().saturating_add_unsigned(secs)),
                 rpm,
             };
-            let dir = open_place(place)?;
-            let new = KeyStore::open(&dir)?.add_with(&tenant, &name, scope.into(), options)?;
-            audit_action(&dir, "keys/add", &tenant, &new.record.id, "ok")?;
+            let at = Installation::open(place)?;
+            let new = at.run(at.stores.keys.add(&tenant, &name, scope.into(), options))?;
+            at.audit_action("keys/add", &tenant, &new.record.id, "ok")?;
             eprintln!(
                 "created {} for tenant {} ({}); the key is shown once:",
                 new.record.id, tenant, new.record.scope
@@ -592,12 +568,12 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
         }
         KeysCommand::Rotate { id, grace, place } => {
             let grace_secs = i64::try_from(grace).unwrap_or(i64::MAX);
-            let dir = open_place(place)?;
-            let Some(new) = KeyStore::open(&dir)?.rotate(&id, grace_secs)? else {
+            let at = Installation::open(place)?;
+            let Some(new) = at.run(at.stores.keys.rotate(&id, grace_secs))? else {
                 return Err(format!("no active key with id {id}").into());
             };
             let target = format!("{id} -> {}", new.record.id);
-            audit_action(&dir, "keys/rotate", &new.record.tenant, &target, "ok")?;
+            at.audit_action("keys/rotate", &new.record.tenant, &target, "ok")?;
             eprintln!(
                 "created {} to replace {id}, which stays valid for {grace} s; the key is shown once:",
                 new.record.id
@@ -617,7 +593,8 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                 "STATUS",
             ]);
             let now = warden_store::now_unix();
-            for key in KeyStore::open(&open_place(place)?)?.list()? {
+            let at = Installation::open(place)?;
+            for key in at.run(at.stores.keys.list())? {
                 table.row([
                     key.id.clone(),
                     key.tenant.clone(),
@@ -638,23 +615,16 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
             table.print(true)?;
         }
         KeysCommand::Revoke { id, place } => {
-            let dir = open_place(place)?;
-            let keys = KeyStore::open(&dir)?;
-            let tenant = keys
-                .list()?
+            let at = Installation::open(place)?;
+            let tenant = at
+                .run(at.stores.keys.list())?
                 .into_iter()
                 .find(|key| key.id == id)
                 .map(|key| key.tenant);
-            if !keys.revoke(&id)? {
+            if !at.run(at.stores.keys.revoke(&id))? {
                 return Err(format!("no active key with id {id}").into());
             }
-            audit_action(
-                &dir,
-                "keys/revoke",
-                tenant.as_deref().unwrap_or("*"),
-                &id,
-                "ok",
-            )?;
+            at.audit_action("keys/revoke", tenant.as_deref().unwrap_or("*"), &id, "ok")?;
             eprintln!("revoked {id}");
         }
     }
@@ -742,14 +712,44 @@ impl Drop for RedactedLine {
 const AUDIT_ARGS_SECRET: &str = "audit-args.secret";
 
 /// Drops audit records past their retention (at each start).
-fn prune_audit(store: &AuditStore, retain_days: u64) -> Result<(), Failure> {
+async fn prune_audit(stores: &warden_store::Stores, retain_days: u64) -> Result<(), Failure> {
     let retain_ms = i64::try_from(retain_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
     let now_ms = warden_store::now_unix().saturating_mul(1000);
-    let cut = store.prune(now_ms.saturating_sub(retain_ms))?;
+    let cut = stores.audit.prune(now_ms.saturating_sub(retain_ms)).await?;
     if cut > 0 {
         tracing::info!(records = cut, retain_days, "old audit records removed");
     }
     Ok(())
+}
+
+/// Answers `/healthz` (200) and `/readyz` (503) on the admin listener while the start
+/// waits (for PostgreSQL), until the returned sender fires; the listener itself is
+/// handed back for the admin routes.
+fn answer_not_ready(
+    admin: tokio::net::TcpListener,
+) -> Result<(tokio::net::TcpListener, tokio::sync::oneshot::Sender<()>), Failure> {
+    let socket = admin.into_std()?;
+    let interim = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+    let (done, waiting) = tokio::sync::oneshot::channel::<()>();
+    let routes = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "store unavailable\n",
+                )
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(interim, routes)
+            .with_graceful_shutdown(async move {
+                let _ = waiting.await;
+            })
+            .await;
+    });
+    Ok((tokio::net::TcpListener::from_std(socket)?, done))
 }
 
 /// Reload requests from the admin listener waiting their turn.
@@ -762,12 +762,27 @@ const CATALOGUE_WAIT: Duration = Duration::from_secs(30);
 const ADMIN_KEY_FILE: &str = "admin.key";
 
 /// On an empty key store, mints an admin key for tenant `default`, prints it once and
-/// saves it beside the data. A later start finds keys and does nothing.
-fn ensure_first_key(keys: &KeyStore, dir: &DataDir) -> Result<(), Failure> {
-    if keys.has_keys()? {
+/// saves it beside the data. A later start finds keys and does nothing. A shared
+/// PostgreSQL store gets its first key from the operator (`warden keys add`), not from
+/// whichever replica starts first.
+async fn ensure_first_key(
+    stores: &warden_store::Stores,
+    store: &warden_config::Store,
+    dir: &DataDir,
+) -> Result<(), Failure> {
+    if stores.keys.has_keys().await? {
         return Ok(());
     }
-    let new = keys.add("default", "admin", Scope::Admin)?;
+    if matches!(store, warden_config::Store::Postgres(_)) {
+        tracing::warn!(
+            "the store holds no keys yet: create one with `warden keys add --config FILE --tenant NAME --name CLIENT --scope admin`"
+        );
+        return Ok(());
+    }
+    let new = stores
+        .keys
+        .add("default", "admin", Scope::Admin, KeyOptions::default())
+        .await?;
     let path = dir.file(ADMIN_KEY_FILE);
     warden_store::write_private_file(&path, format!("{}\n", new.key).as_bytes())?;
     // Printed once for whoever started Warden; with no one reading, the file has it.
@@ -796,31 +811,15 @@ fn serve(
     log_format: LogFormat,
 ) -> Result<(), Failure> {
     let config = Config::load(config_path, &overrides)?;
-    store_cli::servable(&config.store)?;
     init_logging(log_format);
     let dir = DataDir::open(&config.data_dir)?;
-    let keys = Arc::new(KeyStore::open(&dir)?);
-    let notes: Arc<dyn Notes> = Arc::new(SqliteNotes::new(Arc::new(NotesStore::open(&dir)?)));
-    let costs = Arc::new(CostStore::open(&dir)?);
-    let pins = Arc::new(PinStore::open(&dir)?);
-    let approvals = Arc::new(ApprovalStore::open(&dir)?);
     // Warden's own outbound requests reach public addresses, and what [egress] opens.
     let egress = EgressPolicy::new(&config.egress_allow);
-    let audit_store = Arc::new(AuditStore::open(&dir)?);
-    prune_audit(&audit_store, config.audit.retain_days)?;
     if !config.audit.enabled {
         tracing::warn!(
             "the audit trail is off ([audit] enabled = false): requests are not recorded"
         );
     }
-    let metrics = Metrics::new();
-    let auditor = Auditor::new(
-        audit_store,
-        &config.audit,
-        dir.secret(AUDIT_ARGS_SECRET)?,
-        metrics.clone(),
-    );
-    ensure_first_key(&keys, &dir)?;
     if !config.listen.ip().is_loopback() && config.tls.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS (allow_plaintext = true): keys cross the network unencrypted");
     }
@@ -828,6 +827,27 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Signals are watched from here on: a stop asked for during the start is clean.
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let signal = shutdown_signal();
+        tokio::spawn(async move {
+            signal.await;
+            let _ = stop_tx.send(true);
+        });
+        let hangups = reload::Reloader::watch_hangups();
+        // Both listeners are bound before anything starts, so that a taken port stops the
+        // start at once and names the address and the setting.
+        let tcp = bind(config.listen, "[server] listen / --listen").await?;
+        let admin = bind(config.admin_listen, "[admin] listen / --admin-listen").await?;
+        // The store (PostgreSQL is waited for; /readyz says 503 meanwhile).
+        let (admin, waiting) = answer_not_ready(admin)?;
+        let opened = installation::open_for_serving(&config.store, &dir, AUDIT_ARGS_SECRET, stop.clone()).await;
+        let _ = waiting.send(());
+        let (stores, args_key) = opened?;
+        prune_audit(&stores, config.audit.retain_days).await?;
+        let metrics = Metrics::new();
+        let auditor = Auditor::new(stores.audit.clone(), &config.audit, args_key, metrics.clone());
+        ensure_first_key(&stores, &config.store, &dir).await?;
         let oauth = match &config.auth.oauth {
             Some(oauth) => Some(
                 OAuthVerifier::start(oauth, &egress)
@@ -836,13 +856,6 @@ fn serve(
             ),
             None => None,
         };
-        // Signals are watched from here on: a stop asked for during the start is clean.
-        let shutdown = shutdown_signal();
-        let hangups = reload::Reloader::watch_hangups();
-        // Both listeners are bound before anything starts, so that a taken port stops the
-        // start at once and names the address and the setting.
-        let tcp = bind(config.listen, "[server] listen / --listen").await?;
-        let admin = bind(config.admin_listen, "[admin] listen / --admin-listen").await?;
         let children = ChildHost {
             workdirs: dir.path().join("upstreams"),
             trampoline: std::env::current_exe().ok(),
@@ -850,7 +863,7 @@ fn serve(
                 .chain(config_path.map(Path::to_path_buf))
                 .collect(),
         };
-        let upstreams = Upstreams::start(&config.upstreams, &config.tools, &notes, Some(pins), &egress, &children).map_err(|(name, error)| {
+        let upstreams = Upstreams::start(&config.upstreams, &config.tools, &stores.notes, Some(stores.pins.clone()), &egress, &children).map_err(|(name, error)| {
             Failure::from(format!("upstream {name:?}: {error}"))
         })?;
         // Tools the pins withhold are audited from the first catalogue on.
@@ -876,17 +889,17 @@ fn serve(
             &config.rate,
             &config.tools,
             &upstream_slots,
-            Some(costs),
-        )?);
+            Some(stores.costs.clone()),
+        ).await?);
         metrics.watch(limiter.clone(), auditor.clone(), upstreams.clone());
         let parts = warden_gateway::Parts {
-            keys: Arc::new(SqliteKeys::new(keys)),
+            keys: stores.keys.clone(),
             upstreams: upstreams.clone(),
             oauth,
             limiter: limiter.clone(),
             auditor,
             metrics,
-            approvals,
+            approvals: stores.approvals.clone(),
         };
         let state = warden_gateway::AppState::new(&config, parts);
         // The admin listener: metrics, health and reloads, never on the public port.
@@ -894,7 +907,7 @@ fn serve(
         tracing::info!("admin endpoint at http://{admin_addr} (/metrics, /healthz, /readyz)");
         log_next_steps(&dir, &format!("{scheme}://{addr}{}", warden_gateway::MCP_PATH));
         let (reload_requests, reloads) = tokio::sync::mpsc::channel(RELOAD_QUEUE);
-        let admin_routes = warden_gateway::admin_router(&state, reload_requests)
+        let admin_routes = warden_gateway::admin_router(&state, reload_requests, stores.health.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(admin, admin_routes).await });
         // SIGHUP and `warden reload` read the configuration again.
@@ -907,9 +920,13 @@ fn serve(
             upstreams: upstreams.clone(),
             egress: egress.clone(),
             certificate,
-            dir: dir.clone(),
+            audit: stores.audit.clone(),
         };
         tokio::spawn(reloader.run(hangups, reloads));
+        let shutdown = async move {
+            let mut stop = stop;
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
         let served = warden_gateway::serve(listener, state, &config.connections, shutdown).await;
         upstreams.shutdown().await;
         served?;

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use warden_config::{Config, Overrides, plan_reload};
 use warden_gateway::{AppState, TlsCertificate};
 use warden_limits::Limiter;
-use warden_store::DataDir;
+use warden_store::Audit;
 use warden_upstream::Upstreams;
 use warden_upstream::egress::EgressPolicy;
 
@@ -31,7 +31,8 @@ pub(crate) struct Reloader {
     pub upstreams: Arc<Upstreams>,
     pub egress: Arc<EgressPolicy>,
     pub certificate: Option<Arc<TlsCertificate>>,
-    pub dir: DataDir,
+    /// Where a reload is recorded, as an operator's action.
+    pub audit: Arc<dyn Audit>,
 }
 
 impl Reloader {
@@ -90,7 +91,7 @@ impl Reloader {
             Ok(read) => read,
             Err(error) => {
                 tracing::error!(%error, "configuration not reloaded; the running one stays");
-                self.record("refused");
+                self.record("refused").await;
                 return json!({"ok": false, "error": error.to_string()});
             }
         };
@@ -100,7 +101,7 @@ impl Reloader {
         self.limiter.reconfigure(&next.rate, &next.tools, &slots);
         self.egress.replace(&next.egress_allow);
         if self.running.tools != next.tools {
-            self.upstreams.set_rules(&next.tools);
+            self.upstreams.set_rules(&next.tools).await;
         }
         let mut restarted = Vec::new();
         let mut failed = Vec::new();
@@ -125,7 +126,8 @@ impl Reloader {
             "configuration reloaded{}",
             if plan.is_empty() { " (nothing changed)" } else { "" }
         );
-        self.record(if failed.is_empty() { "ok" } else { "partial" });
+        self.record(if failed.is_empty() { "ok" } else { "partial" })
+            .await;
         json!({
             "ok": true,
             "applied": plan.live,
@@ -137,12 +139,13 @@ impl Reloader {
     }
 
     /// The reload in the audit trail, as an operator's action.
-    fn record(&self, outcome: &str) {
+    async fn record(&self, outcome: &str) {
         let target = self.path.as_ref().map_or_else(
             || "<defaults>".to_owned(),
             |path| path.display().to_string(),
         );
-        if let Err(error) = crate::audit_action(&self.dir, "config/reload", "*", &target, outcome) {
+        let record = crate::installation::operator_action("config/reload", "*", &target, outcome);
+        if let Err(error) = self.audit.append(std::slice::from_ref(&record)).await {
             tracing::error!(%error, "the reload was not recorded in the audit trail");
         }
     }

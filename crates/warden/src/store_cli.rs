@@ -74,17 +74,3 @@ fn migrate(path: &Path, as_owner: bool) -> Result<(), Failure> {
     }
     Ok(())
 }
-
-/// Whether `warden serve` can keep its state in `store`. PostgreSQL is being built in
-/// steps (issue 19): the schema and its migrations exist, the stores that read and
-/// write it do not yet, so serving from it is refused rather than half done.
-pub(crate) fn servable(store: &Store) -> Result<(), String> {
-    match store {
-        Store::Sqlite => Ok(()),
-        Store::Postgres(_) => Err(
-            "[store] backend = \"postgres\": this Warden prepares the database (`warden store migrate`) \
-             but does not serve from it yet; serve with backend = \"sqlite\""
-                .into(),
-        ),
-    }
-}

@@ -3,10 +3,10 @@
 //! running Warden picks an approval up within a second.
 
 use clap::Subcommand;
-use warden_store::PinStore;
 
+use crate::installation::Installation;
 use crate::table::Table;
-use crate::{Failure, Place, ScopeArg, admin_client, open_place};
+use crate::{Failure, Place, ScopeArg, admin_client};
 
 #[derive(Subcommand)]
 pub(crate) enum ToolsCommand {
@@ -56,10 +56,6 @@ pub(crate) enum ToolsCommand {
     },
 }
 
-fn open(place: Place) -> Result<PinStore, Failure> {
-    Ok(PinStore::open(&open_place(place)?)?)
-}
-
 fn pretty(form: Option<&str>) -> String {
     form.and_then(|form| serde_json::from_str::<serde_json::Value>(form).ok())
         .and_then(|value| serde_json::to_string_pretty(&value).ok())
@@ -84,9 +80,9 @@ fn list(
     let admin = admin_client::address(admin, place.config.as_deref())?;
     let scope = match key {
         Some(id) => {
-            let keys = warden_store::KeyStore::open(&open_place(place)?)?;
-            let found = keys
-                .list()?
+            let at = Installation::open(place)?;
+            let found = at
+                .run(at.stores.keys.list())?
                 .into_iter()
                 .find(|k| k.id == id)
                 .ok_or_else(|| format!("no key with id {id}"))?;
@@ -140,7 +136,8 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
             place,
         } => list(scope, key, admin, place)?,
         ToolsCommand::Waiting { place } => {
-            let waiting = open(place)?.waiting()?;
+            let at = Installation::open(place)?;
+            let waiting = at.run(at.stores.pins.waiting())?;
             if waiting.is_empty() {
                 say!("nothing is waiting: every tool definition seen is approved");
                 return Ok(());
@@ -159,7 +156,8 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
             table.print(true)?;
         }
         ToolsCommand::Diff { tool, place } => {
-            let Some(pin) = open(place)?.get(&tool)? else {
+            let at = Installation::open(place)?;
+            let Some(pin) = at.run(at.stores.pins.get(&tool))? else {
                 return Err(format!("no tool {tool} has been seen").into());
             };
             let why = pin.pending_why.as_deref().unwrap_or("nothing waits");
@@ -190,20 +188,18 @@ pub(crate) fn run(command: ToolsCommand) -> Result<(), Failure> {
             }
         }
         ToolsCommand::Approve { tool, hash, place } => {
-            let dir = open_place(place)?;
-            if !PinStore::open(&dir)?.approve(&tool, &hash, warden_policy::hash_of_form)? {
+            let at = Installation::open(place)?;
+            if !at.run(
+                at.stores
+                    .pins
+                    .approve(&tool, &hash, warden_policy::hash_of_form),
+            )? {
                 return Err(format!(
                     "no definition of {tool} with hash {hash} is waiting for approval (see warden tools diff {tool})"
                 )
                 .into());
             }
-            crate::audit_action(
-                &dir,
-                "tools/approve",
-                "*",
-                &format!("{tool} {hash}"),
-                "approved",
-            )?;
+            at.audit_action("tools/approve", "*", &format!("{tool} {hash}"), "approved")?;
             eprintln!("approved {tool}");
         }
     }

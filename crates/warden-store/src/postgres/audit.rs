@@ -4,9 +4,15 @@
 
 use deadpool_postgres::GenericClient;
 
+use tokio_postgres::Row;
+
 use super::Postgres;
-use crate::Result;
-use crate::audit::{AuditRecord, GENESIS, Verdict};
+use crate::audit::{Audit, AuditFilter, AuditRecord, GENESIS, Verdict};
+use crate::{Result, StoreFuture};
+
+/// The record's columns, from `at_ms` on (after a leading position column).
+const RECORD_COLUMNS: &str = "at_ms, tenant, principal, client, instance, era, method, target,
+    upstream, decision, rule, outcome, latency_us, request_bytes, result_bytes, args_hash";
 
 /// Appends to one replica's chain; verifies and prunes all of them.
 #[derive(Debug, Clone)]
@@ -28,7 +34,7 @@ impl PgAudit {
     /// Appends `records` to this replica's chain in one transaction. Appends of one
     /// replica take turns (a transaction-level advisory lock on its name), so two of its
     /// writers never chain to the same row.
-    pub async fn append(&self, records: &[AuditRecord]) -> Result<()> {
+    async fn append_in(&self, records: &[AuditRecord]) -> Result<()> {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
@@ -81,8 +87,41 @@ impl PgAudit {
         Ok(())
     }
 
+    /// Every replica's records that match, newest `limit`, oldest first; positioned by
+    /// the table's own order of insertion.
+    async fn query_in(&self, filter: &AuditFilter) -> Result<Vec<(i64, AuditRecord)>> {
+        let client = self.db.client().await?;
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, {RECORD_COLUMNS} FROM audit
+                     WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR principal = $2)
+                       AND ($3::text IS NULL OR target = $3) AND ($4::text IS NULL OR decision = $4)
+                       AND ($5::bigint IS NULL OR at_ms >= $5) AND ($6::bigint IS NULL OR id > $6)
+                     ORDER BY id DESC LIMIT $7"
+                ),
+                &[
+                    &filter.tenant,
+                    &filter.principal,
+                    &filter.target,
+                    &filter.decision,
+                    &filter.since_ms,
+                    &filter.after_id,
+                    &limit,
+                ],
+            )
+            .await?;
+        let mut found: Vec<(i64, AuditRecord)> = rows
+            .iter()
+            .map(|row| (row.get(0), record_from(row)))
+            .collect();
+        found.reverse();
+        Ok(found)
+    }
+
     /// Rows of every replica.
-    pub async fn count(&self) -> Result<u64> {
+    async fn count_in(&self) -> Result<u64> {
         let client = self.db.client().await?;
         let count: i64 = client
             .query_one("SELECT count(*) FROM audit", &[])
@@ -92,7 +131,7 @@ impl PgAudit {
     }
 
     /// Walks every replica's chain, by replica name.
-    pub async fn verify(&self) -> Result<Vec<(String, Verdict)>> {
+    async fn verify_in(&self) -> Result<Vec<(String, Verdict)>> {
         let client = self.db.client().await?;
         let replicas: Vec<String> = client
             .query(
@@ -113,7 +152,7 @@ impl PgAudit {
 
     /// Deletes every replica's rows older than `before_ms` and records where each chain
     /// now starts.
-    pub async fn prune(&self, before_ms: i64) -> Result<u64> {
+    async fn prune_in(&self, before_ms: i64) -> Result<u64> {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
         let cuts = tx
@@ -180,33 +219,16 @@ async fn verify_chain(client: &impl GenericClient, replica: &str) -> Result<Verd
         .unwrap_or((1, GENESIS.to_vec()));
     let rows = client
         .query(
-            "SELECT seq, at_ms, tenant, principal, client, instance, era, method, target,
-                upstream, decision, rule, outcome, latency_us, request_bytes, result_bytes,
-                args_hash, prev_hash, hash
-             FROM audit WHERE replica = $1 ORDER BY seq",
+            &format!(
+                "SELECT seq, {RECORD_COLUMNS}, prev_hash, hash
+                 FROM audit WHERE replica = $1 ORDER BY seq"
+            ),
             &[&replica],
         )
         .await?;
     for row in &rows {
         let seq: i64 = row.get(0);
-        let record = AuditRecord {
-            at_ms: row.get(1),
-            tenant: row.get(2),
-            principal: row.get(3),
-            client: row.get(4),
-            instance: row.get(5),
-            era: row.get(6),
-            method: row.get(7),
-            target: row.get(8),
-            upstream: row.get(9),
-            decision: row.get(10),
-            rule: row.get(11),
-            outcome: row.get(12),
-            latency_us: row.get(13),
-            request_bytes: row.get(14),
-            result_bytes: row.get(15),
-            args_hash: row.get(16),
-        };
+        let record = record_from(row);
         let (prev_hash, hash): (Vec<u8>, Vec<u8>) = (row.get(17), row.get(18));
         if seq != expected || prev_hash != prev {
             return Ok(Verdict::Missing { before_id: seq });
@@ -220,4 +242,48 @@ async fn verify_chain(client: &impl GenericClient, replica: &str) -> Result<Verd
     Ok(Verdict::Intact {
         rows: u64::try_from(rows.len()).unwrap_or(u64::MAX),
     })
+}
+
+/// The record in columns 1 to 16 of `row` ([`RECORD_COLUMNS`] after a position).
+fn record_from(row: &Row) -> AuditRecord {
+    AuditRecord {
+        at_ms: row.get(1),
+        tenant: row.get(2),
+        principal: row.get(3),
+        client: row.get(4),
+        instance: row.get(5),
+        era: row.get(6),
+        method: row.get(7),
+        target: row.get(8),
+        upstream: row.get(9),
+        decision: row.get(10),
+        rule: row.get(11),
+        outcome: row.get(12),
+        latency_us: row.get(13),
+        request_bytes: row.get(14),
+        result_bytes: row.get(15),
+        args_hash: row.get(16),
+    }
+}
+
+impl Audit for PgAudit {
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> StoreFuture<'a, ()> {
+        Box::pin(self.append_in(records))
+    }
+
+    fn query<'a>(&'a self, filter: &'a AuditFilter) -> StoreFuture<'a, Vec<(i64, AuditRecord)>> {
+        Box::pin(self.query_in(filter))
+    }
+
+    fn count(&self) -> StoreFuture<'_, u64> {
+        Box::pin(self.count_in())
+    }
+
+    fn verify(&self) -> StoreFuture<'_, Vec<(String, Verdict)>> {
+        Box::pin(self.verify_in())
+    }
+
+    fn prune(&self, before_ms: i64) -> StoreFuture<'_, u64> {
+        Box::pin(self.prune_in(before_ms))
+    }
 }

@@ -142,10 +142,50 @@ const MIGRATIONS: &[&str] = &[
         prev_hash bytea NOT NULL
     );
     ",
+    // 4: approvals, pins and daily costs; the audit trail's order of insertion, across
+    // replicas, for listing.
+    "
+    ALTER TABLE audit ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY UNIQUE;
+    -- Calls held for an operator. The call itself lives in the memory of the replica
+    -- that holds it: `replica` says which, so that a replica starting expires only
+    -- what its predecessor left.
+    CREATE TABLE approvals (
+        id         text PRIMARY KEY,
+        replica    text NOT NULL,
+        tenant     text NOT NULL,
+        principal  text NOT NULL,
+        tool       text NOT NULL,
+        summary    text NOT NULL,
+        status     text NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'done', 'expired')),
+        created_at bigint NOT NULL,
+        decided_at bigint
+    );
+    CREATE INDEX approvals_pending ON approvals (created_at) WHERE status = 'pending';
+    -- Accepted tool definitions, shared: a definition approved once is approved for
+    -- every replica. `revision` rises with every change (replicas watch its maximum).
+    CREATE SEQUENCE pins_revision;
+    CREATE TABLE pins (
+        tool        text PRIMARY KEY,
+        hash        text,
+        definition  text,
+        pending     text,
+        pending_why text,
+        updated_at  bigint NOT NULL,
+        revision    bigint NOT NULL
+    );
+    -- Each replica's spending per tenant and day (sharing one ledger is the cluster's).
+    CREATE TABLE daily_costs (
+        tenant  text NOT NULL,
+        day     bigint NOT NULL,
+        replica text NOT NULL,
+        spent   bigint NOT NULL,
+        PRIMARY KEY (tenant, day, replica)
+    );
+    ",
 ];
 
 /// The schema version this build speaks.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The tables that hold a tenant's rows: row-level security confines each to the tenant
 /// the transaction names, for every role but the owner and superusers.

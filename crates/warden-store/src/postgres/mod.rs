@@ -6,20 +6,26 @@
 //! `warden.tenant`, set per transaction with `set_config(…, true)`). The schema belongs to
 //! an *owner* role that only `warden store migrate` uses.
 
+mod approvals;
 mod audit;
+mod costs;
 mod keys;
 mod migrations;
 mod notes;
+mod pins;
 
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
+pub use approvals::PgApprovals;
 pub use audit::PgAudit;
+pub use costs::PgCosts;
 pub use keys::PgKeys;
 pub use migrations::{Migrated, SCHEMA_VERSION, migrate};
 pub use notes::PgNotes;
+pub use pins::PgPins;
 
 use crate::{Result, StoreError};
 
@@ -184,6 +190,15 @@ impl Postgres {
     }
 }
 
+impl crate::Health for Postgres {
+    fn check(&self) -> crate::StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.client().await?.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+    }
+}
+
 /// A transaction that sees (and may write) only `tenant`'s rows of the tenant tables.
 pub(crate) async fn tenant_transaction<'c>(
     client: &'c mut deadpool_postgres::Client,
@@ -195,6 +210,22 @@ pub(crate) async fn tenant_transaction<'c>(
     tx.execute("SELECT set_config('warden.tenant', $1, true)", &[&tenant])
         .await?;
     Ok(tx)
+}
+
+/// Whether `error` means the server is away (no answer, a closed connection, a server
+/// shutting down or starting) rather than a refusal of the statement.
+pub(crate) fn is_unavailable(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            // 08: connection exception; 57P01-57P03: shutdown, crash, cannot connect
+            // now; 57014: statement cancelled (the timeout); 53: out of resources.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "57014")
+        }
+    }
 }
 
 /// What went wrong, in the server's words when it answered (tokio-postgres shows only

@@ -92,14 +92,14 @@ fn reachable(server: &Server) -> bool {
 
 /// Runs statements as the superuser, on `database`, one at a time (CREATE and DROP
 /// DATABASE refuse to run in the implicit transaction of a multi-statement query).
-fn admin(database: &str, statements: &[String]) {
-    if let Err(error) = try_admin(database, statements) {
+fn admin(server: &Server, database: &str, statements: &[String]) {
+    if let Err(error) = try_admin(server, database, statements) {
         panic!("{error}");
     }
 }
 
-fn try_admin(database: &str, statements: &[String]) -> Result<(), String> {
-    let url = server().url(&server().user, database);
+fn try_admin(server: &Server, database: &str, statements: &[String]) -> Result<(), String> {
+    let url = server.url(&server.user, database);
     let statements = statements.to_vec();
     blocking(async move {
         let (client, connection) = tokio_postgres::connect(&url, NoTls)
@@ -138,29 +138,127 @@ fn binary(name: &str) -> Option<PathBuf> {
 }
 
 /// A server of our own in a temporary folder, stopped (and its folder removed) by a
-/// watchdog when this test process exits. PostgreSQL refuses to run as root: as root
-/// it runs as the `postgres` user the server package creates.
+/// watchdog when this test process exits.
 fn throwaway() -> Server {
-    let (Some(initdb), Some(pg_ctl)) = (binary("initdb"), binary("pg_ctl")) else {
-        panic!(
-            "these tests need PostgreSQL: set WARDEN_TEST_POSTGRES_URL, run a server on \
-             127.0.0.1:5432, or install the server binaries (apt-get install postgresql) \
-             so that a throwaway one can be started"
+    OwnServer::start().server.clone()
+}
+
+/// A server this test process started (from `initdb`/`pg_ctl`) and may stop and start
+/// again (an outage); a watchdog stops it and removes its folder when the process
+/// exits. PostgreSQL refuses to run as root: as root it runs as the `postgres` user the
+/// server package creates.
+#[derive(Debug)]
+pub struct OwnServer {
+    server: Server,
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    options: String,
+    log: PathBuf,
+    as_root: bool,
+}
+
+impl OwnServer {
+    pub fn start() -> Self {
+        let (Some(initdb), Some(pg_ctl)) = (binary("initdb"), binary("pg_ctl")) else {
+            panic!(
+                "these tests need PostgreSQL: set WARDEN_TEST_POSTGRES_URL, run a server on \
+                 127.0.0.1:5432, or install the server binaries (apt-get install postgresql) \
+                 so that a throwaway one can be started"
+            );
+        };
+        // A fresh folder of our own (a predictable name could be planted beforehand);
+        // the watchdog below removes it.
+        let dir = tempfile::Builder::new()
+            .prefix("warden-pg-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+        if as_root {
+            let chowned = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(chowned.success(), "chown postgres {}", dir.display());
+        }
+        let data = dir.join("data");
+        let port = free_port();
+        let own = Self {
+            server: Server {
+                host: "127.0.0.1".into(),
+                port,
+                user: "postgres".into(),
+            },
+            pg_ctl: pg_ctl.clone(),
+            options: format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
+                dir.display()
+            ),
+            log: dir.join("server.log"),
+            data: data.clone(),
+            as_root,
+        };
+        own.run(
+            &initdb,
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
         );
-    };
-    // A fresh folder of our own (a predictable name could be planted beforehand); the
-    // watchdog below removes it.
-    let dir = tempfile::Builder::new()
-        .prefix("warden-pg-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let as_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
-    let run = |program: &Path, args: &[&str]| {
-        let mut command = if as_root {
+        own.resume();
+        // The watchdog: once this process is gone, stop the server and remove its folder.
+        let stop = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {runas}{pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id(),
+            runas = if as_root {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
+            pg_ctl = shell_quote(&pg_ctl.display().to_string()),
+            data = shell_quote(&data.display().to_string()),
+            dir = shell_quote(&dir.display().to_string()),
+        );
+        // Backgrounded by a shell that returns at once: the watchdog outlives this process.
+        let started = Command::new("sh")
+            .args(["-c", &format!("({stop}) </dev/null >/dev/null 2>&1 &")])
+            .status()
+            .unwrap();
+        assert!(started.success(), "the throwaway server's watchdog");
+        own
+    }
+
+    /// Stops the server (fast: open connections are cut, as in a failover).
+    pub fn halt(&self) {
+        let data = self.data.to_str().unwrap();
+        self.run(&self.pg_ctl, &["-D", data, "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the server again, waiting until it accepts connections.
+    pub fn resume(&self) {
+        let (data, log) = (self.data.to_str().unwrap(), self.log.to_str().unwrap());
+        self.run(
+            &self.pg_ctl,
+            &["-D", data, "-o", &self.options, "-l", log, "-w", "start"],
+        );
+    }
+
+    /// A fresh database on this server.
+    pub fn database(&self) -> TestDb {
+        TestDb::create_on(&self.server)
+    }
+
+    fn run(&self, program: &Path, args: &[&str]) {
+        let mut command = if self.as_root {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(program);
             command
@@ -174,63 +272,6 @@ fn throwaway() -> Server {
             program.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-    };
-    if as_root {
-        let chowned = Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(chowned.success(), "chown postgres {}", dir.display());
-    }
-    let data = dir.join("data");
-    let data_arg = data.to_str().unwrap();
-    run(
-        &initdb,
-        &["-D", data_arg, "-A", "trust", "-U", "postgres", "--no-sync"],
-    );
-    let port = free_port();
-    let options = format!(
-        "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
-        dir.display()
-    );
-    let log = dir.join("server.log");
-    run(
-        &pg_ctl,
-        &[
-            "-D",
-            data_arg,
-            "-o",
-            &options,
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "start",
-        ],
-    );
-    // The watchdog: once this process is gone, stop the server and remove its folder.
-    let stop = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {runas}{pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
-        pid = std::process::id(),
-        runas = if as_root {
-            "runuser -u postgres -- "
-        } else {
-            ""
-        },
-        pg_ctl = shell_quote(&pg_ctl.display().to_string()),
-        data = shell_quote(&data.display().to_string()),
-        dir = shell_quote(&dir.display().to_string()),
-    );
-    // Backgrounded by a shell that returns at once: the watchdog outlives this process.
-    let started = Command::new("sh")
-        .args(["-c", &format!("({stop}) </dev/null >/dev/null 2>&1 &")])
-        .status()
-        .unwrap();
-    assert!(started.success(), "the throwaway server's watchdog");
-    Server {
-        host: "127.0.0.1".into(),
-        port,
-        user: "postgres".into(),
     }
 }
 
@@ -245,6 +286,7 @@ fn free_port() -> u16 {
 /// A fresh database with its own owner and runtime roles, dropped with this value.
 #[derive(Debug)]
 pub struct TestDb {
+    server: Server,
     pub name: String,
     pub owner: String,
     pub runtime: String,
@@ -252,6 +294,10 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn create() -> Self {
+        Self::create_on(server())
+    }
+
+    fn create_on(server: &Server) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let tag = format!(
             "{}_{}",
@@ -259,11 +305,13 @@ impl TestDb {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let db = Self {
+            server: server.clone(),
             name: format!("warden_test_{tag}"),
             owner: format!("warden_owner_{tag}"),
             runtime: format!("warden_runtime_{tag}"),
         };
         admin(
+            server,
             "postgres",
             &[
                 format!("CREATE ROLE {} LOGIN", db.owner),
@@ -273,6 +321,7 @@ impl TestDb {
         );
         // PostgreSQL 15 no longer lets everyone create in `public`; older servers do.
         admin(
+            server,
             &db.name,
             &["REVOKE CREATE ON SCHEMA public FROM PUBLIC".into()],
         );
@@ -281,12 +330,12 @@ impl TestDb {
 
     /// The owner role's URL (for `warden store migrate`).
     pub fn owner_url(&self) -> String {
-        server().url(&self.owner, &self.name)
+        self.server.url(&self.owner, &self.name)
     }
 
     /// The runtime role's URL (Warden's `[store] url`).
     pub fn runtime_url(&self) -> String {
-        server().url(&self.runtime, &self.name)
+        self.server.url(&self.runtime, &self.name)
     }
 
     /// The schema migrated (by the owner, the runtime role granted), and a pool of
@@ -307,7 +356,7 @@ impl TestDb {
 
     /// A superuser's URL on this database (to look behind Warden's back).
     pub fn admin_url(&self) -> String {
-        server().url(&server().user, &self.name)
+        self.server.url(&self.server.user, &self.name)
     }
 }
 
@@ -316,6 +365,7 @@ impl Drop for TestDb {
         // Never a panic here: it would abort a test that is already failing and hide
         // why.
         let dropped = try_admin(
+            &self.server,
             "postgres",
             &[
                 format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
