@@ -282,7 +282,20 @@ async fn postgres_stores_shared_by_two_replicas() {
         rows.iter().map(|(_, r)| r.at_ms).collect::<Vec<_>>(),
         [10, 11]
     );
+    // A NUL a client chose (PostgreSQL text cannot hold one) does not cost the batch.
+    let poisoned = AuditRecord {
+        target: Some("to\0ol".into()),
+        ..row(12)
+    };
+    one.audit.append(&[poisoned, row(13)]).await.unwrap();
+    assert_eq!(two.audit.query(&zeta).await.unwrap().len(), 4);
     let chains = one.audit.verify().await.unwrap();
+    assert!(
+        chains
+            .iter()
+            .all(|(_, verdict)| matches!(verdict, warden_store::Verdict::Intact { .. })),
+        "{chains:?}"
+    );
     assert_eq!(
         chains
             .iter()

@@ -35,6 +35,9 @@ impl PgAudit {
     /// replica take turns (a transaction-level advisory lock on its name), so two of its
     /// writers never chain to the same row.
     async fn append_in(&self, records: &[AuditRecord]) -> Result<()> {
+        // PostgreSQL text cannot hold NUL, and a client chooses some of these fields:
+        // one record it poisoned must not make the store refuse the whole batch.
+        let records: Vec<AuditRecord> = records.iter().map(without_nul).collect();
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
@@ -52,7 +55,7 @@ impl PgAudit {
                     $16, $17, $18, $19, $20)",
             )
             .await?;
-        for record in records {
+        for record in &records {
             seq += 1;
             let hash = record.chained_hash(seq, &prev);
             tx.execute(
@@ -285,5 +288,26 @@ impl Audit for PgAudit {
 
     fn prune(&self, before_ms: i64) -> StoreFuture<'_, u64> {
         Box::pin(self.prune_in(before_ms))
+    }
+}
+
+/// `record` with every NUL character replaced (U+FFFD), so that PostgreSQL takes it.
+fn without_nul(record: &AuditRecord) -> AuditRecord {
+    let clean = |text: &String| text.replace('\0', "\u{FFFD}");
+    let clean_optional = |text: &Option<String>| text.as_ref().map(clean);
+    AuditRecord {
+        tenant: clean(&record.tenant),
+        principal: clean(&record.principal),
+        client: clean(&record.client),
+        instance: clean(&record.instance),
+        era: clean(&record.era),
+        method: clean(&record.method),
+        target: clean_optional(&record.target),
+        upstream: clean_optional(&record.upstream),
+        decision: clean(&record.decision),
+        rule: clean_optional(&record.rule),
+        outcome: clean(&record.outcome),
+        args_hash: clean_optional(&record.args_hash),
+        ..record.clone()
     }
 }
