@@ -123,6 +123,19 @@ fn not_found(id: &str) -> ToolOutcome {
     ))
 }
 
+/// Whether any text holds a NUL character: refused alike on every backend (PostgreSQL
+/// text cannot hold one).
+fn has_nul<'a>(texts: impl IntoIterator<Item = Option<&'a String>>) -> bool {
+    texts.into_iter().flatten().any(|text| text.contains('\0'))
+}
+
+fn nul_refused() -> ToolOutcome {
+    ToolOutcome::ToolError(
+        "Titles and bodies cannot contain the NUL character (U+0000); remove it and try again."
+            .into(),
+    )
+}
+
 fn structured(value: impl serde::Serialize) -> Result<ToolOutcome> {
     serde_json::to_value(value)
         .map(ToolOutcome::Structured)
@@ -178,11 +191,17 @@ impl NotesServer {
             }
             "create_note" => {
                 let args: CreateArgs = parse(arguments)?;
+                if has_nul([Some(&args.title), Some(&args.body)]) {
+                    return Ok(nul_refused());
+                }
                 let tags = dedup(args.tags);
                 structured(store.create(tenant, &args.title, &args.body, &tags).await?)
             }
             "update_note" => {
                 let args: UpdateArgs = parse(arguments)?;
+                if has_nul([args.title.as_ref(), args.body.as_ref()]) {
+                    return Ok(nul_refused());
+                }
                 let patch = NotePatch {
                     title: args.title,
                     body: args.body,

@@ -115,6 +115,16 @@ async fn misfits(server: &NotesServer) {
             .await,
         Err(NotesError::Cursor)
     ));
+    // A NUL is refused alike on both backends (PostgreSQL text cannot hold one).
+    for arguments in [
+        json!({"title": "a\0b", "body": "x"}),
+        json!({"title": "t", "body": "x\0"}),
+    ] {
+        assert!(matches!(
+            server.call_tool("t", "create_note", arguments).await,
+            Ok(warden_notes::ToolOutcome::ToolError(message)) if message.contains("NUL")
+        ));
+    }
 }
 
 /// Five notes, two a page, newest first; a tag narrows the listing.

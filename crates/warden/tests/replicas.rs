@@ -209,6 +209,17 @@ async fn ready(admin: &str) -> u16 {
         .map_or(0, |r| r.status().as_u16())
 }
 
+/// Whether `/readyz` answers `status` within ten seconds.
+async fn readiness_becomes(admin: &str, status: u16) -> bool {
+    for _ in 0..100 {
+        if ready(admin).await == status {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_gives_clean_503s_and_loses_no_acknowledged_record() {
     let cluster = tokio::task::spawn_blocking(|| {
@@ -264,15 +275,10 @@ async fn an_outage_gives_clean_503s_and_loses_no_acknowledged_record() {
     })
     .await
     .unwrap();
-    let mut flipped = false;
-    for _ in 0..50 {
-        if ready(&admin).await == 503 {
-            flipped = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(flipped, "/readyz stayed ready with the store away");
+    assert!(
+        readiness_becomes(&admin, 503).await,
+        "/readyz stayed ready with the store away"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 
     // It comes back: service resumes, and /readyz says so.
@@ -282,15 +288,10 @@ async fn an_outage_gives_clean_503s_and_loses_no_acknowledged_record() {
     })
     .await
     .unwrap();
-    let mut resumed = false;
-    for _ in 0..100 {
-        if ready(&admin).await == 200 {
-            resumed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(resumed, "/readyz did not recover");
+    assert!(
+        readiness_becomes(&admin, 200).await,
+        "/readyz did not recover"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut acknowledged, mut unavailable) = (0, 0);
