@@ -594,19 +594,20 @@ impl Upstreams {
                 }
             })
             .collect();
-        let mut states = match pins.check_all(&sightings).await {
+        let states = match pins.check_all(&sightings).await {
             Ok(states) => {
                 self.pins_unread.store(false, Ordering::Relaxed);
-                states.into_iter().zip(sightings)
+                states
             }
             Err(error) => {
                 // Fail closed: what cannot be checked is not offered, until the pins
                 // can be read again.
                 tracing::error!(%error, tools = sightings.len(), "tool pins not checked; the tools of other servers are withheld");
                 self.pins_unread.store(true, Ordering::Relaxed);
-                Vec::new().into_iter().zip(Vec::new())
+                Vec::new()
             }
         };
+        let mut states = states.into_iter().zip(sightings);
         let mut accepted = Vec::with_capacity(candidates.len());
         for candidate in candidates {
             let upstream = self.at(candidate.1.upstream);

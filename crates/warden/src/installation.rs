@@ -4,6 +4,7 @@
 //! not.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use warden_config::{PostgresStore, ServerSecret, Store};
@@ -25,17 +26,28 @@ impl Installation {
     /// The stores `place` names: its configuration's `[store]` (PostgreSQL), else the
     /// data directory's files.
     pub fn open(place: Place) -> Result<Self, Failure> {
-        let store = match &place.config {
-            Some(config) if place.data_dir.is_none() => {
-                warden_config::locations_in(config)?.store()?
-            }
-            _ => Store::Sqlite,
+        // `--data-dir` names the files themselves; otherwise the configuration file,
+        // read once, says where the state is.
+        let locations = match (&place.data_dir, &place.config) {
+            (None, Some(config)) => Some(warden_config::locations_in(config)?),
+            _ => None,
+        };
+        let store = match &locations {
+            Some(locations) => locations.store()?,
+            None => Store::Sqlite,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let stores = match &store {
-            Store::Sqlite => Stores::sqlite(&crate::open_place(place)?)?,
+            Store::Sqlite => {
+                let path = match (place.data_dir, locations) {
+                    (Some(dir), _) => dir,
+                    (None, Some(locations)) => locations.data_dir,
+                    (None, None) => PathBuf::from(warden_config::DEFAULT_DATA_DIR),
+                };
+                Stores::sqlite(&data_dir(path, place.init)?)?
+            }
             Store::Postgres(pg) => runtime.block_on(async {
                 let db = Postgres::new(&settings(pg))?;
                 db.check_schema().await?;
@@ -63,6 +75,19 @@ impl Installation {
         self.run(self.stores.audit.append(std::slice::from_ref(&record)))?;
         Ok(())
     }
+}
+
+/// The data directory at `path`. One that does not exist is created only with `init`:
+/// otherwise the command would work on a fresh store the running Warden never reads.
+fn data_dir(path: PathBuf, init: bool) -> Result<DataDir, Failure> {
+    if !path.exists() && !init {
+        return Err(format!(
+            "there is no Warden data directory at {}: name the one your Warden uses with --config FILE (or WARDEN_CONFIG) or --data-dir DIR (or WARDEN_DATA_DIR), or pass --init to create a new one there",
+            path.display()
+        )
+        .into());
+    }
+    Ok(DataDir::open(path)?)
 }
 
 /// An operator's action as an audit record: who (the operating-system user), what, to

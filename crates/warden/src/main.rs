@@ -50,7 +50,8 @@ struct Cli {
 /// Which installation an admin command works on.
 #[derive(clap::Args)]
 struct Place {
-    /// The warden.toml the running Warden uses: the command works on its data_dir.
+    /// The warden.toml the running Warden uses: the command works on its [store] (its
+    /// data_dir, or the PostgreSQL database it names).
     #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where Warden keeps its keys, notes and secrets (beats the config's data_dir)
@@ -520,26 +521,6 @@ fn read_private_key(path: &Path) -> Result<String, Failure> {
     }
     Ok(std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?)
-}
-
-/// The data directory an admin command works on: `--data-dir` (or `WARDEN_DATA_DIR`),
-/// else the `data_dir` of `--config` (or `WARDEN_CONFIG`), else the default. A directory
-/// that does not exist is created only with `--init`: otherwise the command would work on
-/// a fresh store the running Warden never reads.
-fn open_place(place: Place) -> Result<DataDir, Failure> {
-    let path = match (place.data_dir, &place.config) {
-        (Some(dir), _) => dir,
-        (None, Some(config)) => warden_config::locations_in(config)?.data_dir,
-        (None, None) => PathBuf::from(warden_config::DEFAULT_DATA_DIR),
-    };
-    if !path.exists() && !place.init {
-        return Err(format!(
-            "there is no Warden data directory at {}: name the one your Warden uses with --config FILE (or WARDEN_CONFIG) or --data-dir DIR (or WARDEN_DATA_DIR), or pass --init to create a new one there",
-            path.display()
-        )
-        .into());
-    }
-    Ok(DataDir::open(path)?)
 }
 
 fn keys(command: KeysCommand) -> Result<(), Failure> {
