@@ -14,7 +14,9 @@ mod upstream;
 
 pub use oauth::{JwksSource, OAuth, ScopeNames};
 pub use reload::{ReloadPlan, plan_reload};
-pub use store::{Postgres as PostgresStore, ServerSecret, Store, is_replica_name};
+pub use store::{
+    DEFAULT_CONNECT_TIMEOUT_MS, Postgres as PostgresStore, ServerSecret, Store, is_replica_name,
+};
 pub use tools::{
     Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules, glob_matches,
     rules_for,

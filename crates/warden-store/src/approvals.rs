@@ -9,8 +9,8 @@ use rusqlite::{OptionalExtension, params};
 use crate::db::{Durability, Single};
 use crate::{DataDir, Result, StoreFuture, now_unix};
 
-const FILE: &str = "approvals.db";
-const MIGRATIONS: &[&str] = &["
+pub(crate) const FILE: &str = "approvals.db";
+pub(crate) const MIGRATIONS: &[&str] = &["
     CREATE TABLE approvals (
         id         TEXT PRIMARY KEY,
         tenant     TEXT NOT NULL,

@@ -70,8 +70,8 @@ impl Audit for SqliteAudit {
     }
 }
 
-const FILE: &str = "audit.db";
-const MIGRATIONS: &[&str] = &["
+pub(crate) const FILE: &str = "audit.db";
+pub(crate) const MIGRATIONS: &[&str] = &["
     CREATE TABLE audit (
         id            INTEGER PRIMARY KEY,
         at_ms         INTEGER NOT NULL,
@@ -220,7 +220,7 @@ pub struct AuditStore {
     db: Single,
 }
 
-type Row = (i64, AuditRecord, Vec<u8>, Vec<u8>);
+pub(crate) type Row = (i64, AuditRecord, Vec<u8>, Vec<u8>);
 
 impl AuditStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
@@ -384,11 +384,12 @@ impl AuditStore {
     }
 }
 
-const COLUMNS: &str = "id, at_ms, tenant, principal, client, instance, era, method, target,
+pub(crate) const COLUMNS: &str =
+    "id, at_ms, tenant, principal, client, instance, era, method, target,
     upstream, decision, rule, outcome, latency_us, request_bytes, result_bytes, args_hash,
     prev_hash, hash";
 
-fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+pub(crate) fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
         row.get(0)?,
         AuditRecord {

@@ -39,8 +39,8 @@ impl Costs for SqliteCosts {
     }
 }
 
-const FILE: &str = "costs.db";
-const MIGRATIONS: &[&str] = &["
+pub(crate) const FILE: &str = "costs.db";
+pub(crate) const MIGRATIONS: &[&str] = &["
     CREATE TABLE daily_costs (
         tenant TEXT NOT NULL,
         day    INTEGER NOT NULL,   -- days since 1970-01-01, UTC

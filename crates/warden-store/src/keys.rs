@@ -16,12 +16,13 @@ use crate::{DataDir, Result, StoreError, StoreFuture, db, now_unix, write_privat
 /// Every key starts with this, so scanners and redaction can recognise one.
 pub const KEY_PREFIX: &str = "wdn_";
 const KEY_RANDOM_BYTES: usize = 32;
-const SECRET_FILE: &str = "server.secret";
+pub(crate) const SECRET_FILE: &str = "server.secret";
 pub(crate) const SECRET_BYTES: usize = 32;
 /// `last_used` is written at most this often per key, not on every request.
 const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const FILE: &str = "keys.db";
+pub(crate) const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE keys (
         id         TEXT PRIMARY KEY,
@@ -163,7 +164,7 @@ impl fmt::Debug for KeyStore {
 impl KeyStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
         let secret = load_or_create_secret(dir, SECRET_FILE)?;
-        let mut conn = db::open_writer(&dir.file("keys.db"))?;
+        let mut conn = db::open_writer(&dir.file(FILE))?;
         db::migrate(&mut conn, MIGRATIONS)?;
         Ok(Self {
             conn: Mutex::new(conn),

@@ -7,6 +7,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod copy;
 pub mod costs;
 mod db;
 pub mod keys;

@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::keys::random_hex;
 use crate::{DataDir, Result, StoreError, StoreFuture, db, now_unix};
 
-const MIGRATIONS: &[&str] = &["
+pub(crate) const FILE: &str = "notes.db";
+pub(crate) const MIGRATIONS: &[&str] = &["
     -- Each tenant owns one contiguous range of note rowids (its number << TENANT_SHIFT
     -- onwards), so a full-text search is confined to one tenant by a rowid range that
     -- FTS5 seeks to directly, instead of ranking every tenant's matches. Rowids count
@@ -328,7 +329,7 @@ const SELECT_NOTE: &str =
 
 impl NotesStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
-        let path = dir.file("notes.db");
+        let path = dir.file(FILE);
         let mut writer = db::open_writer(&path)?;
         db::migrate(&mut writer, MIGRATIONS)?;
         least_privilege(&writer);

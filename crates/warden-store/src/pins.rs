@@ -100,8 +100,8 @@ impl Pins for SqlitePins {
     }
 }
 
-const FILE: &str = "pins.db";
-const MIGRATIONS: &[&str] = &["
+pub(crate) const FILE: &str = "pins.db";
+pub(crate) const MIGRATIONS: &[&str] = &["
     CREATE TABLE pins (
         tool        TEXT PRIMARY KEY,
         hash        TEXT,             -- the accepted definition's, NULL until one is

@@ -304,3 +304,137 @@ async fn postgres_stores_shared_by_two_replicas() {
         ["r1", "r2"]
     );
 }
+
+/// `warden store copy`: everything a data directory holds reaches PostgreSQL and works
+/// there (the key with the directory's secret, the note with its version, the pin still
+/// waiting, the held call, the day's costs, the audit chain with its retention anchor);
+/// a second copy adds nothing; another chain already under the name is refused.
+#[tokio::test]
+async fn a_data_directory_copies_into_postgres_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path()).unwrap();
+    let sqlite = Stores::sqlite(&dir).unwrap();
+    let key = sqlite
+        .keys
+        .add(
+            "acme",
+            "laptop",
+            warden_store::Scope::Write,
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .key;
+    let note = sqlite
+        .notes
+        .create("acme", "moved", "first body", &["m".to_owned()])
+        .await
+        .unwrap();
+    let patch = warden_store::notes::NotePatch {
+        body: Some("second body".into()),
+        ..Default::default()
+    };
+    sqlite.notes.update("acme", &note.id, &patch).await.unwrap();
+    assert_eq!(
+        check(&sqlite, sighting("t", "{d1}", None)).await,
+        PinState::Accepted
+    );
+    assert!(matches!(
+        check(&sqlite, sighting("t", "{d2}", None)).await,
+        PinState::Withheld { .. }
+    ));
+    let held = sqlite
+        .approvals
+        .hold("acme", "key_1", "delete_note", "{}")
+        .await
+        .unwrap();
+    sqlite
+        .costs
+        .record(42, &[("acme".into(), 7)])
+        .await
+        .unwrap();
+    let records: Vec<AuditRecord> = (1..=5)
+        .map(|at_ms| AuditRecord {
+            at_ms,
+            ..AuditRecord::action("operator:test", "keys/add", "acme", "key_1", "ok")
+        })
+        .collect();
+    sqlite.audit.append(&records).await.unwrap();
+    assert_eq!(sqlite.audit.prune(3).await.unwrap(), 2);
+    drop(sqlite);
+
+    let db = TestDb::create();
+    let pool = db.migrated_pool().await;
+    let report = warden_store::copy::sqlite_to_postgres(tmp.path(), &pool, "old")
+        .await
+        .unwrap();
+    let counts: Vec<(&str, u64, u64)> = report
+        .copied
+        .iter()
+        .map(|c| (c.what, c.found, c.added))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("keys", 1, 1),
+            ("notes", 1, 1),
+            ("note versions", 1, 1),
+            ("pins", 1, 1),
+            ("held calls", 1, 1),
+            ("daily costs", 1, 1),
+            ("audit records", 3, 3),
+        ]
+    );
+    assert_eq!(report.chain, warden_store::Verdict::Intact { rows: 3 });
+
+    let secret = dir.secret("server.secret").unwrap();
+    let pg = Stores::postgres(&pool, secret, "old");
+    let principal = pg.keys.authenticate(&key).await.unwrap().unwrap();
+    assert_eq!(principal.tenant, "acme");
+    let copied = pg.notes.get("acme", &note.id).await.unwrap().unwrap();
+    assert_eq!(
+        (copied.body.as_str(), copied.tags.as_slice()),
+        ("second body", &["m".to_owned()][..])
+    );
+    assert!(pg.notes.get("globex", &note.id).await.unwrap().is_none());
+    pg.notes.restore("acme", &note.id).await.unwrap();
+    assert_eq!(
+        pg.notes.get("acme", &note.id).await.unwrap().unwrap().body,
+        "first body"
+    );
+    let pin = pg.pins.get("t").await.unwrap().unwrap();
+    assert_eq!(
+        (pin.definition.as_deref(), pin.pending.as_deref()),
+        (Some("{d1}"), Some("{d2}"))
+    );
+    assert_eq!(
+        pg.approvals.status(&held).await.unwrap().as_deref(),
+        Some("pending")
+    );
+    assert_eq!(pg.costs.day(42).await.unwrap(), [("acme".to_owned(), 7)]);
+    // The replica of the copy's name continues its chain.
+    pg.audit.append(&records[..1]).await.unwrap();
+    assert_eq!(
+        pg.audit.verify().await.unwrap(),
+        [("old".to_owned(), warden_store::Verdict::Intact { rows: 4 })]
+    );
+
+    // Again: everything is there already (the restore above is kept, not overwritten).
+    let again = warden_store::copy::sqlite_to_postgres(tmp.path(), &pool, "old")
+        .await
+        .unwrap();
+    assert!(again.copied.iter().all(|c| c.added == 0), "{again:?}");
+    assert_eq!(
+        pg.notes.get("acme", &note.id).await.unwrap().unwrap().body,
+        "first body"
+    );
+
+    // A name whose chain in the database is another's is refused, not merged.
+    let clash = Stores::postgres(&pool, secret, "clash");
+    clash.audit.append(&records[3..]).await.unwrap();
+    let refused = warden_store::copy::sqlite_to_postgres(tmp.path(), &pool, "clash")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("--replica"), "{refused}");
+}

@@ -184,19 +184,37 @@ fn settings(pg: &PostgresStore) -> PgSettings {
 /// file (never from the database).
 fn server_secret(pg: &PostgresStore) -> Result<[u8; 32], Failure> {
     let text = match &pg.server_secret {
-        ServerSecret::Value(secret) => secret.expose().to_owned(),
-        ServerSecret::File(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("[store] server_secret: cannot read {}: {e}", path.display()))?,
+        ServerSecret::Value(secret) => secret.expose().as_bytes().to_vec(),
+        ServerSecret::File(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                format!("[store] server_secret: cannot read {}: {e}", path.display())
+            })?;
+            // A file of 32 bytes is a data directory's own server.secret, taken as it
+            // is, so that the keys of an installation copied over match.
+            if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                return Ok(raw);
+            }
+            bytes
+        }
     };
-    Ok(warden_store::secret_from_hex(&text)
-        .ok_or("[store] server_secret must hold 64 hex digits (32 bytes)")?)
+    std::str::from_utf8(&text)
+        .ok()
+        .and_then(warden_store::secret_from_hex)
+        .ok_or_else(|| {
+            "[store] server_secret must hold 64 hex digits (or be a data directory's 32-byte server.secret)".into()
+        })
 }
 
 /// This replica's name: `[store] replica`, else the host name.
 fn replica(pg: &PostgresStore) -> Result<String, Failure> {
-    if let Some(name) = &pg.replica {
-        return Ok(name.clone());
+    match &pg.replica {
+        Some(name) => Ok(name.clone()),
+        None => host_replica_name(),
     }
+}
+
+/// The machine's host name, as the name of the replica that runs here.
+pub(crate) fn host_replica_name() -> Result<String, Failure> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host = host.trim();
     if warden_config::is_replica_name(host) {

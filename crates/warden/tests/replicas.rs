@@ -336,3 +336,158 @@ async fn an_outage_gives_clean_503s_and_loses_no_acknowledged_record() {
     assert!(audited >= acknowledged as usize);
     assert!(acknowledged > 0);
 }
+
+/// The `NAME  found  added` counts `warden store copy` printed, by name.
+fn copy_counts(out: &str) -> std::collections::HashMap<String, (u64, u64)> {
+    out.lines()
+        .filter_map(|line| {
+            let (what, numbers) = line.trim().split_once("  ")?;
+            let numbers: Vec<u64> = numbers
+                .split_whitespace()
+                .filter_map(|word| word.parse().ok())
+                .collect();
+            match numbers[..] {
+                [found, added] => Some((what.to_owned(), (found, added))),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_installation_copied_into_postgres_keeps_keys_notes_and_its_audit_chain() {
+    // A SQLite installation in use: keys, notes with an earlier version, an audit trail.
+    let mut old = Warden::start();
+    let (_, key) = old.add_key("acme", "laptop", "write");
+    let http = Http::with_key(&old, &key);
+    let made = http
+        .call_tool(
+            "create_note",
+            json!({"title": "before the move", "body": "kept in sqlite", "tags": ["moved"]}),
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.text);
+    let id = made.json()["result"]["structuredContent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let updated = http
+        .call_tool("update_note", json!({"id": id, "body": "edited in sqlite"}))
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    old.terminate();
+    let data = old.data_dir.clone();
+    let verify = Command::new(support::BIN)
+        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let verified = String::from_utf8_lossy(&verify.stdout).into_owned();
+    let records: u64 = verified
+        .split_whitespace()
+        .find_map(|word| word.parse().ok())
+        .unwrap();
+
+    // Copied into a migrated database, twice: the second run adds nothing.
+    let db = tokio::task::spawn_blocking(TestDb::create).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pg.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"env:PG_URL\"\nowner_url = \"env:PG_OWNER\"\n\
+             server_secret = \"file:{}\"\nreplica = \"moved\"\n",
+            data.join("server.secret").display()
+        ),
+    )
+    .unwrap();
+    let env = [("PG_URL", db.runtime_url()), ("PG_OWNER", db.owner_url())];
+    let run = |args: &[&str]| {
+        let out = Command::new(support::BIN)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove("WARDEN_DATA_DIR")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        stdout
+    };
+    run(&["store", "migrate", "--config", config.to_str().unwrap()]);
+    let copy = [
+        "store",
+        "copy",
+        "--from",
+        data.to_str().unwrap(),
+        "--to",
+        "env:PG_URL",
+        "--replica",
+        "moved",
+    ];
+    let first = run(&copy);
+    let counts = copy_counts(&first);
+    assert_eq!(counts["keys"], (2, 2), "{first}");
+    assert_eq!(counts["notes"], (1, 1), "{first}");
+    assert_eq!(counts["note versions"], (1, 1), "{first}");
+    assert_eq!(counts["audit records"], (records, records), "{first}");
+    for (what, (found, added)) in &counts {
+        assert_eq!(found, added, "{what}: {first}");
+    }
+    assert!(
+        first.contains(&format!(
+            "audit chain of replica moved intact: {records} records"
+        )),
+        "{first}"
+    );
+    assert!(first.contains("server.secret"), "{first}");
+    let again = copy_counts(&run(&copy));
+    for (what, (found, added)) in &again {
+        assert_eq!((*found, *added), (counts[what].0, 0), "{what}");
+    }
+    let verified = run(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert!(
+        verified.contains(&format!("chain of replica moved intact: {records} records")),
+        "{verified}"
+    );
+
+    // Served from PostgreSQL with the data directory's secret: the old key works, the
+    // note and its version are there, and the replica of that name continues the chain.
+    let new = Warden::start_with(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+        ],
+        &[("PG_URL", &env[0].1), ("PG_OWNER", &env[1].1)],
+    );
+    let http = Http::with_key(&new, &key);
+    let found = http
+        .call_tool("search_notes", json!({"query": "edited"}))
+        .await;
+    assert_eq!(found.status, 200, "{}", found.text);
+    assert!(found.text.contains("before the move"), "{}", found.text);
+    let restored = http.call_tool("restore_note", json!({"id": id})).await;
+    assert_eq!(restored.status, 200, "{}", restored.text);
+    assert!(
+        restored.text.contains("kept in sqlite"),
+        "{}",
+        restored.text
+    );
+    for _ in 0..50 {
+        let verified = run(&["audit", "verify", "--config", config.to_str().unwrap()]);
+        let continued = verified
+            .lines()
+            .find(|line| line.contains("chain of replica moved intact"))
+            .and_then(|line| line.split_whitespace().find_map(|w| w.parse::<u64>().ok()));
+        if continued.is_some_and(|rows| rows > records) {
+            assert!(!new.stderr().contains(&key));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the replica named like the copy did not continue its chain");
+}

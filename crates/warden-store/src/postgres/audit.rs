@@ -40,50 +40,13 @@ impl PgAudit {
         let records: Vec<AuditRecord> = records.iter().map(without_nul).collect();
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('warden.audit:' || $1, 0))",
-            &[&self.replica],
-        )
-        .await?;
+        lock_chain(&tx, &self.replica).await?;
         let (mut seq, mut prev) = chain_end(&tx, &self.replica).await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO audit (replica, seq, at_ms, tenant, principal, client, instance,
-                    era, method, target, upstream, decision, rule, outcome, latency_us,
-                    request_bytes, result_bytes, args_hash, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                    $16, $17, $18, $19, $20)",
-            )
-            .await?;
+        let insert = tx.prepare_cached(INSERT_LINK).await?;
         for record in &records {
             seq += 1;
             let hash = record.chained_hash(seq, &prev);
-            tx.execute(
-                &insert,
-                &[
-                    &self.replica,
-                    &seq,
-                    &record.at_ms,
-                    &record.tenant,
-                    &record.principal,
-                    &record.client,
-                    &record.instance,
-                    &record.era,
-                    &record.method,
-                    &record.target,
-                    &record.upstream,
-                    &record.decision,
-                    &record.rule,
-                    &record.outcome,
-                    &record.latency_us,
-                    &record.request_bytes,
-                    &record.result_bytes,
-                    &record.args_hash,
-                    &prev,
-                    &hash.as_slice(),
-                ],
-            )
-            .await?;
+            insert_link(&tx, &insert, &self.replica, seq, record, &prev, &hash).await?;
             prev = hash.to_vec();
         }
         tx.commit().await?;
@@ -189,6 +152,63 @@ impl PgAudit {
     }
 }
 
+/// Makes the transaction's appends to `replica`'s chain take turns with every other's
+/// (a transaction-level advisory lock on its name).
+pub(crate) async fn lock_chain(tx: &impl GenericClient, replica: &str) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('warden.audit:' || $1, 0))",
+        &[&replica],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One link of a chain: the record at `seq` of `replica`, after `prev`.
+pub(crate) const INSERT_LINK: &str = "INSERT INTO audit (replica, seq, at_ms, tenant, principal,
+        client, instance, era, method, target, upstream, decision, rule, outcome, latency_us,
+        request_bytes, result_bytes, args_hash, prev_hash, hash)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+        $19, $20)";
+
+/// Inserts one link with [`INSERT_LINK`] prepared as `statement`.
+pub(crate) async fn insert_link(
+    tx: &impl GenericClient,
+    statement: &tokio_postgres::Statement,
+    replica: &str,
+    seq: i64,
+    record: &AuditRecord,
+    prev: &[u8],
+    hash: &[u8],
+) -> Result<()> {
+    tx.execute(
+        statement,
+        &[
+            &replica,
+            &seq,
+            &record.at_ms,
+            &record.tenant,
+            &record.principal,
+            &record.client,
+            &record.instance,
+            &record.era,
+            &record.method,
+            &record.target,
+            &record.upstream,
+            &record.decision,
+            &record.rule,
+            &record.outcome,
+            &record.latency_us,
+            &record.request_bytes,
+            &record.result_bytes,
+            &record.args_hash,
+            &prev,
+            &hash,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The last sequence number and hash of `replica`'s chain (where retention cut it, when
 /// every row is gone; the start, for a new chain).
 async fn chain_end(client: &impl GenericClient, replica: &str) -> Result<(i64, Vec<u8>)> {
@@ -216,7 +236,7 @@ async fn anchor(client: &impl GenericClient, replica: &str) -> Result<Option<(i6
         .map(|row| (row.get(0), row.get(1))))
 }
 
-async fn verify_chain(client: &impl GenericClient, replica: &str) -> Result<Verdict> {
+pub(crate) async fn verify_chain(client: &impl GenericClient, replica: &str) -> Result<Verdict> {
     let (mut expected, mut prev) = anchor(client, replica)
         .await?
         .unwrap_or((1, GENESIS.to_vec()));

@@ -7,7 +7,7 @@
 //! an *owner* role that only `warden store migrate` uses.
 
 mod approvals;
-mod audit;
+pub(crate) mod audit;
 mod costs;
 mod keys;
 mod migrations;
@@ -167,26 +167,33 @@ impl Postgres {
                     .into(),
             ));
         }
-        let version: Option<i32> = client
-            .query_one("SELECT max(version) FROM schema_version", &[])
-            .await
-            .map_err(|e| match e.code() {
-                Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => StoreError::Invalid(
-                    "the database has no Warden schema: run `warden store migrate`".into(),
-                ),
-                _ => StoreError::from(e),
-            })?
-            .get(0);
-        match version {
-            Some(SCHEMA_VERSION) => Ok(()),
-            Some(newer) if newer > SCHEMA_VERSION => Err(StoreError::Invalid(format!(
-                "the database schema is version {newer}, newer than this Warden ({SCHEMA_VERSION}): upgrade Warden"
-            ))),
-            found => Err(StoreError::Invalid(format!(
-                "the database schema is version {}, this Warden needs {SCHEMA_VERSION}: run `warden store migrate`",
-                found.unwrap_or(0)
-            ))),
-        }
+        schema_is_current(&client).await
+    }
+}
+
+/// Whether the schema is the version this build speaks: named when it is not.
+pub(crate) async fn schema_is_current(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<()> {
+    let version: Option<i32> = client
+        .query_one("SELECT max(version) FROM schema_version", &[])
+        .await
+        .map_err(|e| match e.code() {
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => StoreError::Invalid(
+                "the database has no Warden schema: run `warden store migrate`".into(),
+            ),
+            _ => StoreError::from(e),
+        })?
+        .get(0);
+    match version {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(newer) if newer > SCHEMA_VERSION => Err(StoreError::Invalid(format!(
+            "the database schema is version {newer}, newer than this Warden ({SCHEMA_VERSION}): upgrade Warden"
+        ))),
+        found => Err(StoreError::Invalid(format!(
+            "the database schema is version {}, this Warden needs {SCHEMA_VERSION}: run `warden store migrate`",
+            found.unwrap_or(0)
+        ))),
     }
 }
 
