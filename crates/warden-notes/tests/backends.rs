@@ -18,21 +18,27 @@ use warden_store::{DataDir, NotesStore, SqliteNotes};
 struct Backends {
     sqlite: NotesServer,
     postgres: NotesServer,
+    /// The stores underneath, to load many notes at once.
+    sqlite_store: Arc<NotesStore>,
+    postgres_store: PgNotes,
     _dir: tempfile::TempDir,
     _db: postgres::TestDb,
 }
 
 async fn backends() -> Backends {
     let dir = tempfile::tempdir().unwrap();
-    let store = NotesStore::open(&DataDir::open(dir.path()).unwrap()).unwrap();
-    let sqlite = NotesServer::new(Arc::new(SqliteNotes::new(Arc::new(store))));
+    let sqlite_store = Arc::new(NotesStore::open(&DataDir::open(dir.path()).unwrap()).unwrap());
+    let sqlite = NotesServer::new(Arc::new(SqliteNotes::new(sqlite_store.clone())));
     let db = postgres::TestDb::create();
     let pool = db.migrated_pool().await;
     pool.check_schema().await.unwrap();
-    let postgres = NotesServer::new(Arc::new(PgNotes::new(pool)));
+    let postgres_store = PgNotes::new(pool);
+    let postgres = NotesServer::new(Arc::new(postgres_store.clone()));
     Backends {
         sqlite,
         postgres,
+        sqlite_store,
+        postgres_store,
         _dir: dir,
         _db: db,
     }
@@ -262,6 +268,75 @@ async fn ranking_and_tenants(server: &NotesServer) {
     // Still there for its own tenant.
     let mine = call(server, "r", "get_note", json!({"id": id})).await;
     assert_eq!(mine["title"], "Wombat care");
+}
+
+/// The titles `query` finds for tenant `m`, best first.
+async fn titles_found(server: &NotesServer, query: &str) -> Vec<String> {
+    let found = call(
+        server,
+        "m",
+        "search_notes",
+        json!({"query": query, "limit": 3}),
+    )
+    .await;
+    found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hit| hit["title"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// More matches than are ranked: both backends rank the newest 1,000 matches alike,
+/// whether the word is in most notes (PostgreSQL finds them walking back through the
+/// newest) or in a few (through the index), and whether a walk comes up short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_matches_rank_alike_on_both_backends() {
+    let backends = backends().await;
+    let mut notes: Vec<(String, String, Vec<String>)> = Vec::new();
+    // The oldest: the best title match of all, beyond the newest 1,000 matches.
+    notes.push(("everywhere everywhere".into(), "old".into(), vec![]));
+    for n in 0..1_500 {
+        // Every note has "everywhere"; every fourth has "often" (375, all within reach
+        // of the index, but a walk through the newest 3,000 notes cannot find 1,000).
+        let body = if n % 4 == 0 {
+            format!("everywhere often {n}")
+        } else {
+            format!("everywhere {n}")
+        };
+        notes.push((format!("note {n}"), body, vec![]));
+    }
+    notes.push(("everywhere often".into(), "titled, newest".into(), vec![]));
+    notes.push(("rare".into(), "once".into(), vec![]));
+    backends
+        .sqlite_store
+        .create_many("m", notes.iter().cloned())
+        .unwrap();
+    backends
+        .postgres_store
+        .create_many("m", &notes)
+        .await
+        .unwrap();
+    for query in ["everywhere", "often", "everywhere often", "rare", "absent"] {
+        let sqlite = titles_found(&backends.sqlite, query).await;
+        let postgres = titles_found(&backends.postgres, query).await;
+        assert_eq!(
+            sqlite.first(),
+            postgres.first(),
+            "{query}: {sqlite:?} {postgres:?}"
+        );
+        assert_eq!(sqlite.len(), postgres.len(), "{query}");
+        assert!(
+            !postgres.contains(&"everywhere everywhere".to_owned()),
+            "{query}: the oldest match is beyond the newest 1,000"
+        );
+    }
+    assert_eq!(
+        titles_found(&backends.postgres, "everywhere").await[0],
+        "everywhere often"
+    );
+    assert_eq!(titles_found(&backends.postgres, "rare").await, ["rare"]);
+    assert!(titles_found(&backends.postgres, "absent").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,3 +207,92 @@ async fn the_runtime_role_cannot_run_ddl() {
         );
     }
 }
+
+/// A certificate authority and a server certificate it signed for `localhost` and
+/// 127.0.0.1: (CA PEM, server certificate PEM, server key PEM).
+fn authority_and_server() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "warden test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), server.pem(), server_key.serialize_pem())
+}
+
+/// `sslmode=verify-full` with the server's CA: Warden's connections are encrypted
+/// (the server says so) and the store works; with another CA, or none, it refuses to
+/// connect rather than trust an unverified server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgresql_verifies_the_server() {
+    let (ca, certificate, key) = authority_and_server();
+    let (_server, db) = tokio::task::spawn_blocking(move || {
+        let server = support::postgres::OwnServer::start_tls(&certificate, &key);
+        let db = server.database();
+        (server, db)
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let (other_ca, _, _) = authority_and_server();
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, other_ca).unwrap();
+
+    let with_tls = |url: String, roots: &std::path::Path| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            url.replace("127.0.0.1", "localhost"),
+            roots.display()
+        )
+    };
+    postgres::migrate(
+        &with_tls(db.owner_url(), &ca_file),
+        Some(&db.runtime),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let pool = Postgres::new(&PgSettings {
+        url: with_tls(db.runtime_url(), &ca_file),
+        pool_size: 2,
+        statement_timeout: TIMEOUT,
+        connect_timeout: TIMEOUT,
+    })
+    .unwrap();
+    pool.check_schema().await.unwrap();
+    assert!(pool.is_encrypted().await.unwrap());
+
+    for url in [
+        with_tls(db.runtime_url(), &other_file),
+        // libpq's `require` would accept any certificate; Warden verifies it still.
+        format!(
+            "{}?sslmode=require&sslrootcert={}",
+            db.runtime_url(),
+            other_file.display()
+        ),
+    ] {
+        let refused = Postgres::new(&PgSettings {
+            url,
+            pool_size: 1,
+            statement_timeout: TIMEOUT,
+            connect_timeout: TIMEOUT,
+        })
+        .unwrap()
+        .check_schema()
+        .await
+        .unwrap_err();
+        assert!(refused.is_unavailable(), "{refused}");
+        assert!(
+            refused.to_string().to_lowercase().contains("certificate"),
+            "{refused}"
+        );
+    }
+}

@@ -155,7 +155,8 @@ pub(crate) async fn open_for_serving(
         }
         wait = (wait * 2).min(RETRY_MAX);
     }
-    tracing::info!(%replica, "state in PostgreSQL");
+    let encrypted = db.is_encrypted().await.unwrap_or(false);
+    tracing::info!(%replica, tls = encrypted, "state in PostgreSQL");
     // Every replica hashes arguments alike, so that one call's hash matches across them.
     let args_key = warden_store::derive_key(&secret, b"warden audit arguments");
     Ok((Stores::postgres(&db, secret, &replica), args_key))

@@ -13,8 +13,8 @@ mod keys;
 mod migrations;
 mod notes;
 mod pins;
+mod url;
 
-use std::str::FromStr as _;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -28,6 +28,7 @@ pub use notes::PgNotes;
 pub use pins::PgPins;
 
 use crate::{Result, StoreError};
+use url::Transport;
 
 /// Where the store is and how Warden talks to it.
 #[derive(Clone)]
@@ -52,43 +53,10 @@ impl std::fmt::Debug for PgSettings {
     }
 }
 
-/// The connection settings in `url`, without its password in any error.
-pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
-    let config = tokio_postgres::Config::from_str(url).map_err(|_| {
-        StoreError::Invalid(
-            "the PostgreSQL URL does not parse (expected postgres://user@host:port/database)"
-                .into(),
-        )
-    })?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(StoreError::Invalid(
-            "sslmode=require: TLS to PostgreSQL is not supported yet; use a local socket or a tunnel".into(),
-        ));
-    }
-    // Without TLS, a server beyond this machine is reached in plaintext only when the
-    // operator says so (the driver's default, `prefer`, would fall back silently).
-    let local = config.get_hosts().iter().all(|host| match host {
-        tokio_postgres::config::Host::Tcp(name) => {
-            name == "localhost"
-                || name
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        tokio_postgres::config::Host::Unix(_) => true,
-    });
-    if !local && config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable {
-        return Err(StoreError::Invalid(
-            "the PostgreSQL server is not on this machine and TLS to it is not supported yet: \
-             add sslmode=disable to the URL to accept plaintext on a network you trust, or use a tunnel"
-                .into(),
-        ));
-    }
-    Ok(config)
-}
-
 /// The role `url` connects as.
 pub fn role_of(url: &str) -> Result<String> {
-    parse_url(url)?
+    url::parse(url)?
+        .0
         .get_user()
         .map(str::to_owned)
         .ok_or_else(|| {
@@ -115,7 +83,7 @@ impl std::fmt::Debug for Postgres {
 impl Postgres {
     /// The pool; nothing connects until a connection is first needed.
     pub fn new(settings: &PgSettings) -> Result<Self> {
-        let mut config = parse_url(&settings.url)?;
+        let (mut config, transport) = url::parse(&settings.url)?;
         config.connect_timeout(settings.connect_timeout);
         // Every statement runs in schema `warden` and is cancelled past the timeout.
         config.options(format!(
@@ -123,13 +91,13 @@ impl Postgres {
             settings.statement_timeout.as_millis()
         ));
         config.application_name("warden");
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match transport {
+            Transport::Plain => Manager::from_config(config, tokio_postgres::NoTls, recycling),
+            Transport::Tls(tls) => Manager::from_config(config, tls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .wait_timeout(Some(settings.connect_timeout))
@@ -197,6 +165,21 @@ pub(crate) async fn schema_is_current(
     }
 }
 
+impl Postgres {
+    /// Whether connections to the server are encrypted (the server's own view).
+    pub async fn is_encrypted(&self) -> Result<bool> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok(row.is_some_and(|row| row.get(0)))
+    }
+}
+
 impl crate::Health for Postgres {
     fn check(&self) -> crate::StoreFuture<'_, ()> {
         Box::pin(async move {
@@ -257,29 +240,6 @@ impl From<deadpool_postgres::PoolError> for StoreError {
         match error {
             deadpool_postgres::PoolError::Backend(error) => Self::Postgres(error),
             other => Self::Unavailable(format!("no PostgreSQL connection: {other}")),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn plaintext_beyond_this_machine_must_be_asked_for() {
-        for url in [
-            "postgres://warden@127.0.0.1/warden",
-            "postgres://warden@localhost:5433/warden",
-            "postgres://warden@db.example.com/warden?sslmode=disable",
-        ] {
-            assert!(super::parse_url(url).is_ok(), "{url}");
-        }
-        for url in [
-            "postgres://warden:pw@db.example.com/warden",
-            "postgres://warden@10.0.0.5/warden?sslmode=prefer",
-            "postgres://warden@127.0.0.1/warden?sslmode=require",
-            "mysql://nope",
-        ] {
-            let refused = super::parse_url(url).unwrap_err().to_string();
-            assert!(!refused.contains("pw@"), "{refused}");
         }
     }
 }

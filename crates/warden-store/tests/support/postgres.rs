@@ -159,6 +159,15 @@ pub struct OwnServer {
 
 impl OwnServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A throwaway server that also takes TLS, with this certificate and key (PEM).
+    pub fn start_tls(certificate: &str, key: &str) -> Self {
+        Self::start_with(Some((certificate, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Self {
         let (Some(initdb), Some(pg_ctl)) = (binary("initdb"), binary("pg_ctl")) else {
             panic!(
                 "these tests need PostgreSQL: set WARDEN_TEST_POSTGRES_URL, run a server on \
@@ -177,9 +186,25 @@ impl OwnServer {
             .arg("-u")
             .output()
             .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+        let mut tls_options = String::new();
+        if let Some((certificate, key)) = tls {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::write(dir.join("server.crt"), certificate).unwrap();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join("server.key"))
+                .unwrap();
+            std::io::Write::write_all(&mut file, key.as_bytes()).unwrap();
+            tls_options = format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.display()
+            );
+        }
         if as_root {
             let chowned = Command::new("chown")
-                .args(["postgres:postgres"])
+                .args(["-R", "postgres:postgres"])
                 .arg(&dir)
                 .status()
                 .unwrap();
@@ -195,7 +220,7 @@ impl OwnServer {
             },
             pg_ctl: pg_ctl.clone(),
             options: format!(
-                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off{tls_options}",
                 dir.display()
             ),
             log: dir.join("server.log"),
