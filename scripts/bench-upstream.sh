@@ -6,6 +6,10 @@
 # With BASELINE_WARDEN=path/to/an/older/warden (built with `cargo build --release` from
 # another commit, e.g. in a `git worktree`), that binary runs beside this one with the
 # same configuration, alternating with it, and the table gives the ratio between them.
+# With STORE_POSTGRES_URL=postgres://SUPERUSER@HOST/DB, a Warden with the same
+# configuration on a PostgreSQL store (a database and runtime role made for the run,
+# dropped after it) runs beside the SQLite one, and the summary compares the two.
+# Every Warden's CPU time per call comes from /proc over the measured calls.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 requests="${1:-20000}"
@@ -59,16 +63,61 @@ if [ -n "${BASELINE_WARDEN:-}" ]; then
     baseline_key="$(cat "$WARDEN_WORK/baseline/admin.key")"
 fi
 
+postgres_url=""
+if [ -n "${STORE_POSTGRES_URL:-}" ]; then
+    store_db="warden_bench_store_$$"
+    store_role="warden_bench_store_runtime_$$"
+    psql "$STORE_POSTGRES_URL" -qAt -c "CREATE ROLE $store_role LOGIN" -c "CREATE DATABASE $store_db" >/dev/null
+    drop_store() {
+        psql "$STORE_POSTGRES_URL" -qAt -c "DROP DATABASE IF EXISTS $store_db WITH (FORCE)" \
+            -c "DROP ROLE IF EXISTS $store_role" >/dev/null 2>&1 || true
+    }
+    eval "$(trap -p EXIT | sed "s/^trap -- '/trap -- 'drop_store; /")"
+    # The same server: the run's database, as its owner (the given user) and as the runtime role.
+    read -r BENCH_PG_OWNER BENCH_PG_URL < <(python3 - "$STORE_POSTGRES_URL" "$store_db" "$store_role" <<'PY'
+import sys, urllib.parse
+url, db, role = sys.argv[1:]
+parts = urllib.parse.urlsplit(url)
+host = parts.hostname + (f":{parts.port}" if parts.port else "")
+owner = parts._replace(path="/" + db).geturl()
+runtime = parts._replace(netloc=f"{role}@{host}", path="/" + db).geturl()
+print(owner, runtime)
+PY
+)
+    BENCH_PG_SECRET="$(openssl rand -hex 32 2>/dev/null || python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    export BENCH_PG_OWNER BENCH_PG_URL BENCH_PG_SECRET
+    cp "$WARDEN_WORK/warden.toml" "$WARDEN_WORK/warden-pg.toml"
+    cat >>"$WARDEN_WORK/warden-pg.toml" <<TOML
+
+[store]
+backend = "postgres"
+url = "env:BENCH_PG_URL"
+owner_url = "env:BENCH_PG_OWNER"
+server_secret = "env:BENCH_PG_SECRET"
+replica = "bench"
+TOML
+    "$target/warden" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/pg" \
+        --config "$WARDEN_WORK/warden-pg.toml" >/dev/null 2>"$WARDEN_WORK/pg.log" &
+    postgres_pid=$!
+    kill_on_exit "$postgres_pid"
+    postgres_url="$(wait_for_output "$WARDEN_WORK/pg.log" 'listening on https?://[^ ]*' "$postgres_pid" "warden on PostgreSQL" 60)"
+    postgres_url="${postgres_url#listening on }"
+    postgres_key="$("$target/warden" keys add --config "$WARDEN_WORK/warden-pg.toml" --tenant bench --name load --scope write 2>/dev/null)"
+fi
+
 load() { "$target/warden-bench" load --requests "$requests" --concurrency "$concurrency" --json "$@"; }
 results="$WARDEN_WORK/results.jsonl"
 for era in legacy modern; do
     # Alternate the two paths so drift in the machine's state hits both alike.
     for round in 1 2; do
-        echo "{\"path\": \"direct\", \"round\": $round, \"load\": $(env -u WARDEN_KEY "$target/warden-bench" load --url "$echo_url" --era "$era" --requests "$requests" --concurrency "$concurrency" --json)}" >>"$results"
-        echo "{\"path\": \"warden\", \"round\": $round, \"load\": $(load --url "$WARDEN_URL" --era "$era")}" >>"$results"
-        echo "{\"path\": \"unaudited\", \"round\": $round, \"load\": $(WARDEN_KEY="$unaudited_key" load --url "$unaudited_url" --era "$era")}" >>"$results"
+        echo "{\"path\": \"direct\", \"round\": $round, \"load\": $(env -u WARDEN_KEY "$target/warden-bench" load --url "$echo_url" --era "$era" --requests "$requests" --concurrency "$concurrency" --json --pid "$echo_pid")}" >>"$results"
+        echo "{\"path\": \"warden\", \"round\": $round, \"load\": $(load --url "$WARDEN_URL" --era "$era" --pid "$warden_pid")}" >>"$results"
+        echo "{\"path\": \"unaudited\", \"round\": $round, \"load\": $(WARDEN_KEY="$unaudited_key" load --url "$unaudited_url" --era "$era" --pid "$unaudited_pid")}" >>"$results"
         if [ -n "$baseline_url" ]; then
-            echo "{\"path\": \"baseline\", \"round\": $round, \"load\": $(WARDEN_KEY="$baseline_key" load --url "$baseline_url" --era "$era")}" >>"$results"
+            echo "{\"path\": \"baseline\", \"round\": $round, \"load\": $(WARDEN_KEY="$baseline_key" load --url "$baseline_url" --era "$era" --pid "$baseline_pid")}" >>"$results"
+        fi
+        if [ -n "$postgres_url" ]; then
+            echo "{\"path\": \"postgres\", \"round\": $round, \"load\": $(WARDEN_KEY="$postgres_key" load --url "$postgres_url" --era "$era" --pid "$postgres_pid")}" >>"$results"
         fi
     done
 done
@@ -90,24 +139,34 @@ lines = [
     f"({requests} `tools/call` of `echo` with 64 bytes of text at concurrency {concurrency}, after 500 warm-up calls; "
     "the load tool, Warden and the echo upstream share the machine; best of two alternating rounds per path).",
     "",
-    "| era | path | req/s | p50 | p90 | p99 | errors |",
-    "|---|---|---:|---:|---:|---:|---:|",
+    "| era | path | req/s | p50 | p90 | p99 | CPU/call (server) | CPU/call (machine) | errors |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
+def row(era, name, r):
+    return (f"| {era} | {name} | {r['rps']:.0f} | {r['p50_us']:.0f} µs | {r['p90_us']:.0f} µs | {r['p99_us']:.0f} µs "
+            f"| {r['cpu_us_per_call']:.0f} µs | {r['machine_cpu_us_per_call']:.0f} µs | {r['errors']} |")
 summary = []
 for era in ("legacy", "modern"):
     d, w = best("direct", era), best("warden", era)
-    for name, r in (("direct", d), ("through Warden", w)):
-        lines.append(f"| {era} | {name} | {r['rps']:.0f} | {r['p50_us']:.0f} µs | {r['p90_us']:.0f} µs | {r['p99_us']:.0f} µs | {r['errors']} |")
+    for name, r in (("direct (server: the echo upstream)", d), ("through Warden", w)):
+        lines.append(row(era, name, r))
     u = best("unaudited", era)
-    lines.append(f"| {era} | through Warden, audit off | {u['rps']:.0f} | {u['p50_us']:.0f} µs | {u['p90_us']:.0f} µs | {u['p99_us']:.0f} µs | {u['errors']} |")
+    lines.append(row(era, "through Warden, audit off", u))
     line = (f"- {era}: throughput through Warden is **{w['rps'] / d['rps']:.2f}×** direct; "
             f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**; "
             f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off")
     if any(r["path"] == "baseline" for r in rows):
         b = best("baseline", era)
         label = baseline_label or "the baseline binary"
-        lines.append(f"| {era} | through {label} | {b['rps']:.0f} | {b['p50_us']:.0f} µs | {b['p90_us']:.0f} µs | {b['p99_us']:.0f} µs | {b['errors']} |")
+        lines.append(row(era, f"through {label}", b))
         line += f"; **{w['rps'] / b['rps']:.2f}×** the throughput of {label}"
+    if any(r["path"] == "postgres" for r in rows):
+        p = best("postgres", era)
+        lines.append(row(era, "through Warden, PostgreSQL store", p))
+        line += (f"; on a PostgreSQL store (same machine, loopback), **{p['rps'] / w['rps']:.2f}×** the throughput of the SQLite store, "
+                 f"p50 added **{(p['p50_us'] - d['p50_us']) / 1000:.3f} ms** (SQLite: {(w['p50_us'] - d['p50_us']) / 1000:.3f} ms), "
+                 f"Warden's CPU per call **{p['cpu_us_per_call']:.0f} µs** (SQLite: {w['cpu_us_per_call']:.0f} µs), "
+                 f"the machine's **{p['machine_cpu_us_per_call']:.0f} µs** (SQLite: {w['machine_cpu_us_per_call']:.0f} µs; PostgreSQL's own work included)")
     summary.append(line + ".")
 lines += [""] + summary + ["<!-- upstream-bench:end -->"]
 block = "\n".join(lines)

@@ -14,6 +14,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== the gateway suites for notes, keys, audit, held calls, pins and costs, on a PostgreSQL store"
+WARDEN_TEST_STORE=postgres cargo test -p warden --locked --test notes_both_eras --test front_door \
+    --test audit --test injection --test rate_limits
+
 echo "== the PostgreSQL store's tests on a throwaway server (the path taken where none runs)"
 WARDEN_TEST_POSTGRES=throwaway cargo test -p warden-store --locked --test postgres
 

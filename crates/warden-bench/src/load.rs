@@ -42,6 +42,39 @@ pub struct Args {
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
+    /// The server's process: its CPU time over the measured calls is reported per call
+    /// (from /proc, in clock ticks of 10 ms; long runs make it exact enough).
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time used so far, in ticks: the process `pid`'s (user and system), and the
+/// machine's (every core busy, not idle or waiting on I/O).
+fn cpu_ticks(pid: u32) -> Result<(u64, u64), Failure> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces, inside parentheses).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or("/proc/PID/stat without a command")?
+        .1
+        .split_whitespace()
+        .collect();
+    let process = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let machine = std::fs::read_to_string("/proc/stat")?;
+    let times: Vec<u64> = machine
+        .lines()
+        .next()
+        .ok_or("empty /proc/stat")?
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal …
+    let busy = times.iter().sum::<u64>() - times[3] - times[4];
+    Ok((process, busy))
 }
 
 const LEGACY_VERSION: &str = "2025-11-25";
@@ -189,9 +222,23 @@ async fn drive(args: Args) -> Result<(), Failure> {
     let client = Arc::new(client);
     let text = "x".repeat(args.text_bytes);
     run_phase(&client, &args, &text, args.warmup).await;
+    let cpu_before = args.pid.map(cpu_ticks).transpose()?;
     let started = Instant::now();
     let (mut latencies, errors) = run_phase(&client, &args, &text, args.requests).await;
     let elapsed = started.elapsed();
+    // µs of CPU per call: the server's, and the whole machine's (load tool included).
+    let cpu_per_call = match (args.pid, cpu_before) {
+        (Some(pid), Some((process, machine))) => {
+            let (process_after, machine_after) = cpu_ticks(pid)?;
+            let per_call =
+                |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / args.requests as f64;
+            Some((
+                per_call(process_after - process),
+                per_call(machine_after - machine),
+            ))
+        }
+        _ => None,
+    };
     latencies.sort();
     let rps = args.requests as f64 / elapsed.as_secs_f64();
     let (p50, p90, p99) = (
@@ -208,6 +255,8 @@ async fn drive(args: Args) -> Result<(), Failure> {
                 "seconds": elapsed.as_secs_f64(), "rps": rps,
                 "p50_us": p50.as_secs_f64() * 1e6, "p90_us": p90.as_secs_f64() * 1e6,
                 "p99_us": p99.as_secs_f64() * 1e6,
+                "cpu_us_per_call": cpu_per_call.map(|c| c.0),
+                "machine_cpu_us_per_call": cpu_per_call.map(|c| c.1),
             })
         );
     } else {
@@ -222,6 +271,9 @@ async fn drive(args: Args) -> Result<(), Failure> {
             micros(p99),
             errors
         );
+        if let Some((process, machine)) = cpu_per_call {
+            println!("CPU per call: {process:.0} µs in the server, {machine:.0} µs on the machine");
+        }
     }
     Ok(())
 }

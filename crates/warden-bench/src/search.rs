@@ -254,8 +254,9 @@ impl BenchDatabase {
         })?)
     }
 
-    /// The table as autovacuum leaves it after a bulk load (statistics for the planner,
-    /// the visibility map), so that its work does not run during the measurement.
+    /// The table as it sits a while after a bulk load: vacuumed and analyzed (statistics
+    /// for the planner, the visibility map) and checkpointed, so that neither autovacuum
+    /// nor the checkpointer's writes of the load run during the measurement.
     async fn analyze(&self) -> Result<(), Failure> {
         let owner = self.admin.get_user().unwrap_or("postgres").to_owned();
         let (client, connection) =

@@ -428,7 +428,7 @@ async fn copy_costs(source: &Connection, db: &Postgres, replica: &str) -> Result
 /// already holds must hold the same record: another chain under that name is refused,
 /// not merged.
 async fn copy_audit(source: &Connection, db: &Postgres, replica: &str) -> Result<Copied> {
-    use crate::postgres::audit::{INSERT_LINK, insert_link, lock_chain};
+    use crate::postgres::audit::{Link, insert_links, lock_chain};
     let mut copied = Copied {
         what: "audit records",
         found: 0,
@@ -501,17 +501,21 @@ async fn copy_audit(source: &Connection, db: &Postgres, replica: &str) -> Result
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
-        let insert = tx.prepare(INSERT_LINK).await?;
+        let mut links = Vec::new();
         for (seq, record, prev, hash) in &rows {
             match held.get(seq) {
                 Some(there) if there == hash => {}
                 Some(_) => return Err(another_chain(replica, *seq)),
-                None => {
-                    insert_link(&tx, &insert, replica, *seq, record, prev, hash).await?;
-                    copied.added += 1;
-                }
+                None => links.push(Link {
+                    seq: *seq,
+                    record,
+                    prev: prev.clone(),
+                    hash: hash.clone(),
+                }),
             }
         }
+        insert_links(&tx, replica, &links).await?;
+        copied.added += count(links.len());
         tx.commit().await?;
     }
     Ok(copied)

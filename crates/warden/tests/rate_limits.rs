@@ -283,11 +283,13 @@ async fn the_daily_cost_cap_holds_across_a_restart_and_per_tenant() {
             + "\n[tools.echo]\ncost = 5\n\n[tenants.acme]\ndaily_cost_cap = 10\n",
     )
     .unwrap();
-    let warden = start_in(dir.path());
-    let (_, acme) = warden.add_key("acme", "laptop", "write");
-    let (_, beta) = warden.add_key("beta", "laptop", "write");
+    // Kept (stopped) until the end: on a PostgreSQL store, its database is the state
+    // the restarted Warden must find.
+    let mut first = start_in(dir.path());
+    let (_, acme) = first.add_key("acme", "laptop", "write");
+    let (_, beta) = first.add_key("beta", "laptop", "write");
     let echo = |key: String| {
-        let http = Http::with_key(&warden, &key);
+        let http = Http::with_key(&first, &key);
         async move { http.call_tool("echo", json!({"text": "x"})).await }
     };
     for _ in 0..2 {
@@ -298,7 +300,7 @@ async fn the_daily_cost_cap_holds_across_a_restart_and_per_tenant() {
     assert!(refused.text.contains("00:00 UTC"), "{}", refused.text);
     // Another tenant spends from its own (default) cap.
     assert_eq!(echo(beta.clone()).await.status, 200);
-    assert!(warden.stop().success());
+    assert!(first.terminate().success());
 
     let warden = start_in(dir.path());
     let http = Http::with_key(&warden, &acme);

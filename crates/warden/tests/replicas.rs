@@ -10,15 +10,12 @@
 
 mod support;
 
-#[path = "../../warden-store/tests/support/postgres.rs"]
-mod postgres;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use postgres::{OwnServer, TestDb};
 use serde_json::json;
 use support::Warden;
+use support::postgres::{OwnServer, TestDb};
 use support::raw::Http;
 
 const SECRET: &str = "3c1f9e0a7b2d4c6e8f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9d1e3f5a7b9c0d2e";

@@ -42,13 +42,19 @@ impl PgAudit {
         let tx = client.transaction().await?;
         lock_chain(&tx, &self.replica).await?;
         let (mut seq, mut prev) = chain_end(&tx, &self.replica).await?;
-        let insert = tx.prepare_cached(INSERT_LINK).await?;
+        let mut links = Vec::with_capacity(records.len());
         for record in &records {
             seq += 1;
-            let hash = record.chained_hash(seq, &prev);
-            insert_link(&tx, &insert, &self.replica, seq, record, &prev, &hash).await?;
-            prev = hash.to_vec();
+            let hash = record.chained_hash(seq, &prev).to_vec();
+            links.push(Link {
+                seq,
+                record,
+                prev,
+                hash: hash.clone(),
+            });
+            prev = hash;
         }
+        insert_links(&tx, &self.replica, &links).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -155,54 +161,75 @@ impl PgAudit {
 /// Makes the transaction's appends to `replica`'s chain take turns with every other's
 /// (a transaction-level advisory lock on its name).
 pub(crate) async fn lock_chain(tx: &impl GenericClient, replica: &str) -> Result<()> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('warden.audit:' || $1, 0))",
-        &[&replica],
-    )
-    .await?;
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('warden.audit:' || $1, 0))")
+        .await?;
+    tx.execute(&lock, &[&replica]).await?;
     Ok(())
 }
 
-/// One link of a chain: the record at `seq` of `replica`, after `prev`.
-pub(crate) const INSERT_LINK: &str = "INSERT INTO audit (replica, seq, at_ms, tenant, principal,
-        client, instance, era, method, target, upstream, decision, rule, outcome, latency_us,
-        request_bytes, result_bytes, args_hash, prev_hash, hash)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20)";
+/// One link of a replica's chain: its record at `seq`, chained after `prev`.
+pub(crate) struct Link<'a> {
+    pub seq: i64,
+    pub record: &'a AuditRecord,
+    pub prev: Vec<u8>,
+    pub hash: Vec<u8>,
+}
 
-/// Inserts one link with [`INSERT_LINK`] prepared as `statement`.
-pub(crate) async fn insert_link(
+/// Inserts `links` into `replica`'s chain in one statement (a batch is one round trip,
+/// not one per record).
+pub(crate) async fn insert_links(
     tx: &impl GenericClient,
-    statement: &tokio_postgres::Statement,
     replica: &str,
-    seq: i64,
-    record: &AuditRecord,
-    prev: &[u8],
-    hash: &[u8],
+    links: &[Link<'_>],
 ) -> Result<()> {
+    let column = |field: fn(&AuditRecord) -> &str| -> Vec<&str> {
+        links.iter().map(|l| field(l.record)).collect()
+    };
+    let optional = |field: fn(&AuditRecord) -> Option<&str>| -> Vec<Option<&str>> {
+        links.iter().map(|l| field(l.record)).collect()
+    };
+    let number = |field: fn(&AuditRecord) -> i64| -> Vec<i64> {
+        links.iter().map(|l| field(l.record)).collect()
+    };
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO audit (replica, seq, at_ms, tenant, principal, client, instance, era,
+                 method, target, upstream, decision, rule, outcome, latency_us, request_bytes,
+                 result_bytes, args_hash, prev_hash, hash)
+             SELECT $1, l.* FROM unnest($2::int8[], $3::int8[], $4::text[], $5::text[],
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                 $12::text[], $13::text[], $14::text[], $15::int8[], $16::int8[], $17::int8[],
+                 $18::text[], $19::bytea[], $20::bytea[]) AS l
+             ORDER BY 2",
+        )
+        .await?;
+    let seqs: Vec<i64> = links.iter().map(|l| l.seq).collect();
+    let prevs: Vec<&[u8]> = links.iter().map(|l| l.prev.as_slice()).collect();
+    let hashes: Vec<&[u8]> = links.iter().map(|l| l.hash.as_slice()).collect();
     tx.execute(
-        statement,
+        &statement,
         &[
             &replica,
-            &seq,
-            &record.at_ms,
-            &record.tenant,
-            &record.principal,
-            &record.client,
-            &record.instance,
-            &record.era,
-            &record.method,
-            &record.target,
-            &record.upstream,
-            &record.decision,
-            &record.rule,
-            &record.outcome,
-            &record.latency_us,
-            &record.request_bytes,
-            &record.result_bytes,
-            &record.args_hash,
-            &prev,
-            &hash,
+            &seqs,
+            &number(|r| r.at_ms),
+            &column(|r| &r.tenant),
+            &column(|r| &r.principal),
+            &column(|r| &r.client),
+            &column(|r| &r.instance),
+            &column(|r| &r.era),
+            &column(|r| &r.method),
+            &optional(|r| r.target.as_deref()),
+            &optional(|r| r.upstream.as_deref()),
+            &column(|r| &r.decision),
+            &optional(|r| r.rule.as_deref()),
+            &column(|r| &r.outcome),
+            &number(|r| r.latency_us),
+            &number(|r| r.request_bytes),
+            &number(|r| r.result_bytes),
+            &optional(|r| r.args_hash.as_deref()),
+            &prevs,
+            &hashes,
         ],
     )
     .await?;
@@ -212,13 +239,10 @@ pub(crate) async fn insert_link(
 /// The last sequence number and hash of `replica`'s chain (where retention cut it, when
 /// every row is gone; the start, for a new chain).
 async fn chain_end(client: &impl GenericClient, replica: &str) -> Result<(i64, Vec<u8>)> {
-    if let Some(last) = client
-        .query_opt(
-            "SELECT seq, hash FROM audit WHERE replica = $1 ORDER BY seq DESC LIMIT 1",
-            &[&replica],
-        )
-        .await?
-    {
+    let last = client
+        .prepare_cached("SELECT seq, hash FROM audit WHERE replica = $1 ORDER BY seq DESC LIMIT 1")
+        .await?;
+    if let Some(last) = client.query_opt(&last, &[&replica]).await? {
         return Ok((last.get(0), last.get(1)));
     }
     Ok(anchor(client, replica)

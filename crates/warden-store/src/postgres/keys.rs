@@ -42,14 +42,14 @@ impl PgKeys {
         let hash = key_hash(&self.secret, presented);
         let now = now_unix();
         let client = self.db.client().await?;
-        let Some(row) = client
-            .query_opt(
+        // Prepared once per connection: every request runs it.
+        let lookup = client
+            .prepare_cached(
                 "SELECT id, hash, tenant, scope, last_used, rpm FROM keys
                  WHERE hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
-                &[&hash.as_slice(), &now],
             )
-            .await?
-        else {
+            .await?;
+        let Some(row) = client.query_opt(&lookup, &[&hash.as_slice(), &now]).await? else {
             return Ok(None);
         };
         let stored: Vec<u8> = row.get(1);

@@ -197,8 +197,10 @@ pub(crate) async fn tenant_transaction<'c>(
     let tx = client.transaction().await?;
     // `true`: the setting ends with the transaction, so a pooled connection never
     // carries one tenant's setting into another's work.
-    tx.execute("SELECT set_config('warden.tenant', $1, true)", &[&tenant])
+    let set = tx
+        .prepare_cached("SELECT set_config('warden.tenant', $1, true)")
         .await?;
+    tx.execute(&set, &[&tenant]).await?;
     Ok(tx)
 }
 

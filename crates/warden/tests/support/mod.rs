@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 #![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
+#[path = "../../../warden-store/tests/support/postgres.rs"]
+pub mod postgres;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
@@ -36,7 +38,173 @@ pub struct Warden {
     pub admin_key: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// With `WARDEN_TEST_STORE=postgres`: the database this Warden keeps its state in.
+    store: Option<PgStore>,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// A Warden's state in PostgreSQL: the suites that run with `WARDEN_TEST_STORE=postgres`
+/// (see scripts/test.sh) exercise the gateway on that store as they do on SQLite. Each
+/// data directory gets its own database (a Warden restarted on it, while the first is
+/// still held, finds its state there); the configuration gains a `[store]` section.
+#[derive(Clone)]
+struct PgStore {
+    db: Arc<postgres::TestDb>,
+    config: PathBuf,
+    /// The first admin key, made (as an operator would) before the first start.
+    admin_key: String,
+}
+
+const STORE_SECRET: &str = "9f3c1e7a5b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a";
+
+fn on_postgres() -> bool {
+    match std::env::var("WARDEN_TEST_STORE").as_deref() {
+        Err(_) | Ok("sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("WARDEN_TEST_STORE={other}: \"sqlite\" or \"postgres\""),
+    }
+}
+
+impl PgStore {
+    /// The database of `data_dir`, and the configuration (the test's own, or a new one
+    /// in `cwd`) that names it; `args` gain `--config` when they had none.
+    fn prepare(cwd: &Path, data_dir: &Path, args: &mut Vec<String>) -> Self {
+        static DATABASES: std::sync::LazyLock<
+            Mutex<std::collections::HashMap<PathBuf, std::sync::Weak<postgres::TestDb>>>,
+        > = std::sync::LazyLock::new(Mutex::default);
+        let (db, fresh) = {
+            let mut databases = DATABASES.lock().unwrap();
+            match databases.get(data_dir).and_then(std::sync::Weak::upgrade) {
+                Some(db) => (db, false),
+                None => {
+                    let db = Arc::new(postgres::TestDb::create());
+                    databases.insert(data_dir.to_owned(), Arc::downgrade(&db));
+                    (db, true)
+                }
+            }
+        };
+        let config = match args.iter().position(|a| a == "--config") {
+            Some(i) => cwd.join(&args[i + 1]),
+            None => {
+                let path = cwd.join(format!(
+                    "warden-store-{}.toml",
+                    data_dir.file_name().unwrap().to_string_lossy()
+                ));
+                args.extend(["--config".to_owned(), path.to_str().unwrap().to_owned()]);
+                path
+            }
+        };
+        let mut text = std::fs::read_to_string(&config).unwrap_or_default();
+        if !text.contains("[store]") {
+            text.push_str(
+                "\n[store]\nbackend = \"postgres\"\nurl = \"env:WARDEN_TEST_PG_URL\"\n\
+                 owner_url = \"env:WARDEN_TEST_PG_OWNER\"\n\
+                 server_secret = \"env:WARDEN_TEST_PG_SECRET\"\n",
+            );
+            std::fs::write(&config, text).unwrap();
+        }
+        let mut store = Self {
+            db,
+            config,
+            admin_key: String::new(),
+        };
+        if fresh {
+            store.admin_key = store.prepare_database();
+        }
+        store
+    }
+
+    /// Migrates the fresh database and makes the first admin key, as an operator
+    /// following the README would before the first `warden serve`.
+    fn prepare_database(&self) -> String {
+        let run = |args: &[&str]| {
+            let out = Command::new(BIN)
+                .args(args)
+                .arg("--config")
+                .arg(&self.config)
+                .env_remove("WARDEN_DATA_DIR")
+                .envs(self.env())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "warden {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        run(&["store", "migrate"]);
+        run(&[
+            "keys", "add", "--tenant", "default", "--name", "admin", "--scope", "admin",
+        ])
+    }
+
+    fn env(&self) -> [(&'static str, String); 3] {
+        [
+            ("WARDEN_TEST_PG_URL", self.db.runtime_url()),
+            ("WARDEN_TEST_PG_OWNER", self.db.owner_url()),
+            ("WARDEN_TEST_PG_SECRET", STORE_SECRET.to_owned()),
+        ]
+    }
+
+    /// Runs `sql` as the database's owner.
+    fn run(&self, sql: &str) {
+        let (url, sql) = (self.db.owner_url(), sql.to_owned());
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    tokio::spawn(connection);
+                    client.batch_execute(&sql).await.unwrap();
+                });
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Every row of every table of Warden's schema, as text.
+    fn dump(&self) -> String {
+        let url = self.db.admin_url();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    tokio::spawn(connection);
+                    let tables = client
+                        .query(
+                            "SELECT tablename FROM pg_tables WHERE schemaname = 'warden'",
+                            &[],
+                        )
+                        .await
+                        .unwrap();
+                    let mut all = String::new();
+                    for table in tables {
+                        let name: String = table.get(0);
+                        for row in client
+                            .query(&format!("SELECT t::text FROM warden.\"{name}\" t"), &[])
+                            .await
+                            .unwrap()
+                        {
+                            all.push_str(row.get::<_, &str>(0));
+                            all.push('\n');
+                        }
+                    }
+                    all
+                })
+        })
+        .join()
+        .unwrap()
+    }
 }
 
 fn collect(
@@ -102,13 +270,29 @@ impl Warden {
 
     /// `warden serve --listen 127.0.0.1:0 <args>` in `cwd`.
     pub fn start_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = serve_command(cwd, args);
+        let data_dir = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .map(|i| PathBuf::from(args[i + 1]))
+            .or_else(|| {
+                env.iter()
+                    .find(|(n, _)| *n == "WARDEN_DATA_DIR")
+                    .map(|(_, v)| PathBuf::from(v))
+            })
+            .unwrap_or_else(|| cwd.join("warden-data"));
+        let mut args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
+        let store = on_postgres().then(|| PgStore::prepare(cwd, &data_dir, &mut args));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = serve_command(cwd, &args);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (name, value) in env {
             command.env(name, value);
+        }
+        if let Some(store) = &store {
+            command.envs(store.env());
         }
         let mut child = command.spawn().expect("spawn warden");
         let (stdout, stderr) = (
@@ -125,29 +309,28 @@ impl Warden {
                 panic!("warden did not start:\n{}", stderr.lock().unwrap());
             }
         };
-        let data_dir = args
-            .iter()
-            .position(|a| *a == "--data-dir")
-            .map(|i| PathBuf::from(args[i + 1]))
-            .or_else(|| {
-                env.iter()
-                    .find(|(n, _)| *n == "WARDEN_DATA_DIR")
-                    .map(|(_, v)| PathBuf::from(v))
-            })
-            .unwrap_or_else(|| cwd.join("warden-data"));
-        let admin_key = std::fs::read_to_string(data_dir.join("admin.key"))
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        Self {
+        let mut warden = Self {
             child,
             url,
             data_dir,
-            admin_key,
+            admin_key: String::new(),
             stdout,
             stderr,
+            store,
             _tmp: None,
+        };
+        let key_file = warden.data_dir.join("admin.key");
+        if let Some(store) = &warden.store
+            && !store.admin_key.is_empty()
+            && !key_file.exists()
+        {
+            std::fs::write(&key_file, format!("{}\n", store.admin_key)).unwrap();
         }
+        warden.admin_key = std::fs::read_to_string(key_file)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        warden
     }
 
     pub fn stdout(&self) -> String {
@@ -251,6 +434,9 @@ impl Warden {
         all.extend_from_slice(self.stdout().as_bytes());
         all.extend_from_slice(self.stderr().as_bytes());
         walk(&self.data_dir, &mut all);
+        if let Some(store) = &self.store {
+            all.extend_from_slice(store.dump().as_bytes());
+        }
         all.windows(needle.len())
             .any(|window| window == needle.as_bytes())
     }
@@ -307,13 +493,40 @@ impl Warden {
         );
     }
 
-    /// Runs a `warden` subcommand against this server's data directory.
+    /// Runs `sql` on the audit trail's table in the store itself (`audit.db`, or the
+    /// PostgreSQL database as its owner), behind Warden's back, as a tamperer would.
+    pub fn alter_audit(&self, sql: &str) {
+        match &self.store {
+            None => {
+                let db = self.data_dir.join("audit.db");
+                let status = Command::new("python3")
+                    .args([
+                        "-c",
+                        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()",
+                        db.to_str().unwrap(),
+                        sql,
+                    ])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            Some(store) => store.run(&format!("SET search_path = warden; {sql}")),
+        }
+    }
+
+    /// Runs a `warden` subcommand against this server's store (its data directory, or
+    /// its configuration's PostgreSQL).
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
-            .env("WARDEN_DATA_DIR", &self.data_dir)
-            .output()
-            .unwrap()
+        let mut command = Command::new(BIN);
+        command.args(args);
+        match &self.store {
+            None => command.env("WARDEN_DATA_DIR", &self.data_dir),
+            Some(store) => command
+                .env_remove("WARDEN_DATA_DIR")
+                .env("WARDEN_CONFIG", &store.config)
+                .envs(store.env()),
+        };
+        command.output().unwrap()
     }
 }
 
