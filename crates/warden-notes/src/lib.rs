@@ -31,7 +31,7 @@ pub enum NotesError {
 impl From<StoreError> for NotesError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Invalid(_) => Self::Cursor,
+            StoreError::Cursor => Self::Cursor,
             other => Self::Store(other),
         }
     }
@@ -195,7 +195,15 @@ impl NotesServer {
                     return Ok(nul_refused());
                 }
                 let tags = dedup(args.tags);
-                structured(store.create(tenant, &args.title, &args.body, &tags).await?)
+                match store.create(tenant, &args.title, &args.body, &tags).await {
+                    Ok(note) => structured(note),
+                    // A limit of the store (too many notes for the tenant): the model
+                    // is told, not handed an internal error.
+                    Err(StoreError::Invalid(reason)) => Ok(ToolOutcome::ToolError(format!(
+                        "The note was not created: {reason}."
+                    ))),
+                    Err(other) => Err(other.into()),
+                }
             }
             "update_note" => {
                 let args: UpdateArgs = parse(arguments)?;

@@ -40,6 +40,9 @@ pub enum StoreError {
         context: String,
         source: std::io::Error,
     },
+    /// A page cursor this server did not issue (or another backend did).
+    #[error("the cursor is not one this server issued")]
+    Cursor,
     #[error("{0}")]
     Invalid(String),
 }

@@ -277,7 +277,7 @@ pub(crate) fn decode_cursor_with(prefix: &str, cursor: &str) -> Result<i64> {
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|text| text.strip_prefix(prefix).and_then(|n| n.parse().ok()))
-        .ok_or_else(|| StoreError::Invalid("the cursor is not one this server issued".into()))
+        .ok_or(StoreError::Cursor)
 }
 
 fn tags_from_json(text: &str) -> Vec<String> {

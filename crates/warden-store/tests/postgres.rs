@@ -157,7 +157,7 @@ async fn row_level_security_confines_a_statement_that_forgets_its_tenant() {
     );
     // The search function (which runs as the owner, for the GIN index) confines itself
     // to the transaction's tenant too, and finds nothing without one.
-    let search = "SELECT id FROM search_notes('title', 1000, 10, '{0.1,0.25,0.5,1.0}', '')";
+    let search = "SELECT id FROM search_notes('title', 1000, 10, '{0.1,0.25,0.5,1.0}')";
     assert_eq!(count(runtime.query(search, &[]).await.unwrap()), 0);
     let tx = runtime.transaction().await.unwrap();
     tx.execute("SELECT set_config('warden.tenant', 'beta', true)", &[])
@@ -197,7 +197,7 @@ async fn the_runtime_role_cannot_run_ddl() {
         "CREATE TABLE public.stash (x text)",
         "DELETE FROM schema_version",
         "TRUNCATE notes",
-        "CREATE OR REPLACE FUNCTION search_notes(words text, candidates bigint, hits bigint, weights float4[], headline text) RETURNS TABLE (id text, title text, snippet text, rank float8) LANGUAGE sql AS 'SELECT id, title, body, 1.0::float8 FROM notes'",
+        "CREATE OR REPLACE FUNCTION search_notes(words text, candidates bigint, hits bigint, weights float4[]) RETURNS TABLE (id text, title text, body text, rank float8) LANGUAGE sql AS 'SELECT id, title, body, 1.0::float8 FROM notes'",
         "ALTER FUNCTION search_notes SECURITY INVOKER",
     ] {
         let text = message(&runtime.batch_execute(statement).await.unwrap_err());

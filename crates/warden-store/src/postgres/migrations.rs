@@ -199,10 +199,12 @@ const MIGRATIONS: &[&str] = &[
     -- then only the candidates' vectors are read to rank them. The planner's own
     -- estimate of the share of notes that match picks the way (left to itself, the
     -- planner walks too often: it does not count the reading of vectors). Bodies are
-    -- read only for the snippets of the notes returned.
-    CREATE OR REPLACE FUNCTION search_notes(
-        words text, candidates bigint, hits bigint, weights float4[], headline text
-    ) RETURNS TABLE (id text, title text, snippet text, rank float8)
+    -- read only for the notes returned, and Warden cuts their snippets itself
+    -- (ts_headline took ~0.2 ms a note).
+    DROP FUNCTION search_notes(text, bigint, bigint, float4[], text);
+    CREATE FUNCTION search_notes(
+        words text, candidates bigint, hits bigint, weights float4[]
+    ) RETURNS TABLE (id text, title text, body text, rank float8)
     -- VOLATILE: it asks the planner (EXPLAIN) and sets planner settings.
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = warden, pg_temp
     AS $search$
@@ -254,7 +256,7 @@ const MIGRATIONS: &[&str] = &[
                 FROM notes c WHERE c.seq = ANY (picked) AND c.tenant = me;
         END IF;
         RETURN QUERY
-            SELECT n.id, n.title, ts_headline('simple', n.body, query, headline), r.rank
+            SELECT n.id, n.title, n.body, r.rank
             FROM (
                 SELECT c.seq, c.rank FROM unnest(picked, ranks) AS c (seq, rank)
                 ORDER BY c.rank DESC, c.seq DESC LIMIT hits
@@ -263,6 +265,7 @@ const MIGRATIONS: &[&str] = &[
             ORDER BY r.rank DESC, r.seq DESC;
     END
     $search$;
+    REVOKE EXECUTE ON FUNCTION search_notes FROM PUBLIC;
     ",
 ];
 
@@ -412,7 +415,7 @@ async fn grant(client: &Client, role: &str) -> Result<()> {
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA warden TO {role};
              REVOKE INSERT, UPDATE, DELETE ON warden.schema_version FROM {role};
              GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA warden TO {role};
-             GRANT EXECUTE ON FUNCTION warden.search_notes(text, bigint, bigint, float4[], text)
+             GRANT EXECUTE ON FUNCTION warden.search_notes(text, bigint, bigint, float4[])
                  TO {role};"
         ))
         .await?;

@@ -18,14 +18,12 @@ use crate::{Result, StoreFuture, format_time, now_unix};
 
 /// `ts_rank` weights, in the order D, C (body), B (tags), A (title).
 const RANK_WEIGHTS: [f32; 4] = [0.1, 0.25, 0.5, 1.0];
-/// `ts_headline` options: like FTS5's `snippet(…, '[', ']', '…', 16)`.
-const HEADLINE: &str =
-    "StartSel=[, StopSel=], MaxWords=16, MinWords=6, MaxFragments=1, FragmentDelimiter=…";
+/// Words in a snippet at most, as FTS5's `snippet(…, '[', ']', '…', 16)`.
+const SNIPPET_WORDS: usize = 16;
 
-/// The newest candidates first (a word in most notes costs what a rarer one does),
-/// ranked, and snippets only for the rows returned: migration 1's `search_notes`, which
-/// searches the transaction's tenant only.
-const SEARCH: &str = "SELECT id, title, snippet, rank FROM search_notes($1, $2, $3, $4, $5)";
+/// The newest candidates, ranked, with the bodies of the rows returned: migration 5's
+/// `search_notes`, which searches the transaction's tenant only.
+const SEARCH: &str = "SELECT id, title, body, rank FROM search_notes($1, $2, $3, $4)";
 
 /// Listing cursors (see `notes::SQLITE_CURSOR`).
 const CURSOR: &str = "p1:";
@@ -98,17 +96,17 @@ impl PgNotes {
                     &i64::from(RANKED_CANDIDATES),
                     &i64::from(limit),
                     &RANK_WEIGHTS.as_slice(),
-                    &HEADLINE,
                 ],
             )
             .await?;
         tx.commit().await?;
+        let terms: Vec<String> = terms.iter().map(|t| t.to_lowercase()).collect();
         Ok(Some(
             rows.iter()
                 .map(|row| SearchHit {
                     id: row.get(0),
                     title: row.get(1),
-                    snippet: row.get(2),
+                    snippet: snippet(row.get(2), &terms),
                     score: row.get(3),
                 })
                 .collect(),
@@ -321,6 +319,64 @@ fn note_of(row: &Row) -> Note {
     }
 }
 
+/// Up to [`SNIPPET_WORDS`] words of `body` where the most of `terms` (lowercase) meet,
+/// each match in brackets and `…` where the body was cut: what FTS5's `snippet()` gives
+/// on SQLite. Words are runs of letters and digits, compared lowercased (as the
+/// `simple` configuration does).
+fn snippet(body: &str, terms: &[String]) -> String {
+    let mut words: Vec<(usize, usize, bool)> = Vec::new();
+    let mut start = None;
+    for (at, c) in body
+        .char_indices()
+        .chain(std::iter::once((body.len(), ' ')))
+    {
+        match (start, c.is_alphanumeric()) {
+            (None, true) => start = Some(at),
+            (Some(from), false) => {
+                let word = body[from..at].to_lowercase();
+                words.push((from, at, terms.contains(&word)));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if words.is_empty() {
+        return String::new();
+    }
+    // Windows of SNIPPET_WORDS words that open three words before a match; the first
+    // of those holding the most matches (the body's start when nothing matches).
+    let span = SNIPPET_WORDS.min(words.len());
+    let matches_in = |first: usize| words[first..first + span].iter().filter(|w| w.2).count();
+    let first = words
+        .iter()
+        .enumerate()
+        .filter(|(_, word)| word.2)
+        .map(|(at, _)| at.saturating_sub(3).min(words.len() - span))
+        .max_by_key(|&first| (matches_in(first), std::cmp::Reverse(first)))
+        .unwrap_or(0);
+    let window = &words[first..first + span];
+    let mut text = String::new();
+    if first > 0 {
+        text.push('…');
+    }
+    let mut at = window[0].0;
+    for &(from, to, matched) in window {
+        text.push_str(&body[at..from]);
+        if matched {
+            text.push('[');
+            text.push_str(&body[from..to]);
+            text.push(']');
+        } else {
+            text.push_str(&body[from..to]);
+        }
+        at = to;
+    }
+    if first + span < words.len() {
+        text.push('…');
+    }
+    text
+}
+
 impl Notes for PgNotes {
     fn search<'a>(
         &'a self,
@@ -370,5 +426,28 @@ impl Notes for PgNotes {
 
     fn delete<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(self.delete_in(tenant, id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snippet;
+
+    #[test]
+    fn snippets_bracket_the_words_found_where_most_of_them_meet() {
+        let terms = ["wombat".to_owned(), "food".to_owned()];
+        assert_eq!(snippet("Buy Wombat food!", &terms), "Buy [Wombat] [food]");
+        let long = format!(
+            "{} wombat and its food {}",
+            "a ".repeat(30),
+            "b ".repeat(30)
+        );
+        let cut = snippet(&long, &terms);
+        assert!(cut.starts_with('…') && cut.ends_with('…'), "{cut}");
+        assert!(cut.contains("[wombat] and its [food]"), "{cut}");
+        assert_eq!(cut.split_whitespace().count(), 16, "{cut}");
+        // No match: the beginning of the body; no words at all: nothing.
+        assert_eq!(snippet("café au lait", &terms), "café au lait");
+        assert_eq!(snippet(" … ", &terms), "");
     }
 }
