@@ -117,20 +117,7 @@ async fn copy_keys(source: &Connection, db: &Postgres) -> Result<Copied> {
                     expires_at, rpm
              FROM keys ORDER BY created_at, id",
         )?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-            ))
-        })?
+        .query_map([], |r| r.try_into())?
         .collect::<rusqlite::Result<_>>()?;
     let mut client = db.client().await?;
     let tx = client.transaction().await?;
@@ -309,16 +296,7 @@ type PinRow = (
 async fn copy_pins(source: &Connection, db: &Postgres) -> Result<Copied> {
     let rows: Vec<PinRow> = source
         .prepare("SELECT tool, hash, definition, pending, pending_why, updated_at FROM pins")?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
+        .query_map([], |r| r.try_into())?
         .collect::<rusqlite::Result<_>>()?;
     let mut client = db.client().await?;
     let tx = client.transaction().await?;
@@ -361,18 +339,7 @@ async fn copy_approvals(source: &Connection, db: &Postgres, replica: &str) -> Re
             "SELECT id, tenant, principal, tool, summary, status, created_at, decided_at
              FROM approvals ORDER BY created_at",
         )?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })?
+        .query_map([], |r| r.try_into())?
         .collect::<rusqlite::Result<_>>()?;
     let mut client = db.client().await?;
     let tx = client.transaction().await?;
@@ -401,7 +368,7 @@ async fn copy_approvals(source: &Connection, db: &Postgres, replica: &str) -> Re
 async fn copy_costs(source: &Connection, db: &Postgres, replica: &str) -> Result<Copied> {
     let rows: Vec<(String, i64, i64)> = source
         .prepare("SELECT tenant, day, spent FROM daily_costs")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| r.try_into())?
         .collect::<rusqlite::Result<_>>()?;
     let mut client = db.client().await?;
     let tx = client.transaction().await?;
@@ -439,7 +406,7 @@ async fn copy_audit(source: &Connection, db: &Postgres, replica: &str) -> Result
     // (perhaps continued since): then it holds the trail's first record as it is.
     let first: Option<(i64, Vec<u8>)> = source
         .query_row("SELECT id, hash FROM audit ORDER BY id LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            r.try_into()
         })
         .optional()?;
     let named = client
@@ -464,7 +431,7 @@ async fn copy_audit(source: &Connection, db: &Postgres, replica: &str) -> Result
     }
     let anchor: Option<(i64, Vec<u8>)> = source
         .query_row("SELECT first_id, prev_hash FROM audit_anchor", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            r.try_into()
         })
         .optional()?;
     if let Some((first, prev)) = &anchor {

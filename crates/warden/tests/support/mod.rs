@@ -149,62 +149,62 @@ impl PgStore {
 
     /// Runs `sql` as the database's owner.
     fn run(&self, sql: &str) {
-        let (url, sql) = (self.db.owner_url(), sql.to_owned());
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
-                    tokio::spawn(connection);
-                    client.batch_execute(&sql).await.unwrap();
-                });
-        })
-        .join()
-        .unwrap();
+        let sql = sql.to_owned();
+        on_database(self.db.owner_url(), |client| async move {
+            client.batch_execute(&sql).await.unwrap();
+        });
     }
 
     /// Every row of every table of Warden's schema, as text.
     fn dump(&self) -> String {
-        let url = self.db.admin_url();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
-                    tokio::spawn(connection);
-                    let tables = client
-                        .query(
-                            "SELECT tablename FROM pg_tables WHERE schemaname = 'warden'",
-                            &[],
-                        )
-                        .await
-                        .unwrap();
-                    let mut all = String::new();
-                    for table in tables {
-                        let name: String = table.get(0);
-                        for row in client
-                            .query(&format!("SELECT t::text FROM warden.\"{name}\" t"), &[])
-                            .await
-                            .unwrap()
-                        {
-                            all.push_str(row.get::<_, &str>(0));
-                            all.push('\n');
-                        }
-                    }
-                    all
-                })
+        on_database(self.db.admin_url(), |client| async move {
+            let tables = client
+                .query(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'warden'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let mut all = String::new();
+            for table in tables {
+                let name: String = table.get(0);
+                for row in client
+                    .query(&format!("SELECT t::text FROM warden.\"{name}\" t"), &[])
+                    .await
+                    .unwrap()
+                {
+                    all.push_str(row.get::<_, &str>(0));
+                    all.push('\n');
+                }
+            }
+            all
         })
-        .join()
-        .unwrap()
     }
+}
+
+/// Runs `work` on a connection to `url`, on a thread of its own (callers may be inside
+/// a runtime already).
+fn on_database<T, F, Fut>(url: String, work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                work(client).await
+            })
+    })
+    .join()
+    .unwrap()
 }
 
 fn collect(
