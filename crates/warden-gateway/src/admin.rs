@@ -41,6 +41,7 @@ pub fn admin_router(
         upstreams: upstreams.clone(),
         store,
         auditor: state.auditor().clone(),
+        store_away: Arc::default(),
     };
     Router::new()
         .route("/metrics", get(scrape).with_state(metrics))
@@ -127,6 +128,9 @@ struct Readiness {
     upstreams: Arc<Upstreams>,
     store: Arc<dyn Health>,
     auditor: Arc<Auditor>,
+    /// Whether the last probe found the store away: the log says so once per outage,
+    /// not once per probe.
+    store_away: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Ready when every upstream has answered its handshake, the store answers and the
@@ -140,9 +144,18 @@ async fn ready(State(readiness): State<Readiness>) -> Response {
     {
         return (StatusCode::SERVICE_UNAVAILABLE, "upstreams not ready\n").into_response();
     }
-    if let Err(error) = readiness.store.check().await {
-        tracing::warn!(%error, "not ready: the store does not answer");
+    let away = readiness.store.check().await.err();
+    let was_away = readiness
+        .store_away
+        .swap(away.is_some(), std::sync::atomic::Ordering::Relaxed);
+    if let Some(error) = away {
+        if !was_away {
+            tracing::warn!(%error, "not ready: the store does not answer");
+        }
         return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+    }
+    if was_away {
+        tracing::info!("the store answers again");
     }
     if readiness.auditor.is_failing() {
         return (StatusCode::SERVICE_UNAVAILABLE, "audit trail not written\n").into_response();

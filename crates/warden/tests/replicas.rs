@@ -276,6 +276,10 @@ async fn an_outage_gives_clean_503s_and_loses_no_acknowledged_record() {
         readiness_becomes(&admin, 503).await,
         "/readyz stayed ready with the store away"
     );
+    // Probed again and again (as a load balancer does), it says so in the log once.
+    for _ in 0..3 {
+        assert_eq!(ready(&admin).await, 503);
+    }
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 
     // It comes back: service resumes, and /readyz says so.
@@ -289,6 +293,13 @@ async fn an_outage_gives_clean_503s_and_loses_no_acknowledged_record() {
         readiness_becomes(&admin, 200).await,
         "/readyz did not recover"
     );
+    let log = warden.stderr();
+    assert_eq!(
+        log.matches("not ready: the store does not answer").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("the store answers again"), "{log}");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut acknowledged, mut unavailable) = (0, 0);
