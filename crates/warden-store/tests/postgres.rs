@@ -159,6 +159,21 @@ async fn row_level_security_confines_a_statement_that_forgets_its_tenant() {
     // to the transaction's tenant too, and finds nothing without one.
     let search = "SELECT id FROM search_notes('title', 1000, 10, '{0.1,0.25,0.5,1.0}')";
     assert_eq!(count(runtime.query(search, &[]).await.unwrap()), 0);
+    // A statement that names its tenant for itself (as Warden's search does) leaves
+    // nothing behind on its connection.
+    let named = "SELECT s.id FROM (SELECT set_config('warden.tenant', 'alpha', true) AS t) n,
+                 LATERAL search_notes('title' || left(n.t, 0), 1000, 10, '{0.1,0.25,0.5,1.0}') s";
+    assert_eq!(count(runtime.query(named, &[]).await.unwrap()), 1);
+    let left: Option<String> = runtime
+        .query_one(
+            "SELECT nullif(current_setting('warden.tenant', true), '')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, None);
+    assert_eq!(count(runtime.query(search, &[]).await.unwrap()), 0);
     let tx = runtime.transaction().await.unwrap();
     tx.execute("SELECT set_config('warden.tenant', 'beta', true)", &[])
         .await

@@ -22,8 +22,13 @@ const RANK_WEIGHTS: [f32; 4] = [0.1, 0.25, 0.5, 1.0];
 const SNIPPET_WORDS: usize = 16;
 
 /// The newest candidates, ranked, with the bodies of the rows returned: migration 5's
-/// `search_notes`, which searches the transaction's tenant only.
-const SEARCH: &str = "SELECT id, title, body, rank FROM search_notes($1, $2, $3, $4)";
+/// `search_notes`, which searches the transaction's tenant only. One statement, one
+/// round trip: it is its own transaction, which names the tenant first (the search's
+/// words depend on the setting's result, so the setting is made before the search runs;
+/// were it not, the search would find nothing).
+const SEARCH: &str = "SELECT s.id, s.title, s.body, s.rank
+    FROM (SELECT set_config('warden.tenant', $5, true) AS tenant) t,
+         LATERAL search_notes($1 || left(t.tenant, 0), $2, $3, $4) s";
 
 /// Listing cursors (see `notes::SQLITE_CURSOR`).
 const CURSOR: &str = "p1:";
@@ -85,10 +90,9 @@ impl PgNotes {
             return Ok(None);
         }
         let words = terms.join(" ");
-        let mut client = self.db.client().await?;
-        let tx = tenant_transaction(&mut client, tenant).await?;
-        let statement = tx.prepare_cached(SEARCH).await?;
-        let rows = tx
+        let client = self.db.client().await?;
+        let statement = client.prepare_cached(SEARCH).await?;
+        let rows = client
             .query(
                 &statement,
                 &[
@@ -96,10 +100,10 @@ impl PgNotes {
                     &i64::from(RANKED_CANDIDATES),
                     &i64::from(limit),
                     &RANK_WEIGHTS.as_slice(),
+                    &tenant,
                 ],
             )
             .await?;
-        tx.commit().await?;
         let terms: Vec<String> = terms.iter().map(|t| t.to_lowercase()).collect();
         Ok(Some(
             rows.iter()
