@@ -111,35 +111,35 @@ type KeyRow = (
 /// Keys as their hashes: they match on PostgreSQL only where the replicas hash with the
 /// data directory's `server.secret` (the caller says so).
 async fn copy_keys(source: &Connection, db: &Postgres) -> Result<Copied> {
-    let rows: Vec<KeyRow> = source
-        .prepare(
-            "SELECT id, hash, tenant, name, scope, created_at, last_used, revoked_at,
-                    expires_at, rpm
-             FROM keys ORDER BY created_at, id",
-        )?
-        .query_map([], |r| r.try_into())?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut client = db.client().await?;
-    let tx = client.transaction().await?;
-    let insert = tx
-        .prepare(
-            "INSERT INTO keys (id, hash, tenant, name, scope, created_at, last_used,
-                 revoked_at, expires_at, rpm)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-        )
-        .await?;
-    let mut added = 0;
-    for (id, hash, tenant, name, scope, created, used, revoked, expires, rpm) in &rows {
-        added += tx
-            .execute(
-                &insert,
-                &[
-                    id, hash, tenant, name, scope, created, used, revoked, expires, rpm,
-                ],
-            )
-            .await?;
-    }
-    tx.commit().await?;
+    let rows: Vec<KeyRow> = read_all(
+        source,
+        "SELECT id, hash, tenant, name, scope, created_at, last_used, revoked_at, expires_at,
+                rpm
+         FROM keys ORDER BY created_at, id",
+    )?;
+    let added = insert_each(
+        db,
+        "INSERT INTO keys (id, hash, tenant, name, scope, created_at, last_used, revoked_at,
+             expires_at, rpm)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+        rows.iter().map(
+            |(id, hash, tenant, name, scope, created, used, revoked, expires, rpm)| {
+                [
+                    id as &Param<'_>,
+                    hash,
+                    tenant,
+                    name,
+                    scope,
+                    created,
+                    used,
+                    revoked,
+                    expires,
+                    rpm,
+                ]
+            },
+        ),
+    )
+    .await?;
     Ok(Copied {
         what: "keys",
         found: count(rows.len()),
@@ -161,12 +161,10 @@ async fn copy_notes(source: &Connection, db: &Postgres) -> Result<[Copied; 2]> {
         found: 0,
         added: 0,
     };
-    let tenants: Vec<String> = source
-        .prepare("SELECT DISTINCT tenant FROM notes ORDER BY tenant")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let tenants: Vec<(String,)> =
+        read_all(source, "SELECT DISTINCT tenant FROM notes ORDER BY tenant")?;
     let mut client = db.client().await?;
-    for tenant in &tenants {
+    for (tenant,) in &tenants {
         let mut after = i64::MIN;
         loop {
             let batch = NoteBatch::read(source, tenant, after)?;
@@ -294,25 +292,21 @@ type PinRow = (
 /// Accepted and waiting tool definitions; a tool the database already pins keeps its
 /// pin there (the replicas may have decided on it since).
 async fn copy_pins(source: &Connection, db: &Postgres) -> Result<Copied> {
-    let rows: Vec<PinRow> = source
-        .prepare("SELECT tool, hash, definition, pending, pending_why, updated_at FROM pins")?
-        .query_map([], |r| r.try_into())?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut client = db.client().await?;
-    let tx = client.transaction().await?;
-    let mut added = 0;
-    for (tool, hash, definition, pending, why, updated) in &rows {
-        added += tx
-            .execute(
-                "INSERT INTO pins (tool, hash, definition, pending, pending_why, updated_at,
-                     revision)
-                 VALUES ($1, $2, $3, $4, $5, $6, nextval('pins_revision'))
-                 ON CONFLICT (tool) DO NOTHING",
-                &[tool, hash, definition, pending, why, updated],
-            )
-            .await?;
-    }
-    tx.commit().await?;
+    let rows: Vec<PinRow> = read_all(
+        source,
+        "SELECT tool, hash, definition, pending, pending_why, updated_at FROM pins",
+    )?;
+    let added = insert_each(
+        db,
+        "INSERT INTO pins (tool, hash, definition, pending, pending_why, updated_at, revision)
+         VALUES ($1, $2, $3, $4, $5, $6, nextval('pins_revision'))
+         ON CONFLICT (tool) DO NOTHING",
+        rows.iter()
+            .map(|(tool, hash, definition, pending, why, updated)| {
+                [tool as &Param<'_>, hash, definition, pending, why, updated]
+            }),
+    )
+    .await?;
     Ok(Copied {
         what: "pins",
         found: count(rows.len()),
@@ -334,29 +328,33 @@ type ApprovalRow = (
 /// Held calls, as `replica`'s: the calls themselves lived in the old process's memory,
 /// so a pending one is expired when a replica of that name starts.
 async fn copy_approvals(source: &Connection, db: &Postgres, replica: &str) -> Result<Copied> {
-    let rows: Vec<ApprovalRow> = source
-        .prepare(
-            "SELECT id, tenant, principal, tool, summary, status, created_at, decided_at
-             FROM approvals ORDER BY created_at",
-        )?
-        .query_map([], |r| r.try_into())?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut client = db.client().await?;
-    let tx = client.transaction().await?;
-    let mut added = 0;
-    for (id, tenant, principal, tool, summary, status, created, decided) in &rows {
-        added += tx
-            .execute(
-                "INSERT INTO approvals (id, replica, tenant, principal, tool, summary, status,
-                     created_at, decided_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-                &[
-                    id, &replica, tenant, principal, tool, summary, status, created, decided,
-                ],
-            )
-            .await?;
-    }
-    tx.commit().await?;
+    let rows: Vec<ApprovalRow> = read_all(
+        source,
+        "SELECT id, tenant, principal, tool, summary, status, created_at, decided_at
+         FROM approvals ORDER BY created_at",
+    )?;
+    let added = insert_each(
+        db,
+        "INSERT INTO approvals (id, replica, tenant, principal, tool, summary, status,
+             created_at, decided_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+        rows.iter().map(
+            |(id, tenant, principal, tool, summary, status, created, decided)| {
+                [
+                    id as &Param<'_>,
+                    &replica,
+                    tenant,
+                    principal,
+                    tool,
+                    summary,
+                    status,
+                    created,
+                    decided,
+                ]
+            },
+        ),
+    )
+    .await?;
     Ok(Copied {
         what: "held calls",
         found: count(rows.len()),
@@ -366,28 +364,53 @@ async fn copy_approvals(source: &Connection, db: &Postgres, replica: &str) -> Re
 
 /// Each tenant's spending per day, as `replica`'s totals.
 async fn copy_costs(source: &Connection, db: &Postgres, replica: &str) -> Result<Copied> {
-    let rows: Vec<(String, i64, i64)> = source
-        .prepare("SELECT tenant, day, spent FROM daily_costs")?
-        .query_map([], |r| r.try_into())?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut client = db.client().await?;
-    let tx = client.transaction().await?;
-    let mut added = 0;
-    for (tenant, day, spent) in &rows {
-        added += tx
-            .execute(
-                "INSERT INTO daily_costs (tenant, day, replica, spent) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-                &[tenant, day, &replica, spent],
-            )
-            .await?;
-    }
-    tx.commit().await?;
+    let rows: Vec<(String, i64, i64)> =
+        read_all(source, "SELECT tenant, day, spent FROM daily_costs")?;
+    let added = insert_each(
+        db,
+        "INSERT INTO daily_costs (tenant, day, replica, spent) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+        rows.iter()
+            .map(|(tenant, day, spent)| [tenant as &Param<'_>, day, &replica, spent]),
+    )
+    .await?;
     Ok(Copied {
         what: "daily costs",
         found: count(rows.len()),
         added,
     })
+}
+
+/// A statement parameter.
+type Param<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
+
+/// Every row `select` finds in `source`.
+fn read_all<R>(source: &Connection, select: &str) -> Result<Vec<R>>
+where
+    R: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+{
+    Ok(source
+        .prepare(select)?
+        .query_map([], |row| R::try_from(row))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Runs `insert` once per row's parameters, all in one transaction; how many rows were
+/// new (the statements keep what the database already holds).
+async fn insert_each<'p, const N: usize>(
+    db: &Postgres,
+    insert: &str,
+    rows: impl Iterator<Item = [&'p Param<'p>; N]>,
+) -> Result<u64> {
+    let mut client = db.client().await?;
+    let tx = client.transaction().await?;
+    let statement = tx.prepare(insert).await?;
+    let mut added = 0;
+    for params in rows {
+        added += tx.execute(&statement, &params).await?;
+    }
+    tx.commit().await?;
+    Ok(added)
 }
 
 /// The audit trail, verbatim, as `replica`'s chain: record N at position N, with its

@@ -302,7 +302,8 @@ pub async fn migrate(
             let (client, connection) = config.connect(NoTls).await?;
             (client, tokio::spawn(connection))
         }
-        Transport::Tls(tls) => {
+        Transport::Tls { root_cert } => {
+            let tls = super::url::tls_connector(root_cert.as_deref())?;
             let (client, connection) = config.connect(tls).await?;
             (client, tokio::spawn(connection))
         }

@@ -96,7 +96,9 @@ impl Postgres {
         };
         let manager = match transport {
             Transport::Plain => Manager::from_config(config, tokio_postgres::NoTls, recycling),
-            Transport::Tls(tls) => Manager::from_config(config, tls, recycling),
+            Transport::Tls { root_cert } => {
+                Manager::from_config(config, url::tls_connector(root_cert.as_deref())?, recycling)
+            }
         };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
@@ -106,6 +108,19 @@ impl Postgres {
             .build()
             .map_err(|e| StoreError::Invalid(format!("the PostgreSQL pool: {e}")))?;
         Ok(Self { pool })
+    }
+
+    /// Whether connections to the server are encrypted (the server's own view).
+    pub async fn is_encrypted(&self) -> Result<bool> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok(row.is_some_and(|row| row.get(0)))
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
@@ -162,21 +177,6 @@ pub(crate) async fn schema_is_current(
             "the database schema is version {}, this Warden needs {SCHEMA_VERSION}: run `warden store migrate`",
             found.unwrap_or(0)
         ))),
-    }
-}
-
-impl Postgres {
-    /// Whether connections to the server are encrypted (the server's own view).
-    pub async fn is_encrypted(&self) -> Result<bool> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                &[],
-            )
-            .await?;
-        Ok(row.is_some_and(|row| row.get(0)))
     }
 }
 

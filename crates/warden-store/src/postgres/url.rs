@@ -19,7 +19,25 @@ use crate::{Result, StoreError};
 #[derive(Clone)]
 pub(crate) enum Transport {
     Plain,
-    Tls(tokio_postgres_rustls::MakeRustlsConnect),
+    /// TLS, trusting the PEM file `root_cert` names, else the system's roots.
+    Tls {
+        root_cert: Option<String>,
+    },
+}
+
+/// The TLS connector for [`Transport::Tls`]: its roots are read here, when a caller is
+/// about to connect (not when a URL is only read for its user name).
+pub(crate) fn tls_connector(
+    root_cert: Option<&str>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Invalid(format!("TLS to PostgreSQL: {e}")))?
+    .with_root_certificates(roots(root_cert)?)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(client))
 }
 
 /// The connection settings in `url` and the transport they call for, without the URL
@@ -57,17 +75,11 @@ pub(crate) fn parse(url: &str) -> Result<(tokio_postgres::Config, Transport)> {
         return Ok((config, Transport::Plain));
     }
     config.ssl_mode(SslMode::Require);
-    let roots = roots(tls.root_cert.as_deref())?;
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| StoreError::Invalid(format!("TLS to PostgreSQL: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     Ok((
         config,
-        Transport::Tls(tokio_postgres_rustls::MakeRustlsConnect::new(client)),
+        Transport::Tls {
+            root_cert: tls.root_cert,
+        },
     ))
 }
 
@@ -148,8 +160,16 @@ mod tests {
     fn transport(url: &str) -> &'static str {
         match parse(url) {
             Ok((_, Transport::Plain)) => "plain",
-            Ok((_, Transport::Tls(_))) => "tls",
+            Ok((_, Transport::Tls { .. })) => "tls",
             Err(_) => "refused",
+        }
+    }
+
+    /// `url` read, and its TLS connector made when it asks for one.
+    fn ready(url: &str) -> Result<()> {
+        match parse(url)?.1 {
+            Transport::Plain => Ok(()),
+            Transport::Tls { root_cert } => tls_connector(root_cert.as_deref()).map(drop),
         }
     }
 
@@ -184,7 +204,7 @@ mod tests {
             "postgres://warden:pw@db/warden?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
             "mysql://warden:pw@nope",
         ] {
-            let refused = parse(url).err().unwrap().to_string();
+            let refused = ready(url).err().unwrap().to_string();
             assert!(!refused.contains("pw"), "{refused}");
         }
     }
