@@ -134,3 +134,57 @@ fn a_password_in_the_url_never_reaches_an_error() {
     assert!(err.contains("warden: "), "{err}");
     assert!(!out.contains(canary) && !err.contains(canary), "{err}");
 }
+
+/// `warden store copy` refuses what it cannot use with a message naming it, and never
+/// shows the URL's password: no data directory, an unset variable, a bad replica name,
+/// an unreachable server, a database without Warden's schema.
+#[test]
+fn store_copy_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let canary = "pw-canary-91ab";
+    let unreachable = format!("postgres://warden:{canary}@127.0.0.1:9/warden");
+    let db = TestDb::create();
+    let empty = db.owner_url();
+    for (args, env, expected) in [
+        (
+            vec!["--from", "/nonexistent/warden-data", "--to", "env:PG_URL"],
+            vec![("PG_URL", empty.as_str())],
+            "no Warden data directory at /nonexistent/warden-data",
+        ),
+        (
+            vec!["--from", &data, "--to", "env:WARDEN_UNSET_URL"],
+            vec![],
+            "WARDEN_UNSET_URL",
+        ),
+        (
+            vec![
+                "--from",
+                &data,
+                "--to",
+                "env:PG_URL",
+                "--replica",
+                "bad name!",
+            ],
+            vec![("PG_URL", empty.as_str())],
+            "--replica must be",
+        ),
+        (
+            vec!["--from", &data, "--to", "env:PG_URL"],
+            vec![("PG_URL", unreachable.as_str())],
+            "warden: ",
+        ),
+        (
+            vec!["--from", &data, "--to", "env:PG_URL"],
+            vec![("PG_URL", empty.as_str())],
+            "warden store migrate",
+        ),
+    ] {
+        let mut command = vec!["store", "copy"];
+        command.extend(args.iter().copied());
+        let (ok, out, err) = warden(&command, &env);
+        assert!(!ok, "{command:?}: {out}");
+        assert!(err.contains(expected), "{command:?}: {err}");
+        assert!(!out.contains(canary) && !err.contains(canary), "{err}");
+    }
+}
