@@ -40,13 +40,14 @@ async fn limiter() -> Result<Arc<Limiter>, Failure> {
         },
     )]);
     Ok(Arc::new(
-        Limiter::new(&generous(), &tools, &[64], None).await?,
+        Limiter::new(&generous(), &tools, &[64], None, None).await?,
     ))
 }
 
 async fn admit(limiter: &Limiter, key: &str) -> Result<(), Failure> {
     limiter
         .admit_request(key, None)
+        .await
         .map_err(|r| r.message.clone())?;
     let call = Call {
         key_id: key,

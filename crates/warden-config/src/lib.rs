@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod cluster;
 mod oauth;
 mod reload;
 mod store;
 mod tools;
 mod upstream;
 
+pub use cluster::{Cluster, OnRedisDown};
 pub use oauth::{JwksSource, OAuth, ScopeNames};
 pub use reload::{ReloadPlan, plan_reload};
 pub use store::{
@@ -100,6 +102,8 @@ mod raw {
         pub tenants: std::collections::BTreeMap<String, Tenant>,
         #[serde(default)]
         pub store: crate::store::raw::Store,
+        #[serde(default)]
+        pub cluster: crate::cluster::raw::Cluster,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -333,6 +337,8 @@ pub struct Config {
     pub egress_allow: Vec<EgressRule>,
     /// Where durable state lives.
     pub store: Store,
+    /// What replicas share beyond the store (Redis), if configured.
+    pub cluster: Option<Cluster>,
 }
 
 /// A destination the operator opens to Warden's outbound requests.
@@ -796,6 +802,8 @@ fn validate(
         }
     })?;
     let store = store::validate(raw.store, &lookup_env).map_err(|(field, m)| invalid(field, m))?;
+    let cluster =
+        cluster::validate(raw.cluster, &lookup_env).map_err(|(field, m)| invalid(field, m))?;
     let audit = Audit {
         enabled: raw.audit.enabled.unwrap_or(true),
         flush: Duration::from_millis(
@@ -917,6 +925,7 @@ fn validate(
         trusted_proxies,
         waiting,
         store,
+        cluster,
     })
 }
 

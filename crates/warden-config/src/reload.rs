@@ -74,7 +74,7 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
         next.upstreams = running.upstreams.clone();
     }
 
-    let restart_only: [(&'static str, bool); 10] = [
+    let restart_only: [(&'static str, bool); 12] = [
         ("[server] listen", running.listen != read.listen),
         ("[admin] listen", running.admin_listen != read.admin_listen),
         ("data_dir", running.data_dir != read.data_dir),
@@ -97,6 +97,8 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
         ),
         ("[audit]", running.audit != read.audit),
         ("[[upstream]] added, removed or reordered", !same_list),
+        ("[store]", running.store != read.store),
+        ("[cluster]", running.cluster != read.cluster),
     ];
     plan.needs_restart = changed(&restart_only);
     next.listen = running.listen;
@@ -108,6 +110,8 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
     next.auth = running.auth.clone();
     next.sessions = running.sessions.clone();
     next.audit = running.audit.clone();
+    next.store = running.store.clone();
+    next.cluster = running.cluster.clone();
     (plan, next)
 }
 

@@ -41,6 +41,7 @@ pub fn admin_router(
         upstreams: upstreams.clone(),
         store,
         auditor: state.auditor().clone(),
+        limiter: state.limiter().clone(),
         store_away: Arc::default(),
     };
     Router::new()
@@ -128,12 +129,14 @@ struct Readiness {
     upstreams: Arc<Upstreams>,
     store: Arc<dyn Health>,
     auditor: Arc<Auditor>,
+    limiter: Arc<warden_limits::Limiter>,
     /// Whether the last probe found the store away: the log says so once per outage,
     /// not once per probe.
     store_away: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Ready when every upstream has answered its handshake, the store answers and the
+/// Ready when every upstream has answered its handshake, the store answers, the shared
+/// limits answer (unless the operator chose to count locally without them) and the
 /// audit trail is being written; otherwise 503 naming what is not.
 async fn ready(State(readiness): State<Readiness>) -> Response {
     if !readiness
@@ -156,6 +159,13 @@ async fn ready(State(readiness): State<Readiness>) -> Response {
     }
     if was_away {
         tracing::info!("the store answers again");
+    }
+    if !readiness.limiter.ready().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shared limits (Redis) unavailable\n",
+        )
+            .into_response();
     }
     if readiness.auditor.is_failing() {
         return (StatusCode::SERVICE_UNAVAILABLE, "audit trail not written\n").into_response();

@@ -77,11 +77,19 @@ pub(crate) fn upstream_failed(
 /// audit record's outcome is then `timeout`).
 pub(crate) const UPSTREAM_TIMEOUT: &str = "The upstream server did not answer in time";
 
+/// What a client is told when its call could not be sent to the upstream at all.
+const UPSTREAM_DOWN: &str = "The upstream server is unavailable; try again";
+
+/// Whether `error` says the call never reached its upstream (so it cost nothing).
+pub(crate) fn never_reached(error: &RpcError) -> bool {
+    error.code == codes::UPSTREAM_UNAVAILABLE && error.message == UPSTREAM_DOWN
+}
+
 pub(crate) fn unavailable(error: &UpstreamError) -> RpcError {
     let message = match error {
         UpstreamError::Timeout => UPSTREAM_TIMEOUT,
         UpstreamError::Exited => "The upstream server stopped during the call; try again",
-        _ => "The upstream server is unavailable; try again",
+        _ => UPSTREAM_DOWN,
     };
     RpcError::new(codes::UPSTREAM_UNAVAILABLE, message)
 }

@@ -14,7 +14,7 @@ use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::{Principal, Scope};
 use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UriRoute};
 
-use crate::answer::{hardening, unavailable, upstream_failed, upstream_result};
+use crate::answer::{hardening, never_reached, unavailable, upstream_failed, upstream_result};
 use crate::audit::{PendingCell, UpstreamUsed};
 use crate::confirm::{self, Confirmation};
 use crate::error::RpcError;
@@ -467,7 +467,7 @@ async fn forward(
         tool,
     };
     let _ = context.upstream_used.set(upstream.clone());
-    let _permit = state
+    let permit = state
         .limiter()
         .admit_call(call, index)
         .await
@@ -483,6 +483,12 @@ async fn forward(
         hardening.as_ref(),
     )
     .await;
+    // A call that never reached its upstream gives its cost back; every call gives
+    // back its slots.
+    match &result {
+        Err(error) if never_reached(error) => permit.refund(),
+        _ => drop(permit),
+    }
     state
         .metrics()
         .upstream_call(upstream.name(), started.elapsed());

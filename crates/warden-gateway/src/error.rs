@@ -13,6 +13,10 @@ use warden_proto::{EnvelopeError, Era, ProtocolVersion, RequestId, codes};
 pub(crate) const STORE_UNAVAILABLE: &str =
     "Warden's store is unavailable right now, so the request was not run; retry in a few seconds";
 
+/// What a client is told when the replicas' shared state is away (and the operator
+/// chose to refuse).
+pub(crate) const SHARED_UNAVAILABLE: &str = "Warden's shared limits (Redis) cannot be reached, so the request was not run; retry in a few seconds";
+
 /// A JSON-RPC error from a method handler, before the era decides its HTTP status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcError {
@@ -56,6 +60,13 @@ impl RpcError {
 
     /// A rate limit's refusal: the layer and the wait travel in `data`.
     pub fn rate_limited(refusal: &warden_limits::Refusal) -> Self {
+        if refusal.layer == warden_limits::Layer::Shared {
+            return Self::refusal(
+                codes::CLUSTER_UNAVAILABLE,
+                SHARED_UNAVAILABLE,
+                refusal.layer.name(),
+            );
+        }
         Self {
             code: codes::RATE_LIMITED,
             message: refusal.message.clone(),
@@ -178,6 +189,9 @@ pub enum GatewayError {
     /// The key store cannot be reached: a credential cannot be checked now.
     #[error("{}", STORE_UNAVAILABLE)]
     StoreUnavailable,
+    /// The shared limits cannot be reached (`on_redis_down = "refuse"`).
+    #[error("{}", SHARED_UNAVAILABLE)]
+    SharedUnavailable,
     #[error(
         "this session is already initialized; send initialize without Mcp-Session-Id to start another"
     )]
@@ -222,8 +236,8 @@ impl GatewayError {
             }
             // So is Warden's store being away: a 503 in both eras, for load balancers
             // and clients to retry.
-            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Rpc { error, .. } if error.code == codes::STORE_UNAVAILABLE => {
+            Self::StoreUnavailable | Self::SharedUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Rpc { error, .. } if codes::is_unavailable(error.code) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::NotAcceptable | Self::StreamNotAcceptable => StatusCode::NOT_ACCEPTABLE,
@@ -279,6 +293,7 @@ impl GatewayError {
             Self::BodyRead => codes::PARSE_ERROR,
             Self::RateLimited { .. } => codes::RATE_LIMITED,
             Self::StoreUnavailable => codes::STORE_UNAVAILABLE,
+            Self::SharedUnavailable => codes::CLUSTER_UNAVAILABLE,
             _ => codes::TRANSPORT_REFUSED,
         }
     }
@@ -311,6 +326,7 @@ impl GatewayError {
             Self::AlreadyInitialized { .. } => "transport.reinitialize",
             Self::SessionLimit => "limits.sessions",
             Self::StoreUnavailable => "store.unavailable",
+            Self::SharedUnavailable => "cluster.unavailable",
             Self::RateLimited { layer, .. } => layer,
             _ => "transport",
         }
@@ -361,10 +377,10 @@ impl IntoResponse for GatewayError {
                     headers.insert(header::WWW_AUTHENTICATE, value);
                 }
             }
-            Self::SessionLimit | Self::StoreUnavailable => {
+            Self::SessionLimit | Self::StoreUnavailable | Self::SharedUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            Self::Rpc { error, .. } if error.code == codes::STORE_UNAVAILABLE => {
+            Self::Rpc { error, .. } if codes::is_unavailable(error.code) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Self::TooManyFailures { retry_after } | Self::RateLimited { retry_after, .. } => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use warden_limits::{Limiter, Refusal};
+use warden_limits::{Layer, Limiter, Refusal};
 
 use crate::client_addr::client_network;
 use crate::error::GatewayError;
@@ -20,7 +20,7 @@ pub(crate) async fn per_address(
 ) -> Response {
     let address = client_network(&request);
     if let Some(address) = address
-        && let Err(refusal) = limiter.admit_address(address)
+        && let Err(refusal) = limiter.admit_address(address).await
     {
         return refused(refusal).into_response();
     }
@@ -29,6 +29,9 @@ pub(crate) async fn per_address(
 
 /// A refusal of something that has no JSON-RPC id.
 pub(crate) fn refused(refusal: Refusal) -> GatewayError {
+    if refusal.layer == Layer::Shared {
+        return GatewayError::SharedUnavailable;
+    }
     GatewayError::RateLimited {
         layer: refusal.layer.name(),
         retry_after: refusal.retry_after,

@@ -421,6 +421,7 @@ async fn execute(
     if let Err(refusal) = state
         .limiter()
         .admit_request(&principal.key_id, principal.rpm)
+        .await
     {
         let error = RpcError::rate_limited(&refusal);
         let refused = Err(error);
@@ -608,6 +609,7 @@ async fn initialize(
     if let Err(refusal) = state
         .limiter()
         .admit_request(&principal.key_id, principal.rpm)
+        .await
     {
         return refuse(draft, rpc(RpcError::rate_limited(&refusal))).await;
     }

@@ -69,15 +69,15 @@ impl Gate {
     }
 }
 
-/// A place in a gate's queue, left when dropped.
-struct Queued<'a> {
+/// A place in a queue, left when dropped.
+pub(crate) struct Queued<'a> {
     waiting: &'a AtomicUsize,
     /// How many were waiting before this one.
-    ahead: usize,
+    pub ahead: usize,
 }
 
 impl<'a> Queued<'a> {
-    fn join(waiting: &'a AtomicUsize) -> Self {
+    pub fn join(waiting: &'a AtomicUsize) -> Self {
         let ahead = waiting.fetch_add(1, Ordering::AcqRel);
         Self { waiting, ahead }
     }
@@ -102,6 +102,11 @@ impl<K: Hash + Eq + Clone> Gates<K> {
             max,
             gates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The calls each key's gate lets in at once.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     pub fn get(&self, key: &K) -> Arc<Gate> {

@@ -84,6 +84,19 @@ impl Ledger {
         Ok(())
     }
 
+    /// Gives back `cost` charged to `tenant` today (a call that never reached its
+    /// upstream).
+    pub fn refund(&self, tenant: &str, cost: u64) {
+        let mut day = self.day.lock().unwrap_or_else(PoisonError::into_inner);
+        if cost == 0 || day.day != today() {
+            return;
+        }
+        if let Some(spent) = day.spent.get_mut(tenant) {
+            *spent = spent.saturating_sub(cost);
+            day.dirty.insert(tenant.to_owned());
+        }
+    }
+
     /// Writes the totals that changed since the last write.
     pub async fn flush(&self) -> Result<(), warden_store::StoreError> {
         let Some(store) = &self.store else {
@@ -152,6 +165,9 @@ mod tests {
         let ledger = Ledger::open(Some(store.clone())).await.unwrap();
         assert!(ledger.reserve("small", 2, 3).is_ok());
         assert_eq!(ledger.reserve("small", 2, 3), Err(OverCap { cap: 3 }));
+        assert!(ledger.reserve("small", 1, 3).is_ok());
+        // A refund makes room again.
+        ledger.refund("small", 1);
         assert!(ledger.reserve("small", 1, 3).is_ok());
         assert!(ledger.reserve("big", 10, 10).is_ok());
         assert!(ledger.reserve("big", 1, 10).is_err());

@@ -13,10 +13,17 @@
 //!
 //! Every refusal is counted by layer, and logged at most once per key and layer a
 //! minute.
+//!
+//! With shared counters ([`SharedCounters`], Redis through `warden-cluster`), layers 1 to
+//! 3 count across every replica; layer 4 and the stream cap stay each replica's own
+//! (its own upstream connections and children). When the shared counters cannot be
+//! reached, the call is refused (`on_redis_down = "refuse"`), or counted locally
+//! against each limit divided by the expected number of replicas (`"local"`).
 
 mod bucket;
 mod gate;
 mod ledger;
+mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -25,11 +32,15 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
-use warden_config::{Rate, ToolRules};
+use warden_config::{OnRedisDown, Rate, ToolRules};
 use warden_store::Costs;
 
+pub use crate::shared::{
+    Admission, Admitted, Bucket, Lease, SharedCounters, SharedFuture, Unreachable,
+};
+
 use crate::bucket::Buckets;
-use crate::gate::{Closed, Gate, Gates};
+use crate::gate::{Closed, Gate, Gates, Queued};
 use crate::ledger::Ledger;
 
 /// How often spent costs are written to disk.
@@ -38,6 +49,10 @@ const COST_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 const LOG_WINDOW: Duration = Duration::from_secs(60);
 const MAX_LOGGED: usize = 16_384;
 const MAX_SESSIONS_COUNTED: usize = 100_000;
+/// How often a call waiting for a shared slot asks again.
+const SHARED_QUEUE_POLL: Duration = Duration::from_millis(20);
+/// How long a client refused for want of the shared counters should wait.
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(5);
 
 /// The layer that refused, named as in audit records and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,10 +65,12 @@ pub enum Layer {
     DailyCost,
     Upstream,
     Streams,
+    /// The shared counters could not be reached (`on_redis_down = "refuse"`).
+    Shared,
 }
 
 impl Layer {
-    pub const ALL: [Layer; 8] = [
+    pub const ALL: [Layer; 9] = [
         Self::PerIp,
         Self::PerKey,
         Self::PerSession,
@@ -62,6 +79,7 @@ impl Layer {
         Self::DailyCost,
         Self::Upstream,
         Self::Streams,
+        Self::Shared,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +92,7 @@ impl Layer {
             Self::DailyCost => "rate.daily_cost",
             Self::Upstream => "rate.upstream",
             Self::Streams => "rate.streams",
+            Self::Shared => "cluster.unavailable",
         }
     }
 }
@@ -102,10 +121,60 @@ impl Refusal {
     }
 }
 
-/// A call's slots (its key's, the total, and its upstream's); released when dropped.
+/// A call's slots (its key's, the total, and its upstream's) and its cost; the slots
+/// are released when it is dropped.
 #[derive(Debug)]
 pub struct CallPermit {
     _slots: Vec<OwnedSemaphorePermit>,
+    charge: Option<Charge>,
+}
+
+/// What a permit gives back: the shared lease, and the cost this replica charged.
+#[derive(Debug)]
+struct Charge {
+    ledger: Arc<Ledger>,
+    tenant: String,
+    cost: u64,
+    lease: Option<(Arc<dyn SharedCounters>, Lease)>,
+}
+
+impl std::fmt::Debug for dyn SharedCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedCounters")
+    }
+}
+
+impl CallPermit {
+    /// The call never reached its upstream: its cost is given back along with its
+    /// slots.
+    pub fn refund(mut self) {
+        if let Some(charge) = self.charge.take() {
+            charge.ledger.refund(&charge.tenant, charge.cost);
+            if let Some((counters, lease)) = charge.lease {
+                counters.release(lease, true);
+            }
+        }
+    }
+}
+
+impl Drop for CallPermit {
+    fn drop(&mut self) {
+        if let Some(Charge {
+            lease: Some((counters, lease)),
+            ..
+        }) = self.charge.take()
+        {
+            counters.release(lease, false);
+        }
+    }
+}
+
+/// The shared counters, and what to do while they cannot be reached.
+pub struct Shared {
+    pub counters: Arc<dyn SharedCounters>,
+    pub on_down: OnRedisDown,
+    /// Each limit is divided by this while counting locally.
+    pub expected_replicas: u32,
 }
 
 /// An open GET stream's place under its key's stream cap.
@@ -141,6 +210,12 @@ pub struct Call<'a> {
 pub struct Limiter {
     /// The limits in force and the gates that count against them; a reload swaps it.
     shape: RwLock<Arc<Shape>>,
+    shared: Option<Shared>,
+    /// Calls waiting for a shared slot.
+    shared_waiting: std::sync::atomic::AtomicUsize,
+    /// Since when the shared counters have been unreachable, and when that was last
+    /// said in the log.
+    outage: Mutex<Option<Outage>>,
     per_ip: Buckets<IpAddr>,
     per_key: Buckets<String>,
     per_tool: Buckets<(String, String)>,
@@ -149,6 +224,12 @@ pub struct Limiter {
     streams: Arc<Mutex<HashMap<String, usize>>>,
     refused: [AtomicU64; Layer::ALL.len()],
     logged: Mutex<HashMap<(String, Layer), Instant>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    since: Instant,
+    logged: Instant,
 }
 
 /// The configured limits, and the concurrency gates sized by them. A gate whose size a
@@ -163,27 +244,33 @@ struct Shape {
 }
 
 impl Shape {
+    /// `share` divides the concurrency of the key and total gates: with shared
+    /// counters, the local gates are used only while those cannot be reached, and
+    /// each replica then takes its share.
     fn new(
         rate: &Rate,
         tools: &BTreeMap<String, ToolRules>,
         upstream_slots: &[usize],
+        share: u32,
         before: Option<&Shape>,
     ) -> Self {
+        let per_key = divided(rate.max_concurrent_per_key, share);
         let kept = |old: Option<&Arc<Gate>>, max: usize| match old {
             Some(gate) if gate.max() == max => gate.clone(),
             _ => Arc::new(Gate::new(max)),
         };
         let key_gates = match before {
-            Some(before) if before.rate.max_concurrent_per_key == rate.max_concurrent_per_key => {
-                before.key_gates.clone()
-            }
-            _ => Arc::new(Gates::new(rate.max_concurrent_per_key)),
+            Some(before) if before.key_gates.max() == per_key => before.key_gates.clone(),
+            _ => Arc::new(Gates::new(per_key)),
         };
         Self {
             rate: rate.clone(),
             tools: tools.clone(),
             key_gates,
-            total: kept(before.map(|b| &b.total), rate.max_concurrent_total),
+            total: kept(
+                before.map(|b| &b.total),
+                divided(rate.max_concurrent_total, share),
+            ),
             upstreams: upstream_slots
                 .iter()
                 .enumerate()
@@ -202,6 +289,15 @@ impl Shape {
     }
 }
 
+/// `limit` shared out among `share` replicas, at least one.
+fn divided<T: TryFrom<u32> + Copy + std::ops::Div<Output = T> + Ord + From<u8>>(
+    limit: T,
+    share: u32,
+) -> T {
+    let share = T::try_from(share.max(1)).unwrap_or(T::from(1));
+    (limit / share).max(T::from(1))
+}
+
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter").finish_non_exhaustive()
@@ -216,10 +312,21 @@ impl Limiter {
         tools: &BTreeMap<String, ToolRules>,
         upstream_slots: &[usize],
         costs: Option<Arc<dyn Costs>>,
+        shared: Option<Shared>,
     ) -> Result<Self, warden_store::StoreError> {
+        let share = shared.as_ref().map_or(1, |s| s.expected_replicas);
         Ok(Self {
             ledger: Arc::new(Ledger::open(costs).await?),
-            shape: RwLock::new(Arc::new(Shape::new(rate, tools, upstream_slots, None))),
+            shape: RwLock::new(Arc::new(Shape::new(
+                rate,
+                tools,
+                upstream_slots,
+                share,
+                None,
+            ))),
+            shared,
+            shared_waiting: std::sync::atomic::AtomicUsize::new(0),
+            outage: Mutex::new(None),
             per_ip: Buckets::new(),
             per_key: Buckets::new(),
             per_tool: Buckets::new(),
@@ -240,7 +347,7 @@ impl Limiter {
         upstream_slots: &[usize],
     ) {
         let mut shape = self.shape.write().unwrap_or_else(PoisonError::into_inner);
-        let next = Shape::new(rate, tools, upstream_slots, Some(&shape));
+        let next = Shape::new(rate, tools, upstream_slots, self.share(), Some(&shape));
         *shape = Arc::new(next);
     }
 
@@ -268,12 +375,121 @@ impl Limiter {
             .collect()
     }
 
+    /// What each limit is divided by while counting locally.
+    fn share(&self) -> u32 {
+        self.shared.as_ref().map_or(1, |s| s.expected_replicas)
+    }
+
+    /// Whether the shared counters are unreachable now (for readiness).
+    pub fn shared_unreachable(&self) -> bool {
+        self.outage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The shared counters answered: an outage, if any, is over.
+    fn reached(&self) {
+        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ended) = outage.take() {
+            tracing::warn!(
+                down_secs = ended.since.elapsed().as_secs(),
+                "the shared limits (Redis) answer again: limits count across replicas again"
+            );
+        }
+    }
+
+    /// Whether the limits can be counted as configured: not when the shared counters
+    /// do not answer and the operator chose to refuse (for `/readyz`).
+    pub async fn ready(&self) -> bool {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        match shared.counters.ping().await {
+            Ok(()) => {
+                self.reached();
+                true
+            }
+            Err(Unreachable) => {
+                self.note_outage(shared);
+                shared.on_down == OnRedisDown::Local
+            }
+        }
+    }
+
+    /// The shared counters did not answer: a refusal (`refuse`), or `Ok` to count
+    /// locally (`local`).
+    fn unreachable(&self, who: &str) -> Result<(), Refusal> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        self.note_outage(shared);
+        match shared.on_down {
+            OnRedisDown::Refuse => Err(self.refuse(
+                who,
+                Refusal {
+                    layer: Layer::Shared,
+                    retry_after: UNREACHABLE_RETRY.as_secs(),
+                    message: "Warden's shared limits (Redis) cannot be reached, so the request was not run; retry in a few seconds".into(),
+                },
+            )),
+            OnRedisDown::Local => Ok(()),
+        }
+    }
+
+    /// Says so in the log when an outage starts, and once a minute while it lasts.
+    fn note_outage(&self, shared: &Shared) {
+        let now = Instant::now();
+        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        let say = match outage.as_mut() {
+            None => {
+                *outage = Some(Outage {
+                    since: now,
+                    logged: now,
+                });
+                true
+            }
+            Some(ongoing) if ongoing.logged.elapsed() >= LOG_WINDOW => {
+                ongoing.logged = now;
+                true
+            }
+            Some(_) => false,
+        };
+        drop(outage);
+        if !say {
+            return;
+        }
+        match shared.on_down {
+            OnRedisDown::Refuse => tracing::error!(
+                "the shared limits (Redis) cannot be reached: calls are refused with 503 until they answer (on_redis_down = \"refuse\")"
+            ),
+            OnRedisDown::Local => tracing::error!(
+                expected_replicas = shared.expected_replicas,
+                "the shared limits (Redis) cannot be reached: this replica counts on its own, each limit divided by expected_replicas (on_redis_down = \"local\")"
+            ),
+        }
+    }
+
     /// Layer 1: every HTTP request from `address`, before authentication.
-    pub fn admit_address(&self, address: IpAddr) -> Result<(), Refusal> {
+    pub async fn admit_address(&self, address: IpAddr) -> Result<(), Refusal> {
         let rpm = self.shape().rate.per_ip_rpm;
-        self.per_ip.take(&address, rpm).map_err(|wait| {
+        let text = address.to_string();
+        let taken = match &self.shared {
+            Some(shared) => match shared.counters.take(Bucket::Address(&text), rpm).await {
+                Ok(wait) => {
+                    self.reached();
+                    wait.map_or(Ok(()), Err)
+                }
+                Err(Unreachable) => {
+                    self.unreachable(&text)?;
+                    self.per_ip.take(&address, divided(rpm, self.share()))
+                }
+            },
+            None => self.per_ip.take(&address, rpm),
+        };
+        taken.map_err(|wait| {
             self.refuse(
-                &address.to_string(),
+                &text,
                 Refusal::new(
                     Layer::PerIp,
                     wait,
@@ -284,9 +500,23 @@ impl Limiter {
     }
 
     /// Layer 2: every JSON-RPC request of a key.
-    pub fn admit_request(&self, key_id: &str, own_rpm: Option<u32>) -> Result<(), Refusal> {
+    pub async fn admit_request(&self, key_id: &str, own_rpm: Option<u32>) -> Result<(), Refusal> {
         let rpm = own_rpm.unwrap_or_else(|| self.shape().rate.per_key_rpm);
-        self.per_key.take(&key_id.to_owned(), rpm).map_err(|wait| {
+        let taken = match &self.shared {
+            Some(shared) => match shared.counters.take(Bucket::Key(key_id), rpm).await {
+                Ok(wait) => {
+                    self.reached();
+                    wait.map_or(Ok(()), Err)
+                }
+                Err(Unreachable) => {
+                    self.unreachable(key_id)?;
+                    self.per_key
+                        .take(&key_id.to_owned(), divided(rpm, self.share()))
+                }
+            },
+            None => self.per_key.take(&key_id.to_owned(), rpm),
+        };
+        taken.map_err(|wait| {
             self.refuse(
                 key_id,
                 Refusal::new(
@@ -301,70 +531,211 @@ impl Limiter {
     /// Layer 3: a call that would reach upstream `upstream`. Waits (briefly) for
     /// slots; the cost is charged only once the call holds them.
     pub async fn admit_call(&self, call: Call<'_>, upstream: usize) -> Result<CallPermit, Refusal> {
-        let refuse = |refusal| self.refuse(call.key_id, refusal);
         let shape = self.shape();
-        self.count_session(call.session, shape.rate.per_session_calls)
-            .map_err(refuse)?;
         let rules = call
             .tool
             .and_then(|tool| warden_config::rules_for(&shape.tools, tool));
-        if let (Some(tool), Some(rpm)) = (call.tool, rules.and_then(|r| r.rpm)) {
-            self.per_tool
-                .take(&(call.key_id.to_owned(), tool.to_owned()), rpm)
-                .map_err(|wait| {
-                    refuse(Refusal::new(
-                        Layer::PerTool,
-                        wait,
-                        format_args!("this key is over {rpm} calls a minute to this tool"),
-                    ))
-                })?;
-        }
-        let (depth, timeout) = (shape.rate.queue_depth, shape.rate.queue_timeout);
-        let busy = |layer, closed| {
-            let what = match closed {
-                Closed::QueueFull => "too many calls in flight and waiting",
-                Closed::TimedOut => "no call slot freed up in time",
-            };
-            refuse(Refusal::new(layer, Duration::from_secs(1), what))
-        };
-        let key_slot = shape
-            .key_gates
-            .get(&call.key_id.to_owned())
-            .enter(depth, timeout)
-            .await
-            .map_err(|closed| busy(Layer::Concurrency, closed))?;
-        let total_slot = shape
-            .total
-            .enter(depth, timeout)
-            .await
-            .map_err(|closed| busy(Layer::Concurrency, closed))?;
-        let mut slots = vec![key_slot, total_slot];
-        if let Some(gate) = shape.upstreams.get(upstream) {
-            slots.push(
-                gate.enter(depth, timeout)
-                    .await
-                    .map_err(|closed| busy(Layer::Upstream, closed))?,
-            );
-        }
         let cost = match call.tool {
             Some(_) => rules.map_or(warden_config::DEFAULT_TOOL_COST, |r| r.cost),
             None => 0,
         };
-        let cap = shape.cap_of(call.tenant);
+        let tool_rate = call.tool.zip(rules.and_then(|r| r.rpm));
+        let mut slots = Vec::with_capacity(3);
+        let lease = match &self.shared {
+            Some(shared) => {
+                match self
+                    .admit_shared(shared, &shape, call, tool_rate, cost)
+                    .await
+                {
+                    Ok(lease) => {
+                        self.reached();
+                        // This replica's own spending, for the store (the cap was
+                        // checked across replicas).
+                        let _ = self.ledger.reserve(call.tenant, cost, u64::MAX);
+                        Some((shared.counters.clone(), lease))
+                    }
+                    Err(Some(refusal)) => return Err(refusal),
+                    Err(None) => {
+                        self.unreachable(call.key_id)?;
+                        self.admit_local(&shape, call, tool_rate, cost, &mut slots)
+                            .await?;
+                        None
+                    }
+                }
+            }
+            None => {
+                self.admit_local(&shape, call, tool_rate, cost, &mut slots)
+                    .await?;
+                None
+            }
+        };
+        if let Some(gate) = shape.upstreams.get(upstream) {
+            let (depth, timeout) = (shape.rate.queue_depth, shape.rate.queue_timeout);
+            match gate.enter(depth, timeout).await {
+                Ok(slot) => slots.push(slot),
+                Err(closed) => {
+                    // Not admitted after all: what was charged goes back.
+                    if let Some((counters, lease)) = lease {
+                        counters.release(lease, true);
+                    }
+                    self.ledger.refund(call.tenant, cost);
+                    return Err(self.busy(call.key_id, Layer::Upstream, closed));
+                }
+            }
+        }
+        Ok(CallPermit {
+            _slots: slots,
+            charge: Some(Charge {
+                ledger: self.ledger.clone(),
+                tenant: call.tenant.to_owned(),
+                cost,
+                lease,
+            }),
+        })
+    }
+
+    /// Layer 3 across replicas: `Err(None)` when the shared counters cannot be reached.
+    /// A call that finds every slot taken asks again until its queue time is up.
+    async fn admit_shared(
+        &self,
+        shared: &Shared,
+        shape: &Shape,
+        call: Call<'_>,
+        tool_rate: Option<(&str, u32)>,
+        cost: u64,
+    ) -> Result<Lease, Option<Refusal>> {
+        let admission = Admission {
+            key_id: call.key_id,
+            tenant: call.tenant,
+            session: call.session,
+            max_session_calls: shape.rate.per_session_calls,
+            tool_rate,
+            max_per_key: shape.rate.max_concurrent_per_key,
+            max_total: shape.rate.max_concurrent_total,
+            cost,
+            cap: shape.cap_of(call.tenant),
+            day: ledger::today(),
+        };
+        let deadline = Instant::now() + shape.rate.queue_timeout;
+        let mut queued = None;
+        loop {
+            match shared.counters.admit(admission).await {
+                Err(Unreachable) => return Err(None),
+                Ok(Admitted::Yes(lease)) => return Ok(lease),
+                Ok(Admitted::Limited(layer, wait)) => {
+                    return Err(Some(self.limited(call, layer, wait, tool_rate)));
+                }
+                Ok(Admitted::Busy) => {}
+            }
+            if queued.is_none() {
+                let place = Queued::join(&self.shared_waiting);
+                if place.ahead >= shape.rate.queue_depth {
+                    return Err(Some(self.busy(
+                        call.key_id,
+                        Layer::Concurrency,
+                        Closed::QueueFull,
+                    )));
+                }
+                queued = Some(place);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Some(self.busy(
+                    call.key_id,
+                    Layer::Concurrency,
+                    Closed::TimedOut,
+                )));
+            }
+            tokio::time::sleep(left.min(SHARED_QUEUE_POLL)).await;
+        }
+    }
+
+    /// Layer 3 on this replica alone: the session's count, the tool's rate, the key's
+    /// and the total gate, then the cost.
+    async fn admit_local(
+        &self,
+        shape: &Shape,
+        call: Call<'_>,
+        tool_rate: Option<(&str, u32)>,
+        cost: u64,
+        slots: &mut Vec<OwnedSemaphorePermit>,
+    ) -> Result<(), Refusal> {
+        let share = self.share();
+        self.count_session(call.session, shape.rate.per_session_calls)
+            .map_err(|refusal| self.refuse(call.key_id, refusal))?;
+        if let Some((tool, rpm)) = tool_rate {
+            self.per_tool
+                .take(
+                    &(call.key_id.to_owned(), tool.to_owned()),
+                    divided(rpm, share),
+                )
+                .map_err(|wait| self.limited(call, Layer::PerTool, wait, tool_rate))?;
+        }
+        let (depth, timeout) = (shape.rate.queue_depth, shape.rate.queue_timeout);
+        slots.push(
+            shape
+                .key_gates
+                .get(&call.key_id.to_owned())
+                .enter(depth, timeout)
+                .await
+                .map_err(|closed| self.busy(call.key_id, Layer::Concurrency, closed))?,
+        );
+        slots.push(
+            shape
+                .total
+                .enter(depth, timeout)
+                .await
+                .map_err(|closed| self.busy(call.key_id, Layer::Concurrency, closed))?,
+        );
+        let cap = divided(shape.cap_of(call.tenant), share);
         self.ledger
             .reserve(call.tenant, cost, cap)
-            .map_err(|over| {
-                let wait = Duration::from_secs(ledger::until_midnight());
-                refuse(Refusal::new(
-                    Layer::DailyCost,
-                    wait,
-                    format_args!(
-                        "this tenant has spent its daily cost cap of {}; it resets at 00:00 UTC",
-                        over.cap
-                    ),
-                ))
-            })?;
-        Ok(CallPermit { _slots: slots })
+            .map_err(|_| self.limited(call, Layer::DailyCost, Duration::ZERO, tool_rate))
+    }
+
+    /// A rate's or the daily cost's refusal of `call`.
+    fn limited(
+        &self,
+        call: Call<'_>,
+        layer: Layer,
+        wait: Duration,
+        tool_rate: Option<(&str, u32)>,
+    ) -> Refusal {
+        let refusal = match layer {
+            Layer::PerSession => Refusal::new(
+                layer,
+                Duration::from_secs(60),
+                format_args!(
+                    "this session has made its {} calls; start a new one",
+                    self.shape().rate.per_session_calls
+                ),
+            ),
+            Layer::PerTool => Refusal::new(
+                layer,
+                wait,
+                format_args!(
+                    "this key is over {} calls a minute to this tool",
+                    tool_rate.map_or(0, |(_, rpm)| rpm)
+                ),
+            ),
+            _ => Refusal::new(
+                Layer::DailyCost,
+                Duration::from_secs(ledger::until_midnight()),
+                format_args!(
+                    "this tenant has spent its daily cost cap of {}; it resets at 00:00 UTC",
+                    self.shape().cap_of(call.tenant)
+                ),
+            ),
+        };
+        self.refuse(call.key_id, refusal)
+    }
+
+    fn busy(&self, key_id: &str, layer: Layer, closed: Closed) -> Refusal {
+        let what = match closed {
+            Closed::QueueFull => "too many calls in flight and waiting",
+            Closed::TimedOut => "no call slot freed up in time",
+        };
+        self.refuse(key_id, Refusal::new(layer, Duration::from_secs(1), what))
     }
 
     /// A GET stream for `key_id`, if it has fewer open than the cap.
@@ -469,13 +840,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_reload_changes_the_limits_from_the_next_request_on() {
-        let limiter = Limiter::new(&rate(), &BTreeMap::new(), &[5], None)
+        let limiter = Limiter::new(&rate(), &BTreeMap::new(), &[5], None, None)
             .await
             .unwrap();
-        assert!(limiter.admit_request("k", None).is_ok());
-        assert!(limiter.admit_request("k", None).is_ok());
+        assert!(limiter.admit_request("k", None).await.is_ok());
+        assert!(limiter.admit_request("k", None).await.is_ok());
         assert_eq!(
-            limiter.admit_request("k", None).unwrap_err().layer,
+            limiter.admit_request("k", None).await.unwrap_err().layer,
             Layer::PerKey
         );
         let held = limiter.admit_call(call(None), 0).await.unwrap();
@@ -507,7 +878,7 @@ mod tests {
         // Ten tokens a second now (the old rate: one in thirty seconds).
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
-            limiter.admit_request("k", None).is_ok(),
+            limiter.admit_request("k", None).await.is_ok(),
             "the bucket refills at the new rate"
         );
         let second = limiter.admit_call(call(None), 0).await.unwrap();

@@ -31,3 +31,12 @@ pub const NOT_CONFIRMED: i64 = -32006;
 /// Implementation-defined: Warden's own store (its database) cannot be reached now, so
 /// the request was not run. Retryable; HTTP 503 in both eras.
 pub const STORE_UNAVAILABLE: i64 = -32007;
+/// Implementation-defined: the state Warden's replicas share (Redis) cannot be reached
+/// now, and the operator chose to refuse rather than count on each replica alone. The
+/// request was not run. Retryable; HTTP 503 in both eras.
+pub const CLUSTER_UNAVAILABLE: i64 = -32008;
+
+/// Whether `code` says Warden itself cannot serve now (HTTP 503, `Retry-After`).
+pub fn is_unavailable(code: i64) -> bool {
+    code == STORE_UNAVAILABLE || code == CLUSTER_UNAVAILABLE
+}

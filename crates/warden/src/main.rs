@@ -866,11 +866,16 @@ fn serve(
         let scheme = if listener.is_tls() { "https" } else { "http" };
         tracing::info!(data_dir = %dir.path().display(), "listening on {scheme}://{addr}{}", warden_gateway::MCP_PATH);
         let upstream_slots: Vec<usize> = config.upstreams.iter().map(|u| u.max_concurrent).collect();
+        let shared = match &config.cluster {
+            Some(cluster) => Some(shared_limits(cluster)?),
+            None => None,
+        };
         let limiter = Arc::new(Limiter::new(
             &config.rate,
             &config.tools,
             &upstream_slots,
             Some(stores.costs.clone()),
+            shared,
         ).await?);
         metrics.watch(limiter.clone(), auditor.clone(), upstreams.clone());
         let parts = warden_gateway::Parts {
@@ -921,6 +926,22 @@ async fn bind(address: SocketAddr, setting: &str) -> Result<tokio::net::TcpListe
     tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| format!("cannot listen on {address} (set by {setting}): {error}").into())
+}
+
+/// The limits every replica counts in Redis (`[cluster]`).
+fn shared_limits(cluster: &warden_config::Cluster) -> Result<warden_limits::Shared, Failure> {
+    let redis = warden_cluster::Redis::new(cluster).map_err(|e| Failure::from(e.to_string()))?;
+    tracing::info!(
+        replica_id = redis.replica_id(),
+        key_prefix = %cluster.key_prefix,
+        on_redis_down = ?cluster.on_redis_down,
+        "limits are shared through Redis"
+    );
+    Ok(warden_limits::Shared {
+        counters: warden_cluster::RedisCounters::start(redis, cluster.lease),
+        on_down: cluster.on_redis_down,
+        expected_replicas: cluster.expected_replicas,
+    })
 }
 
 /// One line per upstream: how many of its tools are of each kind, and a word on those
