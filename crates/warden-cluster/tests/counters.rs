@@ -6,69 +6,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::redis::OwnRedis;
 use warden_config::{Cluster, OnRedisDown};
 use warden_limits::{Admission, Admitted, Bucket, Layer, SharedCounters, Unreachable};
-
-/// A `redis-server` of this test's own, stopped when dropped.
-struct OwnRedis {
-    child: Option<Child>,
-    url: String,
-}
-
-impl OwnRedis {
-    fn start() -> Self {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            let machine = "redis://127.0.0.1:6379";
-            assert!(
-                std::net::TcpStream::connect("127.0.0.1:6379").is_ok(),
-                "these tests need Redis: install redis-server (Debian: apt-get install redis-server), or run one at 127.0.0.1:6379"
-            );
-            return Self {
-                child: None,
-                url: machine.into(),
-            };
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child: Some(child),
-            url: format!("redis://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn cluster(url: &str, prefix: &str, lease_secs: u64) -> Cluster {
     let text = format!(
@@ -295,4 +241,21 @@ async fn an_unreachable_redis_says_so_quickly() {
         Err(Unreachable)
     ));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_redis_that_comes_back_is_used_again_without_a_restart() {
+    let mut redis = OwnRedis::own();
+    let one = counters(&redis.url, &unique("t"), 30);
+    assert!(one.take(Bucket::Key("k"), 60).await.unwrap().is_none());
+    redis.halt();
+    assert_eq!(one.take(Bucket::Key("k"), 60).await, Err(Unreachable));
+    assert!(one.ping().await.is_err());
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while one.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(one.take(Bucket::Key("k"), 60).await.unwrap().is_none());
 }

@@ -150,6 +150,8 @@ mod raw {
         pub retain_days: Option<u64>,
         pub args_hash: Option<bool>,
         pub queue: Option<usize>,
+        pub wait_for_write: Option<bool>,
+        pub write_wait_ms: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -451,6 +453,12 @@ pub struct Audit {
     pub args_hash: bool,
     /// Records waiting for the writer; when full, requests wait for room (none is lost).
     pub queue: usize,
+    /// An answer leaves only once its record is written (at most this long after the
+    /// call; past it the answer goes anyway, and the log says so): a replica killed
+    /// outright loses no record of a call its client was answered. `None`: records are
+    /// queued before the answer and written within `flush`. On by default with
+    /// PostgreSQL (several replicas), off with SQLite.
+    pub wait_for_write: Option<Duration>,
 }
 
 /// Brute-force resistance: an IP that presents this many wrong credentials within the
@@ -815,6 +823,23 @@ fn validate(
         args_hash: raw.audit.args_hash.unwrap_or(false),
         queue: bounded(raw.audit.queue, 10_000, 16..=1_000_000)
             .map_err(|m| invalid("audit.queue", m))?,
+        wait_for_write: match raw
+            .audit
+            .wait_for_write
+            .unwrap_or(matches!(store, Store::Postgres(_)))
+        {
+            true => Some(Duration::from_millis(
+                bounded(raw.audit.write_wait_ms, 10_000, 100..=600_000)
+                    .map_err(|m| invalid("audit.write_wait_ms", m))?,
+            )),
+            false if raw.audit.write_wait_ms.is_some() => {
+                return Err(invalid(
+                    "audit.write_wait_ms",
+                    "goes with wait_for_write = true".into(),
+                ));
+            }
+            false => None,
+        },
     };
     let admin = raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
     let admin_listen: SocketAddr = admin.parse().map_err(|_| {

@@ -5,6 +5,11 @@
 //! When the store cannot be written (PostgreSQL away), the batch in hand is kept and
 //! retried, the queue fills, and once it is full new requests are refused (503) rather
 //! than served unaudited.
+//!
+//! With `[audit] wait_for_write` (the default on PostgreSQL), an answer leaves only once
+//! its record is written: the writer then commits whatever is queued at once (group
+//! commit) instead of gathering for the flush delay, and a replica killed outright has
+//! lost no record of a call its client was answered.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use warden_config::Audit as AuditConfig;
 use warden_proto::{Era, Message, codes};
 use warden_store::{Audit, AuditRecord, Principal};
@@ -36,11 +41,29 @@ const REFUSED_ATTEMPTS: u32 = 3;
 /// At shutdown, how long the writer keeps trying a store that is away.
 const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
 
+/// A record on its way to the store, and who waits for it to be written.
+struct Queued {
+    record: AuditRecord,
+    written: Option<oneshot::Sender<()>>,
+}
+
+impl From<AuditRecord> for Queued {
+    fn from(record: AuditRecord) -> Self {
+        Self {
+            record,
+            written: None,
+        }
+    }
+}
+
 pub struct Auditor {
-    sender: mpsc::Sender<AuditRecord>,
-    receiver: Mutex<Option<mpsc::Receiver<AuditRecord>>>,
+    sender: mpsc::Sender<Queued>,
+    receiver: Mutex<Option<mpsc::Receiver<Queued>>>,
     capacity: usize,
+    /// How long the writer gathers a batch (zero when answers wait for their record).
     flush: Duration,
+    /// Answers wait for their record to be written, at most this long.
+    wait_for_write: Option<Duration>,
     /// Key of the arguments hash, when `args_hash` is on.
     args_key: Option<[u8; 32]>,
     store: Arc<dyn Audit>,
@@ -73,7 +96,11 @@ impl Auditor {
             sender,
             receiver: Mutex::new(Some(receiver)),
             capacity: config.queue,
-            flush: config.flush,
+            flush: match config.wait_for_write {
+                Some(_) => Duration::ZERO,
+                None => config.flush,
+            },
+            wait_for_write: config.wait_for_write,
             args_key: config.args_hash.then_some(args_key),
             store,
             metrics,
@@ -161,8 +188,12 @@ impl Auditor {
     /// Writes `batch`, trying again while the store is away (the queue holds what comes
     /// meanwhile), until written; gives up only on a batch the store refuses for what
     /// it holds, or at shutdown past [`SHUTDOWN_PATIENCE`].
-    async fn write(&self, batch: Vec<AuditRecord>) {
-        let count = batch.len();
+    async fn write(&self, queued: Vec<Queued>) {
+        let count = queued.len();
+        let (batch, waiting): (Vec<AuditRecord>, Vec<Option<oneshot::Sender<()>>>) = queued
+            .into_iter()
+            .map(|queued| (queued.record, queued.written))
+            .unzip();
         let mut wait = RETRY_FIRST;
         let mut refused = 0;
         let mut stopping_since: Option<Instant> = None;
@@ -171,6 +202,9 @@ impl Auditor {
                 Ok(()) => {
                     if self.failing.swap(false, Ordering::Relaxed) {
                         tracing::info!(count, "audit trail written again");
+                    }
+                    for written in waiting.into_iter().flatten() {
+                        let _ = written.send(());
                     }
                     return;
                 }
@@ -203,7 +237,7 @@ impl Auditor {
     /// that expired).
     pub(crate) async fn record(&self, record: AuditRecord) {
         if self.enabled {
-            let _ = self.sender.send(record).await;
+            let _ = self.sender.send(record.into()).await;
         }
     }
 
@@ -239,7 +273,7 @@ impl Auditor {
                 outcome: "refused".into(),
                 ..AuditRecord::default()
             };
-            let _ = self.sender.send(record).await;
+            let _ = self.sender.send(record.into()).await;
         }
     }
 
@@ -371,8 +405,23 @@ impl Draft {
         let Ok(permit) = sender.reserve().await else {
             return;
         };
-        if let Some(record) = self.complete(result) {
-            permit.send(record);
+        let Some(record) = self.complete(result) else {
+            return;
+        };
+        let Some(limit) = self.auditor.wait_for_write else {
+            permit.send(record.into());
+            return;
+        };
+        let (written, done) = oneshot::channel();
+        permit.send(Queued {
+            record,
+            written: Some(written),
+        });
+        if !matches!(tokio::time::timeout(limit, done).await, Ok(Ok(()))) {
+            tracing::warn!(
+                wait_ms = limit.as_millis(),
+                "an answer left before its audit record was written (the store is slow or away); the record stays queued"
+            );
         }
     }
 
@@ -433,7 +482,9 @@ impl Drop for Draft {
         let Some(record) = self.complete(&cancelled).filter(|_| self.auditor.enabled) else {
             return;
         };
-        if let Err(mpsc::error::TrySendError::Full(record)) = self.auditor.sender.try_send(record) {
+        if let Err(mpsc::error::TrySendError::Full(record)) =
+            self.auditor.sender.try_send(record.into())
+        {
             let sender = self.auditor.sender.clone();
             tokio::spawn(async move {
                 let _ = sender.send(record).await;

@@ -5,6 +5,12 @@
 //! checks all of them; no secret reaches their output. And an outage: PostgreSQL
 //! stopped under load gives clients clean 503s and flips `/readyz`; started again,
 //! service resumes and every acknowledged call has its audit record.
+//!
+//! With Redis (`[cluster]`, see the cluster's test support for which server): one
+//! key's rate and concurrency hold across three replicas; a replica killed under load
+//! frees its slots within the lease and loses no record of a call it answered; Redis
+//! stopped mid-run refuses or counts locally as configured, and service recovers when
+//! it returns.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,18 +23,21 @@ use serde_json::json;
 use support::Warden;
 use support::postgres::{OwnServer, TestDb};
 use support::raw::Http;
+use support::redis::OwnRedis;
 
 const SECRET: &str = "3c1f9e0a7b2d4c6e8f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9d1e3f5a7b9c0d2e";
 
-/// A replica's configuration file: the shared store under its own name.
-fn replica_config(dir: &Path, replica: &str) -> PathBuf {
+/// Limits out of the way of tests that are not about them.
+const NO_LIMITS: &str = "[rate]\nper_key_rpm = 1000000\nper_ip_rpm = 1000000\n";
+
+/// A replica's configuration file: the shared store under its own name, and `rest`.
+fn replica_config(dir: &Path, replica: &str, rest: &str) -> PathBuf {
     let path = dir.join(format!("{replica}.toml"));
     std::fs::write(
         &path,
         format!(
             "[store]\nbackend = \"postgres\"\nurl = \"env:PG_URL\"\nowner_url = \"env:PG_OWNER\"\n\
-             server_secret = \"env:WARDEN_SERVER_SECRET\"\nreplica = \"{replica}\"\n\n\
-             [rate]\nper_key_rpm = 1000000\nper_ip_rpm = 1000000\n"
+             server_secret = \"env:WARDEN_SERVER_SECRET\"\nreplica = \"{replica}\"\n\n{rest}"
         ),
     )
     .unwrap();
@@ -45,19 +54,29 @@ struct Cluster {
 impl Cluster {
     /// `count` replicas started at the same moment on `db`, fresh and empty.
     fn start(db: TestDb, count: usize) -> Self {
+        Self::start_with(db, count, NO_LIMITS, &[])
+    }
+
+    /// The same, each configured with `rest` besides the store, and `env` besides the
+    /// store's variables.
+    fn start_with(db: TestDb, count: usize, rest: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let env = vec![
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        env.extend([
             ("PG_URL".to_owned(), db.runtime_url()),
             ("PG_OWNER".to_owned(), db.owner_url()),
             ("WARDEN_SERVER_SECRET".to_owned(), SECRET.to_owned()),
-        ];
+        ]);
         let replicas = std::thread::scope(|scope| {
             let started: Vec<_> = (1..=count)
                 .map(|n| {
                     let (dir, env) = (dir.path(), &env);
                     scope.spawn(move || {
                         let name = format!("r{n}");
-                        let config = replica_config(dir, &name);
+                        let config = replica_config(dir, &name, rest);
                         let data = dir.join(format!("{name}-data"));
                         let env: Vec<(&str, &str)> =
                             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -107,9 +126,16 @@ impl Cluster {
 
     /// A new key through the CLI: (id, key).
     fn add_key(&self, tenant: &str) -> (String, String) {
-        let (ok, out, err) = self.cli(&[
+        self.add_key_with(tenant, &[])
+    }
+
+    /// A new key with `extra` options (`--rpm N`).
+    fn add_key_with(&self, tenant: &str, extra: &[&str]) -> (String, String) {
+        let mut args = vec![
             "keys", "add", "--tenant", tenant, "--name", "laptop", "--scope", "write",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = self.cli(&args);
         assert!(ok, "{err}");
         let id = err
             .split_whitespace()
@@ -498,4 +524,338 @@ async fn a_sqlite_installation_copied_into_postgres_keeps_keys_notes_and_its_aud
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     panic!("the replica named like the copy did not continue its chain");
+}
+
+/// The HTTP fixture with its slow tools (`sleep`, `peak`), one server for every replica
+/// (an HTTP upstream is shared by nature); killed however the test ends.
+struct SlowUpstream {
+    child: std::process::Child,
+    url: String,
+}
+
+impl SlowUpstream {
+    fn start() -> Self {
+        use std::io::BufRead as _;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/http_server.py");
+        let mut child = Command::new(support::python())
+            .args([script, "--slow"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut url = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut url)
+            .unwrap();
+        Self {
+            child,
+            url: url.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for SlowUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A replica's settings besides the store: `rate`, Redis under a prefix of this test's
+/// own with `cluster` settings, and the slow upstream.
+fn clustered(rate: &str, cluster: &str, upstream: &SlowUpstream) -> String {
+    format!(
+        "{rate}\n[cluster]\nredis = \"env:WARDEN_REDIS_URL\"\nkey_prefix = \"t{:x}\"\n{cluster}\n\
+         [[upstream]]\nname = \"remote\"\nurl = \"{}\"\n{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        upstream.url,
+        support::EGRESS_LOOPBACK
+    )
+}
+
+/// The number in a tool's text result.
+fn number_in(reply: &support::raw::Reply) -> u64 {
+    reply.json()["result"]["content"][0]["text"]
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| panic!("{}", reply.text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_redis_hold_one_key_rate_and_one_concurrency_limit() {
+    let redis = OwnRedis::start();
+    let upstream = SlowUpstream::start();
+    let rest = clustered(
+        "[rate]\nper_key_rpm = 60\nper_ip_rpm = 1000000\nmax_concurrent_per_key = 20\n\
+         queue_depth = 64\nqueue_timeout_ms = 20000",
+        "",
+        &upstream,
+    );
+    let url = redis.url.clone();
+    let cluster = tokio::task::spawn_blocking(move || {
+        Cluster::start_with(TestDb::create(), 3, &rest, &[("WARDEN_REDIS_URL", &url)])
+    })
+    .await
+    .unwrap();
+    let (_, limited) = cluster.add_key("acme");
+    let (_, busy) = cluster.add_key_with("acme", &["--rpm", "100000"]);
+
+    // 90 requests of one key at once, 30 through each replica: 60 pass (a minute's
+    // allowance), and one more for each second the burst took (the bucket refills at
+    // one a second).
+    let started = std::time::Instant::now();
+    let replies = futures_util::future::join_all((0..90).map(|n| {
+        let http = Http::with_key(&cluster.replicas[n % 3], &limited);
+        async move { http.modern("tools/list", None, json!({})).await }
+    }))
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    let passed = replies.iter().filter(|r| r.status == 200).count();
+    let refused: Vec<_> = replies.iter().filter(|r| r.status != 200).collect();
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.status == 429 && r.json()["error"]["data"]["layer"] == "rate.per_key"),
+        "{:?}",
+        refused.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    let refilled = took.ceil() as usize;
+    assert!(
+        (60..=60 + refilled).contains(&passed),
+        "{passed} of 90 passed in {took:.2} s"
+    );
+
+    // 30 slow calls at once, ten through each replica: the upstream never runs more
+    // than 20 at once, and the rest wait their turn (across replicas) rather than fail.
+    let calls = futures_util::future::join_all((0..30).map(|n| {
+        let http = Http::with_key(&cluster.replicas[n % 3], &busy);
+        async move { http.call_tool("sleep", json!({"ms": 1500})).await }
+    }))
+    .await;
+    for call in &calls {
+        assert_eq!(call.status, 200, "{}", call.text);
+    }
+    let peak = number_in(
+        &Http::with_key(&cluster.replicas[0], &busy)
+            .call_tool("peak", json!({}))
+            .await,
+    );
+    assert!((2..=20).contains(&peak), "the upstream saw {peak} at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_refuses_or_counts_locally_as_chosen_and_service_recovers() {
+    let upstream = SlowUpstream::start();
+    for choice in ["refuse", "local"] {
+        let mut redis = OwnRedis::own();
+        let rest = clustered(
+            "[rate]\nper_key_rpm = 60\nper_ip_rpm = 1000000",
+            &format!("on_redis_down = \"{choice}\"\nexpected_replicas = 2"),
+            &upstream,
+        );
+        let url = redis.url.clone();
+        let cluster = tokio::task::spawn_blocking(move || {
+            Cluster::start_with(TestDb::create(), 2, &rest, &[("WARDEN_REDIS_URL", &url)])
+        })
+        .await
+        .unwrap();
+        let (_, key) = cluster.add_key("acme");
+        let warden = &cluster.replicas[0];
+        let http = Http::with_key(warden, &key);
+        let admin = warden.admin_url();
+        let reply = http.call_tool("peak", json!({})).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(ready(&admin).await, 200);
+
+        redis.halt();
+        match choice {
+            "refuse" => {
+                // Every request is refused, clearly and retryably, and /readyz says why.
+                for _ in 0..3 {
+                    let reply = http.call_tool("peak", json!({})).await;
+                    assert_eq!(reply.status, 503, "{}", reply.text);
+                    assert_eq!(error_code(&reply.text), Some(-32008), "{}", reply.text);
+                    assert_eq!(reply.header("retry-after"), Some("5"));
+                    assert!(reply.text.contains("Redis"), "{}", reply.text);
+                }
+                assert!(readiness_becomes(&admin, 503).await);
+                let why = reqwest::get(format!("{admin}/readyz"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                assert!(why.contains("shared limits"), "{why}");
+                assert!(
+                    warden.logged("calls are refused with 503"),
+                    "{}",
+                    warden.stderr()
+                );
+            }
+            _ => {
+                // Each replica counts on its own, at its share of each limit: 60 a
+                // minute over two replicas is 30 here (a fresh bucket; one more for
+                // each second the burst takes).
+                let started = std::time::Instant::now();
+                let mut passed = 0;
+                for _ in 0..40 {
+                    let reply = http.modern("tools/list", None, json!({})).await;
+                    match reply.status {
+                        200 => passed += 1,
+                        429 => {}
+                        _ => panic!("{}", reply.text),
+                    }
+                }
+                let refilled = started.elapsed().as_secs_f64().ceil() as usize;
+                assert!((30..=30 + refilled).contains(&passed), "{passed} passed");
+                assert_eq!(ready(&admin).await, 200, "local counting is still ready");
+                assert!(
+                    warden.logged("this replica counts on its own"),
+                    "{}",
+                    warden.stderr()
+                );
+            }
+        }
+
+        // Redis comes back (empty): service recovers without a restart.
+        redis.resume();
+        let mut recovered = false;
+        for _ in 0..100 {
+            let reply = http.call_tool("peak", json!({})).await;
+            if reply.status == 200 {
+                recovered = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(recovered, "calls were still refused with Redis back");
+        assert!(readiness_becomes(&admin, 200).await);
+        assert!(warden.logged("answer again"), "{}", warden.stderr());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_frees_its_slots_within_the_lease_and_loses_no_answered_record()
+{
+    let redis = OwnRedis::start();
+    let upstream = SlowUpstream::start();
+    let rest = clustered(
+        "[rate]\nper_key_rpm = 1000000\nper_ip_rpm = 1000000\nmax_concurrent_per_key = 4\nqueue_depth = 0",
+        "lease_secs = 3",
+        &upstream,
+    );
+    let url = redis.url.clone();
+    let mut cluster = tokio::task::spawn_blocking(move || {
+        Cluster::start_with(TestDb::create(), 3, &rest, &[("WARDEN_REDIS_URL", &url)])
+    })
+    .await
+    .unwrap();
+    let (_, holder) = cluster.add_key("acme");
+    let (steady_id, steady) = cluster.add_key("acme");
+
+    // Steady load on every replica: each client counts the answers it got per replica,
+    // and the requests that got none (only the dead replica may leave those).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for n in 0..3 {
+        let http = Http::with_key(&cluster.replicas[n], &steady);
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let (mut answered, mut unanswered, mut refused) = (0u32, 0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http.try_call_tool("peak", json!({})).await {
+                    Some(reply) if reply.status == 200 => answered += 1,
+                    Some(reply) => refused.push(reply.text),
+                    None => unanswered += 1,
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            (answered, unanswered, refused)
+        }));
+    }
+
+    // Replica three runs all four of one key's slots with long calls.
+    let long: Vec<_> = (0..4)
+        .map(|_| {
+            let http = Http::with_key(&cluster.replicas[2], &holder);
+            tokio::spawn(async move { http.try_call_tool("sleep", json!({"ms": 60000})).await })
+        })
+        .collect();
+    let one = Http::with_key(&cluster.replicas[0], &holder);
+    let mut full = false;
+    for _ in 0..100 {
+        let reply = one.call_tool("peak", json!({})).await;
+        if reply.status == 429 {
+            assert_eq!(reply.json()["error"]["data"]["layer"], "rate.concurrency");
+            full = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(full, "the long calls never took the key's slots");
+
+    // Killed outright: its calls in flight get no answer; the others keep serving.
+    cluster.replicas[2].kill_hard();
+    for call in long {
+        assert!(
+            call.await.unwrap().is_none(),
+            "a call on the dead replica was answered"
+        );
+    }
+    // Its leases run out (three seconds), and the key's slots are free again.
+    let killed = std::time::Instant::now();
+    let mut freed = false;
+    while killed.elapsed() < std::time::Duration::from_secs(20) {
+        if one.call_tool("peak", json!({})).await.status == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the dead replica's slots were never freed");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for (n, client) in load.into_iter().enumerate() {
+        let (ok, lost, refused) = client.await.unwrap();
+        assert!(refused.is_empty(), "replica {n} refused: {refused:?}");
+        if n < 2 {
+            assert_eq!(lost, 0, "a live replica left a request unanswered");
+        }
+        assert!(ok > 0, "replica {n} answered nothing");
+        answered += ok;
+    }
+
+    // Every answered call has its record, the dead replica's included (an answer
+    // leaves only once its record is written), and every chain verifies.
+    let cluster = std::sync::Arc::new(cluster);
+    let verified = tokio::task::spawn_blocking(move || {
+        let (ok, rows, err) = cluster.cli(&["audit", "list", "--json", "--limit", "1000000"]);
+        assert!(ok, "{err}");
+        let recorded = rows
+            .lines()
+            .filter(|line| {
+                line.contains("\"target\":\"peak\"")
+                    && line.contains(&format!("\"principal\":\"{steady_id}\""))
+                    && line.contains("\"outcome\":\"ok\"")
+            })
+            .count();
+        let (ok, out, err) = cluster.cli(&["audit", "verify"]);
+        assert!(ok, "{out}{err}");
+        (recorded, out)
+    })
+    .await
+    .unwrap();
+    assert!(
+        verified.0 >= answered as usize,
+        "{} records for {answered} answered calls",
+        verified.0
+    );
+    assert!(
+        verified.1.contains("chain of replica r3 intact"),
+        "{}",
+        verified.1
+    );
 }

@@ -7,6 +7,8 @@
 #[path = "../../../warden-store/tests/support/postgres.rs"]
 pub mod postgres;
 pub mod raw;
+#[path = "../../../warden-cluster/tests/support/redis.rs"]
+pub mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

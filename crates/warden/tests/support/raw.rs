@@ -92,6 +92,37 @@ impl Http {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Reply {
+        self.try_send(method, headers, body)
+            .await
+            .expect("the request reached Warden and was answered")
+    }
+
+    /// A modern `tools/call`, or `None` when no answer came (the server went away).
+    pub async fn try_call_tool(&self, tool: &str, arguments: Value) -> Option<Reply> {
+        let body = modern_body("tools/call", json!({"name": tool, "arguments": arguments}));
+        let auth = format!("Bearer {}", self.key);
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", MODERN),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", tool),
+        ];
+        self.try_send(
+            reqwest::Method::POST,
+            &headers,
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    async fn try_send(
+        &self,
+        method: reqwest::Method,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Option<Reply> {
         let mut request = self.client.request(method, &self.url);
         for (name, value) in headers {
             request = request.header(
@@ -102,14 +133,14 @@ impl Http {
         if let Some(body) = body {
             request = request.body(body);
         }
-        let response = request.send().await.unwrap();
+        let response = request.send().await.ok()?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        Reply {
+        Some(Reply {
             status,
             headers,
-            text: response.text().await.unwrap(),
-        }
+            text: response.text().await.ok()?,
+        })
     }
 
     /// A POST with the usual headers plus `extra`.

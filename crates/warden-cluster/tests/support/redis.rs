@@ -1,0 +1,98 @@
+//! Redis for tests: a throwaway `redis-server` of the test's own (so that a test may
+//! stop and start it), or, where the binary is missing, the machine's at
+//! 127.0.0.1:6379 (which a test never stops). Each test keeps to a key prefix of its
+//! own, so tests can share one server.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct OwnRedis {
+    child: Option<Child>,
+    port: u16,
+    pub url: String,
+}
+
+/// Whether `redis-server` can be started here.
+fn have_binary() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .output()
+        .is_ok()
+}
+
+impl OwnRedis {
+    /// A server of the test's own; the machine's when no binary is installed.
+    pub fn start() -> Self {
+        if !have_binary() {
+            assert!(
+                std::net::TcpStream::connect("127.0.0.1:6379").is_ok(),
+                "these tests need Redis: install redis-server (Debian: apt-get install redis-server), or run one at 127.0.0.1:6379"
+            );
+            return Self {
+                child: None,
+                port: 6379,
+                url: "redis://127.0.0.1:6379".into(),
+            };
+        }
+        Self::own()
+    }
+
+    /// A server of the test's own, which it may stop: fails clearly without the binary.
+    pub fn own() -> Self {
+        assert!(
+            have_binary(),
+            "this test stops and starts Redis, so it needs redis-server installed (Debian: apt-get install redis-server)"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Self {
+            child: None,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        redis.resume();
+        redis
+    }
+
+    /// Stops the server (as a crash would: every connection drops).
+    pub fn halt(&mut self) {
+        let child = self
+            .child
+            .as_mut()
+            .expect("only a server of the test's own stops");
+        let _ = child.kill();
+        let _ = child.wait();
+        self.child = None;
+    }
+
+    /// Starts it again on the same port, empty (it keeps nothing on disk).
+    pub fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
