@@ -189,7 +189,7 @@ impl RedisCounters {
         invocation
             .key(
                 self.redis
-                    .key(format_args!("session:{}", admission.session)),
+                    .key(format_args!("calls:session:{}", admission.session)),
             )
             .key(
                 self.redis

@@ -15,6 +15,7 @@
 //! the background; nothing needs a restart.
 
 mod counters;
+mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use tokio::sync::Mutex;
 use warden_limits::Unreachable;
 
 pub use counters::RedisCounters;
+pub use state::RedisState;
 
 /// How often a replica without a connection tries to make one (calls in between are
 /// answered at once as unreachable, not held up by a connect attempt each).
@@ -164,18 +166,25 @@ impl Redis {
         }
     }
 
-    async fn ping(&self) -> Result<(), Unreachable> {
+    /// Runs one command, within the timeout.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, Unreachable> {
         let mut connection = self.connection().await?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let pong = tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut connection),
-        )
-        .await;
-        match pong {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(Unreachable),
+        match tokio::time::timeout(self.timeout, command.query_async(&mut connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                tracing::debug!(kind = ?error.kind(), "Redis command failed");
+                Err(Unreachable)
+            }
+            Err(_) => Err(Unreachable),
         }
+    }
+
+    async fn ping(&self) -> Result<(), Unreachable> {
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
     }
 }
 

@@ -832,12 +832,6 @@ fn validate(
                 bounded(raw.audit.write_wait_ms, 10_000, 100..=600_000)
                     .map_err(|m| invalid("audit.write_wait_ms", m))?,
             )),
-            false if raw.audit.write_wait_ms.is_some() => {
-                return Err(invalid(
-                    "audit.write_wait_ms",
-                    "goes with wait_for_write = true".into(),
-                ));
-            }
             false => None,
         },
     };

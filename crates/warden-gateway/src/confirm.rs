@@ -16,6 +16,10 @@
 //! the client gets a result naming request `apr_…`, an operator decides out of band
 //! (`warden approvals approve|deny`), and the same call made again (same key, tool and
 //! arguments) then runs, once, or is refused.
+//!
+//! In a cluster, a confirmation's binding (under its handle's hash) and a held call's
+//! request id (under its binding's hash) are also kept in the shared state, so that the
+//! retry or the repeated call may land on any replica.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +35,7 @@ use warden_upstream::{Event, ServerRequest};
 use crate::audit::Auditor;
 use crate::error::RpcError;
 use crate::input_required::{Binding, client_can_answer, new_handle};
+use crate::shared::{ClusterState, handle_name};
 use crate::swap::Swap;
 use crate::waiting::WaitingList;
 
@@ -52,6 +57,13 @@ pub(crate) struct Confirmations {
     approvals: Arc<dyn Approvals>,
     /// How long a person may take to answer on the call's stream.
     answer_timeout: Swap<Duration>,
+    /// Where the other replicas find handles and held calls, in a cluster.
+    shared: Option<Arc<dyn ClusterState>>,
+}
+
+/// The shared name of the held call `binding` repeats.
+fn held_name(binding: &Binding) -> String {
+    handle_name("held", &binding.to_text())
 }
 
 impl Confirmations {
@@ -60,12 +72,17 @@ impl Confirmations {
         &self.approvals
     }
 
-    pub(crate) fn new(approvals: Arc<dyn Approvals>, shares: &warden_config::Waiting) -> Self {
+    pub(crate) fn new(
+        approvals: Arc<dyn Approvals>,
+        shares: &warden_config::Waiting,
+        shared: Option<Arc<dyn ClusterState>>,
+    ) -> Self {
         Self {
             waiting: WaitingList::new("confirmation", shares, TTL),
             held: WaitingList::new("an operator's approval", shares, HELD_TTL),
             approvals,
             answer_timeout: Swap::new(shares.confirm_timeout),
+            shared,
         }
     }
 
@@ -76,9 +93,27 @@ impl Confirmations {
         self.answer_timeout.set(shares.confirm_timeout);
     }
 
-    /// The held request this call repeats, if any.
-    fn held_for(&self, binding: &Binding) -> Option<String> {
-        self.held.find(|held| held == binding)
+    /// The held request this call repeats, if any (held here or, in a cluster, by any
+    /// replica).
+    async fn held_for(&self, binding: &Binding) -> Result<Option<String>, RpcError> {
+        if let Some(id) = self.held.find(|held| held == binding) {
+            return Ok(Some(id));
+        }
+        match &self.shared {
+            Some(shared) => shared
+                .get(&held_name(binding))
+                .await
+                .map_err(|_| RpcError::shared_unavailable()),
+            None => Ok(None),
+        }
+    }
+
+    /// The held request is settled: no repeated call finds it again.
+    async fn settled(&self, id: &str, binding: &Binding) {
+        self.held.remove(id);
+        if let Some(shared) = &self.shared {
+            let _ = shared.take(&held_name(binding)).await;
+        }
     }
 
     /// Holds a call for an operator; answers the result that tells the client so.
@@ -99,6 +134,12 @@ impl Confirmations {
                 tracing::error!(%error, "approval not recorded");
                 RpcError::store(&error)
             })?;
+        if let Some(shared) = &self.shared {
+            shared
+                .put(&held_name(&binding), &id, HELD_TTL)
+                .await
+                .map_err(|_| RpcError::shared_unavailable())?;
+        }
         self.held
             .add(id.clone(), principal, binding, |_| false)
             .map_err(|(refused, _)| refused)?;
@@ -106,7 +147,12 @@ impl Confirmations {
     }
 
     /// A repeated call of a held request: runs once approved, refused once denied.
-    async fn decided(&self, id: &str, tool: &CatalogueTool) -> Result<Option<Value>, RpcError> {
+    async fn decided(
+        &self,
+        id: &str,
+        binding: &Binding,
+        tool: &CatalogueTool,
+    ) -> Result<Option<Value>, RpcError> {
         let status = self.approvals.status(id).await.map_err(|error| {
             tracing::error!(%error, "approval not read");
             RpcError::store(&error)
@@ -114,7 +160,7 @@ impl Confirmations {
         match status.as_deref() {
             Some("pending") => Ok(Some(waiting_result(tool, id, "is still waiting"))),
             Some("approved") => {
-                self.held.remove(id);
+                self.settled(id, binding).await;
                 let first = self.approvals.mark_done(id).await.map_err(|error| {
                     tracing::error!(%error, "approval not updated");
                     RpcError::store(&error)
@@ -122,7 +168,7 @@ impl Confirmations {
                 if first { Ok(None) } else { Err(stale()) }
             }
             Some("denied") => {
-                self.held.remove(id);
+                self.settled(id, binding).await;
                 Err(RpcError::refusal(
                     codes::NOT_CONFIRMED,
                     format!(
@@ -132,22 +178,40 @@ impl Confirmations {
                 ))
             }
             _ => {
-                self.held.remove(id);
+                self.settled(id, binding).await;
                 Err(stale())
             }
         }
     }
 
-    fn ask(&self, principal: &Principal, binding: Binding) -> Result<String, RpcError> {
+    async fn ask(&self, principal: &Principal, binding: Binding) -> Result<String, RpcError> {
         let token = new_handle(STATE_PREFIX);
+        if let Some(shared) = &self.shared {
+            self.waiting.check_room(principal)?;
+            shared
+                .put(&handle_name("confirm", &token), &binding.to_text(), TTL)
+                .await
+                .map_err(|_| RpcError::shared_unavailable())?;
+        }
         self.waiting
             .add(token.clone(), principal, binding, |_| false)
             .map_err(|(refused, _)| refused)?;
         Ok(token)
     }
 
-    fn take(&self, token: &str) -> Option<Binding> {
-        self.waiting.take(token)
+    /// The binding a confirmation handle was given for, once: asked here or (in a
+    /// cluster) by any replica.
+    async fn take(&self, token: &str) -> Result<Option<Binding>, RpcError> {
+        let local = self.waiting.take(token);
+        let Some(shared) = &self.shared else {
+            return Ok(local);
+        };
+        let taken = shared
+            .take(&handle_name("confirm", token))
+            .await
+            .map_err(|_| RpcError::shared_unavailable())?;
+        // Good once everywhere: what the shared state no longer holds was used.
+        Ok(taken.and_then(|text| Binding::from_text(&text)))
     }
 }
 
@@ -238,8 +302,8 @@ pub(crate) async fn confirm(
         }
         Confirm::Approve => {
             let binding = Binding::new(&asker.principal.key_id, "tools/call", &params);
-            if let Some(id) = confirmations.held_for(&binding) {
-                return match confirmations.decided(&id, tool).await? {
+            if let Some(id) = confirmations.held_for(&binding).await? {
+                return match confirmations.decided(&id, &binding, tool).await? {
                     Some(waiting) => Ok(Confirmation::Held(waiting)),
                     None => Ok(Confirmation::Go(params)),
                 };
@@ -299,7 +363,7 @@ pub(crate) async fn confirm(
                 if !client_can_answer(&capabilities, "elicitation/create", &question) {
                     return Err(unsupported(tool.name()));
                 }
-                let token = confirmations.ask(asker.principal, binding)?;
+                let token = confirmations.ask(asker.principal, binding).await?;
                 return Ok(Confirmation::Ask(json!({
                     "resultType": "input_required",
                     "inputRequests": {
@@ -308,7 +372,7 @@ pub(crate) async fn confirm(
                     "requestState": token,
                 })));
             };
-            let asked = confirmations.take(&token).ok_or_else(stale)?;
+            let asked = confirmations.take(&token).await?.ok_or_else(stale)?;
             if asked != binding {
                 return Err(RpcError::refusal(
                     codes::INVALID_PARAMS,

@@ -478,7 +478,7 @@ async fn forward(
         state,
         context,
         &upstream,
-        method,
+        (method, tool),
         params,
         hardening.as_ref(),
     )
@@ -505,7 +505,7 @@ async fn call_upstream(
     state: &AppState,
     context: &Context<'_>,
     upstream: &Arc<Upstream>,
-    method: &str,
+    (method, tool): (&str, Option<&str>),
     mut params: Map<String, Value>,
     hardening: Option<&Hardening>,
 ) -> Result<Value, RpcError> {
@@ -519,6 +519,26 @@ async fn call_upstream(
     }
     match context.era {
         Era::Modern => {
+            // A retry of a call another replica parked goes there.
+            if let Some(cluster) = state.cluster()
+                && let Some(holder) = params
+                    .get("requestState")
+                    .and_then(Value::as_str)
+                    .and_then(input_required::holder_of_state)
+                    .filter(|holder| *holder != cluster.replica_id())
+            {
+                let holder = holder.to_owned();
+                return crate::remote::resume_elsewhere(
+                    state,
+                    &holder,
+                    context.principal,
+                    upstream.name(),
+                    tool,
+                    method,
+                    params,
+                )
+                .await;
+            }
             input_required::call_for_modern_client(
                 state.input_lot(),
                 hardening,

@@ -61,11 +61,7 @@ impl RpcError {
     /// A rate limit's refusal: the layer and the wait travel in `data`.
     pub fn rate_limited(refusal: &warden_limits::Refusal) -> Self {
         if refusal.layer == warden_limits::Layer::Shared {
-            return Self::refusal(
-                codes::CLUSTER_UNAVAILABLE,
-                SHARED_UNAVAILABLE,
-                refusal.layer.name(),
-            );
+            return Self::shared_unavailable();
         }
         Self {
             code: codes::RATE_LIMITED,
@@ -97,6 +93,15 @@ impl RpcError {
         } else {
             Self::internal()
         }
+    }
+
+    /// The cluster's shared state cannot be reached (retryable, 503).
+    pub fn shared_unavailable() -> Self {
+        Self::refusal(
+            codes::CLUSTER_UNAVAILABLE,
+            SHARED_UNAVAILABLE,
+            "cluster.unavailable",
+        )
     }
 
     pub fn store_unavailable() -> Self {

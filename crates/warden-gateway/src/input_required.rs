@@ -14,7 +14,9 @@
 //!
 //! A handle is 256 random bits that name server-side state: it cannot be forged, it is
 //! good for one retry, only by the key that started the call, only with the same method
-//! and arguments, and only while the upstream call lives.
+//! and arguments, and only while the upstream call lives. In a cluster it also names
+//! the replica that holds the call (`warden1.<replica>.<random>`), so that a retry
+//! landing elsewhere is passed there (see `remote`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,6 +74,14 @@ pub(crate) fn client_can_answer(capabilities: &Value, method: &str, params: &Val
 /// Calls parked until their client answers, by handle; shared out by key and tenant.
 pub(crate) struct InputLot {
     parked: WaitingList<Parked>,
+    /// The handle's prefix: `warden1.`, and in a cluster this replica's name.
+    prefix: String,
+}
+
+/// The replica that parked the call a `requestState` handle names (in a cluster).
+pub(crate) fn holder_of_state(state: &str) -> Option<&str> {
+    let (replica, _) = state.strip_prefix(STATE_PREFIX)?.rsplit_once('.')?;
+    Some(replica)
 }
 
 struct Parked {
@@ -106,6 +116,30 @@ impl Binding {
     }
 }
 
+impl Binding {
+    /// As the cluster's shared state keeps it.
+    pub(crate) fn to_text(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.key_id,
+            self.method,
+            hex::encode(self.params_digest)
+        )
+    }
+
+    pub(crate) fn from_text(text: &str) -> Option<Self> {
+        let mut parts = text.split('\n');
+        let (key_id, method, digest) = (parts.next()?, parts.next()?, parts.next()?);
+        let mut params_digest = [0u8; 32];
+        hex::decode_to_slice(digest, &mut params_digest).ok()?;
+        Some(Self {
+            key_id: key_id.to_owned(),
+            method: method.to_owned(),
+            params_digest,
+        })
+    }
+}
+
 /// A `requestState` handle: `prefix` and 256 random bits naming server-side state.
 pub(crate) fn new_handle(prefix: &str) -> String {
     let mut bytes = [0u8; STATE_BYTES];
@@ -117,9 +151,14 @@ pub(crate) fn new_handle(prefix: &str) -> String {
 }
 
 impl InputLot {
-    pub(crate) fn new(shares: &warden_config::Waiting) -> Self {
+    /// `replica`: this replica's name in a cluster.
+    pub(crate) fn new(shares: &warden_config::Waiting, replica: Option<&str>) -> Self {
         Self {
             parked: WaitingList::new("answers", shares, PARKED_TTL),
+            prefix: match replica {
+                Some(replica) => format!("{STATE_PREFIX}{replica}."),
+                None => STATE_PREFIX.to_owned(),
+            },
         }
     }
 
@@ -132,7 +171,7 @@ impl InputLot {
     /// (dropping the call, which cancels it upstream). A call whose upstream has
     /// answered meanwhile makes room.
     fn park(&self, principal: &Principal, parked: Parked) -> Result<String, RpcError> {
-        let token = new_handle(STATE_PREFIX);
+        let token = new_handle(&self.prefix);
         self.parked
             .add(token.clone(), principal, parked, |p| {
                 p.call.answer.is_finished()

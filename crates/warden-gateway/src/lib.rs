@@ -23,7 +23,9 @@ mod log;
 mod metrics;
 mod oauth;
 mod relay;
+mod remote;
 mod session;
+mod shared;
 mod state;
 mod swap;
 mod transport;
@@ -51,6 +53,9 @@ pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
 pub use metrics::Metrics;
 pub use oauth::{OAuthError, OAuthVerifier};
+pub use shared::{
+    BusError, BusMessage, BusPrincipal, ClusterState, SessionRecord, SharedFuture, Unreachable,
+};
 pub use state::{AppState, Parts};
 
 /// The MCP endpoint's path.
@@ -160,6 +165,8 @@ pub async fn serve(
     let (writers_stop, writers_stop_rx) = tokio::sync::watch::channel(false);
     let costs = tokio::spawn(state.limiter().clone().keep_costs(writers_stop_rx.clone()));
     let audit_writer = tokio::spawn(state.auditor().clone().write_until(writers_stop_rx));
+    // In a cluster: what the other replicas say about calls and sessions held here.
+    let bus = remote::start(&state);
     let expiry = tokio::spawn(confirm::expire_held_until(
         state.confirmations().approvals().clone(),
         state.auditor().clone(),
@@ -208,6 +215,9 @@ pub async fn serve(
     }
     sweeper.abort();
     relay_changes.abort();
+    if let Some(bus) = bus {
+        bus.abort();
+    }
     expiry.abort();
     let _ = writers_stop.send(true);
     // The last spent costs and audit records reach the disk before the process ends.
@@ -233,7 +243,9 @@ async fn relay_changes(sessions: Arc<session::Sessions>, mut changes: broadcast:
                 .as_deref()
                 .is_none_or(|uri| session.is_subscribed(uri))
             {
-                session.push(&message);
+                // In a cluster, a stream open on another replica hears of it too (each
+                // replica runs its own children; a client that hears twice lists again).
+                session.push(&message, true);
             }
         }
     }

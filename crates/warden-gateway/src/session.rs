@@ -1,5 +1,13 @@
 //! Legacy-era sessions: minted by `initialize`, bound to the key that opened them,
 //! bounded in number, expired when idle.
+//!
+//! In a cluster, the session's record (its key, version and what Warden uses of the
+//! client) lives in the shared state: any replica continues a session another opened
+//! (it adopts a copy on first sight), each request checks that the session still
+//! lives, and DELETE ends it on every replica. What runs lives where it runs: a GET
+//! stream on the replica it was opened on (others reach it through the bus), a
+//! server's request on the replica of the call that asked it (its id names that
+//! replica, so the client's answer finds it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use warden_upstream::ServerRequest;
 
 use crate::error::GatewayError;
+use crate::shared::{BusMessage, ClusterState, SessionRecord, Unreachable};
 
 /// Bytes of OS randomness in a session id (256 bits): unguessable, and visible ASCII
 /// once base64url-encoded, as the spec requires.
@@ -99,13 +108,17 @@ pub(crate) fn client_name(info: Option<&Value>) -> String {
     }
 }
 
-#[derive(Debug)]
 pub(crate) struct Session {
     pub id: String,
     key_id: String,
     /// What the client said of itself in `initialize`, as far as Warden uses it.
     pub client: ClientFacts,
+    /// The ids of the server requests it holds start with this (in a cluster, it names
+    /// the replica).
+    request_prefix: String,
     next_request: AtomicU64,
+    /// Where messages for a stream open on another replica go.
+    shared: Option<Arc<dyn ClusterState>>,
     live: Mutex<Live>,
     last_seen: Mutex<Instant>,
     closed: watch::Sender<bool>,
@@ -113,6 +126,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// Whether `key_id` owns this session.
+    pub fn belongs_to(&self, key_id: &str) -> bool {
+        self.key_id == key_id
+    }
+
     fn touch(&self) {
         *self
             .last_seen
@@ -156,11 +174,26 @@ impl Session {
         })
     }
 
-    /// Queues a message on the GET stream, if one is open; dropped when it is full.
-    pub fn push(&self, message: &Value) {
+    /// Queues a message on the GET stream, if one is open here; dropped when it is
+    /// full. `anywhere`: in a cluster, a stream open on another replica gets it too.
+    pub fn push(&self, message: &Value, anywhere: bool) {
         let live = self.live();
         if let Some(stream) = &live.stream {
             let _ = stream.try_send(message.clone());
+            return;
+        }
+        drop(live);
+        if let (true, Some(shared)) = (anywhere, &self.shared) {
+            let (shared, message) = (
+                shared.clone(),
+                BusMessage::Push {
+                    session: self.id.clone(),
+                    message: message.clone(),
+                },
+            );
+            tokio::spawn(async move {
+                let _ = shared.publish(&message).await;
+            });
         }
     }
 
@@ -174,7 +207,8 @@ impl Session {
             return Err(Box::new(request));
         }
         let id = format!(
-            "warden-{}",
+            "{}{}",
+            self.request_prefix,
             self.next_request.fetch_add(1, Ordering::Relaxed)
         );
         live.pending.insert(id.clone(), request);
@@ -291,21 +325,47 @@ impl Drop for StreamClaim {
     }
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+/// The prefix of a server request's id held in a cluster: `warden:<replica>:`.
+const CLUSTER_REQUEST_PREFIX: &str = "warden:";
+
+/// The replica that holds the server request `id` (in a cluster).
+pub(crate) fn holder_of(id: &str) -> Option<&str> {
+    let (replica, _) = id.strip_prefix(CLUSTER_REQUEST_PREFIX)?.rsplit_once(':')?;
+    Some(replica)
+}
+
 pub(crate) struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     max: usize,
     max_per_key: usize,
     idle_timeout: Duration,
+    shared: Option<Arc<dyn ClusterState>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
+fn unreachable(_: Unreachable) -> GatewayError {
+    GatewayError::SharedUnavailable
 }
 
 impl Sessions {
-    pub fn new(config: &warden_config::Sessions) -> Self {
+    pub fn new(config: &warden_config::Sessions, shared: Option<Arc<dyn ClusterState>>) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             max: config.max_sessions,
             max_per_key: config.max_per_key,
             idle_timeout: config.idle_timeout,
+            shared,
         }
     }
 
@@ -313,25 +373,61 @@ impl Sessions {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens a session for `key_id`. A key at its share loses its least recently used
-    /// session without an open stream; with none to lose, or with the server full, the
-    /// new one is refused.
-    pub fn create(&self, key_id: &str, client: ClientFacts) -> Result<Arc<Session>, GatewayError> {
-        let mut bytes = [0u8; SESSION_ID_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        let session = Arc::new(Session {
-            id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+    /// A session object for this replica.
+    fn session(&self, id: String, key_id: &str, client: ClientFacts) -> Arc<Session> {
+        let request_prefix = match &self.shared {
+            Some(shared) => format!("{CLUSTER_REQUEST_PREFIX}{}:", shared.replica_id()),
+            None => "warden-".to_owned(),
+        };
+        Arc::new(Session {
+            id,
             key_id: key_id.to_owned(),
             client,
+            request_prefix,
             next_request: AtomicU64::new(0),
+            shared: self.shared.clone(),
             live: Mutex::new(Live::default()),
             last_seen: Mutex::new(Instant::now()),
             closed: watch::channel(false).0,
             stream_open: AtomicBool::new(false),
-        });
+        })
+    }
+
+    /// Opens a session for `key_id`. A key at its share loses its least recently used
+    /// session (without an open stream, on one replica); with none to lose, or with the
+    /// server full, the new one is refused.
+    pub async fn create(
+        &self,
+        key_id: &str,
+        client: ClientFacts,
+        version: &str,
+    ) -> Result<Arc<Session>, GatewayError> {
+        let mut bytes = [0u8; SESSION_ID_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let record = SessionRecord {
+            key_id: key_id.to_owned(),
+            version: version.to_owned(),
+            client_name: client.name.clone(),
+            capabilities: client.capabilities.to_string(),
+        };
+        let session = self.session(id, key_id, client);
+        if let Some(shared) = &self.shared {
+            let evicted = shared
+                .open_session(&session.id, &record, self.idle_timeout, self.max_per_key)
+                .await
+                .map_err(unreachable)?;
+            for id in evicted {
+                tracing::info!(
+                    key_id,
+                    "the key's least recently used session was closed to make room"
+                );
+                let _ = shared.publish(&BusMessage::Closed { session: id }).await;
+            }
+        }
         let mut map = self.map();
         let of_key: Vec<&Arc<Session>> = map.values().filter(|s| s.key_id == key_id).collect();
-        if of_key.len() >= self.max_per_key {
+        if self.shared.is_none() && of_key.len() >= self.max_per_key {
             let now = Instant::now();
             let oldest = of_key
                 .into_iter()
@@ -358,24 +454,71 @@ impl Sessions {
     }
 
     /// The session, if it exists and belongs to this key. Another key's session is as
-    /// unknown as a made-up one.
-    pub fn get(&self, id: &str, key_id: &str) -> Result<Arc<Session>, GatewayError> {
-        let session = self
-            .map()
-            .get(id)
-            .filter(|s| s.key_id == key_id)
-            .cloned()
-            .ok_or(GatewayError::UnknownSession)?;
+    /// unknown as a made-up one. In a cluster, the shared record decides: a session
+    /// another replica opened is adopted, one ended elsewhere is closed here too.
+    pub async fn get(&self, id: &str, key_id: &str) -> Result<Arc<Session>, GatewayError> {
+        let local = self.map().get(id).cloned();
+        let Some(shared) = &self.shared else {
+            let session = local
+                .filter(|s| s.key_id == key_id)
+                .ok_or(GatewayError::UnknownSession)?;
+            session.touch();
+            return Ok(session);
+        };
+        let record = shared
+            .session(id, self.idle_timeout)
+            .await
+            .map_err(unreachable)?;
+        let Some(record) = record else {
+            self.close_here(id);
+            return Err(GatewayError::UnknownSession);
+        };
+        if record.key_id != key_id {
+            return Err(GatewayError::UnknownSession);
+        }
+        let session = match local {
+            Some(session) => session,
+            None => {
+                let client = ClientFacts {
+                    capabilities: serde_json::from_str(&record.capabilities).unwrap_or_default(),
+                    name: record.client_name,
+                };
+                let adopted = self.session(id.to_owned(), key_id, client);
+                let mut map = self.map();
+                if map.len() >= self.max {
+                    Self::expire(&mut map, self.idle_timeout);
+                    if map.len() >= self.max {
+                        return Err(GatewayError::SessionLimit);
+                    }
+                }
+                map.entry(id.to_owned()).or_insert(adopted).clone()
+            }
+        };
         session.touch();
         Ok(session)
     }
 
-    /// Whether this key has a live session by this id (without counting as its use).
-    pub fn is_open(&self, id: &str, key_id: &str) -> bool {
-        self.map().get(id).is_some_and(|s| s.key_id == key_id)
+    /// Whether this key has a live session by this id.
+    pub async fn is_open(&self, id: &str, key_id: &str) -> Result<bool, GatewayError> {
+        match self.get(id, key_id).await {
+            Ok(_) => Ok(true),
+            Err(GatewayError::UnknownSession) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
-    pub fn remove(&self, id: &str, key_id: &str) -> Result<(), GatewayError> {
+    /// Ends the session (on every replica).
+    pub async fn remove(&self, id: &str, key_id: &str) -> Result<(), GatewayError> {
+        if let Some(shared) = &self.shared {
+            self.get(id, key_id).await?;
+            shared.close_session(id).await.map_err(unreachable)?;
+            self.close_here(id);
+            let closed = BusMessage::Closed {
+                session: id.to_owned(),
+            };
+            let _ = shared.publish(&closed).await;
+            return Ok(());
+        }
         let mut map = self.map();
         match map.get(id) {
             Some(session) if session.key_id == key_id => {
@@ -385,6 +528,18 @@ impl Sessions {
             }
             _ => Err(GatewayError::UnknownSession),
         }
+    }
+
+    /// Closes this replica's copy of a session that ended.
+    pub fn close_here(&self, id: &str) {
+        if let Some(session) = self.map().remove(id) {
+            session.close();
+        }
+    }
+
+    /// This replica's copy of a session, if it has one.
+    pub fn here(&self, id: &str) -> Option<Arc<Session>> {
+        self.map().get(id).cloned()
     }
 
     fn expire(map: &mut HashMap<String, Arc<Session>>, idle_timeout: Duration) {
@@ -409,6 +564,11 @@ impl Sessions {
     pub fn all(&self) -> Vec<Arc<Session>> {
         self.map().values().cloned().collect()
     }
+
+    /// Whether sessions are shared with other replicas.
+    pub fn shared(&self) -> Option<&Arc<dyn ClusterState>> {
+        self.shared.as_ref()
+    }
 }
 
 /// Expires idle sessions until `stop` flips.
@@ -427,56 +587,79 @@ mod tests {
     use super::*;
 
     fn sessions(max: usize, idle: Duration, max_per_key: usize) -> Sessions {
-        Sessions::new(&warden_config::Sessions {
-            max_sessions: max,
-            idle_timeout: idle,
-            max_per_key,
-        })
+        Sessions::new(
+            &warden_config::Sessions {
+                max_sessions: max,
+                idle_timeout: idle,
+                max_per_key,
+            },
+            None,
+        )
     }
 
-    #[test]
-    fn sessions_belong_to_their_key() {
+    #[tokio::test]
+    async fn sessions_belong_to_their_key() {
         let sessions = sessions(10, Duration::from_secs(60), 10);
-        let s = sessions.create("key_a", ClientFacts::default()).unwrap();
+        let s = sessions
+            .create("key_a", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
         assert!(s.id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         assert!(s.id.len() >= 43);
-        assert!(sessions.get(&s.id, "key_a").is_ok());
+        assert!(sessions.get(&s.id, "key_a").await.is_ok());
         assert!(matches!(
-            sessions.get(&s.id, "key_b"),
+            sessions.get(&s.id, "key_b").await,
             Err(GatewayError::UnknownSession)
         ));
         assert!(matches!(
-            sessions.remove(&s.id, "key_b"),
+            sessions.remove(&s.id, "key_b").await,
             Err(GatewayError::UnknownSession)
         ));
-        sessions.remove(&s.id, "key_a").unwrap();
+        sessions.remove(&s.id, "key_a").await.unwrap();
         assert!(matches!(
-            sessions.get(&s.id, "key_a"),
+            sessions.get(&s.id, "key_a").await,
             Err(GatewayError::UnknownSession)
         ));
     }
 
-    #[test]
-    fn the_cap_holds_and_idle_sessions_make_room() {
+    #[tokio::test]
+    async fn the_cap_holds_and_idle_sessions_make_room() {
         let sessions = sessions(2, Duration::from_millis(0), 10);
-        sessions.create("k", ClientFacts::default()).unwrap();
-        let held = sessions.create("k", ClientFacts::default()).unwrap();
+        sessions
+            .create("k", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
+        let held = sessions
+            .create("k", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
         let _claim = held.open_stream().unwrap();
         // The idle one is expired to make room; the one with an open stream is kept.
-        sessions.create("k", ClientFacts::default()).unwrap();
-        assert!(sessions.get(&held.id, "k").is_ok());
+        sessions
+            .create("k", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
+        assert!(sessions.get(&held.id, "k").await.is_ok());
         let strict = self::sessions(1, Duration::from_secs(3600), 10);
-        strict.create("k", ClientFacts::default()).unwrap();
+        strict
+            .create("k", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
         assert!(matches!(
-            strict.create("k", ClientFacts::default()),
+            strict
+                .create("k", ClientFacts::default(), "2025-11-25")
+                .await,
             Err(GatewayError::SessionLimit)
         ));
     }
 
-    #[test]
-    fn one_stream_per_session() {
+    #[tokio::test]
+    async fn one_stream_per_session() {
         let sessions = sessions(2, Duration::from_secs(60), 2);
-        let s = sessions.create("k", ClientFacts::default()).unwrap();
+        let s = sessions
+            .create("k", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
         let claim = s.open_stream().unwrap();
         assert!(matches!(
             s.open_stream(),
@@ -486,26 +669,41 @@ mod tests {
         assert!(s.open_stream().is_ok());
     }
 
-    #[test]
-    fn a_key_at_its_share_loses_its_least_recently_used_session() {
+    #[tokio::test]
+    async fn a_key_at_its_share_loses_its_least_recently_used_session() {
         let sessions = sessions(100, Duration::from_secs(3600), 3);
-        let first = sessions.create("k", ClientFacts::default()).unwrap();
-        let streaming = sessions.create("k", ClientFacts::default()).unwrap();
+        let first = sessions
+            .create("k", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
+        let streaming = sessions
+            .create("k", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
         let _claim = streaming.open_stream().unwrap();
-        let third = sessions.create("k", ClientFacts::default()).unwrap();
+        let third = sessions
+            .create("k", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        sessions.get(&third.id, "k").unwrap();
+        sessions.get(&third.id, "k").await.unwrap();
         // Another key's sessions are not counted or touched.
-        let other = sessions.create("other", ClientFacts::default()).unwrap();
-        sessions.create("k", ClientFacts::default()).unwrap();
+        let other = sessions
+            .create("other", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
+        sessions
+            .create("k", ClientFacts::default(), "2025-11-25")
+            .await
+            .unwrap();
         assert!(
-            sessions.get(&first.id, "k").is_err(),
+            sessions.get(&first.id, "k").await.is_err(),
             "the oldest idle one goes"
         );
         for kept in [&streaming, &third] {
-            assert!(sessions.get(&kept.id, "k").is_ok());
+            assert!(sessions.get(&kept.id, "k").await.is_ok());
         }
-        assert!(sessions.get(&other.id, "other").is_ok());
+        assert!(sessions.get(&other.id, "other").await.is_ok());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::input_required::InputLot;
 use crate::metrics::Metrics;
 use crate::oauth::OAuthVerifier;
 use crate::session::Sessions;
+use crate::shared::{ClusterState, Tickets};
 use crate::swap::Swap;
 
 /// What the gateway is built from, besides its configuration.
@@ -31,6 +32,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// Calls held for an operator's decision (`confirm = "approve"`).
     pub approvals: Arc<dyn Approvals>,
+    /// What the replicas of a cluster share (`[cluster]`); `None` on a single node.
+    pub cluster: Option<Arc<dyn ClusterState>>,
 }
 
 /// Cheap to clone: one `Arc` around everything.
@@ -43,6 +46,8 @@ struct Inner {
     authenticator: Arc<Authenticator>,
     upstreams: Arc<Upstreams>,
     sessions: Arc<Sessions>,
+    /// Parked calls this replica asked another to resume.
+    tickets: Tickets,
     input_lot: InputLot,
     confirmations: Confirmations,
     limiter: Arc<Limiter>,
@@ -111,6 +116,7 @@ impl AppState {
             auditor,
             metrics,
             approvals,
+            cluster,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -129,9 +135,13 @@ impl AppState {
                     },
                 }),
                 upstreams,
-                sessions: Arc::new(Sessions::new(&config.sessions)),
-                input_lot: InputLot::new(&config.waiting),
-                confirmations: Confirmations::new(approvals, &config.waiting),
+                sessions: Arc::new(Sessions::new(&config.sessions, cluster.clone())),
+                tickets: Tickets::default(),
+                input_lot: InputLot::new(
+                    &config.waiting,
+                    cluster.as_ref().map(|cluster| cluster.replica_id()),
+                ),
+                confirmations: Confirmations::new(approvals, &config.waiting, cluster),
                 limiter,
                 auditor,
                 metrics,
@@ -169,6 +179,15 @@ impl AppState {
 
     pub(crate) fn sessions(&self) -> Arc<Sessions> {
         self.inner.sessions.clone()
+    }
+
+    /// What the replicas share, in a cluster.
+    pub(crate) fn cluster(&self) -> Option<&Arc<dyn ClusterState>> {
+        self.inner.sessions.shared()
+    }
+
+    pub(crate) fn tickets(&self) -> &Tickets {
+        &self.inner.tickets
     }
 
     /// Calls parked until a modern client answers their upstream's questions.

@@ -514,10 +514,11 @@ async fn legacy(
         Message::Request(request) => Some(request.id.clone()),
         _ => None,
     };
-    let session = match header_str(headers, &SESSION_HEADER)
-        .ok_or(GatewayError::MissingSession)
-        .and_then(|id| state.sessions().get(id, &principal.key_id))
-    {
+    let session = match header_str(headers, &SESSION_HEADER) {
+        Some(id) => state.sessions().get(id, &principal.key_id).await,
+        None => Err(GatewayError::MissingSession),
+    };
+    let session = match session {
         Ok(session) => session,
         Err(error) => return refuse(draft, error).await,
     };
@@ -544,11 +545,22 @@ async fn legacy(
         }
         Message::Response(response) => {
             draft.discard();
-            // The client's answer to a request an upstream sent it.
-            if let RequestId::String(id) = &response.id
-                && let Some(request) = session.take_request(id)
-            {
-                request.respond(response.outcome);
+            // The client's answer to a request an upstream sent it, held here or (in a
+            // cluster) by the replica its id names.
+            if let RequestId::String(id) = &response.id {
+                match session.take_request(id) {
+                    Some(request) => request.respond(response.outcome),
+                    None => {
+                        crate::remote::pass_answer(
+                            state,
+                            &session,
+                            principal,
+                            id,
+                            response.outcome,
+                        )
+                        .await;
+                    }
+                }
             }
             Ok(Outcome::Accepted)
         }
@@ -589,10 +601,12 @@ async fn initialize(
     };
     // An open session is not initialized again (that would mint a second one under the
     // first one's name); an unknown or expired id is a client starting afresh.
-    if let Some(existing) = header_str(headers, &SESSION_HEADER)
-        && state.sessions().is_open(existing, &principal.key_id)
-    {
-        return refuse(draft, GatewayError::AlreadyInitialized { id }).await;
+    if let Some(existing) = header_str(headers, &SESSION_HEADER) {
+        match state.sessions().is_open(existing, &principal.key_id).await {
+            Ok(true) => return refuse(draft, GatewayError::AlreadyInitialized { id }).await,
+            Ok(false) => {}
+            Err(error) => return refuse(draft, error).await,
+        }
     }
     let params = &request.params;
     let (Some(requested), Some(capabilities), Some(client_info)) = (
@@ -615,7 +629,11 @@ async fn initialize(
     }
     let version = ProtocolVersion::negotiate_legacy(Some(requested));
     let client = ClientFacts::from_initialize(capabilities, client_info);
-    let session = match state.sessions().create(&principal.key_id, client) {
+    let session = match state
+        .sessions()
+        .create(&principal.key_id, client, version.as_str())
+        .await
+    {
         Ok(session) => session,
         Err(error) => return refuse(draft, error).await,
     };
@@ -662,7 +680,7 @@ pub(crate) async fn get(
         }
         let session_id =
             header_str(&headers, &SESSION_HEADER).ok_or(GatewayError::StreamWithoutSession)?;
-        let session = state.sessions().get(session_id, &principal.key_id)?;
+        let session = state.sessions().get(session_id, &principal.key_id).await?;
         let slot = state
             .limiter()
             .open_stream(&principal.key_id)
@@ -692,9 +710,10 @@ pub(crate) async fn delete(
     axum::Extension(principal): Caller,
     headers: HeaderMap,
 ) -> Response {
-    let result = header_str(&headers, &SESSION_HEADER)
-        .ok_or(GatewayError::MissingSession)
-        .and_then(|id| state.sessions().remove(id, &principal.key_id));
+    let result = match header_str(&headers, &SESSION_HEADER) {
+        Some(id) => state.sessions().remove(id, &principal.key_id).await,
+        None => Err(GatewayError::MissingSession),
+    };
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),

@@ -866,9 +866,12 @@ fn serve(
         let scheme = if listener.is_tls() { "https" } else { "http" };
         tracing::info!(data_dir = %dir.path().display(), "listening on {scheme}://{addr}{}", warden_gateway::MCP_PATH);
         let upstream_slots: Vec<usize> = config.upstreams.iter().map(|u| u.max_concurrent).collect();
-        let shared = match &config.cluster {
-            Some(cluster) => Some(shared_limits(cluster)?),
-            None => None,
+        let (shared, cluster) = match &config.cluster {
+            Some(cluster) => {
+                let (limits, state) = shared_state(cluster)?;
+                (Some(limits), Some(state))
+            }
+            None => (None, None),
         };
         let limiter = Arc::new(Limiter::new(
             &config.rate,
@@ -886,6 +889,7 @@ fn serve(
             auditor,
             metrics,
             approvals: stores.approvals.clone(),
+            cluster,
         };
         let state = warden_gateway::AppState::new(&config, parts);
         // The admin listener: metrics, health and reloads, never on the public port.
@@ -928,20 +932,24 @@ async fn bind(address: SocketAddr, setting: &str) -> Result<tokio::net::TcpListe
         .map_err(|error| format!("cannot listen on {address} (set by {setting}): {error}").into())
 }
 
-/// The limits every replica counts in Redis (`[cluster]`).
-fn shared_limits(cluster: &warden_config::Cluster) -> Result<warden_limits::Shared, Failure> {
+/// What the replicas share in Redis (`[cluster]`): the limits, and the sessions,
+/// handles and bus of the gateway.
+fn shared_state(
+    cluster: &warden_config::Cluster,
+) -> Result<(warden_limits::Shared, Arc<dyn warden_gateway::ClusterState>), Failure> {
     let redis = warden_cluster::Redis::new(cluster).map_err(|e| Failure::from(e.to_string()))?;
     tracing::info!(
         replica_id = redis.replica_id(),
         key_prefix = %cluster.key_prefix,
         on_redis_down = ?cluster.on_redis_down,
-        "limits are shared through Redis"
+        "limits, legacy sessions and waiting calls are shared through Redis"
     );
-    Ok(warden_limits::Shared {
-        counters: warden_cluster::RedisCounters::start(redis, cluster.lease),
+    let limits = warden_limits::Shared {
+        counters: warden_cluster::RedisCounters::start(redis.clone(), cluster.lease),
         on_down: cluster.on_redis_down,
         expected_replicas: cluster.expected_replicas,
-    })
+    };
+    Ok((limits, warden_cluster::RedisState::start(redis)))
 }
 
 /// One line per upstream: how many of its tools are of each kind, and a word on those
@@ -1083,6 +1091,8 @@ mod tests {
     fn example_environment(name: &str) -> Option<String> {
         Some(if name.contains("POSTGRES") {
             "postgres://warden@db.example.com:5432/warden".into()
+        } else if name.contains("REDIS") {
+            "redis://redis.example.com:6379".into()
         } else {
             "set".into()
         })
@@ -1109,7 +1119,7 @@ mod tests {
 
     /// Each section of `warden.toml` as the README's examples name it, and a file that
     /// opens it with a key no section has.
-    const SECTIONS: [(&str, &str); 14] = [
+    const SECTIONS: [(&str, &str); 15] = [
         ("", "warden_probe = 1\n"),
         ("server", "[server]\nwarden_probe = 1\n"),
         ("limits", "[limits]\nwarden_probe = 1\n"),
@@ -1124,6 +1134,7 @@ mod tests {
         ("admin", "[admin]\nwarden_probe = 1\n"),
         ("results", "[results]\nwarden_probe = 1\n"),
         ("egress", "[egress]\nwarden_probe = 1\n"),
+        ("cluster", "[cluster]\nwarden_probe = 1\n"),
     ];
 
     /// The keys a section takes, as the parser lists them when it refuses one it does

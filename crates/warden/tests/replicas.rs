@@ -319,13 +319,18 @@ async fn an_outage_gives_clean_503s_and_loses_no_acknowledged_record() {
         readiness_becomes(&admin, 200).await,
         "/readyz did not recover"
     );
+    // The log is read through a pipe: wait for the line, then count.
+    assert!(
+        warden.logged("the store answers again"),
+        "{}",
+        warden.stderr()
+    );
     let log = warden.stderr();
     assert_eq!(
         log.matches("not ready: the store does not answer").count(),
         1,
         "{log}"
     );
-    assert!(log.contains("the store answers again"), "{log}");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut acknowledged, mut unavailable) = (0, 0);
@@ -858,4 +863,245 @@ async fn a_replica_killed_under_load_frees_its_slots_within_the_lease_and_loses_
         "{}",
         verified.1
     );
+}
+
+/// A `tools/call` of `tool` with `arguments` and the extra `params`.
+fn call_params(
+    tool: &str,
+    arguments: serde_json::Value,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut params = json!({"name": tool, "arguments": arguments});
+    if let (Some(params), Some(extra)) = (params.as_object_mut(), extra.as_object()) {
+        params.extend(extra.clone());
+    }
+    params
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_mid_call_answers_find_their_replica() {
+    let redis = OwnRedis::start();
+    let rest = format!(
+        "{NO_LIMITS}\n[cluster]\nredis = \"env:WARDEN_REDIS_URL\"\nkey_prefix = \"t{}\"\n\n\
+         [tools.\"notes__update_note\"]\nconfirm = \"approve\"\n\n\
+         [[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        support::fixture_upstream("fx", "")
+    );
+    let url = redis.url.clone();
+    let cluster = tokio::task::spawn_blocking(move || {
+        Cluster::start_with(TestDb::create(), 3, &rest, &[("WARDEN_REDIS_URL", &url)])
+    })
+    .await
+    .unwrap();
+    let (_, key) = cluster.add_key("acme");
+    let (_, other) = cluster.add_key("acme");
+    let [a, b, c] = &cluster.replicas[..] else {
+        panic!("three replicas")
+    };
+    let elicitation = || json!({"elicitation": {}});
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+
+    // A legacy session opened on A continues on B and C, and only for its key.
+    let session = Http::with_key(a, &key).initialize_with(elicitation()).await;
+    for replica in [b, c] {
+        let listed = Http::with_key(replica, &key).legacy(&session, &list).await;
+        assert_eq!(listed.status, 200, "{}", listed.text);
+        assert!(
+            listed.text.contains("notes__delete_note"),
+            "{}",
+            listed.text
+        );
+    }
+    let theirs = Http::with_key(b, &other).legacy(&session, &list).await;
+    assert_eq!(theirs.status, 404, "{}", theirs.text);
+
+    // A destructive call started on A is confirmed by an answer that lands on B; an
+    // answer from another key does not reach it.
+    let made = Http::with_key(c, &key)
+        .call_tool(
+            "notes__create_note",
+            json!({"title": "doomed", "body": "x"}),
+        )
+        .await;
+    let note = made.json()["result"]["structuredContent"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", made.text))
+        .to_owned();
+    let delete = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "notes__delete_note", "arguments": {"id": note}}});
+    let mut events = Http::with_key(a, &key)
+        .legacy_streaming(&session, &delete)
+        .await;
+    let asked = events.next().await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    let accept = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept"}});
+    let stolen = Http::with_key(b, &other).legacy(&session, &accept).await;
+    assert_eq!(stolen.status, 404, "{}", stolen.text);
+    let answered = Http::with_key(b, &key).legacy(&session, &accept).await;
+    assert_eq!(answered.status, 202, "{}", answered.text);
+    let done = events.next().await;
+    assert_eq!(done["id"], 9, "{done}");
+    assert_eq!(
+        done["result"]["structuredContent"]["deleted"], true,
+        "{done}"
+    );
+
+    // A modern call parked on A (its upstream asks the client) is resumed by a retry
+    // that lands on C.
+    let ask = |replica: &Warden, key: &str, extra: serde_json::Value| {
+        let http = Http::with_key(replica, key);
+        async move {
+            http.modern_as(
+                "tools/call",
+                Some("fx__ask"),
+                call_params("fx__ask", json!({"question": "Your name?"}), extra),
+                json!({"elicitation": {}}),
+            )
+            .await
+        }
+    };
+    let retry = |state: &str, questions: &serde_json::Value| {
+        let name = questions
+            .as_object()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap()
+            .clone();
+        json!({"requestState": state, "inputResponses": {
+            name: {"action": "accept", "content": {"name": "Ada"}}}})
+    };
+    let first = ask(a, &key, json!({})).await;
+    let state = first.json()["result"]["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", first.text))
+        .to_owned();
+    assert!(state.starts_with("warden1."), "{state}");
+    let questions = first.json()["result"]["inputRequests"].clone();
+    let resumed = ask(c, &key, retry(&state, &questions)).await;
+    assert_eq!(resumed.status, 200, "{}", resumed.text);
+    assert_eq!(
+        resumed.json()["result"]["content"][0]["text"],
+        "accept:Ada:progress=0",
+        "{}",
+        resumed.text
+    );
+    // Another key's retry of a call parked on A is refused.
+    let first = ask(a, &key, json!({})).await;
+    let state = first.json()["result"]["requestState"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let questions = first.json()["result"]["inputRequests"].clone();
+    let stolen = ask(c, &other, retry(&state, &questions)).await;
+    assert_eq!(stolen.json()["error"]["code"], -32602, "{}", stolen.text);
+
+    // Warden's own confirmation, asked of a modern client through A, answered through C.
+    let made = Http::with_key(c, &key)
+        .call_tool(
+            "notes__create_note",
+            json!({"title": "doomed too", "body": "y"}),
+        )
+        .await;
+    let note = made.json()["result"]["structuredContent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let confirm = |replica: &Warden, key: &str, extra: serde_json::Value| {
+        let http = Http::with_key(replica, key);
+        let params = call_params("notes__delete_note", json!({"id": note}), extra);
+        async move {
+            http.modern_as(
+                "tools/call",
+                Some("notes__delete_note"),
+                params,
+                json!({"elicitation": {}}),
+            )
+            .await
+        }
+    };
+    let asked = confirm(a, &key, json!({})).await;
+    let token = asked.json()["result"]["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", asked.text))
+        .to_owned();
+    let answer =
+        json!({"requestState": token, "inputResponses": {"confirm": {"action": "accept"}}});
+    let stolen = confirm(c, &other, answer.clone()).await;
+    assert_eq!(stolen.json()["error"]["code"], -32602, "{}", stolen.text);
+    // A handle is good once, whoever presents it: the owner asks again.
+    let asked = confirm(a, &key, json!({})).await;
+    let token = asked.json()["result"]["requestState"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer =
+        json!({"requestState": token, "inputResponses": {"confirm": {"action": "accept"}}});
+    let done = confirm(c, &key, answer).await;
+    assert_eq!(
+        done.json()["result"]["structuredContent"]["deleted"],
+        true,
+        "{}",
+        done.text
+    );
+
+    // A call held for an operator on A, approved through the CLI, runs when it is made
+    // again through B.
+    let made = Http::with_key(c, &key)
+        .call_tool("notes__create_note", json!({"title": "held", "body": "z"}))
+        .await;
+    let held_note = made.json()["result"]["structuredContent"]["id"].clone();
+    let update = json!({"id": held_note, "body": "approved"});
+    let held = Http::with_key(a, &key)
+        .call_tool("notes__update_note", update.clone())
+        .await;
+    let said = held.json()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", held.text))
+        .to_owned();
+    let request = said
+        .split_whitespace()
+        .find(|word| word.starts_with("apr_"))
+        .unwrap()
+        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned();
+    let (ok, _, err) = cluster.cli(&["approvals", "approve", &request]);
+    assert!(ok, "{err}");
+    let ran = Http::with_key(b, &key)
+        .call_tool("notes__update_note", update)
+        .await;
+    assert_eq!(ran.status, 200, "{}", ran.text);
+    assert_ne!(ran.json()["result"]["isError"], true, "{}", ran.text);
+
+    // The session's stream lives on A; a list change seen on B reaches it.
+    let mut stream = Http::with_key(a, &key).listen(&session).await;
+    let grow = json!({"jsonrpc": "2.0", "id": 12, "method": "tools/call",
+        "params": {"name": "fx__grow", "arguments": {}}});
+    let grown = Http::with_key(b, &key).legacy(&session, &grow).await;
+    assert_eq!(grown.status, 200, "{}", grown.text);
+    let changed = stream.next().await;
+    assert_eq!(
+        changed["method"], "notifications/tools/list_changed",
+        "{changed}"
+    );
+
+    // DELETE through B ends the session on A too, and its stream there.
+    let auth = format!("Bearer {key}");
+    let ended = Http::with_key(b, &key)
+        .send(
+            reqwest::Method::DELETE,
+            &[("authorization", &auth), ("mcp-session-id", &session)],
+            None,
+        )
+        .await;
+    assert_eq!(ended.status, 204, "{}", ended.text);
+    assert!(stream.ends().await, "the stream on A outlived its session");
+    for replica in [a, b, c] {
+        let gone = Http::with_key(replica, &key).legacy(&session, &list).await;
+        assert_eq!(gone.status, 404, "{}", gone.text);
+    }
 }

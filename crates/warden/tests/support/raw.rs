@@ -298,6 +298,14 @@ impl Events {
             .expect("the stream ended")
     }
 
+    /// Whether the stream ends (within 10 s) with no further message.
+    pub async fn ends(&mut self) -> bool {
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.read()).await,
+            Ok(None)
+        )
+    }
+
     async fn read(&mut self) -> Option<Value> {
         loop {
             if self.plain {

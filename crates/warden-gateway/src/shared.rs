@@ -1,0 +1,236 @@
+//! What the gateway shares with the other replicas of its cluster, behind one trait
+//! ([`ClusterState`]; Redis in `warden-cluster`): legacy session records, the handles
+//! a call waits under (confirmations, held calls), and a bus on which replicas tell
+//! each other what concerns a call or a session another replica holds. Without a
+//! cluster, all of it is this process's own.
+//!
+//! Everything on the bus comes from a replica of the same cluster (Redis is trusted
+//! infrastructure); it is still checked like a client's message where it matters: an
+//! answer reaches a call only if it comes from the key that made the call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{broadcast, oneshot};
+use warden_store::Principal;
+
+use crate::error::RpcError;
+
+/// The shared state could not be reached in time; the same as the shared limits'.
+pub use warden_limits::{SharedFuture, Unreachable};
+
+/// A legacy session as every replica sees it: what Warden uses of the client's
+/// `initialize`, and the key it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub key_id: String,
+    /// The negotiated protocol version.
+    pub version: String,
+    /// `name/version` of the client, cut and cleaned.
+    pub client_name: String,
+    /// The capabilities Warden relays requests by, as JSON text.
+    pub capabilities: String,
+}
+
+/// What one replica tells the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum BusMessage {
+    /// The session ended (DELETE, eviction): every replica closes its copy.
+    Closed { session: String },
+    /// A message for the session's GET stream, wherever it is open.
+    Push { session: String, message: Value },
+    /// A legacy client's answer to a request that replica `to` holds.
+    Answer {
+        to: String,
+        session: String,
+        key_id: String,
+        request: String,
+        outcome: Result<Value, Value>,
+    },
+    /// A modern client's retry of a call that replica `to` has parked: run it there and
+    /// answer `from` under `ticket`.
+    Resume {
+        to: String,
+        from: String,
+        ticket: u64,
+        principal: BusPrincipal,
+        upstream: String,
+        tool: Option<String>,
+        method: String,
+        params: serde_json::Map<String, Value>,
+    },
+    /// The outcome of a [`BusMessage::Resume`].
+    Resumed {
+        to: String,
+        ticket: u64,
+        outcome: Result<Value, BusError>,
+    },
+}
+
+/// A principal as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusPrincipal {
+    pub key_id: String,
+    pub tenant: String,
+    pub scope: String,
+}
+
+impl BusPrincipal {
+    pub(crate) fn of(principal: &Principal) -> Self {
+        Self {
+            key_id: principal.key_id.clone(),
+            tenant: principal.tenant.clone(),
+            scope: principal.scope.as_str().to_owned(),
+        }
+    }
+
+    pub(crate) fn principal(&self) -> Option<Principal> {
+        Some(Principal {
+            key_id: self.key_id.clone(),
+            tenant: self.tenant.clone(),
+            scope: warden_store::Scope::parse(&self.scope)?,
+            rpm: None,
+        })
+    }
+}
+
+/// A JSON-RPC error as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+    pub rule: Option<String>,
+}
+
+impl From<RpcError> for BusError {
+    fn from(error: RpcError) -> Self {
+        Self {
+            code: error.code,
+            message: error.message,
+            data: error.data,
+            rule: error.rule.map(str::to_owned),
+        }
+    }
+}
+
+/// The rules a parked call's retry can be refused under (a rule crosses the bus as
+/// text and comes back as one of these, or as none).
+const REMOTE_RULES: [&str; 4] = [
+    "validation.params",
+    "limits.waiting",
+    "confirm.declined",
+    "confirm.mismatch",
+];
+
+impl From<BusError> for RpcError {
+    fn from(error: BusError) -> Self {
+        Self {
+            code: error.code,
+            message: error.message,
+            data: error.data,
+            rule: error
+                .rule
+                .and_then(|rule| REMOTE_RULES.iter().find(|r| **r == rule).copied()),
+        }
+    }
+}
+
+/// The state several replicas share.
+pub trait ClusterState: Send + Sync + 'static {
+    /// This replica's name in the cluster.
+    fn replica_id(&self) -> &str;
+
+    /// Records a new session (idle expiry `idle`). A key over `max_per_key` sessions
+    /// loses its least recently used ones: their ids are returned.
+    fn open_session<'a>(
+        &'a self,
+        id: &'a str,
+        record: &'a SessionRecord,
+        idle: Duration,
+        max_per_key: usize,
+    ) -> SharedFuture<'a, Vec<String>>;
+
+    /// The session's record, if it lives; counts as its use (its idle clock restarts).
+    fn session<'a>(
+        &'a self,
+        id: &'a str,
+        idle: Duration,
+    ) -> SharedFuture<'a, Option<SessionRecord>>;
+
+    /// Ends the session everywhere; whether it lived.
+    fn close_session<'a>(&'a self, id: &'a str) -> SharedFuture<'a, bool>;
+
+    /// Keeps `value` under `name` for `ttl`.
+    fn put<'a>(&'a self, name: &'a str, value: &'a str, ttl: Duration) -> SharedFuture<'a, ()>;
+
+    /// The value under `name`, if any.
+    fn get<'a>(&'a self, name: &'a str) -> SharedFuture<'a, Option<String>>;
+
+    /// The value under `name`, removed: good once.
+    fn take<'a>(&'a self, name: &'a str) -> SharedFuture<'a, Option<String>>;
+
+    /// Tells every replica (this one included).
+    fn publish(&self, message: &BusMessage) -> SharedFuture<'_, ()>;
+
+    /// What the replicas say, from now on.
+    fn messages(&self) -> broadcast::Receiver<BusMessage>;
+}
+
+/// Parked calls this replica asked another to resume, by ticket.
+#[derive(Default)]
+pub(crate) struct Tickets {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>,
+}
+
+impl Tickets {
+    /// A new ticket, and where its outcome arrives.
+    pub(crate) fn issue(&self) -> (u64, oneshot::Receiver<Result<Value, RpcError>>) {
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ticket, sender);
+        (ticket, receiver)
+    }
+
+    /// Hands an outcome to whoever waits under `ticket`.
+    pub(crate) fn settle(&self, ticket: u64, outcome: Result<Value, RpcError>) {
+        let waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&ticket);
+        if let Some(sender) = waiting {
+            let _ = sender.send(outcome);
+        }
+    }
+
+    /// Gives up on `ticket` (its deadline passed).
+    pub(crate) fn forget(&self, ticket: u64) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&ticket);
+    }
+}
+
+/// How long a replica waits for another to resume a parked call.
+pub(crate) const RESUME_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The name a handle is shared under: its SHA-256 (the handle itself, a bearer secret
+/// for one retry, never leaves the process).
+pub(crate) fn handle_name(kind: &str, handle: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "{kind}:{}",
+        hex::encode(sha2::Sha256::digest(handle.as_bytes()))
+    )
+}
