@@ -1105,3 +1105,147 @@ async fn sessions_and_mid_call_answers_find_their_replica() {
         assert_eq!(gone.status, 404, "{}", gone.text);
     }
 }
+
+/// nginx from the distribution, round-robin over `backends` (each `127.0.0.1:PORT`), as
+/// `docs/DEPLOYMENT.md` configures it; stopped when dropped.
+struct Nginx {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(backends: &[String]) -> Self {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .expect(
+                "this test needs nginx (Debian: apt-get install nginx; .ci/run installs it)",
+            );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let servers: String = backends
+            .iter()
+            .map(|backend| format!("        server {backend};\n"))
+            .collect();
+        let root = dir.path().display();
+        let config = format!(
+            "daemon off;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n    access_log off;\n    client_body_temp_path {root}/body;\n    proxy_temp_path {root}/proxy;\n\
+             fastcgi_temp_path {root}/fastcgi;\n    uwsgi_temp_path {root}/uwsgi;\n    scgi_temp_path {root}/scgi;\n\
+             {}\n",
+            include_str!("fixtures/nginx-warden.conf")
+                .replace("        server 127.0.0.1:8081;\n        server 127.0.0.1:8082;\n        server 127.0.0.1:8083;\n", &servers)
+                .replace("listen 127.0.0.1:8080;", &format!("listen 127.0.0.1:{port};"))
+        ) + "}\n";
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(binary)
+            .args(["-e", &format!("{root}/error.log"), "-c"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not start: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `127.0.0.1:PORT` of a replica's MCP endpoint.
+fn backend(warden: &Warden) -> String {
+    warden
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned()
+}
+
+/// Requests a replica has answered, from its `/metrics`.
+async fn answered(warden: &Warden) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", warden.admin_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("warden_requests_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_clients_work_unchanged_through_nginx_over_three_replicas() {
+    let redis = OwnRedis::start();
+    let rest = format!(
+        "{NO_LIMITS}\n[cluster]\nredis = \"env:WARDEN_REDIS_URL\"\nkey_prefix = \"t{}\"\n\n\
+         [server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    let url = redis.url.clone();
+    let cluster = tokio::task::spawn_blocking(move || {
+        Cluster::start_with(TestDb::create(), 3, &rest, &[("WARDEN_REDIS_URL", &url)])
+    })
+    .await
+    .unwrap();
+    let (_, key) = cluster.add_key("acme");
+    let backends: Vec<String> = cluster.replicas.iter().map(backend).collect();
+    let nginx = Nginx::start(&backends);
+
+    // The Python SDK (2026-07-28, stateless) and the TypeScript SDK (2025-11-25, with a
+    // session and its GET stream) list, call, read a resource, and answer the
+    // confirmation of a delete (an elicitation), every request dealt round-robin.
+    let run = concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop/run.sh");
+    let (nginx_url, key_for_clients) = (nginx.url.clone(), key.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg(run)
+            .env("WARDEN_URL", nginx_url)
+            .env("WARDEN_KEY", key_for_clients)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("interop: 2 passed, 0 failed"), "{said}");
+    assert!(said.contains("delete_note ok"), "{said}");
+    assert!(said.contains("terminateSession ok"), "{said}");
+    for replica in &cluster.replicas {
+        assert!(answered(replica).await > 0, "a replica got no request");
+        assert!(!replica.stderr().contains(&key), "the key reached a log");
+    }
+}
