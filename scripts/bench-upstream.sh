@@ -65,37 +65,10 @@ fi
 
 postgres_url=""
 if [ -n "${STORE_POSTGRES_URL:-}" ]; then
-    store_db="warden_bench_store_$$"
-    store_role="warden_bench_store_runtime_$$"
-    psql "$STORE_POSTGRES_URL" -qAt -c "CREATE ROLE $store_role LOGIN" -c "CREATE DATABASE $store_db" >/dev/null
-    drop_store() {
-        psql "$STORE_POSTGRES_URL" -qAt -c "DROP DATABASE IF EXISTS $store_db WITH (FORCE)" \
-            -c "DROP ROLE IF EXISTS $store_role" >/dev/null 2>&1 || true
-    }
-    eval "$(trap -p EXIT | sed "s/^trap -- '/trap -- 'drop_store; /")"
-    # The same server: the run's database, as its owner (the given user) and as the runtime role.
-    read -r BENCH_PG_OWNER BENCH_PG_URL < <(python3 - "$STORE_POSTGRES_URL" "$store_db" "$store_role" <<'PY'
-import sys, urllib.parse
-url, db, role = sys.argv[1:]
-parts = urllib.parse.urlsplit(url)
-host = parts.hostname + (f":{parts.port}" if parts.port else "")
-owner = parts._replace(path="/" + db).geturl()
-runtime = parts._replace(netloc=f"{role}@{host}", path="/" + db).geturl()
-print(owner, runtime)
-PY
-)
-    BENCH_PG_SECRET="$(openssl rand -hex 32 2>/dev/null || python3 -c 'import secrets; print(secrets.token_hex(32))')"
-    export BENCH_PG_OWNER BENCH_PG_URL BENCH_PG_SECRET
-    cp "$WARDEN_WORK/warden.toml" "$WARDEN_WORK/warden-pg.toml"
-    cat >>"$WARDEN_WORK/warden-pg.toml" <<TOML
-
-[store]
-backend = "postgres"
-url = "env:BENCH_PG_URL"
-owner_url = "env:BENCH_PG_OWNER"
-server_secret = "env:BENCH_PG_SECRET"
-replica = "bench"
-TOML
+    source scripts/lib/bench-store.sh
+    bench_store "$STORE_POSTGRES_URL"
+    cat "$WARDEN_WORK/warden.toml" "$WARDEN_WORK/store.toml" >"$WARDEN_WORK/warden-pg.toml"
+    echo 'replica = "bench"' >>"$WARDEN_WORK/warden-pg.toml"
     "$target/warden" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/pg" \
         --config "$WARDEN_WORK/warden-pg.toml" >/dev/null 2>"$WARDEN_WORK/pg.log" &
     postgres_pid=$!

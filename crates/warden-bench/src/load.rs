@@ -43,13 +43,26 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// The server's process: its CPU time over the measured calls is reported per call
-    /// (from /proc, in clock ticks of 10 ms; long runs make it exact enough).
+    /// (from /proc, in clock ticks of 10 ms; long runs make it exact enough). Repeated
+    /// (`--pid A --pid B`), the processes' times are added (several replicas, a load
+    /// balancer, Redis).
     #[arg(long)]
-    pid: Option<u32>,
+    pid: Vec<u32>,
 }
 
 /// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time used so far, in ticks: the processes `pids`' together, and the machine's.
+fn cpu_ticks_of(pids: &[u32]) -> Result<Option<(u64, u64)>, Failure> {
+    let mut total: Option<(u64, u64)> = None;
+    for pid in pids {
+        let (process, machine) = cpu_ticks(*pid)?;
+        let (sum, _) = total.unwrap_or((0, machine));
+        total = Some((sum + process, machine));
+    }
+    Ok(total)
+}
 
 /// CPU time used so far, in ticks: the process `pid`'s (user and system), and the
 /// machine's (every core busy, not idle or waiting on I/O).
@@ -222,14 +235,13 @@ async fn drive(args: Args) -> Result<(), Failure> {
     let client = Arc::new(client);
     let text = "x".repeat(args.text_bytes);
     run_phase(&client, &args, &text, args.warmup).await;
-    let cpu_before = args.pid.map(cpu_ticks).transpose()?;
+    let cpu_before = cpu_ticks_of(&args.pid)?;
     let started = Instant::now();
     let (mut latencies, errors) = run_phase(&client, &args, &text, args.requests).await;
     let elapsed = started.elapsed();
     // µs of CPU per call: the server's, and the whole machine's (load tool included).
-    let cpu_per_call = match (args.pid, cpu_before) {
-        (Some(pid), Some((process, machine))) => {
-            let (process_after, machine_after) = cpu_ticks(pid)?;
+    let cpu_per_call = match (cpu_ticks_of(&args.pid)?, cpu_before) {
+        (Some((process_after, machine_after)), Some((process, machine))) => {
             let per_call =
                 |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / args.requests as f64;
             Some((

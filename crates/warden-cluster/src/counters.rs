@@ -329,4 +329,8 @@ impl SharedCounters for RedisCounters {
     fn ping(&self) -> SharedFuture<'_, ()> {
         Box::pin(self.redis.ping())
     }
+
+    fn round_trips(&self) -> u64 {
+        self.redis.round_trips()
+    }
 }

@@ -181,6 +181,15 @@ impl Collector for Live {
                 ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
             }
         }
+        if let Some(round_trips) = self.limiter.shared_round_trips() {
+            let round_trips = ConstCounter::new(round_trips);
+            round_trips.encode(encoder.encode_descriptor(
+                "redis_round_trips",
+                "Round trips to the cluster's Redis (limits, sessions, handles, the bus)",
+                None,
+                round_trips.metric_type(),
+            )?)?;
+        }
         let queued = ConstGauge::new(i64::try_from(self.auditor.queued()).unwrap_or(i64::MAX));
         queued.encode(encoder.encode_descriptor(
             "audit_queue_depth",

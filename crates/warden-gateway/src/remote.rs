@@ -10,7 +10,7 @@ use warden_store::Principal;
 use crate::answer::hardening;
 use crate::error::RpcError;
 use crate::session::{Session, holder_of};
-use crate::shared::{BusMessage, BusPrincipal, RESUME_TIMEOUT};
+use crate::shared::{ACCEPT_TIMEOUT, BusMessage, BusPrincipal, RESUME_TIMEOUT};
 use crate::state::AppState;
 
 /// A legacy client's answer that this replica does not hold: passed to the replica
@@ -52,11 +52,12 @@ pub(crate) async fn resume_elsewhere(
     params: Map<String, Value>,
 ) -> Result<Value, RpcError> {
     let cluster = state.cluster().ok_or_else(unknown_state)?;
-    let (ticket, outcome) = state.tickets().issue();
+    let ticket = state.tickets().issue();
+    let number = ticket.number;
     let resume = BusMessage::Resume {
         to: holder.to_owned(),
         from: cluster.replica_id().to_owned(),
-        ticket,
+        ticket: number,
         principal: BusPrincipal::of(principal),
         upstream: upstream.to_owned(),
         tool: tool.map(str::to_owned),
@@ -64,13 +65,25 @@ pub(crate) async fn resume_elsewhere(
         params,
     };
     if cluster.publish(&resume).await.is_err() {
-        state.tickets().forget(ticket);
+        state.tickets().forget(number);
         return Err(RpcError::shared_unavailable());
     }
-    match tokio::time::timeout(RESUME_TIMEOUT, outcome).await {
-        Ok(Ok(outcome)) => outcome,
-        _ => {
-            state.tickets().forget(ticket);
+    // A holder that is gone (or a message lost) is known within seconds; a call that
+    // runs takes as long as it takes.
+    let outcome = async {
+        tokio::time::timeout(ACCEPT_TIMEOUT, ticket.accepted)
+            .await
+            .ok()?
+            .ok()?;
+        tokio::time::timeout(RESUME_TIMEOUT, ticket.outcome)
+            .await
+            .ok()?
+            .ok()
+    };
+    match outcome.await {
+        Some(outcome) => outcome,
+        None => {
+            state.tickets().forget(number);
             Err(unknown_state())
         }
     }
@@ -136,6 +149,13 @@ pub(crate) async fn listen(state: AppState, mut messages: broadcast::Receiver<Bu
             } if to == ours => {
                 let state = state.clone();
                 tokio::spawn(async move {
+                    if let Some(cluster) = state.cluster() {
+                        let accepted = BusMessage::Accepted {
+                            to: from.clone(),
+                            ticket,
+                        };
+                        let _ = cluster.publish(&accepted).await;
+                    }
                     let outcome = resume_here(
                         &state,
                         &principal,
@@ -158,6 +178,7 @@ pub(crate) async fn listen(state: AppState, mut messages: broadcast::Receiver<Bu
                     }
                 });
             }
+            BusMessage::Accepted { to, ticket } if to == ours => state.tickets().accepted(ticket),
             BusMessage::Resumed {
                 to,
                 ticket,

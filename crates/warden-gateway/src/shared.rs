@@ -64,6 +64,8 @@ pub enum BusMessage {
         method: String,
         params: serde_json::Map<String, Value>,
     },
+    /// Replica `to`'s [`BusMessage::Resume`] reached the call's holder, which runs it.
+    Accepted { to: String, ticket: u64 },
     /// The outcome of a [`BusMessage::Resume`].
     Resumed {
         to: String,
@@ -186,19 +188,51 @@ pub trait ClusterState: Send + Sync + 'static {
 #[derive(Default)]
 pub(crate) struct Tickets {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>,
+    waiting: Mutex<HashMap<u64, Waiting>>,
+}
+
+/// Who waits under a ticket: first for the holder to accept, then for the outcome.
+struct Waiting {
+    accepted: Option<oneshot::Sender<()>>,
+    outcome: oneshot::Sender<Result<Value, RpcError>>,
+}
+
+/// Where a ticket's news arrives.
+pub(crate) struct Ticket {
+    pub number: u64,
+    pub accepted: oneshot::Receiver<()>,
+    pub outcome: oneshot::Receiver<Result<Value, RpcError>>,
 }
 
 impl Tickets {
-    /// A new ticket, and where its outcome arrives.
-    pub(crate) fn issue(&self) -> (u64, oneshot::Receiver<Result<Value, RpcError>>) {
-        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = oneshot::channel();
+    /// A new ticket.
+    pub(crate) fn issue(&self) -> Ticket {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let (accepted_sender, accepted) = oneshot::channel();
+        let (outcome_sender, outcome) = oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(ticket, sender);
-        (ticket, receiver)
+            .insert(
+                number,
+                Waiting {
+                    accepted: Some(accepted_sender),
+                    outcome: outcome_sender,
+                },
+            );
+        Ticket {
+            number,
+            accepted,
+            outcome,
+        }
+    }
+
+    /// The holder accepted the ticket's call.
+    pub(crate) fn accepted(&self, ticket: u64) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(accepted) = waiting.get_mut(&ticket).and_then(|w| w.accepted.take()) {
+            let _ = accepted.send(());
+        }
     }
 
     /// Hands an outcome to whoever waits under `ticket`.
@@ -208,8 +242,8 @@ impl Tickets {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&ticket);
-        if let Some(sender) = waiting {
-            let _ = sender.send(outcome);
+        if let Some(waiting) = waiting {
+            let _ = waiting.outcome.send(outcome);
         }
     }
 
@@ -222,7 +256,9 @@ impl Tickets {
     }
 }
 
-/// How long a replica waits for another to resume a parked call.
+/// How long a replica waits for the holder of a parked call to accept its retry (a
+/// holder that is gone, or a message lost, ends the wait), and then for the outcome.
+pub(crate) const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const RESUME_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The name a handle is shared under: its SHA-256 (the handle itself, a bearer secret

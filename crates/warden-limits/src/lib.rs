@@ -380,12 +380,9 @@ impl Limiter {
         self.shared.as_ref().map_or(1, |s| s.expected_replicas)
     }
 
-    /// Whether the shared counters are unreachable now (for readiness).
-    pub fn shared_unreachable(&self) -> bool {
-        self.outage
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+    /// Round trips to the shared counters' store so far, when there is one.
+    pub fn shared_round_trips(&self) -> Option<u64> {
+        self.shared.as_ref().map(|s| s.counters.round_trips())
     }
 
     /// The shared counters answered: an outage, if any, is over.

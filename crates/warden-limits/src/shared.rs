@@ -81,4 +81,7 @@ pub trait SharedCounters: Send + Sync + 'static {
 
     /// Whether the counters answer now (for readiness).
     fn ping(&self) -> SharedFuture<'_, ()>;
+
+    /// Round trips to the shared store so far, by this process (for metrics).
+    fn round_trips(&self) -> u64;
 }

@@ -1119,9 +1119,7 @@ impl Nginx {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|path| Path::new(path).exists())
-            .expect(
-                "this test needs nginx (Debian: apt-get install nginx; .ci/run installs it)",
-            );
+            .expect("this test needs nginx (Debian: apt-get install nginx; .ci/run installs it)");
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
