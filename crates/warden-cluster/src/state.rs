@@ -43,11 +43,12 @@ redis.call('PEXPIRE', KEYS[2], idle)
 return evicted
 ";
 
-/// A session's record, its idle clock restarted. KEYS: the session. ARGV: idle ms, the
-/// prefix of key sets, the id. Returns nil when it is gone.
+/// A session's record, its idle clock restarted unless the idle time is 0. KEYS: the
+/// session. ARGV: idle ms, the prefix of key sets, the id. Returns nil when it is gone.
 const TOUCH: &str = r"
 local record = redis.call('HMGET', KEYS[1], 'key', 'version', 'name', 'caps')
 if not record[1] then return false end
+if tonumber(ARGV[1]) == 0 then return record end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
@@ -197,13 +198,13 @@ impl ClusterState for RedisState {
     fn session<'a>(
         &'a self,
         id: &'a str,
-        idle: Duration,
+        idle: Option<Duration>,
     ) -> SharedFuture<'a, Option<SessionRecord>> {
         Box::pin(async move {
             let mut invocation = self.touch.prepare_invoke();
             invocation
                 .key(self.session_key(id))
-                .arg(millis(idle))
+                .arg(idle.map_or(0, millis))
                 .arg(self.sessions_of_key(""))
                 .arg(id);
             let record: Option<Vec<String>> = self.redis.run(&invocation).await?;

@@ -466,7 +466,7 @@ impl Sessions {
             return Ok(session);
         };
         let record = shared
-            .session(id, self.idle_timeout)
+            .session(id, Some(self.idle_timeout))
             .await
             .map_err(unreachable)?;
         let Some(record) = record else {
@@ -498,12 +498,15 @@ impl Sessions {
         Ok(session)
     }
 
-    /// Whether this key has a live session by this id.
+    /// Whether this key has a live session by this id (without counting as its use).
     pub async fn is_open(&self, id: &str, key_id: &str) -> Result<bool, GatewayError> {
-        match self.get(id, key_id).await {
-            Ok(_) => Ok(true),
-            Err(GatewayError::UnknownSession) => Ok(false),
-            Err(error) => Err(error),
+        match &self.shared {
+            None => Ok(self.map().get(id).is_some_and(|s| s.key_id == key_id)),
+            Some(shared) => Ok(shared
+                .session(id, None)
+                .await
+                .map_err(unreachable)?
+                .is_some_and(|record| record.key_id == key_id)),
         }
     }
 

@@ -158,11 +158,12 @@ pub trait ClusterState: Send + Sync + 'static {
         max_per_key: usize,
     ) -> SharedFuture<'a, Vec<String>>;
 
-    /// The session's record, if it lives; counts as its use (its idle clock restarts).
+    /// The session's record, if it lives; with `idle`, it counts as its use (its idle
+    /// clock restarts at `idle`).
     fn session<'a>(
         &'a self,
         id: &'a str,
-        idle: Duration,
+        idle: Option<Duration>,
     ) -> SharedFuture<'a, Option<SessionRecord>>;
 
     /// Ends the session everywhere; whether it lived.

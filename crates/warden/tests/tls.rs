@@ -242,3 +242,45 @@ fn a_scan_over_tls_judges_the_chain_and_hsts() {
         "{stderr}"
     );
 }
+
+/// A replica's Redis over TLS (`rediss://`): the server's certificate is verified
+/// against the system's roots (here the test CA, through `SSL_CERT_FILE`), and a server
+/// Warden cannot verify is refused, closed: calls get 503, never an unverified link.
+#[tokio::test]
+async fn redis_over_tls_is_verified_and_fails_closed() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    ca.server_certificate(dir.path());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let redis =
+        support::redis::OwnRedis::own_tls(&file("cert.pem"), &file("key.pem"), &file("ca.pem"));
+    assert!(redis.url.starts_with("rediss://"), "{}", redis.url);
+    let config = "[cluster]\nredis = \"env:WARDEN_REDIS_URL\"\nredis_timeout_ms = 2000\n";
+    let trusting = Warden::start_config_with_env(
+        config,
+        &[
+            ("WARDEN_REDIS_URL", &redis.url),
+            ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+        ],
+    );
+    let plain = reqwest::Client::new();
+    assert_eq!(list_tools(&plain, &trusting).await.unwrap(), 200);
+    let metrics = reqwest::get(format!("{}/metrics", trusting.admin_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let round_trips: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("warden_redis_round_trips_total "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(round_trips >= 2.0, "{metrics}");
+
+    // The system's own roots do not know the test CA: refused, not downgraded.
+    let doubting = Warden::start_config_with_env(config, &[("WARDEN_REDIS_URL", &redis.url)]);
+    assert_eq!(list_tools(&plain, &doubting).await.unwrap(), 503);
+}

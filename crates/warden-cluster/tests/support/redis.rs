@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct OwnRedis {
     child: Option<Child>,
     port: u16,
+    /// `--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file`: a TLS-only server.
+    tls: Option<[String; 3]>,
     pub url: String,
 }
 
@@ -33,6 +35,7 @@ impl OwnRedis {
             return Self {
                 child: None,
                 port: 6379,
+                tls: None,
                 url: "redis://127.0.0.1:6379".into(),
             };
         }
@@ -41,19 +44,31 @@ impl OwnRedis {
 
     /// A server of the test's own, which it may stop: fails clearly without the binary.
     pub fn own() -> Self {
+        Self::own_with(None)
+    }
+
+    /// A server of the test's own that speaks TLS only (`rediss://`), with this
+    /// certificate, key and CA (PEM files).
+    pub fn own_tls(cert: &str, key: &str, ca: &str) -> Self {
+        Self::own_with(Some([cert.to_owned(), key.to_owned(), ca.to_owned()]))
+    }
+
+    fn own_with(tls: Option<[String; 3]>) -> Self {
         assert!(
             have_binary(),
-            "this test stops and starts Redis, so it needs redis-server installed (Debian: apt-get install redis-server)"
+            "this test starts its own Redis, so it needs redis-server installed (Debian: apt-get install redis-server)"
         );
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let scheme = if tls.is_some() { "rediss" } else { "redis" };
         let mut redis = Self {
             child: None,
             port,
-            url: format!("redis://127.0.0.1:{port}"),
+            tls,
+            url: format!("{scheme}://127.0.0.1:{port}"),
         };
         redis.resume();
         redis
@@ -72,8 +87,16 @@ impl OwnRedis {
 
     /// Starts it again on the same port, empty (it keeps nothing on disk).
     pub fn resume(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some([cert, key, ca]) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", cert, "--tls-key-file", key])
+                .args(["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
