@@ -177,12 +177,7 @@ for era in ("modern", "legacy"):
         "(on 2 cores, more processes compete for the same two: the point of three replicas here is availability, not speed).")
 lines.append("<!-- cluster-bench:end -->")
 block = "\n".join(lines)
-print(block)
-if any(r["load"]["errors"] for r in rows):
-    sys.exit("some calls failed: the figures are not written to docs/BENCHMARKS.md")
-doc = "docs/BENCHMARKS.md"
-text = open(doc).read()
-pattern = re.compile(r"<!-- cluster-bench:start -->.*?<!-- cluster-bench:end -->", re.S)
-text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n## Several replicas: Redis limits, one replica against three behind nginx\n\n" + block + "\n"
-open(doc, "w").write(text)
+sys.path.insert(0, "scripts/lib")
+from bench_doc import write_block
+write_block("cluster-bench", "Several replicas: Redis limits, one replica against three behind nginx", block, any(r["load"]["errors"] for r in rows))
 PY

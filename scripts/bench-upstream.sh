@@ -143,12 +143,7 @@ for era in ("legacy", "modern"):
     summary.append(line + ".")
 lines += [""] + summary + ["<!-- upstream-bench:end -->"]
 block = "\n".join(lines)
-print(block)
-if any(r["load"]["errors"] for r in rows):
-    sys.exit("some calls failed: the figures are not written to docs/BENCHMARKS.md")
-doc = "docs/BENCHMARKS.md"
-text = open(doc).read()
-pattern = re.compile(r"<!-- upstream-bench:start -->.*?<!-- upstream-bench:end -->", re.S)
-text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n## Gateway overhead: echo upstream, direct vs through Warden\n\n" + block + "\n"
-open(doc, "w").write(text)
+sys.path.insert(0, "scripts/lib")
+from bench_doc import write_block
+write_block("upstream-bench", "Gateway overhead: echo upstream, direct vs through Warden", block, any(r["load"]["errors"] for r in rows))
 PY

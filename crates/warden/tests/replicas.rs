@@ -565,19 +565,40 @@ impl Drop for SlowUpstream {
     }
 }
 
-/// A replica's settings besides the store: `rate`, Redis under a prefix of this test's
-/// own with `cluster` settings, and the slow upstream.
+/// The `[cluster]` section of a test: Redis from `WARDEN_REDIS_URL`, under a key prefix
+/// of the test's own, and `extra` settings.
+fn cluster_section(extra: &str) -> String {
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("[cluster]\nredis = \"env:WARDEN_REDIS_URL\"\nkey_prefix = \"t{unique}\"\n{extra}\n")
+}
+
+/// A replica's settings besides the store: `rate`, the cluster with `cluster` settings,
+/// and the slow upstream.
 fn clustered(rate: &str, cluster: &str, upstream: &SlowUpstream) -> String {
     format!(
-        "{rate}\n[cluster]\nredis = \"env:WARDEN_REDIS_URL\"\nkey_prefix = \"t{:x}\"\n{cluster}\n\
-         [[upstream]]\nname = \"remote\"\nurl = \"{}\"\n{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
+        "{rate}\n{}\n[[upstream]]\nname = \"remote\"\nurl = \"{}\"\n{}",
+        cluster_section(cluster),
         upstream.url,
         support::EGRESS_LOOPBACK
     )
+}
+
+/// `count` replicas on a fresh database and `redis`, configured with `rest`.
+async fn start_on_redis(redis: &OwnRedis, count: usize, rest: String) -> Cluster {
+    let url = redis.url.clone();
+    tokio::task::spawn_blocking(move || {
+        Cluster::start_with(
+            TestDb::create(),
+            count,
+            &rest,
+            &[("WARDEN_REDIS_URL", &url)],
+        )
+    })
+    .await
+    .unwrap()
 }
 
 /// The number in a tool's text result.
@@ -598,12 +619,7 @@ async fn three_replicas_on_one_redis_hold_one_key_rate_and_one_concurrency_limit
         "",
         &upstream,
     );
-    let url = redis.url.clone();
-    let cluster = tokio::task::spawn_blocking(move || {
-        Cluster::start_with(TestDb::create(), 3, &rest, &[("WARDEN_REDIS_URL", &url)])
-    })
-    .await
-    .unwrap();
+    let cluster = start_on_redis(&redis, 3, rest).await;
     let (_, limited) = cluster.add_key("acme");
     let (_, busy) = cluster.add_key_with("acme", &["--rpm", "100000"]);
 
@@ -660,12 +676,7 @@ async fn redis_stopped_mid_run_refuses_or_counts_locally_as_chosen_and_service_r
             &format!("on_redis_down = \"{choice}\"\nexpected_replicas = 2"),
             &upstream,
         );
-        let url = redis.url.clone();
-        let cluster = tokio::task::spawn_blocking(move || {
-            Cluster::start_with(TestDb::create(), 2, &rest, &[("WARDEN_REDIS_URL", &url)])
-        })
-        .await
-        .unwrap();
+        let cluster = start_on_redis(&redis, 2, rest).await;
         let (_, key) = cluster.add_key("acme");
         let warden = &cluster.replicas[0];
         let http = Http::with_key(warden, &key);
@@ -751,12 +762,7 @@ async fn a_replica_killed_under_load_frees_its_slots_within_the_lease_and_loses_
         "lease_secs = 3",
         &upstream,
     );
-    let url = redis.url.clone();
-    let mut cluster = tokio::task::spawn_blocking(move || {
-        Cluster::start_with(TestDb::create(), 3, &rest, &[("WARDEN_REDIS_URL", &url)])
-    })
-    .await
-    .unwrap();
+    let mut cluster = start_on_redis(&redis, 3, rest).await;
     let (_, holder) = cluster.add_key("acme");
     let (steady_id, steady) = cluster.add_key("acme");
 
@@ -882,21 +888,12 @@ fn call_params(
 async fn sessions_and_mid_call_answers_find_their_replica() {
     let redis = OwnRedis::start();
     let rest = format!(
-        "{NO_LIMITS}\n[cluster]\nredis = \"env:WARDEN_REDIS_URL\"\nkey_prefix = \"t{}\"\n\n\
-         [tools.\"notes__update_note\"]\nconfirm = \"approve\"\n\n\
+        "{NO_LIMITS}\n{}\n[tools.\"notes__update_note\"]\nconfirm = \"approve\"\n\n\
          [[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
+        cluster_section(""),
         support::fixture_upstream("fx", "")
     );
-    let url = redis.url.clone();
-    let cluster = tokio::task::spawn_blocking(move || {
-        Cluster::start_with(TestDb::create(), 3, &rest, &[("WARDEN_REDIS_URL", &url)])
-    })
-    .await
-    .unwrap();
+    let cluster = start_on_redis(&redis, 3, rest).await;
     let (_, key) = cluster.add_key("acme");
     let (_, other) = cluster.add_key("acme");
     let [a, b, c] = &cluster.replicas[..] else {
@@ -1201,19 +1198,10 @@ async fn answered(warden: &Warden) -> u64 {
 async fn the_official_clients_work_unchanged_through_nginx_over_three_replicas() {
     let redis = OwnRedis::start();
     let rest = format!(
-        "{NO_LIMITS}\n[cluster]\nredis = \"env:WARDEN_REDIS_URL\"\nkey_prefix = \"t{}\"\n\n\
-         [server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
+        "{NO_LIMITS}\n{}\n[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+        cluster_section("")
     );
-    let url = redis.url.clone();
-    let cluster = tokio::task::spawn_blocking(move || {
-        Cluster::start_with(TestDb::create(), 3, &rest, &[("WARDEN_REDIS_URL", &url)])
-    })
-    .await
-    .unwrap();
+    let cluster = start_on_redis(&redis, 3, rest).await;
     let (_, key) = cluster.add_key("acme");
     let backends: Vec<String> = cluster.replicas.iter().map(backend).collect();
     let nginx = Nginx::start(&backends);
