@@ -64,13 +64,7 @@ async fn a_legacy_upstream_asks_a_modern_client_with_input_required() {
 
     let first = ask_modern(&http, question.clone(), json!({}), ELICITATION()).await;
     let state = asked_once(&first, "Your name?");
-    let key = first.json()["result"]["inputRequests"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
+    let key = support::raw::first_question(&first.json()["result"]["inputRequests"]);
     let answer = json!({ "action": "accept", "content": { "name": "Ada" } });
     let retry = json!({ "requestState": state, "inputResponses": { key.clone(): answer } });
     let done = ask_modern(&http, question.clone(), retry.clone(), ELICITATION()).await;

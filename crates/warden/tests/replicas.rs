@@ -962,13 +962,7 @@ async fn sessions_and_mid_call_answers_find_their_replica() {
         }
     };
     let retry = |state: &str, questions: &serde_json::Value| {
-        let name = questions
-            .as_object()
-            .unwrap()
-            .keys()
-            .next()
-            .unwrap()
-            .clone();
+        let name = support::raw::first_question(questions);
         json!({"requestState": state, "inputResponses": {
             name: {"action": "accept", "content": {"name": "Ada"}}}})
     };

@@ -40,6 +40,15 @@ impl Reply {
     }
 }
 
+/// The name of the first question an `InputRequiredResult`'s `inputRequests` asks.
+pub fn first_question(input_requests: &Value) -> String {
+    input_requests
+        .as_object()
+        .and_then(|asked| asked.keys().next())
+        .unwrap_or_else(|| panic!("no question in {input_requests}"))
+        .clone()
+}
+
 pub fn meta() -> Value {
     meta_with(json!({}))
 }
