@@ -89,7 +89,15 @@ pub(crate) fn unavailable(error: &UpstreamError) -> RpcError {
     let message = match error {
         UpstreamError::Timeout => UPSTREAM_TIMEOUT,
         UpstreamError::Exited => "The upstream server stopped during the call; try again",
-        _ => UPSTREAM_DOWN,
+        // It answered, but not with something Warden can pass on: the call may have run.
+        UpstreamError::Oversized | UpstreamError::Status(_) | UpstreamError::Protocol => {
+            "The upstream server's answer could not be used; try again"
+        }
+        UpstreamError::Unavailable
+        | UpstreamError::Connect
+        | UpstreamError::Handshake(_)
+        | UpstreamError::Spawn(_)
+        | UpstreamError::CommandNotFound(_) => UPSTREAM_DOWN,
     };
     RpcError::new(codes::UPSTREAM_UNAVAILABLE, message)
 }

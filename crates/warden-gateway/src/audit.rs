@@ -420,7 +420,7 @@ impl Draft {
         if !matches!(tokio::time::timeout(limit, done).await, Ok(Ok(()))) {
             tracing::warn!(
                 wait_ms = limit.as_millis(),
-                "an answer left before its audit record was written (the store is slow or away); the record stays queued"
+                "an answer left before its audit record was written (the store is slow or away); the writer keeps trying"
             );
         }
     }

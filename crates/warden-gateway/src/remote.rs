@@ -54,6 +54,14 @@ pub(crate) async fn resume_elsewhere(
     let cluster = state.cluster().ok_or_else(unknown_state)?;
     let ticket = state.tickets().issue();
     let number = ticket.number;
+    // However this ends (an outcome, a deadline, the client gone), the ticket goes.
+    struct Forget<'a>(&'a crate::shared::Tickets, u64);
+    impl Drop for Forget<'_> {
+        fn drop(&mut self) {
+            self.0.forget(self.1);
+        }
+    }
+    let _forget = Forget(state.tickets(), number);
     let resume = BusMessage::Resume {
         to: holder.to_owned(),
         from: cluster.replica_id().to_owned(),
@@ -65,7 +73,6 @@ pub(crate) async fn resume_elsewhere(
         params,
     };
     if cluster.publish(&resume).await.is_err() {
-        state.tickets().forget(number);
         return Err(RpcError::shared_unavailable());
     }
     // A holder that is gone (or a message lost) is known within seconds; a call that
@@ -80,13 +87,7 @@ pub(crate) async fn resume_elsewhere(
             .ok()?
             .ok()
     };
-    match outcome.await {
-        Some(outcome) => outcome,
-        None => {
-            state.tickets().forget(number);
-            Err(unknown_state())
-        }
-    }
+    outcome.await.unwrap_or_else(|| Err(unknown_state()))
 }
 
 fn unknown_state() -> RpcError {

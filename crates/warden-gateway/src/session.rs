@@ -413,6 +413,16 @@ impl Sessions {
         };
         let session = self.session(id, key_id, client);
         if let Some(shared) = &self.shared {
+            // Room here first: a replica that is full evicts nothing anywhere.
+            {
+                let mut map = self.map();
+                if map.len() >= self.max {
+                    Self::expire(&mut map, self.idle_timeout);
+                    if map.len() >= self.max {
+                        return Err(GatewayError::SessionLimit);
+                    }
+                }
+            }
             let evicted = shared
                 .open_session(&session.id, &record, self.idle_timeout, self.max_per_key)
                 .await

@@ -185,11 +185,21 @@ pub trait ClusterState: Send + Sync + 'static {
     fn messages(&self) -> broadcast::Receiver<BusMessage>;
 }
 
-/// Parked calls this replica asked another to resume, by ticket.
-#[derive(Default)]
+/// Parked calls this replica asked another to resume, by ticket. Tickets start at a
+/// random number, so that a restarted replica under the same name is never handed an
+/// outcome meant for its predecessor.
 pub(crate) struct Tickets {
     next: AtomicU64,
     waiting: Mutex<HashMap<u64, Waiting>>,
+}
+
+impl Default for Tickets {
+    fn default() -> Self {
+        Self {
+            next: AtomicU64::new(rand::random()),
+            waiting: Mutex::default(),
+        }
+    }
 }
 
 /// Who waits under a ticket: first for the holder to accept, then for the outcome.
@@ -248,7 +258,7 @@ impl Tickets {
         }
     }
 
-    /// Gives up on `ticket` (its deadline passed).
+    /// Gives up on `ticket` (its deadline passed, or its caller went away).
     pub(crate) fn forget(&self, ticket: u64) {
         self.waiting
             .lock()
@@ -262,8 +272,9 @@ impl Tickets {
 pub(crate) const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const RESUME_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The name a handle is shared under: its SHA-256 (the handle itself, a bearer secret
-/// for one retry, never leaves the process).
+/// The name a handle is stored under in the shared state: its SHA-256, so that Redis's
+/// keys never hold the handle itself. (A parked call's retry does carry its handle over
+/// the bus to the replica that holds the call; only replicas listen there.)
 pub(crate) fn handle_name(kind: &str, handle: &str) -> String {
     use sha2::Digest as _;
     format!(

@@ -136,6 +136,19 @@ struct Charge {
     tenant: String,
     cost: u64,
     lease: Option<(Arc<dyn SharedCounters>, Lease)>,
+    /// The call did not (or not yet) reach its upstream: dropped, it gives its cost back.
+    refund: bool,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.refund {
+            self.ledger.refund(&self.tenant, self.cost);
+        }
+        if let Some((counters, lease)) = self.lease.take() {
+            counters.release(lease, self.refund);
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn SharedCounters {
@@ -148,23 +161,8 @@ impl CallPermit {
     /// The call never reached its upstream: its cost is given back along with its
     /// slots.
     pub fn refund(mut self) {
-        if let Some(charge) = self.charge.take() {
-            charge.ledger.refund(&charge.tenant, charge.cost);
-            if let Some((counters, lease)) = charge.lease {
-                counters.release(lease, true);
-            }
-        }
-    }
-}
-
-impl Drop for CallPermit {
-    fn drop(&mut self) {
-        if let Some(Charge {
-            lease: Some((counters, lease)),
-            ..
-        }) = self.charge.take()
-        {
-            counters.release(lease, false);
+        if let Some(charge) = &mut self.charge {
+            charge.refund = true;
         }
     }
 }
@@ -566,28 +564,27 @@ impl Limiter {
                 None
             }
         };
+        // From here the charge is held by a guard: a call dropped while it waits for its
+        // upstream's slot (its client went away) gives its slots and its cost back.
+        let mut charge = Charge {
+            ledger: self.ledger.clone(),
+            tenant: call.tenant.to_owned(),
+            cost,
+            lease,
+            refund: true,
+        };
         if let Some(gate) = shape.upstreams.get(upstream) {
             let (depth, timeout) = (shape.rate.queue_depth, shape.rate.queue_timeout);
-            match gate.enter(depth, timeout).await {
-                Ok(slot) => slots.push(slot),
-                Err(closed) => {
-                    // Not admitted after all: what was charged goes back.
-                    if let Some((counters, lease)) = lease {
-                        counters.release(lease, true);
-                    }
-                    self.ledger.refund(call.tenant, cost);
-                    return Err(self.busy(call.key_id, Layer::Upstream, closed));
-                }
-            }
+            let slot = gate
+                .enter(depth, timeout)
+                .await
+                .map_err(|closed| self.busy(call.key_id, Layer::Upstream, closed))?;
+            slots.push(slot);
         }
+        charge.refund = false;
         Ok(CallPermit {
             _slots: slots,
-            charge: Some(Charge {
-                ledger: self.ledger.clone(),
-                tenant: call.tenant.to_owned(),
-                cost,
-                lease,
-            }),
+            charge: Some(charge),
         })
     }
 
@@ -898,5 +895,42 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(over.layer, Layer::DailyCost);
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_while_it_waits_for_its_upstream_gives_its_cost_back() {
+        let tight = Rate {
+            max_concurrent_per_key: 10,
+            queue_depth: 4,
+            queue_timeout: Duration::from_secs(60),
+            daily_cost_cap: 2 * warden_config::DEFAULT_TOOL_COST,
+            per_key_rpm: 600,
+            ..rate()
+        };
+        let limiter = Arc::new(
+            Limiter::new(&tight, &BTreeMap::new(), &[1], None, None)
+                .await
+                .unwrap(),
+        );
+        let running = limiter.admit_call(call(Some("t")), 0).await.unwrap();
+        let waiting = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.admit_call(call(Some("t")), 0).await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waiting.abort();
+        let _ = waiting.await;
+        drop(running);
+        // One call's cost is spent; the abandoned one's came back, so one more fits.
+        let again = limiter.admit_call(call(Some("t")), 0).await.unwrap();
+        drop(again);
+        assert_eq!(
+            limiter
+                .admit_call(call(Some("t")), 0)
+                .await
+                .unwrap_err()
+                .layer,
+            Layer::DailyCost
+        );
     }
 }
