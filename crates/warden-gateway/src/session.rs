@@ -126,6 +126,13 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// Whether a call of this session runs here, or a server's request waits here for
+    /// its answer.
+    fn is_busy(&self) -> bool {
+        let live = self.live();
+        !live.in_flight.is_empty() || !live.pending.is_empty()
+    }
+
     /// Whether `key_id` owns this session.
     pub fn belongs_to(&self, key_id: &str) -> bool {
         self.key_id == key_id
@@ -555,16 +562,39 @@ impl Sessions {
         self.map().get(id).cloned()
     }
 
+    /// Drops the sessions idle here for `idle_timeout` (never one with an open stream).
+    /// In a cluster the copy goes but the session lives on (Redis decides when it
+    /// ends), so a copy still running a call or waiting for an answer is kept, and
+    /// none is closed.
     fn expire(map: &mut HashMap<String, Arc<Session>>, idle_timeout: Duration) {
         let now = Instant::now();
         map.retain(|_, session| {
-            let keep =
-                session.stream_open.load(Ordering::Acquire) || session.idle_for(now) < idle_timeout;
-            if !keep {
+            let shared = session.shared.is_some();
+            let keep = session.stream_open.load(Ordering::Acquire)
+                || session.idle_for(now) < idle_timeout
+                || (shared && session.is_busy());
+            if !keep && !shared {
                 session.close();
             }
             keep
         });
+    }
+
+    /// In a cluster, a session whose stream is open here is in use: its shared record's
+    /// idle clock restarts, as a request's would.
+    async fn keep_streamed_alive(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let streamed: Vec<String> = self
+            .map()
+            .values()
+            .filter(|s| s.stream_open.load(Ordering::Acquire))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in streamed {
+            let _ = shared.session(&id, Some(self.idle_timeout)).await;
+        }
     }
 
     pub fn close_all(&self) {
@@ -588,10 +618,15 @@ impl Sessions {
 pub(crate) async fn sweep_until(sessions: Arc<Sessions>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
-        tokio::select! {
-            _ = tick.tick() => Sessions::expire(&mut sessions.map(), sessions.idle_timeout),
-            _ = stop.wait_for(|stop| *stop) => return,
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|stop| *stop) => true,
+        };
+        if stopping {
+            return;
         }
+        Sessions::expire(&mut sessions.map(), sessions.idle_timeout);
+        sessions.keep_streamed_alive().await;
     }
 }
 
