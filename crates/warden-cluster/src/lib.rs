@@ -190,10 +190,8 @@ impl Redis {
 
 /// The host name and 48 random bits: unique per process, readable in Redis.
 fn default_replica_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| warden_config::is_replica_name(name) && name.len() <= 48)
+    let host = warden_config::host_replica_name()
+        .filter(|name| name.len() <= 48)
         .unwrap_or_else(|| "warden".to_owned());
     format!("{host}-{:012x}", rand::random::<u64>() >> 16)
 }

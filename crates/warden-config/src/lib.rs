@@ -17,7 +17,8 @@ pub use cluster::{Cluster, OnRedisDown};
 pub use oauth::{JwksSource, OAuth, ScopeNames};
 pub use reload::{ReloadPlan, plan_reload};
 pub use store::{
-    DEFAULT_CONNECT_TIMEOUT_MS, Postgres as PostgresStore, ServerSecret, Store, is_replica_name,
+    DEFAULT_CONNECT_TIMEOUT_MS, Postgres as PostgresStore, ServerSecret, Store, host_replica_name,
+    is_replica_name,
 };
 pub use tools::{
     Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules, glob_matches,

@@ -175,6 +175,14 @@ pub(crate) fn validate(
     }
 }
 
+/// This machine's host name, when it is a name a replica may take (the default of
+/// `[store] replica`, and the start of `[cluster] replica_id`'s).
+pub fn host_replica_name() -> Option<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let host = host.trim();
+    is_replica_name(host).then(|| host.to_owned())
+}
+
 /// A name a replica may take (also used where the host name is its default).
 pub fn is_replica_name(name: &str) -> bool {
     (1..=64).contains(&name.len())

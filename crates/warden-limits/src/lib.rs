@@ -468,23 +468,26 @@ impl Limiter {
     /// Layer 1: every HTTP request from `address`, before authentication.
     pub async fn admit_address(&self, address: IpAddr) -> Result<(), Refusal> {
         let rpm = self.shape().rate.per_ip_rpm;
-        let text = address.to_string();
         let taken = match &self.shared {
-            Some(shared) => match shared.counters.take(Bucket::Address(&text), rpm).await {
-                Ok(wait) => {
-                    self.reached();
-                    wait.map_or(Ok(()), Err)
+            Some(shared) => {
+                let text = address.to_string();
+                match shared.counters.take(Bucket::Address(&text), rpm).await {
+                    Ok(wait) => {
+                        self.reached();
+                        wait.map_or(Ok(()), Err)
+                    }
+                    Err(Unreachable) => {
+                        self.unreachable(&text)?;
+                        self.per_ip.take(&address, divided(rpm, self.share()))
+                    }
                 }
-                Err(Unreachable) => {
-                    self.unreachable(&text)?;
-                    self.per_ip.take(&address, divided(rpm, self.share()))
-                }
-            },
+            }
+            // The address is written out only when refused: not on every request.
             None => self.per_ip.take(&address, rpm),
         };
         taken.map_err(|wait| {
             self.refuse(
-                &text,
+                &address.to_string(),
                 Refusal::new(
                     Layer::PerIp,
                     wait,

@@ -216,11 +216,7 @@ fn replica(pg: &PostgresStore) -> Result<String, Failure> {
 
 /// The machine's host name, as the name of the replica that runs here.
 pub(crate) fn host_replica_name() -> Result<String, Failure> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    if warden_config::is_replica_name(host) {
-        Ok(host.to_owned())
-    } else {
-        Err("[store] replica: the host name cannot name this replica; set replica = \"NAME\" (1-64 letters, digits, '-', '_' or '.')".into())
-    }
+    warden_config::host_replica_name().ok_or_else(|| {
+        "[store] replica: the host name cannot name this replica; set replica = \"NAME\" (1-64 letters, digits, '-', '_' or '.')".into()
+    })
 }
