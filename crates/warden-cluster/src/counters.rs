@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use warden_limits::{
-    Admission, Admitted, Bucket, Layer, Lease, SharedCounters, SharedFuture, Unreachable,
+    Admission, Admitted, Bucket, Layer, Lease, SharedCounters, SharedFuture, Taken, Unreachable,
 };
 
 use crate::Redis;
@@ -69,9 +69,9 @@ if rpm > 0 then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[3]) then return {2} end
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[3]) then return {2, 0} end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[4]) then return {2} end
+if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[4]) then return {2, 1} end
 local cost = tonumber(ARGV[8])
 local spent = tonumber(redis.call('HGET', KEYS[5], ARGV[7]) or '0')
 if spent + cost > tonumber(ARGV[9]) then return {1, 3, 0} end
@@ -231,7 +231,8 @@ impl RedisCounters {
                 let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
                 Admitted::Limited(layer, wait)
             }
-            [2] => Admitted::Busy,
+            [2, 0] => Admitted::Busy(Taken::Key),
+            [2, 1] => Admitted::Busy(Taken::All),
             _ => {
                 tracing::error!(?answer, "the admission script answered something unknown");
                 return Err(Unreachable);

@@ -262,6 +262,20 @@ impl ClusterState for RedisState {
         })
     }
 
+    fn present<'a>(&'a self, names: &'a [String]) -> SharedFuture<'a, Vec<bool>> {
+        Box::pin(async move {
+            if names.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut command = redis::cmd("MGET");
+            for name in names {
+                command.arg(self.handle(name));
+            }
+            let values: Vec<Option<String>> = self.redis.query(&command).await?;
+            Ok(values.into_iter().map(|value| value.is_some()).collect())
+        })
+    }
+
     fn publish(&self, message: &BusMessage) -> SharedFuture<'_, ()> {
         let payload = serde_json::to_string(message).unwrap_or_default();
         Box::pin(async move {

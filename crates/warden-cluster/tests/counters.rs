@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use support::redis::OwnRedis;
 use warden_config::{Cluster, OnRedisDown};
-use warden_limits::{Admission, Admitted, Bucket, Layer, SharedCounters, Unreachable};
+use warden_limits::{Admission, Admitted, Bucket, Layer, SharedCounters, Taken, Unreachable};
 
 fn cluster(url: &str, prefix: &str, lease_secs: u64) -> Cluster {
     let text = format!(
@@ -103,12 +103,12 @@ async fn admission_is_all_or_nothing_and_leases_expire_with_their_replica() {
     let _a2 = lease(two.admit(admission("key_a", "s2")).await.unwrap());
     assert!(matches!(
         one.admit(admission("key_a", "s1")).await.unwrap(),
-        Admitted::Busy
+        Admitted::Busy(Taken::Key)
     ));
     let b1 = lease(two.admit(admission("key_b", "s3")).await.unwrap());
     assert!(matches!(
         one.admit(admission("key_c", "s4")).await.unwrap(),
-        Admitted::Busy
+        Admitted::Busy(Taken::All)
     ));
     // A release frees the slot at once (it happens in the background).
     one.release(a1, false);
@@ -258,4 +258,69 @@ async fn a_redis_that_comes_back_is_used_again_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(one.take(Bucket::Key("k"), 60).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_key_that_fills_its_slots_queues_in_its_own_line_not_another_keys() {
+    let redis = OwnRedis::start();
+    let shared = warden_limits::Shared {
+        counters: counters(&redis.url, &unique("q"), 5),
+        on_down: OnRedisDown::Refuse,
+        expected_replicas: 1,
+    };
+    // One slot per key and a queue of one.
+    let rate = warden_config::Rate {
+        per_key_rpm: 1_000,
+        per_ip_rpm: 1_000,
+        max_concurrent_per_key: 1,
+        max_concurrent_total: 10,
+        queue_depth: 1,
+        queue_timeout: Duration::from_secs(20),
+        per_session_calls: 1_000,
+        daily_cost_cap: 1_000_000,
+        tenant_caps: std::collections::BTreeMap::new(),
+        max_streams_per_key: 1,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+    };
+    let limiter = Arc::new(
+        warden_limits::Limiter::new(
+            &rate,
+            &std::collections::BTreeMap::new(),
+            &[100],
+            None,
+            Some(shared),
+        )
+        .await
+        .unwrap(),
+    );
+    let admit = |key_id: &'static str| {
+        let limiter = limiter.clone();
+        async move {
+            let call = warden_limits::Call {
+                key_id,
+                tenant: "acme",
+                session: key_id,
+                tool: None,
+            };
+            limiter.admit_call(call, 0).await
+        }
+    };
+    let a1 = admit("key_a").await.unwrap();
+    let b1 = admit("key_b").await.unwrap();
+    // key_a's second call waits in key_a's queue, which fills it.
+    let a2 = tokio::spawn(admit("key_a"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // key_b's second call still finds a place in its own queue, and gets in when
+    // key_b's first call ends.
+    let b2 = tokio::spawn(admit("key_b"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(b1);
+    let b2 = b2.await.unwrap();
+    assert!(b2.is_ok(), "{:?}", b2.err().map(|refusal| refusal.message));
+    // key_a's own queue is full: a third call of key_a is refused at once.
+    let a3 = admit("key_a").await.unwrap_err();
+    assert_eq!(a3.layer, Layer::Concurrency, "{}", a3.message);
+    drop(a1);
+    assert!(a2.await.unwrap().is_ok());
 }

@@ -66,6 +66,11 @@ fn held_name(binding: &Binding) -> String {
     handle_name("held", &binding.to_text())
 }
 
+/// The shared name of the confirmation asked under `token`.
+fn confirm_name(token: &str) -> String {
+    handle_name("confirm", token)
+}
+
 impl Confirmations {
     /// The store operators decide held calls in.
     pub(crate) fn approvals(&self) -> &Arc<dyn Approvals> {
@@ -93,19 +98,52 @@ impl Confirmations {
         self.answer_timeout.set(shares.confirm_timeout);
     }
 
-    /// The held request this call repeats, if any (held here or, in a cluster, by any
-    /// replica).
+    /// The held request this call repeats, if any. In a cluster the shared state
+    /// decides (any replica may have held it, or settled it), and a local entry it no
+    /// longer holds is dropped.
     async fn held_for(&self, binding: &Binding) -> Result<Option<String>, RpcError> {
-        if let Some(id) = self.held.find(|held| held == binding) {
-            return Ok(Some(id));
+        let local = self.held.find(|held| held == binding);
+        let Some(shared) = &self.shared else {
+            return Ok(local);
+        };
+        let id = shared
+            .get(&held_name(binding))
+            .await
+            .map_err(|_| RpcError::shared_unavailable())?;
+        if let (None, Some(settled)) = (&id, local) {
+            self.held.remove(&settled);
         }
-        match &self.shared {
-            Some(shared) => shared
-                .get(&held_name(binding))
-                .await
-                .map_err(|_| RpcError::shared_unavailable()),
-            None => Ok(None),
+        Ok(id)
+    }
+
+    /// Whether `principal` may add to `list`. In a cluster a confirmation is answered,
+    /// and a held call settled, on whichever replica the retry lands, so this replica's
+    /// list may still count entries the shared state no longer holds: when a share is
+    /// full, those are dropped and room is looked for again.
+    async fn room(
+        &self,
+        list: &WaitingList<Binding>,
+        principal: &Principal,
+        shared_name: impl Fn(&str, &Binding) -> String,
+    ) -> Result<(), RpcError> {
+        let Err(full) = list.check_room(principal) else {
+            return Ok(());
+        };
+        let Some(shared) = &self.shared else {
+            return Err(full);
+        };
+        let entries = list.named(shared_name);
+        let names: Vec<String> = entries.iter().map(|(_, name)| name.clone()).collect();
+        let present = shared
+            .present(&names)
+            .await
+            .map_err(|_| RpcError::shared_unavailable())?;
+        for ((id, _), present) in entries.iter().zip(present) {
+            if !present {
+                list.remove(id);
+            }
         }
+        list.check_room(principal)
     }
 
     /// The held request is settled: no repeated call finds it again.
@@ -125,7 +163,8 @@ impl Confirmations {
         binding: Binding,
     ) -> Result<Value, RpcError> {
         // Room first, then the record: a full share refuses before anything is stored.
-        self.held.check_room(principal)?;
+        self.room(&self.held, principal, |_, binding| held_name(binding))
+            .await?;
         let id = self
             .approvals
             .hold(&principal.tenant, &principal.key_id, tool.name(), summary)
@@ -187,9 +226,10 @@ impl Confirmations {
     async fn ask(&self, principal: &Principal, binding: Binding) -> Result<String, RpcError> {
         let token = new_handle(STATE_PREFIX);
         if let Some(shared) = &self.shared {
-            self.waiting.check_room(principal)?;
+            self.room(&self.waiting, principal, |token, _| confirm_name(token))
+                .await?;
             shared
-                .put(&handle_name("confirm", &token), &binding.to_text(), TTL)
+                .put(&confirm_name(&token), &binding.to_text(), TTL)
                 .await
                 .map_err(|_| RpcError::shared_unavailable())?;
         }
@@ -207,7 +247,7 @@ impl Confirmations {
             return Ok(local);
         };
         let taken = shared
-            .take(&handle_name("confirm", token))
+            .take(&confirm_name(token))
             .await
             .map_err(|_| RpcError::shared_unavailable())?;
         // Good once everywhere: what the shared state no longer holds was used.

@@ -226,8 +226,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Passes upstream list changes to every session's stream, and resource updates to the
-/// sessions subscribed to that resource.
+/// Passes upstream list changes to every session's stream (in a cluster, with one
+/// message to the other replicas), and resource updates to the sessions subscribed to
+/// that resource.
 async fn relay_changes(sessions: Arc<session::Sessions>, mut changes: broadcast::Receiver<Value>) {
     loop {
         let message = match changes.recv().await {
@@ -235,17 +236,33 @@ async fn relay_changes(sessions: Arc<session::Sessions>, mut changes: broadcast:
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let updated_uri = (message["method"] == "notifications/resources/updated")
-            .then(|| message["params"]["uri"].as_str().map(str::to_owned))
-            .flatten();
+        if message["method"] == "notifications/resources/updated" {
+            let Some(uri) = message["params"]["uri"].as_str() else {
+                continue;
+            };
+            for session in sessions.all() {
+                if session.is_subscribed(uri) {
+                    // The subscription is known where it was made; the stream may be
+                    // open on another replica.
+                    session.push(&message, true);
+                }
+            }
+            continue;
+        }
         for session in sessions.all() {
-            if updated_uri
-                .as_deref()
-                .is_none_or(|uri| session.is_subscribed(uri))
-            {
-                // In a cluster, a stream open on another replica hears of it too (each
-                // replica runs its own children; a client that hears twice lists again).
-                session.push(&message, true);
+            session.push(&message, false);
+        }
+        if let Some(shared) = sessions.shared() {
+            // Each replica runs its own children, so a client may hear of one change
+            // more than once; it lists again, which is harmless.
+            let told = BusMessage::ListChanged {
+                from: shared.replica_id().to_owned(),
+                message,
+            };
+            if shared.publish(&told).await.is_err() {
+                tracing::warn!(
+                    "a list change was not passed to the other replicas (Redis unreachable)"
+                );
             }
         }
     }

@@ -121,6 +121,11 @@ pub(crate) async fn listen(state: AppState, mut messages: broadcast::Receiver<Bu
                     session.push(&message, false);
                 }
             }
+            BusMessage::ListChanged { from, message } if from != ours => {
+                for session in state.sessions().all() {
+                    session.push(&message, false);
+                }
+            }
             BusMessage::Answer {
                 to,
                 session,

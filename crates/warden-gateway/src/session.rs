@@ -27,8 +27,8 @@ use crate::shared::{BusMessage, ClusterState, SessionRecord, Unreachable};
 /// Bytes of OS randomness in a session id (256 bits): unguessable, and visible ASCII
 /// once base64url-encoded, as the spec requires.
 const SESSION_ID_BYTES: usize = 32;
-/// How often idle sessions are looked for.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest wait between two looks for idle sessions.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// Messages queued for a session's GET stream before new ones are dropped.
 const STREAM_QUEUE: usize = 64;
 /// Server requests (elicitation, sampling) a session may leave unanswered at once.
@@ -580,19 +580,20 @@ impl Sessions {
         });
     }
 
-    /// In a cluster, a session whose stream is open here is in use: its shared record's
-    /// idle clock restarts, as a request's would.
-    async fn keep_streamed_alive(&self) {
+    /// In a cluster, a session whose stream is open here, or which runs a call or waits
+    /// for an answer here, is in use: its shared record's idle clock restarts, as a
+    /// request's would.
+    async fn keep_in_use_alive(&self) {
         let Some(shared) = &self.shared else {
             return;
         };
-        let streamed: Vec<String> = self
+        let in_use: Vec<String> = self
             .map()
             .values()
-            .filter(|s| s.stream_open.load(Ordering::Acquire))
+            .filter(|s| s.stream_open.load(Ordering::Acquire) || s.is_busy())
             .map(|s| s.id.clone())
             .collect();
-        for id in streamed {
+        for id in in_use {
             let _ = shared.session(&id, Some(self.idle_timeout)).await;
         }
     }
@@ -616,7 +617,7 @@ impl Sessions {
 
 /// Expires idle sessions until `stop` flips.
 pub(crate) async fn sweep_until(sessions: Arc<Sessions>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    let mut tick = tokio::time::interval(sweep_interval(sessions.idle_timeout));
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
@@ -626,8 +627,15 @@ pub(crate) async fn sweep_until(sessions: Arc<Sessions>, mut stop: watch::Receiv
             return;
         }
         Sessions::expire(&mut sessions.map(), sessions.idle_timeout);
-        sessions.keep_streamed_alive().await;
+        sessions.keep_in_use_alive().await;
     }
+}
+
+/// How often idle sessions are looked for: a quarter of the idle timeout, so that a
+/// session ends at most a quarter late and a shared record in use is refreshed four
+/// times before it could expire, but at most every 30 s.
+fn sweep_interval(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 4).clamp(Duration::from_millis(100), MAX_SWEEP_INTERVAL)
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub enum BusMessage {
     Closed { session: String },
     /// A message for the session's GET stream, wherever it is open.
     Push { session: String, message: Value },
+    /// An upstream's list changed on replica `from`: every stream open elsewhere hears
+    /// it too.
+    ListChanged { from: String, message: Value },
     /// A legacy client's answer to a request that replica `to` holds.
     Answer {
         to: String,
@@ -177,6 +180,9 @@ pub trait ClusterState: Send + Sync + 'static {
 
     /// The value under `name`, removed: good once.
     fn take<'a>(&'a self, name: &'a str) -> SharedFuture<'a, Option<String>>;
+
+    /// Whether each of `names` still holds a value, in one round trip.
+    fn present<'a>(&'a self, names: &'a [String]) -> SharedFuture<'a, Vec<bool>>;
 
     /// Tells every replica (this one included).
     fn publish(&self, message: &BusMessage) -> SharedFuture<'_, ()>;

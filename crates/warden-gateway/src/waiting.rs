@@ -138,6 +138,15 @@ impl<T> WaitingList<T> {
             .map(|(id, _)| id.clone())
     }
 
+    /// Every live entry's id, with what `name` makes of it.
+    pub(crate) fn named<N>(&self, name: impl Fn(&str, &T) -> N) -> Vec<(String, N)> {
+        self.entries()
+            .iter()
+            .filter(|(_, waiter)| waiter.since.elapsed() < self.ttl)
+            .map(|(id, waiter)| (id.clone(), name(id, &waiter.value)))
+            .collect()
+    }
+
     pub(crate) fn remove(&self, id: &str) {
         self.entries().remove(id);
     }

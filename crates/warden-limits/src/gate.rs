@@ -64,6 +64,12 @@ impl Gate {
         self.max
     }
 
+    /// The count of calls waiting in front, for a caller that queues calls for slots
+    /// counted elsewhere (shared across replicas).
+    pub fn queue(&self) -> &AtomicUsize {
+        &self.waiting
+    }
+
     fn idle(&self) -> bool {
         self.slots.available_permits() == self.max && self.waiting.load(Ordering::Acquire) == 0
     }

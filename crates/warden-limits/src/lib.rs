@@ -36,7 +36,7 @@ use warden_config::{OnRedisDown, Rate, ToolRules};
 use warden_store::Costs;
 
 pub use crate::shared::{
-    Admission, Admitted, Bucket, Lease, SharedCounters, SharedFuture, Unreachable,
+    Admission, Admitted, Bucket, Lease, SharedCounters, SharedFuture, Taken, Unreachable,
 };
 
 use crate::bucket::Buckets;
@@ -209,8 +209,6 @@ pub struct Limiter {
     /// The limits in force and the gates that count against them; a reload swaps it.
     shape: RwLock<Arc<Shape>>,
     shared: Option<Shared>,
-    /// Calls waiting for a shared slot.
-    shared_waiting: std::sync::atomic::AtomicUsize,
     /// Since when the shared counters have been unreachable, and when that was last
     /// said in the log.
     outage: Mutex<Option<Outage>>,
@@ -323,7 +321,6 @@ impl Limiter {
                 None,
             ))),
             shared,
-            shared_waiting: std::sync::atomic::AtomicUsize::new(0),
             outage: Mutex::new(None),
             per_ip: Buckets::new(),
             per_key: Buckets::new(),
@@ -614,18 +611,34 @@ impl Limiter {
             day: ledger::today(),
         };
         let deadline = Instant::now() + shape.rate.queue_timeout;
-        let mut queued = None;
+        // A call whose key's slots are all taken waits in its key's queue, one that
+        // found every slot taken in the common one, as the local gates queue them: one
+        // key's flood fills its own queue, not another key's. (The local gates' queues
+        // count them; their slots are not used while the counters are shared.)
+        let key_gate = std::cell::OnceCell::new();
+        let mut queued: Option<(Taken, Queued<'_>)> = None;
         loop {
-            match shared.counters.admit(admission).await {
+            let taken = match shared.counters.admit(admission).await {
                 Err(Unreachable) => return Err(None),
                 Ok(Admitted::Yes(lease)) => return Ok(lease),
                 Ok(Admitted::Limited(layer, wait)) => {
                     return Err(Some(self.limited(call, layer, wait, tool_rate)));
                 }
-                Ok(Admitted::Busy) => {}
-            }
-            if queued.is_none() {
-                let place = Queued::join(&self.shared_waiting);
+                Ok(Admitted::Busy(taken)) => taken,
+            };
+            if queued
+                .as_ref()
+                .is_none_or(|(waits_for, _)| *waits_for != taken)
+            {
+                // Out of the other queue first, so that a call counts in one.
+                drop(queued.take());
+                let line = match taken {
+                    Taken::Key => key_gate
+                        .get_or_init(|| shape.key_gates.get(&call.key_id.to_owned()))
+                        .queue(),
+                    Taken::All => shape.total.queue(),
+                };
+                let place = Queued::join(line);
                 if place.ahead >= shape.rate.queue_depth {
                     return Err(Some(self.busy(
                         call.key_id,
@@ -633,7 +646,7 @@ impl Limiter {
                         Closed::QueueFull,
                     )));
                 }
-                queued = Some(place);
+                queued = Some((taken, place));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -47,8 +47,17 @@ pub enum Admitted {
     Yes(Lease),
     /// A rate or the daily cost refused: wait this long.
     Limited(Layer, Duration),
-    /// Every slot (the key's or in all) is taken now: the caller may queue and retry.
-    Busy,
+    /// Every slot of this kind is taken now: the caller may queue and retry.
+    Busy(Taken),
+}
+
+/// Which slots a busy admission found all taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The key's own.
+    Key,
+    /// Every slot, of every key.
+    All,
 }
 
 /// A call's shared slots and charged cost, given back by [`SharedCounters::release`].

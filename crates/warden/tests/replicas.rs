@@ -669,8 +669,11 @@ async fn three_replicas_on_one_redis_hold_one_key_rate_and_one_concurrency_limit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_run_refuses_or_counts_locally_as_chosen_and_service_recovers() {
     let upstream = SlowUpstream::start();
+    // Redis's password, planted in its URL: no log line, reply or metric may show it,
+    // through the outage and the reconnection either.
+    const PASSWORD: &str = "canaryREDISpassword0001";
     for choice in ["refuse", "local"] {
-        let mut redis = OwnRedis::own();
+        let mut redis = OwnRedis::own_with_password(PASSWORD);
         let rest = clustered(
             "[rate]\nper_key_rpm = 60\nper_ip_rpm = 1000000",
             &format!("on_redis_down = \"{choice}\"\nexpected_replicas = 2"),
@@ -749,6 +752,16 @@ async fn redis_stopped_mid_run_refuses_or_counts_locally_as_chosen_and_service_r
         assert!(recovered, "calls were still refused with Redis back");
         assert!(readiness_becomes(&admin, 200).await);
         assert!(warden.logged("answer again"), "{}", warden.stderr());
+        let metrics = reqwest::get(format!("{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!metrics.contains(PASSWORD));
+        for replica in &cluster.replicas {
+            assert!(!replica.has_written(PASSWORD), "Redis's password leaked");
+        }
     }
 }
 
@@ -1050,16 +1063,7 @@ async fn sessions_and_mid_call_answers_find_their_replica() {
     let held = Http::with_key(a, &key)
         .call_tool("notes__update_note", update.clone())
         .await;
-    let said = held.json()["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{}", held.text))
-        .to_owned();
-    let request = said
-        .split_whitespace()
-        .find(|word| word.starts_with("apr_"))
-        .unwrap()
-        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_owned();
+    let request = held_request(&held);
     let (ok, _, err) = cluster.cli(&["approvals", "approve", &request]);
     assert!(ok, "{err}");
     let ran = Http::with_key(b, &key)
@@ -1095,6 +1099,181 @@ async fn sessions_and_mid_call_answers_find_their_replica() {
         let gone = Http::with_key(replica, &key).legacy(&session, &list).await;
         assert_eq!(gone.status, 404, "{}", gone.text);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_session_lives_while_any_replica_uses_it_and_ends_when_idle_everywhere() {
+    let redis = OwnRedis::start();
+    let rest = format!(
+        "{NO_LIMITS}\n[sessions]\nidle_timeout_secs = 10\n\n{}\n\
+         [[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}",
+        cluster_section(""),
+        support::fixture_upstream("fx", "")
+    );
+    let cluster = start_on_redis(&redis, 2, rest).await;
+    let (_, key) = cluster.add_key("acme");
+    let [a, b] = &cluster.replicas[..] else {
+        panic!("two replicas")
+    };
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let listed = |replica: &Warden, session: &str| {
+        let http = Http::with_key(replica, &key);
+        let session = session.to_owned();
+        let list = list.clone();
+        async move { http.legacy(&session, &list).await.status }
+    };
+
+    // Three sessions opened on A, each also used on B: one with its stream open on A,
+    // one with a call on A waiting for the client's answer, and one left alone.
+    let streamed = Http::with_key(a, &key).initialize().await;
+    let mut stream = Http::with_key(a, &key).listen(&streamed).await;
+    let waiting = Http::with_key(a, &key)
+        .initialize_with(json!({"elicitation": {}}))
+        .await;
+    let idle = Http::with_key(a, &key).initialize().await;
+    for session in [&streamed, &waiting, &idle] {
+        assert_eq!(listed(b, session).await, 200);
+    }
+    let made = Http::with_key(a, &key)
+        .call_tool("notes__create_note", json!({"title": "slow", "body": "x"}))
+        .await;
+    let note = made.json()["result"]["structuredContent"]["id"].clone();
+    let delete = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "notes__delete_note", "arguments": {"id": note}}});
+    let mut call = Http::with_key(a, &key)
+        .legacy_streaming(&waiting, &delete)
+        .await;
+    let asked = call.next().await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+
+    // Past the idle timeout (10 s) and the sweep that follows it (every 2.5 s).
+    tokio::time::sleep(std::time::Duration::from_secs(16)).await;
+
+    // Unused everywhere: gone everywhere.
+    for replica in [a, b] {
+        assert_eq!(
+            listed(replica, &idle).await,
+            404,
+            "an idle session lived on"
+        );
+    }
+    // B's idle copies were dropped, but the sessions A still uses live on. The stream
+    // on A still delivers, also a list change seen by B (which no longer has a copy of
+    // the session), B adopts the session again, and the waiting call gets its answer.
+    let grown = Http::with_key(b, &key)
+        .call_tool("fx__grow", json!({}))
+        .await;
+    assert_eq!(grown.status, 200, "{}", grown.text);
+    let changed = stream.next().await;
+    assert_eq!(
+        changed["method"], "notifications/tools/list_changed",
+        "{changed}"
+    );
+    assert_eq!(
+        listed(b, &streamed).await,
+        200,
+        "a streamed session expired"
+    );
+    let accept = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept"}});
+    let answered = Http::with_key(b, &key).legacy(&waiting, &accept).await;
+    assert_eq!(answered.status, 202, "{}", answered.text);
+    let done = call.next().await;
+    assert_eq!(
+        done["result"]["structuredContent"]["deleted"], true,
+        "{done}"
+    );
+}
+
+/// The `apr_…` request a held call's result names.
+fn held_request(reply: &support::raw::Reply) -> String {
+    reply.json()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", reply.text))
+        .split_whitespace()
+        .find(|word| word.starts_with("apr_"))
+        .unwrap_or_else(|| panic!("{}", reply.text))
+        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmations_and_approvals_settled_on_another_replica_free_their_place_here() {
+    let redis = OwnRedis::start();
+    // One waiting call per key: an entry left behind would refuse the next one.
+    let rest = format!(
+        "{NO_LIMITS}\n[limits]\nmax_waiting_per_key = 1\n\n{}\n\
+         [tools.\"notes__update_note\"]\nconfirm = \"approve\"\n\n\
+         [[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}",
+        cluster_section(""),
+        support::fixture_upstream("fx", "")
+    );
+    let cluster = start_on_redis(&redis, 2, rest).await;
+    let (_, key) = cluster.add_key("acme");
+    let [a, b] = &cluster.replicas[..] else {
+        panic!("two replicas")
+    };
+    let new_note = |title: &'static str| {
+        let http = Http::with_key(b, &key);
+        async move {
+            let made = http
+                .call_tool("notes__create_note", json!({"title": title, "body": "x"}))
+                .await;
+            made.json()["result"]["structuredContent"]["id"].clone()
+        }
+    };
+    let delete = |replica: &Warden, note: &serde_json::Value, extra: serde_json::Value| {
+        let http = Http::with_key(replica, &key);
+        let params = call_params("notes__delete_note", json!({"id": note}), extra);
+        async move {
+            http.modern_as(
+                "tools/call",
+                Some("notes__delete_note"),
+                params,
+                json!({"elicitation": {}}),
+            )
+            .await
+        }
+    };
+
+    // A confirmation asked through A and answered through B leaves A room to ask again.
+    for title in ["first", "second"] {
+        let note = new_note(title).await;
+        let asked = delete(a, &note, json!({})).await;
+        let token = asked.json()["result"]["requestState"]
+            .as_str()
+            .unwrap_or_else(|| panic!("asking for the {title} note: {}", asked.text))
+            .to_owned();
+        let answer =
+            json!({"requestState": token, "inputResponses": {"confirm": {"action": "accept"}}});
+        let done = delete(b, &note, answer).await;
+        assert_eq!(
+            done.json()["result"]["structuredContent"]["deleted"],
+            true,
+            "{}",
+            done.text
+        );
+    }
+
+    // A call held on A, approved, and run through B: made again on A, it is held anew
+    // (not refused as settled, and not refused for want of room).
+    let note = new_note("held").await;
+    let update = json!({"id": note, "body": "approved"});
+    let held = Http::with_key(a, &key)
+        .call_tool("notes__update_note", update.clone())
+        .await;
+    let first = held_request(&held);
+    let (ok, _, err) = cluster.cli(&["approvals", "approve", &first]);
+    assert!(ok, "{err}");
+    let ran = Http::with_key(b, &key)
+        .call_tool("notes__update_note", update.clone())
+        .await;
+    assert_eq!(ran.status, 200, "{}", ran.text);
+    assert_ne!(ran.json()["result"]["isError"], true, "{}", ran.text);
+    let again = Http::with_key(a, &key)
+        .call_tool("notes__update_note", update)
+        .await;
+    let second = held_request(&again);
+    assert_ne!(first, second, "{}", again.text);
 }
 
 /// nginx from the distribution, round-robin over `backends` (each `127.0.0.1:PORT`), as

@@ -12,6 +12,8 @@ pub struct OwnRedis {
     port: u16,
     /// `--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file`: a TLS-only server.
     tls: Option<[String; 3]>,
+    /// `--requirepass`: clients must give this password.
+    password: Option<String>,
     pub url: String,
 }
 
@@ -36,6 +38,7 @@ impl OwnRedis {
                 child: None,
                 port: 6379,
                 tls: None,
+                password: None,
                 url: "redis://127.0.0.1:6379".into(),
             };
         }
@@ -44,16 +47,21 @@ impl OwnRedis {
 
     /// A server of the test's own, which it may stop: fails clearly without the binary.
     pub fn own() -> Self {
-        Self::own_with(None)
+        Self::own_with(None, None)
+    }
+
+    /// A server of the test's own that asks for `password` (the URL carries it).
+    pub fn own_with_password(password: &str) -> Self {
+        Self::own_with(None, Some(password.to_owned()))
     }
 
     /// A server of the test's own that speaks TLS only (`rediss://`), with this
     /// certificate, key and CA (PEM files).
     pub fn own_tls(cert: &str, key: &str, ca: &str) -> Self {
-        Self::own_with(Some([cert.to_owned(), key.to_owned(), ca.to_owned()]))
+        Self::own_with(Some([cert.to_owned(), key.to_owned(), ca.to_owned()]), None)
     }
 
-    fn own_with(tls: Option<[String; 3]>) -> Self {
+    fn own_with(tls: Option<[String; 3]>, password: Option<String>) -> Self {
         assert!(
             have_binary(),
             "this test starts its own Redis, so it needs redis-server installed (Debian: apt-get install redis-server)"
@@ -64,11 +72,16 @@ impl OwnRedis {
             .unwrap()
             .port();
         let scheme = if tls.is_some() { "rediss" } else { "redis" };
+        let login = password
+            .as_ref()
+            .map(|password| format!(":{password}@"))
+            .unwrap_or_default();
         let mut redis = Self {
             child: None,
             port,
             tls,
-            url: format!("{scheme}://127.0.0.1:{port}"),
+            url: format!("{scheme}://{login}127.0.0.1:{port}"),
+            password,
         };
         redis.resume();
         redis
@@ -95,6 +108,9 @@ impl OwnRedis {
                 .args(["--tls-cert-file", cert, "--tls-key-file", key])
                 .args(["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]),
         };
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
         let child = command
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
