@@ -233,9 +233,9 @@ impl Auditor {
         }
     }
 
-    /// Records something that happened to a call without a client asking (a held call
-    /// that expired).
-    pub(crate) async fn record(&self, record: AuditRecord) {
+    /// Records something that happened without a client asking: a held call that
+    /// expired, an operator's action at the console.
+    pub async fn record(&self, record: AuditRecord) {
         if self.enabled {
             let _ = self.sender.send(record.into()).await;
         }
@@ -460,7 +460,7 @@ impl Draft {
         };
         self.auditor
             .metrics
-            .request(&record.method, decision, outcome);
+            .request(&record.method, decision, outcome, rule);
         if let Some(cell) = &self.verdict {
             let _ = cell.set(Verdict {
                 decision,

@@ -174,6 +174,42 @@ pub(crate) async fn require_key(
     response
 }
 
+/// What a credential presented outside the MCP endpoint (the operator's console) is.
+#[derive(Debug)]
+pub enum Credential {
+    Valid(Principal),
+    /// Unknown, revoked, expired, forged, or granting none of this server's scopes;
+    /// counted against the address.
+    Refused,
+    /// The address presented too many wrong ones: refused without a lookup.
+    Throttled {
+        retry_after: u64,
+    },
+    /// The key store cannot be reached now.
+    Unavailable,
+}
+
+impl Authenticator {
+    /// Checks `presented` as the MCP endpoint would (a key, or with OAuth a token), and
+    /// counts a wrong one against the client's `network` in the same window, so that guessing at
+    /// the console is throttled like guessing at the MCP port.
+    pub(crate) async fn check(&self, network: IpAddr, presented: &str) -> Credential {
+        if let Some(left) = self.failed.refused_for(network) {
+            return Credential::Throttled {
+                retry_after: left.as_secs() + 1,
+            };
+        }
+        match authenticate(self, presented.to_owned()).await {
+            Ok(principal) => Credential::Valid(principal),
+            Err(Refused::Credential | Refused::Scope) => {
+                self.failed.record(network);
+                Credential::Refused
+            }
+            Err(Refused::Unavailable | Refused::Internal) => Credential::Unavailable,
+        }
+    }
+}
+
 /// A Warden key goes to the key store; with OAuth on, anything else is a JWT. Without
 /// OAuth every credential takes the key lookup, so a made-up one costs what a revoked
 /// one does.

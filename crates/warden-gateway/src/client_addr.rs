@@ -44,7 +44,7 @@ impl ClientAddresses {
 
     /// The client's network: the forwarded address when the peer is trusted, the peer
     /// otherwise.
-    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         let address = if self.is_trusted(peer) {
             self.forwarded(headers).unwrap_or(peer)

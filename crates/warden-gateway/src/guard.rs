@@ -30,7 +30,7 @@ impl HostGuard {
         }
     }
 
-    fn allows(&self, host: Option<&str>, origin: Option<&str>) -> bool {
+    pub(crate) fn allows(&self, host: Option<&str>, origin: Option<&str>) -> bool {
         let Some(host) = host else { return false };
         self.allows_host(host) && origin.is_none_or(|origin| self.allows_origin(origin, host))
     }

@@ -5,7 +5,6 @@
 //! JSON-RPC envelope, era and session) → dispatch (catalogue, argument validation) →
 //! relay to the upstream, and back. [`router`] is the one place that composes that stack.
 
-mod admin;
 mod answer;
 mod audit;
 mod auth;
@@ -47,11 +46,11 @@ use tokio::sync::broadcast;
 use tower_service::Service as _;
 use warden_config::Connections;
 
-pub use admin::{ReloadRequests, admin_router};
 pub use audit::Auditor;
+pub use auth::Credential;
 pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Totals};
 pub use oauth::{OAuthError, OAuthVerifier};
 pub use shared::{
     BusError, BusMessage, BusPrincipal, ClusterState, SessionRecord, SharedFuture, Unreachable,

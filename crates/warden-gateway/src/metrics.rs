@@ -1,11 +1,14 @@
 //! What an operator alerts on, served on the admin listener only (never the public
-//! port, see `admin.rs`) as `/metrics` in Prometheus text.
+//! port; `warden-console` serves it) as `/metrics` in Prometheus text, and the running
+//! totals the console's charts are drawn from.
 //!
 //! Labels come from bounded sets only: MCP methods Warden knows (anything else is
 //! `other`), decisions, outcomes, HTTP statuses, configured upstream names, limiter
 //! layers. Never a key, a tenant-supplied value, an argument or a tool name a client
 //! made up.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -58,6 +61,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LayerLabels {
+    layer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: u16,
 }
@@ -72,6 +80,18 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     responses: Family<StatusLabels, Counter>,
     upstream_latency: Family<UpstreamLabels, Histogram>,
+    refusals: Family<LayerLabels, Counter>,
+    /// The same counts, summed, for the console.
+    requests_total: AtomicU64,
+    refusals_total: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Counts since the process started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub requests: u64,
+    /// Refusals by layer (the first part of the refusing rule: `rate`, `validation`, …).
+    pub refusals: BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,6 +104,7 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let requests = Family::<RequestLabels, Counter>::default();
         let responses = Family::<StatusLabels, Counter>::default();
+        let refusals = Family::<LayerLabels, Counter>::default();
         let upstream_latency = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
             // 1 ms to about 65 s.
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -95,6 +116,11 @@ impl Metrics {
             "requests",
             "JSON-RPC requests that reached policy, by method, decision and outcome",
             requests.clone(),
+        );
+        registry.register(
+            "refusals",
+            "JSON-RPC requests refused, by the layer that refused them",
+            refusals.clone(),
         );
         registry.register(
             "http_responses",
@@ -111,6 +137,9 @@ impl Metrics {
             requests,
             responses,
             upstream_latency,
+            refusals,
+            requests_total: AtomicU64::new(0),
+            refusals_total: Mutex::default(),
         })
     }
 
@@ -127,7 +156,8 @@ impl Metrics {
             }));
     }
 
-    pub(crate) fn request(&self, method: &str, decision: &str, outcome: &str) {
+    /// A request that reached policy; `rule` is the one that refused it, if any.
+    pub(crate) fn request(&self, method: &str, decision: &str, outcome: &str, rule: Option<&str>) {
         self.requests
             .get_or_create(&RequestLabels {
                 method: method_label(method),
@@ -135,10 +165,45 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(rule) = rule {
+            // Rules are Warden's own names (`rate.per_key`): the layer is a bounded set.
+            self.refused(rule.split('.').next().unwrap_or(rule).to_owned());
+        }
+    }
+
+    /// Requests and refusals by layer since the process started.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            requests: self.requests_total.load(Ordering::Relaxed),
+            refusals: self
+                .refusals_total
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
     }
 
     pub(crate) fn response(&self, status: u16) {
         self.responses.get_or_create(&StatusLabels { status }).inc();
+        // Refused before policy (no key, a wrong one): counted as the `auth` layer.
+        if status == 401 {
+            self.refused("auth".to_owned());
+        }
+    }
+
+    fn refused(&self, layer: String) {
+        self.refusals
+            .get_or_create(&LayerLabels {
+                layer: layer.clone(),
+            })
+            .inc();
+        *self
+            .refusals_total
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(layer)
+            .or_default() += 1;
     }
 
     pub(crate) fn upstream_call(&self, upstream: &str, took: Duration) {
@@ -150,7 +215,7 @@ impl Metrics {
     }
 
     /// The registry in Prometheus text.
-    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(
             &mut text,

@@ -1,5 +1,6 @@
 //! What every request handler shares.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use warden_store::{Approvals, Keys};
 use warden_upstream::Upstreams;
 
 use crate::audit::Auditor;
-use crate::auth::{Authenticator, FailedAuth};
+use crate::auth::{Authenticator, Credential, FailedAuth};
 use crate::client_addr::ClientAddresses;
 use crate::confirm::Confirmations;
 use crate::guard::HostGuard;
@@ -55,7 +56,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     // What a reload changes in place (`reconfigure`); the rest needs a restart.
     guard: Arc<Swap<HostGuard>>,
-    admin_guard: Arc<Swap<HostGuard>>,
+    admin_guard: Swap<HostGuard>,
     client_addresses: Arc<Swap<ClientAddresses>>,
     body_caps: Swap<BodyCaps>,
     results: Swap<Results>,
@@ -146,7 +147,7 @@ impl AppState {
                 auditor,
                 metrics,
                 guard: Arc::new(Swap::new(guard_of(config))),
-                admin_guard: Arc::new(Swap::new(admin_guard_of(config))),
+                admin_guard: Swap::new(admin_guard_of(config)),
                 client_addresses: Arc::new(Swap::new(client_addresses_of(config))),
                 body_caps: Swap::new(BodyCaps::of(config)),
                 results: Swap::new(config.results.clone()),
@@ -200,15 +201,15 @@ impl AppState {
         &self.inner.confirmations
     }
 
-    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
 
-    pub(crate) fn auditor(&self) -> &Arc<Auditor> {
+    pub fn auditor(&self) -> &Arc<Auditor> {
         &self.inner.auditor
     }
 
-    pub(crate) fn limiter(&self) -> &Arc<Limiter> {
+    pub fn limiter(&self) -> &Arc<Limiter> {
         &self.inner.limiter
     }
 
@@ -221,9 +222,21 @@ impl AppState {
         &self.inner.guard
     }
 
-    /// The Host/Origin guard of the admin listener.
-    pub(crate) fn admin_guard(&self) -> &Arc<Swap<HostGuard>> {
-        &self.inner.admin_guard
+    /// Whether the admin listener's Host/Origin guard (the public one's rules, for the
+    /// admin address) lets a request with this `Host` and `Origin` in.
+    pub fn admin_allows(&self, host: Option<&str>, origin: Option<&str>) -> bool {
+        self.inner.admin_guard.get().allows(host, origin)
+    }
+
+    /// Checks a credential presented at the operator's console from `peer`: as the MCP
+    /// endpoint would, a wrong one counted against the same address.
+    pub async fn check_operator(&self, peer: IpAddr, presented: &str) -> Credential {
+        let network = self
+            .inner
+            .client_addresses
+            .get()
+            .client(peer, &axum::http::HeaderMap::new());
+        self.inner.authenticator.check(network, presented).await
     }
 
     /// How a request's client address is found and aggregated.

@@ -84,6 +84,15 @@ impl Ledger {
         Ok(())
     }
 
+    /// What each tenant spent today (as this process counts it).
+    pub fn spent_today(&self) -> Vec<(String, u64)> {
+        let day = self.day.lock().unwrap_or_else(PoisonError::into_inner);
+        if day.day != today() {
+            return Vec::new();
+        }
+        day.spent.iter().map(|(t, s)| (t.clone(), *s)).collect()
+    }
+
     /// Gives back `cost` charged to `tenant` today (a call that never reached its
     /// upstream).
     pub fn refund(&self, tenant: &str, cost: u64) {

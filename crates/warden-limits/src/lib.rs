@@ -175,6 +175,14 @@ pub struct Shared {
     pub expected_replicas: u32,
 }
 
+/// A tenant's spending today against its daily cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantCost {
+    pub tenant: String,
+    pub spent: u64,
+    pub cap: u64,
+}
+
 /// An open GET stream's place under its key's stream cap.
 #[derive(Debug)]
 pub struct StreamSlot {
@@ -359,6 +367,25 @@ impl Limiter {
             .clone()
             .flush_until(COST_FLUSH_INTERVAL, stop)
             .await;
+    }
+
+    /// Each tenant that spent today or has a cap of its own: what it spent (on this
+    /// replica; in a cluster the cap is checked against every replica's spending) and
+    /// its cap, by tenant name.
+    pub fn costs_today(&self) -> Vec<TenantCost> {
+        let shape = self.shape();
+        let mut spent: BTreeMap<String, u64> = self.ledger.spent_today().into_iter().collect();
+        for tenant in shape.rate.tenant_caps.keys() {
+            spent.entry(tenant.clone()).or_default();
+        }
+        spent
+            .into_iter()
+            .map(|(tenant, spent)| TenantCost {
+                cap: shape.cap_of(&tenant),
+                tenant,
+                spent,
+            })
+            .collect()
     }
 
     /// Refusals so far, by layer.

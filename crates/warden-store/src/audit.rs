@@ -194,8 +194,12 @@ pub struct AuditFilter {
     pub target: Option<String>,
     pub decision: Option<String>,
     pub since_ms: Option<i64>,
+    /// Records before this time (milliseconds since the epoch).
+    pub until_ms: Option<i64>,
     /// Rows after this id (for following the trail).
     pub after_id: Option<i64>,
+    /// Rows before this id (for paging back through it).
+    pub before_id: Option<i64>,
     pub limit: usize,
 }
 
@@ -300,7 +304,8 @@ impl AuditStore {
                  WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR principal = ?2)
                    AND (?3 IS NULL OR target = ?3) AND (?4 IS NULL OR decision = ?4)
                    AND (?5 IS NULL OR at_ms >= ?5) AND (?6 IS NULL OR id > ?6)
-                 ORDER BY id DESC LIMIT ?7"
+                   AND (?7 IS NULL OR at_ms < ?7) AND (?8 IS NULL OR id < ?8)
+                 ORDER BY id DESC LIMIT ?9"
             ))?
             .query_map(
                 params![
@@ -310,6 +315,8 @@ impl AuditStore {
                     filter.decision,
                     filter.since_ms,
                     filter.after_id,
+                    filter.until_ms,
+                    filter.before_id,
                     i64::try_from(filter.limit).unwrap_or(i64::MAX),
                 ],
                 read_row,

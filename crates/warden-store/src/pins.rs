@@ -134,12 +134,17 @@ pub struct Pin {
 #[derive(Debug)]
 pub struct PinStore {
     db: Single,
+    /// Approvals made through this handle: `data_version` moves only for other
+    /// connections' writes, and the running Warden (its console) approves through the
+    /// same one that it polls.
+    approved_here: std::sync::atomic::AtomicI64,
 }
 
 impl PinStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
         Ok(Self {
             db: Single::open(&dir.file(FILE), MIGRATIONS, Durability::Full)?,
+            approved_here: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -237,6 +242,8 @@ impl PinStore {
                 updated_at = ?3 WHERE tool = ?1",
             params![tool, hash, now_unix()],
         )?;
+        self.approved_here
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(true)
     }
 
@@ -276,10 +283,15 @@ impl PinStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Changes with every write to the file by any process (an approval from the CLI).
+    /// Changes with every write to the file by another process (an approval from the
+    /// CLI) and with every approval through this handle (the console's).
     pub fn version(&self) -> Result<i64> {
         let conn = self.db.lock();
-        Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+        let version: i64 = conn.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        Ok(version.wrapping_add(
+            self.approved_here
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ))
     }
 }
 
@@ -309,8 +321,12 @@ mod tests {
         ));
         assert_eq!(store.waiting().unwrap().len(), 1);
         let hash_of = |d: &str| format!("hash of {d}");
+        let before = store.version().unwrap();
         assert!(!store.approve("t", "hash of {d1}", hash_of).unwrap());
+        assert_eq!(store.version().unwrap(), before, "nothing was approved");
         assert!(store.approve("t", "hash of {d2}", hash_of).unwrap());
+        // Approved through this very handle (the console's): the version moves too.
+        assert_ne!(store.version().unwrap(), before);
         assert_eq!(
             store
                 .check("t", "hash of {d2}", "{d2}", None, "legacy")

@@ -172,6 +172,30 @@ async fn the_same_on_every_backend(stores: &Stores) {
     let later = stores.audit.query(&after).await.unwrap();
     assert_eq!(later.len(), 1);
     assert_eq!(later[0].1.at_ms, 3);
+    // Paging back (the console's older pages) and a time window.
+    let before = AuditFilter {
+        before_id: Some(found[1].0),
+        ..acme.clone()
+    };
+    let earlier = stores.audit.query(&before).await.unwrap();
+    assert_eq!(
+        earlier.iter().map(|(_, r)| r.at_ms).collect::<Vec<_>>(),
+        [1]
+    );
+    let window = AuditFilter {
+        since_ms: Some(2),
+        until_ms: Some(3),
+        limit: 10,
+        ..AuditFilter::default()
+    };
+    let inside = stores.audit.query(&window).await.unwrap();
+    assert_eq!(
+        inside
+            .iter()
+            .map(|(_, r)| r.tenant.as_str())
+            .collect::<Vec<_>>(),
+        ["beta"]
+    );
     assert_eq!(stores.audit.count().await.unwrap(), 3);
 }
 

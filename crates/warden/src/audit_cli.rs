@@ -86,8 +86,8 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
                 target: tool,
                 decision,
                 since_ms,
-                after_id: None,
                 limit,
+                ..AuditFilter::default()
             };
             let at = open(place)?;
             print_rows(&at.run(at.stores.audit.query(&filter))?, json, true)

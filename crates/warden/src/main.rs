@@ -12,6 +12,7 @@ macro_rules! say {
 mod admin_client;
 mod approvals_cli;
 mod audit_cli;
+mod console;
 mod installation;
 mod reload;
 mod scan_cli;
@@ -894,11 +895,20 @@ fn serve(
         let state = warden_gateway::AppState::new(&config, parts);
         // The admin listener: metrics, health and reloads, never on the public port.
         let admin_addr = admin.local_addr()?;
-        tracing::info!("admin endpoint at http://{admin_addr} (/metrics, /healthz, /readyz)");
+        tracing::info!("admin endpoint at http://{admin_addr} (the console at /, /metrics, /healthz, /readyz)");
         log_next_steps(&dir, &format!("{scheme}://{addr}{}", warden_gateway::MCP_PATH));
         let (reload_requests, reloads) = tokio::sync::mpsc::channel(RELOAD_QUEUE);
-        let admin_routes = warden_gateway::admin_router(&state, reload_requests, stores.health.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let admin_routes = warden_console::router(warden_console::Parts {
+            gateway: Arc::new(console::GatewayView(state.clone())),
+            keys: stores.keys.clone(),
+            audit: stores.audit.clone(),
+            approvals: stores.approvals.clone(),
+            pins: stores.pins.clone(),
+            health: stores.health.clone(),
+            reload: reload_requests,
+            tls: false,
+        })
+        .into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(admin, admin_routes).await });
         // SIGHUP and `warden reload` read the configuration again.
         let reloader = reload::Reloader {

@@ -90,7 +90,7 @@ fn list(
         }
         None => scope,
     };
-    show(&admin_client::get(&admin, "/tools")?, scope)
+    show(&admin_client::get(&admin, "/api/tools")?, scope)
 }
 
 fn show(body: &str, scope: Option<ScopeArg>) -> Result<(), Failure> {

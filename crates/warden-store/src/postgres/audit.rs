@@ -71,7 +71,8 @@ impl PgAudit {
                      WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR principal = $2)
                        AND ($3::text IS NULL OR target = $3) AND ($4::text IS NULL OR decision = $4)
                        AND ($5::bigint IS NULL OR at_ms >= $5) AND ($6::bigint IS NULL OR id > $6)
-                     ORDER BY id DESC LIMIT $7"
+                       AND ($7::bigint IS NULL OR at_ms < $7) AND ($8::bigint IS NULL OR id < $8)
+                     ORDER BY id DESC LIMIT $9"
                 ),
                 &[
                     &filter.tenant,
@@ -80,6 +81,8 @@ impl PgAudit {
                     &filter.decision,
                     &filter.since_ms,
                     &filter.after_id,
+                    &filter.until_ms,
+                    &filter.before_id,
                     &limit,
                 ],
             )
