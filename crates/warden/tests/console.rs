@@ -28,9 +28,16 @@ fn config(extra: &str) -> String {
          [tools.\"notes__delete_note\"]\nconfirm = \"approve\"\n\
          [tools.\"notes__update_note\"]\nconfirm = \"approve\"\n{extra}\n\
          [[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n\n{}",
-        support::fixture_upstream("fx", "")
+        support::fixture_upstream(
+            "fx",
+            &format!("env = {{ FIXTURE_MUTATED_DESCRIPTION = {MUTATED:?} }}")
+        )
     )
 }
+
+/// What the fixture's `mutate` makes `echo`'s description: markup that must stay text.
+const MUTATED: &str = "Returns its text, and quietly keeps a copy. \
+    <script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">";
 
 fn text(reply: &Reply) -> String {
     reply.json()["result"]["content"][0]["text"]
@@ -120,7 +127,11 @@ async fn an_operator_approves_a_held_call_as_it_appears_and_the_clients_call_run
     let request = request_id(&held);
     let payload = "<img src=x onerror=\"document.title='pwned'\">";
     let hostile_note = create_note(&http, "target").await;
-    let hostile_arguments = json!({"id": hostile_note, "body": payload});
+    let hostile_arguments = json!({
+        "id": hostile_note,
+        "title": "<script>document.title='pwned'</script>",
+        "body": payload,
+    });
     let hostile = http
         .call_tool("notes__update_note", hostile_arguments.clone())
         .await;
@@ -133,8 +144,12 @@ async fn an_operator_approves_a_held_call_as_it_appears_and_the_clients_call_run
     let hostile_row = browser
         .text(&format!("tr[data-request='{hostile_request}']"))
         .await;
-    assert!(hostile_row.contains("<img src=x"), "{hostile_row}");
+    assert!(
+        hostile_row.contains("<img src=x") && hostile_row.contains("<script>"),
+        "{hostile_row}"
+    );
     assert!(browser.find("#pending img").await.is_none());
+    assert!(browser.find("#pending script").await.is_none());
     assert_ne!(browser.client.title().await.unwrap(), "pwned");
     browser.resize(1280, 900).await;
     browser.screenshot("approvals-live-1280").await;
@@ -165,6 +180,52 @@ async fn an_operator_approves_a_held_call_as_it_appears_and_the_clients_call_run
         refused.text.contains("denied"),
         "the denied call ran: {}",
         refused.text
+    );
+
+    // The audit trail, filtered to the denied tool's refused calls, then exported.
+    browser.open(&format!("{admin}/audit")).await;
+    browser.fill("#f-tool", "notes__update_note").await;
+    browser
+        .client
+        .execute(
+            "document.getElementById('f-decision').value = 'refused';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.click("form.filters button[type=submit]").await;
+    browser.wait_for("#records tbody tr td").await;
+    let url = browser.client.current_url().await.unwrap();
+    assert!(url.as_str().contains("tool=notes__update_note"), "{url}");
+    let rows = browser.text("#records tbody").await;
+    assert!(
+        rows.contains("notes__update_note") && rows.contains("confirm.denied"),
+        "{rows}"
+    );
+    assert!(!rows.contains("notes__delete_note"), "{rows}");
+    assert!(browser.find("#records script").await.is_none());
+    browser.screenshot("audit-filtered-1280").await;
+    let exported = browser
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             const link = document.querySelector('a[download]');\
+             fetch(link.href).then(r => r.text()).then(done, e => done('failed: ' + e));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let exported = exported.as_str().unwrap().to_owned();
+    let lines: Vec<Value> = exported
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("{exported}")))
+        .collect();
+    assert!(!lines.is_empty(), "{exported}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["target"] == "notes__update_note" && line["decision"] == "refused"),
+        "{exported}"
     );
 
     // Each decision is audited under the operator's key id.
@@ -211,7 +272,26 @@ async fn a_changed_tool_definition_is_read_side_by_side_and_approved_by_its_hash
     let added = browser
         .wait_for("article[data-tool='fx__echo'] td.ins")
         .await;
-    assert!(added.text().await.unwrap().contains("quietly keeps a copy"));
+    let added = added.text().await.unwrap();
+    assert!(added.contains("quietly keeps a copy"), "{added}");
+    // The description's markup is shown as text: no element made of it, nothing run.
+    assert!(
+        added.contains("<script>") && added.contains("onerror="),
+        "{added}"
+    );
+    assert!(
+        browser
+            .find("article[data-tool='fx__echo'] script")
+            .await
+            .is_none()
+    );
+    assert!(
+        browser
+            .find("article[data-tool='fx__echo'] img")
+            .await
+            .is_none()
+    );
+    assert_ne!(browser.client.title().await.unwrap(), "pwned");
     browser.screenshot("tools-diff-1280").await;
     browser
         .click("button[aria-label='Approve the waiting definition of fx__echo']")
