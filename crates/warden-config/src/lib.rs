@@ -141,6 +141,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Admin {
         pub listen: Option<String>,
+        pub tls: Option<bool>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -333,8 +334,11 @@ pub struct Config {
     pub tools: std::collections::BTreeMap<String, ToolRules>,
     pub rate: Rate,
     pub audit: Audit,
-    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), never the public port.
+    /// The admin listener (the console, `/metrics`, `/healthz`, `/readyz`), never the
+    /// public port.
     pub admin_listen: SocketAddr,
+    /// The admin listener speaks TLS with the `[server]` certificate (`[admin] tls`).
+    pub admin_tls: bool,
     pub results: Results,
     /// Hosts and networks Warden's own requests may reach besides public addresses.
     pub egress_allow: Vec<EgressRule>,
@@ -571,6 +575,9 @@ impl Config {
 pub struct Locations {
     pub data_dir: PathBuf,
     pub admin_listen: String,
+    /// With `[admin] tls`: the certificate the admin listener presents (the `[server]`
+    /// one), which the admin commands expect to see.
+    pub admin_certificate: Option<PathBuf>,
     path: PathBuf,
     store: store::raw::Store,
 }
@@ -596,11 +603,17 @@ pub fn locations_in(path: &Path) -> Result<Locations, ConfigError> {
     #[derive(serde::Deserialize)]
     struct Admin {
         listen: Option<String>,
+        tls: Option<bool>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Server {
+        tls_cert: Option<String>,
     }
     #[derive(serde::Deserialize)]
     struct Only {
         data_dir: Option<String>,
         admin: Option<Admin>,
+        server: Option<Server>,
         store: Option<store::raw::Store>,
     }
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -611,6 +624,12 @@ pub fn locations_in(path: &Path) -> Result<Locations, ConfigError> {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
+    let admin_tls = only.admin.as_ref().and_then(|admin| admin.tls) == Some(true);
+    let admin_certificate = only
+        .server
+        .and_then(|server| server.tls_cert)
+        .filter(|_| admin_tls)
+        .map(PathBuf::from);
     Ok(Locations {
         data_dir: only
             .data_dir
@@ -619,6 +638,7 @@ pub fn locations_in(path: &Path) -> Result<Locations, ConfigError> {
             .admin
             .and_then(|admin| admin.listen)
             .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned()),
+        admin_certificate,
         path: path.to_owned(),
         store: only.store.unwrap_or_default(),
     })
@@ -843,6 +863,13 @@ fn validate(
             format!("{admin:?} is not an IP address and port, e.g. {DEFAULT_ADMIN_LISTEN}"),
         )
     })?;
+    let admin_tls = raw.admin.tls.unwrap_or(false);
+    if admin_tls && tls.is_none() {
+        return Err(invalid(
+            "admin.tls",
+            "the admin listener uses the [server] certificate: set tls_cert and tls_key".into(),
+        ));
+    }
     let results = Results {
         harden: raw.results.harden.unwrap_or(true),
         max_result_bytes: bounded(
@@ -935,6 +962,7 @@ fn validate(
         rate,
         audit,
         admin_listen,
+        admin_tls,
         results,
         egress_allow,
         sessions: Sessions {

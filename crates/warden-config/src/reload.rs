@@ -74,9 +74,10 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
         next.upstreams = running.upstreams.clone();
     }
 
-    let restart_only: [(&'static str, bool); 12] = [
+    let restart_only: [(&'static str, bool); 13] = [
         ("[server] listen", running.listen != read.listen),
         ("[admin] listen", running.admin_listen != read.admin_listen),
+        ("[admin] tls", running.admin_tls != read.admin_tls),
         ("data_dir", running.data_dir != read.data_dir),
         (
             "[server] allow_plaintext",
@@ -103,6 +104,7 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
     plan.needs_restart = changed(&restart_only);
     next.listen = running.listen;
     next.admin_listen = running.admin_listen;
+    next.admin_tls = running.admin_tls;
     next.data_dir = running.data_dir.clone();
     next.allow_plaintext = running.allow_plaintext;
     next.tls = running.tls.clone();

@@ -141,6 +141,40 @@ pub fn router(state: AppState, tls: bool) -> Router {
     }
 }
 
+/// Serves `routes` (the admin listener's) on `listener`, plain or TLS, until `stop`
+/// resolves: each connection HTTP/1.1 with the header-read clock, under the listener's
+/// connection cap, each request given its peer as `ConnectInfo<SocketAddr>`.
+pub async fn serve_routes(
+    mut listener: Listener,
+    routes: Router,
+    header_read_timeout: std::time::Duration,
+    stop: impl Future<Output = ()> + Send,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(stop);
+    loop {
+        let listener::Accepted { io, peer, slot } = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => return,
+        };
+        let routes = routes.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            routes.clone().call(request)
+        });
+        let connection = http.serve_connection(TokioIo::new(io), service);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "admin connection closed with an error");
+            }
+            drop(slot);
+        });
+    }
+}
+
 /// One year; subdomains are left to whoever runs the domain.
 const HSTS: &str = "max-age=31536000";
 

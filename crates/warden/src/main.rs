@@ -420,7 +420,7 @@ fn unmatched_message(rule: &warden_upstream::UnmatchedRule) -> String {
 /// `warden reload`: asks the running Warden to read its configuration again, and says
 /// what it applied, restarted, and what waits for a restart.
 fn reload_running(admin: Option<String>, config: Option<&Path>) -> Result<(), Failure> {
-    let address = admin_client::address(admin, config)?;
+    let address = admin_client::target(admin, config)?;
     let (status, body) = admin_client::request(&address, "POST", "/reload")?;
     let report: serde_json::Value = serde_json::from_str(&body).map_err(|_| {
         format!(
@@ -704,14 +704,33 @@ async fn prune_audit(stores: &warden_store::Stores, retain_days: u64) -> Result<
     Ok(())
 }
 
+/// Connections the admin listener holds at once (operators, probes, scrapers).
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// The admin listener's TLS (`[admin] tls`): the `[server]` certificate and handshake
+/// time.
+type AdminTls = Option<(Arc<TlsCertificate>, Duration)>;
+
+/// The admin listener's connections: TLS when `tls` says so, or plain.
+fn admin_listener(tcp: tokio::net::TcpListener, tls: AdminTls) -> Result<Listener, Failure> {
+    Ok(match tls {
+        Some((certificate, handshake)) => {
+            Listener::tls(tcp, ADMIN_CONNECTIONS, certificate, handshake)?
+        }
+        None => Listener::plain(tcp, ADMIN_CONNECTIONS)?,
+    })
+}
+
 /// Answers `/healthz` (200) and `/readyz` (503) on the admin listener while the start
 /// waits (for PostgreSQL), until the returned sender fires; the listener itself is
 /// handed back for the admin routes.
 fn answer_not_ready(
     admin: tokio::net::TcpListener,
+    tls: AdminTls,
+    connections: &warden_config::Connections,
 ) -> Result<(tokio::net::TcpListener, tokio::sync::oneshot::Sender<()>), Failure> {
     let socket = admin.into_std()?;
-    let interim = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+    let interim = admin_listener(tokio::net::TcpListener::from_std(socket.try_clone()?)?, tls)?;
     let (done, waiting) = tokio::sync::oneshot::channel::<()>();
     let routes = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
@@ -724,13 +743,15 @@ fn answer_not_ready(
                 )
             }),
         );
-    tokio::spawn(async move {
-        let _ = axum::serve(interim, routes)
-            .with_graceful_shutdown(async move {
-                let _ = waiting.await;
-            })
-            .await;
-    });
+    let header_read_timeout = connections.header_read_timeout;
+    tokio::spawn(warden_gateway::serve_routes(
+        interim,
+        routes,
+        header_read_timeout,
+        async move {
+            let _ = waiting.await;
+        },
+    ));
     Ok((tokio::net::TcpListener::from_std(socket)?, done))
 }
 
@@ -821,8 +842,17 @@ fn serve(
         // start at once and names the address and the setting.
         let tcp = bind(config.listen, "[server] listen / --listen").await?;
         let admin = bind(config.admin_listen, "[admin] listen / --admin-listen").await?;
+        // The certificate before anything waits: a bad file stops the start at once.
+        let certificate = match &config.tls {
+            Some(tls) => Some(TlsCertificate::load(tls).map_err(|e| Failure::from(e.to_string()))?),
+            None => None,
+        };
+        let admin_tls: AdminTls = match (&config.tls, &certificate) {
+            (Some(tls), Some(certificate)) if config.admin_tls => Some((certificate.clone(), tls.handshake_timeout)),
+            _ => None,
+        };
         // The store (PostgreSQL is waited for; /readyz says 503 meanwhile).
-        let (admin, waiting) = answer_not_ready(admin)?;
+        let (admin, waiting) = answer_not_ready(admin, admin_tls.clone(), &config.connections)?;
         let opened = installation::open_for_serving(&config.store, &dir, AUDIT_ARGS_SECRET, stop.clone()).await;
         let _ = waiting.send(());
         let (stores, args_key) = opened?;
@@ -856,13 +886,11 @@ fn serve(
         }
         log_tool_kinds(&upstreams);
         let addr = tcp.local_addr()?;
-        let (listener, certificate) = match &config.tls {
-            None => (Listener::plain(tcp, config.connections.max)?, None),
-            Some(tls) => {
-                let certificate = TlsCertificate::load(tls).map_err(|e| Failure::from(e.to_string()))?;
-                let listener = Listener::tls(tcp, config.connections.max, certificate.clone(), tls.handshake_timeout)?;
-                (listener, Some(certificate))
+        let listener = match (&config.tls, &certificate) {
+            (Some(tls), Some(certificate)) => {
+                Listener::tls(tcp, config.connections.max, certificate.clone(), tls.handshake_timeout)?
             }
+            _ => Listener::plain(tcp, config.connections.max)?,
         };
         let scheme = if listener.is_tls() { "https" } else { "http" };
         tracing::info!(data_dir = %dir.path().display(), "listening on {scheme}://{addr}{}", warden_gateway::MCP_PATH);
@@ -893,9 +921,11 @@ fn serve(
             cluster,
         };
         let state = warden_gateway::AppState::new(&config, parts);
-        // The admin listener: metrics, health and reloads, never on the public port.
+        // The admin listener: the console, metrics, health and reloads, never on the
+        // public port.
         let admin_addr = admin.local_addr()?;
-        tracing::info!("admin endpoint at http://{admin_addr} (the console at /, /metrics, /healthz, /readyz)");
+        let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
+        tracing::info!("admin endpoint at {admin_scheme}://{admin_addr} (the console at /, /metrics, /healthz, /readyz)");
         log_next_steps(&dir, &format!("{scheme}://{addr}{}", warden_gateway::MCP_PATH));
         let (reload_requests, reloads) = tokio::sync::mpsc::channel(RELOAD_QUEUE);
         let admin_routes = warden_console::router(warden_console::Parts {
@@ -906,10 +936,11 @@ fn serve(
             pins: stores.pins.clone(),
             health: stores.health.clone(),
             reload: reload_requests,
-            tls: false,
-        })
-        .into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(admin, admin_routes).await });
+            tls: admin_tls.is_some(),
+        });
+        let admin = admin_listener(admin, admin_tls)?;
+        let header_read_timeout = config.connections.header_read_timeout;
+        tokio::spawn(warden_gateway::serve_routes(admin, admin_routes, header_read_timeout, std::future::pending()));
         // SIGHUP and `warden reload` read the configuration again.
         let reloader = reload::Reloader {
             path: config_path.map(Path::to_path_buf),

@@ -77,7 +77,7 @@ fn list(
     admin: Option<String>,
     place: Place,
 ) -> Result<(), Failure> {
-    let admin = admin_client::address(admin, place.config.as_deref())?;
+    let admin = admin_client::target(admin, place.config.as_deref())?;
     let scope = match key {
         Some(id) => {
             let at = Installation::open(place)?;

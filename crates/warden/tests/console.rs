@@ -645,13 +645,107 @@ async fn cookies_csrf_headers_host_guard_and_the_login_throttle_hold_over_plain_
     assert_eq!(add(Some("forged")).await.status(), 403);
     let added = add(Some(&csrf)).await;
     assert_eq!(added.status(), 200);
-    assert!(
-        added
-            .text()
+    let added = added.text().await.unwrap();
+    assert!(added.contains("only time it is shown"), "{added}");
+    // Rotate: the new key is shown once and works; the old one, given no grace, stops.
+    let new_id = added
+        .split("Key <code>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("{added}"))
+        .to_owned();
+    let rotated = client
+        .post(format!("{admin}/keys/rotate"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("id", &new_id),
+            ("grace_secs", "0"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    let rotated = rotated.text().await.unwrap();
+    let shown_key = |page: &str| {
+        page.split("id=\"new-key\" type=\"text\" readonly value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("{page}"))
+            .to_owned()
+    };
+    let (old, fresh) = (shown_key(&added), shown_key(&rotated));
+    assert_ne!(old, fresh);
+    assert_eq!(
+        Http::with_key(&warden, &old)
+            .modern("tools/list", None, json!({}))
             .await
-            .unwrap()
-            .contains("only time it is shown")
+            .status,
+        401
     );
+    assert_eq!(
+        Http::with_key(&warden, &fresh)
+            .modern("tools/list", None, json!({}))
+            .await
+            .status,
+        200
+    );
+
+    // The audit trail a page at a time: 50, then the older ones.
+    let http = Http::new(&warden);
+    for _ in 0..55 {
+        http.call_tool("notes__no_such_tool", json!({})).await;
+    }
+    // Records reach the trail a flush after their answer: ask until all 55 are there.
+    let page = |path: String| {
+        let (client, cookie) = (client.clone(), cookie.clone());
+        async move {
+            client
+                .get(path)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let rows = |html: &str| {
+        html.matches("<td class=\"mono\">notes__no_such_tool</td>")
+            .count()
+    };
+    let mut pages = (String::new(), String::new());
+    for _ in 0..50 {
+        let first = page(format!("{admin}/audit?tool=notes__no_such_tool")).await;
+        let older = first
+            .split("href=\"")
+            .filter_map(|rest| rest.split('"').next())
+            .find(|href| href.contains("before="))
+            .map(|href| href.replace("&amp;", "&"));
+        let second = match older {
+            Some(older) => page(format!("{admin}{older}")).await,
+            None => String::new(),
+        };
+        pages = (first, second);
+        if rows(&pages.0) == 50 && rows(&pages.1) == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows(&pages.0), 50, "{}", pages.0);
+    assert_eq!(rows(&pages.1), 5, "{}", pages.1);
+    let verified = client
+        .get(format!("{admin}/audit/verify"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(verified.contains("Intact"), "{verified}");
+
     // Without a session: a page sends to the login, an action is refused.
     let anonymous = client.get(format!("{admin}/audit")).send().await.unwrap();
     assert_eq!(anonymous.status(), 303);
@@ -706,8 +800,16 @@ async fn cookies_csrf_headers_host_guard_and_the_login_throttle_hold_over_plain_
 
     // Guessing is throttled like wrong keys: three wrong ones, then even the right
     // key waits, and the MCP port refuses the address too.
-    for _ in 0..3 {
-        assert_eq!(login("wdn_guess".to_owned()).await.status(), 401);
+    // (The key rotated away above already counted once.)
+    let mut wrong = 0;
+    loop {
+        let status = login("wdn_guess".to_owned()).await.status();
+        if status == 429 {
+            break;
+        }
+        assert_eq!(status, 401);
+        wrong += 1;
+        assert!(wrong <= 3, "not throttled after {wrong} wrong keys");
     }
     let throttled = login(warden.admin_key.clone()).await;
     assert_eq!(throttled.status(), 429);

@@ -390,3 +390,56 @@ async fn keys_come_from_a_url_and_tokens_never_reach_the_upstream() {
         "an Authorization header reached the upstream:\n{seen}"
     );
 }
+
+/// The operator's console takes an OAuth access token that grants the admin scope (or
+/// read), not one that grants only write; with API keys off, not the admin key either.
+#[tokio::test]
+async fn an_oauth_admin_token_opens_the_console_and_a_client_token_does_not() {
+    let idp = SigningKey::generate("k1");
+    let (warden, _dir) = start_with_file(&[&idp], "api_keys = false");
+    let admin = warden.admin_url();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |credential: String| {
+        let (client, admin) = (client.clone(), admin.clone());
+        async move {
+            client
+                .post(format!("{admin}/login"))
+                .form(&[("credential", credential)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let operator = login(idp.sign(&claims(json!({"scope": "admin"})))).await;
+    assert_eq!(operator.status(), 303);
+    let cookie = operator.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = client
+        .get(format!("{admin}/keys"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("oauth:alice@example.com"), "{page}");
+    assert!(page.contains(" · admin</span>"), "{page}");
+    assert!(page.contains("id=\"add-key\""), "an admin token may act");
+
+    let agent = login(idp.sign(&claims(json!({})))).await;
+    assert_eq!(
+        agent.status(),
+        403,
+        "a read-write client token opened the console"
+    );
+    let key = login(warden.admin_key.clone()).await;
+    assert_eq!(key.status(), 401, "API keys are off");
+}

@@ -284,3 +284,81 @@ async fn redis_over_tls_is_verified_and_fails_closed() {
     let doubting = Warden::start_config_with_env(config, &[("WARDEN_REDIS_URL", &redis.url)]);
     assert_eq!(list_tools(&plain, &doubting).await.unwrap(), 503);
 }
+
+/// `[admin] tls`: the console and the machines' routes over HTTPS with the server's
+/// certificate; the console's cookie is then `Secure` (and `__Host-`); `warden reload`
+/// reaches the listener over TLS, accepting only the configured certificate.
+#[tokio::test]
+async fn the_admin_listener_over_tls_gives_a_secure_cookie_and_the_cli_pins_its_certificate() {
+    let ca = TestCa::new();
+    let (dir, warden) = serving(&ca, "[admin]\ntls = true\n");
+    let admin = warden.admin_url();
+    assert!(admin.starts_with("https://"), "{admin}");
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let ready = client.get(format!("{admin}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let login = client
+        .post(format!("{admin}/login"))
+        .form(&[("credential", warden.admin_key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-warden="), "{cookie}");
+    for attribute in ["; Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    // No plain HTTP on it.
+    let plain = admin.replacen("https://", "http://", 1);
+    let answer = reqwest::Client::new()
+        .get(format!("{plain}/readyz"))
+        .send()
+        .await;
+    assert!(answer.is_err() || answer.unwrap().status() != 200);
+
+    // The CLI finds the listener's TLS in the configuration, and checks the certificate.
+    let config = warden.data_dir.parent().unwrap().join("warden.toml");
+    let address = admin.trim_start_matches("https://");
+    let reload = std::process::Command::new(BIN)
+        .args(["reload", "--admin", address, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    // Another certificate in the configuration: the CLI refuses the listener.
+    let other = tempfile::tempdir().unwrap();
+    TestCa::new().server_certificate(other.path());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &dir.path().join("cert.pem").display().to_string(),
+        &other.path().join("cert.pem").display().to_string(),
+    );
+    let impostor_config = other.path().join("warden.toml");
+    std::fs::write(&impostor_config, text).unwrap();
+    let refused = std::process::Command::new(BIN)
+        .args(["reload", "--admin", address, "--config"])
+        .arg(&impostor_config)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another certificate"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+#[test]
+fn admin_tls_without_a_certificate_is_refused_at_start() {
+    let (ok, stderr) = support::serve_to_exit("[admin]\ntls = true\n");
+    assert!(!ok);
+    assert!(stderr.contains("admin.tls"), "{stderr}");
+}
