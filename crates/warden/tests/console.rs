@@ -86,6 +86,27 @@ async fn until_gone(browser: &Browser, css: &str) {
     panic!("{css} stayed");
 }
 
+/// Clicks `decision` (Approve or Deny) on a held request's row; waits for the row to go.
+async fn decide(browser: &Browser, decision: &str, request: &str) {
+    browser
+        .click(&format!("button[aria-label='{decision} {request}']"))
+        .await;
+    until_gone(browser, &format!("tr[data-request='{request}']")).await;
+}
+
+/// Makes the held delete of `note` again: approved, it runs now.
+async fn assert_deletes(http: &Http, note: &str) {
+    let ran = http
+        .call_tool("notes__delete_note", json!({"id": note}))
+        .await;
+    assert_eq!(
+        ran.json()["result"]["structuredContent"]["deleted"],
+        true,
+        "{}",
+        ran.text
+    );
+}
+
 /// The console's audit records of operator actions.
 fn console_actions(warden: &Warden, method: &str) -> Vec<Value> {
     warden
@@ -156,23 +177,9 @@ async fn an_operator_approves_a_held_call_as_it_appears_and_the_clients_call_run
 
     // Approve the first, deny the second: the clients' repeated calls run or are
     // refused.
-    browser
-        .click(&format!("button[aria-label='Approve {request}']"))
-        .await;
-    until_gone(&browser, &format!("tr[data-request='{request}']")).await;
-    browser
-        .click(&format!("button[aria-label='Deny {hostile_request}']"))
-        .await;
-    until_gone(&browser, &format!("tr[data-request='{hostile_request}']")).await;
-    let ran = http
-        .call_tool("notes__delete_note", json!({"id": note}))
-        .await;
-    assert_eq!(
-        ran.json()["result"]["structuredContent"]["deleted"],
-        true,
-        "{}",
-        ran.text
-    );
+    decide(&browser, "Approve", &request).await;
+    decide(&browser, "Deny", &hostile_request).await;
+    assert_deletes(&http, &note).await;
     let refused = http
         .call_tool("notes__update_note", hostile_arguments)
         .await;
@@ -376,19 +383,8 @@ async fn without_javascript_keys_are_added_shown_once_and_revoked_and_a_read_key
             .await,
     );
     browser.open(&format!("{admin}/approvals")).await;
-    browser
-        .click(&format!("button[aria-label='Approve {request}']"))
-        .await;
-    until_gone(&browser, &format!("tr[data-request='{request}']")).await;
-    let ran = http
-        .call_tool("notes__delete_note", json!({"id": note}))
-        .await;
-    assert_eq!(
-        ran.json()["result"]["structuredContent"]["deleted"],
-        true,
-        "{}",
-        ran.text
-    );
+    decide(&browser, "Approve", &request).await;
+    assert_deletes(&http, &note).await;
     browser.close().await;
 
     // A read key looks: no action is offered, and a forged one is refused.
