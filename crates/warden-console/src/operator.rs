@@ -147,6 +147,13 @@ impl Operators {
         self.sessions().remove(id);
     }
 
+    /// Whether any session of this key is open (a live page ends when none is).
+    pub fn signed_in(&self, key_id: &str) -> bool {
+        self.sessions()
+            .values()
+            .any(|session| session.operator.key_id == key_id && session.last_seen.elapsed() < IDLE)
+    }
+
     /// Ends every session of a key (it was revoked or rotated away).
     pub fn close_key(&self, key_id: &str) {
         self.sessions()
@@ -202,13 +209,17 @@ pub(crate) struct LoginQuery {
     next: Option<String>,
 }
 
-/// Where to go after the login: a path on this console, never another site.
+/// Where to go after the login: a path on this console, never another site, and
+/// nothing that could not stand in a `Location` header as it is.
 fn safe_next(next: Option<&str>) -> &str {
     next.filter(|next| {
         next.starts_with('/')
             && !next.starts_with("//")
-            && !next.contains('\\')
             && !next.starts_with("/login")
+            && next.len() <= 2048
+            && next
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_-.~?=&%+:,".contains(&b))
     })
     .unwrap_or("/")
 }
@@ -347,6 +358,8 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example.com")), "/");
         assert_eq!(safe_next(Some("/\\evil.example.com")), "/");
         assert_eq!(safe_next(Some("/login?next=/")), "/");
+        assert_eq!(safe_next(Some("/keys\r\nSet-Cookie: x=1")), "/");
+        assert_eq!(safe_next(Some("/a\"><script>")), "/");
         assert_eq!(safe_next(None), "/");
     }
 
@@ -380,8 +393,10 @@ mod tests {
             operator.check_change("forged"),
             Err(ConsoleError::Csrf)
         ));
+        assert!(operators.signed_in("key_1"));
         operators.close_key("key_1");
         assert!(operators.find(&headers).is_none());
+        assert!(!operators.signed_in("key_1"), "its live pages end too");
         assert!(
             !Operators::new(false)
                 .open("k".into(), Scope::Admin)

@@ -105,6 +105,10 @@ pub(crate) async fn events(
                     tokio::time::sleep(POLL).await;
                 }
                 first = false;
+                // Signed out, or the key revoked: the live page ends.
+                if !console.operators.signed_in(&operator.key_id) {
+                    return None;
+                }
                 let Ok(pending) = console.approvals.pending().await else {
                     continue;
                 };
