@@ -5,6 +5,7 @@ mod catalogue;
 mod harden;
 mod paths;
 mod pins;
+pub mod rules;
 mod strict;
 
 pub use catalogue::{Catalogue, CatalogueTool, Origin, ToolKind};

@@ -174,6 +174,23 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Policies as code (Cedar).
+    #[command(after_help = "Example:\n  warden policy show-builtin > policies/base.cedar")]
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the built-in policies: what Warden allows without policy files, as Cedar
+    /// (read keys see and call read tools; write and admin keys every tool).
+    #[command(after_help = "Example:\n  warden policy show-builtin")]
+    ShowBuiltin,
+    /// Print the policy model (Cedar schema): entity types, actions and context.
+    #[command(after_help = "Example:\n  warden policy show-schema")]
+    ShowSchema,
 }
 
 #[derive(Subcommand)]
@@ -317,6 +334,7 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check_config(&file),
+        Command::Policy { command } => show_policy(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -333,6 +351,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `warden policy show-builtin` and `show-schema`.
+fn show_policy(command: &PolicyCommand) -> Result<(), Failure> {
+    let text = match command {
+        PolicyCommand::ShowBuiltin => warden_policy::rules::BUILTIN,
+        PolicyCommand::ShowSchema => warden_policy::rules::SCHEMA,
+    };
+    say!("{}", text.trim_end());
+    Ok(())
 }
 
 /// `warden config check`: everything start-up checks, short of spawning children and

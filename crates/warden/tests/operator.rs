@@ -424,3 +424,24 @@ async fn tool_names_fit_function_calling_apis() {
     assert!(!ok);
     assert!(stderr.contains("server.prefix_separator"), "{stderr}");
 }
+
+/// `warden policy show-builtin` and `show-schema` print Cedar: the policies name
+/// themselves, and the model declares the per-tool actions' parent.
+#[test]
+fn the_built_in_policies_and_the_model_are_printed() {
+    let show = |what: &str| {
+        let out = Command::new(BIN).args(["policy", what]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let builtin = show("show-builtin");
+    assert!(builtin.contains("@id(\"builtin.read-tools\")"), "{builtin}");
+    assert!(builtin.contains("permit ("), "{builtin}");
+    let schema = show("show-schema");
+    assert!(schema.contains("action call_tool;"), "{schema}");
+    assert!(schema.contains("entity Key in [Group]"), "{schema}");
+}
