@@ -8,6 +8,7 @@ use std::time::Duration;
 
 mod cluster;
 mod oauth;
+mod pinning;
 mod reload;
 mod store;
 mod tools;
@@ -15,6 +16,7 @@ mod upstream;
 
 pub use cluster::{Cluster, OnRedisDown};
 pub use oauth::{JwksSource, OAuth, ScopeNames};
+pub use pinning::unpinned;
 pub use reload::{ReloadPlan, plan_reload};
 pub use store::{
     DEFAULT_CONNECT_TIMEOUT_MS, Postgres as PostgresStore, ServerSecret, Store, host_replica_name,
@@ -213,6 +215,8 @@ mod raw {
         pub refresh_secs: Option<u64>,
         pub transport: Option<String>,
         pub paths_root: Option<String>,
+        pub require_pinned: Option<bool>,
+        pub sha256: Option<String>,
     }
 
     /// `sandbox = true | false | "best-effort"`.
@@ -243,6 +247,7 @@ mod raw {
         #[serde(default)]
         pub trusted_proxies: Vec<String>,
         pub prefix_separator: Option<String>,
+        pub require_pinned_upstreams: Option<bool>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -931,14 +936,17 @@ fn validate(
             "must be at most 4 characters of A-Z, a-z, 0-9, _ and - (function-calling APIs accept no others in tool names)".into(),
         ));
     }
-    let upstreams =
-        upstream::validate(raw.upstream, separator, lookup_env).map_err(|(field, message)| {
-            ConfigError::InvalidNamed {
-                path: path.to_owned(),
-                field,
-                message,
-            }
-        })?;
+    let upstreams = upstream::validate(
+        raw.upstream,
+        separator,
+        raw.server.require_pinned_upstreams.unwrap_or(false),
+        lookup_env,
+    )
+    .map_err(|(field, message)| ConfigError::InvalidNamed {
+        path: path.to_owned(),
+        field,
+        message,
+    })?;
     Ok(Config {
         upstreams,
         listen,

@@ -73,6 +73,9 @@ pub struct Stdio {
     /// One child per tenant, so that tenants never share a process.
     pub per_tenant: bool,
     pub sandbox: Sandbox,
+    /// The SHA-256 (lowercase hex) the file it runs must have (`sha256`): the script an
+    /// interpreter runs, or the program itself; checked before every start.
+    pub sha256: Option<String>,
 }
 
 /// How a stdio child is confined (Linux: Landlock, `no_new_privs`, resource limits, a
@@ -255,6 +258,7 @@ impl Upstream {
 pub(crate) fn validate(
     raw: Vec<raw::Upstream>,
     separator: &str,
+    require_pinned: bool,
     lookup_env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<Upstream>, (String, String)> {
     if raw.is_empty() {
@@ -264,7 +268,13 @@ pub(crate) fn validate(
     let mut upstreams: Vec<Upstream> = Vec::with_capacity(raw.len());
     for (index, raw) in raw.into_iter().enumerate() {
         let field = |name: &str| format!("upstream[{index}].{name}");
-        let upstream = one(raw, several.then_some(separator), &lookup_env, &field)?;
+        let upstream = one(
+            raw,
+            several.then_some(separator),
+            require_pinned,
+            &lookup_env,
+            &field,
+        )?;
         if upstreams.iter().any(|u| u.name == upstream.name) {
             return Err((field("name"), format!("{:?} is used twice", upstream.name)));
         }
@@ -280,10 +290,12 @@ pub(crate) fn validate(
 }
 
 /// One `[[upstream]]`; `separator` is what follows its name in its default prefix when
-/// there are several upstreams (none when it is alone).
+/// there are several upstreams (none when it is alone); `require_pinned` is
+/// `[server] require_pinned_upstreams`.
 fn one(
     mut raw: raw::Upstream,
     separator: Option<&str>,
+    require_pinned: bool,
     lookup_env: &impl Fn(&str) -> Option<String>,
     field: &impl Fn(&str) -> String,
 ) -> Result<Upstream, (String, String)> {
@@ -331,7 +343,9 @@ fn one(
         && raw.sandbox_cpu_seconds.is_none()
         && raw.sandbox_read.is_empty()
         && raw.sandbox_write.is_empty()
-        && raw.sandbox_udp.is_none();
+        && raw.sandbox_udp.is_none()
+        && raw.require_pinned.is_none()
+        && raw.sha256.is_none();
     let sandbox = Sandbox::from_raw(&mut raw).map_err(|(name, message)| (field(name), message))?;
     let source = match (raw.builtin, raw.command, raw.url) {
         (Some(builtin), None, None) if stdio_only && raw.headers.is_empty() => {
@@ -349,6 +363,28 @@ fn one(
             if command.first().is_none_or(String::is_empty) {
                 return Err((field("command"), "must name a program".into()));
             }
+            if raw.require_pinned.unwrap_or(require_pinned)
+                && let Some(why) = crate::unpinned(&command)
+            {
+                return Err((
+                    field("command"),
+                    format!("{why}; require_pinned refuses to start it"),
+                ));
+            }
+            let sha256 = raw
+                .sha256
+                .map(|hash| {
+                    let hash = hash.to_ascii_lowercase();
+                    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        Ok(hash)
+                    } else {
+                        Err((
+                            field("sha256"),
+                            "must be 64 hexadecimal digits (sha256sum FILE)".to_owned(),
+                        ))
+                    }
+                })
+                .transpose()?;
 
             let env = raw
                 .env
@@ -364,6 +400,7 @@ fn one(
                 cwd: raw.cwd.map(PathBuf::from),
                 per_tenant: raw.per_tenant.unwrap_or(false),
                 sandbox,
+                sha256,
             })
         }
         (None, None, Some(url)) if stdio_only => {
@@ -478,7 +515,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Upstream>, (String, String)> {
         let raw: crate::raw::Config = toml::from_str(text).unwrap();
-        validate(raw.upstream, DEFAULT_PREFIX_SEPARATOR, |name| {
+        validate(raw.upstream, DEFAULT_PREFIX_SEPARATOR, false, |name| {
             (name == "SET").then(|| "from-env".to_owned())
         })
     }

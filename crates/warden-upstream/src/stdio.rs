@@ -7,6 +7,7 @@
 //! upstream says `sandbox = false`, a scrubbed environment, a working directory of its
 //! own under the data directory, and the confinement of [`crate::sandbox`].
 
+use sha2::Digest as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio as ProcessStdio;
@@ -120,6 +121,62 @@ impl Supervised {
         if let Some(task) = task {
             let _ = task.await;
         }
+    }
+}
+
+/// Programs that run the script named by their first operand: `sha256` pins the
+/// script rather than the interpreter.
+const INTERPRETERS: [&str; 12] = [
+    "python", "python3", "node", "nodejs", "bash", "sh", "dash", "deno", "bun", "ruby", "perl",
+    "php",
+];
+
+/// The file `[[upstream]] sha256` pins: the script an interpreter runs, else the
+/// program itself (found as the child would find it).
+fn pinned_file(
+    program: &str,
+    args: &[String],
+    base: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let interpreter = INTERPRETERS.contains(&name)
+        || name
+            .strip_prefix("python3.")
+            .is_some_and(|minor| minor.bytes().all(|b| b.is_ascii_digit()));
+    if interpreter && let Some(script) = args.iter().find(|arg| !arg.starts_with('-')) {
+        let script = base.join(script);
+        if script.is_file() {
+            return Some(script);
+        }
+    }
+    sandbox::locate(program, base)
+}
+
+/// Refuses to start a child whose pinned file does not have the configured hash.
+async fn check_pin(
+    program: &str,
+    args: &[String],
+    base: &std::path::Path,
+    expected: &str,
+) -> Result<(), UpstreamError> {
+    let Some(file) = pinned_file(program, args, base) else {
+        return Err(UpstreamError::CommandNotFound(program.to_owned()));
+    };
+    let bytes = tokio::fs::read(&file).await.map_err(|e| {
+        UpstreamError::Spawn(format!(
+            "cannot read {} to check its sha256: {}",
+            file.display(),
+            e.kind()
+        ))
+    })?;
+    let found = hex::encode(sha2::Sha256::digest(&bytes));
+    if found == expected {
+        Ok(())
+    } else {
+        Err(UpstreamError::Spawn(format!(
+            "the sha256 of {} is {found}, not the pinned {expected}: not started (if the change is yours, put the new hash in [[upstream]] sha256)",
+            file.display()
+        )))
     }
 }
 
@@ -242,6 +299,18 @@ impl Launcher {
                 return Err(UpstreamError::Spawn("no sandbox trampoline".into()));
             }
         };
+        if let Some(expected) = &self.config.sha256 {
+            // Where the child resolves relative paths: its configured directory, its
+            // sandbox's working directory, or Warden's own.
+            let base = match (&self.config.cwd, sandboxed) {
+                (Some(cwd), _) => cwd.clone(),
+                (None, Some(_)) => self.workdir(tenant)?,
+                (None, None) => std::env::current_dir().map_err(|e| {
+                    UpstreamError::Spawn(format!("working directory: {}", e.kind()))
+                })?,
+            };
+            check_pin(program, args, &base, expected).await?;
+        }
         let mut command = match sandboxed {
             Some(trampoline) => {
                 let workdir = self.workdir(tenant)?;

@@ -353,6 +353,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Each stdio upstream whose command fetches a package or image without pinning it, and
+/// why (`warden_config::unpinned`).
+fn unpinned_upstreams(config: &Config) -> Vec<(&str, String)> {
+    config
+        .upstreams
+        .iter()
+        .filter_map(|upstream| match &upstream.source {
+            warden_config::Source::Stdio(stdio) => Some((
+                upstream.name.as_str(),
+                warden_config::unpinned(&stdio.command)?,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `warden policy show-builtin` and `show-schema`.
 fn show_policy(command: &PolicyCommand) -> Result<(), Failure> {
     let text = match command {
@@ -420,6 +436,12 @@ fn check_config(file: &Path) -> Result<(), Failure> {
             .iter()
             .map(unmatched_message),
     );
+    for (upstream, why) in unpinned_upstreams(&config) {
+        eprintln!(
+            "{}: warning: upstream {upstream:?} {why} (pin it, or set require_pinned = true to refuse it)",
+            file.display()
+        );
+    }
     if problems.is_empty() {
         say!("{}: ok", file.display());
         return Ok(());
@@ -853,6 +875,12 @@ fn serve(
     }
     if !config.listen.ip().is_loopback() && config.tls.is_none() {
         tracing::warn!(listen = %config.listen, "listening beyond loopback without TLS (allow_plaintext = true): keys cross the network unencrypted");
+    }
+    for (upstream, why) in unpinned_upstreams(&config) {
+        tracing::warn!(
+            upstream,
+            "{why} (pin it, or set require_pinned = true to refuse it)"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
