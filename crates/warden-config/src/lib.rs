@@ -217,6 +217,8 @@ mod raw {
         pub paths_root: Option<String>,
         pub require_pinned: Option<bool>,
         pub sha256: Option<String>,
+        #[serde(default)]
+        pub pin_sha256: Vec<String>,
     }
 
     /// `sandbox = true | false | "best-effort"`.
@@ -274,6 +276,8 @@ mod raw {
         pub default_tenant: Option<String>,
         pub scope_claim: Option<String>,
         pub scopes: Option<OAuthScopes>,
+        #[serde(default)]
+        pub pin_sha256: Vec<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]

@@ -21,6 +21,9 @@ pub struct OAuth {
     /// Where clients get tokens, as published in the metadata.
     pub authorization_servers: Vec<String>,
     pub jwks: JwksSource,
+    /// SubjectPublicKeyInfo SHA-256 hashes the `jwks_url` server's certificate must have
+    /// one of (`pin_sha256`), besides a valid chain.
+    pub jwks_pins: Vec<[u8; 32]>,
     /// Keys are read again this often, and sooner when a token names an unknown key.
     pub jwks_refresh: Duration,
     /// Allowed clock difference for `exp` and `nbf`.
@@ -64,10 +67,19 @@ pub(crate) fn validate(raw: raw::OAuth) -> Result<OAuth, (&'static str, String)>
             "must not have a query or fragment (RFC 8707)".into(),
         ));
     }
+    let mut jwks_pins = Vec::new();
     let jwks = match (raw.jwks_file, raw.jwks_url) {
-        (Some(file), None) => JwksSource::File(PathBuf::from(file)),
+        (Some(file), None) if raw.pin_sha256.is_empty() => JwksSource::File(PathBuf::from(file)),
+        (Some(_), None) => {
+            return Err((
+                "auth.oauth.pin_sha256",
+                "pins the certificate of jwks_url; a jwks_file has none".into(),
+            ));
+        }
         (None, Some(url)) => {
             check_url(&url).map_err(|m| ("auth.oauth.jwks_url", m))?;
+            jwks_pins = crate::pinning::spki_pins(raw.pin_sha256, &url)
+                .map_err(|m| ("auth.oauth.pin_sha256", m))?;
             JwksSource::Url(url)
         }
         _ => {
@@ -96,6 +108,7 @@ pub(crate) fn validate(raw: raw::OAuth) -> Result<OAuth, (&'static str, String)>
         resource,
         authorization_servers,
         jwks,
+        jwks_pins,
         jwks_refresh: Duration::from_secs(jwks_refresh),
         leeway: Duration::from_secs(leeway),
         tenant_claim: raw.tenant_claim.unwrap_or_else(|| "tenant".into()),

@@ -8,6 +8,31 @@
 //! Any other command (a local script or binary) is not judged here; `[[upstream]]
 //! sha256` pins its file.
 
+/// `pin_sha256` entries: each the base64 SHA-256 of a certificate's SubjectPublicKeyInfo
+/// (an optional `sha256/` in front, as HPKP wrote it), for an `https` `url` only.
+pub(crate) fn spki_pins(values: Vec<String>, url: &str) -> Result<Vec<[u8; 32]>, String> {
+    use base64::Engine as _;
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !url.starts_with("https://") {
+        return Err("pins a certificate, so the URL must be https".into());
+    }
+    values
+        .iter()
+        .map(|value| {
+            let text = value.strip_prefix("sha256/").unwrap_or(value);
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| {
+                    format!("{value:?} is not a base64 SHA-256 (openssl x509 -pubkey -noout -in cert.pem | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)")
+                })
+        })
+        .collect()
+}
+
 /// Why `command` does not pin what it fetches; `None` when it does, or fetches nothing.
 pub fn unpinned(command: &[String]) -> Option<String> {
     let program = command.first()?;

@@ -195,6 +195,9 @@ pub struct Http {
     /// Sent with every request to this upstream; `env:NAME` values resolved at load time.
     pub headers: Vec<(String, Secret)>,
     pub transport: HttpTransport,
+    /// SubjectPublicKeyInfo SHA-256 hashes its certificate must have one of
+    /// (`pin_sha256`), besides a valid chain.
+    pub pins: Vec<[u8; 32]>,
 }
 
 /// How an HTTP upstream is spoken to.
@@ -348,7 +351,9 @@ fn one(
         && raw.sha256.is_none();
     let sandbox = Sandbox::from_raw(&mut raw).map_err(|(name, message)| (field(name), message))?;
     let source = match (raw.builtin, raw.command, raw.url) {
-        (Some(builtin), None, None) if stdio_only && raw.headers.is_empty() => {
+        (Some(builtin), None, None)
+            if stdio_only && raw.headers.is_empty() && raw.pin_sha256.is_empty() =>
+        {
             match builtin.as_str() {
                 "notes" => Source::Builtin(Builtin::Notes),
                 _ => {
@@ -359,7 +364,7 @@ fn one(
                 }
             }
         }
-        (None, Some(command), None) if raw.headers.is_empty() => {
+        (None, Some(command), None) if raw.headers.is_empty() && raw.pin_sha256.is_empty() => {
             if command.first().is_none_or(String::is_empty) {
                 return Err((field("command"), "must name a program".into()));
             }
@@ -427,10 +432,13 @@ fn one(
                     ));
                 }
             };
+            let pins = crate::pinning::spki_pins(std::mem::take(&mut raw.pin_sha256), &url)
+                .map_err(|message| (field("pin_sha256"), message))?;
             Source::Http(Http {
                 url,
                 headers,
                 transport,
+                pins,
             })
         }
         _ => {

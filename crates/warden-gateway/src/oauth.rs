@@ -132,9 +132,19 @@ impl OAuthVerifier {
                 egress
                     .check_url(&parsed)
                     .map_err(|error| OAuthError::Egress(error.to_string()))?;
+                let pins =
+                    (!config.jwks_pins.is_empty()).then(|| warden_upstream::outbound::SpkiPins {
+                        who: "the JWKS (auth.oauth.jwks_url)".to_owned(),
+                        hashes: config.jwks_pins.clone(),
+                    });
                 Fetcher::Url {
-                    client: warden_upstream::outbound::client(url.starts_with("https:"), 0, egress)
-                        .map_err(|_| OAuthError::Client)?,
+                    client: warden_upstream::outbound::client(
+                        url.starts_with("https:"),
+                        0,
+                        egress,
+                        pins.as_ref(),
+                    )
+                    .map_err(|_| OAuthError::Client)?,
                     url: url.clone(),
                 }
             }
@@ -357,7 +367,8 @@ async fn read_url(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String
         .timeout(FETCH_TIMEOUT)
         .send()
         .await
-        .map_err(|_| "not reachable".to_owned())?;
+        // The cause, without the URL: a refused pin, a bad chain, no route.
+        .map_err(|error| format!("not reachable: {}", warden_upstream::outbound::cause(error)))?;
     if !response.status().is_success() {
         return Err(format!("HTTP status {}", response.status().as_u16()));
     }

@@ -85,8 +85,12 @@ impl HttpUpstream {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        let client = outbound::client(url.scheme() == "https", 0, egress)
-            .map_err(|_| UpstreamError::Spawn("cannot build the HTTP client".into()))?;
+        let pins = (!config.pins.is_empty()).then(|| outbound::SpkiPins {
+            who: format!("upstream {name:?}"),
+            hashes: config.pins.clone(),
+        });
+        let client = outbound::client(url.scheme() == "https", 0, egress, pins.as_ref())
+            .map_err(UpstreamError::Spawn)?;
         let (link, queue) = Link::new(name.clone(), unsolicited);
         let endpoint = Arc::new(Endpoint {
             name,

@@ -53,8 +53,8 @@ pub(crate) struct Fetcher {
 impl Fetcher {
     pub(crate) fn new(egress: &Arc<EgressPolicy>) -> Result<Self, UpstreamError> {
         Ok(Self {
-            client: outbound::client(false, MAX_REDIRECTS, egress)
-                .map_err(|_| UpstreamError::Spawn("cannot build the HTTP client".into()))?,
+            client: outbound::client(false, MAX_REDIRECTS, egress, None)
+                .map_err(UpstreamError::Spawn)?,
             egress: egress.clone(),
         })
     }

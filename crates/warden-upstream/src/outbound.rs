@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use futures_util::StreamExt as _;
+use sha2::Digest as _;
 
 use crate::UpstreamError;
 use crate::egress::{CONNECT_TIMEOUT, EgressPolicy, GuardedResolver};
@@ -20,7 +22,8 @@ pub fn client(
     https_only: bool,
     max_redirects: usize,
     egress: &Arc<EgressPolicy>,
-) -> reqwest::Result<reqwest::Client> {
+    pins: Option<&SpkiPins>,
+) -> Result<reqwest::Client, String> {
     let redirects = if max_redirects == 0 {
         reqwest::redirect::Policy::none()
     } else {
@@ -37,7 +40,7 @@ pub fn client(
             }
         })
     };
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver {
             policy: egress.clone(),
         }))
@@ -45,8 +48,98 @@ pub fn client(
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .redirect(redirects)
         .no_proxy()
-        .https_only(https_only)
-        .build()
+        .https_only(https_only);
+    if let Some(pins) = pins {
+        let tls = pinned_tls(pins).map_err(|error| format!("TLS for {}: {error}", pins.who))?;
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder.build().map_err(cause)
+}
+
+/// Certificates a server must present besides a valid chain (`pin_sha256`): the
+/// SHA-256 of the end-entity certificate's SubjectPublicKeyInfo, as `openssl` and HPKP
+/// print it (base64). Two pins let a key be rotated.
+#[derive(Debug, Clone)]
+pub struct SpkiPins {
+    /// Who is pinned (`upstream "fs"`, `the JWKS`), for the error.
+    pub who: String,
+    pub hashes: Vec<[u8; 32]>,
+}
+
+/// The platform's chain verification, then the pins.
+#[derive(Debug)]
+struct PinnedVerifier {
+    chain: rustls_platform_verifier::Verifier,
+    pins: SpkiPins,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let certificate = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+            rustls::Error::General(format!("{}: the certificate cannot be read", self.pins.who))
+        })?;
+        let spki = certificate.subject_public_key_info();
+        let hash: [u8; 32] = sha2::Sha256::digest(spki.as_ref()).into();
+        if self.pins.hashes.contains(&hash) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::General(format!(
+                "the certificate of {} matches none of its pin_sha256 (its key's pin is {})",
+                self.pins.who,
+                base64::engine::general_purpose::STANDARD.encode(hash)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// TLS that verifies the chain as usual and then the pins.
+fn pinned_tls(pins: &SpkiPins) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain = rustls_platform_verifier::Verifier::new(provider.clone())?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+            chain,
+            pins: pins.clone(),
+        }))
+        .with_no_client_auth())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -75,8 +75,12 @@ impl SseUpstream {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        let client = outbound::client(url.scheme() == "https", 0, egress)
-            .map_err(|_| UpstreamError::Spawn("cannot build the HTTP client".into()))?;
+        let pins = (!config.pins.is_empty()).then(|| outbound::SpkiPins {
+            who: format!("upstream {name:?}"),
+            hashes: config.pins.clone(),
+        });
+        let client = outbound::client(url.scheme() == "https", 0, egress, pins.as_ref())
+            .map_err(UpstreamError::Spawn)?;
         let connector = Connector {
             name,
             client,

@@ -336,6 +336,7 @@ async fn a_remote_upstream_at_a_blocked_target_is_never_connected() {
                 url,
                 headers: Vec::new(),
                 transport: warden_config::HttpTransport::Streamable,
+                pins: Vec::new(),
             },
             1 << 20,
             Link::unsolicited_channel(),

@@ -33,14 +33,21 @@ impl TestCa {
         }
     }
 
-    /// Writes a server certificate and its key to `dir`.
-    fn server_certificate(&self, dir: &Path) {
+    /// Writes a server certificate and its key to `dir`; its key's pin (the base64
+    /// SHA-256 of its SubjectPublicKeyInfo).
+    fn server_certificate(&self, dir: &Path) -> String {
+        use base64::Engine as _;
+        use sha2::Digest as _;
         let key = KeyPair::generate().unwrap();
+        let pin = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        ));
         let params =
             CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
         let certificate = params.signed_by(&key, &self.issuer).unwrap();
         std::fs::write(dir.join("cert.pem"), certificate.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        pin
     }
 
     fn client(&self) -> reqwest::Client {
@@ -361,4 +368,143 @@ fn admin_tls_without_a_certificate_is_refused_at_start() {
     let (ok, stderr) = support::serve_to_exit("[admin]\ntls = true\n");
     assert!(!ok);
     assert!(stderr.contains("admin.tls"), "{stderr}");
+}
+
+/// The HTTP fixture over TLS with a certificate from `ca`; killed when dropped.
+struct TlsUpstream {
+    child: std::process::Child,
+    url: String,
+    pin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsUpstream {
+    fn start(ca: &TestCa) -> Self {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().unwrap();
+        let pin = ca.server_certificate(dir.path());
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/http_server.py");
+        let mut child = std::process::Command::new(support::python())
+            .arg(script)
+            .arg("--tls")
+            .args([dir.path().join("cert.pem"), dir.path().join("key.pem")])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut url = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut url)
+            .unwrap();
+        Self {
+            child,
+            url: url.trim().to_owned(),
+            pin,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pin_sha256` on a remote upstream: a valid chain is not enough, its key must be one
+/// of the pins; listing two lets a key be rotated; a mismatch keeps the upstream away,
+/// and the log names it. The JWKS of OAuth is pinned the same way.
+#[tokio::test]
+async fn a_remote_upstream_is_reached_only_with_a_pinned_key() {
+    let ca = TestCa::new();
+    let upstream = TlsUpstream::start(&ca);
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let other = TestCa::new().server_certificate(ca_dir.path());
+    let serve = |pins: &[&str]| {
+        let pins: Vec<String> = pins.iter().map(|pin| format!("{pin:?}")).collect();
+        Warden::start_config_with_env(
+            &format!(
+                "[[upstream]]\nname = \"remote\"\nurl = \"{}\"\npin_sha256 = [{}]\ncall_timeout_ms = 3000\n{}",
+                upstream.url,
+                pins.join(", "),
+                support::EGRESS_LOOPBACK
+            ),
+            &[("SSL_CERT_FILE", ca_file.to_str().unwrap())],
+        )
+    };
+    let clock = |warden: &Warden| {
+        let http = support::raw::Http::new(warden);
+        async move { http.call_tool("clock", json!({"zone": "UTC"})).await }
+    };
+    // Pinned (and, for rotation, beside another pin): served.
+    for pins in [
+        vec![upstream.pin.as_str()],
+        vec![other.as_str(), upstream.pin.as_str()],
+    ] {
+        let warden = serve(&pins);
+        let answer = clock(&warden).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert!(answer.text.contains("now"), "{}", answer.text);
+    }
+    // Another key than the pinned one: never reached, and the log says why.
+    let warden = serve(&[other.as_str()]);
+    let answer = clock(&warden).await;
+    assert!(!answer.text.contains("\"now\""), "{}", answer.text);
+    let mut said = false;
+    for _ in 0..50 {
+        if warden.logged("matches none of its pin_sha256") {
+            said = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(said, "{}", warden.stderr());
+    assert!(
+        warden.stderr().contains("upstream \\\"remote\\\"")
+            || warden.stderr().contains("upstream \"remote\""),
+        "{}",
+        warden.stderr()
+    );
+
+    // The JWKS: with a pin that does not match, no key is fetched (tokens are refused),
+    // and the log says why.
+    drop(warden);
+    let warden = Warden::start_config_with_env(
+        &format!(
+            "[auth.oauth]\nissuer = \"https://idp.test\"\nresource = \"https://mcp.test/mcp\"\n\
+             jwks_url = \"{}\"\npin_sha256 = [{other:?}]\n{}",
+            upstream.url.replace("/mcp", "/jwks"),
+            support::EGRESS_LOOPBACK
+        ),
+        &[("SSL_CERT_FILE", ca_file.to_str().unwrap())],
+    );
+    let mut said = false;
+    for _ in 0..50 {
+        if warden.logged("the JWKS (auth.oauth.jwks_url) matches none of its pin_sha256") {
+            said = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(said, "{}", warden.stderr());
+}
+
+#[test]
+fn pins_are_checked_when_the_configuration_is_read() {
+    for (config, said) in [
+        (
+            "[[upstream]]\nname = \"r\"\nurl = \"http://127.0.0.1:1/mcp\"\npin_sha256 = [\"AAAA\"]\n",
+            "must be https",
+        ),
+        (
+            "[[upstream]]\nname = \"r\"\nurl = \"https://mcp.example.com/mcp\"\npin_sha256 = [\"not base64\"]\n",
+            "is not a base64 SHA-256",
+        ),
+    ] {
+        let (ok, stderr) = support::serve_to_exit(config);
+        assert!(!ok);
+        assert!(stderr.contains(said), "{stderr}");
+    }
 }
