@@ -540,21 +540,8 @@ struct SlowUpstream {
 
 impl SlowUpstream {
     fn start() -> Self {
-        use std::io::BufRead as _;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/http_server.py");
-        let mut child = Command::new(support::python())
-            .args([script, "--slow"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut url = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut url)
-            .unwrap();
-        Self {
-            child,
-            url: url.trim().to_owned(),
-        }
+        let (child, url) = support::start_http_fixture(&["--slow"]);
+        Self { child, url }
     }
 }
 

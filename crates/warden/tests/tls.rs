@@ -380,24 +380,16 @@ struct TlsUpstream {
 
 impl TlsUpstream {
     fn start(ca: &TestCa) -> Self {
-        use std::io::BufRead as _;
         let dir = tempfile::tempdir().unwrap();
         let pin = ca.server_certificate(dir.path());
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/http_server.py");
-        let mut child = std::process::Command::new(support::python())
-            .arg(script)
-            .arg("--tls")
-            .args([dir.path().join("cert.pem"), dir.path().join("key.pem")])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut url = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut url)
-            .unwrap();
+        let (child, url) = support::start_http_fixture(&[
+            std::ffi::OsStr::new("--tls"),
+            dir.path().join("cert.pem").as_os_str(),
+            dir.path().join("key.pem").as_os_str(),
+        ]);
         Self {
             child,
-            url: url.trim().to_owned(),
+            url,
             pin,
             _dir: dir,
         }

@@ -141,8 +141,6 @@ async fn read_keys_see_no_unclassified_tools() {
 
 #[tokio::test]
 async fn an_http_upstream_gets_the_configured_headers_never_the_clients_key() {
-    use std::io::BufRead as _;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/http_server.py");
     /// Killed however the test ends.
     struct Upstream(std::process::Child);
     impl Drop for Upstream {
@@ -151,17 +149,8 @@ async fn an_http_upstream_gets_the_configured_headers_never_the_clients_key() {
             let _ = self.0.wait();
         }
     }
-    let mut upstream = Upstream(
-        std::process::Command::new("python3")
-            .arg(script)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut url = String::new();
-    std::io::BufReader::new(upstream.0.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
+    let (child, url) = support::start_http_fixture::<&str>(&[]);
+    let _upstream = Upstream(child);
     let config = format!(
         "[[upstream]]\nname = \"remote\"\nurl = \"{}\"\nheaders = {{ X-Upstream-Token = \"configured-canary-4417\" }}\nrefresh_secs = 1\n{}",
         url.trim(),

@@ -655,6 +655,23 @@ pub fn fixture_upstream(name: &str, extra: &str) -> String {
     format!("[[upstream]]\nname = \"{name}\"\ncommand = [\"{python}\", \"{script}\"]\n{extra}\n")
 }
 
+/// The HTTP fixture (`fixtures/http_server.py`) started with `args`: the child, and
+/// the URL it printed.
+pub fn start_http_fixture<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Child, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/http_server.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    (child, url.trim().to_owned())
+}
+
 /// The Python interpreter itself, not a launcher on `PATH` (a pyenv shim is a shell
 /// script that reads its own tree, which a sandboxed child may not).
 pub fn python() -> &'static str {
