@@ -201,9 +201,17 @@ async fn an_operator_approves_a_held_call_as_it_appears_and_the_clients_call_run
         .await
         .unwrap();
     browser.click("form.filters button[type=submit]").await;
-    browser.wait_for("#records tbody tr td").await;
-    let url = browser.client.current_url().await.unwrap();
+    // The filtered page replaces this one: wait for its address, not for any table.
+    let mut url = browser.client.current_url().await.unwrap();
+    for _ in 0..100 {
+        if url.as_str().contains("tool=notes__update_note") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        url = browser.client.current_url().await.unwrap();
+    }
     assert!(url.as_str().contains("tool=notes__update_note"), "{url}");
+    browser.wait_for("#records tbody tr td").await;
     let rows = browser.text("#records tbody").await;
     assert!(
         rows.contains("notes__update_note") && rows.contains("confirm.denied"),
