@@ -10,6 +10,7 @@
 mod echo;
 mod limiter;
 mod load;
+mod policy;
 mod proxy;
 mod refusals;
 mod search;
@@ -53,6 +54,12 @@ enum Bench {
     /// The cost of validating a typical ~1 KB tools/call (scan and schema).
     Validate {
         #[arg(long, default_value_t = 100_000)]
+        calls: usize,
+    },
+    /// What a Cedar policy decision costs a call, with 100 policies against the
+    /// built-in three.
+    Policy {
+        #[arg(long, default_value_t = 20_000)]
         calls: usize,
     },
     /// The rate limits' cost per call, uncontended and with many keys.
@@ -109,6 +116,7 @@ fn main() -> Result<(), Failure> {
         Bench::Load(args) => load::run(args),
         Bench::AuthRefusals { keys, rounds } => refusals::run(keys, rounds),
         Bench::Validate { calls } => validate::run(calls),
+        Bench::Policy { calls } => policy::run(calls),
         Bench::Limiter { calls, keys } => limiter::run(calls, keys),
         Bench::EgressProxy {
             requests,
