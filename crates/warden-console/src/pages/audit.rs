@@ -57,35 +57,17 @@ fn parse_time(value: &str) -> Result<Option<i64>, ConsoleError> {
             "{value:?} is not a time like 2026-12-03T14:30 (UTC)"
         ))
     };
-    let (date, clock) = value.split_once('T').ok_or_else(invalid)?;
-    let numbers = |text: &str, sep: char| -> Option<Vec<i64>> {
-        text.split(sep).map(|part| part.parse().ok()).collect()
-    };
-    let date = numbers(date, '-')
-        .filter(|d| d.len() == 3)
-        .ok_or_else(invalid)?;
-    let clock = numbers(clock, ':')
-        .filter(|c| (2..=3).contains(&c.len()))
-        .ok_or_else(invalid)?;
-    let (year, month, day) = (date[0], date[1], date[2]);
-    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    const MINUTES: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    const SECONDS: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let parsed = time::PrimitiveDateTime::parse(&value, MINUTES)
+        .or_else(|_| time::PrimitiveDateTime::parse(&value, SECONDS))
+        .map_err(|_| invalid())?;
+    if parsed.year() < 1970 {
         return Err(invalid());
     }
-    let (hour, minute, second) = (clock[0], clock[1], clock.get(2).copied().unwrap_or(0));
-    if !(0..24).contains(&hour) || !(0..60).contains(&minute) || !(0..60).contains(&second) {
-        return Err(invalid());
-    }
-    // Days since the epoch of a civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(Some(
-        ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000,
-    ))
+    Ok(Some(parsed.assume_utc().unix_timestamp() * 1000))
 }
 
 impl Filters {
