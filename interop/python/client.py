@@ -15,9 +15,11 @@ Environment:
                         fronting @modelcontextprotocol/server-everything), asking (Warden
                         fronting interop/python/modern_upstream.py, which asks for a name),
                         sse (Warden fronting interop/python/sse_upstream.py, a server on
-                        the deprecated HTTP+SSE transport) or approval (the notes server
+                        the deprecated HTTP+SSE transport), approval (the notes server
                         with delete_note held for an operator: WARDEN_BIN and
-                        WARDEN_DATA_DIR name the `warden` that approves it)
+                        WARDEN_DATA_DIR name the `warden` that approves it) or injection
+                        (a planted note read, then deleted: WARDEN_NOTE_ID, and
+                        WARDEN_READ_FIRST=1 to read it first)
 
 Exits 0 when every check passes; otherwise prints `FAIL [python]: ...` to stderr and exits 1.
 """
@@ -310,6 +312,29 @@ async def scenario_approval(client: Client) -> None:
     step("delete_note approved and run")
 
 
+async def scenario_injection(client: Client) -> None:
+    """The seeds' scenario: WARDEN_NOTE_ID names a note another key of the tenant wrote,
+    telling the model to delete every note. With WARDEN_READ_FIRST=1 this client reads it
+    first (get_note returns untrusted text), so Warden holds the delete that follows for
+    an operator (`[policy] after_untrusted = "approve"`) and nothing is deleted; without
+    the read, in a session of its own, the delete follows delete_note's normal rule (the
+    user confirms: this client accepts) and runs."""
+    note_id = os.environ["WARDEN_NOTE_ID"]
+    if os.environ.get("WARDEN_READ_FIRST") == "1":
+        got = structured(await client.call_tool("get_note", {"id": note_id}), "get_note")
+        check("delete every note" in str(got.get("body")), f"get_note did not return the planted note: {got!r}")
+        step("get_note ok: the session has read another key's note")
+        held = await client.call_tool("delete_note", {"id": note_id})
+        text = " ".join(getattr(c, "text", "") for c in held.content)
+        check(held.is_error, f"the delete after untrusted text was not held: {held!r}")
+        check(re.search(r"apr_[0-9a-f]+", text) is not None, f"no request id in the held answer: {text!r}")
+        step("delete_note after untrusted text: held for an operator")
+    else:
+        done = structured(await client.call_tool("delete_note", {"id": note_id}), "delete_note")
+        check(done.get("deleted") is True, f"the delete in a fresh session did not run: {done!r}")
+        step("delete_note in a fresh session: confirmed by the user and run")
+
+
 async def scenario_sse(client: Client) -> None:
     """Warden fronting a server on the deprecated HTTP+SSE transport."""
     names = [t.name for t in await list_all(client.list_tools, "tools")]
@@ -326,6 +351,7 @@ SCENARIOS = {
     "upstream": scenario_upstream,
     "asking": scenario_asking,
     "approval": scenario_approval,
+    "injection": scenario_injection,
 }
 
 

@@ -54,6 +54,7 @@ async fn admit(limiter: &Limiter, key: &str) -> Result<(), Failure> {
         tenant: "bench",
         session: key,
         tool: Some("search"),
+        policy_cost: 0,
     };
     let permit = limiter.admit_call(call, 0).await.map_err(|r| r.message)?;
     drop(permit);

@@ -302,6 +302,7 @@ async fn a_key_that_fills_its_slots_queues_in_its_own_line_not_another_keys() {
                 tenant: "acme",
                 session: key_id,
                 tool: None,
+                policy_cost: 0,
             };
             limiter.admit_call(call, 0).await
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 mod cluster;
 mod oauth;
 mod pinning;
+mod policy;
 mod reload;
 mod store;
 mod tools;
@@ -17,14 +18,15 @@ mod upstream;
 pub use cluster::{Cluster, OnRedisDown};
 pub use oauth::{JwksSource, OAuth, ScopeNames};
 pub use pinning::unpinned;
+pub use policy::{Policy, PolicyFile};
 pub use reload::{ReloadPlan, plan_reload};
 pub use store::{
     DEFAULT_CONNECT_TIMEOUT_MS, Postgres as PostgresStore, ServerSecret, Store, host_replica_name,
     is_replica_name,
 };
 pub use tools::{
-    Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, ToolClass, ToolRules, glob_matches,
-    rules_for,
+    Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, Returns, ToolClass, ToolRules,
+    glob_matches, rules_for,
 };
 pub use upstream::{
     Builtin, DEFAULT_UPSTREAM_NAME, Http, HttpTransport, Sandbox, SandboxMode, Secret, Source,
@@ -107,6 +109,8 @@ mod raw {
         pub store: crate::store::raw::Store,
         #[serde(default)]
         pub cluster: crate::cluster::raw::Cluster,
+        #[serde(default)]
+        pub policy: crate::policy::raw::Policy,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -181,6 +185,15 @@ mod raw {
         pub cost: Option<u64>,
         pub kind: Option<String>,
         pub confirm: Option<String>,
+        pub returns: Option<OneOrMany>,
+    }
+
+    /// A value written as one string or a list of them.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(untagged)]
+    pub enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -275,6 +288,7 @@ mod raw {
         pub tenant_claim: Option<String>,
         pub default_tenant: Option<String>,
         pub scope_claim: Option<String>,
+        pub groups_claim: Option<String>,
         pub scopes: Option<OAuthScopes>,
         #[serde(default)]
         pub pin_sha256: Vec<String>,
@@ -355,6 +369,8 @@ pub struct Config {
     pub store: Store,
     /// What replicas share beyond the store (Redis), if configured.
     pub cluster: Option<Cluster>,
+    /// Policies as code (`[policy]`).
+    pub policy: Policy,
 }
 
 /// A destination the operator opens to Warden's outbound requests.
@@ -842,6 +858,9 @@ fn validate(
     let store = store::validate(raw.store, &lookup_env).map_err(|(field, m)| invalid(field, m))?;
     let cluster =
         cluster::validate(raw.cluster, &lookup_env).map_err(|(field, m)| invalid(field, m))?;
+    // Policy files are named relative to the configuration file.
+    let policy = policy::validate(raw.policy, path.parent().unwrap_or(Path::new(".")))
+        .map_err(|(field, m)| invalid(field, m))?;
     let audit = Audit {
         enabled: raw.audit.enabled.unwrap_or(true),
         flush: Duration::from_millis(
@@ -986,6 +1005,7 @@ fn validate(
         waiting,
         store,
         cluster,
+        policy,
     })
 }
 

@@ -35,6 +35,8 @@ pub struct OAuth {
     pub default_tenant: Option<String>,
     /// The claim holding the granted scopes (a space-separated string or an array).
     pub scope_claim: String,
+    /// The claim holding the caller's groups (an array of strings), for policies.
+    pub groups_claim: String,
     /// The token scope that grants each Warden scope.
     pub scopes: ScopeNames,
 }
@@ -114,6 +116,7 @@ pub(crate) fn validate(raw: raw::OAuth) -> Result<OAuth, (&'static str, String)>
         tenant_claim: raw.tenant_claim.unwrap_or_else(|| "tenant".into()),
         default_tenant: raw.default_tenant,
         scope_claim: raw.scope_claim.unwrap_or_else(|| "scope".into()),
+        groups_claim: raw.groups_claim.unwrap_or_else(|| "groups".into()),
         scopes: ScopeNames {
             read: scopes.read.unwrap_or_else(|| "read".into()),
             write: scopes.write.unwrap_or_else(|| "write".into()),

@@ -32,7 +32,7 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
     let mut plan = ReloadPlan::default();
     let mut next = read.clone();
     // Settings the gateway, the limiter and the upstreams read afresh.
-    let live: [(&'static str, bool); 9] = [
+    let live: [(&'static str, bool); 10] = [
         (
             "[server] allowed_hosts",
             running.allowed_hosts != read.allowed_hosts,
@@ -54,6 +54,7 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
         ("[tools]", running.tools != read.tools),
         ("[results]", running.results != read.results),
         ("[egress]", running.egress_allow != read.egress_allow),
+        ("[policy] and its files", running.policy != read.policy),
     ];
     plan.live = changed(&live);
 

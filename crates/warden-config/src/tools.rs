@@ -81,6 +81,18 @@ pub struct ToolRules {
     /// Confirmation of each call; by default `elicit` for destructive tools, none for
     /// others.
     pub confirm: Option<Confirm>,
+    /// What the tool's results carry, for the session's flow state.
+    pub returns: Returns,
+}
+
+/// What a tool's results carry (`returns = "untrusted"`, `["untrusted", "private"]`):
+/// text someone other than the caller wrote (another user's note, a web page), and the
+/// tenant's private data. A session that received either is marked so, and policies
+/// read it as `context.session.untrusted_seen` and `private_read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Returns {
+    pub untrusted: bool,
+    pub private: bool,
 }
 
 impl Default for ToolRules {
@@ -95,8 +107,31 @@ impl Default for ToolRules {
             cost: DEFAULT_TOOL_COST,
             kind: None,
             confirm: None,
+            returns: Returns::default(),
         }
     }
+}
+
+fn returns(written: Option<&raw::OneOrMany>) -> Result<Returns, String> {
+    let words: Vec<&str> = match written {
+        None => Vec::new(),
+        Some(raw::OneOrMany::One(word)) => vec![word.as_str()],
+        Some(raw::OneOrMany::Many(words)) => words.iter().map(String::as_str).collect(),
+    };
+    let mut returns = Returns::default();
+    for word in words {
+        match word {
+            "untrusted" => returns.untrusted = true,
+            "private" => returns.private = true,
+            "trusted" => {}
+            other => {
+                return Err(format!(
+                    "must be \"untrusted\", \"private\" or \"trusted\" (or a list of them), not {other:?}"
+                ));
+            }
+        }
+    }
+    Ok(returns)
 }
 
 /// The rules for tool `name`: its own `[tools."<name>"]` entry, else the most specific
@@ -322,6 +357,7 @@ pub(crate) fn validate(
                             ));
                         }
                     },
+                    returns: returns(tool.returns.as_ref()).map_err(|m| (field("returns"), m))?,
                     kind: match tool.kind.as_deref() {
                         None => None,
                         Some("read") => Some(ToolClass::Read),

@@ -316,6 +316,7 @@ impl Auditor {
             started: Instant::now(),
             upstream: Arc::new(OnceLock::new()),
             pending: Arc::new(OnceLock::new()),
+            allowed_by: Arc::new(OnceLock::new()),
             verdict: None,
             record: Some(AuditRecord {
                 at_ms: now_ms(),
@@ -343,12 +344,17 @@ pub(crate) type PendingCell = Arc<OnceLock<&'static str>>;
 pub(crate) type UpstreamUsed = Arc<OnceLock<Arc<Upstream>>>;
 
 /// How a request was decided, for the request log line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Verdict {
     pub decision: &'static str,
     pub rule: Option<&'static str>,
+    /// The policies that decided (their `@id`s), when policies did.
+    pub policy: Option<String>,
     pub outcome: &'static str,
 }
+
+/// The policies that allowed a call, once dispatch knows.
+pub(crate) type PolicyCell = Arc<OnceLock<String>>;
 
 /// Where a request's verdict lands once known (a stream's, only when it ends).
 pub(crate) type VerdictCell = Arc<OnceLock<Verdict>>;
@@ -363,6 +369,8 @@ pub(crate) struct Draft {
     /// Set when the call did not run yet and waits for a person (`held`,
     /// `awaiting_confirmation`): the record says so instead of `allowed / ok`.
     pub pending: PendingCell,
+    /// The policies that allowed the call (a refusal names its own in the error).
+    pub allowed_by: PolicyCell,
     record: Option<AuditRecord>,
     verdict: Option<VerdictCell>,
 }
@@ -461,15 +469,30 @@ impl Draft {
         self.auditor
             .metrics
             .request(&record.method, decision, outcome, rule);
+        let policy = match result {
+            // A forbid's refusal names its policies in `data.policy`.
+            Err(error) if error.rule == Some("policy.forbid") => error
+                .data
+                .as_ref()
+                .and_then(|data| data.get("policy")?.as_str())
+                .map(str::to_owned),
+            Err(_) => None,
+            Ok(_) => self.allowed_by.get().cloned(),
+        };
+        // A policy's decision is recorded under its id (`policy:no-intern-writes`).
+        record.rule = match &policy {
+            Some(ids) => Some(format!("policy:{ids}")),
+            None => rule.map(str::to_owned),
+        };
         if let Some(cell) = &self.verdict {
             let _ = cell.set(Verdict {
                 decision,
                 rule,
+                policy,
                 outcome,
             });
         }
         record.decision = decision.to_owned();
-        record.rule = rule.map(str::to_owned);
         record.outcome = outcome.to_owned();
         record.result_bytes = result_bytes;
         Some(record)

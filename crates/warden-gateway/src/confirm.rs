@@ -320,15 +320,16 @@ pub(crate) enum Confirmation {
     Held(Value),
 }
 
-/// Decides whether `tool` may run now with `params`.
+/// Decides whether `tool` may run now with `params`, under confirmation `rule` (the
+/// tool's own, or a stronger one a policy asked for).
 pub(crate) async fn confirm(
     confirmations: &Confirmations,
     asker: &Asker<'_>,
-    tool: &CatalogueTool,
+    (tool, rule): (&CatalogueTool, Confirm),
     upstream: &str,
     mut params: Map<String, Value>,
 ) -> Result<Confirmation, RpcError> {
-    match tool.confirm() {
+    match rule {
         Confirm::Never => return Ok(Confirmation::Go(params)),
         Confirm::Deny => {
             return Err(RpcError::refusal(

@@ -6,19 +6,21 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
-use warden_config::OutputCheck;
+use warden_config::{Confirm, OutputCheck};
 use warden_limits::Call;
+use warden_policy::rules::{RequestFacts, Target, Verdict};
 use warden_policy::{CatalogueTool, Hardening, PolicyError, ToolKind, harden_message};
 use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
-use warden_store::{Principal, Scope};
+use warden_store::Principal;
 use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UriRoute};
 
 use crate::answer::{hardening, never_reached, unavailable, upstream_failed, upstream_result};
-use crate::audit::{PendingCell, UpstreamUsed};
+use crate::audit::{PendingCell, PolicyCell, UpstreamUsed};
 use crate::confirm::{self, Confirmation};
 use crate::error::RpcError;
 use crate::input_required;
+use crate::policy;
 use crate::session::Session;
 use crate::state::AppState;
 
@@ -65,17 +67,12 @@ fn discover_result(state: &AppState) -> Value {
     result
 }
 
-/// The most a key of `scope` may do.
-fn ceiling(scope: Scope) -> ToolKind {
-    match scope {
-        Scope::Read => ToolKind::Read,
-        Scope::Write | Scope::Admin => ToolKind::Destructive,
-    }
-}
-
 /// Who is asking, in which era, and where messages sent mid-call should go.
 pub(crate) struct Context<'a> {
     pub principal: &'a Principal,
+    /// The client's address, when the listener knows it, and its name: for policies.
+    pub address: Option<std::net::IpAddr>,
+    pub client: String,
     /// The legacy session, or the modern client (key and client name), that per-session
     /// call limits count against.
     pub instance: String,
@@ -83,6 +80,8 @@ pub(crate) struct Context<'a> {
     pub upstream_used: UpstreamUsed,
     /// Set when the call waits for a person instead of running (for the audit record).
     pub pending: PendingCell,
+    /// Set to the policies that allowed a call (for the audit record and the log).
+    pub allowed_by: PolicyCell,
     pub era: Era,
     pub session: Option<&'a Arc<Session>>,
     pub events: Option<mpsc::Sender<Event>>,
@@ -93,6 +92,21 @@ impl Context<'_> {
         Caller {
             tenant: &self.principal.tenant,
         }
+    }
+
+    /// The request as policies see it, with what this session has met so far.
+    fn request_facts(&self, state: &AppState) -> RequestFacts {
+        let session = state
+            .policy()
+            .session(&self.principal.tenant, &self.instance);
+        policy::request_facts(self.era, &self.client, self.address, session)
+    }
+
+    /// Records that what `upstream` (or its tool) returned reached this session.
+    fn record_flow(&self, state: &AppState, tool: Option<&str>, returns: warden_config::Returns) {
+        state
+            .policy()
+            .record(&self.principal.tenant, &self.instance, tool, returns);
     }
 }
 
@@ -124,9 +138,24 @@ pub(crate) async fn handle(
         ("server/discover", Era::Modern) => discover_result(state),
         ("tools/list", _) => {
             no_cursor(params)?;
+            // A list shows what the policies could permit this caller to call.
             let catalogue = upstreams.catalogue();
+            let policies = state.policy().current();
+            let principal = policy::principal_facts(context.principal);
+            let request = context.request_facts(state);
             let tools: Vec<&Value> = catalogue
-                .visible(ceiling(context.principal.scope))
+                .visible(ToolKind::Destructive)
+                .filter(|tool| {
+                    upstreams
+                        .get(tool.origin().upstream)
+                        .is_some_and(|upstream| {
+                            policies.could_call(
+                                &principal,
+                                &policy::tool_facts(tool, &upstream),
+                                &request,
+                            )
+                        })
+                })
                 .map(|t| t.definition())
                 .collect();
             json!({ "tools": tools })
@@ -143,24 +172,43 @@ pub(crate) async fn handle(
                 })?;
             let mut result = page.result;
             let from = page.from.and_then(|index| upstreams.get(index));
+            if let Some(upstream) = &from {
+                listed_by_policy(state, &context, &request.method, upstream, &mut result);
+            }
             if let Some(hardening) = from.and_then(|u| hardening(&state.results(), &u, None)) {
                 harden_message(&mut result, &hardening);
             }
             result
         }
         ("prompts/get", _) => {
-            let name = required_str(params, "name")?;
-            let (index, name) = upstreams.route_name(&name).ok_or_else(unknown_prompt)?;
+            let listed = required_str(params, "name")?;
+            let (index, name) = upstreams.route_name(&listed).ok_or_else(unknown_prompt)?;
             prompt_offered(state, &context, index, &name).await?;
+            let upstream = upstreams.get(index).ok_or_else(RpcError::internal)?;
+            let prompt = Target::Prompt {
+                name: &listed,
+                upstream: upstream.name(),
+            };
+            allowed_by_policy(state, &context, "get_prompt", &prompt, unknown_prompt)?;
             let mut params = params.clone();
             params.insert("name".into(), name.into());
-            forward(state, &context, index, &request.method, params, None).await?
+            let result = forward(state, &context, index, &request.method, params, None).await?;
+            context.record_flow(state, None, returns_of_upstream(&upstream));
+            result
         }
         ("resources/read", _) | ("resources/subscribe" | "resources/unsubscribe", Era::Legacy) => {
             let uri = required_str(params, "uri")?;
             // A URI goes only to the one upstream that listed it for this tenant or
             // whose template it fits.
             let index = owner_of(state, &context, &uri, era).await?;
+            let upstream = upstreams.get(index).ok_or_else(RpcError::internal)?;
+            let resource = Target::Resource {
+                uri: &uri,
+                upstream: upstream.name(),
+            };
+            allowed_by_policy(state, &context, "read_resource", &resource, || {
+                resource_not_found(era)
+            })?;
             let result = forward(
                 state,
                 &context,
@@ -170,6 +218,9 @@ pub(crate) async fn handle(
                 None,
             )
             .await?;
+            if request.method == "resources/read" {
+                context.record_flow(state, None, returns_of_upstream(&upstream));
+            }
             if let Some(session) = context.session {
                 match request.method.as_str() {
                     "resources/subscribe" => session.subscribe(&uri),
@@ -189,6 +240,28 @@ pub(crate) async fn handle(
             if let Some(prompt) = prompt {
                 prompt_offered(state, &context, index, prompt).await?;
             }
+            let upstream = upstreams.get(index).ok_or_else(RpcError::internal)?;
+            let target = match prompt {
+                Some(name) => Target::Prompt {
+                    name,
+                    upstream: upstream.name(),
+                },
+                None => Target::Resource {
+                    uri: params
+                        .get("ref")
+                        .and_then(|r| r.get("uri"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    upstream: upstream.name(),
+                },
+            };
+            allowed_by_policy(state, &context, "complete", &target, || {
+                RpcError::refusal(
+                    codes::INVALID_PARAMS,
+                    "Unknown reference",
+                    "policy.no_permit",
+                )
+            })?;
             forward(state, &context, index, &request.method, params, None).await?
         }
         _ => return Err(RpcError::method_not_found()),
@@ -340,14 +413,43 @@ async fn call_tool(
     };
     let catalogue = state.upstreams().catalogue();
     let tool = catalogue
-        .lookup(&name, ceiling(context.principal.scope))
+        .lookup(&name, ToolKind::Destructive)
         .map_err(policy_error)?;
-    tool.validate(&arguments).map_err(policy_error)?;
     let origin = tool.origin().clone();
-    let upstream_name = state
+    let upstream = state
         .upstreams()
         .get(origin.upstream)
-        .map_or_else(String::new, |u| u.name().to_owned());
+        .ok_or_else(RpcError::internal)?;
+    let upstream_name = upstream.name().to_owned();
+    let policies = state.policy().current();
+    let (principal, facts, request) = (
+        policy::principal_facts(context.principal),
+        policy::tool_facts(tool, &upstream),
+        context.request_facts(state),
+    );
+    // A tool no arguments could unlock is refused before its arguments are looked at:
+    // by the forbids that hide it, or, when nothing permits it, as unknown as one that
+    // does not exist (not even an argument error reveals it).
+    if !policies.could_call(&principal, &facts, &request) {
+        let mut verdict = policies.decide_call(&principal, &facts, &Map::new(), &request);
+        if verdict.allowed {
+            verdict.policies.clear();
+        }
+        return Err(refused_by_policy(&verdict, "Unknown tool"));
+    }
+    tool.validate(&arguments).map_err(policy_error)?;
+    // The policies decide on the validated arguments; what they allow may still need a
+    // person (`@confirm`) and cost more (`@cost`).
+    let verdict = policies.decide_call(
+        &principal,
+        &facts,
+        arguments.as_object().unwrap_or(&Map::new()),
+        &request,
+    );
+    if !verdict.allowed {
+        return Err(refused_by_policy(&verdict, "Unknown tool"));
+    }
+    let _ = context.allowed_by.set(verdict.policies.join(","));
     // A person confirms destructive calls before they run.
     let asker = confirm::Asker {
         principal: context.principal,
@@ -358,7 +460,7 @@ async fn call_tool(
     let mut params = match confirm::confirm(
         state.confirmations(),
         &asker,
-        tool,
+        (tool, stronger(tool.confirm(), verdict.confirm)),
         &upstream_name,
         params.clone(),
     )
@@ -382,9 +484,13 @@ async fn call_tool(
         origin.upstream,
         "tools/call",
         params,
-        Some(&name),
+        Some((&name, verdict.cost)),
     )
     .await?;
+    // A result still waiting for the client's input has not reached it yet.
+    if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        context.record_flow(state, Some(&name), policy::returns_of(tool, &upstream));
+    }
     Ok(checked_output(tool, result))
 }
 
@@ -446,16 +552,18 @@ async fn route_completion(
     }
 }
 
-/// Sends a call to upstream `index` once the rate limits admit it (`tool` is the
-/// catalogue name of a `tools/call`); the call's slots are held until it is done.
+/// Sends a call to upstream `index` once the rate limits admit it (`call` is the
+/// catalogue name of a `tools/call` and what policies add to its cost); the call's
+/// slots are held until it is done.
 async fn forward(
     state: &AppState,
     context: &Context<'_>,
     index: usize,
     method: &str,
     params: Map<String, Value>,
-    tool: Option<&str>,
+    call: Option<(&str, u64)>,
 ) -> Result<Value, RpcError> {
+    let tool = call.map(|(name, _)| name);
     let upstream: Arc<Upstream> = state
         .upstreams()
         .get(index)
@@ -465,6 +573,7 @@ async fn forward(
         tenant: &context.principal.tenant,
         session: &context.instance,
         tool,
+        policy_cost: call.map_or(0, |(_, cost)| cost),
     };
     let _ = context.upstream_used.set(upstream.clone());
     let permit = state
@@ -578,6 +687,112 @@ async fn call_upstream(
             )
             .await
         }
+    }
+}
+
+/// The stronger of a tool's own confirmation rule and one a policy asks for.
+fn stronger(rule: Confirm, asked: Option<Confirm>) -> Confirm {
+    let rank = |rule: Confirm| match rule {
+        Confirm::Never => 0,
+        Confirm::Elicit => 1,
+        Confirm::Approve => 2,
+        Confirm::Deny => 3,
+    };
+    match asked {
+        Some(asked) if rank(asked) > rank(rule) => asked,
+        _ => rule,
+    }
+}
+
+/// A refusal by policies. When a forbid decided, it names the policies (message,
+/// `data.policy`, audit record and log); when nothing permitted, the thing is as unknown
+/// as one that does not exist (`unknown`), and the audit record says why.
+fn refused_by_policy(verdict: &Verdict, unknown: &str) -> RpcError {
+    if verdict.policies.is_empty() {
+        return RpcError::refusal(codes::INVALID_PARAMS, unknown, "policy.no_permit");
+    }
+    let ids = verdict.policies.join(",");
+    RpcError {
+        data: Some(json!({ "policy": ids })),
+        ..RpcError::refusal(
+            codes::INVALID_PARAMS,
+            format!("Refused by policy {ids:?}"),
+            "policy.forbid",
+        )
+    }
+}
+
+/// Refuses `action` on `target` unless the policies allow it (`unknown` is what a
+/// caller nothing permits is told).
+fn allowed_by_policy(
+    state: &AppState,
+    context: &Context<'_>,
+    action: &str,
+    target: &Target<'_>,
+    unknown: impl FnOnce() -> RpcError,
+) -> Result<(), RpcError> {
+    let verdict = state.policy().current().decide_other(
+        &policy::principal_facts(context.principal),
+        action,
+        target,
+        &context.request_facts(state),
+    );
+    if verdict.allowed {
+        let _ = context.allowed_by.set(verdict.policies.join(","));
+        return Ok(());
+    }
+    if verdict.policies.is_empty() {
+        return Err(RpcError {
+            rule: Some("policy.no_permit"),
+            ..unknown()
+        });
+    }
+    Err(refused_by_policy(&verdict, ""))
+}
+
+/// Drops from a prompt or resource list what the policies would not let the caller
+/// get or read.
+fn listed_by_policy(
+    state: &AppState,
+    context: &Context<'_>,
+    method: &str,
+    upstream: &Upstream,
+    result: &mut Value,
+) {
+    let (field, key, action) = match method {
+        "prompts/list" => ("prompts", "name", "get_prompt"),
+        "resources/list" => ("resources", "uri", "read_resource"),
+        _ => return,
+    };
+    let Some(Value::Array(items)) = result.get_mut(field) else {
+        return;
+    };
+    let policies = state.policy().current();
+    let principal = policy::principal_facts(context.principal);
+    let request = context.request_facts(state);
+    items.retain(|item| {
+        let id = item.get(key).and_then(Value::as_str).unwrap_or_default();
+        let target = match action {
+            "get_prompt" => Target::Prompt {
+                name: id,
+                upstream: upstream.name(),
+            },
+            _ => Target::Resource {
+                uri: id,
+                upstream: upstream.name(),
+            },
+        };
+        policies
+            .decide_other(&principal, action, &target, &request)
+            .allowed
+    });
+}
+
+/// What anything an `untrusted` upstream returns carries.
+fn returns_of_upstream(upstream: &Upstream) -> warden_config::Returns {
+    warden_config::Returns {
+        untrusted: upstream.is_untrusted(),
+        private: false,
     }
 }
 

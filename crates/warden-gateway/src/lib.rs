@@ -21,6 +21,7 @@ mod listener;
 mod log;
 mod metrics;
 mod oauth;
+mod policy;
 mod relay;
 mod remote;
 mod session;
@@ -52,6 +53,7 @@ pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
 pub use metrics::{Metrics, Totals};
 pub use oauth::{OAuthError, OAuthVerifier};
+pub use policy::{PolicyEngine, compile as compile_policies};
 pub use shared::{
     BusError, BusMessage, BusPrincipal, ClusterState, SessionRecord, SharedFuture, Unreachable,
 };

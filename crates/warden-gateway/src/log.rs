@@ -65,6 +65,7 @@ pub(crate) async fn log_request(
         key_id = facts.key_id.as_deref(),
         decision = verdict.map(|v| v.decision),
         rule = verdict.and_then(|v| v.rule),
+        policy = verdict.and_then(|v| v.policy.as_deref()),
         outcome = verdict.map(|v| v.outcome),
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"

@@ -35,6 +35,38 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Subjects are cut to this length in logs and key ids (a digest of the whole one
 /// follows).
 const MAX_SUBJECT_CHARS: usize = 64;
+/// How many groups, and how many string claims, a token brings to policies at most,
+/// and how long each may be (longer ones are left out, never cut into another name).
+const MAX_GROUPS: usize = 64;
+const MAX_CLAIMS: usize = 64;
+const MAX_CLAIM_CHARS: usize = 256;
+
+/// A token's groups claim, as policies see it (`principal in Group::"ops"`).
+fn groups(claim: Option<&Value>) -> Vec<String> {
+    let Some(Value::Array(groups)) = claim else {
+        return Vec::new();
+    };
+    groups
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|group| group.chars().count() <= MAX_CLAIM_CHARS)
+        .take(MAX_GROUPS)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A token's string claims, as policies see them (`principal.getTag("department")`).
+fn string_claims(claims: &Map<String, Value>) -> std::collections::BTreeMap<String, String> {
+    claims
+        .iter()
+        .filter_map(|(name, value)| Some((name, value.as_str()?)))
+        .filter(|(name, value)| {
+            name.chars().count() <= MAX_CLAIM_CHARS && value.chars().count() <= MAX_CLAIM_CHARS
+        })
+        .take(MAX_CLAIMS)
+        .map(|(name, value)| (name.clone(), value.to_owned()))
+        .collect()
+}
 
 const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::RS256,
@@ -290,6 +322,9 @@ impl OAuthVerifier {
             tenant,
             scope,
             rpm: None,
+            name: String::new(),
+            labels: string_claims(claims),
+            groups: groups(claims.get(&self.config.groups_claim)),
         })
     }
 

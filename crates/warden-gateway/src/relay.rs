@@ -40,6 +40,10 @@ pub(crate) enum Answer {
 pub(crate) struct Run {
     pub state: AppState,
     pub principal: Principal,
+    /// The client's address, when the listener knows it.
+    pub address: Option<std::net::IpAddr>,
+    /// The client's name (`clientInfo`), as it chose it.
+    pub client: String,
     pub era: Era,
     pub session: Option<Arc<Session>>,
     /// What per-session limits count against (see `dispatch::Context`).
@@ -58,6 +62,8 @@ pub(crate) async fn run(run: Run) -> Answer {
     let Run {
         state,
         principal,
+        address,
+        client,
         era,
         session,
         instance,
@@ -80,9 +86,12 @@ pub(crate) async fn run(run: Run) -> Answer {
         async move {
             let context = Context {
                 principal: &principal,
+                address,
+                client,
                 instance,
                 upstream_used: audit.upstream.clone(),
                 pending: audit.pending.clone(),
+                allowed_by: audit.allowed_by.clone(),
                 era,
                 session: session.as_ref(),
                 events,

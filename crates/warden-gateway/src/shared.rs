@@ -100,6 +100,9 @@ impl BusPrincipal {
             tenant: self.tenant.clone(),
             scope: warden_store::Scope::parse(&self.scope)?,
             rpm: None,
+            name: String::new(),
+            labels: Default::default(),
+            groups: Vec::new(),
         })
     }
 }

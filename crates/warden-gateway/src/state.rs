@@ -18,6 +18,7 @@ use crate::guard::HostGuard;
 use crate::input_required::InputLot;
 use crate::metrics::Metrics;
 use crate::oauth::OAuthVerifier;
+use crate::policy::PolicyEngine;
 use crate::session::Sessions;
 use crate::shared::{ClusterState, Tickets};
 use crate::swap::Swap;
@@ -35,6 +36,8 @@ pub struct Parts {
     pub approvals: Arc<dyn Approvals>,
     /// What the replicas of a cluster share (`[cluster]`); `None` on a single node.
     pub cluster: Option<Arc<dyn ClusterState>>,
+    /// The policies in force and the sessions' flow state.
+    pub policy: Arc<PolicyEngine>,
 }
 
 /// Cheap to clone: one `Arc` around everything.
@@ -54,6 +57,7 @@ struct Inner {
     limiter: Arc<Limiter>,
     auditor: Arc<Auditor>,
     metrics: Arc<Metrics>,
+    policy: Arc<PolicyEngine>,
     // What a reload changes in place (`reconfigure`); the rest needs a restart.
     guard: Arc<Swap<HostGuard>>,
     admin_guard: Swap<HostGuard>,
@@ -118,6 +122,7 @@ impl AppState {
             metrics,
             approvals,
             cluster,
+            policy,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -146,6 +151,7 @@ impl AppState {
                 limiter,
                 auditor,
                 metrics,
+                policy,
                 guard: Arc::new(Swap::new(guard_of(config))),
                 admin_guard: Swap::new(admin_guard_of(config)),
                 client_addresses: Arc::new(Swap::new(client_addresses_of(config))),
@@ -203,6 +209,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// The policies in force (a reload replaces them) and the sessions' flow state.
+    pub fn policy(&self) -> &Arc<PolicyEngine> {
+        &self.inner.policy
     }
 
     pub fn auditor(&self) -> &Arc<Auditor> {

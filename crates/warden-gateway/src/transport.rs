@@ -3,6 +3,7 @@
 //! and turns the outcome back into HTTP. What a method does is `dispatch`'s business.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use warden_store::Principal;
 
 use crate::audit::{Draft, VerdictCell};
 use crate::auth::Caller;
+use crate::client_addr::ClientNetwork;
 use crate::credentials;
 use crate::dispatch;
 use crate::error::{GatewayError, RpcError};
@@ -177,6 +179,7 @@ enum Outcome {
 pub(crate) async fn post(
     State(state): State<AppState>,
     axum::Extension(principal): Caller,
+    network: Option<axum::Extension<ClientNetwork>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -185,7 +188,11 @@ pub(crate) async fn post(
         return GatewayError::NotAcceptable.into_response();
     };
     let can_stream = allows(&accepted, "text/event-stream");
-    let (outcome, facts) = handle_post(&state, &principal, &headers, body, can_stream).await;
+    let asker = Asker {
+        principal: &principal,
+        address: network.map(|axum::Extension(ClientNetwork(address))| address),
+    };
+    let (outcome, facts) = handle_post(&state, &asker, &headers, body, can_stream).await;
     let mut response = match outcome {
         Ok(Outcome::Accepted) => StatusCode::ACCEPTED.into_response(),
         Ok(Outcome::Reply { body, session_id }) => {
@@ -227,9 +234,15 @@ fn event_stream(messages: futures_util::stream::BoxStream<'static, Value>) -> Re
     response
 }
 
+/// Who sends a request, and from where.
+struct Asker<'a> {
+    principal: &'a Principal,
+    address: Option<IpAddr>,
+}
+
 async fn handle_post(
     state: &AppState,
-    principal: &Principal,
+    asker: &Asker<'_>,
     headers: &HeaderMap,
     body: Body,
     can_stream: bool,
@@ -255,6 +268,7 @@ async fn handle_post(
     };
     // From here on every message has an audit record when it is refused, and every
     // request when it runs.
+    let principal = asker.principal;
     let draft = state
         .auditor()
         .begin(principal, era, &message, bytes)
@@ -279,8 +293,8 @@ async fn handle_post(
         return (Err(GatewayError::StoreUnavailable), facts);
     }
     let outcome = match era {
-        Era::Modern => modern(state, principal, headers, message, can_stream, draft).await,
-        Era::Legacy => legacy(state, principal, headers, message, can_stream, draft).await,
+        Era::Modern => modern(state, asker, headers, message, can_stream, draft).await,
+        Era::Legacy => legacy(state, asker, headers, message, can_stream, draft).await,
     };
     (outcome, facts)
 }
@@ -351,7 +365,7 @@ fn era_of(headers: &HeaderMap, message: &Message) -> Era {
 
 async fn modern(
     state: &AppState,
-    principal: &Principal,
+    asker: &Asker<'_>,
     headers: &HeaderMap,
     message: Message,
     can_stream: bool,
@@ -376,7 +390,7 @@ async fn modern(
         can_stream,
         draft,
     };
-    execute(state, principal, call).await
+    execute(state, asker, call).await
 }
 
 /// A request on its way to `execute`.
@@ -390,11 +404,8 @@ struct Call {
 }
 
 /// Runs a request (see `relay`) and frames its answer.
-async fn execute(
-    state: &AppState,
-    principal: &Principal,
-    call: Call,
-) -> Result<Outcome, GatewayError> {
+async fn execute(state: &AppState, asker: &Asker<'_>, call: Call) -> Result<Outcome, GatewayError> {
+    let principal = asker.principal;
     let Call {
         era,
         session,
@@ -431,6 +442,8 @@ async fn execute(
     let run = relay::Run {
         state: state.clone(),
         principal: principal.clone(),
+        address: asker.address,
+        client,
         era,
         session,
         instance,
@@ -499,12 +512,13 @@ fn check_modern_request(headers: &HeaderMap, request: &Request) -> Result<(), Ga
 
 async fn legacy(
     state: &AppState,
-    principal: &Principal,
+    asker: &Asker<'_>,
     headers: &HeaderMap,
     message: Message,
     can_stream: bool,
     draft: Draft,
 ) -> Result<Outcome, GatewayError> {
+    let principal = asker.principal;
     if let Message::Request(request) = &message
         && request.method == "initialize"
     {
@@ -572,7 +586,7 @@ async fn legacy(
                 can_stream,
                 draft,
             };
-            execute(state, principal, call).await
+            execute(state, asker, call).await
         }
     }
 }

@@ -163,6 +163,9 @@ mod tests {
             tenant: tenant.into(),
             scope: Scope::Write,
             rpm: None,
+            name: String::new(),
+            labels: Default::default(),
+            groups: Vec::new(),
         }
     }
 

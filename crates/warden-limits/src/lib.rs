@@ -211,6 +211,8 @@ pub struct Call<'a> {
     pub session: &'a str,
     /// The catalogue name, for `tools/call`.
     pub tool: Option<&'a str>,
+    /// What policies add to the tool's cost (`@cost`).
+    pub policy_cost: u64,
 }
 
 pub struct Limiter {
@@ -560,7 +562,8 @@ impl Limiter {
         let cost = match call.tool {
             Some(_) => rules.map_or(warden_config::DEFAULT_TOOL_COST, |r| r.cost),
             None => 0,
-        };
+        }
+        .saturating_add(call.policy_cost);
         let tool_rate = call.tool.zip(rules.and_then(|r| r.rpm));
         let mut slots = Vec::with_capacity(3);
         let lease = match &self.shared {
@@ -872,6 +875,7 @@ mod tests {
             tenant: "t",
             session: "s",
             tool,
+            policy_cost: 0,
         }
     }
 

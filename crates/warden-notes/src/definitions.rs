@@ -86,6 +86,15 @@ fn tool(
     })
 }
 
+/// The tools whose results carry text from outside: `import_url` brings a web page in.
+/// A session that received one is marked `untrusted_seen`. (The tenant's notes are
+/// shared by its keys, but the store does not yet record which key wrote a note, so a
+/// note's own author would be marked too: an operator who wants reads of notes to count
+/// marks `get_note` and friends `returns = ["untrusted", "private"]`.)
+pub const UNTRUSTED_RESULTS: [&str; 1] = ["import_url"];
+/// The tools whose results are the tenant's private data.
+pub const PRIVATE_RESULTS: [&str; 4] = ["search_notes", "get_note", "list_notes", "import_url"];
+
 /// Every tool the notes server offers, in a stable order.
 pub fn tool_definitions() -> Vec<Value> {
     vec![

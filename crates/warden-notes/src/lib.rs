@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use warden_store::notes::{NotePatch, Restored};
 use warden_store::{Notes, StoreError};
 
-pub use definitions::{RESOURCE_SCHEME, resource_templates, tool_definitions};
+pub use definitions::{
+    PRIVATE_RESULTS, RESOURCE_SCHEME, UNTRUSTED_RESULTS, resource_templates, tool_definitions,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotesError {

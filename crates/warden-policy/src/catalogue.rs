@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use warden_config::{Confirm, JsonLimits, OutputCheck, ToolRules};
+use warden_config::{Confirm, JsonLimits, OutputCheck, Returns, ToolRules};
 
 use crate::harden::hides_characters;
 use crate::{PolicyError, paths, strict};
@@ -62,6 +62,7 @@ pub struct CatalogueTool {
     output: Option<jsonschema::Validator>,
     output_check: OutputCheck,
     confirm: Confirm,
+    returns: Returns,
     caps: Option<JsonLimits>,
     /// Pointers to the arguments that are paths, and the root they stay in.
     paths: Vec<String>,
@@ -130,6 +131,11 @@ impl CatalogueTool {
     /// for destructive tools.
     pub fn confirm(&self) -> Confirm {
         self.confirm
+    }
+
+    /// What its results carry (`[tools."…"] returns`).
+    pub fn returns(&self) -> Returns {
+        self.returns
     }
 
     /// What to do when [`CatalogueTool::check_output`] fails.
@@ -387,6 +393,7 @@ impl Catalogue {
                             ToolKind::Destructive => Confirm::Elicit,
                             ToolKind::Read | ToolKind::Write => Confirm::Never,
                         }),
+                        returns: rules.returns,
                         caps: rules.caps,
                         paths,
                         root: rules.root.clone(),

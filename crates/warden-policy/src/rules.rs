@@ -7,27 +7,46 @@
 //! (`rules/builtin.cedar`) say what Warden has always done: read keys see read tools,
 //! write and admin keys every tool.
 //!
-//! Policies are compiled once; a decision names the policies that made it (their
-//! `@id`), and permits carry effects as annotations: `@confirm("elicit" | "approve")`,
-//! `@cost("5")`.
+//! Policies are compiled once, and sliced by action once: a decision evaluates only the
+//! policies whose action scope can match it, over entities built for that request alone
+//! (the principal and its groups, the tool, the action). A decision names the policies
+//! that made it (their `@id`); permits carry effects as annotations:
+//! `@confirm("elicit" | "approve")`, `@cost("5")`. Forbid wins; with policies loaded,
+//! what no permit allows is refused; a forbid that fails to evaluate refuses (fail
+//! closed), a permit that fails does not apply.
 
-use std::collections::{BTreeMap, HashMap};
+mod facts;
+mod model;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr as _;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, EntityUid, PolicyId, PolicySet, Request, Schema,
-    ValidationMode, Validator,
+    ActionConstraint, Authorizer, Decision, Effect, Policy, PolicyId, PolicySet, ValidationMode,
+    Validator,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use warden_config::Confirm;
+
+pub use model::{SCHEMA, call_action, schema_for, schema_text};
 
 use crate::ToolKind;
 
-/// The policy model.
-pub const SCHEMA: &str = include_str!("rules/schema.cedarschema");
 /// What applies without policy files.
 pub const BUILTIN: &str = include_str!("rules/builtin.cedar");
+/// The shipped session policy: a person confirms writes once untrusted text was read.
+const AFTER_UNTRUSTED: &str = include_str!("rules/after_untrusted.cedar");
 /// The name the built-in policies are reported under.
 const BUILTIN_FILE: &str = "builtin";
+
+/// The shipped session policy, asking a person in the way `confirm` says.
+pub fn after_untrusted(confirm: Confirm) -> String {
+    let how = match confirm {
+        Confirm::Approve => "approve",
+        _ => "elicit",
+    };
+    AFTER_UNTRUSTED.replace("@confirm(\"elicit\")", &format!("@confirm(\"{how}\")"))
+}
 
 /// A tool as policies see it.
 #[derive(Debug, Clone, Copy)]
@@ -39,10 +58,20 @@ pub struct ToolFacts<'a> {
     pub untrusted: bool,
     /// Its `inputSchema`.
     pub input_schema: &'a Value,
+    /// Its MCP `annotations`, as the upstream declared them.
+    pub annotations: Option<&'a Value>,
+}
+
+/// What a decision is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Tool(ToolFacts<'a>),
+    Resource { uri: &'a str, upstream: &'a str },
+    Prompt { name: &'a str, upstream: &'a str },
 }
 
 /// Who asks.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct PrincipalFacts {
     /// `key_…`, or `oauth:<subject>` for an OAuth client.
     pub id: String,
@@ -91,10 +120,21 @@ pub struct Verdict {
     /// The `@id` of each policy that decided (the permits that allowed, or the forbids
     /// that refused; none when nothing permitted).
     pub policies: Vec<String>,
-    /// `@confirm` of a deciding permit: `elicit` or `approve`.
-    pub confirm: Option<String>,
+    /// `@confirm` of a deciding permit (`Elicit` or `Approve`; the stronger wins).
+    pub confirm: Option<Confirm>,
     /// `@cost` of the deciding permits, added up.
     pub cost: u64,
+}
+
+impl Verdict {
+    fn refused(policies: Vec<String>) -> Self {
+        Self {
+            allowed: false,
+            policies,
+            confirm: None,
+            cost: 0,
+        }
+    }
 }
 
 /// A problem in a policy file: where, and Cedar's own words.
@@ -116,75 +156,6 @@ impl std::fmt::Display for PolicyProblem {
     }
 }
 
-/// The action of calling `tool`.
-pub fn call_action(tool: &str) -> String {
-    format!("call_tool:{tool}")
-}
-
-/// A string as a Cedar string literal.
-fn quoted(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
-}
-
-/// The Cedar type of a JSON Schema property, when it has one.
-fn cedar_type(property: &Value) -> Option<&'static str> {
-    let scalar = |kind: &Value| match kind.as_str()? {
-        "string" => Some("String"),
-        "integer" => Some("Long"),
-        "boolean" => Some("Bool"),
-        _ => None,
-    };
-    match property.get("type")?.as_str()? {
-        "array" => match scalar(property.get("items")?.get("type")?)? {
-            "String" => Some("Set<String>"),
-            "Long" => Some("Set<Long>"),
-            _ => Some("Set<Bool>"),
-        },
-        _ => scalar(property.get("type")?),
-    }
-}
-
-/// The record type of a tool's arguments: each property with a Cedar type (strings,
-/// integers, booleans, and sets of them), required as the schema requires.
-fn arguments_type(input_schema: &Value) -> String {
-    let required: Vec<&str> = input_schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|names| names.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let mut fields = Vec::new();
-    if let Some(properties) = input_schema.get("properties").and_then(Value::as_object) {
-        for (name, property) in properties {
-            if let Some(kind) = cedar_type(property) {
-                let optional = if required.contains(&name.as_str()) {
-                    ""
-                } else {
-                    "?"
-                };
-                fields.push(format!("{}{optional}: {kind}", quoted(name)));
-            }
-        }
-    }
-    format!("{{ {} }}", fields.join(", "))
-}
-
-/// The model with one action per tool of `tools`.
-pub fn schema_for(tools: &[ToolFacts<'_>]) -> Result<Schema, String> {
-    let mut text = SCHEMA.to_owned();
-    for tool in tools {
-        text.push_str(&format!(
-            "action {} in [call_tool] appliesTo {{ principal: [Key, Client], resource: [Tool], \
-             context: {{ client_name: String, era: String, address: ipaddr, time: datetime, \
-             session: Session, arguments: {} }} }};\n",
-            quoted(&call_action(tool.name)),
-            arguments_type(tool.input_schema)
-        ));
-    }
-    Schema::from_cedarschema_str(&text)
-        .map(|(schema, _warnings)| schema)
-        .map_err(|error| error.to_string())
-}
-
 /// Line and column (from 1) of byte `offset` in `text`.
 fn position(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -194,6 +165,17 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
         .map_or(before.len(), |at| before.len() - at - 1)
         + 1;
     (line, column)
+}
+
+/// A problem at byte `offset` of `file` (holding `text`).
+fn problem_at(file: &str, text: &str, offset: usize, message: String) -> PolicyProblem {
+    let (line, column) = position(text, offset);
+    PolicyProblem {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
+    }
 }
 
 /// A problem in `file` (holding `text`), at the first place a diagnostic points to.
@@ -207,24 +189,160 @@ fn problem(
         .labels()
         .and_then(|mut labels| labels.next())
         .map_or(0, |label| label.offset());
-    let (line, column) = position(text, offset);
-    PolicyProblem {
-        file: file.to_owned(),
-        line,
-        column,
-        message,
+    problem_at(file, text, offset, message)
+}
+
+/// Where `policy` starts in `text`, as near as its annotations tell (Cedar does not
+/// say): its `@id`, else its first effect annotation, else the file's start.
+fn locate(text: &str, policy: &Policy) -> usize {
+    ["id", "confirm", "cost"]
+        .iter()
+        .find_map(|key| {
+            let value = policy.annotation(key)?;
+            let written = format!("@{key}({})", model::quoted(value));
+            text.find(&written)
+        })
+        .unwrap_or(0)
+}
+
+/// What Warden knows of one policy.
+#[derive(Debug, Clone)]
+struct Meta {
+    /// Its `@id`, or its file and number when it has none.
+    name: String,
+    /// The file it came from (index into `files`).
+    file: usize,
+    confirm: Option<Confirm>,
+    cost: u64,
+}
+
+/// The effects a permit's annotations ask for, or what is wrong with them.
+fn effects(policy: &Policy) -> Result<(Option<Confirm>, u64), String> {
+    let forbid = policy.effect() == Effect::Forbid;
+    let confirm = match policy.annotation("confirm") {
+        None => None,
+        Some(_) if forbid => return Err("@confirm applies to permits only".into()),
+        Some("elicit") => Some(Confirm::Elicit),
+        Some("approve") => Some(Confirm::Approve),
+        Some(other) => {
+            return Err(format!(
+                "@confirm must be \"elicit\" or \"approve\", not {other:?}"
+            ));
+        }
+    };
+    let cost = match policy.annotation("cost") {
+        None => 0,
+        Some(_) if forbid => return Err("@cost applies to permits only".into()),
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| format!("@cost must be a whole number, not {text:?}"))?,
+    };
+    Ok((confirm, cost))
+}
+
+/// The action ids a constraint names.
+fn named_actions(constraint: &ActionConstraint) -> Vec<String> {
+    match constraint {
+        ActionConstraint::Any => Vec::new(),
+        ActionConstraint::Eq(uid) => vec![uid.id().unescaped().to_owned()],
+        ActionConstraint::In(uids) => uids.iter().map(|u| u.id().unescaped().to_owned()).collect(),
     }
+}
+
+/// Whether a policy with `constraint` can apply to `action` (`call_tool:<name>` is in
+/// `call_tool`; no other action has a parent).
+fn applies(constraint: &ActionConstraint, action: &str) -> bool {
+    let child_of_call = action.starts_with("call_tool:");
+    let fits = |name: &str| name == action || (child_of_call && name == "call_tool");
+    match constraint {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(uid) => uid.id().unescaped() == action,
+        ActionConstraint::In(uids) => uids.iter().any(|u| fits(u.id().unescaped())),
+    }
+}
+
+/// The actions that are not one tool's call.
+const FIXED_ACTIONS: [&str; 4] = ["list_tools", "read_resource", "get_prompt", "complete"];
+/// Stands for a tool no policy names, when slicing.
+const ANY_TOOL: &str = "call_tool:";
+
+/// The policies that can apply to one action, by effect and by whether they read the
+/// request's context: those that do not are decided once per principal and target.
+#[derive(Debug, Clone, Default)]
+struct Slice {
+    fixed_permits: PolicySet,
+    fixed_forbids: PolicySet,
+    permits: PolicySet,
+    forbids: PolicySet,
+}
+
+impl Slice {
+    fn of<'a>(policies: impl Iterator<Item = &'a Policy>) -> Self {
+        let mut slice = Self::default();
+        for policy in policies {
+            // A conservative test: any mention of `context` reads it.
+            let reads_context = policy.to_string().contains("context");
+            let set = match (policy.effect(), reads_context) {
+                (Effect::Permit, false) => &mut slice.fixed_permits,
+                (Effect::Forbid, false) => &mut slice.fixed_forbids,
+                (Effect::Permit, true) => &mut slice.permits,
+                (Effect::Forbid, true) => &mut slice.forbids,
+            };
+            // Ids are unique in the set they come from, so adding cannot fail.
+            let _ = set.add(policy.clone());
+        }
+        slice
+    }
+}
+
+/// What the policies of a slice that read no context decided for one principal and
+/// target: the permits and forbids satisfied, and the forbids that failed.
+#[derive(Debug, Default)]
+pub(crate) struct Fixed {
+    permits: Vec<PolicyId>,
+    forbids: Vec<PolicyId>,
+}
+
+/// The policies of `set` that `request` satisfies, and those that failed to evaluate.
+fn satisfied(
+    set: &PolicySet,
+    request: &cedar_policy::Request,
+    entities: &cedar_policy::Entities,
+    meta: &HashMap<PolicyId, Meta>,
+) -> (Vec<PolicyId>, Vec<PolicyId>) {
+    if set.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let response = Authorizer::new().is_authorized(request, set, entities);
+    let failed: Vec<PolicyId> = response
+        .diagnostics()
+        .errors()
+        .map(|error| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(error) = error;
+            tracing::warn!(
+                policy = meta.get(error.policy_id()).map_or("?", |m| m.name.as_str()),
+                %error,
+                "a policy failed to evaluate"
+            );
+            error.policy_id().clone()
+        })
+        .collect();
+    (response.diagnostics().reason().cloned().collect(), failed)
 }
 
 /// A compiled set of policies.
 #[derive(Debug, Clone)]
 pub struct Rules {
     policies: PolicySet,
-    /// Each policy's `@id`, or its file and position when it has none.
-    names: HashMap<PolicyId, String>,
-    /// Each policy's file and text, for the positions of validation problems.
-    sources: HashMap<PolicyId, (String, usize)>,
+    /// For each action a policy names (and the fixed ones), the policies that can apply.
+    slices: HashMap<String, Slice>,
+    /// The policies that can apply to a call of a tool no policy names.
+    any_tool: Slice,
+    meta: HashMap<PolicyId, Meta>,
     files: Vec<(String, String)>,
+    /// The context values the policies can read that cost something to build.
+    needs: facts::Needs,
+    entities: std::sync::Arc<facts::EntityCache>,
 }
 
 impl Rules {
@@ -233,12 +351,17 @@ impl Rules {
         Self::parse(&[(BUILTIN_FILE.to_owned(), BUILTIN.to_owned())])
     }
 
+    /// The shipped session policy (see [`after_untrusted`]).
+    pub fn after_untrusted(confirm: Confirm) -> Result<Self, Vec<PolicyProblem>> {
+        Self::parse(&[(BUILTIN_FILE.to_owned(), after_untrusted(confirm))])
+    }
+
     /// Parses policy files (name, text); each problem names its file, line and column.
     pub fn parse(files: &[(String, String)]) -> Result<Self, Vec<PolicyProblem>> {
         let mut policies = PolicySet::new();
-        let mut names = HashMap::new();
-        let mut sources = HashMap::new();
+        let mut meta = HashMap::new();
         let mut problems = Vec::new();
+        let mut names = BTreeSet::new();
         for (index, (file, text)) in files.iter().enumerate() {
             let parsed = match PolicySet::from_str(text) {
                 Ok(parsed) => parsed,
@@ -251,223 +374,456 @@ impl Rules {
                     continue;
                 }
             };
+            if parsed.templates().next().is_some() {
+                problems.push(problem_at(
+                    file,
+                    text,
+                    0,
+                    "policy templates (?principal, ?resource) are not supported; write each policy out".into(),
+                ));
+            }
             for (n, policy) in parsed.policies().enumerate() {
-                let id = PolicyId::new(format!("{index}.{n}"));
+                let offset = locate(text, policy);
                 let name = policy
                     .annotation("id")
                     .map_or_else(|| format!("{file}#{}", n + 1), str::to_owned);
-                if names.values().any(|known| *known == name) {
-                    problems.push(PolicyProblem {
-                        file: file.clone(),
-                        line: 1,
-                        column: 1,
-                        message: format!("two policies have the @id {name:?}"),
-                    });
+                if !names.insert(name.clone()) {
+                    problems.push(problem_at(
+                        file,
+                        text,
+                        offset,
+                        format!("two policies have the @id {name:?}"),
+                    ));
                     continue;
                 }
+                let (confirm, cost) = match effects(policy) {
+                    Ok(effects) => effects,
+                    Err(message) => {
+                        problems.push(problem_at(
+                            file,
+                            text,
+                            offset,
+                            format!("{name:?}: {message}"),
+                        ));
+                        continue;
+                    }
+                };
+                let id = PolicyId::new(format!("{index}.{n}"));
                 if let Err(error) = policies.add(policy.new_id(id.clone())) {
-                    problems.push(PolicyProblem {
-                        file: file.clone(),
-                        line: 1,
-                        column: 1,
-                        message: error.to_string(),
-                    });
+                    problems.push(problem_at(file, text, offset, error.to_string()));
                     continue;
                 }
-                names.insert(id.clone(), name);
-                sources.insert(id, (file.clone(), index));
+                meta.insert(
+                    id,
+                    Meta {
+                        name,
+                        file: index,
+                        confirm,
+                        cost,
+                    },
+                );
             }
         }
-        if problems.is_empty() {
-            Ok(Self {
-                policies,
-                names,
-                sources,
-                files: files.to_vec(),
-            })
-        } else {
-            Err(problems)
+        if !problems.is_empty() {
+            return Err(problems);
         }
+        let mut actions: BTreeSet<String> = FIXED_ACTIONS.iter().map(|a| (*a).to_owned()).collect();
+        for policy in policies.policies() {
+            actions.extend(
+                named_actions(&policy.action_constraint())
+                    .into_iter()
+                    .filter(|name| name.starts_with("call_tool:")),
+            );
+        }
+        let slice = |action: &str| {
+            Slice::of(
+                policies
+                    .policies()
+                    .filter(|policy| applies(&policy.action_constraint(), action)),
+            )
+        };
+        let slices = actions.iter().map(|a| (a.clone(), slice(a))).collect();
+        let any_tool = slice(ANY_TOOL);
+        Ok(Self {
+            policies,
+            slices,
+            any_tool,
+            meta,
+            needs: facts::Needs::of(files.iter().map(|(_, text)| text.as_str())),
+            files: files.to_vec(),
+            entities: Default::default(),
+        })
     }
 
-    /// Checks every policy against `schema` (unknown actions, entity types and
-    /// attributes; type errors).
-    pub fn validate(&self, schema: &Schema) -> Result<(), Vec<PolicyProblem>> {
-        let result =
-            Validator::new(schema.clone()).validate(&self.policies, ValidationMode::Strict);
-        let problems: Vec<PolicyProblem> = result
-            .validation_errors()
-            .map(|error| {
-                let (file, text) = self
-                    .sources
-                    .get(error.policy_id())
-                    .and_then(|(file, index)| {
-                        Some((file.as_str(), self.files.get(*index)?.1.as_str()))
-                    })
-                    .unwrap_or(("?", ""));
-                let name = self
-                    .names
-                    .get(error.policy_id())
-                    .cloned()
-                    .unwrap_or_default();
-                let message = error
-                    .to_string()
-                    .replace(&format!("`{}`", error.policy_id()), &format!("{name:?}"));
-                problem(file, text, error, message)
-            })
-            .collect();
-        if problems.is_empty() {
-            Ok(())
+    /// The tools the policies name in `call_tool:<name>` actions.
+    pub fn named_tools(&self) -> BTreeSet<String> {
+        self.slices
+            .keys()
+            .filter_map(|action| action.strip_prefix("call_tool:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Checks every policy against the model for `tools` (unknown actions, entity types
+    /// and attributes; type errors), or against the operator's own `schema` text.
+    /// Tools a policy names that are not among `tools` get untyped arguments; a problem
+    /// of a policy naming one comes back as a warning (the tool may not have been
+    /// discovered yet), every other problem as an error.
+    pub fn validate(
+        &self,
+        tools: &[ToolFacts<'_>],
+        schema: Option<&(String, String)>,
+    ) -> Result<Vec<PolicyProblem>, Vec<PolicyProblem>> {
+        let known: BTreeSet<&str> = tools.iter().map(|t| t.name).collect();
+        let unknown: Vec<String> = match schema {
+            Some(_) => Vec::new(),
+            None => self
+                .named_tools()
+                .into_iter()
+                .filter(|name| !known.contains(name.as_str()))
+                .collect(),
+        };
+        let model = match schema {
+            Some((file, text)) => model::parse_schema(text).map_err(|message| {
+                vec![PolicyProblem {
+                    file: file.clone(),
+                    line: 1,
+                    column: 1,
+                    message,
+                }]
+            })?,
+            None => model::parse_schema(&schema_text(tools, &unknown)).map_err(|message| {
+                vec![PolicyProblem {
+                    file: "(model)".into(),
+                    line: 1,
+                    column: 1,
+                    message,
+                }]
+            })?,
+        };
+        let result = Validator::new(model).validate(&self.policies, ValidationMode::Strict);
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for error in result.validation_errors() {
+            let Some(meta) = self.meta.get(error.policy_id()) else {
+                continue;
+            };
+            let (file, text) = &self.files[meta.file];
+            let message = error.to_string().replace(
+                &format!("`{}`", error.policy_id()),
+                &format!("{:?}", meta.name),
+            );
+            let names_unknown = self
+                .policies
+                .policy(error.policy_id())
+                .map(|p| named_actions(&p.action_constraint()))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| a.strip_prefix("call_tool:"))
+                .any(|tool| unknown.iter().any(|u| u == tool));
+            if names_unknown {
+                warnings.push(problem(
+                    file,
+                    text,
+                    error,
+                    format!("{message} (it names a tool no upstream offers now, so its arguments cannot be checked yet)"),
+                ));
+            } else {
+                errors.push(problem(file, text, error, message));
+            }
+        }
+        if errors.is_empty() {
+            Ok(warnings)
         } else {
-            Err(problems)
+            Err(errors)
         }
     }
 
     /// The policies' names, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.names.values().map(String::as_str)
+        self.meta.values().map(|m| m.name.as_str())
+    }
+
+    fn slice(&self, action: &str) -> &Slice {
+        self.slices.get(action).unwrap_or(&self.any_tool)
     }
 
     /// Decides whether `principal` may call `tool` with `arguments` (already valid
-    /// against its schema); anything that keeps Cedar from deciding refuses.
+    /// against its schema).
     pub fn decide_call(
         &self,
-        schema: &Schema,
         principal: &PrincipalFacts,
         tool: &ToolFacts<'_>,
         arguments: &Map<String, Value>,
         request: &RequestFacts,
     ) -> Verdict {
-        let mut context = self.context(request);
-        context.insert(
-            "arguments".into(),
-            Value::Object(typed_arguments(tool.input_schema, arguments)),
-        );
-        self.decide(schema, principal, &call_action(tool.name), tool, context)
+        self.decide(
+            principal,
+            &call_action(tool.name),
+            &Target::Tool(*tool),
+            request,
+            Some(arguments),
+        )
     }
 
-    /// Decides whether `principal` may see `tool` listed.
-    pub fn decide_listing(
+    /// Decides `action` (`read_resource`, `get_prompt`, `complete`, `list_tools`) on
+    /// `target`.
+    pub fn decide_other(
         &self,
-        schema: &Schema,
+        principal: &PrincipalFacts,
+        action: &str,
+        target: &Target<'_>,
+        request: &RequestFacts,
+    ) -> Verdict {
+        self.decide(principal, action, target, request, None)
+    }
+
+    /// Whether `principal` could be allowed to call `tool` with some arguments: what a
+    /// list shows. A permit that depends on the arguments shows the tool; the call is
+    /// then decided on its arguments.
+    pub fn could_call(
+        &self,
         principal: &PrincipalFacts,
         tool: &ToolFacts<'_>,
         request: &RequestFacts,
-    ) -> Verdict {
-        let context = self.context(request);
-        self.decide(schema, principal, "list_tools", tool, context)
-    }
-
-    fn context(&self, request: &RequestFacts) -> Map<String, Value> {
-        let mut context = Map::new();
-        context.insert("client_name".into(), json!(request.client_name));
-        context.insert("era".into(), json!(request.era));
-        context.insert(
-            "address".into(),
-            json!({"__extn": {"fn": "ip", "arg": request.address.to_string()}}),
-        );
-        context.insert(
-            "time".into(),
-            json!({"__extn": {"fn": "datetime", "arg": rfc3339(request.time)}}),
-        );
-        context.insert(
-            "session".into(),
-            json!({
-                "untrusted_seen": request.session.untrusted_seen,
-                "private_read": request.session.private_read,
-                "calls": request.session.calls,
-                "tools_used": request.session.tools_used,
-            }),
-        );
-        context
+    ) -> bool {
+        let action = call_action(tool.name);
+        let Some((cedar_request, prepared)) = facts::request(
+            principal,
+            &action,
+            &Target::Tool(*tool),
+            request,
+            None,
+            self.needs,
+            &self.entities,
+        ) else {
+            return false;
+        };
+        let slice = self.slice(&action);
+        let fixed = self.fixed(slice, &cedar_request, &prepared);
+        if !fixed.forbids.is_empty() {
+            return false;
+        }
+        let partial = |set: &PolicySet| {
+            Authorizer::new().is_authorized_partial(&cedar_request, set, &prepared.entities)
+        };
+        if !slice.forbids.is_empty()
+            && partial(&slice.forbids)
+                .definitely_satisfied()
+                .next()
+                .is_some()
+        {
+            return false;
+        }
+        !fixed.permits.is_empty()
+            || (!slice.permits.is_empty()
+                && partial(&slice.permits).decision() != Some(Decision::Deny))
     }
 
     fn decide(
         &self,
-        schema: &Schema,
         principal: &PrincipalFacts,
         action: &str,
-        tool: &ToolFacts<'_>,
-        context: Map<String, Value>,
+        target: &Target<'_>,
+        request: &RequestFacts,
+        arguments: Option<&Map<String, Value>>,
     ) -> Verdict {
-        let refused = Verdict {
-            allowed: false,
-            policies: Vec::new(),
-            confirm: None,
-            cost: 0,
+        let Some((cedar_request, prepared)) = facts::request(
+            principal,
+            action,
+            target,
+            request,
+            arguments,
+            self.needs,
+            &self.entities,
+        ) else {
+            tracing::warn!(action, "the policy request could not be built; refused");
+            return Verdict::refused(Vec::new());
         };
-        let Some((request, entities)) = build(schema, principal, action, tool, context) else {
-            return refused;
+        let slice = self.slice(action);
+        let fixed = self.fixed(slice, &cedar_request, &prepared);
+        let (forbids, failed) = satisfied(
+            &slice.forbids,
+            &cedar_request,
+            &prepared.entities,
+            &self.meta,
+        );
+        let names = |ids: &mut dyn Iterator<Item = &PolicyId>| -> Vec<String> {
+            ids.filter_map(|id| self.meta.get(id).map(|m| m.name.clone()))
+                .collect()
         };
-        let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
-        if response.diagnostics().errors().next().is_some() {
-            tracing::warn!(
-                errors = ?response
-                    .diagnostics()
-                    .errors()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>(),
-                "a policy failed to evaluate (it counts as not applying)"
-            );
+        // A forbid that cannot be evaluated refuses: fail closed.
+        let refusing: Vec<String> = names(&mut fixed.forbids.iter().chain(&forbids).chain(&failed));
+        if !refusing.is_empty() {
+            return Verdict::refused(refusing);
         }
-        let deciding: Vec<&PolicyId> = response.diagnostics().reason().collect();
-        let policies = deciding
+        let (permits, _) = satisfied(
+            &slice.permits,
+            &cedar_request,
+            &prepared.entities,
+            &self.meta,
+        );
+        let deciding: Vec<&Meta> = fixed
+            .permits
             .iter()
-            .filter_map(|id| self.names.get(*id).cloned())
+            .chain(&permits)
+            .filter_map(|id| self.meta.get(id))
             .collect();
-        if response.decision() == Decision::Deny {
-            return Verdict {
-                policies,
-                ..refused
-            };
+        if deciding.is_empty() {
+            return Verdict::refused(Vec::new());
         }
-        let annotation =
-            |id: &PolicyId, key: &str| self.policies.annotation(id, key).map(str::to_owned);
         let confirm = deciding
             .iter()
-            .filter_map(|id| annotation(id, "confirm"))
-            // "approve" (an operator) is stronger than "elicit" (the user).
-            .max_by_key(|kind| kind == "approve");
-        let cost = deciding
-            .iter()
-            .filter_map(|id| annotation(id, "cost")?.parse::<u64>().ok())
-            .sum();
+            .filter_map(|m| m.confirm)
+            // An operator's approval is stronger than the user's.
+            .max_by_key(|confirm| *confirm == Confirm::Approve);
         Verdict {
             allowed: true,
-            policies,
+            policies: deciding.iter().map(|m| m.name.clone()).collect(),
             confirm,
-            cost,
+            cost: deciding.iter().map(|m| m.cost).sum(),
         }
+    }
+
+    /// What the policies of `slice` that read no context decide on these entities:
+    /// asked once per principal and target (a forbid that fails counts as satisfied).
+    fn fixed<'p>(
+        &self,
+        slice: &Slice,
+        request: &cedar_policy::Request,
+        prepared: &'p facts::Prepared,
+    ) -> &'p Fixed {
+        prepared.fixed.get_or_init(|| {
+            let (permits, _) = satisfied(
+                &slice.fixed_permits,
+                request,
+                &prepared.entities,
+                &self.meta,
+            );
+            let (mut forbids, failed) = satisfied(
+                &slice.fixed_forbids,
+                request,
+                &prepared.entities,
+                &self.meta,
+            );
+            forbids.extend(failed);
+            Fixed { permits, forbids }
+        })
     }
 }
 
-/// The arguments the tool's Cedar type has room for, converted (a value of another
-/// shape is left out: the argument validation before this has refused it already).
-fn typed_arguments(input_schema: &Value, arguments: &Map<String, Value>) -> Map<String, Value> {
-    let properties = input_schema.get("properties").and_then(Value::as_object);
-    arguments
-        .iter()
-        .filter(|(name, value)| {
-            properties
-                .and_then(|p| p.get(name.as_str()))
-                .and_then(cedar_type)
-                .is_some_and(|kind| matches_type(kind, value))
-        })
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect()
+/// The policies in force: the operator's files (or the built-in policies), and the
+/// shipped session policy unless it is turned off.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    rules: Rules,
+    session: Option<Rules>,
+    from_files: bool,
 }
 
-fn matches_type(kind: &str, value: &Value) -> bool {
-    let scalar = |kind: &str, value: &Value| match kind {
-        "String" => value.is_string(),
-        "Long" => value.as_i64().is_some(),
-        _ => value.is_boolean(),
-    };
-    match kind.strip_prefix("Set<").and_then(|k| k.strip_suffix('>')) {
-        Some(inner) => value
-            .as_array()
-            .is_some_and(|items| items.iter().all(|item| scalar(inner, item))),
-        None => scalar(kind, value),
+impl Policies {
+    /// Compiles `[policy]` and checks it against the model for `tools` (or the
+    /// operator's own model). `Ok` carries the warnings; `Err` every problem, with its
+    /// file and line.
+    pub fn compile(
+        config: &warden_config::Policy,
+        tools: &[ToolFacts<'_>],
+    ) -> Result<(Self, Vec<PolicyProblem>), Vec<PolicyProblem>> {
+        let files: Vec<(String, String)> = config
+            .files
+            .iter()
+            .map(|f| (f.name.clone(), f.text.clone()))
+            .collect();
+        let rules = if files.is_empty() {
+            Rules::builtin()?
+        } else {
+            Rules::parse(&files)?
+        };
+        let schema = config
+            .schema
+            .as_ref()
+            .map(|f| (f.name.clone(), f.text.clone()));
+        let mut warnings = rules.validate(tools, schema.as_ref())?;
+        let session = match config.after_untrusted {
+            Confirm::Elicit | Confirm::Approve => {
+                let session = Rules::after_untrusted(config.after_untrusted)?;
+                warnings.extend(session.validate(tools, schema.as_ref())?);
+                Some(session)
+            }
+            Confirm::Deny | Confirm::Never => None,
+        };
+        Ok((
+            Self {
+                rules,
+                session,
+                from_files: !files.is_empty(),
+            },
+            warnings,
+        ))
+    }
+
+    /// Whether the operator's files are in force (not the built-in policies).
+    pub fn from_files(&self) -> bool {
+        self.from_files
+    }
+
+    /// Checks the policies in force against the model for `tools` again (the catalogue
+    /// changed); the problems found, if any.
+    pub fn recheck(&self, tools: &[ToolFacts<'_>]) -> Vec<PolicyProblem> {
+        [Some(&self.rules), self.session.as_ref()]
+            .into_iter()
+            .flatten()
+            .flat_map(|rules| match rules.validate(tools, None) {
+                Ok(warnings) => warnings,
+                Err(errors) => errors,
+            })
+            .collect()
+    }
+
+    /// Decides a call; an allowed call then meets the session policy, which may add a
+    /// confirmation (and is named among the deciding policies when it does).
+    pub fn decide_call(
+        &self,
+        principal: &PrincipalFacts,
+        tool: &ToolFacts<'_>,
+        arguments: &Map<String, Value>,
+        request: &RequestFacts,
+    ) -> Verdict {
+        let mut verdict = self.rules.decide_call(principal, tool, arguments, request);
+        if !verdict.allowed {
+            return verdict;
+        }
+        if let Some(session) = &self.session {
+            let asks = session.decide_call(principal, tool, arguments, request);
+            if let (true, Some(confirm)) = (asks.allowed, asks.confirm) {
+                verdict.policies.extend(asks.policies);
+                if verdict.confirm != Some(Confirm::Approve) {
+                    verdict.confirm = Some(confirm);
+                }
+            }
+        }
+        verdict
+    }
+
+    /// Whether a list shows `tool` to `principal` (see [`Rules::could_call`]).
+    pub fn could_call(
+        &self,
+        principal: &PrincipalFacts,
+        tool: &ToolFacts<'_>,
+        request: &RequestFacts,
+    ) -> bool {
+        self.rules.could_call(principal, tool, request)
+    }
+
+    /// Decides `read_resource`, `get_prompt` or `complete` on `target`.
+    pub fn decide_other(
+        &self,
+        principal: &PrincipalFacts,
+        action: &str,
+        target: &Target<'_>,
+        request: &RequestFacts,
+    ) -> Verdict {
+        self.rules.decide_other(principal, action, target, request)
     }
 }
 
@@ -482,62 +838,11 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
-/// The request and the entities it names, checked against `schema`.
-fn build(
-    schema: &Schema,
-    principal: &PrincipalFacts,
-    action: &str,
-    tool: &ToolFacts<'_>,
-    context: Map<String, Value>,
-) -> Option<(Request, Entities)> {
-    let kind = if principal.is_oauth() {
-        "Client"
-    } else {
-        "Key"
-    };
-    let principal_uid = json!({"type": kind, "id": principal.id});
-    let mut principal_attrs = json!({"tenant": principal.tenant, "scope": principal.scope});
-    if !principal.is_oauth() {
-        principal_attrs["name"] = json!(principal.name);
-    }
-    let groups: Vec<Value> = principal
-        .groups
-        .iter()
-        .map(|group| json!({"type": "Group", "id": group}))
-        .collect();
-    let mut entities = vec![
-        json!({"uid": principal_uid, "attrs": principal_attrs, "parents": groups, "tags": principal.tags}),
-        json!({"uid": {"type": "Tool", "id": tool.name}, "attrs": {
-            "upstream": tool.upstream, "kind": tool.kind.as_str(), "untrusted": tool.untrusted,
-        }, "parents": []}),
-    ];
-    for group in &principal.groups {
-        entities.push(json!({"uid": {"type": "Group", "id": group}, "attrs": {}, "parents": []}));
-    }
-    let entities = Entities::from_json_value(Value::Array(entities), Some(schema))
-        .map_err(|error| tracing::warn!(%error, "the policy entities do not fit the model"))
-        .ok()?;
-    let uid = |kind: &str, id: &str| EntityUid::from_json(json!({"type": kind, "id": id})).ok();
-    let action = uid("Action", action)?;
-    let context = Context::from_json_value(Value::Object(context), Some((schema, &action)))
-        .map_err(|error| tracing::warn!(%error, "the policy context does not fit the model"))
-        .ok()?;
-    let request = Request::new(
-        uid(kind, &principal.id)?,
-        action,
-        uid("Tool", tool.name)?,
-        context,
-        Some(schema),
-    )
-    .map_err(|error| tracing::warn!(%error, "the policy request does not fit the model"))
-    .ok()?;
-    Some((request, entities))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn write_file_schema() -> Value {
         json!({"type": "object", "properties": {
@@ -559,6 +864,7 @@ mod tests {
                 kind: ToolKind::Write,
                 untrusted: false,
                 input_schema: write,
+                annotations: None,
             },
             ToolFacts {
                 name: "mail__send",
@@ -566,6 +872,7 @@ mod tests {
                 kind: ToolKind::Destructive,
                 untrusted: false,
                 input_schema: send,
+                annotations: None,
             },
         ]
     }
@@ -601,16 +908,20 @@ mod tests {
     #[test]
     fn the_built_in_policies_fit_the_model() {
         let (write, send) = (write_file_schema(), send_email_schema());
-        let schema = schema_for(&tools(&write, &send)).unwrap();
+        let catalogue = tools(&write, &send);
         let rules = Rules::builtin().unwrap();
-        rules.validate(&schema).unwrap();
+        assert_eq!(rules.validate(&catalogue, None).unwrap(), []);
         assert!(rules.names().any(|name| name == "builtin.write-scope"));
+        for confirm in [Confirm::Elicit, Confirm::Approve] {
+            let session = Rules::after_untrusted(confirm).unwrap();
+            assert_eq!(session.validate(&catalogue, None).unwrap(), []);
+        }
     }
 
     #[test]
     fn bad_policies_are_refused_with_cedars_words_and_their_line() {
         let (write, send) = (write_file_schema(), send_email_schema());
-        let schema = schema_for(&tools(&write, &send)).unwrap();
+        let catalogue = tools(&write, &send);
         let syntax = Rules::parse(&file(
             "permit(principal, action, resource)\nwhen { principal.x == };",
         ))
@@ -624,7 +935,7 @@ mod tests {
             "// a comment\n@id(\"kinds\")\npermit(principal, action in Action::\"call_tool\", resource)\nwhen { resource.kind == 3 };",
         ))
         .unwrap()
-        .validate(&schema)
+        .validate(&catalogue, None)
         .unwrap_err();
         assert!(typed[0].message.contains("not compatible"), "{typed:?}");
         assert!(typed[0].line >= 3, "{typed:?}");
@@ -632,7 +943,7 @@ mod tests {
             "permit(principal, action == Action::\"delete_everything\", resource);",
         ))
         .unwrap()
-        .validate(&schema)
+        .validate(&catalogue, None)
         .unwrap_err();
         assert!(
             unknown[0].message.contains("unrecognized action"),
@@ -643,7 +954,7 @@ mod tests {
             "permit(principal, action in Action::\"call_tool\", resource) when { context.arguments.path like \"/srv/*\" };",
         ))
         .unwrap()
-        .validate(&schema)
+        .validate(&catalogue, None)
         .unwrap_err();
         assert!(unguarded[0].message.contains("mail__send"), "{unguarded:?}");
     }
@@ -652,7 +963,6 @@ mod tests {
     fn argument_conditions_forbids_groups_and_effects_decide() {
         let (write, send) = (write_file_schema(), send_email_schema());
         let catalogue = tools(&write, &send);
-        let schema = schema_for(&catalogue).unwrap();
         let rules = Rules::parse(&file(
             r#"
 @id("data-dir-only")
@@ -669,15 +979,9 @@ when { principal.hasTag("role") && principal.getTag("role") == "intern" };
 "#,
         ))
         .unwrap();
-        rules.validate(&schema).unwrap();
+        assert_eq!(rules.validate(&catalogue, None).unwrap(), []);
         let decide = |principal: &PrincipalFacts, tool: usize, args: Value| {
-            rules.decide_call(
-                &schema,
-                principal,
-                &catalogue[tool],
-                &arguments(args),
-                &request(),
-            )
+            rules.decide_call(principal, &catalogue[tool], &arguments(args), &request())
         };
         let writer = key("write");
         let inside = decide(&writer, 0, json!({"path": "/srv/data/a", "content": "x"}));
@@ -706,11 +1010,142 @@ when { principal.hasTag("role") && principal.getTag("role") == "intern" };
         };
         let mail = decide(&ops, 1, json!({"to": "bob@example.com"}));
         assert!(mail.allowed);
-        assert_eq!(mail.confirm.as_deref(), Some("approve"));
+        assert_eq!(mail.confirm, Some(Confirm::Approve));
         assert_eq!(mail.cost, 5);
         assert!(!decide(&ops, 1, json!({"to": "eve@evil.example"})).allowed);
         ops.groups.clear();
         assert!(!decide(&ops, 1, json!({"to": "bob@example.com"})).allowed);
+    }
+
+    #[test]
+    fn lists_show_what_some_arguments_could_unlock_and_hide_what_nothing_can() {
+        let (write, send) = (write_file_schema(), send_email_schema());
+        let catalogue = tools(&write, &send);
+        let rules = Rules::parse(&file(
+            r#"
+@id("data-dir-only")
+permit (principal, action == Action::"call_tool:fs__write_file", resource)
+when { context.arguments.path like "/srv/data/*" };
+
+@id("no-mail-for-acme")
+forbid (principal, action == Action::"call_tool:mail__send", resource)
+when { principal.tenant == "acme" };
+
+@id("mail-with-to")
+permit (principal, action == Action::"call_tool:mail__send", resource)
+when { context.arguments has to };
+"#,
+        ))
+        .unwrap();
+        let writer = key("write");
+        assert!(rules.could_call(&writer, &catalogue[0], &request()));
+        assert!(!rules.could_call(&writer, &catalogue[1], &request()));
+        let mut other = key("write");
+        other.tenant = "globex".into();
+        assert!(rules.could_call(&other, &catalogue[1], &request()));
+    }
+
+    #[test]
+    fn a_forbid_that_fails_to_evaluate_refuses_and_a_failing_permit_does_not_apply() {
+        let (write, send) = (write_file_schema(), send_email_schema());
+        let catalogue = tools(&write, &send);
+        // Neither policy validates (an attribute keys do not have), so only a set that
+        // skipped validation could hold them: decisions still fail closed.
+        let rules = Rules::parse(&file(
+            r#"
+@id("everyone") permit (principal, action, resource);
+@id("broken-forbid") forbid (principal, action, resource) when { principal.nickname == "x" };
+"#,
+        ))
+        .unwrap();
+        let verdict = rules.decide_call(
+            &key("write"),
+            &catalogue[0],
+            &arguments(json!({"path": "/a", "content": "x"})),
+            &request(),
+        );
+        assert!(!verdict.allowed);
+        assert_eq!(verdict.policies, ["broken-forbid"]);
+        let permits = Rules::parse(&file(
+            r#"@id("broken-permit") permit (principal, action, resource) when { principal.nickname == "x" };"#,
+        ))
+        .unwrap();
+        assert!(
+            !permits
+                .decide_call(
+                    &key("write"),
+                    &catalogue[0],
+                    &arguments(json!({})),
+                    &request()
+                )
+                .allowed
+        );
+    }
+
+    #[test]
+    fn effects_are_checked_when_policies_are_read() {
+        for (text, expected) in [
+            (
+                r#"@id("a") @confirm("maybe") permit (principal, action, resource);"#,
+                "@confirm must be",
+            ),
+            (
+                r#"@id("b") @cost("lots") permit (principal, action, resource);"#,
+                "@cost must be a whole number",
+            ),
+            (
+                r#"@id("c") @confirm("elicit") forbid (principal, action, resource);"#,
+                "permits only",
+            ),
+            (
+                "@id(\"d\") permit (principal, action, resource);\n@id(\"d\") permit (principal, action, resource);",
+                "two policies have the @id",
+            ),
+        ] {
+            let problems = Rules::parse(&file(text)).unwrap_err();
+            assert!(problems[0].message.contains(expected), "{problems:?}");
+        }
+        let problems = Rules::parse(&file(
+            "// first\n@id(\"late\") @cost(\"x\")\npermit (principal, action, resource);",
+        ))
+        .unwrap_err();
+        assert_eq!(problems[0].line, 2, "{problems:?}");
+    }
+
+    #[test]
+    fn a_tool_no_upstream_offers_yet_is_a_warning_not_an_error() {
+        let (write, send) = (write_file_schema(), send_email_schema());
+        let catalogue = tools(&write, &send);
+        let rules = Rules::parse(&file(
+            r#"@id("later") permit (principal, action == Action::"call_tool:crm__export", resource) when { context.arguments.path like "/x/*" };"#,
+        ))
+        .unwrap();
+        let warnings = rules.validate(&catalogue, None).unwrap();
+        assert!(
+            warnings[0].message.contains("no upstream offers"),
+            "{warnings:?}"
+        );
+        let own_schema = ("own.cedarschema".to_owned(), schema_text(&catalogue, &[]));
+        let errors = rules.validate(&catalogue, Some(&own_schema)).unwrap_err();
+        assert!(
+            errors[0].message.contains("unrecognized action"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_session_policy_asks_only_after_untrusted_text() {
+        let (write, send) = (write_file_schema(), send_email_schema());
+        let catalogue = tools(&write, &send);
+        let session = Rules::after_untrusted(Confirm::Approve).unwrap();
+        let mut tainted = request();
+        let args = arguments(json!({"path": "/a", "content": "x"}));
+        let clean = session.decide_call(&key("write"), &catalogue[0], &args, &tainted);
+        assert!(!clean.allowed, "nothing to add in a clean session");
+        tainted.session.untrusted_seen = true;
+        let asks = session.decide_call(&key("write"), &catalogue[0], &args, &tainted);
+        assert_eq!(asks.confirm, Some(Confirm::Approve));
+        assert_eq!(asks.policies, ["builtin.confirm-after-untrusted"]);
     }
 
     fn kind_of(n: u8) -> ToolKind {
@@ -738,8 +1173,7 @@ when { principal.hasTag("role") && principal.getTag("role") == "intern" };
             let scope = ["read", "write", "admin"][usize::from(scope)];
             let kind = kind_of(kind);
             let input_schema = write_file_schema();
-            let tool = ToolFacts { name: "fs__write_file", upstream: "fs", kind, untrusted: false, input_schema: &input_schema };
-            let schema = schema_for(&[tool]).unwrap();
+            let tool = ToolFacts { name: "fs__write_file", upstream: "fs", kind, untrusted: false, input_schema: &input_schema, annotations: None };
             let rules = Rules::builtin().unwrap();
             let mut principal = key(scope);
             if oauth {
@@ -748,11 +1182,10 @@ when { principal.hasTag("role") && principal.getTag("role") == "intern" };
             }
             let ceiling = if scope == "read" { ToolKind::Read } else { ToolKind::Destructive };
             let args = arguments(json!({"path": path, "content": "x", "mode": mode}));
-            let call = rules.decide_call(&schema, &principal, &tool, &args, &request());
+            let call = rules.decide_call(&principal, &tool, &args, &request());
             prop_assert_eq!(call.allowed, kind <= ceiling);
             prop_assert_eq!(call.confirm, None);
-            let listed = rules.decide_listing(&schema, &principal, &tool, &request());
-            prop_assert_eq!(listed.allowed, kind <= ceiling);
+            prop_assert_eq!(rules.could_call(&principal, &tool, &request()), kind <= ceiling);
         }
     }
 }

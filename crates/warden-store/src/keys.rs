@@ -82,6 +82,13 @@ pub struct Principal {
     pub scope: Scope,
     /// This key's own requests-per-minute limit, replacing the configured default.
     pub rpm: Option<u32>,
+    /// The key's name (empty for an OAuth client).
+    pub name: String,
+    /// What policies read besides the scope: a key's labels, or an OAuth client's
+    /// (string) claims.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// An OAuth client's groups (`principal in Group::"…"` in a policy).
+    pub groups: Vec<String>,
 }
 
 /// What a key may carry besides its tenant, name and scope.
@@ -348,17 +355,19 @@ impl KeyStore {
         let hash = self.hash(presented);
         let conn = self.conn();
         let row = conn
-            .prepare_cached("SELECT id, hash, tenant, scope, last_used, expires_at, rpm FROM keys WHERE hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)")?
+            .prepare_cached("SELECT id, hash, tenant, scope, last_used, expires_at, rpm, name FROM keys WHERE hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)")?
             .query_row(params![hash.as_slice(), now_unix()], |row| {
                 Ok((
                     (row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?),
                     (row.get::<_, String>(2)?, row.get::<_, String>(3)?),
                     row.get::<_, Option<i64>>(4)?,
                     (row.get::<_, Option<i64>>(5)?, row.get::<_, Option<u32>>(6)?),
+                    row.get::<_, String>(7)?,
                 ))
             })
             .optional()?;
-        let Some(((key_id, stored), (tenant, scope), last_used, (expires_at, rpm))) = row else {
+        let Some(((key_id, stored), (tenant, scope), last_used, (expires_at, rpm), name)) = row
+        else {
             return Ok(None);
         };
         if !hashes_match(&stored, &hash) {
@@ -380,6 +389,9 @@ impl KeyStore {
             tenant,
             scope,
             rpm,
+            name,
+            labels: Default::default(),
+            groups: Vec::new(),
         };
         let mut accepted = self.accepted();
         if accepted.by_hash.len() >= MAX_ACCEPTED {

@@ -537,6 +537,16 @@ impl Upstreams {
                     .extend(warden_policy::path_named_arguments(schema));
             }
         }
+        // The embedded server's tools say what their results carry; an operator's
+        // `returns` can only add to it.
+        if matches!(
+            self.at(origin.upstream).config().source,
+            warden_config::Source::Builtin(_)
+        ) {
+            let own = origin.name.as_str();
+            rules.returns.untrusted |= warden_notes::UNTRUSTED_RESULTS.contains(&own);
+            rules.returns.private |= warden_notes::PRIVATE_RESULTS.contains(&own);
+        }
         rules
     }
 

@@ -369,11 +369,21 @@ fn unpinned_upstreams(config: &Config) -> Vec<(&str, String)> {
         .collect()
 }
 
-/// `warden policy show-builtin` and `show-schema`.
+/// `warden policy show-builtin` (the built-in policies, and the shipped session policy)
+/// and `show-schema` (the model, with one action per tool of the embedded server).
 fn show_policy(command: &PolicyCommand) -> Result<(), Failure> {
     let text = match command {
-        PolicyCommand::ShowBuiltin => warden_policy::rules::BUILTIN,
-        PolicyCommand::ShowSchema => warden_policy::rules::SCHEMA,
+        PolicyCommand::ShowBuiltin => format!(
+            "{}\n\n{}",
+            warden_policy::rules::BUILTIN.trim_end(),
+            warden_policy::rules::after_untrusted(warden_config::Confirm::Elicit)
+        ),
+        PolicyCommand::ShowSchema => {
+            let config = Config::load(None, &Overrides::default())?;
+            let definitions = warden_notes::tool_definitions();
+            let named = embedded_tools(&config, &definitions);
+            warden_policy::rules::schema_text(&tool_facts(&named), &[])
+        }
     };
     say!("{}", text.trim_end());
     Ok(())
@@ -436,6 +446,11 @@ fn check_config(file: &Path) -> Result<(), Failure> {
             .iter()
             .map(unmatched_message),
     );
+    let (policy_errors, policy_warnings) = checked_policies(&config);
+    problems.extend(policy_errors);
+    for warning in policy_warnings {
+        eprintln!("{}: warning: {warning}", file.display());
+    }
     for (upstream, why) in unpinned_upstreams(&config) {
         eprintln!(
             "{}: warning: upstream {upstream:?} {why} (pin it, or set require_pinned = true to refuse it)",
@@ -454,6 +469,99 @@ fn check_config(file: &Path) -> Result<(), Failure> {
         problems.len()
     )
     .into())
+}
+
+/// `[policy]` compiled and checked as start-up would, against the tools known without
+/// starting any upstream (the embedded server's): the problems, then the warnings,
+/// each with its file, line and Cedar's words.
+fn checked_policies(config: &Config) -> (Vec<String>, Vec<String>) {
+    let definitions = warden_notes::tool_definitions();
+    let named = embedded_tools(config, &definitions);
+    let tools = tool_facts(&named);
+    let lines = |problems: Vec<warden_policy::rules::PolicyProblem>| {
+        problems.iter().map(ToString::to_string).collect()
+    };
+    match warden_policy::rules::Policies::compile(&config.policy, &tools) {
+        Ok((_, warnings)) => (Vec::new(), lines(warnings)),
+        Err(problems) => (lines(problems), Vec::new()),
+    }
+}
+
+/// The embedded server's tools under each upstream that runs it: catalogue name,
+/// definition, upstream name.
+fn embedded_tools<'a>(
+    config: &'a Config,
+    definitions: &'a [serde_json::Value],
+) -> Vec<(String, &'a serde_json::Value, &'a str)> {
+    config
+        .upstreams
+        .iter()
+        .filter(|upstream| matches!(upstream.source, warden_config::Source::Builtin(_)))
+        .flat_map(|upstream| {
+            definitions.iter().map(move |definition| {
+                let own = definition["name"].as_str().unwrap_or_default();
+                (
+                    format!("{}{own}", upstream.prefix),
+                    definition,
+                    upstream.name.as_str(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn tool_facts<'a>(
+    named: &'a [(String, &'a serde_json::Value, &'a str)],
+) -> Vec<warden_policy::rules::ToolFacts<'a>> {
+    named
+        .iter()
+        .map(
+            |(name, definition, upstream)| warden_policy::rules::ToolFacts {
+                name,
+                upstream,
+                kind: warden_policy::ToolKind::from_trusted_annotations(definition),
+                untrusted: false,
+                input_schema: &definition["inputSchema"],
+                annotations: definition.get("annotations"),
+            },
+        )
+        .collect()
+}
+
+/// `[policy]` compiled against the catalogue the upstreams offer now: warnings are
+/// logged, a problem refuses the start.
+fn load_policies(
+    config: &Config,
+    upstreams: &Upstreams,
+) -> Result<warden_gateway::PolicyEngine, Failure> {
+    match warden_gateway::compile_policies(&config.policy, upstreams) {
+        Ok((policies, warnings)) => {
+            for warning in warnings {
+                tracing::warn!("policy: {warning}");
+            }
+            tracing::info!(
+                files = config.policy.files.len(),
+                "policies in force: {}",
+                if policies.from_files() {
+                    "the operator's files"
+                } else {
+                    "the built-in ones (no [policy] files)"
+                }
+            );
+            Ok(warden_gateway::PolicyEngine::new(
+                policies,
+                &config.sessions,
+            ))
+        }
+        Err(problems) => Err(Failure::from(format!(
+            "the policies do not load:\n{}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))),
+    }
 }
 
 /// What an operator is told of a `[tools."…"]` entry that matches no tool.
@@ -941,6 +1049,7 @@ fn serve(
             tracing::warn!("{}", unmatched_message(&rule));
         }
         log_tool_kinds(&upstreams);
+        let policy = Arc::new(load_policies(&config, &upstreams)?);
         let addr = tcp.local_addr()?;
         let listener = match (&config.tls, &certificate) {
             (Some(tls), Some(certificate)) => {
@@ -975,6 +1084,7 @@ fn serve(
             metrics,
             approvals: stores.approvals.clone(),
             cluster,
+            policy,
         };
         let state = warden_gateway::AppState::new(&config, parts);
         // The admin listener: the console, metrics, health and reloads, never on the
@@ -1203,9 +1313,12 @@ mod tests {
         for (name, text) in DOCUMENTS {
             for block in fenced_blocks(text, &["toml"]) {
                 seen += 1;
-                let source = std::path::Path::new(name);
+                // Where the document is: the files an example names are beside it.
+                let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(name);
                 if let Err(error) =
-                    warden_config::Config::from_text(&block, source, example_environment)
+                    warden_config::Config::from_text(&block, &source, example_environment)
                 {
                     panic!("{name}: a TOML example is refused: {error}\n{block}");
                 }
@@ -1216,7 +1329,7 @@ mod tests {
 
     /// Each section of `warden.toml` as the README's examples name it, and a file that
     /// opens it with a key no section has.
-    const SECTIONS: [(&str, &str); 15] = [
+    const SECTIONS: [(&str, &str); 16] = [
         ("", "warden_probe = 1\n"),
         ("server", "[server]\nwarden_probe = 1\n"),
         ("limits", "[limits]\nwarden_probe = 1\n"),
@@ -1232,6 +1345,7 @@ mod tests {
         ("results", "[results]\nwarden_probe = 1\n"),
         ("egress", "[egress]\nwarden_probe = 1\n"),
         ("cluster", "[cluster]\nwarden_probe = 1\n"),
+        ("policy", "[policy]\nwarden_probe = 1\n"),
     ];
 
     /// The keys a section takes, as the parser lists them when it refuses one it does
@@ -1251,6 +1365,21 @@ mod tests {
             .split(", ")
             .map(|key| key.trim().trim_matches('`').to_owned())
             .collect()
+    }
+
+    /// The example policies pass the check `warden config check` makes, against the model
+    /// Warden derives and against the copy beside them.
+    #[test]
+    fn the_example_policies_pass_the_check() {
+        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies");
+        for schema in ["", "schema = \"model.cedarschema\"\n"] {
+            let text = format!("[policy]\nfiles = [\"*.cedar\"]\n{schema}");
+            let source = std::path::Path::new(examples).join("warden.toml");
+            let config = warden_config::Config::from_text(&text, &source, |_| None).unwrap();
+            assert_eq!(config.policy.files.len(), 1);
+            let (problems, warnings) = super::checked_policies(&config);
+            assert_eq!((problems, warnings), (Vec::<String>::new(), Vec::new()));
+        }
     }
 
     /// The README's rule table is `warden scan --list-rules`, exactly.

@@ -95,7 +95,26 @@ impl Reloader {
                 return json!({"ok": false, "error": error.to_string()});
             }
         };
+        // Policies first: a file that does not compile changes nothing at all.
+        let policies = match warden_gateway::compile_policies(&read.policy, &self.upstreams) {
+            Ok((policies, warnings)) => {
+                for warning in warnings {
+                    tracing::warn!("policy: {warning}");
+                }
+                policies
+            }
+            Err(problems) => {
+                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                tracing::error!(
+                    ?problems,
+                    "configuration not reloaded: the policies do not load; the running ones stay"
+                );
+                self.record("refused").await;
+                return json!({"ok": false, "error": format!("the policies do not load:\n{}", problems.join("\n"))});
+            }
+        };
         let (plan, next) = plan_reload(&self.running, &read);
+        self.state.policy().replace(policies);
         self.state.reconfigure(&next);
         let slots: Vec<usize> = next.upstreams.iter().map(|u| u.max_concurrent).collect();
         self.limiter.reconfigure(&next.rate, &next.tools, &slots);

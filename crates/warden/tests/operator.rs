@@ -444,4 +444,12 @@ fn the_built_in_policies_and_the_model_are_printed() {
     let schema = show("show-schema");
     assert!(schema.contains("action call_tool;"), "{schema}");
     assert!(schema.contains("entity Key in [Group]"), "{schema}");
+    assert!(
+        schema.contains("action \"call_tool:delete_note\" in [call_tool]"),
+        "{schema}"
+    );
+    assert!(
+        builtin.contains("builtin.confirm-after-untrusted"),
+        "{builtin}"
+    );
 }

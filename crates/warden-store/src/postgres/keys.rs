@@ -45,7 +45,7 @@ impl PgKeys {
         // Prepared once per connection: every request runs it.
         let lookup = client
             .prepare_cached(
-                "SELECT id, hash, tenant, scope, last_used, rpm FROM keys
+                "SELECT id, hash, tenant, scope, last_used, rpm, name FROM keys
                  WHERE hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
             )
             .await?;
@@ -73,6 +73,9 @@ impl PgKeys {
             tenant: row.get(2),
             scope,
             rpm: rpm.and_then(|rpm| u32::try_from(rpm).ok()),
+            name: row.get(6),
+            labels: Default::default(),
+            groups: Vec::new(),
         }))
     }
 
