@@ -620,6 +620,52 @@ impl Rules {
                 && partial(&slice.permits).decision() != Some(Decision::Deny))
     }
 
+    /// Whether a list shows `tool` to `principal`: it could be called, and no forbid on
+    /// `list_tools` hides it.
+    pub fn listed(
+        &self,
+        principal: &PrincipalFacts,
+        tool: &ToolFacts<'_>,
+        request: &RequestFacts,
+    ) -> bool {
+        self.could_call(principal, tool, request) && !self.hides(principal, tool, request)
+    }
+
+    /// Whether a forbid on `list_tools` hides `tool` from `principal`'s lists (calls
+    /// are decided by `call_tool` alone).
+    fn hides(
+        &self,
+        principal: &PrincipalFacts,
+        tool: &ToolFacts<'_>,
+        request: &RequestFacts,
+    ) -> bool {
+        let slice = self.slice("list_tools");
+        if slice.fixed_forbids.is_empty() && slice.forbids.is_empty() {
+            return false;
+        }
+        let Some((cedar_request, prepared)) = facts::request(
+            principal,
+            "list_tools",
+            &Target::Tool(*tool),
+            request,
+            None,
+            self.needs,
+            &self.entities,
+        ) else {
+            return true;
+        };
+        !self
+            .fixed(slice, &cedar_request, &prepared)
+            .forbids
+            .is_empty()
+            || (!slice.forbids.is_empty()
+                && Authorizer::new()
+                    .is_authorized_partial(&cedar_request, &slice.forbids, &prepared.entities)
+                    .definitely_satisfied()
+                    .next()
+                    .is_some())
+    }
+
     fn decide(
         &self,
         principal: &PrincipalFacts,
@@ -805,7 +851,8 @@ impl Policies {
         verdict
     }
 
-    /// Whether a list shows `tool` to `principal` (see [`Rules::could_call`]).
+    /// Whether some arguments could make a call of `tool` allowed (see
+    /// [`Rules::could_call`]).
     pub fn could_call(
         &self,
         principal: &PrincipalFacts,
@@ -813,6 +860,16 @@ impl Policies {
         request: &RequestFacts,
     ) -> bool {
         self.rules.could_call(principal, tool, request)
+    }
+
+    /// Whether a list shows `tool` to `principal` (see [`Rules::listed`]).
+    pub fn listed(
+        &self,
+        principal: &PrincipalFacts,
+        tool: &ToolFacts<'_>,
+        request: &RequestFacts,
+    ) -> bool {
+        self.rules.listed(principal, tool, request)
     }
 
     /// Decides `read_resource`, `get_prompt` or `complete` on `target`.
@@ -1043,6 +1100,29 @@ when { context.arguments has to };
         let mut other = key("write");
         other.tenant = "globex".into();
         assert!(rules.could_call(&other, &catalogue[1], &request()));
+
+        // A forbid on `list_tools` hides a tool from lists; its calls are still decided
+        // by `call_tool`.
+        let hidden = Rules::parse(&file(
+            r#"
+@id("all") permit (principal, action, resource);
+@id("unlisted") forbid (principal, action == Action::"list_tools", resource == Tool::"mail__send");
+"#,
+        ))
+        .unwrap();
+        assert!(!hidden.listed(&writer, &catalogue[1], &request()));
+        assert!(hidden.listed(&writer, &catalogue[0], &request()));
+        assert!(hidden.could_call(&writer, &catalogue[1], &request()));
+        assert!(
+            hidden
+                .decide_call(
+                    &writer,
+                    &catalogue[1],
+                    &arguments(json!({"to": "a@b.c"})),
+                    &request()
+                )
+                .allowed
+        );
     }
 
     #[test]

@@ -443,3 +443,68 @@ async fn an_oauth_admin_token_opens_the_console_and_a_client_token_does_not() {
     let key = login(warden.admin_key.clone()).await;
     assert_eq!(key.status(), 401, "API keys are off");
 }
+
+/// A token's groups and string claims reach the policies: a group permit opens writes to
+/// its members, a claim forbids one tool, and lists follow.
+#[tokio::test]
+async fn an_oauth_group_permits_what_its_members_may_call() {
+    let idp = SigningKey::generate("k1");
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policies.path().join("groups.cedar"),
+        r#"
+@id("editors-write")
+permit (principal in Group::"editors", action in Action::"call_tool", resource);
+
+@id("everyone-reads")
+permit (principal, action in Action::"call_tool", resource)
+when { resource.kind == "read" };
+
+@id("interns-keep-notes")
+forbid (principal, action == Action::"call_tool:delete_note", resource)
+when { principal.hasTag("department") && principal.getTag("department") == "interns" };
+"#,
+    )
+    .unwrap();
+    let extra = format!(
+        "\n[policy]\nfiles = [\"{}/*.cedar\"]\n",
+        policies.path().display()
+    );
+    let (warden, _jwks) = start_with_file(&[&idp], &extra);
+    let editor = idp.sign(&claims(json!({"groups": ["editors"]})));
+    let viewer = idp.sign(&claims(json!({"groups": ["viewers"]})));
+    let intern = idp.sign(&claims(
+        json!({"groups": ["editors"], "department": "interns", "sub": "bob@example.com"}),
+    ));
+    let names = |reply: Reply| reply.tool_names();
+    assert!(names(tool_names(&warden, &editor).await).contains(&"create_note".to_owned()));
+    let viewed = names(tool_names(&warden, &viewer).await);
+    assert!(viewed.contains(&"search_notes".to_owned()), "{viewed:?}");
+    assert!(!viewed.contains(&"create_note".to_owned()), "{viewed:?}");
+    assert!(!names(tool_names(&warden, &intern).await).contains(&"delete_note".to_owned()));
+
+    let create = |token: String| {
+        let warden = &warden;
+        async move {
+            Http::with_key(warden, &token)
+                .call_tool("create_note", json!({"title": "t", "body": "b"}))
+                .await
+                .json()
+        }
+    };
+    let made = create(editor.clone()).await;
+    let id = made["result"]["structuredContent"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{made}"))
+        .to_owned();
+    let refused = create(viewer.clone()).await;
+    assert_eq!(refused["error"]["message"], "Unknown tool", "{refused}");
+    let kept = Http::with_key(&warden, &intern)
+        .call_tool("delete_note", json!({"id": id}))
+        .await
+        .json();
+    assert_eq!(
+        kept["error"]["message"], "Refused by policy \"interns-keep-notes\"",
+        "{kept}"
+    );
+}

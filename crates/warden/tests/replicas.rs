@@ -1081,7 +1081,12 @@ async fn sessions_and_mid_call_answers_find_their_replica() {
         )
         .await;
     assert_eq!(ended.status, 204, "{}", ended.text);
-    assert!(stream.ends().await, "the stream on A outlived its session");
+    // Each replica runs its own children, so the stream may hear of the change once
+    // more (from B's pin or relist) before it ends: harmless, and allowed.
+    assert!(
+        stream.ends_after_list_changes().await,
+        "the stream on A outlived its session"
+    );
     for replica in [a, b, c] {
         let gone = Http::with_key(replica, &key).legacy(&session, &list).await;
         assert_eq!(gone.status, 404, "{}", gone.text);

@@ -315,6 +315,21 @@ impl Events {
         )
     }
 
+    /// Whether the stream ends (within 10 s) with no further message but repeated
+    /// `notifications/tools/list_changed`.
+    pub async fn ends_after_list_changes(&mut self) -> bool {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match self.read().await {
+                    None => return true,
+                    Some(message) if message["method"] == "notifications/tools/list_changed" => {}
+                    Some(_) => return false,
+                }
+            }
+        });
+        matches!(ended.await, Ok(true))
+    }
+
     async fn read(&mut self) -> Option<Value> {
         loop {
             if self.plain {
