@@ -106,6 +106,7 @@ type KeyRow = (
     Option<i64>,
     Option<i64>,
     Option<i32>,
+    String,
 );
 
 /// Keys as their hashes: they match on PostgreSQL only where the replicas hash with the
@@ -114,16 +115,16 @@ async fn copy_keys(source: &Connection, db: &Postgres) -> Result<Copied> {
     let rows: Vec<KeyRow> = read_all(
         source,
         "SELECT id, hash, tenant, name, scope, created_at, last_used, revoked_at, expires_at,
-                rpm
+                rpm, labels
          FROM keys ORDER BY created_at, id",
     )?;
     let added = insert_each(
         db,
         "INSERT INTO keys (id, hash, tenant, name, scope, created_at, last_used, revoked_at,
-             expires_at, rpm)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+             expires_at, rpm, labels)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
         rows.iter().map(
-            |(id, hash, tenant, name, scope, created, used, revoked, expires, rpm)| {
+            |(id, hash, tenant, name, scope, created, used, revoked, expires, rpm, labels)| {
                 [
                     id as &Param<'_>,
                     hash,
@@ -135,6 +136,7 @@ async fn copy_keys(source: &Connection, db: &Postgres) -> Result<Copied> {
                     revoked,
                     expires,
                     rpm,
+                    labels,
                 ]
             },
         ),

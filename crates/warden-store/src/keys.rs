@@ -1,6 +1,7 @@
 //! API keys. The store holds HMAC-SHA-256(server secret, key), never the key itself, so a
 //! stolen `keys.db` without `server.secret` yields nothing to replay.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +39,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE keys ADD COLUMN expires_at INTEGER;
     ALTER TABLE keys ADD COLUMN rpm INTEGER;
+",
+    "
+    ALTER TABLE keys ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
 ",
 ];
 
@@ -92,11 +96,44 @@ pub struct Principal {
 }
 
 /// What a key may carry besides its tenant, name and scope.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyOptions {
     /// Unix seconds after which the key is refused.
     pub expires_at: Option<i64>,
     pub rpm: Option<u32>,
+    /// Labels policies read as the key's tags (`principal.getTag("team")`).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Labels a key may carry at most, and how long a value may be.
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_VALUE_CHARS: usize = 256;
+
+/// Labels as stored: a JSON object of strings.
+pub(crate) fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Labels as stored, read back (what does not parse counts as none).
+pub(crate) fn labels_of(text: &str) -> BTreeMap<String, String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(StoreError::Invalid(format!(
+            "a key carries at most {MAX_LABELS} labels"
+        )));
+    }
+    for (name, value) in labels {
+        validate_label("a label's name", name)?;
+        if value.chars().count() > MAX_LABEL_VALUE_CHARS || value.chars().any(char::is_control) {
+            return Err(StoreError::Invalid(format!(
+                "label {name}: the value must be at most {MAX_LABEL_VALUE_CHARS} characters, none a control character"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A key as the operator sees it: never the key, never its hash.
@@ -223,8 +260,8 @@ impl KeyStore {
     ) -> Result<NewKey> {
         let NewKey { record, key } = mint(tenant, name, scope, options)?;
         conn.execute(
-            "INSERT INTO keys (id, hash, tenant, name, scope, created_at, expires_at, rpm) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![record.id, hash(&key).as_slice(), record.tenant, record.name, scope.as_str(), record.created_at, options.expires_at, options.rpm],
+            "INSERT INTO keys (id, hash, tenant, name, scope, created_at, expires_at, rpm, labels) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![record.id, hash(&key).as_slice(), record.tenant, record.name, scope.as_str(), record.created_at, record.options.expires_at, record.options.rpm, labels_text(&record.options.labels)],
         )?;
         Ok(NewKey { record, key })
     }
@@ -238,7 +275,7 @@ impl KeyStore {
         let now = now_unix();
         let old = tx
             .query_row(
-                "SELECT tenant, name, scope, expires_at, rpm FROM keys WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                "SELECT tenant, name, scope, expires_at, rpm, labels FROM keys WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
                 params![id, now],
                 |row| {
                     Ok((
@@ -247,11 +284,12 @@ impl KeyStore {
                         row.get::<_, String>(2)?,
                         row.get::<_, Option<i64>>(3)?,
                         row.get::<_, Option<u32>>(4)?,
+                        row.get::<_, String>(5)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((tenant, name, scope, expires_at, rpm)) = old else {
+        let Some((tenant, name, scope, expires_at, rpm, labels)) = old else {
             return Ok(None);
         };
         let scope = Scope::parse(&scope).unwrap_or(Scope::Read);
@@ -261,7 +299,11 @@ impl KeyStore {
             &tenant,
             &name,
             scope,
-            KeyOptions { expires_at, rpm },
+            KeyOptions {
+                expires_at,
+                rpm,
+                labels: labels_of(&labels),
+            },
         )?;
         let until = now.saturating_add(grace_secs.max(0));
         tx.execute(
@@ -277,7 +319,7 @@ impl KeyStore {
     pub fn list(&self) -> Result<Vec<KeyRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, tenant, name, scope, created_at, last_used, revoked_at, expires_at, rpm FROM keys ORDER BY created_at, id",
+            "SELECT id, tenant, name, scope, created_at, last_used, revoked_at, expires_at, rpm, labels FROM keys ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([], |row| {
             let scope: String = row.get(3)?;
@@ -292,6 +334,7 @@ impl KeyStore {
                 options: KeyOptions {
                     expires_at: row.get(7)?,
                     rpm: row.get(8)?,
+                    labels: labels_of(&row.get::<_, String>(9)?),
                 },
             })
         })?;
@@ -355,18 +398,19 @@ impl KeyStore {
         let hash = self.hash(presented);
         let conn = self.conn();
         let row = conn
-            .prepare_cached("SELECT id, hash, tenant, scope, last_used, expires_at, rpm, name FROM keys WHERE hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)")?
+            .prepare_cached("SELECT id, hash, tenant, scope, last_used, expires_at, rpm, name, labels FROM keys WHERE hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)")?
             .query_row(params![hash.as_slice(), now_unix()], |row| {
                 Ok((
                     (row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?),
                     (row.get::<_, String>(2)?, row.get::<_, String>(3)?),
                     row.get::<_, Option<i64>>(4)?,
                     (row.get::<_, Option<i64>>(5)?, row.get::<_, Option<u32>>(6)?),
-                    row.get::<_, String>(7)?,
+                    (row.get::<_, String>(7)?, row.get::<_, String>(8)?),
                 ))
             })
             .optional()?;
-        let Some(((key_id, stored), (tenant, scope), last_used, (expires_at, rpm), name)) = row
+        let Some(((key_id, stored), (tenant, scope), last_used, (expires_at, rpm), (name, labels))) =
+            row
         else {
             return Ok(None);
         };
@@ -390,7 +434,7 @@ impl KeyStore {
             scope,
             rpm,
             name,
-            labels: Default::default(),
+            labels: labels_of(&labels),
             groups: Vec::new(),
         };
         let mut accepted = self.accepted();
@@ -420,6 +464,7 @@ pub(crate) fn key_hash(secret: &[u8; SECRET_BYTES], key: &str) -> [u8; 32] {
 pub(crate) fn mint(tenant: &str, name: &str, scope: Scope, options: KeyOptions) -> Result<NewKey> {
     validate_label("tenant", tenant)?;
     validate_label("name", name)?;
+    validate_labels(&options.labels)?;
     let key = format!("{KEY_PREFIX}{}", random_token(KEY_RANDOM_BYTES));
     let record = KeyRecord {
         id: format!("key_{}", random_hex(8)),
@@ -628,17 +673,19 @@ mod tests {
         let (_tmp, store) = store();
         let past = KeyOptions {
             expires_at: Some(now_unix() - 1),
-            rpm: None,
+            ..KeyOptions::default()
         };
         let expired = store.add_with("acme", "old", Scope::Write, past).unwrap();
         assert!(store.authenticate(&expired.key).unwrap().is_none());
         assert!(store.rotate(&expired.record.id, 60).unwrap().is_none());
 
         let options = KeyOptions {
-            expires_at: None,
             rpm: Some(120),
+            ..KeyOptions::default()
         };
-        let old = store.add_with("acme", "ci", Scope::Read, options).unwrap();
+        let old = store
+            .add_with("acme", "ci", Scope::Read, options.clone())
+            .unwrap();
         let principal = store.authenticate(&old.key).unwrap().unwrap();
         assert_eq!(principal.rpm, Some(120));
         let graceful = store.rotate(&old.record.id, 3600).unwrap().unwrap();

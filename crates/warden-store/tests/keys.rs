@@ -18,9 +18,12 @@ const SECRET: [u8; 32] = [7; 32];
 
 async fn suite(keys: &dyn Keys) {
     assert!(!keys.has_keys().await.unwrap());
+    let labels: std::collections::BTreeMap<String, String> =
+        [("team".to_owned(), "payments".to_owned())].into();
     let options = KeyOptions {
         expires_at: None,
         rpm: Some(30),
+        labels: labels.clone(),
     };
     let alice = keys
         .add("acme", "alice", Scope::Write, options)
@@ -33,6 +36,21 @@ async fn suite(keys: &dyn Keys) {
         ("acme", Scope::Write, Some(30))
     );
     assert_eq!(principal.key_id, alice.record.id);
+    // What policies read of a key: its name and labels.
+    assert_eq!(
+        (principal.name.as_str(), &principal.labels),
+        ("alice", &labels)
+    );
+    let too_many = KeyOptions {
+        labels: (0..33).map(|n| (format!("l{n}"), "v".to_owned())).collect(),
+        ..KeyOptions::default()
+    };
+    assert!(keys.add("acme", "x", Scope::Read, too_many).await.is_err());
+    let control = KeyOptions {
+        labels: [("team".to_owned(), "a\nb".to_owned())].into(),
+        ..KeyOptions::default()
+    };
+    assert!(keys.add("acme", "x", Scope::Read, control).await.is_err());
     let forged = format!("{}x", &alice.key[..alice.key.len() - 1]);
     assert!(keys.authenticate(&forged).await.unwrap().is_none());
     assert!(keys.authenticate("not-a-key").await.unwrap().is_none());
@@ -45,6 +63,7 @@ async fn suite(keys: &dyn Keys) {
     // Rotation: the new key works, the old one for its grace period only.
     let rotated = keys.rotate(&alice.record.id, 3600).await.unwrap().unwrap();
     assert_eq!(rotated.record.tenant, "acme");
+    assert_eq!(rotated.record.options.labels, labels, "labels carry over");
     assert!(keys.authenticate(&rotated.key).await.unwrap().is_some());
     assert!(keys.authenticate(&alice.key).await.unwrap().is_some());
     let again = keys.rotate(&rotated.record.id, 0).await.unwrap().unwrap();
@@ -63,7 +82,7 @@ async fn suite(keys: &dyn Keys) {
             Scope::Read,
             KeyOptions {
                 expires_at: Some(now_unix() - 1),
-                rpm: None,
+                ..KeyOptions::default()
             },
         )
         .await

@@ -197,7 +197,7 @@ enum PolicyCommand {
 enum KeysCommand {
     /// Create a key; the key is printed once, alone on stdout, and never stored.
     #[command(
-        after_help = "Example:\n  warden keys add --tenant acme --name alice-laptop --scope read --expires-in 90d"
+        after_help = "Example:\n  warden keys add --tenant acme --name alice-laptop --scope read --expires-in 90d --label team=payments"
     )]
     Add {
         /// The tenant the key belongs to: it sees that tenant's data only.
@@ -216,6 +216,10 @@ enum KeysCommand {
         /// [default: the configured per_key_rpm].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rpm: Option<u32>,
+        /// A label policies read as the key's tag (`principal.getTag("team")`), as
+        /// name=value; repeat for more.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
         #[command(flatten)]
         place: Place,
     },
@@ -690,12 +694,14 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
             scope,
             expires_in,
             rpm,
+            labels,
             place,
         } => {
             let options = KeyOptions {
                 expires_at: expires_in
                     .map(|secs| warden_store::now_unix().saturating_add_unsigned(secs)),
                 rpm,
+                labels: labels.into_iter().collect(),
             };
             let at = Installation::open(place)?;
             let new = at.run(at.stores.keys.add(&tenant, &name, scope.into(), options))?;
@@ -731,6 +737,7 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                 "LAST USED",
                 "EXPIRES",
                 "STATUS",
+                "LABELS",
             ]);
             let now = warden_store::now_unix();
             let at = Installation::open(place)?;
@@ -750,6 +757,16 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
                         .expires_at
                         .map_or("never".to_owned(), warden_store::format_time),
                     key.status(now).to_string(),
+                    if key.options.labels.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        key.options
+                            .labels
+                            .iter()
+                            .map(|(name, value)| format!("{name}={value}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    },
                 ]);
             }
             table.print(true)?;
@@ -772,6 +789,13 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
 }
 
 /// Seconds in a duration written as a number and a unit: `90s`, `15m`, `12h`, `30d`.
+/// `--label name=value`.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not name=value"))
+}
+
 fn parse_duration(text: &str) -> Result<u64, String> {
     let unit_at = text
         .find(|c: char| !c.is_ascii_digit())

@@ -60,6 +60,25 @@ async fn policies_decide_per_tenant_key_and_argument_and_lists_follow_them() {
     let (_, alice) = warden.add_key("acme", "alice", "write");
     let (intern_id, intern) = warden.add_key("acme", "intern", "write");
     let (_, globex) = warden.add_key("globex", "bot", "write");
+    let labelled = warden.cli(&[
+        "keys",
+        "add",
+        "--tenant",
+        "acme",
+        "--name",
+        "pay",
+        "--scope",
+        "write",
+        "--label",
+        "team=payments",
+    ]);
+    assert!(labelled.status.success());
+    let payments = String::from_utf8(labelled.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let listed_keys = String::from_utf8(warden.cli(&["keys", "list"]).stdout).unwrap();
+    assert!(listed_keys.contains("team=payments"), "{listed_keys}");
     let as_key = |key: &str| Http::with_key(&warden, key);
     assert_eq!(
         said(
@@ -80,6 +99,10 @@ when {{ principal.tenant == "acme" }};
 
 @id("no-echo-for-the-intern")
 forbid (principal == Key::"{intern_id}", action == Action::"call_tool:echo", resource);
+
+@id("payments-keep-quiet")
+forbid (principal, action == Action::"call_tool:echo", resource)
+when {{ principal.hasTag("team") && principal.getTag("team") == "payments" }};
 
 @id("data-dir-only")
 permit (principal, action == Action::"call_tool:loose", resource)
@@ -126,6 +149,15 @@ when {{ context.arguments.to like "*@example.com" }};
         "{refused}"
     );
     assert_eq!(refused["error"]["data"]["policy"], "no-echo-for-the-intern");
+    // A key's label, from `warden keys add --label`, is a tag policies read.
+    assert_eq!(
+        said(
+            &as_key(&payments)
+                .call_tool("echo", json!({"text": "hi"}))
+                .await
+        ),
+        "Refused by policy \"payments-keep-quiet\""
+    );
     assert_eq!(
         said(
             &as_key(&globex)
@@ -169,7 +201,7 @@ when {{ context.arguments.to like "*@example.com" }};
 
     // The audit trail names the policies that decided.
     let rules: Vec<Value> = warden
-        .audited(8, |row| {
+        .audited(9, |row| {
             row["rule"]
                 .as_str()
                 .is_some_and(|rule| rule.starts_with("policy"))
@@ -180,6 +212,7 @@ when {{ context.arguments.to like "*@example.com" }};
     for expected in [
         "policy:acme-echo",
         "policy:no-echo-for-the-intern",
+        "policy:payments-keep-quiet",
         "policy:data-dir-only",
         "policy:mail-our-domain",
         "policy.no_permit",

@@ -190,7 +190,16 @@ pub(crate) async fn add(
         .map(|days| now_unix().saturating_add(i64::try_from(days * 86_400).unwrap_or(i64::MAX)));
     let new = console
         .keys
-        .add(tenant, name, scope, KeyOptions { expires_at, rpm })
+        .add(
+            tenant,
+            name,
+            scope,
+            KeyOptions {
+                expires_at,
+                rpm,
+                ..KeyOptions::default()
+            },
+        )
         .await
         .map_err(|e| ConsoleError::store(&e))?;
     console

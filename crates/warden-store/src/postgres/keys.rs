@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use super::Postgres;
 use crate::keys::{
     KeyOptions, KeyRecord, Keys, NewKey, Principal, SECRET_BYTES, Scope, hashes_match, key_hash,
-    mint, plausible,
+    labels_of, labels_text, mint, plausible,
 };
 use crate::{Result, StoreFuture, now_unix};
 
@@ -16,7 +16,7 @@ use crate::{Result, StoreFuture, now_unix};
 const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
 const RECORD_COLUMNS: &str =
-    "id, tenant, name, scope, created_at, last_used, revoked_at, expires_at, rpm";
+    "id, tenant, name, scope, created_at, last_used, revoked_at, expires_at, rpm, labels";
 
 pub struct PgKeys {
     db: Postgres,
@@ -45,7 +45,7 @@ impl PgKeys {
         // Prepared once per connection: every request runs it.
         let lookup = client
             .prepare_cached(
-                "SELECT id, hash, tenant, scope, last_used, rpm, name FROM keys
+                "SELECT id, hash, tenant, scope, last_used, rpm, name, labels FROM keys
                  WHERE hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
             )
             .await?;
@@ -74,7 +74,7 @@ impl PgKeys {
             scope,
             rpm: rpm.and_then(|rpm| u32::try_from(rpm).ok()),
             name: row.get(6),
-            labels: Default::default(),
+            labels: labels_of(row.get(7)),
             groups: Vec::new(),
         }))
     }
@@ -109,7 +109,7 @@ impl PgKeys {
             return Ok(None);
         };
         let old = record_of(&old);
-        let new = mint(&old.tenant, &old.name, old.scope, old.options)?;
+        let new = mint(&old.tenant, &old.name, old.scope, old.options.clone())?;
         insert(&tx, &self.secret, &new).await?;
         let until = now.saturating_add(grace_secs.max(0));
         tx.execute(
@@ -164,8 +164,8 @@ async fn insert(
         .map(|rpm| i32::try_from(rpm).unwrap_or(i32::MAX));
     client
         .execute(
-            "INSERT INTO keys (id, hash, tenant, name, scope, created_at, expires_at, rpm)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO keys (id, hash, tenant, name, scope, created_at, expires_at, rpm, labels)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &record.id,
                 &key_hash(secret, &new.key).as_slice(),
@@ -175,6 +175,7 @@ async fn insert(
                 &record.created_at,
                 &record.options.expires_at,
                 &rpm,
+                &labels_text(&record.options.labels),
             ],
         )
         .await?;
@@ -195,6 +196,7 @@ fn record_of(row: &Row) -> KeyRecord {
         options: KeyOptions {
             expires_at: row.get(7),
             rpm: rpm.and_then(|rpm| u32::try_from(rpm).ok()),
+            labels: labels_of(row.get(9)),
         },
     }
 }

@@ -267,10 +267,15 @@ const MIGRATIONS: &[&str] = &[
     $search$;
     REVOKE EXECUTE ON FUNCTION search_notes FROM PUBLIC;
     ",
+    // 6: a key's labels (`warden keys add --label k=v`), a JSON object of strings that
+    // policies read as the key's tags.
+    "
+    ALTER TABLE keys ADD COLUMN labels text NOT NULL DEFAULT '{}';
+    ",
 ];
 
 /// The schema version this build speaks.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// The tables that hold a tenant's rows: row-level security confines each to the tenant
 /// the transaction names, for every role but the owner and superusers.
