@@ -17,6 +17,7 @@ pub(crate) mod raw {
         pub files: Vec<String>,
         pub schema: Option<String>,
         pub after_untrusted: Option<String>,
+        pub forbid_outbound: Option<bool>,
     }
 }
 
@@ -42,6 +43,9 @@ pub struct Policy {
     /// text: `Elicit` (the user), `Approve` (an operator) or `Never` (off, the default
     /// for now: see the README).
     pub after_untrusted: Confirm,
+    /// Once untrusted text and private data met in a session, tools that reach outside
+    /// (MCP `openWorldHint`) are refused.
+    pub forbid_outbound: bool,
 }
 
 impl Default for Policy {
@@ -50,6 +54,7 @@ impl Default for Policy {
             files: Vec::new(),
             schema: None,
             after_untrusted: Confirm::Never,
+            forbid_outbound: false,
         }
     }
 }
@@ -144,6 +149,7 @@ pub(crate) fn validate(raw: raw::Policy, base: &Path) -> Result<Policy, (&'stati
         files,
         schema,
         after_untrusted,
+        forbid_outbound: raw.forbid_outbound.unwrap_or(false),
     })
 }
 

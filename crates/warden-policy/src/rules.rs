@@ -36,6 +36,8 @@ use crate::ToolKind;
 pub const BUILTIN: &str = include_str!("rules/builtin.cedar");
 /// The shipped session policy: a person confirms writes once untrusted text was read.
 const AFTER_UNTRUSTED: &str = include_str!("rules/after_untrusted.cedar");
+/// The shipped tightening: nothing goes out once untrusted text and private data met.
+pub const NO_OUTBOUND: &str = include_str!("rules/no_outbound.cedar");
 /// The name the built-in policies are reported under.
 const BUILTIN_FILE: &str = "builtin";
 
@@ -764,6 +766,8 @@ impl Rules {
 pub struct Policies {
     rules: Rules,
     session: Option<Rules>,
+    /// The shipped tightening (`forbid_outbound`), when on.
+    outbound: Option<Rules>,
     from_files: bool,
 }
 
@@ -798,10 +802,18 @@ impl Policies {
             }
             Confirm::Deny | Confirm::Never => None,
         };
+        let outbound = if config.forbid_outbound {
+            let outbound = Rules::parse(&[(BUILTIN_FILE.to_owned(), NO_OUTBOUND.to_owned())])?;
+            warnings.extend(outbound.validate(tools, schema.as_ref())?);
+            Some(outbound)
+        } else {
+            None
+        };
         Ok((
             Self {
                 rules,
                 session,
+                outbound,
                 from_files: !files.is_empty(),
             },
             warnings,
@@ -838,6 +850,13 @@ impl Policies {
         let mut verdict = self.rules.decide_call(principal, tool, arguments, request);
         if !verdict.allowed {
             return verdict;
+        }
+        if let Some(outbound) = &self.outbound {
+            let refused = outbound.decide_call(principal, tool, arguments, request);
+            // Its forbid, satisfied, names itself; otherwise nothing there applies.
+            if !refused.policies.is_empty() {
+                return refused;
+            }
         }
         if let Some(session) = &self.session {
             let asks = session.decide_call(principal, tool, arguments, request);
@@ -1210,6 +1229,40 @@ when { context.arguments has to };
         assert!(
             errors[0].message.contains("unrecognized action"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_tightening_refuses_outbound_tools_once_untrusted_and_private_met() {
+        let (write, send) = (write_file_schema(), send_email_schema());
+        let hints = json!({"openWorldHint": true});
+        let mut catalogue = tools(&write, &send);
+        catalogue[1].annotations = Some(&hints);
+        let config = warden_config::Policy {
+            forbid_outbound: true,
+            ..warden_config::Policy::default()
+        };
+        let (policies, _) = Policies::compile(&config, &catalogue).unwrap();
+        let mut met = request();
+        let mail = arguments(json!({"to": "a@b.c"}));
+        let file = arguments(json!({"path": "/a", "content": "x"}));
+        met.session.untrusted_seen = true;
+        assert!(
+            policies
+                .decide_call(&key("write"), &catalogue[1], &mail, &met)
+                .allowed
+        );
+        met.session.private_read = true;
+        let refused = policies.decide_call(&key("write"), &catalogue[1], &mail, &met);
+        assert!(!refused.allowed);
+        assert_eq!(
+            refused.policies,
+            ["builtin.no-outbound-after-untrusted-and-private"]
+        );
+        assert!(
+            policies
+                .decide_call(&key("write"), &catalogue[0], &file, &met)
+                .allowed
         );
     }
 

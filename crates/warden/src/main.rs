@@ -378,9 +378,10 @@ fn unpinned_upstreams(config: &Config) -> Vec<(&str, String)> {
 fn show_policy(command: &PolicyCommand) -> Result<(), Failure> {
     let text = match command {
         PolicyCommand::ShowBuiltin => format!(
-            "{}\n\n{}",
+            "{}\n\n{}\n{}",
             warden_policy::rules::BUILTIN.trim_end(),
-            warden_policy::rules::after_untrusted(warden_config::Confirm::Elicit)
+            warden_policy::rules::after_untrusted(warden_config::Confirm::Elicit),
+            warden_policy::rules::NO_OUTBOUND
         ),
         PolicyCommand::ShowSchema => {
             let config = Config::load(None, &Overrides::default())?;
