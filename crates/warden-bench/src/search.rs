@@ -183,13 +183,17 @@ fn measure(
         for _ in 0..plan.queries {
             let query = make_query(&mut rng);
             let started = Instant::now();
-            let outcome = runtime.block_on(server.call_tool(
-                TENANT,
+            let asker = warden_notes::Asker {
+                tenant: TENANT,
+                author: "key_bench",
+            };
+            let answer = runtime.block_on(server.call_tool(
+                asker,
                 "search_notes",
                 json!({ "query": query, "limit": 10 }),
             ))?;
             latencies.push(started.elapsed());
-            if let ToolOutcome::Structured(value) = outcome {
+            if let ToolOutcome::Structured(value) = answer.outcome {
                 hits += value["results"].as_array().map_or(0, Vec::len);
             }
         }

@@ -15,6 +15,7 @@
 //! the background; nothing needs a restart.
 
 mod counters;
+mod flows;
 mod state;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::Mutex;
 use warden_limits::Unreachable;
 
 pub use counters::RedisCounters;
+pub use flows::RedisFlows;
 pub use state::RedisState;
 
 /// How often a replica without a connection tries to make one (calls in between are

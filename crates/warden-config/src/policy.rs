@@ -40,8 +40,7 @@ pub struct Policy {
     /// instead of the model Warden derives from the catalogue.
     pub schema: Option<PolicyFile>,
     /// Who confirms a write or destructive call once the session has read untrusted
-    /// text: `Elicit` (the user), `Approve` (an operator) or `Never` (off, the default
-    /// for now: see the README).
+    /// text: `Elicit` (the user, the default), `Approve` (an operator) or `Never` (off).
     pub after_untrusted: Confirm,
     /// Once untrusted text and private data met in a session, tools that reach outside
     /// (MCP `openWorldHint`) are refused.
@@ -53,7 +52,7 @@ impl Default for Policy {
         Self {
             files: Vec::new(),
             schema: None,
-            after_untrusted: Confirm::Never,
+            after_untrusted: Confirm::Elicit,
             forbid_outbound: false,
         }
     }
@@ -135,9 +134,9 @@ pub(crate) fn validate(raw: raw::Policy, base: &Path) -> Result<Policy, (&'stati
         .transpose()
         .map_err(|m| ("policy.schema", m))?;
     let after_untrusted = match raw.after_untrusted.as_deref() {
-        Some("elicit") => Confirm::Elicit,
+        None | Some("elicit") => Confirm::Elicit,
         Some("approve") => Confirm::Approve,
-        None | Some("off") => Confirm::Never,
+        Some("off") => Confirm::Never,
         Some(other) => {
             return Err((
                 "policy.after_untrusted",
@@ -174,7 +173,7 @@ mod tests {
         .unwrap();
         let texts: Vec<&str> = policy.files.iter().map(|f| f.text.as_str()).collect();
         assert_eq!(texts, ["a.cedar", "b.cedar"]);
-        assert_eq!(policy.after_untrusted, Confirm::Never);
+        assert_eq!(policy.after_untrusted, Confirm::Elicit);
         let (field, message) = validate(
             raw::Policy {
                 files: vec!["policies/*.rego".into()],

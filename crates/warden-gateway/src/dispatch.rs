@@ -91,22 +91,48 @@ impl Context<'_> {
     fn caller(&self) -> Caller<'_> {
         Caller {
             tenant: &self.principal.tenant,
+            author: &self.principal.key_id,
         }
     }
 
-    /// The request as policies see it, with what this session has met so far.
-    fn request_facts(&self, state: &AppState) -> RequestFacts {
-        let session = state
+    /// The request as policies see it, with what this session has met so far. Where
+    /// that cannot be known (Redis away), the session counts as having read untrusted
+    /// text and private data: reads go on, writes need a person.
+    async fn request_facts(&self, state: &AppState) -> RequestFacts {
+        let session = match state
             .policy()
-            .session(&self.principal.tenant, &self.instance);
+            .session(&self.principal.tenant, &self.instance)
+            .await
+        {
+            Ok(session) => session,
+            Err(_) => {
+                tracing::warn!(
+                    "a session's flow state cannot be read (Redis): deciding as if it read untrusted text and private data"
+                );
+                policy::worst_case_session()
+            }
+        };
         policy::request_facts(self.era, &self.client, self.address, session)
     }
 
-    /// Records that what `upstream` (or its tool) returned reached this session.
-    fn record_flow(&self, state: &AppState, tool: Option<&str>, returns: warden_config::Returns) {
-        state
+    /// Records that what `upstream` (or its tool) returned reached this session. A
+    /// result carrying untrusted text or private data whose reading cannot be recorded
+    /// is withheld: the session's next call would be decided as if it had not been
+    /// read. (Counting calls and tools is not worth a refusal.)
+    async fn record_flow(
+        &self,
+        state: &AppState,
+        tool: Option<&str>,
+        returns: warden_config::Returns,
+    ) -> Result<(), RpcError> {
+        let recorded = state
             .policy()
-            .record(&self.principal.tenant, &self.instance, tool, returns);
+            .record(&self.principal.tenant, &self.instance, tool, returns)
+            .await;
+        match recorded {
+            Err(_) if returns.untrusted || returns.private => Err(RpcError::flow_unrecorded()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -142,7 +168,7 @@ pub(crate) async fn handle(
             let catalogue = upstreams.catalogue();
             let policies = state.policy().current();
             let principal = policy::principal_facts(context.principal);
-            let request = context.request_facts(state);
+            let request = context.request_facts(state).await;
             let tools: Vec<&Value> = catalogue
                 .visible(ToolKind::Destructive)
                 .filter(|tool| {
@@ -173,7 +199,15 @@ pub(crate) async fn handle(
             let mut result = page.result;
             let from = page.from.and_then(|index| upstreams.get(index));
             if let Some(upstream) = &from {
-                listed_by_policy(state, &context, &request.method, upstream, &mut result);
+                listed_by_policy(state, &context, &request.method, upstream, &mut result).await?;
+                // Another key's note titles are text this session did not write.
+                if upstream.take_foreign_mark(&mut result) {
+                    let returns = warden_config::Returns {
+                        untrusted: true,
+                        private: false,
+                    };
+                    context.record_flow(state, None, returns).await?;
+                }
             }
             if let Some(hardening) = from.and_then(|u| hardening(&state.results(), &u, None)) {
                 harden_message(&mut result, &hardening);
@@ -189,11 +223,13 @@ pub(crate) async fn handle(
                 name: &listed,
                 upstream: upstream.name(),
             };
-            allowed_by_policy(state, &context, "get_prompt", &prompt, unknown_prompt)?;
+            allowed_by_policy(state, &context, "get_prompt", &prompt, unknown_prompt).await?;
             let mut params = params.clone();
             params.insert("name".into(), name.into());
             let result = forward(state, &context, index, &request.method, params, None).await?;
-            context.record_flow(state, None, returns_of_upstream(&upstream));
+            context
+                .record_flow(state, None, returns_of_upstream(&upstream))
+                .await?;
             result
         }
         ("resources/read", _) | ("resources/subscribe" | "resources/unsubscribe", Era::Legacy) => {
@@ -208,8 +244,9 @@ pub(crate) async fn handle(
             };
             allowed_by_policy(state, &context, "read_resource", &resource, || {
                 resource_not_found(era)
-            })?;
-            let result = forward(
+            })
+            .await?;
+            let mut result = forward(
                 state,
                 &context,
                 index,
@@ -219,7 +256,9 @@ pub(crate) async fn handle(
             )
             .await?;
             if request.method == "resources/read" {
-                context.record_flow(state, None, returns_of_upstream(&upstream));
+                let mut returns = returns_of_upstream(&upstream);
+                returns.untrusted |= upstream.take_foreign_mark(&mut result);
+                context.record_flow(state, None, returns).await?;
             }
             if let Some(session) = context.session {
                 match request.method.as_str() {
@@ -261,7 +300,8 @@ pub(crate) async fn handle(
                     "Unknown reference",
                     "policy.no_permit",
                 )
-            })?;
+            })
+            .await?;
             forward(state, &context, index, &request.method, params, None).await?
         }
         _ => return Err(RpcError::method_not_found()),
@@ -425,7 +465,7 @@ async fn call_tool(
     let (principal, facts, request) = (
         policy::principal_facts(context.principal),
         policy::tool_facts(tool, &upstream),
-        context.request_facts(state),
+        context.request_facts(state).await,
     );
     // A tool no arguments could unlock is refused before its arguments are looked at:
     // by the forbids that hide it, or, when nothing permits it, as unknown as one that
@@ -478,7 +518,7 @@ async fn call_tool(
     };
     // Everything else the client sent (its `_meta`, unknown fields) goes on unchanged.
     params.insert("name".into(), origin.name.into());
-    let result = forward(
+    let mut result = forward(
         state,
         context,
         origin.upstream,
@@ -489,7 +529,9 @@ async fn call_tool(
     .await?;
     // A result still waiting for the client's input has not reached it yet.
     if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
-        context.record_flow(state, Some(&name), policy::returns_of(tool, &upstream));
+        let mut returns = policy::returns_of(tool, &upstream);
+        returns.untrusted |= upstream.take_foreign_mark(&mut result);
+        context.record_flow(state, Some(&name), returns).await?;
     }
     Ok(checked_output(tool, result))
 }
@@ -724,18 +766,19 @@ fn refused_by_policy(verdict: &Verdict, unknown: &str) -> RpcError {
 
 /// Refuses `action` on `target` unless the policies allow it (`unknown` is what a
 /// caller nothing permits is told).
-fn allowed_by_policy(
+async fn allowed_by_policy(
     state: &AppState,
     context: &Context<'_>,
     action: &str,
     target: &Target<'_>,
     unknown: impl FnOnce() -> RpcError,
 ) -> Result<(), RpcError> {
+    let request = context.request_facts(state).await;
     let verdict = state.policy().current().decide_other(
         &policy::principal_facts(context.principal),
         action,
         target,
-        &context.request_facts(state),
+        &request,
     );
     if verdict.allowed {
         let _ = context.allowed_by.set(verdict.policies.join(","));
@@ -752,24 +795,24 @@ fn allowed_by_policy(
 
 /// Drops from a prompt or resource list what the policies would not let the caller
 /// get or read.
-fn listed_by_policy(
+async fn listed_by_policy(
     state: &AppState,
     context: &Context<'_>,
     method: &str,
     upstream: &Upstream,
     result: &mut Value,
-) {
+) -> Result<(), RpcError> {
     let (field, key, action) = match method {
         "prompts/list" => ("prompts", "name", "get_prompt"),
         "resources/list" => ("resources", "uri", "read_resource"),
-        _ => return,
+        _ => return Ok(()),
     };
+    let request = context.request_facts(state).await;
     let Some(Value::Array(items)) = result.get_mut(field) else {
-        return;
+        return Ok(());
     };
     let policies = state.policy().current();
     let principal = policy::principal_facts(context.principal);
-    let request = context.request_facts(state);
     items.retain(|item| {
         let id = item.get(key).and_then(Value::as_str).unwrap_or_default();
         let target = match action {
@@ -786,6 +829,7 @@ fn listed_by_policy(
             .decide_other(&principal, action, &target, &request)
             .allowed
     });
+    Ok(())
 }
 
 /// What anything an `untrusted` upstream returns carries.

@@ -104,6 +104,16 @@ impl RpcError {
         )
     }
 
+    /// A result that reached Warden but whose reading could not be recorded in the
+    /// session's shared flow state: withheld.
+    pub fn flow_unrecorded() -> Self {
+        Self::refusal(
+            codes::CLUSTER_UNAVAILABLE,
+            "Warden's shared state (Redis) cannot be reached, so the result was withheld; retry in a few seconds",
+            "cluster.unavailable",
+        )
+    }
+
     pub fn store_unavailable() -> Self {
         Self::new(codes::STORE_UNAVAILABLE, STORE_UNAVAILABLE)
     }

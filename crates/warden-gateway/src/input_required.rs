@@ -206,13 +206,16 @@ enum Step {
 impl RunningCall {
     fn start(
         upstream: Arc<Upstream>,
-        tenant: String,
+        (tenant, author): (String, String),
         method: String,
         params: Map<String, Value>,
     ) -> Self {
         let (events, received) = mpsc::channel(EVENT_QUEUE);
         let answer = tokio::spawn(async move {
-            let caller = Caller { tenant: &tenant };
+            let caller = Caller {
+                tenant: &tenant,
+                author: &author,
+            };
             upstream
                 .request(caller, &method, params, Some(events))
                 .await
@@ -314,7 +317,7 @@ pub(crate) async fn call_for_modern_client(
     let call = match ours {
         None => RunningCall::start(
             upstream.clone(),
-            principal.tenant.clone(),
+            (principal.tenant.clone(), principal.key_id.clone()),
             method.into(),
             params,
         ),

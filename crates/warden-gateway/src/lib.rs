@@ -53,11 +53,12 @@ pub use error::GatewayError;
 pub use listener::{Listener, TlsCertificate, TlsError};
 pub use metrics::{Metrics, Totals};
 pub use oauth::{OAuthError, OAuthVerifier};
-pub use policy::{PolicyEngine, compile as compile_policies};
+pub use policy::{FlowStore, PolicyEngine, TOOLS_REMEMBERED, compile as compile_policies};
 pub use shared::{
     BusError, BusMessage, BusPrincipal, ClusterState, SessionRecord, SharedFuture, Unreachable,
 };
 pub use state::{AppState, Parts};
+pub use warden_policy::rules::SessionFacts;
 
 /// The MCP endpoint's path.
 pub const MCP_PATH: &str = "/mcp";

@@ -9,9 +9,10 @@
 //! result from an untrusted source (an `untrusted` upstream, or a tool marked
 //! `returns = "untrusted"`) reached the client, whether tenant-private data did
 //! (`returns = "private"`), how many calls it made and which tools it used (the first
-//! 64). It lives in the memory of the replica that served the calls, for the session
-//! idle time; each tenant keeps at most `max_sessions` of them (its least recently used
-//! go first), so no tenant can push another's out.
+//! 64). It lives for the session idle time in a [`FlowStore`]: this replica's memory,
+//! or with `[cluster]` Redis, so that a session's next call sees what its last one met
+//! whichever replica serves it. Each tenant keeps at most `max_sessions` of them (its
+//! least recently used go first), so no tenant can push another's out.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,15 +26,33 @@ use warden_proto::Era;
 use warden_store::Principal;
 use warden_upstream::{Upstream, Upstreams};
 
+use crate::shared::{SharedFuture, Unreachable};
 use crate::swap::Swap;
 
 /// How many tool names a session's flow state remembers.
-const TOOLS_REMEMBERED: usize = 64;
+pub const TOOLS_REMEMBERED: usize = 64;
+
+/// Where the flow states live. Both methods are confined to one tenant, and a tenant
+/// keeps at most its share of them.
+pub trait FlowStore: Send + Sync + 'static {
+    /// What `instance` has met so far (nothing, for one unknown or idle too long).
+    fn facts<'a>(&'a self, tenant: &'a str, instance: &'a str) -> SharedFuture<'a, SessionFacts>;
+
+    /// Records that a result of `tool` (`None`: not a tool call), carrying what
+    /// `returns` says, reached `instance`.
+    fn record<'a>(
+        &'a self,
+        tenant: &'a str,
+        instance: &'a str,
+        tool: Option<&'a str>,
+        returns: Returns,
+    ) -> SharedFuture<'a, ()>;
+}
 
 /// The policies in force, and the flow state of every session they read.
 pub struct PolicyEngine {
     policies: Swap<Policies>,
-    flows: Flows,
+    flows: Arc<dyn FlowStore>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -43,14 +62,23 @@ impl std::fmt::Debug for PolicyEngine {
 }
 
 impl PolicyEngine {
-    pub fn new(policies: Policies, sessions: &warden_config::Sessions) -> Self {
-        Self {
-            policies: Swap::new(policies),
-            flows: Flows {
+    /// `policies` in force, reading flow states in `flows` (`None`: this replica's
+    /// memory).
+    pub fn new(
+        policies: Policies,
+        sessions: &warden_config::Sessions,
+        flows: Option<Arc<dyn FlowStore>>,
+    ) -> Self {
+        let flows = flows.unwrap_or_else(|| {
+            Arc::new(Flows {
                 tenants: Mutex::new(HashMap::new()),
                 per_tenant: sessions.max_sessions,
                 idle: sessions.idle_timeout,
-            },
+            })
+        });
+        Self {
+            policies: Swap::new(policies),
+            flows,
         }
     }
 
@@ -65,19 +93,23 @@ impl PolicyEngine {
     }
 
     /// What `instance` has met so far.
-    pub(crate) fn session(&self, tenant: &str, instance: &str) -> SessionFacts {
-        self.flows.get(tenant, instance)
+    pub(crate) async fn session(
+        &self,
+        tenant: &str,
+        instance: &str,
+    ) -> Result<SessionFacts, Unreachable> {
+        self.flows.facts(tenant, instance).await
     }
 
     /// Records that a result of `tool` (carrying what `returns` says) reached `instance`.
-    pub(crate) fn record(
+    pub(crate) async fn record(
         &self,
         tenant: &str,
         instance: &str,
         tool: Option<&str>,
         returns: Returns,
-    ) {
-        self.flows.record(tenant, instance, tool, returns);
+    ) -> Result<(), Unreachable> {
+        self.flows.record(tenant, instance, tool, returns).await
     }
 }
 
@@ -87,11 +119,29 @@ struct Flow {
     touched: Instant,
 }
 
-/// Flow states by tenant, then by instance.
+/// Flow states by tenant, then by instance, in this replica's memory.
 struct Flows {
     tenants: Mutex<HashMap<String, HashMap<String, Flow>>>,
     per_tenant: usize,
     idle: Duration,
+}
+
+impl FlowStore for Flows {
+    fn facts<'a>(&'a self, tenant: &'a str, instance: &'a str) -> SharedFuture<'a, SessionFacts> {
+        let facts = self.get(tenant, instance);
+        Box::pin(std::future::ready(Ok(facts)))
+    }
+
+    fn record<'a>(
+        &'a self,
+        tenant: &'a str,
+        instance: &'a str,
+        tool: Option<&'a str>,
+        returns: Returns,
+    ) -> SharedFuture<'a, ()> {
+        self.note(tenant, instance, tool, returns);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 impl Flows {
@@ -105,7 +155,7 @@ impl Flows {
             .unwrap_or_default()
     }
 
-    fn record(&self, tenant: &str, instance: &str, tool: Option<&str>, returns: Returns) {
+    fn note(&self, tenant: &str, instance: &str, tool: Option<&str>, returns: Returns) {
         let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
         let flows = tenants.entry(tenant.to_owned()).or_default();
         if !flows.contains_key(instance) && flows.len() >= self.per_tenant {
@@ -139,6 +189,15 @@ impl Flows {
                 facts.tools_used.push(tool.to_owned());
             }
         }
+    }
+}
+
+/// What a session whose flow state cannot be read is taken to have met: everything.
+pub(crate) fn worst_case_session() -> SessionFacts {
+    SessionFacts {
+        untrusted_seen: true,
+        private_read: true,
+        ..SessionFacts::default()
     }
 }
 
@@ -235,8 +294,8 @@ mod tests {
     #[test]
     fn a_session_remembers_what_reached_it_and_no_other_session_does() {
         let flows = flows(10);
-        flows.record("acme", "s1", Some("get_note"), UNTRUSTED);
-        flows.record("acme", "s1", Some("search_notes"), Returns::default());
+        flows.note("acme", "s1", Some("get_note"), UNTRUSTED);
+        flows.note("acme", "s1", Some("search_notes"), Returns::default());
         let seen = flows.get("acme", "s1");
         assert!(seen.untrusted_seen);
         assert!(!seen.private_read);
@@ -249,9 +308,9 @@ mod tests {
     #[test]
     fn a_full_tenant_forgets_its_own_oldest_session_not_another_tenants() {
         let flows = flows(2);
-        flows.record("globex", "g1", Some("t"), UNTRUSTED);
+        flows.note("globex", "g1", Some("t"), UNTRUSTED);
         for instance in ["a1", "a2", "a3"] {
-            flows.record("acme", instance, Some("t"), UNTRUSTED);
+            flows.note("acme", instance, Some("t"), UNTRUSTED);
         }
         assert!(!flows.get("acme", "a1").untrusted_seen, "the oldest went");
         assert!(flows.get("acme", "a3").untrusted_seen);

@@ -86,11 +86,10 @@ fn tool(
     })
 }
 
-/// The tools whose results carry text from outside: `import_url` brings a web page in.
-/// A session that received one is marked `untrusted_seen`. (The tenant's notes are
-/// shared by its keys, but the store does not yet record which key wrote a note, so a
-/// note's own author would be marked too: an operator who wants reads of notes to count
-/// marks `get_note` and friends `returns = ["untrusted", "private"]`.)
+/// The tools whose results always carry text from outside: `import_url` brings a web
+/// page in. A session that received one is marked `untrusted_seen`. The other tools'
+/// results count as untrusted when they show a note someone else wrote (the server
+/// marks them: `FOREIGN_TEXT`).
 pub const UNTRUSTED_RESULTS: [&str; 1] = ["import_url"];
 /// The tools whose results are the tenant's private data.
 pub const PRIVATE_RESULTS: [&str; 4] = ["search_notes", "get_note", "list_notes", "import_url"];

@@ -48,6 +48,48 @@ pub enum ToolOutcome {
     ToolError(String),
 }
 
+/// Where a result that shows text someone other than the asker wrote (another key's
+/// note, a web page `import_url` saved) says so: `"_meta": {FOREIGN_TEXT: true}`. The
+/// gateway takes the mark off (it trusts it from this server only) and counts the
+/// result as untrusted for the session's flow state.
+pub const FOREIGN_TEXT: &str = "warden/foreign-text";
+
+/// A tool's answer, and whether it shows text someone other than the asker wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub outcome: ToolOutcome,
+    pub foreign: bool,
+}
+
+impl Answer {
+    fn own(outcome: ToolOutcome) -> Self {
+        Self {
+            outcome,
+            foreign: false,
+        }
+    }
+
+    /// The MCP `CallToolResult`, marked when it shows foreign text.
+    pub fn into_result(self) -> Value {
+        let mut result = self.outcome.into_result();
+        if self.foreign {
+            mark_foreign(&mut result);
+        }
+        result
+    }
+}
+
+/// Marks a result as showing text someone other than the asker wrote.
+fn mark_foreign(result: &mut Value) {
+    result["_meta"] = json!({ FOREIGN_TEXT: true });
+}
+
+/// Whether text by `author` is foreign to `asker`: written by another, or by no one
+/// in particular (see `Note::author`).
+fn foreign_to(asker: &str, author: Option<&str>) -> bool {
+    author != Some(asker)
+}
+
 impl ToolOutcome {
     /// The MCP `CallToolResult`; structured results are mirrored as text for clients
     /// that only read `content`.
@@ -144,112 +186,170 @@ fn structured(value: impl serde::Serialize) -> Result<ToolOutcome> {
         .map_err(|_| NotesError::Arguments)
 }
 
+/// A note as a result, foreign unless `asker` alone wrote it.
+fn note_answer(asker: &str, note: &warden_store::notes::Note) -> Result<Answer> {
+    Ok(Answer {
+        foreign: foreign_to(asker, note.author.as_deref()),
+        outcome: structured(note)?,
+    })
+}
+
+/// Who asks: the tenant whose notes these are, and the key (or OAuth client) asking,
+/// the author of what it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub tenant: &'a str,
+    pub author: &'a str,
+}
+
 impl NotesServer {
     pub fn new(store: Arc<dyn Notes>) -> Self {
         Self { store }
     }
 
-    /// Runs one tool for `tenant`. `arguments` must already have passed the tool's
+    /// Runs one tool for `asker`. `arguments` must already have passed the tool's
     /// `inputSchema`.
     pub async fn call_tool(
         &self,
-        tenant: &str,
+        asker: Asker<'_>,
         name: &str,
         arguments: Value,
-    ) -> Result<ToolOutcome> {
-        let store = &self.store;
+    ) -> Result<Answer> {
         match name {
             "search_notes" => {
                 let args: SearchArgs = parse(arguments)?;
-                match store.search(tenant, &args.query, args.limit).await? {
-                    Some(results) => structured(json!({ "results": results })),
-                    None => Ok(ToolOutcome::ToolError(
+                match self
+                    .store
+                    .search(asker.tenant, &args.query, args.limit)
+                    .await?
+                {
+                    Some(results) => Ok(Answer {
+                        foreign: results
+                            .iter()
+                            .any(|hit| foreign_to(asker.author, hit.author.as_deref())),
+                        outcome: structured(json!({ "results": results }))?,
+                    }),
+                    None => Ok(Answer::own(ToolOutcome::ToolError(
                         "The query has no searchable words; use letters or digits.".into(),
-                    )),
+                    ))),
                 }
             }
             "get_note" => {
                 let args: IdArgs = parse(arguments)?;
-                match store.get(tenant, &args.id).await? {
-                    Some(note) => structured(note),
-                    None => Ok(not_found(&args.id)),
+                match self.store.get(asker.tenant, &args.id).await? {
+                    Some(note) => note_answer(asker.author, &note),
+                    None => Ok(Answer::own(not_found(&args.id))),
                 }
             }
             "list_notes" => {
                 let args: ListArgs = parse(arguments)?;
-                let page = store
+                let page = self
+                    .store
                     .list(
-                        tenant,
+                        asker.tenant,
                         args.tag.as_deref(),
                         args.cursor.as_deref(),
                         args.limit,
                     )
                     .await?;
+                let foreign = page
+                    .notes
+                    .iter()
+                    .any(|note| foreign_to(asker.author, note.author.as_deref()));
                 let mut value = json!({ "notes": page.notes });
                 if let Some(cursor) = page.next_cursor {
                     value["next_cursor"] = Value::String(cursor);
                 }
-                Ok(ToolOutcome::Structured(value))
+                Ok(Answer {
+                    outcome: ToolOutcome::Structured(value),
+                    foreign,
+                })
             }
-            "create_note" => {
-                let args: CreateArgs = parse(arguments)?;
-                if has_nul([Some(&args.title), Some(&args.body)]) {
-                    return Ok(nul_refused());
-                }
-                let tags = dedup(args.tags);
-                match store.create(tenant, &args.title, &args.body, &tags).await {
-                    Ok(note) => structured(note),
-                    // A limit of the store (too many notes for the tenant): the model
-                    // is told, not handed an internal error.
-                    Err(StoreError::Invalid(reason)) => Ok(ToolOutcome::ToolError(format!(
-                        "The note was not created: {reason}."
-                    ))),
-                    Err(other) => Err(other.into()),
-                }
-            }
+            _ => self.write_tool(asker, name, arguments).await,
+        }
+    }
+
+    /// `create_note`'s arguments saved as a note with text from outside (`import_url`):
+    /// it has no author, so reading it counts as untrusted for everyone.
+    pub async fn import(&self, asker: Asker<'_>, arguments: Value) -> Result<Answer> {
+        self.create(asker, None, arguments).await
+    }
+
+    async fn create(
+        &self,
+        asker: Asker<'_>,
+        author: Option<&str>,
+        arguments: Value,
+    ) -> Result<Answer> {
+        let args: CreateArgs = parse(arguments)?;
+        if has_nul([Some(&args.title), Some(&args.body)]) {
+            return Ok(Answer::own(nul_refused()));
+        }
+        let tags = dedup(args.tags);
+        let created = self
+            .store
+            .create(asker.tenant, author, &args.title, &args.body, &tags)
+            .await;
+        match created {
+            Ok(note) => note_answer(asker.author, &note),
+            // A limit of the store (too many notes for the tenant): the model is told,
+            // not handed an internal error.
+            Err(StoreError::Invalid(reason)) => Ok(Answer::own(ToolOutcome::ToolError(format!(
+                "The note was not created: {reason}."
+            )))),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The tools that change notes. `update_note` and `restore_note` answer with the
+    /// whole note, foreign when another's text is in it.
+    async fn write_tool(&self, asker: Asker<'_>, name: &str, arguments: Value) -> Result<Answer> {
+        let (tenant, store) = (asker.tenant, &self.store);
+        match name {
+            "create_note" => self.create(asker, Some(asker.author), arguments).await,
             "update_note" => {
                 let args: UpdateArgs = parse(arguments)?;
                 if has_nul([args.title.as_ref(), args.body.as_ref()]) {
-                    return Ok(nul_refused());
+                    return Ok(Answer::own(nul_refused()));
                 }
                 let patch = NotePatch {
                     title: args.title,
                     body: args.body,
                     tags: args.tags.map(dedup),
                 };
-                match store.update(tenant, &args.id, &patch).await? {
-                    Some(note) => structured(note),
-                    None => Ok(not_found(&args.id)),
+                match store.update(tenant, asker.author, &args.id, &patch).await? {
+                    Some(note) => note_answer(asker.author, &note),
+                    None => Ok(Answer::own(not_found(&args.id))),
                 }
             }
             "restore_note" => {
                 let args: IdArgs = parse(arguments)?;
                 match store.restore(tenant, &args.id).await? {
-                    Restored::Note(note) => structured(note),
-                    Restored::NoNote => Ok(not_found(&args.id)),
-                    Restored::NothingEarlier => Ok(ToolOutcome::ToolError(format!(
+                    Restored::Note(note) => note_answer(asker.author, &note),
+                    Restored::NoNote => Ok(Answer::own(not_found(&args.id))),
+                    Restored::NothingEarlier => Ok(Answer::own(ToolOutcome::ToolError(format!(
                         "Note {} has not been changed since it was created: there is nothing to restore.",
                         args.id
-                    ))),
+                    )))),
                 }
             }
             "delete_note" => {
                 let args: IdArgs = parse(arguments)?;
                 if store.delete(tenant, &args.id).await? {
-                    structured(json!({ "id": args.id, "deleted": true }))
+                    structured(json!({ "id": args.id, "deleted": true })).map(Answer::own)
                 } else {
-                    Ok(not_found(&args.id))
+                    Ok(Answer::own(not_found(&args.id)))
                 }
             }
             _ => Err(NotesError::UnknownTool),
         }
     }
-
-    /// `resources/list`: one resource per note, newest first.
-    pub async fn list_resources(&self, tenant: &str, cursor: Option<&str>) -> Result<Value> {
+    /// `resources/list`: one resource per note, newest first (marked when another's
+    /// title is among them).
+    pub async fn list_resources(&self, asker: Asker<'_>, cursor: Option<&str>) -> Result<Value> {
         let page = self
             .store
-            .list(tenant, None, cursor, definitions::RESOURCE_PAGE_SIZE)
+            .list(asker.tenant, None, cursor, definitions::RESOURCE_PAGE_SIZE)
             .await?;
         let resources: Vec<Value> = page
             .notes
@@ -266,22 +366,33 @@ impl NotesServer {
         if let Some(cursor) = page.next_cursor {
             result["nextCursor"] = Value::String(cursor);
         }
+        if page
+            .notes
+            .iter()
+            .any(|note| foreign_to(asker.author, note.author.as_deref()))
+        {
+            mark_foreign(&mut result);
+        }
         Ok(result)
     }
 
     /// `resources/read`: `None` when the URI names no note of this tenant.
-    pub async fn read_resource(&self, tenant: &str, uri: &str) -> Result<Option<Value>> {
+    pub async fn read_resource(&self, asker: Asker<'_>, uri: &str) -> Result<Option<Value>> {
         let Some(id) = uri.strip_prefix(RESOURCE_SCHEME) else {
             return Ok(None);
         };
-        Ok(self.store.get(tenant, id).await?.map(|note| {
-            json!({
+        Ok(self.store.get(asker.tenant, id).await?.map(|note| {
+            let mut result = json!({
                 "contents": [{
                     "uri": uri,
                     "mimeType": "text/markdown",
                     "text": format!("# {}\n\n{}", note.title, note.body),
                 }]
-            })
+            });
+            if foreign_to(asker.author, note.author.as_deref()) {
+                mark_foreign(&mut result);
+            }
+            result
         }))
     }
 }

@@ -177,13 +177,15 @@ async fn copy_notes(source: &Connection, db: &Postgres) -> Result<[Copied; 2]> {
             let tx = crate::postgres::tenant_transaction(&mut client, tenant).await?;
             notes.added += tx
                 .execute(
-                    "INSERT INTO notes (id, tenant, title, body, tags, created_at, updated_at)
+                    "INSERT INTO notes (id, tenant, title, body, tags, created_at, updated_at,
+                         author)
                      SELECT id, $1, title, body,
                             ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)),
-                            created_at, updated_at
+                            created_at, updated_at, author
                      FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-                                 $7::int8[]) WITH ORDINALITY
-                          AS n (id, title, body, tags, created_at, updated_at, position)
+                                 $7::int8[], $8::text[]) WITH ORDINALITY
+                          AS n (id, title, body, tags, created_at, updated_at, author,
+                                position)
                      ORDER BY position
                      ON CONFLICT DO NOTHING",
                     &[
@@ -194,6 +196,7 @@ async fn copy_notes(source: &Connection, db: &Postgres) -> Result<[Copied; 2]> {
                         &batch.tags,
                         &batch.created,
                         &batch.updated,
+                        &batch.authors,
                     ],
                 )
                 .await?;
@@ -235,6 +238,7 @@ struct NoteBatch {
     tags: Vec<String>,
     created: Vec<i64>,
     updated: Vec<i64>,
+    authors: Vec<Option<String>>,
     version_ids: Vec<String>,
     versions: Vec<i32>,
     version_titles: Vec<String>,
@@ -247,7 +251,7 @@ impl NoteBatch {
     fn read(source: &Connection, tenant: &str, after: i64) -> Result<Self> {
         let mut batch = Self::default();
         let mut notes = source.prepare(
-            "SELECT seq, id, title, body, tags, created_at, updated_at FROM notes
+            "SELECT seq, id, title, body, tags, created_at, updated_at, author FROM notes
              WHERE tenant = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let mut rows = notes.query(rusqlite::params![tenant, after, BATCH])?;
@@ -259,6 +263,7 @@ impl NoteBatch {
             batch.tags.push(row.get(4)?);
             batch.created.push(row.get(5)?);
             batch.updated.push(row.get(6)?);
+            batch.authors.push(row.get(7)?);
         }
         let Some(last) = batch.last_seq else {
             return Ok(batch);

@@ -69,6 +69,9 @@ pub(crate) const MIGRATIONS: &[&str] = &["
         replaced_at INTEGER NOT NULL,
         PRIMARY KEY (seq, version)
     ) STRICT, WITHOUT ROWID;
+", "
+    -- Who wrote a note (see `Note::author`).
+    ALTER TABLE notes ADD COLUMN author TEXT;
 "];
 
 /// Earlier versions kept per note; older ones are dropped.
@@ -130,6 +133,12 @@ pub struct Note {
     pub tags: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Who wrote it: the one key (or OAuth client) that created it and made every change
+    /// since, or `None` once a second one changed it, for a note imported from outside
+    /// (`import_url`, `create_many`) and for notes older than this record. Never shown:
+    /// the gateway counts text written by anyone but the reader as untrusted.
+    #[serde(skip)]
+    pub author: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -138,6 +147,9 @@ pub struct NoteSummary {
     pub title: String,
     pub tags: Vec<String>,
     pub updated_at: String,
+    /// As [`Note::author`].
+    #[serde(skip)]
+    pub author: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -146,6 +158,9 @@ pub struct SearchHit {
     pub title: String,
     pub snippet: String,
     pub score: f64,
+    /// As [`Note::author`].
+    #[serde(skip)]
+    pub author: Option<String>,
 }
 
 /// One page of a listing; `next_cursor` is opaque to clients.
@@ -292,6 +307,7 @@ fn note_from_row(row: &Row<'_>) -> rusqlite::Result<Note> {
         tags: tags_from_json(&row.get::<_, String>(3)?),
         created_at: crate::format_time(row.get(4)?),
         updated_at: crate::format_time(row.get(5)?),
+        author: row.get(6)?,
     })
 }
 
@@ -324,8 +340,8 @@ fn keep_version(conn: &Connection, seq: i64) -> Result<()> {
     Ok(())
 }
 
-const SELECT_NOTE: &str =
-    "SELECT id, title, body, tags, created_at, updated_at FROM notes WHERE tenant = ?1 AND id = ?2";
+const SELECT_NOTE: &str = "SELECT id, title, body, tags, created_at, updated_at, author
+    FROM notes WHERE tenant = ?1 AND id = ?2";
 
 impl NotesStore {
     pub fn open(dir: &DataDir) -> Result<Self> {
@@ -405,7 +421,8 @@ impl NotesStore {
                      FROM notes_fts WHERE notes_fts MATCH ?1 AND rowid BETWEEN ?3 AND ?4
                      ORDER BY rank LIMIT ?5
                  )
-                 SELECT n.id, n.title, snippet(notes_fts, -1, '[', ']', '…', 16), ranked.rank
+                 SELECT n.id, n.title, snippet(notes_fts, -1, '[', ']', '…', 16), ranked.rank,
+                        n.author
                  FROM ranked
                  JOIN notes n ON n.seq = ranked.seq AND n.tenant = ?2
                  JOIN notes_fts ON notes_fts.rowid = ranked.seq
@@ -418,6 +435,7 @@ impl NotesStore {
                     title: row.get(1)?,
                     snippet: row.get(2)?,
                     score: -row.get::<_, f64>(3)?,
+                    author: row.get(4)?,
                 })
             })?;
             Ok(Some(hits.collect::<rusqlite::Result<_>>()?))
@@ -444,10 +462,11 @@ impl NotesStore {
         let after = cursor.map(decode_cursor).transpose()?.unwrap_or(i64::MIN);
         self.read(|conn| {
             let sql = if tag.is_some() {
-                "SELECT n.seq, n.id, n.title, n.tags, n.updated_at FROM note_tags t JOIN notes n ON n.seq = t.seq
+                "SELECT n.seq, n.id, n.title, n.tags, n.updated_at, n.author
+                 FROM note_tags t JOIN notes n ON n.seq = t.seq
                  WHERE t.tenant = ?1 AND t.tag = ?2 AND t.seq > ?3 ORDER BY t.seq LIMIT ?4"
             } else {
-                "SELECT seq, id, title, tags, updated_at FROM notes
+                "SELECT seq, id, title, tags, updated_at, author FROM notes
                  WHERE tenant = ?1 AND ?2 IS NULL AND seq > ?3 ORDER BY seq LIMIT ?4"
             };
             let mut stmt = conn.prepare_cached(sql)?;
@@ -460,6 +479,7 @@ impl NotesStore {
                         title: row.get(2)?,
                         tags: tags_from_json(&row.get::<_, String>(3)?),
                         updated_at: crate::format_time(row.get(4)?),
+                        author: row.get(5)?,
                     },
                 ))
             })?;
@@ -468,13 +488,21 @@ impl NotesStore {
         })
     }
 
-    pub fn create(&self, tenant: &str, title: &str, body: &str, tags: &[String]) -> Result<Note> {
+    /// A new note by `author` (`None`: text from outside, see [`Note::author`]).
+    pub fn create(
+        &self,
+        tenant: &str,
+        author: Option<&str>,
+        title: &str,
+        body: &str,
+        tags: &[String],
+    ) -> Result<Note> {
         let now = now_unix();
         let id = new_note_id();
         self.write(|conn| {
             let tx = conn.transaction()?;
             let num = ensure_tenant_num(&tx, tenant)?;
-            insert_note(&tx, tenant, num, &id, (title, body, tags), now)?;
+            insert_note(&tx, tenant, num, &id, author, (title, body, tags), now)?;
             tx.commit()?;
             Ok(())
         })?;
@@ -485,12 +513,19 @@ impl NotesStore {
             tags: tags.to_vec(),
             created_at: crate::format_time(now),
             updated_at: crate::format_time(now),
+            author: author.map(str::to_owned),
         })
     }
 
-    /// Applies `patch`, keeping what the note held before as its newest earlier version;
-    /// `None` when the tenant has no such note.
-    pub fn update(&self, tenant: &str, id: &str, patch: &NotePatch) -> Result<Option<Note>> {
+    /// Applies `patch` by `author`, keeping what the note held before as its newest
+    /// earlier version; `None` when the tenant has no such note.
+    pub fn update(
+        &self,
+        tenant: &str,
+        author: &str,
+        id: &str,
+        patch: &NotePatch,
+    ) -> Result<Option<Note>> {
         self.write(|conn| {
             let tx = conn.transaction()?;
             let Some(seq) = seq_of(&tx, tenant, id)? else {
@@ -505,8 +540,9 @@ impl NotesStore {
             keep_version(&tx, seq)?;
             tx.execute(
                 "UPDATE notes SET title = coalesce(?2, title), body = coalesce(?3, body),
-                 tags = coalesce(?4, tags), updated_at = ?5 WHERE seq = ?1",
-                params![seq, patch.title, patch.body, tags_json, now_unix()],
+                 tags = coalesce(?4, tags), updated_at = ?5,
+                 author = CASE WHEN author = ?6 THEN author END WHERE seq = ?1",
+                params![seq, patch.title, patch.body, tags_json, now_unix(), author],
             )?;
             if let Some(tags) = &patch.tags {
                 tx.execute("DELETE FROM note_tags WHERE seq = ?1", [seq])?;
@@ -581,6 +617,7 @@ impl NotesStore {
                     tenant,
                     num,
                     &new_note_id(),
+                    None,
                     (&title, &body, &tags),
                     now,
                 )?;
@@ -602,16 +639,19 @@ fn insert_note(
     tenant: &str,
     num: i64,
     id: &str,
+    author: Option<&str>,
     (title, body, tags): (&str, &str, &[String]),
     now: i64,
 ) -> Result<()> {
     let tags_json = serde_json::to_string(tags).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let seq = next_seq(conn, num)?;
     conn.prepare_cached(
-        "INSERT INTO notes (seq, id, tenant, title, body, tags, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        "INSERT INTO notes (seq, id, tenant, title, body, tags, created_at, updated_at, author)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
     )?
-    .execute(params![seq, id, tenant, title, body, tags_json, now])?;
+    .execute(params![
+        seq, id, tenant, title, body, tags_json, now, author
+    ])?;
     insert_tags(conn, tenant, seq, tags)
 }
 
@@ -643,17 +683,21 @@ pub trait Notes: fmt::Debug + Send + Sync {
         cursor: Option<&'a str>,
         limit: u32,
     ) -> StoreFuture<'a, Page>;
+    /// A note by `author`; `None` for text from outside (see [`Note::author`]).
     fn create<'a>(
         &'a self,
         tenant: &'a str,
+        author: Option<&'a str>,
         title: &'a str,
         body: &'a str,
         tags: &'a [String],
     ) -> StoreFuture<'a, Note>;
-    /// Keeps what the note held as its newest earlier version.
+    /// Keeps what the note held as its newest earlier version. A change by anyone but
+    /// the note's author leaves it without one.
     fn update<'a>(
         &'a self,
         tenant: &'a str,
+        author: &'a str,
         id: &'a str,
         patch: &'a NotePatch,
     ) -> StoreFuture<'a, Option<Note>>;
@@ -710,23 +754,26 @@ impl Notes for SqliteNotes {
     fn create<'a>(
         &'a self,
         tenant: &'a str,
+        author: Option<&'a str>,
         title: &'a str,
         body: &'a str,
         tags: &'a [String],
     ) -> StoreFuture<'a, Note> {
         let (tenant, title, body) = (tenant.to_owned(), title.to_owned(), body.to_owned());
-        let tags = tags.to_vec();
-        self.blocking(move |store| store.create(&tenant, &title, &body, &tags))
+        let (author, tags) = (author.map(str::to_owned), tags.to_vec());
+        self.blocking(move |store| store.create(&tenant, author.as_deref(), &title, &body, &tags))
     }
 
     fn update<'a>(
         &'a self,
         tenant: &'a str,
+        author: &'a str,
         id: &'a str,
         patch: &'a NotePatch,
     ) -> StoreFuture<'a, Option<Note>> {
-        let (tenant, id, patch) = (tenant.to_owned(), id.to_owned(), patch.clone());
-        self.blocking(move |store| store.update(&tenant, &id, &patch))
+        let (tenant, author) = (tenant.to_owned(), author.to_owned());
+        let (id, patch) = (id.to_owned(), patch.clone());
+        self.blocking(move |store| store.update(&tenant, &author, &id, &patch))
     }
 
     fn restore<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, Restored> {
@@ -754,7 +801,13 @@ mod tests {
     fn an_update_can_be_undone_and_a_restore_too() {
         let (_tmp, store) = store();
         let note = store
-            .create("acme", "Plan", "the whole plan", &["a".into()])
+            .create(
+                "acme",
+                Some("key_a"),
+                "Plan",
+                "the whole plan",
+                &["a".into()],
+            )
             .unwrap();
         assert_eq!(
             store.restore("acme", &note.id).unwrap(),
@@ -765,7 +818,10 @@ mod tests {
             tags: Some(Vec::new()),
             ..NotePatch::default()
         };
-        store.update("acme", &note.id, &blank).unwrap().unwrap();
+        store
+            .update("acme", "key_a", &note.id, &blank)
+            .unwrap()
+            .unwrap();
         // Another tenant cannot restore (or see) it.
         assert_eq!(store.restore("globex", &note.id).unwrap(), Restored::NoNote);
         let Restored::Note(back) = store.restore("acme", &note.id).unwrap() else {
@@ -790,7 +846,7 @@ mod tests {
                 body: Some(format!("v{i}")),
                 ..NotePatch::default()
             };
-            store.update("acme", &note.id, &patch).unwrap();
+            store.update("acme", "key_a", &note.id, &patch).unwrap();
         }
         let kept: i64 = store
             .read(
@@ -828,7 +884,7 @@ mod tests {
         }
         assert!(!outside.exists());
         // The store itself still works.
-        let note = store.create("acme", "t", "b", &[]).unwrap();
+        let note = store.create("acme", Some("key_a"), "t", "b", &[]).unwrap();
         assert_eq!(store.get("acme", &note.id).unwrap().unwrap().title, "t");
     }
 
@@ -842,6 +898,7 @@ mod tests {
         let note = store
             .create(
                 "a",
+                Some("key_a"),
                 "Rust ownership",
                 "Borrowing rules explained",
                 &tags(&["rust"]),
@@ -860,7 +917,10 @@ mod tests {
             body: Some("Lifetimes instead".into()),
             ..Default::default()
         };
-        let updated = store.update("a", &note.id, &patch).unwrap().unwrap();
+        let updated = store
+            .update("a", "key_a", &note.id, &patch)
+            .unwrap()
+            .unwrap();
         assert_eq!(updated.title, "Rust ownership");
         assert!(
             store
@@ -890,7 +950,13 @@ mod tests {
     fn tenants_never_see_each_other() {
         let (_tmp, store) = store();
         let secret = store
-            .create("acme", "Plans", "merger codename bluebird", &tags(&["x"]))
+            .create(
+                "acme",
+                Some("key_a"),
+                "Plans",
+                "merger codename bluebird",
+                &tags(&["x"]),
+            )
             .unwrap();
         // Tenant names that tokenise alike must still be distinct.
         for other in ["acme-x", "x-acme", "ACME", "acm"] {
@@ -912,7 +978,7 @@ mod tests {
             );
             assert!(
                 store
-                    .update(other, &secret.id, &NotePatch::default())
+                    .update(other, "key_a", &secret.id, &NotePatch::default())
                     .unwrap()
                     .is_none()
             );
@@ -924,7 +990,9 @@ mod tests {
     #[test]
     fn hostile_queries_are_plain_words() {
         let (_tmp, store) = store();
-        store.create("a", "t", "alpha beta", &[]).unwrap();
+        store
+            .create("a", Some("key_a"), "t", "alpha beta", &[])
+            .unwrap();
         for query in [
             "alpha OR",
             "\"alpha",
@@ -950,6 +1018,7 @@ mod tests {
             store
                 .create(
                     "a",
+                    Some("key_a"),
                     &format!("n{i}"),
                     "b",
                     &tags(if i % 2 == 0 { &["even"] } else { &["odd"] }),

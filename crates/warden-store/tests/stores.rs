@@ -351,14 +351,24 @@ async fn a_data_directory_copies_into_postgres_whole() {
         .key;
     let note = sqlite
         .notes
-        .create("acme", "moved", "first body", &["m".to_owned()])
+        .create(
+            "acme",
+            Some("key_laptop"),
+            "moved",
+            "first body",
+            &["m".to_owned()],
+        )
         .await
         .unwrap();
     let patch = warden_store::notes::NotePatch {
         body: Some("second body".into()),
         ..Default::default()
     };
-    sqlite.notes.update("acme", &note.id, &patch).await.unwrap();
+    sqlite
+        .notes
+        .update("acme", "key_laptop", &note.id, &patch)
+        .await
+        .unwrap();
     assert_eq!(
         check(&sqlite, sighting("t", "{d1}", None)).await,
         PinState::Accepted
@@ -417,8 +427,13 @@ async fn a_data_directory_copies_into_postgres_whole() {
     assert_eq!(principal.tenant, "acme");
     let copied = pg.notes.get("acme", &note.id).await.unwrap().unwrap();
     assert_eq!(
-        (copied.body.as_str(), copied.tags.as_slice()),
-        ("second body", &["m".to_owned()][..])
+        (
+            copied.body.as_str(),
+            copied.tags.as_slice(),
+            copied.author.as_deref()
+        ),
+        ("second body", &["m".to_owned()][..], Some("key_laptop")),
+        "the note, its tags and its author are copied"
     );
     assert!(pg.notes.get("globex", &note.id).await.unwrap().is_none());
     pg.notes.restore("acme", &note.id).await.unwrap();

@@ -151,6 +151,9 @@ impl std::fmt::Debug for Upstream {
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'a> {
     pub tenant: &'a str,
+    /// The key id (or `oauth:<subject>`) asking: the embedded notes record it as the
+    /// author of what it writes, and mark results showing another's text.
+    pub author: &'a str,
 }
 
 impl Upstream {
@@ -279,6 +282,26 @@ impl Upstream {
         }
     }
 
+    /// Takes the embedded server's mark (`warden_notes::FOREIGN_TEXT`) off a result and
+    /// says whether it was there: the result shows text someone other than the caller
+    /// wrote. Only the embedded server is believed; other upstreams are untrusted or
+    /// not by configuration alone, and their `_meta` is theirs.
+    pub fn take_foreign_mark(&self, result: &mut Value) -> bool {
+        if !self.is_embedded() {
+            return false;
+        }
+        let Some(meta) = result.get_mut("_meta").and_then(Value::as_object_mut) else {
+            return false;
+        };
+        let marked = meta.remove(warden_notes::FOREIGN_TEXT).is_some();
+        if meta.is_empty()
+            && let Some(result) = result.as_object_mut()
+        {
+            result.remove("_meta");
+        }
+        marked
+    }
+
     /// Sends one request and returns the upstream's JSON-RPC response message (with
     /// `result` or `error`). Messages sent on the way go to `events` when given. The call
     /// is bounded by the upstream's `call_timeout`; dropping the future, or the timeout,
@@ -314,7 +337,11 @@ impl Upstream {
                         instructions: Some(notes::INSTRUCTIONS.into()),
                     }));
                 }
-                return notes::request(server, fetcher, caller.tenant, method, params).await;
+                let asker = warden_notes::Asker {
+                    tenant: caller.tenant,
+                    author: caller.author,
+                };
+                return notes::request(server, fetcher, asker, method, params).await;
             }
             Backend::Stdio(children) => {
                 let ready = children.ready(caller.tenant, self.call_timeout).await?;

@@ -420,6 +420,7 @@ impl Upstreams {
     ) -> Result<Vec<Value>, UpstreamError> {
         let caller = Caller {
             tenant: CATALOGUE_TENANT,
+            author: CATALOGUE_TENANT,
         };
         self.list_all_as(index, caller, method, key).await
     }

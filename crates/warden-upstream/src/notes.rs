@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use regex::Regex;
 use serde_json::{Map, Value, json};
-use warden_notes::{NotesError, NotesServer};
+use warden_notes::{Asker, NotesError, NotesServer};
 use warden_proto::codes;
 
 use crate::UpstreamError;
@@ -164,11 +164,11 @@ fn decode(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// `import_url`: fetch, reduce, save as a note of `tenant`.
+/// `import_url`: fetch, reduce, save as a note of the asker's tenant, with no author.
 async fn import(
     notes: &NotesServer,
     fetcher: &Fetcher,
-    tenant: &str,
+    asker: Asker<'_>,
     arguments: &Value,
 ) -> Result<Value, UpstreamError> {
     let url = arguments["url"].as_str().unwrap_or_default();
@@ -195,10 +195,8 @@ async fn import(
     if let Some(tags) = arguments.get("tags") {
         note["tags"] = tags.clone();
     }
-    let mut params = Map::new();
-    params.insert("name".into(), "create_note".into());
-    params.insert("arguments".into(), note);
-    Ok(answer(notes, tenant, "tools/call", &params).await)
+    let saved = notes.import(asker, note).await;
+    Ok(response(saved.map(warden_notes::Answer::into_result)))
 }
 
 pub(crate) fn facts_capabilities() -> Value {
@@ -215,20 +213,20 @@ pub(crate) const INSTRUCTIONS: &str = "Warden notes: this tenant's private knowl
 pub(crate) async fn request(
     notes: &NotesServer,
     fetcher: &Fetcher,
-    tenant: &str,
+    asker: Asker<'_>,
     method: &str,
     params: Map<String, Value>,
 ) -> Result<Value, UpstreamError> {
     if method == "tools/call" && params.get("name").and_then(Value::as_str) == Some("import_url") {
         let arguments = params.get("arguments").cloned().unwrap_or_default();
-        return import(notes, fetcher, tenant, &arguments).await;
+        return import(notes, fetcher, asker, &arguments).await;
     }
-    Ok(answer(notes, tenant, method, &params).await)
+    Ok(answer(notes, asker, method, &params).await)
 }
 
 async fn answer(
     notes: &NotesServer,
-    tenant: &str,
+    asker: Asker<'_>,
     method: &str,
     params: &Map<String, Value>,
 ) -> Value {
@@ -245,11 +243,11 @@ async fn answer(
                 .cloned()
                 .unwrap_or_else(|| json!({}));
             notes
-                .call_tool(tenant, name, arguments)
+                .call_tool(asker, name, arguments)
                 .await
-                .map(warden_notes::ToolOutcome::into_result)
+                .map(warden_notes::Answer::into_result)
         }
-        "resources/list" => notes.list_resources(tenant, cursor).await,
+        "resources/list" => notes.list_resources(asker, cursor).await,
         "resources/templates/list" => {
             Ok(json!({ "resourceTemplates": warden_notes::resource_templates() }))
         }
@@ -258,7 +256,7 @@ async fn answer(
                 .get("uri")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            match notes.read_resource(tenant, uri).await {
+            match notes.read_resource(asker, uri).await {
                 Ok(Some(result)) => Ok(result),
                 Ok(None) => return error(codes::RESOURCE_NOT_FOUND, "Resource not found"),
                 Err(e) => Err(e),
@@ -267,6 +265,12 @@ async fn answer(
         "prompts/list" => Ok(json!({ "prompts": [] })),
         _ => return error(codes::METHOD_NOT_FOUND, "Method not found"),
     };
+    response(outcome)
+}
+
+/// The JSON-RPC response message for an outcome; errors say only what the client may
+/// know.
+fn response(outcome: warden_notes::Result<Value>) -> Value {
     match outcome {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": 0, "result": result }),
         Err(NotesError::Cursor) => error(codes::INVALID_PARAMS, "Invalid cursor"),

@@ -538,6 +538,7 @@ fn tool_facts<'a>(
 fn load_policies(
     config: &Config,
     upstreams: &Upstreams,
+    flows: Option<Arc<dyn warden_gateway::FlowStore>>,
 ) -> Result<warden_gateway::PolicyEngine, Failure> {
     match warden_gateway::compile_policies(&config.policy, upstreams) {
         Ok((policies, warnings)) => {
@@ -556,6 +557,7 @@ fn load_policies(
             Ok(warden_gateway::PolicyEngine::new(
                 policies,
                 &config.sessions,
+                flows,
             ))
         }
         Err(problems) => Err(Failure::from(format!(
@@ -1074,7 +1076,14 @@ fn serve(
             tracing::warn!("{}", unmatched_message(&rule));
         }
         log_tool_kinds(&upstreams);
-        let policy = Arc::new(load_policies(&config, &upstreams)?);
+        let (shared, cluster, flows) = match &config.cluster {
+            Some(cluster) => {
+                let (limits, state, flows) = shared_state(cluster, &config.sessions)?;
+                (Some(limits), Some(state), Some(flows))
+            }
+            None => (None, None, None),
+        };
+        let policy = Arc::new(load_policies(&config, &upstreams, flows)?);
         let addr = tcp.local_addr()?;
         let listener = match (&config.tls, &certificate) {
             (Some(tls), Some(certificate)) => {
@@ -1085,13 +1094,6 @@ fn serve(
         let scheme = if listener.is_tls() { "https" } else { "http" };
         tracing::info!(data_dir = %dir.path().display(), "listening on {scheme}://{addr}{}", warden_gateway::MCP_PATH);
         let upstream_slots: Vec<usize> = config.upstreams.iter().map(|u| u.max_concurrent).collect();
-        let (shared, cluster) = match &config.cluster {
-            Some(cluster) => {
-                let (limits, state) = shared_state(cluster)?;
-                (Some(limits), Some(state))
-            }
-            None => (None, None),
-        };
         let limiter = Arc::new(Limiter::new(
             &config.rate,
             &config.tools,
@@ -1164,24 +1166,32 @@ async fn bind(address: SocketAddr, setting: &str) -> Result<tokio::net::TcpListe
         .map_err(|error| format!("cannot listen on {address} (set by {setting}): {error}").into())
 }
 
-/// What the replicas share in Redis (`[cluster]`): the limits, and the sessions,
-/// handles and bus of the gateway.
+/// What the replicas share in Redis (`[cluster]`): the limits, the sessions, handles
+/// and bus of the gateway, and the sessions' flow states.
+type SharedParts = (
+    warden_limits::Shared,
+    Arc<dyn warden_gateway::ClusterState>,
+    Arc<dyn warden_gateway::FlowStore>,
+);
+
 fn shared_state(
     cluster: &warden_config::Cluster,
-) -> Result<(warden_limits::Shared, Arc<dyn warden_gateway::ClusterState>), Failure> {
+    sessions: &warden_config::Sessions,
+) -> Result<SharedParts, Failure> {
     let redis = warden_cluster::Redis::new(cluster).map_err(|e| Failure::from(e.to_string()))?;
     tracing::info!(
         replica_id = redis.replica_id(),
         key_prefix = %cluster.key_prefix,
         on_redis_down = ?cluster.on_redis_down,
-        "limits, legacy sessions and waiting calls are shared through Redis"
+        "limits, legacy sessions, flow states and waiting calls are shared through Redis"
     );
     let limits = warden_limits::Shared {
         counters: warden_cluster::RedisCounters::start(redis.clone(), cluster.lease),
         on_down: cluster.on_redis_down,
         expected_replicas: cluster.expected_replicas,
     };
-    Ok((limits, warden_cluster::RedisState::start(redis)))
+    let flows = warden_cluster::RedisFlows::new(redis.clone(), sessions);
+    Ok((limits, warden_cluster::RedisState::start(redis), flows))
 }
 
 /// One line per upstream: how many of its tools are of each kind, and a word on those

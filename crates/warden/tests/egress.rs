@@ -85,7 +85,8 @@ async fn import_url_saves_a_page_s_text_through_the_guard() {
     };
 
     // Loopback is closed by default: nothing is fetched.
-    let closed = support::Warden::start();
+    // Each import is untrusted text: the next would need a person.
+    let closed = support::Warden::start_config(support::NO_CONFIRM_AFTER_UNTRUSTED);
     let refused = import(support::raw::Http::new(&closed), format!("{base}/page")).await;
     assert_eq!(refused["isError"], true, "{refused}");
     assert!(
@@ -101,7 +102,11 @@ async fn import_url_saves_a_page_s_text_through_the_guard() {
     .await;
     assert_eq!(metadata["isError"], true, "{metadata}");
 
-    let open = support::Warden::start_config(support::EGRESS_LOOPBACK);
+    let open = support::Warden::start_config(&format!(
+        "{}{}",
+        support::EGRESS_LOOPBACK,
+        support::NO_CONFIRM_AFTER_UNTRUSTED
+    ));
     let http = || support::raw::Http::new(&open);
     let note = import(http(), format!("{base}/page")).await;
     let saved = &note["structuredContent"];

@@ -53,7 +53,9 @@ async fn everything_an_upstream_says_is_hardened() {
     for untrusted in [false, true] {
         let extra = if untrusted { "untrusted = true" } else { "" };
         let warden = Warden::start_config(
-            &(notes_and_hostile(extra) + "\n[tools.\"evil__chatter\"]\nkind = \"read\"\n"),
+            &(notes_and_hostile(extra)
+                + "\n[tools.\"evil__chatter\"]\nkind = \"read\"\n"
+                + support::NO_CONFIRM_AFTER_UNTRUSTED),
         );
         let http = Http::new(&warden);
 

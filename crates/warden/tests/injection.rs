@@ -55,7 +55,9 @@ async fn a_note_carrying_an_injection_comes_back_without_its_hidden_parts() {
 #[tokio::test]
 async fn untrusted_text_is_marked_as_data_and_long_text_is_cut() {
     let warden = Warden::start_config(
-        &(fixture_upstream("fx", "untrusted = true") + "\n[results]\nmax_result_bytes = 1024\n"),
+        &(fixture_upstream("fx", "untrusted = true")
+            + "\n[results]\nmax_result_bytes = 1024\n"
+            + support::NO_CONFIRM_AFTER_UNTRUSTED),
     );
     let client = connect(&warden.url, &warden.admin_key, support::Era::Modern)
         .await

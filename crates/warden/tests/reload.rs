@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::raw::Http;
-use support::{EGRESS_LOOPBACK, Warden, fixture_upstream};
+use support::{EGRESS_LOOPBACK, NO_CONFIRM_AFTER_UNTRUSTED, Warden, fixture_upstream};
 
-/// Two stdio upstreams and the notes server; the one rule is changed by the reload.
+/// Two stdio upstreams and the notes server; the one rule is changed by the reload
+/// (which may make `fb` untrusted: its calls then follow one another unconfirmed).
 fn config(extra_b: &str, rest: &str) -> String {
     format!(
-        "{}{}[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n{rest}",
+        "{NO_CONFIRM_AFTER_UNTRUSTED}{}{}[[upstream]]\nname = \"notes\"\nbuiltin = \"notes\"\n{rest}",
         fixture_upstream("fa", ""),
         fixture_upstream("fb", extra_b),
     )

@@ -272,10 +272,15 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE keys ADD COLUMN labels text NOT NULL DEFAULT '{}';
     ",
+    // 7: who wrote a note (`Note::author`): the one key or OAuth client that created and
+    // changed it, NULL once a second one changed it or for text from outside.
+    "
+    ALTER TABLE notes ADD COLUMN author text;
+    ",
 ];
 
 /// The schema version this build speaks.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// The tables that hold a tenant's rows: row-level security confines each to the tenant
 /// the transaction names, for every role but the owner and superusers.

@@ -25,15 +25,17 @@ const SNIPPET_WORDS: usize = 16;
 /// `search_notes`, which searches the transaction's tenant only. One statement, one
 /// round trip: it is its own transaction, which names the tenant first (the search's
 /// words depend on the setting's result, so the setting is made before the search runs;
-/// were it not, the search would find nothing).
-const SEARCH: &str = "SELECT s.id, s.title, s.body, s.rank
+/// were it not, the search would find nothing). The authors of the few notes found are
+/// read afterwards, by row.
+const SEARCH: &str = "SELECT s.id, s.title, s.body, s.rank,
+        (SELECT n.author FROM notes n WHERE n.tenant = t.tenant AND n.id = s.id)
     FROM (SELECT set_config('warden.tenant', $5, true) AS tenant) t,
          LATERAL search_notes($1 || left(t.tenant, 0), $2, $3, $4) s";
 
 /// Listing cursors (see `notes::SQLITE_CURSOR`).
 const CURSOR: &str = "p1:";
 
-const NOTE_COLUMNS: &str = "id, title, body, tags, created_at, updated_at";
+const NOTE_COLUMNS: &str = "id, title, body, tags, created_at, updated_at, author";
 
 /// The notes of every tenant in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -112,6 +114,7 @@ impl PgNotes {
                     title: row.get(1),
                     snippet: snippet(row.get(2), &terms),
                     score: row.get(3),
+                    author: row.get(4),
                 })
                 .collect(),
         ))
@@ -145,7 +148,7 @@ impl PgNotes {
         // One extra row tells whether another page exists.
         let rows = tx
             .query(
-                "SELECT seq, id, title, tags, updated_at FROM notes
+                "SELECT seq, id, title, tags, updated_at, author FROM notes
                  WHERE tenant = $1
                    AND ($2::text IS NULL OR tags @> ARRAY[$2::text])
                    AND ($3::bigint IS NULL OR seq < $3)
@@ -164,6 +167,7 @@ impl PgNotes {
                         title: row.get(2),
                         tags: row.get(3),
                         updated_at: format_time(row.get(4)),
+                        author: row.get(5),
                     },
                 )
             })
@@ -174,9 +178,8 @@ impl PgNotes {
     async fn create_in(
         &self,
         tenant: &str,
-        title: &str,
-        body: &str,
-        tags: &[String],
+        author: Option<&str>,
+        (title, body, tags): (&str, &str, &[String]),
     ) -> Result<Note> {
         let now = now_unix();
         let id = new_note_id();
@@ -185,17 +188,23 @@ impl PgNotes {
         let row = tx
             .query_one(
                 &format!(
-                    "INSERT INTO notes (id, tenant, title, body, tags, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {NOTE_COLUMNS}"
+                    "INSERT INTO notes (id, tenant, title, body, tags, created_at, updated_at, author)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING {NOTE_COLUMNS}"
                 ),
-                &[&id, &tenant, &title, &body, &tags, &now],
+                &[&id, &tenant, &title, &body, &tags, &now, &author],
             )
             .await?;
         tx.commit().await?;
         Ok(note_of(&row))
     }
 
-    async fn update_in(&self, tenant: &str, id: &str, patch: &NotePatch) -> Result<Option<Note>> {
+    async fn update_in(
+        &self,
+        tenant: &str,
+        author: &str,
+        id: &str,
+        patch: &NotePatch,
+    ) -> Result<Option<Note>> {
         let mut client = self.db.client().await?;
         let tx = tenant_transaction(&mut client, tenant).await?;
         if !lock_note(&tx, tenant, id).await? {
@@ -206,7 +215,8 @@ impl PgNotes {
             .query_one(
                 &format!(
                     "UPDATE notes SET title = coalesce($3, title), body = coalesce($4, body),
-                     tags = coalesce($5, tags), updated_at = $6
+                     tags = coalesce($5, tags), updated_at = $6,
+                     author = CASE WHEN author = $7 THEN author END
                      WHERE tenant = $1 AND id = $2 RETURNING {NOTE_COLUMNS}"
                 ),
                 &[
@@ -216,6 +226,7 @@ impl PgNotes {
                     &patch.body,
                     &patch.tags,
                     &now_unix(),
+                    &author,
                 ],
             )
             .await?;
@@ -320,6 +331,7 @@ fn note_of(row: &Row) -> Note {
         tags: row.get(3),
         created_at: format_time(row.get(4)),
         updated_at: format_time(row.get(5)),
+        author: row.get(6),
     }
 }
 
@@ -408,20 +420,22 @@ impl Notes for PgNotes {
     fn create<'a>(
         &'a self,
         tenant: &'a str,
+        author: Option<&'a str>,
         title: &'a str,
         body: &'a str,
         tags: &'a [String],
     ) -> StoreFuture<'a, Note> {
-        Box::pin(self.create_in(tenant, title, body, tags))
+        Box::pin(self.create_in(tenant, author, (title, body, tags)))
     }
 
     fn update<'a>(
         &'a self,
         tenant: &'a str,
+        author: &'a str,
         id: &'a str,
         patch: &'a NotePatch,
     ) -> StoreFuture<'a, Option<Note>> {
-        Box::pin(self.update_in(tenant, id, patch))
+        Box::pin(self.update_in(tenant, author, id, patch))
     }
 
     fn restore<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, Restored> {

@@ -645,6 +645,10 @@ pub async fn call_text(client: &Client, tool: &str, arguments: Value) -> String 
 /// tests run on 127.0.0.1); by default the egress guard refuses it.
 pub const EGRESS_LOOPBACK: &str = "\n[egress]\nallow = [\"127.0.0.1\"]\n";
 
+/// Turns off the confirmation of writes after untrusted text, for suites about other
+/// things that read untrusted text and then write (policies.rs tests the confirmation).
+pub const NO_CONFIRM_AFTER_UNTRUSTED: &str = "\n[policy]\nafter_untrusted = \"off\"\n";
+
 /// An `[[upstream]]` running the Python stdio fixture (tests/fixtures/stdio_server.py).
 pub fn fixture_upstream(name: &str, extra: &str) -> String {
     let script = concat!(
