@@ -7,6 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -33,3 +34,9 @@ scripts/upstreams.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
 
 echo "== scan: warden scan against server-everything and the HTTP fixture, direct and behind Warden"
 scripts/scan.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
+
+echo "== fuzz: every target for 20 s (docs/FUZZING.md)"
+scripts/fuzz.sh 20
+
+echo "== cargo deny: bans, licenses, sources (deny.toml)"
+scripts/deny.sh

@@ -361,30 +361,44 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string, checked for syntax and decoded length; returns its raw bytes between
-    /// the quotes.
+    /// the quotes. A `\u` escape is four hex digits, surrogates come in pairs and the
+    /// text is UTF-8, as the parser that reads the document next requires.
     fn string(&mut self) -> Result<&'a [u8], ScanFault> {
         let bytes = self.bytes;
         self.at += 1;
         let start = self.at;
         let max = self.limits.max_string_bytes;
         let mut decoded = 0usize;
+        // After a high surrogate, only its low half may follow.
+        let mut high_surrogate = false;
+        let mut ascii = true;
         loop {
             let byte = *bytes.get(self.at).ok_or(ScanFault::Syntax)?;
+            let escape = bytes.get(self.at + 1).copied();
+            if high_surrogate && (byte != b'\\' || escape != Some(b'u')) {
+                return Err(ScanFault::Syntax);
+            }
             match byte {
                 b'"' => {
                     self.at += 1;
-                    return Ok(&bytes[start..self.at - 1]);
+                    let raw = &bytes[start..self.at - 1];
+                    if !ascii && std::str::from_utf8(raw).is_err() {
+                        return Err(ScanFault::Syntax);
+                    }
+                    return Ok(raw);
                 }
                 b'\\' => {
-                    let escape = *bytes.get(self.at + 1).ok_or(ScanFault::Syntax)?;
+                    let escape = escape.ok_or(ScanFault::Syntax)?;
                     if escape == b'u' {
-                        let hex = bytes
+                        let unit = bytes
                             .get(self.at + 2..self.at + 6)
+                            .and_then(hex_unit)
                             .ok_or(ScanFault::Syntax)?;
-                        let unit = std::str::from_utf8(hex)
-                            .ok()
-                            .and_then(|h| u16::from_str_radix(h, 16).ok())
-                            .ok_or(ScanFault::Syntax)?;
+                        let low = (0xdc00..=0xdfff).contains(&unit);
+                        if low != high_surrogate {
+                            return Err(ScanFault::Syntax);
+                        }
+                        high_surrogate = (0xd800..=0xdbff).contains(&unit);
                         decoded += match unit {
                             0..=0x7f => 1,
                             0x80..=0x7ff => 2,
@@ -405,6 +419,7 @@ impl<'a> Scanner<'a> {
                 }
                 0x00..=0x1f => return Err(ScanFault::Syntax),
                 _ => {
+                    ascii &= byte.is_ascii();
                     decoded += 1;
                     self.at += 1;
                 }
@@ -417,6 +432,14 @@ impl<'a> Scanner<'a> {
             }
         }
     }
+}
+
+/// Four hex digits (no sign, no fewer), as a UTF-16 code unit.
+fn hex_unit(digits: &[u8]) -> Option<u16> {
+    if digits.len() != 4 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 /// A key as the parser will see it: escapes decoded, so `"a"` and `"\u0061"` collide.
@@ -507,6 +530,21 @@ mod tests {
     }
 
     #[test]
+    fn strings_are_utf8() {
+        let fault = |bytes: &[u8]| scan(bytes, &LIMITS).err().map(|e| e.fault);
+        assert_eq!(fault(b"\"\xff\""), Some(ScanFault::Syntax));
+        assert_eq!(fault(b"\"\xc3\""), Some(ScanFault::Syntax));
+        assert_eq!(fault("\"é\"".as_bytes()), None);
+    }
+
+    #[test]
+    fn surrogate_pairs_pass() {
+        assert_eq!(fault("\"\\ud83d\\ude00 \\u00e9\""), None);
+        let parsed: serde_json::Value = serde_json::from_str("\"\\ud83d\\ude00\"").unwrap();
+        assert_eq!(parsed, "\u{1f600}");
+    }
+
+    #[test]
     fn broken_syntax_is_refused() {
         for text in [
             "",
@@ -523,6 +561,13 @@ mod tests {
             "tru",
             "\"\\x\"",
             "\"\\u12\"",
+            // What the parser refuses after the scan: signs, lone or unpaired surrogates.
+            "\"\\u+fff\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800x\"",
+            "\"\\ud800\\n\"",
+            "\"\\ud800\\u0041\"",
             "\"a",
             "[1 2]",
             "{} {}",

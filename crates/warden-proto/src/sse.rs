@@ -65,7 +65,12 @@ impl SseParser {
         if line.is_empty() {
             let had = std::mem::replace(&mut self.has_data, false);
             let data = std::mem::take(&mut self.data);
-            let name = self.name.take().unwrap_or_else(|| "message".to_owned());
+            // An empty `event:` names no event: it is a `message`, as browsers read it.
+            let name = self
+                .name
+                .take()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "message".to_owned());
             return had.then_some(SseEvent { name, data });
         }
         let (field, value) = match line.iter().position(|&b| b == b':') {
@@ -109,6 +114,16 @@ mod tests {
         assert_eq!(data, [&b"{\"a\":\n1}"[..], b"x", b"/messages?s=1"]);
         let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["message", "message", "endpoint"]);
+    }
+
+    #[test]
+    fn an_empty_event_name_is_a_message() {
+        let mut parser = SseParser::new(64);
+        let events = parser
+            .push(b"event:\ndata: 1\n\nevent: \ndata: 2\n\n")
+            .unwrap();
+        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["message", "message"]);
     }
 
     #[test]
