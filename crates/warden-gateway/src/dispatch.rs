@@ -99,19 +99,10 @@ impl Context<'_> {
     /// that cannot be known (Redis away), the session counts as having read untrusted
     /// text and private data: reads go on, writes need a person.
     async fn request_facts(&self, state: &AppState) -> RequestFacts {
-        let session = match state
+        let session = state
             .policy()
             .session(&self.principal.tenant, &self.instance)
-            .await
-        {
-            Ok(session) => session,
-            Err(_) => {
-                tracing::warn!(
-                    "a session's flow state cannot be read (Redis): deciding as if it read untrusted text and private data"
-                );
-                policy::worst_case_session()
-            }
-        };
+            .await;
         policy::request_facts(self.era, &self.client, self.address, session)
     }
 
@@ -133,6 +124,20 @@ impl Context<'_> {
             Err(_) if returns.untrusted || returns.private => Err(RpcError::flow_unrecorded()),
             _ => Ok(()),
         }
+    }
+
+    /// Records what a result brought into this session: what `upstream` (or its tool)
+    /// returns, and untrusted text wherever the upstream marked another's text. The
+    /// mark is taken off here, before the client sees the result.
+    async fn record_result(
+        &self,
+        state: &AppState,
+        (upstream, tool): (&Upstream, Option<&str>),
+        mut returns: warden_config::Returns,
+        result: &mut Value,
+    ) -> Result<(), RpcError> {
+        returns.untrusted |= upstream.take_foreign_mark(result);
+        self.record_flow(state, tool, returns).await
     }
 }
 
@@ -256,9 +261,10 @@ pub(crate) async fn handle(
             )
             .await?;
             if request.method == "resources/read" {
-                let mut returns = returns_of_upstream(&upstream);
-                returns.untrusted |= upstream.take_foreign_mark(&mut result);
-                context.record_flow(state, None, returns).await?;
+                let returns = returns_of_upstream(&upstream);
+                context
+                    .record_result(state, (&upstream, None), returns, &mut result)
+                    .await?;
             }
             if let Some(session) = context.session {
                 match request.method.as_str() {
@@ -529,9 +535,10 @@ async fn call_tool(
     .await?;
     // A result still waiting for the client's input has not reached it yet.
     if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
-        let mut returns = policy::returns_of(tool, &upstream);
-        returns.untrusted |= upstream.take_foreign_mark(&mut result);
-        context.record_flow(state, Some(&name), returns).await?;
+        let returns = policy::returns_of(tool, &upstream);
+        context
+            .record_result(state, (&upstream, Some(&name)), returns, &mut result)
+            .await?;
     }
     Ok(checked_output(tool, result))
 }

@@ -32,6 +32,9 @@ use crate::swap::Swap;
 /// How many tool names a session's flow state remembers.
 pub const TOOLS_REMEMBERED: usize = 64;
 
+/// While flow states cannot be read, how often the log says so again.
+const UNREADABLE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Where the flow states live. Both methods are confined to one tenant, and a tenant
 /// keeps at most its share of them.
 pub trait FlowStore: Send + Sync + 'static {
@@ -53,6 +56,9 @@ pub trait FlowStore: Send + Sync + 'static {
 pub struct PolicyEngine {
     policies: Swap<Policies>,
     flows: Arc<dyn FlowStore>,
+    /// When an unreadable flow state was last logged, so an outage is one line a
+    /// minute rather than one per request.
+    unreadable_logged: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -79,6 +85,7 @@ impl PolicyEngine {
         Self {
             policies: Swap::new(policies),
             flows,
+            unreadable_logged: Mutex::new(None),
         }
     }
 
@@ -92,13 +99,34 @@ impl PolicyEngine {
         self.policies.get()
     }
 
-    /// What `instance` has met so far.
-    pub(crate) async fn session(
-        &self,
-        tenant: &str,
-        instance: &str,
-    ) -> Result<SessionFacts, Unreachable> {
-        self.flows.facts(tenant, instance).await
+    /// What `instance` has met so far. A flow state that cannot be read (Redis) is
+    /// decided as the worst case, untrusted text and private data: reads go on,
+    /// writes need a person.
+    pub(crate) async fn session(&self, tenant: &str, instance: &str) -> SessionFacts {
+        match self.flows.facts(tenant, instance).await {
+            Ok(facts) => facts,
+            Err(Unreachable) => {
+                self.note_unreadable();
+                worst_case_session()
+            }
+        }
+    }
+
+    /// Logs an unreadable flow state when it starts, then once a minute.
+    fn note_unreadable(&self) {
+        let now = Instant::now();
+        let mut logged = self
+            .unreadable_logged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if logged.is_some_and(|at| now.duration_since(at) < UNREADABLE_LOG_EVERY) {
+            return;
+        }
+        *logged = Some(now);
+        drop(logged);
+        tracing::warn!(
+            "sessions' flow states cannot be read (Redis): deciding as if they read untrusted text and private data (said again each minute this lasts)"
+        );
     }
 
     /// Records that a result of `tool` (carrying what `returns` says) reached `instance`.
@@ -193,7 +221,7 @@ impl Flows {
 }
 
 /// What a session whose flow state cannot be read is taken to have met: everything.
-pub(crate) fn worst_case_session() -> SessionFacts {
+fn worst_case_session() -> SessionFacts {
     SessionFacts {
         untrusted_seen: true,
         private_read: true,

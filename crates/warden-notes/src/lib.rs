@@ -90,6 +90,11 @@ fn foreign_to(asker: &str, author: Option<&str>) -> bool {
     author != Some(asker)
 }
 
+/// Whether any of the texts by `authors` is foreign to `asker`.
+fn any_foreign<'a>(asker: &str, mut authors: impl Iterator<Item = &'a Option<String>>) -> bool {
+    authors.any(|author| foreign_to(asker, author.as_deref()))
+}
+
 impl ToolOutcome {
     /// The MCP `CallToolResult`; structured results are mirrored as text for clients
     /// that only read `content`.
@@ -224,9 +229,7 @@ impl NotesServer {
                     .await?
                 {
                     Some(results) => Ok(Answer {
-                        foreign: results
-                            .iter()
-                            .any(|hit| foreign_to(asker.author, hit.author.as_deref())),
+                        foreign: any_foreign(asker.author, results.iter().map(|hit| &hit.author)),
                         outcome: structured(json!({ "results": results }))?,
                     }),
                     None => Ok(Answer::own(ToolOutcome::ToolError(
@@ -252,10 +255,7 @@ impl NotesServer {
                         args.limit,
                     )
                     .await?;
-                let foreign = page
-                    .notes
-                    .iter()
-                    .any(|note| foreign_to(asker.author, note.author.as_deref()));
+                let foreign = any_foreign(asker.author, page.notes.iter().map(|n| &n.author));
                 let mut value = json!({ "notes": page.notes });
                 if let Some(cursor) = page.next_cursor {
                     value["next_cursor"] = Value::String(cursor);
@@ -366,11 +366,7 @@ impl NotesServer {
         if let Some(cursor) = page.next_cursor {
             result["nextCursor"] = Value::String(cursor);
         }
-        if page
-            .notes
-            .iter()
-            .any(|note| foreign_to(asker.author, note.author.as_deref()))
-        {
+        if any_foreign(asker.author, page.notes.iter().map(|n| &n.author)) {
             mark_foreign(&mut result);
         }
         Ok(result)

@@ -1166,14 +1166,15 @@ async fn bind(address: SocketAddr, setting: &str) -> Result<tokio::net::TcpListe
         .map_err(|error| format!("cannot listen on {address} (set by {setting}): {error}").into())
 }
 
-/// What the replicas share in Redis (`[cluster]`): the limits, the sessions, handles
-/// and bus of the gateway, and the sessions' flow states.
+/// The limits, the gateway's sessions, handles and bus, and the sessions' flow states.
 type SharedParts = (
     warden_limits::Shared,
     Arc<dyn warden_gateway::ClusterState>,
     Arc<dyn warden_gateway::FlowStore>,
 );
 
+/// What the replicas share in Redis (`[cluster]`): the limits, the sessions, handles
+/// and bus of the gateway, and the sessions' flow states.
 fn shared_state(
     cluster: &warden_config::Cluster,
     sessions: &warden_config::Sessions,

@@ -722,6 +722,13 @@ async fn redis_stopped_mid_run_refuses_or_counts_locally_as_chosen_and_service_r
                     "{}",
                     warden.stderr()
                 );
+                // Each list read the session's flow state; the outage is said once
+                // (then once a minute), not once per request.
+                let said = warden
+                    .stderr()
+                    .matches("flow states cannot be read")
+                    .count();
+                assert_eq!(said, 1, "{}", warden.stderr());
             }
         }
 
