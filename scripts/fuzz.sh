@@ -6,11 +6,16 @@
 # the committed seeds are in fuzz/seeds/. See docs/FUZZING.md.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
+#   scripts/fuzz.sh build        (builds the targets only)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 seconds="${1:-20}"
 shift || true
+build_only=false
+if [ "$seconds" = build ]; then
+    build_only=true
+fi
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
@@ -30,6 +35,9 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-fuzz/target}"
 cargo build --locked --release --manifest-path fuzz/Cargo.toml --target "$host" --bins
 bin="$CARGO_TARGET_DIR/$host/release"
+if "$build_only"; then
+    exit 0
+fi
 
 run() {
     local target="$1"

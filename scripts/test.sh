@@ -22,6 +22,14 @@ WARDEN_TEST_STORE=postgres cargo test -p warden --locked --test notes_both_eras 
 echo "== the PostgreSQL store's tests on a throwaway server (the path taken where none runs)"
 WARDEN_TEST_POSTGRES=throwaway cargo test -p warden-store --locked --test postgres
 
+# The instrumented fuzz build is CPU work; the suites from here on mostly wait on
+# clients and servers, so it runs beside them and is waited for before the fuzz runs.
+echo "== fuzz targets: building in the background (log: fuzz/build.log)"
+mkdir -p fuzz
+scripts/fuzz.sh build >fuzz/build.log 2>&1 &
+fuzz_build=$!
+trap 'kill "$fuzz_build" 2>/dev/null || true' EXIT
+
 echo "== interop: official clients against warden serve"
 cargo build --locked --bin warden
 scripts/interop.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
@@ -36,6 +44,12 @@ echo "== scan: warden scan against server-everything and the HTTP fixture, direc
 scripts/scan.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
 
 echo "== fuzz: every target for 20 s (docs/FUZZING.md)"
+if ! wait "$fuzz_build"; then
+    echo "FAIL [fuzz]: the fuzz targets did not build" >&2
+    tail -n 60 fuzz/build.log >&2
+    exit 1
+fi
+trap - EXIT
 scripts/fuzz.sh 20
 
 echo "== cargo deny: bans, licenses, sources (deny.toml)"

@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use warden_config::EgressRule;
-use warden_upstream::egress::EgressPolicy;
-use warden_upstream::proxy::EgressProxy;
+use warden_egress::EgressPolicy;
+use warden_egress::proxy::EgressProxy;
 
 use crate::{Failure, micros, percentile};
 

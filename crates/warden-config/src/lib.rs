@@ -621,6 +621,17 @@ impl Locations {
     }
 }
 
+/// A tenant or key name: 1-64 letters, digits, '-', '_' or '.' (tenants also name
+/// directories). Kept here, beside the settings that name tenants, for every crate
+/// that judges one (the key store, OAuth tokens' tenant claims).
+pub fn is_valid_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The data directory, admin listener and store a configuration file names (or the defaults),
 /// read without validating the rest: an admin command needs only these, and must not
 /// fail for want of an upstream's `env:` secret in the operator's shell.

@@ -3,8 +3,8 @@
 //! for this resource only (RFC 8707 audience), with claims mapped to a tenant and a
 //! scope. The token itself goes nowhere: not upstream, not to a log.
 //!
-//! Only asymmetric signatures are accepted, and only with the algorithm the key is
-//! for: a token cannot choose `none`, HMAC, or another key's algorithm.
+//! The checks themselves (keys, signature, claims) are `warden-oauth`'s; this module
+//! reads the keys, keeps them fresh and answers clients.
 
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -12,73 +12,20 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{Map, Value, json};
-use sha2::{Digest as _, Sha256};
+use serde_json::{Value, json};
 use warden_config::{JwksSource, OAuth};
+use warden_egress::EgressPolicy;
+use warden_oauth::{Granted, KeySet, MAX_JWKS_BYTES, TokenRules};
 use warden_store::{Principal, Scope};
-use warden_upstream::egress::EgressPolicy;
+
+pub(crate) use warden_oauth::Refusal;
 
 /// The well-known path of protected-resource metadata (RFC 9728).
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
-/// Longer bearer values are refused unread.
-const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// A key set larger than this is refused.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
-/// Keys used from one set, at most.
-const MAX_KEYS: usize = 64;
 /// A token naming a key Warden does not know makes it read the keys again, at most this
 /// often (tokens with made-up key ids must not hammer the authorization server).
 const UNKNOWN_KEY_REFETCH: Duration = Duration::from_secs(5);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Subjects are cut to this length in logs and key ids (a digest of the whole one
-/// follows).
-const MAX_SUBJECT_CHARS: usize = 64;
-/// How many groups, and how many string claims, a token brings to policies at most,
-/// and how long each may be (longer ones are left out, never cut into another name).
-const MAX_GROUPS: usize = 64;
-const MAX_CLAIMS: usize = 64;
-const MAX_CLAIM_CHARS: usize = 256;
-
-/// A token's groups claim, as policies see it (`principal in Group::"ops"`).
-fn groups(claim: Option<&Value>) -> Vec<String> {
-    let Some(Value::Array(groups)) = claim else {
-        return Vec::new();
-    };
-    groups
-        .iter()
-        .filter_map(Value::as_str)
-        .filter(|group| group.chars().count() <= MAX_CLAIM_CHARS)
-        .take(MAX_GROUPS)
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A token's string claims, as policies see them (`principal.getTag("department")`).
-fn string_claims(claims: &Map<String, Value>) -> std::collections::BTreeMap<String, String> {
-    claims
-        .iter()
-        .filter_map(|(name, value)| Some((name, value.as_str()?)))
-        .filter(|(name, value)| {
-            name.chars().count() <= MAX_CLAIM_CHARS && value.chars().count() <= MAX_CLAIM_CHARS
-        })
-        .take(MAX_CLAIMS)
-        .map(|(name, value)| (name.clone(), value.to_owned()))
-        .collect()
-}
-
-const ASYMMETRIC: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
@@ -96,22 +43,9 @@ pub enum OAuthError {
     Egress(String),
 }
 
-/// Why a token was refused. The reason goes to the log, never to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    Invalid(&'static str),
-    /// Valid, but grants none of this server's scopes.
-    NoScope,
-}
-
-struct VerifyingKey {
-    kid: Option<String>,
-    key: DecodingKey,
-    algorithms: Vec<Algorithm>,
-}
-
-struct KeySet {
-    keys: Vec<VerifyingKey>,
+/// The keys in use, and when they were read.
+struct FetchedKeys {
+    keys: KeySet,
     fetched: Instant,
 }
 
@@ -125,9 +59,9 @@ enum Fetcher {
 
 pub struct OAuthVerifier {
     config: OAuth,
-    validation: Validation,
+    rules: TokenRules,
     fetcher: Fetcher,
-    keys: RwLock<Arc<KeySet>>,
+    keys: RwLock<Arc<FetchedKeys>>,
     /// Held while the keys are read again; also the time of the last attempt.
     refetch: tokio::sync::Mutex<Option<Instant>>,
     metadata: Value,
@@ -150,13 +84,7 @@ impl OAuthVerifier {
         config: &OAuth,
         egress: &Arc<EgressPolicy>,
     ) -> Result<Arc<Self>, OAuthError> {
-        if config
-            .default_tenant
-            .as_deref()
-            .is_some_and(|t| !warden_store::keys::is_valid_label(t))
-        {
-            return Err(OAuthError::DefaultTenant);
-        }
+        let rules = TokenRules::new(config).ok_or(OAuthError::DefaultTenant)?;
         let fetcher = match &config.jwks {
             JwksSource::File(path) => Fetcher::File(path.clone()),
             JwksSource::Url(url) => {
@@ -181,12 +109,6 @@ impl OAuthVerifier {
                 }
             }
         };
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&[&config.resource]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = config.leeway.as_secs();
         let verifier = Self {
             metadata: json!({
                 "resource": config.resource,
@@ -196,9 +118,9 @@ impl OAuthVerifier {
             }),
             metadata_url: metadata_url(&config.resource)?,
             config: config.clone(),
-            validation,
-            keys: RwLock::new(Arc::new(KeySet {
-                keys: Vec::new(),
+            rules,
+            keys: RwLock::new(Arc::new(FetchedKeys {
+                keys: KeySet::default(),
                 fetched: Instant::now(),
             })),
             refetch: tokio::sync::Mutex::new(None),
@@ -238,105 +160,41 @@ impl OAuthVerifier {
     }
 
     pub(crate) async fn verify(&self, token: &str) -> Result<Principal, Refusal> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(Refusal::Invalid("token too long"));
-        }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| Refusal::Invalid("not a JWT"))?;
-        if !ASYMMETRIC.contains(&header.alg) {
-            return Err(Refusal::Invalid("algorithm not accepted"));
-        }
-        let kid = header.kid.as_deref();
+        let header = warden_oauth::read_header(token)?;
         let mut keys = self.current_keys();
         if keys.fetched.elapsed() >= self.config.jwks_refresh {
             self.refresh(None).await;
             keys = self.current_keys();
         }
-        if !keys.has(kid) {
+        if !keys.keys.has(header.kid.as_deref()) {
             self.refresh(Some(UNKNOWN_KEY_REFETCH)).await;
             keys = self.current_keys();
         }
-        let mut candidates = keys
-            .keys
-            .iter()
-            .filter(|key| kid.is_none() || key.kid.as_deref() == kid)
-            .filter(|key| key.algorithms.contains(&header.alg))
-            .peekable();
-        if candidates.peek().is_none() {
-            return Err(Refusal::Invalid("no key for this token"));
-        }
-        let mut validation = self.validation.clone();
-        validation.algorithms = vec![header.alg];
-        let mut last = Refusal::Invalid("bad signature");
-        for key in candidates {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
-                Ok(data) => return self.principal(&data.claims),
-                Err(error) => last = Refusal::Invalid(reason(error.kind())),
-            }
-        }
-        Err(last)
-    }
-
-    fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, Refusal> {
-        let tenant = match claims.get(&self.config.tenant_claim) {
-            Some(Value::String(tenant)) if warden_store::keys::is_valid_label(tenant) => {
-                tenant.clone()
-            }
-            Some(_) => return Err(Refusal::Invalid("tenant claim is not a tenant name")),
-            None => self
-                .config
-                .default_tenant
-                .clone()
-                .ok_or(Refusal::Invalid("no tenant claim"))?,
-        };
-        let granted: Vec<&str> = match claims.get(&self.config.scope_claim) {
-            Some(Value::String(scopes)) => scopes.split_whitespace().collect(),
-            Some(Value::Array(scopes)) => scopes.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        let names = &self.config.scopes;
-        let scope = if granted.contains(&names.admin.as_str()) {
-            Scope::Admin
-        } else if granted.contains(&names.write.as_str()) {
-            Scope::Write
-        } else if granted.contains(&names.read.as_str()) {
-            Scope::Read
-        } else {
-            return Err(Refusal::NoScope);
-        };
-        let sub = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        // The readable part is cut and filtered for logs; the digest of the issuer,
-        // tenant and whole subject keeps two subjects apart whatever they are made of.
-        let readable: String = sub
-            .chars()
-            .filter(|c| c.is_ascii_graphic())
-            .take(MAX_SUBJECT_CHARS)
-            .collect();
-        let digest = Sha256::digest(format!("{}\0{tenant}\0{sub}", self.config.issuer).as_bytes());
-        let digest = hex::encode(&digest[..6]);
+        let caller = self.rules.check(token, &header, &keys.keys)?;
         Ok(Principal {
-            key_id: format!("oauth:{readable}~{digest}"),
-            tenant,
-            scope,
+            key_id: caller.key_id,
+            tenant: caller.tenant,
+            scope: match caller.scope {
+                Granted::Read => Scope::Read,
+                Granted::Write => Scope::Write,
+                Granted::Admin => Scope::Admin,
+            },
             rpm: None,
             name: String::new(),
-            labels: string_claims(claims),
-            groups: groups(claims.get(&self.config.groups_claim)),
+            labels: caller.labels,
+            groups: caller.groups,
         })
     }
 
-    fn current_keys(&self) -> Arc<KeySet> {
+    fn current_keys(&self) -> Arc<FetchedKeys> {
         self.keys
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    fn install(&self, keys: Vec<VerifyingKey>) {
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(KeySet {
+    fn install(&self, keys: KeySet) {
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(FetchedKeys {
             keys,
             fetched: Instant::now(),
         });
@@ -362,7 +220,7 @@ impl OAuthVerifier {
         }
     }
 
-    async fn fetch(&self) -> Result<Vec<VerifyingKey>, OAuthError> {
+    async fn fetch(&self) -> Result<KeySet, OAuthError> {
         let (source, bytes) = match &self.fetcher {
             Fetcher::File(path) => (path.display().to_string(), read_file(path).await),
             Fetcher::Url { client, url } => (url.clone(), read_url(client, url).await),
@@ -371,20 +229,11 @@ impl OAuthVerifier {
             path: source,
             reason,
         })?;
-        let keys = parse_key_set(&bytes);
+        let keys = KeySet::parse(&bytes);
         if keys.is_empty() {
             return Err(OAuthError::NoKeys);
         }
         Ok(keys)
-    }
-}
-
-impl KeySet {
-    fn has(&self, kid: Option<&str>) -> bool {
-        match kid {
-            Some(kid) => self.keys.iter().any(|key| key.kid.as_deref() == Some(kid)),
-            None => !self.keys.is_empty(),
-        }
     }
 }
 
@@ -410,68 +259,6 @@ async fn read_url(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String
     warden_upstream::outbound::read_capped(response, MAX_JWKS_BYTES)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// The signing keys of a JWKS document; symmetric keys, encryption keys and keys of
-/// unknown types are left out.
-fn parse_key_set(bytes: &[u8]) -> Vec<VerifyingKey> {
-    let Ok(document) = serde_json::from_slice::<Value>(bytes) else {
-        return Vec::new();
-    };
-    let Some(entries) = document.get("keys").and_then(Value::as_array) else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter(|entry| entry.get("use").is_none_or(|u| u == "sig"))
-        .filter_map(|entry| serde_json::from_value::<Jwk>(entry.clone()).ok())
-        .filter_map(|jwk| {
-            let algorithms = algorithms_for(&jwk);
-            if algorithms.is_empty() {
-                return None;
-            }
-            Some(VerifyingKey {
-                kid: jwk.common.key_id.clone(),
-                key: DecodingKey::from_jwk(&jwk).ok()?,
-                algorithms,
-            })
-        })
-        .take(MAX_KEYS)
-        .collect()
-}
-
-/// What a key may verify: the algorithm it names, or those its type allows.
-fn algorithms_for(jwk: &Jwk) -> Vec<Algorithm> {
-    let by_type: &[Algorithm] = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => &ASYMMETRIC[..6],
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => &[Algorithm::ES256],
-            EllipticCurve::P384 => &[Algorithm::ES384],
-            _ => &[],
-        },
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
-            &[Algorithm::EdDSA]
-        }
-        _ => &[],
-    };
-    match jwk.common.key_algorithm.map(Algorithm::try_from) {
-        Some(Ok(named)) if by_type.contains(&named) => vec![named],
-        Some(_) => Vec::new(),
-        None => by_type.to_vec(),
-    }
-}
-
-fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
-    use jsonwebtoken::errors::ErrorKind;
-    match kind {
-        ErrorKind::ExpiredSignature => "expired",
-        ErrorKind::ImmatureSignature => "not yet valid",
-        ErrorKind::InvalidAudience => "wrong audience",
-        ErrorKind::InvalidIssuer => "wrong issuer",
-        ErrorKind::InvalidSignature => "bad signature",
-        ErrorKind::MissingRequiredClaim(_) => "missing claim",
-        _ => "malformed",
-    }
 }
 
 /// `https://host/path` → `https://host/.well-known/oauth-protected-resource/path`.
@@ -529,25 +316,5 @@ mod tests {
             metadata_url("https://mcp.example.com:8443/").unwrap(),
             "https://mcp.example.com:8443/.well-known/oauth-protected-resource"
         );
-    }
-
-    #[test]
-    fn only_signing_keys_of_known_types_are_kept() {
-        let set = json!({"keys": [
-            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
-            {"kty": "EC", "crv": "P-256", "kid": "enc", "use": "enc",
-             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
-            {"kty": "EC", "crv": "P-256", "kid": "sig", "alg": "ES256",
-             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
-            {"kty": "EC", "crv": "P-256", "kid": "mislabelled", "alg": "RS256",
-             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
-        ]});
-        let keys = parse_key_set(set.to_string().as_bytes());
-        let kids: Vec<_> = keys.iter().map(|k| k.kid.as_deref()).collect();
-        assert_eq!(kids, [Some("sig")]);
-        assert_eq!(keys[0].algorithms, [Algorithm::ES256]);
     }
 }

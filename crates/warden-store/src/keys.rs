@@ -565,15 +565,7 @@ impl Keys for SqliteKeys {
     }
 }
 
-/// A tenant or key name: 1-64 letters, digits, '-', '_' or '.' (tenants also name
-/// directories).
-pub fn is_valid_label(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
+pub use warden_config::is_valid_label;
 
 fn validate_label(what: &str, value: &str) -> Result<()> {
     if is_valid_label(value) {

@@ -17,10 +17,10 @@ use warden_config::Http;
 use warden_proto::era::PROTOCOL_VERSION_META;
 
 use crate::UpstreamError;
-use crate::egress::EgressPolicy;
 use crate::handshake::{EraCache, ServerFacts, handshake};
 use crate::link::{Link, Outbound};
 use crate::outbound::{self, read_capped};
+use warden_egress::EgressPolicy;
 use warden_proto::sse::SseParser;
 
 const SESSION_HEADER: &str = "mcp-session-id";

@@ -6,14 +6,12 @@
 //! [`Upstreams`] merges their catalogues (names prefixed when there are several), routes
 //! calls back by name or URI, and keeps the catalogue fresh on `list_changed`.
 
-pub mod egress;
 mod handshake;
 mod http;
 mod link;
 mod merge;
 mod notes;
 pub mod outbound;
-pub mod proxy;
 pub mod sandbox;
 mod sse_upstream;
 #[cfg(test)]
@@ -72,7 +70,7 @@ pub enum UpstreamError {
 /// naming the upstream.
 pub fn preflight(
     configs: &[warden_config::Upstream],
-    egress: &egress::EgressPolicy,
+    egress: &warden_egress::EgressPolicy,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for config in configs {
@@ -160,7 +158,7 @@ impl Upstream {
     fn start(
         config: &warden_config::Upstream,
         notes: &Arc<dyn Notes>,
-        egress: &Arc<egress::EgressPolicy>,
+        egress: &Arc<warden_egress::EgressPolicy>,
         host: &ChildHost,
     ) -> Result<Self, UpstreamError> {
         let (stop, shutdown) = watch::channel(false);

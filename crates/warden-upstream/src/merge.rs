@@ -13,8 +13,8 @@ use warden_config::{ToolClass, ToolRules, glob_matches, rules_for};
 use warden_policy::{Catalogue, Origin, ToolKind, legacy_pinned_hash, pinned_form, suspicious};
 use warden_store::{Notes, PinState, Pins, Sighting};
 
-use crate::egress::EgressPolicy;
 use crate::{Caller, ChildHost, Upstream, UpstreamError};
+use warden_egress::EgressPolicy;
 
 /// The tenant a shared catalogue is listed for; per-tenant upstreams get a child of their
 /// own for it, which no tenant's call ever uses.

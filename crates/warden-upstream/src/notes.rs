@@ -15,8 +15,8 @@ use warden_notes::{Asker, NotesError, NotesServer};
 use warden_proto::codes;
 
 use crate::UpstreamError;
-use crate::egress::EgressPolicy;
 use crate::outbound;
+use warden_egress::EgressPolicy;
 
 /// Pages larger than this are refused.
 const MAX_PAGE_BYTES: usize = 1024 * 1024;
@@ -32,7 +32,7 @@ const MAX_TITLE_CHARS: usize = 200;
 fn egress_refusal(error: &reqwest::Error) -> Option<String> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = cause {
-        if let Some(refusal) = error.downcast_ref::<crate::egress::EgressError>() {
+        if let Some(refusal) = error.downcast_ref::<warden_egress::EgressError>() {
             return Some(refusal.to_string());
         }
         if error.is::<outbound::RedirectRefused>() {

@@ -2,6 +2,7 @@
 //! server's keys): one client policy and one bounded body reader, so every outbound path
 //! gets the same rules.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use futures_util::StreamExt as _;
 use sha2::Digest as _;
 
 use crate::UpstreamError;
-use crate::egress::{CONNECT_TIMEOUT, EgressPolicy, GuardedResolver};
+use warden_egress::{CONNECT_TIMEOUT, EgressPolicy};
 
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -197,6 +198,25 @@ pub fn cause(error: reqwest::Error) -> String {
     text
 }
 
+/// Resolves names and keeps only the addresses the policy allows; a name left with
+/// none fails, so nothing is connected to.
+#[derive(Debug)]
+pub struct GuardedResolver {
+    pub policy: Arc<EgressPolicy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses = policy.addresses(&host).await?;
+            let addresses = addresses.into_iter().map(|ip| SocketAddr::new(ip, 0));
+            Ok(Box::new(addresses) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +227,20 @@ mod tests {
             reqwest::Url::parse("https://user:pw@mcp.example.com:8443/v1/mcp?token=secret#frag")
                 .unwrap();
         assert_eq!(shown_url(&url), "https://mcp.example.com:8443/v1/mcp");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_loopback_is_refused_at_connect_time() {
+        use reqwest::dns::Resolve as _;
+        let guarded = GuardedResolver {
+            policy: EgressPolicy::new(&[]),
+        };
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        assert!(guarded.resolve(name).await.is_err());
+        let open = GuardedResolver {
+            policy: EgressPolicy::new(&[warden_config::EgressRule::Host("localhost".into())]),
+        };
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        assert!(open.resolve(name).await.is_ok());
     }
 }

@@ -19,11 +19,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use warden_config::Http;
 
 use crate::UpstreamError;
-use crate::egress::EgressPolicy;
 use crate::handshake::{EraCache, handshake};
 use crate::link::{Link, Outbound};
 use crate::outbound;
 use crate::stdio::Ready;
+use warden_egress::EgressPolicy;
 use warden_proto::sse::SseParser;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

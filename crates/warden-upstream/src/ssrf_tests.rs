@@ -20,10 +20,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use warden_config::{EgressRule, Http};
 
-use crate::egress::{EgressPolicy, Lookup};
 use crate::http::HttpUpstream;
 use crate::link::Link;
 use crate::notes::Fetcher;
+use warden_egress::{EgressPolicy, Lookup};
 
 /// The test network: a recorder where private targets would land, a page server on the
 /// address the test treats as public, on the same port.

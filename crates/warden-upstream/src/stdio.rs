@@ -21,11 +21,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use warden_config::{SandboxMode, Stdio};
 
 use crate::UpstreamError;
-use crate::egress::EgressPolicy;
 use crate::handshake::{EraCache, ServerFacts, handshake};
 use crate::link::{Link, Outbound};
-use crate::proxy::EgressProxy;
 use crate::sandbox;
+use warden_egress::EgressPolicy;
+use warden_egress::proxy::EgressProxy;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -30,10 +30,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use installation::Installation;
 use table::Table;
 use warden_config::{Config, Overrides};
+use warden_egress::EgressPolicy;
 use warden_gateway::{Auditor, Listener, Metrics, OAuthVerifier, TlsCertificate};
 use warden_limits::Limiter;
 use warden_store::{DataDir, KeyOptions, Scope};
-use warden_upstream::egress::EgressPolicy;
 use warden_upstream::{ChildHost, Upstreams};
 
 #[derive(Parser)]

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use warden_config::{Config, Overrides, plan_reload};
+use warden_egress::EgressPolicy;
 use warden_gateway::{AppState, TlsCertificate};
 use warden_limits::Limiter;
 use warden_store::Audit;
 use warden_upstream::Upstreams;
-use warden_upstream::egress::EgressPolicy;
 
 /// Everything a reload changes, and where the configuration comes from.
 pub(crate) struct Reloader {

@@ -15,14 +15,16 @@ use std::time::Duration;
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::http::request::Parts;
+use hyper::server::conn::http1;
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::egress::EgressPolicy;
+use crate::EgressPolicy;
 
 /// Connections one child may hold open through its proxy at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -129,16 +131,24 @@ async fn serve_connection(stream: TcpStream, proxying: Arc<Proxying>) {
         let proxying = proxying.clone();
         async move { Ok::<_, Infallible>(handle(request, &proxying).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+    let _ = http1_server()
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;
 }
 
+/// How the proxy reads its clients' connections (public so the fuzz target reads
+/// request heads exactly as the proxy does).
+pub fn http1_server() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
+}
+
 async fn handle(request: Request<Incoming>, proxying: &Proxying) -> Response<ProxyBody> {
-    let Some((host, port)) = target(&request) else {
+    let Some((host, port)) = target(request.method(), request.uri()) else {
         return refusal(
             StatusCode::BAD_REQUEST,
             "this is a forward proxy: send CONNECT host:port or an absolute http:// URL",
@@ -217,11 +227,15 @@ async fn pump(from: &mut (impl AsyncRead + Unpin), to: &mut (impl AsyncWrite + U
 }
 
 /// `host` and `port` of a proxy request: a `CONNECT` authority, or an absolute
-/// `http://` URL (HTTPS goes through `CONNECT`).
-fn target(request: &Request<Incoming>) -> Option<(String, u16)> {
-    let uri = request.uri();
+/// `http://` URL (HTTPS goes through `CONNECT`). An authority with userinfo is none:
+/// clients send credentials in headers, and `[@:x]`-shaped authorities parse to an
+/// empty host.
+pub fn target(method: &Method, uri: &Uri) -> Option<(String, u16)> {
     let authority = uri.authority()?;
-    let port = if request.method() == Method::CONNECT {
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    let port = if method == Method::CONNECT {
         authority.port_u16()?
     } else {
         if uri.scheme_str() != Some("http") {
@@ -241,27 +255,37 @@ async fn forward(
     proxying: &Proxying,
 ) -> Result<Response<Incoming>, hyper::Error> {
     let (mut parts, body) = request.into_parts();
-    let host = parts
-        .uri
-        .authority()
-        .map(|authority| authority.as_str().to_owned());
-    let origin_form = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |path| path.as_str())
-        .parse()
-        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
-    parts.uri = origin_form;
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(host) = host.and_then(|host| HeaderValue::from_str(&host).ok()) {
-        parts.headers.insert(header::HOST, host);
-    }
+    destination_head(&mut parts);
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     proxying.detach(async move {
         let _ = connection.await;
     });
     sender.send_request(Request::from_parts(parts, body)).await
+}
+
+/// Turns a proxy request's head into the one its destination gets: the target in
+/// origin form, `Host` naming the destination (host and port as the URL wrote them,
+/// never its userinfo), and no header meant for the proxy hop.
+pub fn destination_head(parts: &mut Parts) {
+    let host = parts
+        .uri
+        .authority()
+        .map(|authority| match authority.port() {
+            Some(port) => format!("{}:{}", authority.host(), port.as_str()),
+            None => authority.host().to_owned(),
+        });
+    let origin_form = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    parts.uri = origin_form;
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(host) = host.and_then(|host| HeaderValue::from_str(&host).ok()) {
+        parts.headers.insert(header::HOST, host);
+    }
 }
 
 /// Headers meant for the proxy hop, not the destination (RFC 9110 §7.6.1), including
@@ -435,6 +459,10 @@ mod tests {
             "GET /origin-form HTTP/1.1\r\nHost: x\r\n\r\n",
             "CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
             "GET https://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            // Userinfo in the target (found by the proxy_head fuzz target: this one
+            // parses to an empty host).
+            "CONNECT [@:C&]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n",
+            "GET http://user:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
         ] {
             let mut stream = TcpStream::connect(("127.0.0.1", proxy.port()))
                 .await
@@ -460,5 +488,31 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_destination_gets_origin_form_and_nothing_meant_for_the_proxy() {
+        let request = Request::builder()
+            .uri("http://example.com:8080/a/b?c=d")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "1")
+            .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+            .header("te", "trailers")
+            .header("accept", "*/*")
+            .header("host", "elsewhere.example")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = request.into_parts();
+        assert_eq!(
+            target(&parts.method, &parts.uri),
+            Some(("example.com".to_owned(), 8080))
+        );
+        destination_head(&mut parts);
+        assert_eq!(parts.uri, "/a/b?c=d");
+        assert_eq!(parts.headers["host"], "example.com:8080");
+        assert_eq!(parts.headers["accept"], "*/*");
+        for gone in ["connection", "x-hop", "proxy-authorization", "te"] {
+            assert!(!parts.headers.contains_key(gone), "{gone} was sent on");
+        }
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! [`EgressPolicy::addresses`] resolves a name once and drops every blocked address; the
 //! caller connects to exactly those (no second lookup a rebinding DNS server could answer
-//! differently). [`GuardedResolver`] hands that list to the HTTP client, and
-//! [`EgressPolicy::connect`] to a raw TCP connection. Addresses written as the host never
+//! differently). `warden-upstream`'s resolver hands that list to the HTTP client, and
+//! [`EgressPolicy::connect`] to a raw TCP connection ([`proxy`], the stdio children's
+//! forward proxy, among others). Addresses written as the host never
 //! reach a resolver: they are checked after the URL parser has normalised every IPv4
 //! notation (decimal, octal, hex, short forms) to the dotted one.
 
@@ -18,6 +19,8 @@ use tokio::net::TcpStream;
 
 use warden_config::EgressRule;
 
+pub mod proxy;
+
 /// Names of cloud metadata services, refused whatever they resolve to.
 const METADATA_HOSTS: [&str; 5] = [
     "metadata.google.internal",
@@ -27,7 +30,7 @@ const METADATA_HOSTS: [&str; 5] = [
     "instance-data.ec2.internal",
 ];
 
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
@@ -165,7 +168,7 @@ impl EgressPolicy {
 
     /// Checks a URL's host: a metadata name or a blocked address written as the host is
     /// refused here (names are checked again, per address, when they are resolved).
-    pub fn check_url(&self, url: &reqwest::Url) -> Result<(), EgressError> {
+    pub fn check_url(&self, url: &url::Url) -> Result<(), EgressError> {
         let host = url.host().ok_or(EgressError::NoHost)?;
         self.check_host(&host.to_owned())
     }
@@ -369,33 +372,12 @@ fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     }
 }
 
-/// Resolves names and keeps only the addresses the policy allows; a name left with
-/// none fails, so nothing is connected to.
-#[derive(Debug)]
-pub struct GuardedResolver {
-    pub policy: Arc<EgressPolicy>,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addresses = policy.addresses(&host).await?;
-            let addresses = addresses.into_iter().map(|ip| SocketAddr::new(ip, 0));
-            Ok(Box::new(addresses) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn refused(url: &str, policy: &EgressPolicy) -> bool {
-        policy
-            .check_url(&reqwest::Url::parse(url).unwrap())
-            .is_err()
+        policy.check_url(&url::Url::parse(url).unwrap()).is_err()
     }
 
     #[test]
@@ -485,41 +467,26 @@ mod tests {
             "docs.example.test resolves to 203.0.113.80, a documentation range; open it with [egress] allow if it is meant"
         );
         let literal = policy
-            .check_url(&reqwest::Url::parse("http://10.1.2.3/").unwrap())
+            .check_url(&url::Url::parse("http://10.1.2.3/").unwrap())
             .unwrap_err();
         assert_eq!(
             literal.to_string(),
             "10.1.2.3 is a private network (RFC 1918); open it with [egress] allow if it is meant"
         );
         let metadata = policy
-            .check_url(&reqwest::Url::parse("http://metadata.google.internal/").unwrap())
+            .check_url(&url::Url::parse("http://metadata.google.internal/").unwrap())
             .unwrap_err();
         assert!(
             metadata.to_string().contains("a cloud metadata name"),
             "{metadata}"
         );
         let children = policy.for_children();
-        let local = children.check_url(&reqwest::Url::parse("http://127.0.0.1/").unwrap());
+        let local = children.check_url(&url::Url::parse("http://127.0.0.1/").unwrap());
         assert!(
             local
                 .unwrap_err()
                 .to_string()
                 .contains("this machine, which children never reach")
         );
-    }
-
-    #[tokio::test]
-    async fn a_name_that_resolves_to_loopback_is_refused_at_connect_time() {
-        use reqwest::dns::Resolve as _;
-        let guarded = GuardedResolver {
-            policy: EgressPolicy::new(&[]),
-        };
-        let name: reqwest::dns::Name = "localhost".parse().unwrap();
-        assert!(guarded.resolve(name).await.is_err());
-        let open = GuardedResolver {
-            policy: EgressPolicy::new(&[EgressRule::Host("localhost".into())]),
-        };
-        let name: reqwest::dns::Name = "localhost".parse().unwrap();
-        assert!(open.resolve(name).await.is_ok());
     }
 }
