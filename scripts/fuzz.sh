@@ -33,7 +33,11 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cforce-frame-pointers=yes"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-fuzz/target}"
-cargo build --locked --release --manifest-path fuzz/Cargo.toml --target "$host" --bins
+bins=()
+for target in "${targets[@]}"; do
+    bins+=(--bin "$target")
+done
+cargo build --locked --release --manifest-path fuzz/Cargo.toml --target "$host" "${bins[@]}"
 bin="$CARGO_TARGET_DIR/$host/release"
 if "$build_only"; then
     exit 0
