@@ -83,12 +83,7 @@ pub(crate) fn validate(
             "must be a redis://host:port or rediss://host:port URL".into(),
         ));
     }
-    let name_ok = |name: &str| {
-        (1..=64).contains(&name.len())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
+    let name_ok = crate::is_valid_label;
     let replica_id = match raw.replica_id {
         Some(id) if name_ok(&id) => Some(id),
         Some(_) => {

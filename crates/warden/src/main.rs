@@ -791,7 +791,6 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Seconds in a duration written as a number and a unit: `90s`, `15m`, `12h`, `30d`.
 /// `--label name=value`.
 fn parse_label(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
@@ -799,6 +798,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not name=value"))
 }
 
+/// Seconds in a duration written as a number and a unit: `90s`, `15m`, `12h`, `30d`.
 fn parse_duration(text: &str) -> Result<u64, String> {
     let unit_at = text
         .find(|c: char| !c.is_ascii_digit())
