@@ -20,7 +20,9 @@ WARDEN_TEST_STORE=postgres cargo test -p warden --locked --test notes_both_eras 
     --test audit --test injection --test rate_limits
 
 echo "== the PostgreSQL store's tests on a throwaway server (the path taken where none runs)"
-WARDEN_TEST_POSTGRES=throwaway cargo test -p warden-store --locked --test postgres
+# --workspace keeps the features resolved above: `-p warden-store` alone would resolve
+# others and compile some fifty crates again.
+WARDEN_TEST_POSTGRES=throwaway cargo test --workspace --locked --test postgres
 
 # The instrumented fuzz build is CPU work; the suites from here on mostly wait on
 # clients and servers, so it runs beside them and is waited for before the fuzz runs.
@@ -30,18 +32,24 @@ scripts/fuzz.sh build >fuzz/build.log 2>&1 &
 fuzz_build=$!
 trap 'kill "$fuzz_build" 2>/dev/null || true' EXIT
 
+# The binary the integration suites ran (`cargo build --bin warden` would resolve other
+# features and compile some ninety crates again for the same code).
+warden="${CARGO_TARGET_DIR:-target}/debug/warden"
+if [ ! -x "$warden" ]; then
+    cargo build --locked --bin warden
+fi
+
 echo "== interop: official clients against warden serve"
-cargo build --locked --bin warden
-scripts/interop.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
+scripts/interop.sh "$warden"
 
 echo "== conformance: the official suite against warden fronting a stdio fixture"
-scripts/conformance.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
+scripts/conformance.sh "$warden"
 
 echo "== upstreams: official clients through warden to server-everything (stdio and HTTP)"
-scripts/upstreams.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
+scripts/upstreams.sh "$warden"
 
 echo "== scan: warden scan against server-everything and the HTTP fixture, direct and behind Warden"
-scripts/scan.sh "${CARGO_TARGET_DIR:-target}/debug/warden"
+scripts/scan.sh "$warden"
 
 echo "== fuzz: every target for 20 s (docs/FUZZING.md)"
 if ! wait "$fuzz_build"; then
