@@ -190,11 +190,6 @@ fn algorithms_for(jwk: &Jwk) -> Vec<Algorithm> {
     }
 }
 
-/// Whether `value` is a tenant name.
-fn is_tenant(value: &str) -> bool {
-    warden_config::is_valid_label(value)
-}
-
 /// How this resource checks tokens: `[auth.oauth]`'s issuer, audience, leeway and
 /// claim names.
 #[derive(Debug, Clone)]
@@ -209,7 +204,7 @@ impl TokenRules {
         if config
             .default_tenant
             .as_deref()
-            .is_some_and(|t| !is_tenant(t))
+            .is_some_and(|t| !warden_config::is_valid_label(t))
         {
             return None;
         }
@@ -257,7 +252,7 @@ impl TokenRules {
 
     fn caller(&self, claims: &Map<String, Value>) -> Result<Caller, Refusal> {
         let tenant = match claims.get(&self.config.tenant_claim) {
-            Some(Value::String(tenant)) if is_tenant(tenant) => tenant.clone(),
+            Some(Value::String(tenant)) if warden_config::is_valid_label(tenant) => tenant.clone(),
             Some(_) => return Err(Refusal::Invalid("tenant claim is not a tenant name")),
             None => self
                 .config
