@@ -21,11 +21,8 @@ target="${CARGO_TARGET_DIR:-target}/release"
 source scripts/lib/warden.sh
 source scripts/lib/bench-store.sh
 
-"$target/warden-bench" echo-upstream --listen 127.0.0.1:0 >"$WARDEN_WORK/echo.out" &
-echo_pid=$!
-kill_on_exit "$echo_pid"
-echo_url="$(wait_for_output "$WARDEN_WORK/echo.out" '^listening on http://[^ ]*' "$echo_pid" "echo upstream" 10)"
-echo_url="${echo_url#listening on }"
+source scripts/lib/bench-echo.sh
+start_echo_upstream "$target/warden-bench"
 
 redis_port="$(free_port)"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$WARDEN_WORK/redis.log" 2>&1 &

@@ -9,89 +9,90 @@
 # With STORE_POSTGRES_URL=postgres://SUPERUSER@HOST/DB, a Warden with the same
 # configuration on a PostgreSQL store (a database and runtime role made for the run,
 # dropped after it) runs beside the SQLite one, and the summary compares the two.
-# Every Warden's CPU time per call comes from /proc over the measured calls.
+# Every Warden's CPU time per call comes from /proc over the measured calls. Two more
+# Wardens show what a part costs: one with the request log off (WARDEN_LOG=warn,warden=info), and
+# one built with the `count-allocations` feature, whose /metrics gives the allocations
+# per call (its other figures carry the counter's own cost and are not tabled).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 requests="${1:-20000}"
 concurrency="${2:-16}"
-cargo build --release --locked -p warden -p warden-bench
 target="${CARGO_TARGET_DIR:-target}/release"
+# The counting build first, kept aside: the plain build then replaces the binary.
+cargo build --release --locked -p warden --features count-allocations
+cp "$target/warden" "$target/warden-counting"
+cargo build --release --locked -p warden -p warden-bench
 source scripts/lib/warden.sh
 
-"$target/warden-bench" echo-upstream --listen 127.0.0.1:0 >"$WARDEN_WORK/echo.out" &
-echo_pid=$!
-kill_on_exit "$echo_pid"
-echo_url="$(wait_for_output "$WARDEN_WORK/echo.out" '^listening on http://[^ ]*' "$echo_pid" "echo upstream" 10)"
-echo_url="${echo_url#listening on }"
+# start_variant NAME BIN CONFIG [VAR=VALUE...]: another Warden on its own data directory,
+# its environment extended by the assignments; sets NAME_url, NAME_key, NAME_pid and
+# NAME_admin (its admin listener's URL).
+start_variant() {
+    local name="$1" bin="$2" config="$3" url admin pid
+    shift 3
+    env "$@" "$bin" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/$name" \
+        --config "$config" >/dev/null 2>"$WARDEN_WORK/$name.log" &
+    pid=$!
+    kill_on_exit "$pid"
+    printf -v "${name}_pid" '%s' "$pid"
+    url="$(wait_for_output "$WARDEN_WORK/$name.log" 'listening on https?://[^ ]*' "$pid" "warden ($name)" 60)"
+    admin="$(wait_for_output "$WARDEN_WORK/$name.log" 'admin endpoint at https?://[^ ]*' "$pid" "warden ($name)" 10)"
+    printf -v "${name}_url" '%s' "${url#listening on }"
+    printf -v "${name}_admin" '%s' "${admin#admin endpoint at }"
+    if [ -f "$WARDEN_WORK/$name/admin.key" ]; then
+        printf -v "${name}_key" '%s' "$(cat "$WARDEN_WORK/$name/admin.key")"
+    fi
+}
 
-# The limiter runs on every call, but with rates high enough that it never refuses:
-# the benchmark measures the gateway's overhead, not its refusals.
-cat >"$WARDEN_WORK/warden.toml" <<TOML
-[egress]
-allow = ["127.0.0.1"]
-
-[rate]
-per_key_rpm = 1000000
-per_ip_rpm = 10000000
-per_session_calls = 1000000000
-daily_cost_cap = 1000000000
-
-[[upstream]]
-name = "echo"
-url = "$echo_url"
-TOML
+source scripts/lib/bench-echo.sh
+start_echo_upstream "$target/warden-bench"
+write_bench_config "$WARDEN_WORK/warden.toml"
 start_warden "$target/warden" --config "$WARDEN_WORK/warden.toml"
 
-# A second Warden, the same but with the audit trail off, to measure what auditing costs.
+# The same Warden with the audit trail off, with the request log off, and counting its
+# allocations.
 sed 's/^\[rate\]$/[audit]\nenabled = false\n\n[rate]/' "$WARDEN_WORK/warden.toml" >"$WARDEN_WORK/warden-unaudited.toml"
-"$target/warden" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/unaudited" \
-    --config "$WARDEN_WORK/warden-unaudited.toml" >/dev/null 2>"$WARDEN_WORK/unaudited.log" &
-unaudited_pid=$!
-kill_on_exit "$unaudited_pid"
-unaudited_url="$(wait_for_output "$WARDEN_WORK/unaudited.log" 'listening on https?://[^ ]*' "$unaudited_pid" "unaudited warden" 30)"
-unaudited_url="${unaudited_url#listening on }"
-unaudited_key="$(cat "$WARDEN_WORK/unaudited/admin.key")"
+start_variant unaudited "$target/warden" "$WARDEN_WORK/warden-unaudited.toml"
+# The request line is the gateway crate's; the binary's own lines (the addresses) stay.
+start_variant unlogged "$target/warden" "$WARDEN_WORK/warden.toml" WARDEN_LOG=warn,warden=info
+start_variant counting "$target/warden-counting" "$WARDEN_WORK/warden.toml"
 
-baseline_url=""
 if [ -n "${BASELINE_WARDEN:-}" ]; then
-    "$BASELINE_WARDEN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/baseline" \
-        --config "$WARDEN_WORK/warden.toml" >/dev/null 2>"$WARDEN_WORK/baseline.log" &
-    baseline_pid=$!
-    kill_on_exit "$baseline_pid"
-    baseline_url="$(wait_for_output "$WARDEN_WORK/baseline.log" 'listening on https?://[^ ]*' "$baseline_pid" "baseline warden" 30)"
-    baseline_url="${baseline_url#listening on }"
-    baseline_key="$(cat "$WARDEN_WORK/baseline/admin.key")"
+    start_variant baseline "$BASELINE_WARDEN" "$WARDEN_WORK/warden.toml"
 fi
 
-postgres_url=""
 if [ -n "${STORE_POSTGRES_URL:-}" ]; then
     source scripts/lib/bench-store.sh
     bench_store "$STORE_POSTGRES_URL"
     cat "$WARDEN_WORK/warden.toml" "$WARDEN_WORK/store.toml" >"$WARDEN_WORK/warden-pg.toml"
     echo 'replica = "bench"' >>"$WARDEN_WORK/warden-pg.toml"
-    "$target/warden" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/pg" \
-        --config "$WARDEN_WORK/warden-pg.toml" >/dev/null 2>"$WARDEN_WORK/pg.log" &
-    postgres_pid=$!
-    kill_on_exit "$postgres_pid"
-    postgres_url="$(wait_for_output "$WARDEN_WORK/pg.log" 'listening on https?://[^ ]*' "$postgres_pid" "warden on PostgreSQL" 60)"
-    postgres_url="${postgres_url#listening on }"
+    start_variant postgres "$target/warden" "$WARDEN_WORK/warden-pg.toml"
     postgres_key="$("$target/warden" keys add --config "$WARDEN_WORK/warden-pg.toml" --tenant bench --name load --scope write 2>/dev/null)"
 fi
 
 load() { "$target/warden-bench" load --requests "$requests" --concurrency "$concurrency" --json "$@"; }
 results="$WARDEN_WORK/results.jsonl"
+# measure NAME ERA ROUND: one round of the variant NAME.
+measure() {
+    local name="$1" url key pid
+    url="${name}_url" key="${name}_key" pid="${name}_pid"
+    local extra=()
+    if [ "$name" = counting ]; then
+        extra=(--metrics "${counting_admin}/metrics")
+    fi
+    echo "{\"path\": \"$name\", \"round\": $3, \"load\": $(WARDEN_KEY="${!key}" load --url "${!url}" --era "$2" --pid "${!pid}" "${extra[@]}")}" >>"$results"
+}
+paths=(warden unaudited unlogged counting)
+[ -n "${BASELINE_WARDEN:-}" ] && paths+=(baseline)
+[ -n "${STORE_POSTGRES_URL:-}" ] && paths+=(postgres)
+warden_url="$WARDEN_URL" warden_key="$WARDEN_KEY"
 for era in legacy modern; do
-    # Alternate the two paths so drift in the machine's state hits both alike.
+    # Alternate the paths so drift in the machine's state hits them all alike.
     for round in 1 2; do
         echo "{\"path\": \"direct\", \"round\": $round, \"load\": $(env -u WARDEN_KEY "$target/warden-bench" load --url "$echo_url" --era "$era" --requests "$requests" --concurrency "$concurrency" --json --pid "$echo_pid")}" >>"$results"
-        echo "{\"path\": \"warden\", \"round\": $round, \"load\": $(load --url "$WARDEN_URL" --era "$era" --pid "$warden_pid")}" >>"$results"
-        echo "{\"path\": \"unaudited\", \"round\": $round, \"load\": $(WARDEN_KEY="$unaudited_key" load --url "$unaudited_url" --era "$era" --pid "$unaudited_pid")}" >>"$results"
-        if [ -n "$baseline_url" ]; then
-            echo "{\"path\": \"baseline\", \"round\": $round, \"load\": $(WARDEN_KEY="$baseline_key" load --url "$baseline_url" --era "$era" --pid "$baseline_pid")}" >>"$results"
-        fi
-        if [ -n "$postgres_url" ]; then
-            echo "{\"path\": \"postgres\", \"round\": $round, \"load\": $(WARDEN_KEY="$postgres_key" load --url "$postgres_url" --era "$era" --pid "$postgres_pid")}" >>"$results"
-        fi
+        for name in "${paths[@]}"; do
+            measure "$name" "$era" "$round"
+        done
     done
 done
 assert_key_not_logged bench
@@ -125,9 +126,14 @@ for era in ("legacy", "modern"):
         lines.append(row(era, name, r))
     u = best("unaudited", era)
     lines.append(row(era, "through Warden, audit off", u))
+    n = best("unlogged", era)
+    lines.append(row(era, "through Warden, request log off", n))
+    c = best("counting", era)
     line = (f"- {era}: throughput through Warden is **{w['rps'] / d['rps']:.2f}×** direct; "
             f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**; "
-            f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off")
+            f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off; "
+            f"the request log costs **{w['cpu_us_per_call'] - n['cpu_us_per_call']:.0f} µs** of Warden's CPU per call; "
+            f"Warden allocates **{c['allocations_per_call']:.0f}** times (**{c['allocated_bytes_per_call'] / 1024:.1f} KiB**) per call")
     if any(r["path"] == "baseline" for r in rows):
         b = best("baseline", era)
         label = baseline_label or "the baseline binary"

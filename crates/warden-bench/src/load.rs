@@ -48,6 +48,34 @@ pub struct Args {
     /// balancer, Redis).
     #[arg(long)]
     pid: Vec<u32>,
+    /// The server's `/metrics`, when it is built with the `count-allocations` feature:
+    /// its allocations over the measured calls are reported per call.
+    #[arg(long)]
+    metrics: Option<String>,
+}
+
+/// Allocations and allocated bytes so far, from the `/metrics` at `url`.
+async fn allocations(http: &reqwest::Client, url: &str) -> Result<(u64, u64), Failure> {
+    let text = http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{url} has no {name}; is the server built with --features count-allocations?"
+                )
+            })
+    };
+    Ok((
+        read("warden_allocations_total ")?,
+        read("warden_allocated_bytes_total ")?,
+    ))
 }
 
 /// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
@@ -235,12 +263,27 @@ async fn drive(args: Args) -> Result<(), Failure> {
     let client = Arc::new(client);
     let text = "x".repeat(args.text_bytes);
     run_phase(&client, &args, &text, args.warmup).await;
+    let allocations_before = match &args.metrics {
+        Some(url) => Some(allocations(&client.http, url).await?),
+        None => None,
+    };
     let cpu_before = cpu_ticks_of(&args.pid)?;
     let started = Instant::now();
     let (mut latencies, errors) = run_phase(&client, &args, &text, args.requests).await;
     let elapsed = started.elapsed();
+    let cpu_after = cpu_ticks_of(&args.pid)?;
+    // Allocations and bytes per call (the scrape's own are a rounding error over
+    // thousands of calls).
+    let allocations_per_call = match (&args.metrics, allocations_before) {
+        (Some(url), Some((count, bytes))) => {
+            let (count_after, bytes_after) = allocations(&client.http, url).await?;
+            let per_call = |n: u64| n as f64 / args.requests as f64;
+            Some((per_call(count_after - count), per_call(bytes_after - bytes)))
+        }
+        _ => None,
+    };
     // µs of CPU per call: the server's, and the whole machine's (load tool included).
-    let cpu_per_call = match (cpu_ticks_of(&args.pid)?, cpu_before) {
+    let cpu_per_call = match (cpu_after, cpu_before) {
         (Some((process_after, machine_after)), Some((process, machine))) => {
             let per_call =
                 |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / args.requests as f64;
@@ -269,6 +312,8 @@ async fn drive(args: Args) -> Result<(), Failure> {
                 "p99_us": p99.as_secs_f64() * 1e6,
                 "cpu_us_per_call": cpu_per_call.map(|c| c.0),
                 "machine_cpu_us_per_call": cpu_per_call.map(|c| c.1),
+                "allocations_per_call": allocations_per_call.map(|a| a.0),
+                "allocated_bytes_per_call": allocations_per_call.map(|a| a.1),
             })
         );
     } else {
@@ -285,6 +330,9 @@ async fn drive(args: Args) -> Result<(), Failure> {
         );
         if let Some((process, machine)) = cpu_per_call {
             println!("CPU per call: {process:.0} µs in the server, {machine:.0} µs on the machine");
+        }
+        if let Some((count, bytes)) = allocations_per_call {
+            println!("allocations per call in the server: {count:.0} ({bytes:.0} bytes)");
         }
     }
     Ok(())

@@ -473,26 +473,36 @@ async fn call_tool(
         policy::tool_facts(tool, &upstream),
         context.request_facts(state).await,
     );
-    // A tool no arguments could unlock is refused before its arguments are looked at:
-    // by the forbids that hide it, or, when nothing permits it, as unknown as one that
-    // does not exist (not even an argument error reveals it).
-    if !policies.could_call(&principal, &facts, &request) {
+    // A tool no arguments could unlock is refused as if its arguments had not been
+    // looked at: by the forbids that hide it, or, when nothing permits it, as unknown
+    // as one that does not exist (not even an argument error reveals it). Asked only
+    // when the call is invalid or refused: an allowed call can be made.
+    let unless_uncallable = || {
+        if policies.could_call(&principal, &facts, &request) {
+            return Ok(());
+        }
         let mut verdict = policies.decide_call(&principal, &facts, &Map::new(), &request);
         if verdict.allowed {
             verdict.policies.clear();
         }
-        return Err(refused_by_policy(&verdict, "Unknown tool"));
-    }
-    tool.validate(&arguments).map_err(policy_error)?;
+        Err(refused_by_policy(&verdict, "Unknown tool"))
+    };
     // The policies decide on the validated arguments; what they allow may still need a
     // person (`@confirm`) and cost more (`@cost`).
-    let verdict = policies.decide_call(
-        &principal,
-        &facts,
-        arguments.as_object().unwrap_or(&Map::new()),
-        &request,
-    );
+    let verdict = match tool.validate(&arguments) {
+        Ok(_) => policies.decide_call(
+            &principal,
+            &facts,
+            arguments.as_object().unwrap_or(&Map::new()),
+            &request,
+        ),
+        Err(invalid) => {
+            unless_uncallable()?;
+            return Err(policy_error(invalid));
+        }
+    };
     if !verdict.allowed {
+        unless_uncallable()?;
         return Err(refused_by_policy(&verdict, "Unknown tool"));
     }
     let _ = context.allowed_by.set(verdict.policies.join(","));

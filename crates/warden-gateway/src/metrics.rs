@@ -146,14 +146,20 @@ impl Metrics {
     /// The live values the other parts keep (refusals, queue depth, upstream health),
     /// read at each scrape.
     pub fn watch(&self, limiter: Arc<Limiter>, auditor: Arc<Auditor>, upstreams: Arc<Upstreams>) {
+        self.add_collector(Box::new(Live {
+            limiter,
+            auditor,
+            upstreams,
+        }));
+    }
+
+    /// Values another part of the process keeps (the benchmarks' allocation counter),
+    /// read at each scrape.
+    pub fn add_collector(&self, collector: Box<dyn Collector>) {
         self.registry
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .register_collector(Box::new(Live {
-                limiter,
-                auditor,
-                upstreams,
-            }));
+            .register_collector(collector);
     }
 
     /// A request that reached policy; `rule` is the one that refused it, if any.

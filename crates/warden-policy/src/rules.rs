@@ -676,23 +676,29 @@ impl Rules {
         request: &RequestFacts,
         arguments: Option<&Map<String, Value>>,
     ) -> Verdict {
-        let Some((cedar_request, prepared)) = facts::request(
-            principal,
-            action,
-            target,
-            request,
-            arguments,
-            self.needs,
-            &self.entities,
-        ) else {
-            tracing::warn!(action, "the policy request could not be built; refused");
-            return Verdict::refused(Vec::new());
+        match facts::cedar_request(principal, action, target, request, arguments, self.needs) {
+            Some(cedar_request) => self.decide_request(principal, action, target, &cedar_request),
+            None => unbuildable(action),
+        }
+    }
+
+    /// Decides a request already built (with a context holding at least what these
+    /// policies read).
+    fn decide_request(
+        &self,
+        principal: &PrincipalFacts,
+        action: &str,
+        target: &Target<'_>,
+        cedar_request: &cedar_policy::Request,
+    ) -> Verdict {
+        let Some(prepared) = self.entities.prepared(principal, action, target) else {
+            return unbuildable(action);
         };
         let slice = self.slice(action);
-        let fixed = self.fixed(slice, &cedar_request, &prepared);
+        let fixed = self.fixed(slice, cedar_request, &prepared);
         let (forbids, failed) = satisfied(
             &slice.forbids,
-            &cedar_request,
+            cedar_request,
             &prepared.entities,
             &self.meta,
         );
@@ -707,7 +713,7 @@ impl Rules {
         }
         let (permits, _) = satisfied(
             &slice.permits,
-            &cedar_request,
+            cedar_request,
             &prepared.entities,
             &self.meta,
         );
@@ -847,19 +853,33 @@ impl Policies {
         arguments: &Map<String, Value>,
         request: &RequestFacts,
     ) -> Verdict {
-        let mut verdict = self.rules.decide_call(principal, tool, arguments, request);
+        let action = call_action(tool.name);
+        let target = Target::Tool(*tool);
+        // One request, with what any of the sets reads, for all of them.
+        let needs = [&self.session, &self.outbound]
+            .into_iter()
+            .flatten()
+            .fold(self.rules.needs, |needs, rules| needs.or(rules.needs));
+        let Some(cedar_request) =
+            facts::cedar_request(principal, &action, &target, request, Some(arguments), needs)
+        else {
+            return unbuildable(&action);
+        };
+        let decide =
+            |rules: &Rules| rules.decide_request(principal, &action, &target, &cedar_request);
+        let mut verdict = decide(&self.rules);
         if !verdict.allowed {
             return verdict;
         }
         if let Some(outbound) = &self.outbound {
-            let refused = outbound.decide_call(principal, tool, arguments, request);
+            let refused = decide(outbound);
             // Its forbid, satisfied, names itself; otherwise nothing there applies.
             if !refused.policies.is_empty() {
                 return refused;
             }
         }
         if let Some(session) = &self.session {
-            let asks = session.decide_call(principal, tool, arguments, request);
+            let asks = decide(session);
             if let (true, Some(confirm)) = (asks.allowed, asks.confirm) {
                 verdict.policies.extend(asks.policies);
                 if verdict.confirm != Some(Confirm::Approve) {
@@ -901,6 +921,12 @@ impl Policies {
     ) -> Verdict {
         self.rules.decide_other(principal, action, target, request)
     }
+}
+
+/// A request that could not be built is refused: fail closed.
+fn unbuildable(action: &str) -> Verdict {
+    tracing::warn!(action, "the policy request could not be built; refused");
+    Verdict::refused(Vec::new())
 }
 
 /// Unix seconds as RFC 3339 (UTC), as Cedar's `datetime` takes it.

@@ -10,10 +10,13 @@ macro_rules! say {
 }
 
 mod admin_client;
+#[cfg(feature = "count-allocations")]
+mod allocations;
 mod approvals_cli;
 mod audit_cli;
 mod console;
 mod installation;
+mod logging;
 mod reload;
 mod scan_cli;
 mod store_cli;
@@ -819,62 +822,6 @@ fn parse_duration(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(RedactedStderr)
-        // No colours: escape sequences are escaped on the way out (see RedactedLine).
-        .with_ansi(false);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Every log line passes the redaction rules on its way to stderr, whatever wrote it.
-struct RedactedStderr;
-
-/// One event's bytes, written redacted when the event is done.
-struct RedactedLine(Vec<u8>);
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
-    type Writer = RedactedLine;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        RedactedLine(Vec::with_capacity(256))
-    }
-}
-
-impl std::io::Write for RedactedLine {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for RedactedLine {
-    fn drop(&mut self) {
-        let line = String::from_utf8_lossy(&self.0);
-        let (body, end) = line
-            .strip_suffix('\n')
-            .map_or((&*line, ""), |body| (body, "\n"));
-        // One event is one line: a newline or an escape sequence in any field (a client's
-        // method, an upstream's tool name or stderr) is written escaped, never raw.
-        let redacted = warden_redact::text(body);
-        let escaped = warden_redact::escape_controls(&redacted);
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr().lock(),
-            format!("{escaped}{end}").as_bytes(),
-        );
-    }
-}
-
 /// Key of the audit's arguments hash, beside the data.
 const AUDIT_ARGS_SECRET: &str = "audit-args.secret";
 
@@ -999,7 +946,8 @@ fn serve(
     log_format: LogFormat,
 ) -> Result<(), Failure> {
     let config = Config::load(config_path, &overrides)?;
-    init_logging(log_format);
+    // Declared before the runtime, so dropped after it: every line is written out.
+    let _log = logging::init(log_format);
     let dir = DataDir::open(&config.data_dir)?;
     // Warden's own outbound requests reach public addresses, and what [egress] opens.
     let egress = EgressPolicy::new(&config.egress_allow);
@@ -1102,6 +1050,8 @@ fn serve(
             shared,
         ).await?);
         metrics.watch(limiter.clone(), auditor.clone(), upstreams.clone());
+        #[cfg(feature = "count-allocations")]
+        metrics.add_collector(Box::new(allocations::Allocations));
         let parts = warden_gateway::Parts {
             keys: stores.keys.clone(),
             upstreams: upstreams.clone(),

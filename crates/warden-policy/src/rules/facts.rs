@@ -215,6 +215,14 @@ pub(super) struct Needs {
 }
 
 impl Needs {
+    /// What either reads.
+    pub(super) fn or(self, other: Self) -> Self {
+        Self {
+            address: self.address || other.address,
+            time: self.time || other.time,
+        }
+    }
+
     /// What policy texts could read: a conservative test on the words themselves (any
     /// mention, even in a comment, builds the value).
     pub(super) fn of<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
@@ -235,22 +243,35 @@ pub(super) fn request(
     needs: Needs,
     cache: &EntityCache,
 ) -> Option<(Request, Arc<Prepared>)> {
+    let request = cedar_request(principal, action, target, request, call_arguments, needs)?;
+    Some((request, cache.prepared(principal, action, target)?))
+}
+
+/// The request for `action` on `target`, its context built for `needs`. Building the
+/// context is most of a decision's allocations: one request serves every policy set
+/// that decides the same call.
+pub(super) fn cedar_request(
+    principal: &PrincipalFacts,
+    action: &str,
+    target: &Target<'_>,
+    request: &RequestFacts,
+    call_arguments: Option<&Map<String, Value>>,
+    needs: Needs,
+) -> Option<Request> {
     let arguments = match (target, call_arguments) {
         (Target::Tool(tool), Some(given)) => Arguments::Known(arguments(tool.input_schema, given)?),
         (Target::Tool(_), None) => Arguments::Unknown,
         _ => Arguments::Absent,
     };
     let context = context(request, arguments, needs)?;
-    let prepared = cache.prepared(principal, action, target)?;
-    let request = Request::new(
+    Request::new(
         principal_uid(principal),
         action_uid(action),
         target_uid(target),
         context,
         None,
     )
-    .ok()?;
-    Some((request, prepared))
+    .ok()
 }
 
 fn target_uid(target: &Target<'_>) -> EntityUid {
@@ -395,7 +416,7 @@ pub(super) struct EntityCache {
 }
 
 impl EntityCache {
-    fn prepared(
+    pub(super) fn prepared(
         &self,
         principal: &PrincipalFacts,
         action: &str,
