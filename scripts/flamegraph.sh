@@ -17,7 +17,8 @@ if [ -z "${WARDEN_BIN:-}" ]; then
     cargo build --profile profiling --locked -p warden
     WARDEN_BIN="${CARGO_TARGET_DIR:-target}/profiling/warden"
 fi
-cargo build --release --locked -p warden-bench
+# Built as scripts/bench-upstream.sh builds it (the same packages, so the same features).
+cargo build --release --locked -p warden -p warden-bench
 bench="${CARGO_TARGET_DIR:-target}/release/warden-bench"
 source scripts/lib/warden.sh
 source scripts/lib/bench-echo.sh
@@ -34,8 +35,13 @@ load --requests "$requests" --warmup 0
 kill -INT "$perf_pid"
 wait "$perf_pid" || true
 svg=docs/images/flamegraph-tools-call.svg
-perf script -i "$WARDEN_WORK/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph \
+# The folded stacks stay in target/ for a closer look (e.g. grep a function, sum counts).
+folded="${CARGO_TARGET_DIR:-target}/flamegraph.folded"
+perf script -i "$WARDEN_WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$folded"
+# Frames under 0.5 px wide are left out: the picture keeps what costs something, and
+# stays small enough to keep in the repository.
+inferno-flamegraph --minwidth 0.5 <"$folded" \
     --title "warden: tools/call of echo ($era, concurrency $concurrency, $requests calls)" \
     --subtitle "scripts/flamegraph.sh $requests $concurrency $era on $(nproc) cores; $(git rev-parse --short HEAD)" \
     --width 1600 >"$svg"
-echo "wrote $svg"
+echo "wrote $svg (folded stacks: $folded)"

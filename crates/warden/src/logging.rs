@@ -11,6 +11,12 @@ use crate::LogFormat;
 
 /// Lines queued for the writer before an event waits for room.
 const QUEUE_LINES: usize = 4096;
+/// How long the writer lets lines gather after writing some. Under load the next lines
+/// are then already queued when it looks, so an event only queues its line, and the
+/// writer is woken once per batch instead of once per line (a futex wake and a context
+/// switch each, a few per cent of a call's CPU). A line reaches stderr at most this much
+/// later than it would otherwise.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
 /// How long the end of `serve` waits for the writer to drain the queue: a stderr that
 /// nobody reads must not hold a stopping Warden forever.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
@@ -108,7 +114,7 @@ impl Drop for QueuedLine<'_> {
 }
 
 /// The writer thread: waits for a line, takes every other one already queued, writes
-/// them with one flush.
+/// them with one flush, and lets the next ones gather for [`BATCH_WINDOW`].
 fn write_lines(lines: &mpsc::Receiver<Message>, to: impl std::io::Write) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, to);
     while let Ok(first) = lines.recv() {
@@ -127,6 +133,7 @@ fn write_lines(lines: &mpsc::Receiver<Message>, to: impl std::io::Write) {
         for done in drained {
             let _ = done.send(());
         }
+        std::thread::sleep(BATCH_WINDOW);
     }
 }
 
