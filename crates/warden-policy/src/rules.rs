@@ -590,15 +590,9 @@ impl Rules {
         request: &RequestFacts,
     ) -> bool {
         let action = call_action(tool.name);
-        let Some((cedar_request, prepared)) = facts::request(
-            principal,
-            &action,
-            &Target::Tool(*tool),
-            request,
-            None,
-            self.needs,
-            &self.entities,
-        ) else {
+        let Some((cedar_request, prepared)) =
+            self.unknown_arguments(principal, &action, tool, request)
+        else {
             return false;
         };
         let slice = self.slice(&action);
@@ -620,6 +614,24 @@ impl Rules {
         !fixed.permits.is_empty()
             || (!slice.permits.is_empty()
                 && partial(&slice.permits).decision() != Some(Decision::Deny))
+    }
+
+    /// The request for `action` on `tool` whatever its arguments, and the entities it
+    /// names.
+    fn unknown_arguments(
+        &self,
+        principal: &PrincipalFacts,
+        action: &str,
+        tool: &ToolFacts<'_>,
+        request: &RequestFacts,
+    ) -> Option<(cedar_policy::Request, std::sync::Arc<facts::Prepared>)> {
+        let target = Target::Tool(*tool);
+        let cedar_request =
+            facts::cedar_request(principal, action, &target, request, None, self.needs)?;
+        Some((
+            cedar_request,
+            self.entities.prepared(principal, action, &target)?,
+        ))
     }
 
     /// Whether a list shows `tool` to `principal`: it could be called, and no forbid on
@@ -645,15 +657,9 @@ impl Rules {
         if slice.fixed_forbids.is_empty() && slice.forbids.is_empty() {
             return false;
         }
-        let Some((cedar_request, prepared)) = facts::request(
-            principal,
-            "list_tools",
-            &Target::Tool(*tool),
-            request,
-            None,
-            self.needs,
-            &self.entities,
-        ) else {
+        let Some((cedar_request, prepared)) =
+            self.unknown_arguments(principal, "list_tools", tool, request)
+        else {
             return true;
         };
         !self

@@ -233,20 +233,6 @@ impl Needs {
     }
 }
 
-/// The request for `action` on `target`, and the entities it names.
-pub(super) fn request(
-    principal: &PrincipalFacts,
-    action: &str,
-    target: &Target<'_>,
-    request: &RequestFacts,
-    call_arguments: Option<&Map<String, Value>>,
-    needs: Needs,
-    cache: &EntityCache,
-) -> Option<(Request, Arc<Prepared>)> {
-    let request = cedar_request(principal, action, target, request, call_arguments, needs)?;
-    Some((request, cache.prepared(principal, action, target)?))
-}
-
 /// The request for `action` on `target`, its context built for `needs`. Building the
 /// context is most of a decision's allocations: one request serves every policy set
 /// that decides the same call.
