@@ -386,3 +386,89 @@ async fn run_phase(
     }
     (latencies, errors)
 }
+
+#[derive(Debug, clap::Args)]
+pub struct SessionArgs {
+    /// The MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
+    #[arg(long)]
+    url: String,
+    /// Legacy sessions opened (`initialize` and `notifications/initialized`) and left
+    /// idle.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// The server's process, whose resident memory is read before and after.
+    #[arg(long)]
+    pid: u32,
+}
+
+/// Resident memory of `pid`, in KiB (`VmRSS` in /proc/PID/status).
+pub fn resident_kib(pid: u32) -> Result<u64, Failure> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .ok_or("/proc/PID/status without VmRSS")?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}
+
+/// Opens `sessions` legacy sessions and prints one JSON line: the server's resident
+/// memory before and after, and what a session adds.
+pub fn run_sessions(args: SessionArgs) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        let key = std::env::var("WARDEN_KEY").map_err(|_| "set WARDEN_KEY")?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.concurrency)
+            .build()?;
+        let before = resident_kib(args.pid)?;
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..args.concurrency {
+            let (http, headers, url, next) =
+                (http.clone(), headers.clone(), args.url.clone(), next.clone());
+            let total = args.sessions;
+            workers.push(tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    let mut client = Client {
+                        http: http.clone(),
+                        url: url.clone(),
+                        headers: headers.clone(),
+                        era: Era::Legacy,
+                    };
+                    client.open().await.map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for worker in workers {
+            worker.await??;
+        }
+        // What the sessions hold, not the requests that made them: let the allocator
+        // and the server's queues settle first.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = resident_kib(args.pid)?;
+        println!(
+            "{}",
+            json!({
+                "sessions": args.sessions,
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "bytes_per_session": (after.saturating_sub(before) * 1024) as f64 / args.sessions as f64,
+            })
+        );
+        Ok(())
+    })
+}

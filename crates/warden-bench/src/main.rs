@@ -51,6 +51,9 @@ enum Bench {
     EchoUpstream(echo::Args),
     /// Opens a session (or not, in 2026-07-28) and drives N tools/call at concurrency C.
     Load(load::Args),
+    /// Opens N legacy sessions and leaves them idle: the server's resident memory
+    /// before and after (the key comes from WARDEN_KEY).
+    Sessions(load::SessionArgs),
     /// The cost of validating a typical ~1 KB tools/call (scan and schema).
     Validate {
         #[arg(long, default_value_t = 100_000)]
@@ -114,6 +117,7 @@ fn main() -> Result<(), Failure> {
         }),
         Bench::EchoUpstream(args) => echo::run(args),
         Bench::Load(args) => load::run(args),
+        Bench::Sessions(args) => load::run_sessions(args),
         Bench::AuthRefusals { keys, rounds } => refusals::run(keys, rounds),
         Bench::Validate { calls } => validate::run(calls),
         Bench::Policy { calls } => policy::run(calls),

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Warden's memory: idle with the embedded notes server (its zero-configuration start),
+# and what 10,000 idle legacy sessions add (`warden-bench sessions`). Resident memory
+# (VmRSS) from /proc. Writes the figures into docs/BENCHMARKS.md.
+#   scripts/bench-memory.sh [sessions]     (default 10000)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+sessions="${1:-10000}"
+cargo build --release --locked -p warden -p warden-bench
+target="${CARGO_TARGET_DIR:-target}/release"
+source scripts/lib/warden.sh
+
+# The defaults, but with room for the sessions from one key and one address: the
+# limits would otherwise (rightly) refuse a client opening 10,000 of them.
+cat >"$WARDEN_WORK/warden.toml" <<TOML
+[limits]
+max_sessions_per_key = $sessions
+
+[sessions]
+max_sessions = $sessions
+
+[rate]
+per_key_rpm = 1000000
+per_ip_rpm = 10000000
+TOML
+start_warden "$target/warden" --config "$WARDEN_WORK/warden.toml"
+# Idle: started, its catalogue loaded, nothing asked yet.
+sleep 3
+idle_kib="$(awk '/^VmRSS:/ { print $2 }' "/proc/$warden_pid/status")"
+result="$("$target/warden-bench" sessions --url "$WARDEN_URL" --sessions "$sessions" --pid "$warden_pid")"
+assert_key_not_logged bench-memory
+
+python3 - "$idle_kib" "$result" "$sessions" <<'PY'
+import json, os, platform, sys
+idle_kib, result, sessions = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+added = (result["rss_after_kib"] - result["rss_before_kib"]) / 1024
+block = "\n".join([
+    "<!-- memory-bench:start -->",
+    f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
+    f"Command: `scripts/bench-memory.sh {sessions}` (release build; resident memory, VmRSS).",
+    "",
+    "| what | resident memory |",
+    "|---|---:|",
+    f"| idle: `warden serve` with the embedded notes server, 3 s after start | {idle_kib / 1024:.1f} MB |",
+    f"| before the sessions (the same process) | {result['rss_before_kib'] / 1024:.1f} MB |",
+    f"| after {result['sessions']:,} idle legacy sessions | {result['rss_after_kib'] / 1024:.1f} MB |",
+    "",
+    f"{result['sessions']:,} idle legacy sessions add **{added:.1f} MB**, "
+    f"**{result['bytes_per_session'] / 1024:.1f} KiB** a session "
+    "(targets, issue 23: idle at most 20 MB; 10,000 idle sessions at most 50 MB).",
+    "<!-- memory-bench:end -->",
+])
+sys.path.insert(0, "scripts/lib")
+from bench_doc import write_block
+write_block("memory-bench", "Memory: idle, and 10,000 idle legacy sessions", block, False)
+PY
