@@ -239,7 +239,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
     runtime.block_on(drive(args))
 }
 
-async fn drive(args: Args) -> Result<(), Failure> {
+/// The headers of every MCP POST, with the key from `WARDEN_KEY` when there is one.
+fn request_headers() -> Result<HeaderMap, Failure> {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
@@ -251,6 +252,11 @@ async fn drive(args: Args) -> Result<(), Failure> {
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
+    Ok(headers)
+}
+
+async fn drive(args: Args) -> Result<(), Failure> {
+    let headers = request_headers()?;
     let mut client = Client {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(args.concurrency)
@@ -278,7 +284,11 @@ async fn drive(args: Args) -> Result<(), Failure> {
         (Some(url), Some((count, bytes))) => {
             let (count_after, bytes_after) = allocations(&client.http, url).await?;
             let per_call = |n: u64| n as f64 / args.requests as f64;
-            Some((per_call(count_after - count), per_call(bytes_after - bytes)))
+            // Saturating: a server restarted meanwhile counts from zero again.
+            Some((
+                per_call(count_after.saturating_sub(count)),
+                per_call(bytes_after.saturating_sub(bytes)),
+            ))
         }
         _ => None,
     };
@@ -404,7 +414,7 @@ pub struct SessionArgs {
 }
 
 /// Resident memory of `pid`, in KiB (`VmRSS` in /proc/PID/status).
-pub fn resident_kib(pid: u32) -> Result<u64, Failure> {
+fn resident_kib(pid: u32) -> Result<u64, Failure> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
@@ -420,16 +430,10 @@ pub fn run_sessions(args: SessionArgs) -> Result<(), Failure> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        let key = std::env::var("WARDEN_KEY").map_err(|_| "set WARDEN_KEY")?;
-        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))?;
-        value.set_sensitive(true);
-        headers.insert(AUTHORIZATION, value);
+        let headers = request_headers()?;
+        if !headers.contains_key(AUTHORIZATION) {
+            return Err("set WARDEN_KEY".into());
+        }
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(args.concurrency)
             .build()?;
