@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Warden's memory: idle with the embedded notes server (its zero-configuration start),
-# and what 10,000 idle legacy sessions add (`warden-bench sessions`). Resident memory
-# (VmRSS) from /proc. Writes the figures into docs/BENCHMARKS.md.
+# what 10,000 idle legacy sessions add (`warden-bench sessions`), and what a 50 MB
+# upstream result (stdio; HTTP as JSON and as SSE) and a 50 MB request body add to the
+# peak. Resident memory (VmRSS, and VmHWM for peaks) from /proc. Writes the figures into
+# docs/BENCHMARKS.md.
 #   scripts/bench-memory.sh [sessions]     (default 10000)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,10 +31,34 @@ sleep 3
 idle_kib="$(awk '/^VmRSS:/ { print $2 }' "/proc/$warden_pid/status")"
 result="$("$target/warden-bench" sessions --url "$WARDEN_URL" --sessions "$sessions" --pid "$warden_pid")"
 assert_key_not_logged bench-memory
+stop_warden
 
-python3 - "$idle_kib" "$result" "$sessions" <<'PY'
+# 50 MB messages: the test fixtures with their `flood` tool, behind one Warden.
+fixtures="crates/warden/tests/fixtures"
+python3 "$fixtures/http_server.py" --flood >"$WARDEN_WORK/http-fixture.log" 2>&1 &
+kill_on_exit $!
+http_url="$(wait_for_output "$WARDEN_WORK/http-fixture.log" 'http://[^ ]*' $! http-fixture 10)"
+cat >"$WARDEN_WORK/flood.toml" <<TOML
+[[upstream]]
+name = "stdio"
+command = ["$(python3 -c 'import sys; print(sys.executable)')", "$fixtures/stdio_server.py"]
+env = { FIXTURE_FLOOD = "1" }
+
+[[upstream]]
+name = "http"
+url = "$http_url"
+
+[egress]
+allow = ["127.0.0.1"]
+TOML
+start_warden "$target/warden" --config "$WARDEN_WORK/flood.toml"
+floods="$(python3 scripts/lib/flood.py "$WARDEN_URL" "$WARDEN_KEY" "$warden_pid")"
+assert_key_not_logged bench-memory
+
+python3 - "$idle_kib" "$result" "$sessions" "$floods" <<'PY'
 import json, os, platform, sys
 idle_kib, result, sessions = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+floods = json.loads(sys.argv[4])
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 added = (result["rss_after_kib"] - result["rss_before_kib"]) / 1024
 block = "\n".join([
@@ -49,9 +75,18 @@ block = "\n".join([
     f"{result['sessions']:,} idle legacy sessions add **{added:.1f} MB**, "
     f"**{result['bytes_per_session'] / 1024:.1f} KiB** a session "
     "(targets, issue 23: idle at most 20 MB; 10,000 idle sessions at most 50 MB).",
+    "",
+    "50 MB messages, one at a time, after a 1 MB one of the same kind (a Warden fronting",
+    "the test fixtures: `crates/warden/tests/fixtures`, `flood` tool). The rise is of the",
+    "peak resident memory (VmHWM); the client is shown the first `max_result_bytes`",
+    "(256 KiB) and a marker. Target (issue 23): at most 16 MB above the cut.",
+    "",
+    "| 50 MB of | outcome | peak rise |",
+    "|---|---|---:|",
+    *[f"| {f['what']} | {f['outcome']} | {f['rise_kib'] / 1024:.1f} MB |" for f in floods],
     "<!-- memory-bench:end -->",
 ])
 sys.path.insert(0, "scripts/lib")
 from bench_doc import write_block
-write_block("memory-bench", "Memory: idle, and 10,000 idle legacy sessions", block, False)
+write_block("memory-bench", "Memory: idle, 10,000 idle legacy sessions, 50 MB messages", block, False)
 PY

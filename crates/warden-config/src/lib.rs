@@ -37,6 +37,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_DATA_DIR: &str = "warden-data";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Prose shown of one result, after cleaning.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 256 * 1024;
 /// No configuration may raise the body cap past this.
 pub const MAX_BODY_BYTES_CEILING: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
@@ -913,7 +915,7 @@ fn validate(
         harden: raw.results.harden.unwrap_or(true),
         max_result_bytes: bounded(
             raw.results.max_result_bytes,
-            256 * 1024,
+            DEFAULT_MAX_RESULT_BYTES,
             1024..=64 * 1024 * 1024,
         )
         .map_err(|m| invalid("results.max_result_bytes", m))?,
@@ -974,6 +976,7 @@ fn validate(
         raw.upstream,
         separator,
         raw.server.require_pinned_upstreams.unwrap_or(false),
+        results.max_result_bytes,
         lookup_env,
     )
     .map_err(|(field, message)| ConfigError::InvalidNamed {

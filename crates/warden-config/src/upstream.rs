@@ -25,6 +25,10 @@ pub struct Upstream {
     pub source: Source,
     pub call_timeout: Duration,
     pub max_message_bytes: usize,
+    /// Prose (result text, descriptions) kept of one message as it streams in, before
+    /// hardening cleans it and cuts it at `results.max_result_bytes`:
+    /// [`STREAM_PROSE_FACTOR`] times that, so that a 50 MB text costs no more.
+    pub stream_prose_bytes: usize,
     /// Calls in flight to this upstream at once; more wait (up to the queue timeout).
     pub max_concurrent: usize,
     /// The operator vouches for this upstream's tool annotations (`readOnlyHint`,
@@ -248,6 +252,7 @@ impl Upstream {
             source: Source::Builtin(Builtin::Notes),
             call_timeout: Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            stream_prose_bytes: stream_prose_bytes(crate::DEFAULT_MAX_RESULT_BYTES),
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             trust_annotations: true,
             refresh: None,
@@ -257,15 +262,28 @@ impl Upstream {
     }
 }
 
+/// How many times `results.max_result_bytes` of prose a message keeps as it streams in.
+/// Hardening cleans before it cuts; the margin keeps what it shows unchanged unless a
+/// text hides more markup than that before its visible cut.
+pub const STREAM_PROSE_FACTOR: usize = 4;
+
+fn stream_prose_bytes(max_result_bytes: usize) -> usize {
+    max_result_bytes.saturating_mul(STREAM_PROSE_FACTOR)
+}
+
 /// Validates every `[[upstream]]`; the error is `(field, message)`.
 pub(crate) fn validate(
     raw: Vec<raw::Upstream>,
     separator: &str,
     require_pinned: bool,
+    max_result_bytes: usize,
     lookup_env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<Upstream>, (String, String)> {
     if raw.is_empty() {
-        return Ok(vec![Upstream::default_notes()]);
+        return Ok(vec![Upstream {
+            stream_prose_bytes: stream_prose_bytes(max_result_bytes),
+            ..Upstream::default_notes()
+        }]);
     }
     let several = raw.len() > 1;
     let mut upstreams: Vec<Upstream> = Vec::with_capacity(raw.len());
@@ -275,6 +293,7 @@ pub(crate) fn validate(
             raw,
             several.then_some(separator),
             require_pinned,
+            max_result_bytes,
             &lookup_env,
             &field,
         )?;
@@ -294,11 +313,12 @@ pub(crate) fn validate(
 
 /// One `[[upstream]]`; `separator` is what follows its name in its default prefix when
 /// there are several upstreams (none when it is alone); `require_pinned` is
-/// `[server] require_pinned_upstreams`.
+/// `[server] require_pinned_upstreams`; `max_result_bytes` is `[results] max_result_bytes`.
 fn one(
     mut raw: raw::Upstream,
     separator: Option<&str>,
     require_pinned: bool,
+    max_result_bytes: usize,
     lookup_env: &impl Fn(&str) -> Option<String>,
     field: &impl Fn(&str) -> String,
 ) -> Result<Upstream, (String, String)> {
@@ -490,6 +510,7 @@ fn one(
         source,
         call_timeout: Duration::from_millis(call_timeout_ms),
         max_message_bytes,
+        stream_prose_bytes: stream_prose_bytes(max_result_bytes),
         max_concurrent,
         trust_annotations,
         untrusted: raw.untrusted.unwrap_or(false),
@@ -523,9 +544,13 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Upstream>, (String, String)> {
         let raw: crate::raw::Config = toml::from_str(text).unwrap();
-        validate(raw.upstream, DEFAULT_PREFIX_SEPARATOR, false, |name| {
-            (name == "SET").then(|| "from-env".to_owned())
-        })
+        validate(
+            raw.upstream,
+            DEFAULT_PREFIX_SEPARATOR,
+            false,
+            crate::DEFAULT_MAX_RESULT_BYTES,
+            |name| (name == "SET").then(|| "from-env".to_owned()),
+        )
     }
 
     #[test]

@@ -90,7 +90,10 @@ pub(crate) fn unavailable(error: &UpstreamError) -> RpcError {
         UpstreamError::Timeout => UPSTREAM_TIMEOUT,
         UpstreamError::Exited => "The upstream server stopped during the call; try again",
         // It answered, but not with something Warden can pass on: the call may have run.
-        UpstreamError::Oversized | UpstreamError::Status(_) | UpstreamError::Protocol => {
+        UpstreamError::Oversized => {
+            "The upstream server's answer was too large to pass on, even with its text cut"
+        }
+        UpstreamError::Status(_) | UpstreamError::Protocol => {
             "The upstream server's answer could not be used; try again"
         }
         UpstreamError::Unavailable

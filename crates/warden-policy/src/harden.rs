@@ -22,6 +22,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use serde_json::Value;
+// Keys whose string values are prose a model reads: cut to the budget and, from an
+// untrusted upstream, wrapped. The same keys are cut as messages stream in.
+use warden_proto::cut::{PROSE_KEYS as PROSE, cut_marker, split_cut_marker};
 
 /// How messages are hardened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +33,6 @@ pub struct Hardening {
     /// `Some(origin)` for an untrusted upstream: its prose is wrapped, naming `origin`.
     pub untrusted_origin: Option<String>,
 }
-
-/// Keys whose string values are prose a model reads: cut to the budget and, from an
-/// untrusted upstream, wrapped.
-const PROSE: [&str; 5] = ["text", "description", "message", "title", "instructions"];
 
 static HIDDEN_MARKUP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
@@ -154,20 +153,27 @@ fn walk(value: &mut Value, prose: bool, budget: &mut usize, hardening: &Hardenin
 }
 
 fn harden_prose(text: &mut String, budget: &mut usize, hardening: &Hardening) {
+    // A text cut as it streamed in (`warden_proto::cut`) says how much was left out.
+    let streamed_out = split_cut_marker(text).map(|(shown, omitted)| (shown.len(), omitted));
+    if let Some((shown, _)) = streamed_out {
+        text.truncate(shown);
+    }
+    let streamed_out = streamed_out.map(|(_, omitted)| omitted);
     clean_in_place(text);
     if text.len() > *budget {
         let mut cut = *budget;
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        let omitted = text.len() - cut;
+        let omitted = text.len() - cut + streamed_out.unwrap_or(0);
         text.truncate(cut);
-        text.push_str(&format!(
-            "\n[truncated by Warden: {omitted} more bytes not shown]"
-        ));
+        text.push_str(&cut_marker(omitted));
         *budget = 0;
     } else {
         *budget -= text.len();
+        if let Some(omitted) = streamed_out {
+            text.push_str(&cut_marker(omitted));
+        }
     }
     if let Some(origin) = &hardening.untrusted_origin {
         // The data must not be able to close its own wrapper.
@@ -209,6 +215,23 @@ mod tests {
             max_result_bytes: max,
             untrusted_origin: None,
         }
+    }
+
+    #[test]
+    fn a_text_cut_as_it_streamed_keeps_its_count_when_cut_again() {
+        let streamed = format!("{}{}", "a".repeat(100), cut_marker(900));
+        let mut message = json!({"content": [{"type": "text", "text": streamed}]});
+        harden_message(&mut message, &plain(1000));
+        assert_eq!(
+            message["content"][0]["text"], streamed,
+            "within the budget: as it came"
+        );
+        let mut message = json!({"content": [{"type": "text", "text": streamed}]});
+        harden_message(&mut message, &plain(10));
+        assert_eq!(
+            message["content"][0]["text"],
+            format!("{}{}", "a".repeat(10), cut_marker(990))
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod canonical;
 pub mod codes;
+pub mod cut;
 pub mod envelope;
 pub mod era;
 pub mod headers;

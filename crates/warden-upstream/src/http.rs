@@ -19,8 +19,9 @@ use warden_proto::era::PROTOCOL_VERSION_META;
 use crate::UpstreamError;
 use crate::handshake::{EraCache, ServerFacts, handshake};
 use crate::link::{Link, Outbound};
-use crate::outbound::{self, read_capped};
+use crate::outbound::{self, read_message};
 use warden_egress::EgressPolicy;
+use warden_proto::cut::MessageLimits;
 use warden_proto::sse::SseParser;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -46,7 +47,7 @@ struct Endpoint {
     /// credentials).
     shown_url: String,
     headers: HeaderMap,
-    max_message_bytes: usize,
+    limits: MessageLimits,
     session: Mutex<LegacySession>,
 }
 
@@ -65,7 +66,7 @@ impl HttpUpstream {
     pub fn new(
         name: Arc<str>,
         config: &Http,
-        max_message_bytes: usize,
+        limits: MessageLimits,
         unsolicited: broadcast::Sender<Value>,
         egress: &Arc<EgressPolicy>,
         stop: watch::Receiver<bool>,
@@ -98,7 +99,7 @@ impl HttpUpstream {
             shown_url: outbound::shown_url(&url),
             url,
             headers,
-            max_message_bytes,
+            limits,
             session: Mutex::new(LegacySession::default()),
         });
         tokio::spawn(until_stopped(
@@ -311,7 +312,7 @@ async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(
     if is_stream && status.is_success() {
         return read_stream(endpoint, link, response, outbound.call, is_initialize).await;
     }
-    let body = read_capped(response, endpoint.max_message_bytes).await?;
+    let body = read_message(response, endpoint.limits).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return match (status.is_success(), outbound.call) {
             (true, None) => Ok(()),
@@ -348,7 +349,7 @@ async fn read_stream(
     call: Option<u64>,
     is_initialize: bool,
 ) -> Result<(), UpstreamError> {
-    let mut parser = SseParser::new(endpoint.max_message_bytes);
+    let mut parser = SseParser::cutting(endpoint.limits);
     let mut chunks = response.bytes_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|_| UpstreamError::Connect)?;

@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 use warden_config::{Builtin, HttpTransport, Source};
 use warden_notes::NotesServer;
+use warden_proto::cut::MessageLimits;
 use warden_store::Notes;
 
 pub use handshake::{ServerFacts, UpstreamEra};
@@ -165,6 +166,10 @@ impl Upstream {
         let name: Arc<str> = config.name.as_str().into();
         let unsolicited = link::Link::unsolicited_channel();
         let restarts = Arc::new(AtomicU64::new(0));
+        let limits = MessageLimits {
+            max_bytes: config.max_message_bytes,
+            prose_bytes: config.stream_prose_bytes,
+        };
         let backend = match &config.source {
             Source::Builtin(Builtin::Notes) => Backend::Notes(
                 NotesServer::new(notes.clone()),
@@ -174,7 +179,7 @@ impl Upstream {
                 Backend::Stdio(Box::new(stdio::Children::start(stdio::Launcher {
                     name: name.clone(),
                     config: stdio.clone(),
-                    max_message_bytes: config.max_message_bytes,
+                    limits,
                     eras: handshake::EraCache::default(),
                     unsolicited: unsolicited.clone(),
                     shutdown,
@@ -187,7 +192,7 @@ impl Upstream {
                 Backend::Sse(sse_upstream::SseUpstream::start(
                     name.clone(),
                     http,
-                    config.max_message_bytes,
+                    limits,
                     unsolicited.clone(),
                     egress,
                     shutdown,
@@ -197,7 +202,7 @@ impl Upstream {
             Source::Http(http) => Backend::Http(http::HttpUpstream::new(
                 name.clone(),
                 http,
-                config.max_message_bytes,
+                limits,
                 unsolicited.clone(),
                 egress,
                 shutdown,

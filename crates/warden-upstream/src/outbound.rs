@@ -12,6 +12,7 @@ use sha2::Digest as _;
 
 use crate::UpstreamError;
 use warden_egress::{CONNECT_TIMEOUT, EgressPolicy};
+use warden_proto::cut::{CutError, MessageCutter, MessageLimits};
 
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -166,6 +167,26 @@ pub async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Reads one upstream message, cut as it streams in (`warden_proto::cut`): an answer
+/// over the size limit is given up as soon as that is known.
+pub async fn read_message(
+    response: reqwest::Response,
+    limits: MessageLimits,
+) -> Result<Vec<u8>, UpstreamError> {
+    let mut cutter = MessageCutter::new(limits);
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        cutter.push(&chunk.map_err(|_| UpstreamError::Connect)?);
+        if cutter.is_over() {
+            return Err(UpstreamError::Oversized);
+        }
+    }
+    cutter.finish().map_err(|error| match error {
+        CutError::Oversized { .. } => UpstreamError::Oversized,
+        CutError::TooDeep => UpstreamError::Protocol,
+    })
 }
 
 /// A URL as a log line may show it: scheme, host, port and path, without the user,

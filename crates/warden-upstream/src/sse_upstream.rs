@@ -24,6 +24,7 @@ use crate::link::{Link, Outbound};
 use crate::outbound;
 use crate::stdio::Ready;
 use warden_egress::EgressPolicy;
+use warden_proto::cut::MessageLimits;
 use warden_proto::sse::SseParser;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -45,7 +46,7 @@ struct Connector {
     url: reqwest::Url,
     shown_url: String,
     headers: HeaderMap,
-    max_message_bytes: usize,
+    limits: MessageLimits,
     unsolicited: broadcast::Sender<Value>,
     eras: EraCache,
     restarts: Arc<AtomicU64>,
@@ -55,7 +56,7 @@ impl SseUpstream {
     pub fn start(
         name: Arc<str>,
         config: &Http,
-        max_message_bytes: usize,
+        limits: MessageLimits,
         unsolicited: broadcast::Sender<Value>,
         egress: &Arc<EgressPolicy>,
         shutdown: watch::Receiver<bool>,
@@ -87,7 +88,7 @@ impl SseUpstream {
             shown_url: outbound::shown_url(&url),
             url,
             headers,
-            max_message_bytes,
+            limits,
             unsolicited,
             eras: EraCache::default(),
             restarts,
@@ -195,7 +196,7 @@ impl Connector {
         if !response.status().is_success() {
             return Err(UpstreamError::Status(response.status().as_u16()));
         }
-        let mut parser = SseParser::new(self.max_message_bytes);
+        let mut parser = SseParser::cutting(self.limits);
         let mut chunks = response.bytes_stream();
         // The first event names the message endpoint.
         let endpoint = tokio::time::timeout(ENDPOINT_WAIT, async {

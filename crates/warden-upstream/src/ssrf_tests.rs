@@ -338,7 +338,7 @@ async fn a_remote_upstream_at_a_blocked_target_is_never_connected() {
                 transport: warden_config::HttpTransport::Streamable,
                 pins: Vec::new(),
             },
-            1 << 20,
+            warden_proto::cut::MessageLimits::whole(1 << 20),
             Link::unsolicited_channel(),
             &policy,
             stop.clone(),

@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{broadcast, mpsc, watch};
 use warden_config::{SandboxMode, Stdio};
+use warden_proto::cut::{CutError, MessageCutter, MessageLimits};
 
 use crate::UpstreamError;
 use crate::handshake::{EraCache, ServerFacts, handshake};
@@ -185,7 +186,7 @@ async fn check_pin(
 pub(crate) struct Launcher {
     pub name: Arc<str>,
     pub config: Stdio,
-    pub max_message_bytes: usize,
+    pub limits: MessageLimits,
     pub eras: EraCache,
     pub unsolicited: broadcast::Sender<Value>,
     pub shutdown: watch::Receiver<bool>,
@@ -383,7 +384,7 @@ impl Launcher {
         let reader = tokio::spawn(read_lines(
             BufReader::new(stdout),
             link.clone(),
-            self.max_message_bytes,
+            self.limits,
             self.name.clone(),
         ));
         tokio::spawn(log_stderr(BufReader::new(stderr), self.name.clone()));
@@ -553,36 +554,70 @@ async fn read_line_capped(
     }
 }
 
-/// Feeds the child's stdout to the link. An oversized or non-JSON line breaks the
-/// protocol: the calls it might have answered cannot be known, so the child is restarted.
+/// Reads one line as a message, cut as it streams in (`warden_proto::cut`): a 50 MB
+/// line is never held whole. `None` at the end of the stream.
+async fn read_message_line(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    limits: MessageLimits,
+) -> std::io::Result<Option<Result<Vec<u8>, CutError>>> {
+    let mut cutter = MessageCutter::new(limits);
+    let mut started = false;
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok(started.then(|| cutter.finish()));
+        }
+        started = true;
+        let (chunk, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buffer[..at], Some(at + 1)),
+            None => (buffer, None),
+        };
+        cutter.push(chunk);
+        let used = done.unwrap_or(buffer.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Ok(Some(cutter.finish()));
+        }
+    }
+}
+
+/// Feeds the child's stdout to the link. A message over the size limit even once cut
+/// fails the call it answers (or is dropped, if it answers none): the line was read to
+/// its end, so the stream is still in step. A non-JSON line breaks the protocol: the
+/// calls it might have answered cannot be known, so the child is restarted.
 async fn read_lines(
     mut stdout: impl AsyncBufRead + Unpin,
     link: Arc<Link>,
-    max: usize,
+    limits: MessageLimits,
     name: Arc<str>,
 ) {
-    let mut line = Vec::new();
     loop {
-        match read_line_capped(&mut stdout, &mut line, max).await {
-            Ok(Some(true)) => {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+        let line = match read_message_line(&mut stdout, limits).await {
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(CutError::Oversized { id }))) => {
+                tracing::error!(upstream = %name, max = limits.max_bytes, "upstream wrote a message over the size limit");
+                if let Some(id) = id {
+                    link.fail(id, UpstreamError::Oversized);
                 }
-                match serde_json::from_slice::<Value>(&line) {
-                    Ok(message) => link.receive(message, None),
-                    Err(_) => {
-                        tracing::error!(upstream = %name, "upstream wrote a line that is not JSON");
-                        link.close(UpstreamError::Protocol);
-                        return;
-                    }
-                }
+                continue;
             }
-            Ok(Some(false)) => {
-                tracing::error!(upstream = %name, max, "upstream wrote a message over the size limit");
-                link.close(UpstreamError::Oversized);
+            Ok(Some(Err(CutError::TooDeep))) => {
+                tracing::error!(upstream = %name, "upstream wrote a message nested too deep");
+                link.close(UpstreamError::Protocol);
                 return;
             }
             Ok(None) | Err(_) => return,
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(&line) {
+            Ok(message) => link.receive(message, None),
+            Err(_) => {
+                tracing::error!(upstream = %name, "upstream wrote a line that is not JSON");
+                link.close(UpstreamError::Protocol);
+                return;
+            }
         }
     }
 }
