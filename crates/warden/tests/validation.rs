@@ -548,7 +548,8 @@ fn name_header(name: &str) -> String {
     }
 }
 
-fn check(case: &Case, era: &str, reply: &Reply, expected_status: u16) {
+/// Checks one answer; returns it as a line of the corpus's snapshot.
+fn check(case: &Case, era: &str, reply: &Reply, expected_status: u16) -> String {
     let label = &case.label;
     assert_eq!(
         reply.status, expected_status,
@@ -565,6 +566,32 @@ fn check(case: &Case, era: &str, reply: &Reply, expected_status: u16) {
         reply.text.len() < 2048,
         "{era} {label}: an error echoes what was sent ({} bytes)",
         reply.text.len()
+    );
+    json!([label, era, reply.status, reply.text]).to_string()
+}
+
+/// Every answer of the corpus, byte for byte (status and body), is the one committed in
+/// `tests/snapshots/validation_corpus.jsonl`: work on the hot path must not change what
+/// a refused call is told. `WARDEN_BLESS=1` writes the file anew (review its diff).
+fn assert_answers_unchanged(answers: &[String]) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/snapshots/validation_corpus.jsonl"
+    );
+    let got = answers.join("\n") + "\n";
+    if std::env::var_os("WARDEN_BLESS").is_some() {
+        std::fs::write(path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (WARDEN_BLESS=1 writes it)"));
+    for (line, (want, got)) in want.lines().zip(got.lines()).enumerate() {
+        assert_eq!(got, want, "answer {} of the corpus changed", line + 1);
+    }
+    assert_eq!(
+        got.lines().count(),
+        want.lines().count(),
+        "the corpus has a different number of answers"
     );
 }
 
@@ -596,6 +623,7 @@ async fn the_corpus_is_refused_and_never_reaches_an_upstream() {
 
     let cases = corpus();
     let mut sent = 0;
+    let mut answers = Vec::new();
     for case in &cases {
         match &case.send {
             Send::Call { tool, arguments } => {
@@ -608,12 +636,12 @@ async fn the_corpus_is_refused_and_never_reaches_an_upstream() {
                         &modern("tools/call", params.clone()),
                     )
                     .await;
-                check(case, "modern", &reply, case.status);
+                answers.push(check(case, "modern", &reply, case.status));
                 let body =
                     json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params});
                 let reply = http.legacy(&session, &body).await;
                 let legacy_status = if case.before_parse { case.status } else { 200 };
-                check(case, "legacy", &reply, legacy_status);
+                answers.push(check(case, "legacy", &reply, legacy_status));
                 sent += 2;
             }
             Send::Raw { body, method, name } => {
@@ -622,13 +650,14 @@ async fn the_corpus_is_refused_and_never_reaches_an_upstream() {
                     headers.push(("mcp-name", name.as_str()));
                 }
                 let reply = http.post(&headers, body.clone()).await;
-                check(case, "modern", &reply, case.status);
+                answers.push(check(case, "modern", &reply, case.status));
                 sent += 1;
             }
         }
     }
     assert!(sent >= 150, "only {sent} hostile calls");
     println!("{} cases, {sent} hostile requests", cases.len());
+    assert_answers_unchanged(&answers);
 
     // The stdio server saw no tools/call at all; the notes store holds nothing.
     let after = std::fs::read_to_string(&record).unwrap_or_default();
