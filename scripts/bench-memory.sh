@@ -34,7 +34,7 @@ assert_key_not_logged bench-memory
 stop_warden
 
 # 50 MB messages: the test fixtures with their `flood` tool, behind one Warden.
-fixtures="crates/warden/tests/fixtures"
+fixtures="$PWD/crates/warden/tests/fixtures"
 python3 "$fixtures/http_server.py" --flood >"$WARDEN_WORK/http-fixture.log" 2>&1 &
 kill_on_exit $!
 http_url="$(wait_for_output "$WARDEN_WORK/http-fixture.log" 'http://[^ ]*' $! http-fixture 10)"

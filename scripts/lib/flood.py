@@ -37,8 +37,12 @@ def post(body, tool="flood"):
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
-    except ConnectionError:
+    except urllib.error.URLError as error:
         # Warden answered and closed before the whole body was sent.
+        if isinstance(error.reason, ConnectionError):
+            return None, b""
+        raise
+    except ConnectionError:
         return None, b""
 
 
@@ -47,14 +51,14 @@ def call(tool, arguments):
             "params": {"name": tool, "arguments": arguments, "_meta": META}}
     status, answer = post(json.dumps(body).encode(), tool)
     answer = json.loads(answer)
-    if status != 200:
+    if "error" in answer and status == 503:
+        return f"refused (HTTP 503, {answer['error']['code']}): {answer['error']['message']}"
+    if status != 200 or "error" in answer:
         sys.exit(f"{tool} {arguments}: HTTP {status}: {answer}")
-    if "error" in answer:
-        return f"refused: {answer['error']['message']}"
     text = answer["result"]["content"][0]["text"]
     marker = text.find("\n[truncated by Warden:")
     if marker < 0:
-        sys.exit(f"{tool} {arguments}: {len(text)} bytes, not cut")
+        return f"passed whole ({len(json.dumps(answer['result'])):,} bytes)"
     return f"cut: {marker // 1024} KiB shown, then `{text[marker + 1:]}`"
 
 
