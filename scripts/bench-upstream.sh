@@ -9,10 +9,11 @@
 # With STORE_POSTGRES_URL=postgres://SUPERUSER@HOST/DB, a Warden with the same
 # configuration on a PostgreSQL store (a database and runtime role made for the run,
 # dropped after it) runs beside the SQLite one, and the summary compares the two.
-# Every Warden's CPU time per call comes from /proc over the measured calls. Two more
-# Wardens show what a part costs: one with the request log off (WARDEN_LOG=warn,warden=info), and
-# one built with the `count-allocations` feature, whose /metrics gives the allocations
-# per call (its other figures carry the counter's own cost and are not tabled).
+# Every Warden's CPU time per call comes from /proc over the measured calls. More
+# Wardens show what a part costs: one each with the audit trail, the request log
+# (WARDEN_LOG=warn,warden=info) and result hardening off, and one built with the
+# `count-allocations` feature, whose /metrics gives the allocations per call (its other
+# figures carry the counter's own cost and are not tabled).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 requests="${1:-20000}"
@@ -49,10 +50,12 @@ start_echo_upstream "$target/warden-bench"
 write_bench_config "$WARDEN_WORK/warden.toml"
 start_warden "$target/warden" --config "$WARDEN_WORK/warden.toml"
 
-# The same Warden with the audit trail off, with the request log off, and counting its
-# allocations.
+# The same Warden with the audit trail off, with the request log off, with hardening
+# off, and counting its allocations.
 sed 's/^\[rate\]$/[audit]\nenabled = false\n\n[rate]/' "$WARDEN_WORK/warden.toml" >"$WARDEN_WORK/warden-unaudited.toml"
 start_variant unaudited "$target/warden" "$WARDEN_WORK/warden-unaudited.toml"
+printf '\n[results]\nharden = false\n' | cat "$WARDEN_WORK/warden.toml" - >"$WARDEN_WORK/warden-unhardened.toml"
+start_variant unhardened "$target/warden" "$WARDEN_WORK/warden-unhardened.toml"
 # The request line is the gateway crate's; the binary's own lines (the addresses) stay.
 start_variant unlogged "$target/warden" "$WARDEN_WORK/warden.toml" WARDEN_LOG=warn,warden=info
 start_variant counting "$target/warden-counting" "$WARDEN_WORK/warden.toml"
@@ -82,7 +85,7 @@ measure() {
     fi
     echo "{\"path\": \"$name\", \"round\": $3, \"load\": $(WARDEN_KEY="${!key}" load --url "${!url}" --era "$2" --pid "${!pid}" "${extra[@]}")}" >>"$results"
 }
-paths=(warden unaudited unlogged counting)
+paths=(warden unaudited unlogged unhardened counting)
 [ -n "${BASELINE_WARDEN:-}" ] && paths+=(baseline)
 [ -n "${STORE_POSTGRES_URL:-}" ] && paths+=(postgres)
 warden_url="$WARDEN_URL" warden_key="$WARDEN_KEY"
@@ -128,11 +131,14 @@ for era in ("legacy", "modern"):
     lines.append(row(era, "through Warden, audit off", u))
     n = best("unlogged", era)
     lines.append(row(era, "through Warden, request log off", n))
+    h = best("unhardened", era)
+    lines.append(row(era, "through Warden, hardening off", h))
     c = best("counting", era)
     line = (f"- {era}: throughput through Warden is **{w['rps'] / d['rps']:.2f}×** direct; "
             f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**; "
             f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off; "
-            f"the request log costs **{w['cpu_us_per_call'] - n['cpu_us_per_call']:.0f} µs** of Warden's CPU per call; "
+            f"Warden's CPU per call that each part costs (on minus off): the audit trail **{w['cpu_us_per_call'] - u['cpu_us_per_call']:.0f} µs**, "
+            f"the request log **{w['cpu_us_per_call'] - n['cpu_us_per_call']:.0f} µs**, hardening **{w['cpu_us_per_call'] - h['cpu_us_per_call']:.0f} µs**; "
             f"Warden allocates **{c['allocations_per_call']:.0f}** times (**{c['allocated_bytes_per_call'] / 1024:.1f} KiB**) per call")
     if any(r["path"] == "baseline" for r in rows):
         b = best("baseline", era)

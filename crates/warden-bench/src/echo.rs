@@ -1,6 +1,7 @@
 //! The echo upstream: the smallest honest MCP server over Streamable HTTP, so a benchmark
-//! measures the path to it rather than the server. One tool, `echo`; both eras; no
-//! sessions (a legacy server may do without); JSON answers only.
+//! measures the path to it rather than the server. One tool, `echo` (and, with
+//! `--tools N`, N - 1 more that only fill the catalogue); both eras; no sessions (a
+//! legacy server may do without); JSON answers only.
 
 use std::net::SocketAddr;
 
@@ -15,6 +16,40 @@ pub struct Args {
     /// Address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Tools in the catalogue, `echo` included.
+    #[arg(long, default_value_t = 1)]
+    tools: usize,
+}
+
+/// Longest `text` the echo tool takes: room for the argument-size curve's 1 MB.
+const MAX_TEXT: usize = 4 * 1024 * 1024;
+
+/// The catalogue: `echo`, then tools that are listed and never called.
+fn catalogue(tools: usize) -> Value {
+    let echo = json!({
+        "name": "echo",
+        "description": "Returns its text.",
+        "inputSchema": {
+            "type": "object",
+            "properties": { "text": { "type": "string", "maxLength": MAX_TEXT } },
+            "required": ["text"],
+            "additionalProperties": false,
+        },
+        "annotations": { "readOnlyHint": true },
+    });
+    let fillers = (1..tools.max(1)).map(|i| {
+        json!({
+            "name": format!("tool_{i:05}"),
+            "description": "Fills the catalogue.",
+            "inputSchema": {
+                "type": "object",
+                "properties": { "n": { "type": "integer" } },
+                "additionalProperties": false,
+            },
+            "annotations": { "readOnlyHint": true },
+        })
+    });
+    Value::Array(std::iter::once(echo).chain(fillers).collect())
 }
 
 const MODERN: &str = "2026-07-28";
@@ -27,7 +62,11 @@ pub fn run(args: Args) -> Result<(), crate::Failure> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         println!("listening on http://{}/mcp", listener.local_addr()?);
-        let app = Router::new().route("/mcp", post(handle).get(no_stream));
+        let tools = std::sync::Arc::new(catalogue(args.tools));
+        let app = Router::new().route(
+            "/mcp",
+            post(move |body| handle(tools.clone(), body)).get(no_stream),
+        );
         axum::serve(listener, app).await?;
         Ok(())
     })
@@ -37,7 +76,7 @@ async fn no_stream() -> StatusCode {
     StatusCode::METHOD_NOT_ALLOWED
 }
 
-async fn handle(body: axum::body::Bytes) -> Response {
+async fn handle(tools: std::sync::Arc<Value>, body: axum::body::Bytes) -> Response {
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
@@ -61,17 +100,7 @@ async fn handle(body: axum::body::Bytes) -> Response {
             "cacheScope": "public",
         }),
         "ping" => json!({}),
-        "tools/list" => json!({ "tools": [{
-            "name": "echo",
-            "description": "Returns its text.",
-            "inputSchema": {
-                "type": "object",
-                "properties": { "text": { "type": "string", "maxLength": 65536 } },
-                "required": ["text"],
-                "additionalProperties": false,
-            },
-            "annotations": { "readOnlyHint": true },
-        }]}),
+        "tools/list" => json!({ "tools": *tools }),
         "tools/call" if message["params"]["name"] == "echo" => {
             let text = message["params"]["arguments"]["text"].clone();
             json!({ "content": [{ "type": "text", "text": text }], "isError": false })

@@ -33,6 +33,9 @@ pub struct Args {
     warmup: usize,
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Legacy sessions opened; the calls go to each in turn (2026-07-28 has none).
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
     /// The tool to call, with `{"text": ...}` arguments.
     #[arg(long, default_value = "echo")]
     tool: String,
@@ -257,25 +260,35 @@ fn request_headers() -> Result<HeaderMap, Failure> {
 
 async fn drive(args: Args) -> Result<(), Failure> {
     let headers = request_headers()?;
-    let mut client = Client {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(args.concurrency)
-            .build()?,
-        url: args.url.clone(),
-        headers,
-        era: args.era,
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let sessions = if args.era == Era::Modern {
+        1
+    } else {
+        args.sessions.max(1)
     };
-    client.open().await?;
-    let client = Arc::new(client);
+    let mut clients = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        let mut client = Client {
+            http: http.clone(),
+            url: args.url.clone(),
+            headers: headers.clone(),
+            era: args.era,
+        };
+        client.open().await?;
+        clients.push(Arc::new(client));
+    }
+    let client = &clients[0];
     let text = "x".repeat(args.text_bytes);
-    run_phase(&client, &args, &text, args.warmup).await;
+    run_phase(&clients, &args, &text, args.warmup).await;
     let allocations_before = match &args.metrics {
         Some(url) => Some(allocations(&client.http, url).await?),
         None => None,
     };
     let cpu_before = cpu_ticks_of(&args.pid)?;
     let started = Instant::now();
-    let (mut latencies, errors) = run_phase(&client, &args, &text, args.requests).await;
+    let (mut latencies, errors) = run_phase(&clients, &args, &text, args.requests).await;
     let elapsed = started.elapsed();
     let cpu_after = cpu_ticks_of(&args.pid)?;
     // Allocations and bytes per call (the scrape's own are a rounding error over
@@ -317,6 +330,7 @@ async fn drive(args: Args) -> Result<(), Failure> {
             json!({
                 "era": format!("{:?}", args.era).to_lowercase(),
                 "requests": args.requests, "concurrency": args.concurrency, "errors": errors,
+                "sessions": sessions, "text_bytes": args.text_bytes,
                 "seconds": elapsed.as_secs_f64(), "rps": rps,
                 "p50_us": p50.as_secs_f64() * 1e6, "p90_us": p90.as_secs_f64() * 1e6,
                 "p99_us": p99.as_secs_f64() * 1e6,
@@ -348,10 +362,10 @@ async fn drive(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs `total` calls over `concurrency` workers; returns the latencies of the ones that
-/// succeeded and the number that failed.
+/// Runs `total` calls over `concurrency` workers, each call on the next client (session)
+/// in turn; returns the latencies of the ones that succeeded and the number that failed.
 async fn run_phase(
-    client: &Arc<Client>,
+    clients: &[Arc<Client>],
     args: &Args,
     text: &str,
     total: usize,
@@ -359,8 +373,8 @@ async fn run_phase(
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, next, tool, text) = (
-            client.clone(),
+        let (clients, next, tool, text) = (
+            clients.to_vec(),
             next.clone(),
             args.tool.clone(),
             text.to_owned(),
@@ -374,6 +388,7 @@ async fn run_phase(
                     return (latencies, errors);
                 }
                 let started = Instant::now();
+                let client = &clients[id % clients.len()];
                 match client.call(id + 1, &tool, &text).await {
                     Ok(()) => latencies.push(started.elapsed()),
                     Err(error) => {

@@ -13,6 +13,7 @@ mod load;
 mod policy;
 mod proxy;
 mod refusals;
+mod scaling;
 mod search;
 mod validate;
 
@@ -54,6 +55,10 @@ enum Bench {
     /// Opens N legacy sessions and leaves them idle: the server's resident memory
     /// before and after (the key comes from WARDEN_KEY).
     Sessions(load::SessionArgs),
+    /// Adds keys to a stopped Warden's key store, for the keys curve.
+    FillKeys(scaling::FillKeysArgs),
+    /// Draws the scaling curves (`scripts/bench-scaling.sh`) as SVG.
+    Plot(scaling::PlotArgs),
     /// The cost of validating a typical ~1 KB tools/call (scan and schema).
     Validate {
         #[arg(long, default_value_t = 100_000)]
@@ -119,6 +124,8 @@ fn main() -> Result<(), Failure> {
         Bench::Load(args) => load::run(args),
         Bench::Sessions(args) => load::run_sessions(args),
         Bench::AuthRefusals { keys, rounds } => refusals::run(keys, rounds),
+        Bench::FillKeys(args) => scaling::fill_keys(args),
+        Bench::Plot(args) => scaling::plot(args),
         Bench::Validate { calls } => validate::run(calls),
         Bench::Policy { calls } => policy::run(calls),
         Bench::Limiter { calls, keys } => limiter::run(calls, keys),
