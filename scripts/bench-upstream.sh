@@ -13,15 +13,21 @@
 # Wardens show what a part costs: one each with the audit trail, the request log
 # (WARDEN_LOG=warn,warden=info) and result hardening off, and one built with the
 # `count-allocations` feature, whose /metrics gives the allocations per call (its other
-# figures carry the counter's own cost and are not tabled).
+# figures carry the counter's own cost and are not tabled). A build with the
+# `bench-layers` feature runs once with everything on and once with each of the front
+# door, the caps scan, argument validation and the policy decision off
+# (WARDEN_BENCH_SKIP): what each control costs is the difference.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 requests="${1:-20000}"
 concurrency="${2:-16}"
 target="${CARGO_TARGET_DIR:-target}/release"
-# The counting build first, kept aside: the plain build then replaces the binary.
+# The counting and the layers builds first, kept aside: the plain build then replaces
+# the binary.
 cargo build --release --locked -p warden --features count-allocations
 cp "$target/warden" "$target/warden-counting"
+cargo build --release --locked -p warden --features bench-layers
+cp "$target/warden" "$target/warden-layers"
 cargo build --release --locked -p warden -p warden-bench
 source scripts/lib/warden.sh
 
@@ -59,6 +65,11 @@ start_variant unhardened "$target/warden" "$WARDEN_WORK/warden-unhardened.toml"
 # The request line is the gateway crate's; the binary's own lines (the addresses) stay.
 start_variant unlogged "$target/warden" "$WARDEN_WORK/warden.toml" WARDEN_LOG=warn,warden=info
 start_variant counting "$target/warden-counting" "$WARDEN_WORK/warden.toml"
+layers=(front scan validation policy)
+start_variant layers_on "$target/warden-layers" "$WARDEN_WORK/warden.toml"
+for layer in "${layers[@]}"; do
+    start_variant "no_$layer" "$target/warden-layers" "$WARDEN_WORK/warden.toml" WARDEN_BENCH_SKIP="$layer"
+done
 
 if [ -n "${BASELINE_WARDEN:-}" ]; then
     start_variant baseline "$BASELINE_WARDEN" "$WARDEN_WORK/warden.toml"
@@ -85,7 +96,7 @@ measure() {
     fi
     echo "{\"path\": \"$name\", \"round\": $3, \"load\": $(WARDEN_KEY="${!key}" load --url "${!url}" --era "$2" --pid "${!pid}" "${extra[@]}")}" >>"$results"
 }
-paths=(warden unaudited unlogged unhardened counting)
+paths=(warden unaudited unlogged unhardened counting layers_on no_front no_scan no_validation no_policy)
 [ -n "${BASELINE_WARDEN:-}" ] && paths+=(baseline)
 [ -n "${STORE_POSTGRES_URL:-}" ] && paths+=(postgres)
 warden_url="$WARDEN_URL" warden_key="$WARDEN_KEY"
@@ -133,12 +144,21 @@ for era in ("legacy", "modern"):
     lines.append(row(era, "through Warden, request log off", n))
     h = best("unhardened", era)
     lines.append(row(era, "through Warden, hardening off", h))
+    on = best("layers_on", era)
+    lines.append(row(era, "through Warden, bench-layers build, all on", on))
+    costs = []
+    for layer, label in (("front", "the front door before authentication"), ("scan", "the caps scan"),
+                         ("validation", "argument validation"), ("policy", "the policy decision")):
+        r = best(f"no_{layer}", era)
+        lines.append(row(era, f"through Warden, bench-layers build, {label} off", r))
+        costs.append(f"{label} **{on['cpu_us_per_call'] - r['cpu_us_per_call']:.0f} µs**")
     c = best("counting", era)
     line = (f"- {era}: throughput through Warden is **{w['rps'] / d['rps']:.2f}×** direct; "
             f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**; "
             f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off; "
             f"Warden's CPU per call that each part costs (on minus off): the audit trail **{w['cpu_us_per_call'] - u['cpu_us_per_call']:.0f} µs**, "
-            f"the request log **{w['cpu_us_per_call'] - n['cpu_us_per_call']:.0f} µs**, hardening **{w['cpu_us_per_call'] - h['cpu_us_per_call']:.0f} µs**; "
+            f"the request log **{w['cpu_us_per_call'] - n['cpu_us_per_call']:.0f} µs**, hardening **{w['cpu_us_per_call'] - h['cpu_us_per_call']:.0f} µs**, "
+            + ", ".join(costs) + " (the last four against the bench-layers build with all on); "
             f"Warden allocates **{c['allocations_per_call']:.0f}** times (**{c['allocated_bytes_per_call'] / 1024:.1f} KiB**) per call")
     if any(r["path"] == "baseline" for r in rows):
         b = best("baseline", era)

@@ -11,8 +11,9 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The benchmarks' allocation-counting build, so that it cannot rot unseen.
-cargo clippy --workspace --features warden/count-allocations --locked -- -D warnings
+# The benchmarks' allocation-counting and layer-skipping builds, so that they cannot
+# rot unseen.
+cargo clippy --workspace --features warden/count-allocations,warden/bench-layers --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked

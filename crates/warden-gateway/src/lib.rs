@@ -8,6 +8,7 @@
 mod answer;
 mod audit;
 mod auth;
+mod bench_layers;
 mod client_addr;
 mod confirm;
 mod cors;
@@ -47,6 +48,8 @@ use tokio::sync::broadcast;
 use tower_service::Service as _;
 use warden_config::Connections;
 
+use crate::bench_layers::{Layer, skipped};
+
 pub use audit::Auditor;
 pub use auth::Credential;
 pub use error::GatewayError;
@@ -67,7 +70,7 @@ pub const MCP_PATH: &str = "/mcp";
 /// `.layer` up: log → Host/Origin guard → CORS → credentials-in-URL refusal →
 /// authentication → the MCP endpoint.
 pub fn router(state: AppState, tls: bool) -> Router {
-    let mcp = Router::new()
+    let mut mcp = Router::new()
         .route(
             MCP_PATH,
             post(transport::post)
@@ -79,12 +82,14 @@ pub fn router(state: AppState, tls: bool) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.authenticator().clone(),
             auth::require_key,
-        ))
+        ));
+    if !skipped(Layer::Front) {
         // Rate limit per client address, before any credential is looked at.
-        .route_layer(middleware::from_fn_with_state(
+        mcp = mcp.route_layer(middleware::from_fn_with_state(
             state.limiter().clone(),
             limits::per_address,
         ));
+    }
     // Protected-resource metadata (RFC 9728) is public: a client reads it to learn
     // where to get a token, or (with API keys) that the key goes in the header.
     let metadata = match state.oauth() {
@@ -100,21 +105,25 @@ pub fn router(state: AppState, tls: bool) -> Router {
             )
             .with_state(oauth::KeyResource { tls }),
     };
-    let app = Router::new()
+    let mut app = Router::new()
         .merge(mcp)
         .merge(metadata)
-        .fallback(error::not_found)
-        // A credential in the URL is refused on every route, before anything reads it.
-        .layer(middleware::from_fn(credentials::refuse_in_url))
-        // CORS: preflights are answered here, without credentials; answers to allowed
-        // origins name that origin.
-        .layer(middleware::from_fn(cors::answer))
-        // Host/Origin guard: a page in a browser (DNS rebinding, cross-site requests)
-        // is refused before any credential is looked at.
-        .layer(middleware::from_fn_with_state(
-            state.guard().clone(),
-            guard::check,
-        ))
+        .fallback(error::not_found);
+    if !skipped(Layer::Front) {
+        app = app
+            // A credential in the URL is refused on every route, before anything reads it.
+            .layer(middleware::from_fn(credentials::refuse_in_url))
+            // CORS: preflights are answered here, without credentials; answers to
+            // allowed origins name that origin.
+            .layer(middleware::from_fn(cors::answer))
+            // Host/Origin guard: a page in a browser (DNS rebinding, cross-site
+            // requests) is refused before any credential is looked at.
+            .layer(middleware::from_fn_with_state(
+                state.guard().clone(),
+                guard::check,
+            ));
+    }
+    let app = app
         // The client's network, for the layers that count by address: the TCP peer, or
         // what a trusted reverse proxy forwarded; an IPv6 client counts by its /64.
         .layer(middleware::from_fn_with_state(

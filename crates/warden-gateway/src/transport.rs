@@ -22,6 +22,7 @@ use warden_store::Principal;
 
 use crate::audit::{Draft, VerdictCell};
 use crate::auth::Caller;
+use crate::bench_layers::{Layer, skipped};
 use crate::client_addr::ClientNetwork;
 use crate::credentials;
 use crate::dispatch;
@@ -323,13 +324,15 @@ async fn decode(
             limit_ms: timeout.as_millis(),
         })??;
     // Caps on depth, sizes and duplicate keys hold before any tree is built.
-    warden_proto::scan::scan(&bytes, &caps.json).map_err(|scanned| GatewayError::Envelope {
-        id: EnvelopeError::scanned_id(&bytes, &scanned),
-        error: EnvelopeError::Caps {
-            fault: scanned.fault,
-            in_params: scanned.in_params,
-        },
-    })?;
+    if !skipped(Layer::Scan) {
+        warden_proto::scan::scan(&bytes, &caps.json).map_err(|scanned| GatewayError::Envelope {
+            id: EnvelopeError::scanned_id(&bytes, &scanned),
+            error: EnvelopeError::Caps {
+                fault: scanned.fault,
+                in_params: scanned.in_params,
+            },
+        })?;
+    }
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| GatewayError::Envelope {
         error: EnvelopeError::Parse,
         id: None,

@@ -878,3 +878,48 @@ async fn upstream_wide_paths_and_pattern_rules() {
         assert_eq!(listed.status, 200, "{}", listed.text);
     }
 }
+
+/// `WARDEN_BENCH_SKIP` is read only by a benchmark build (feature `bench-layers`): in
+/// the build that ships, and that these tests run, it turns nothing off.
+#[tokio::test]
+async fn the_benchmark_switch_turns_nothing_off_in_a_shipped_build() {
+    let warden =
+        Warden::start_config_with_env("", &[("WARDEN_BENCH_SKIP", "front,scan,validation,policy")]);
+    let http = Http::new(&warden);
+    // Validation: a misspelled parameter is still refused.
+    let invalid = http
+        .modern(
+            "tools/call",
+            Some("search_notes"),
+            json!({"name": "search_notes", "arguments": {"qeury": "x"}}),
+        )
+        .await;
+    assert_eq!(invalid.status, 400, "{}", invalid.text);
+    assert_eq!(invalid.json()["error"]["code"], INVALID_PARAMS);
+    // The caps scan: a string over the cap is still refused before parsing.
+    let long = "x".repeat(100 * 1024);
+    let scanned = http
+        .modern(
+            "tools/call",
+            Some("search_notes"),
+            json!({"name": "search_notes", "arguments": {"query": long}}),
+        )
+        .await;
+    assert_eq!(scanned.status, 400, "{}", scanned.text);
+    assert!(
+        scanned.text.contains("max_string_bytes"),
+        "{}",
+        scanned.text
+    );
+    // The front door: a foreign Origin is still refused.
+    let foreign = http
+        .post_modern(
+            &[("origin", "https://evil.example.com")],
+            "tools/list",
+            None,
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta()}}),
+        )
+        .await;
+    assert_eq!(foreign.status, 403, "{}", foreign.text);
+    assert!(!warden.logged("controls turned off"));
+}
