@@ -67,8 +67,8 @@ impl MessageLimits {
 /// Why a message could not be kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CutError {
-    /// Over `max_bytes` even with its prose cut. `id` is its top-level numeric id, if it
-    /// has one: the call it answers can be failed alone.
+    /// Over `max_bytes` even with its prose cut. `id` is its top-level numeric id when
+    /// it is an answer (no top-level `method`): the call it answers can be failed alone.
     Oversized { id: Option<u64> },
     /// Nested deeper than anything downstream parses.
     TooDeep,
@@ -124,6 +124,9 @@ pub struct MessageCutter {
     key: Vec<u8>,
     /// The last byte of the key was a `\\`: the next one is escaped.
     key_escape: bool,
+    /// The message has a top-level `method`: a request or notification, whose `id` (if
+    /// any) is the sender's own and answers nothing of ours.
+    top_method: bool,
     /// The last key read in the innermost object.
     last_key: Vec<u8>,
     top_id: TopId,
@@ -144,6 +147,7 @@ impl MessageCutter {
             omitted: None,
             key: Vec::new(),
             key_escape: false,
+            top_method: false,
             last_key: Vec::new(),
             top_id: TopId::Waiting,
         }
@@ -181,7 +185,7 @@ impl MessageCutter {
         }
         if self.over {
             let id = match self.top_id {
-                TopId::Digits(id) | TopId::Done(Some(id)) => Some(id),
+                TopId::Digits(id) | TopId::Done(Some(id)) if !self.top_method => Some(id),
                 _ => None,
             };
             return Err(CutError::Oversized { id });
@@ -307,8 +311,11 @@ impl MessageCutter {
         }
         self.in_string = InString::No;
         self.last_key = std::mem::take(&mut self.key);
-        if self.stack.len() == 1 && self.last_key == b"id" && self.top_id == TopId::Waiting {
-            self.top_id = TopId::Next;
+        if self.stack.len() == 1 {
+            if self.last_key == b"id" && self.top_id == TopId::Waiting {
+                self.top_id = TopId::Next;
+            }
+            self.top_method |= self.last_key == b"method";
         }
         1
     }
@@ -562,6 +569,12 @@ mod tests {
         let notification = br#"{"method":"notifications/message","params":{"data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#;
         assert_eq!(
             cut_in_pieces(notification, limits(40, 100), 4),
+            Err(CutError::Oversized { id: None })
+        );
+        // A request's id is its sender's: it answers no call of ours.
+        let request = br#"{"jsonrpc":"2.0","id":42,"method":"sampling/createMessage","params":{"data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#;
+        assert_eq!(
+            cut_in_pieces(request, limits(40, 100), 4),
             Err(CutError::Oversized { id: None })
         );
         // An `id` inside the params is not the message's.
