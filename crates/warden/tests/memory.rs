@@ -101,16 +101,8 @@ async fn a_50_mb_result_from_a_stdio_child_is_cut_as_it_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_mb_result_from_an_http_upstream_is_cut_as_it_streams() {
-    /// Killed however the test ends.
-    struct Upstream(std::process::Child);
-    impl Drop for Upstream {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let (child, url) = support::start_http_fixture(&["--flood"]);
-    let _upstream = Upstream(child);
+    let _upstream = support::KilledOnDrop(child);
     let warden = Warden::start_config(&format!(
         "[[upstream]]\nname = \"remote\"\nurl = \"{url}\"\n{}",
         support::EGRESS_LOOPBACK
@@ -137,11 +129,11 @@ async fn a_50_mb_body_is_refused_at_the_cap_without_being_held() {
     let http = Http::new(&warden);
     // A first refusal: what any first request allocates is not the body's doing.
     let small = vec![b' '; 2 * 1024 * 1024];
-    let _ = post_streamed(&http, small).await;
+    let _ = http.post_streamed(&small).await;
     let before = peak_resident(warden.pid());
 
     // Streamed without a Content-Length: the cap holds as it arrives.
-    let status = post_streamed(&http, vec![b' '; FLOOD_MB * 1_000_000]).await;
+    let status = http.post_streamed(&vec![b' '; FLOOD_MB * 1_000_000]).await;
     assert!(matches!(status, None | Some(413)), "{status:?}");
     // Declared: refused before it is read.
     let huge = "x".repeat(FLOOD_MB * 1_000_000);
@@ -168,23 +160,4 @@ async fn a_50_mb_body_is_refused_at_the_cap_without_being_held() {
     }
     assert_rise_within_bound("request body", before, peak_resident(warden.pid()));
     http.assert_still_serving().await;
-}
-
-/// Posts `body` in 64 KiB chunks with no Content-Length; the status, or `None` when
-/// Warden closed the upload once the cap was passed.
-async fn post_streamed(http: &Http, body: Vec<u8>) -> Option<u16> {
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        body.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-    http.client
-        .post(&http.url)
-        .bearer_auth(&http.key)
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .ok()
-        .map(|response| response.status().as_u16())
 }

@@ -141,16 +141,8 @@ async fn read_keys_see_no_unclassified_tools() {
 
 #[tokio::test]
 async fn an_http_upstream_gets_the_configured_headers_never_the_clients_key() {
-    /// Killed however the test ends.
-    struct Upstream(std::process::Child);
-    impl Drop for Upstream {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let (child, url) = support::start_http_fixture::<&str>(&[]);
-    let _upstream = Upstream(child);
+    let _upstream = support::KilledOnDrop(child);
     let config = format!(
         "[[upstream]]\nname = \"remote\"\nurl = \"{}\"\nheaders = {{ X-Upstream-Token = \"configured-canary-4417\" }}\nrefresh_secs = 1\n{}",
         url.trim(),

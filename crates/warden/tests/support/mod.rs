@@ -659,6 +659,16 @@ pub fn fixture_upstream(name: &str, extra: &str) -> String {
     format!("[[upstream]]\nname = \"{name}\"\ncommand = [\"{python}\", \"{script}\"]\n{extra}\n")
 }
 
+/// A child process killed however the test ends.
+pub struct KilledOnDrop(pub Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The HTTP fixture (`fixtures/http_server.py`) started with `args`: the child, and
 /// the URL it printed.
 pub fn start_http_fixture<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Child, String) {

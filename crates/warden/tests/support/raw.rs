@@ -85,6 +85,25 @@ impl Http {
         }
     }
 
+    /// Posts `body` in 64 KiB chunks with no Content-Length; the status, or `None` when
+    /// Warden closed the upload once its cap was passed.
+    pub async fn post_streamed(&self, body: &[u8]) -> Option<u16> {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+        self.client
+            .post(&self.url)
+            .bearer_auth(&self.key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .ok()
+            .map(|response| response.status().as_u16())
+    }
+
     /// A modern `tools/call`.
     pub async fn call_tool(&self, tool: &str, arguments: Value) -> Reply {
         self.modern(
