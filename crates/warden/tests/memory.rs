@@ -2,7 +2,7 @@
 //! streams in, from a stdio child and from an HTTP upstream answering in JSON or in
 //! Server-Sent Events, and a 50 MB request body is refused at the cap. Neither raises
 //! Warden's peak resident memory (`VmHWM`) by more than 16 MiB above the cut, and the
-//! upstream keeps serving.
+//! upstream keeps serving. 10,000 idle legacy sessions add at most 50 MB.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failed unwrap is a failed test
 
@@ -18,15 +18,20 @@ const ALLOWED_RISE: u64 = 16 * 1024 * 1024;
 /// `[results] max_result_bytes` in these tests: the cut the client sees.
 const MAX_RESULT_BYTES: u64 = 256 * 1024;
 
-/// The process's peak resident memory so far, in bytes.
-fn peak_resident(pid: u32) -> u64 {
+/// A memory figure of the process from /proc/PID/status (`VmHWM:`, `VmRSS:`), in bytes.
+fn memory_figure(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
+        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
     kib * 1024
+}
+
+/// The process's peak resident memory so far, in bytes.
+fn peak_resident(pid: u32) -> u64 {
+    memory_figure(pid, "VmHWM:")
 }
 
 fn assert_rise_within_bound(what: &str, before: u64, after: u64) {
@@ -159,5 +164,47 @@ async fn a_50_mb_body_is_refused_at_the_cap_without_being_held() {
         assert_eq!(answer["error"]["code"], -32000, "{answer}");
     }
     assert_rise_within_bound("request body", before, peak_resident(warden.pid()));
+    http.assert_still_serving().await;
+}
+
+/// Resident memory now, in bytes.
+fn resident(pid: u32) -> u64 {
+    memory_figure(pid, "VmRSS:")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_sessions_cost_at_most_50_mb() {
+    const SESSIONS: usize = 10_000;
+    // One key from one address opens them all: the limits would (rightly) refuse that.
+    let warden = Warden::start_config(&format!(
+        "[limits]\nmax_sessions_per_key = {SESSIONS}\n\n[sessions]\nmax_sessions = {SESSIONS}\n\n[rate]\nper_key_rpm = 1000000\nper_ip_rpm = 10000000\n"
+    ));
+    let http = std::sync::Arc::new(Http::new(&warden));
+    http.initialize().await;
+    let before = resident(warden.pid());
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, next) = (http.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < SESSIONS {
+                    http.initialize().await;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let added = resident(warden.pid()).saturating_sub(before);
+    eprintln!(
+        "{SESSIONS} idle sessions: resident memory rose by {} KiB",
+        added / 1024
+    );
+    assert!(
+        added <= 50 * 1024 * 1024,
+        "{SESSIONS} idle legacy sessions added {} MiB (issue 23's bound: 50 MB)",
+        added / (1024 * 1024)
+    );
     http.assert_still_serving().await;
 }
