@@ -137,10 +137,11 @@ done
 assert_key_not_logged bench
 
 python3 - "$results" "$requests" "$concurrency" <<'PY'
-import json, os, platform, re, sys
+import json, re, sys
 path, requests, concurrency = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [json.loads(line) for line in open(path)]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+sys.path.insert(0, "scripts/lib")
+from bench_doc import machine, write_block
 names = {
     "local": "1 replica, limits counted locally",
     "shared": "1 replica, limits in Redis",
@@ -149,7 +150,7 @@ names = {
 }
 lines = [
     "<!-- cluster-bench:start -->",
-    f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
+    machine() + " "
     f"Command: `STORE_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/bench-cluster.sh {requests} {concurrency}` "
     f"({requests} `tools/call` of `echo` at concurrency {concurrency} after 500 warm-up calls; every Warden on one PostgreSQL store "
     "with `wait_for_write` on; Redis, PostgreSQL, nginx, the load tool and the replicas share the machine).",
@@ -174,7 +175,5 @@ for era in ("modern", "legacy"):
         "(on 2 cores, more processes compete for the same two: the point of three replicas here is availability, not speed).")
 lines.append("<!-- cluster-bench:end -->")
 block = "\n".join(lines)
-sys.path.insert(0, "scripts/lib")
-from bench_doc import write_block
 write_block("cluster-bench", "Several replicas: Redis limits, one replica against three behind nginx", block, any(r["load"]["errors"] for r in rows))
 PY

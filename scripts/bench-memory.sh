@@ -56,14 +56,15 @@ floods="$(python3 scripts/lib/flood.py "$WARDEN_URL" "$WARDEN_KEY" "$warden_pid"
 assert_key_not_logged bench-memory
 
 python3 - "$idle_kib" "$result" "$sessions" "$floods" <<'PY'
-import json, os, platform, sys
+import json, sys
 idle_kib, result, sessions = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 floods = json.loads(sys.argv[4])
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+sys.path.insert(0, "scripts/lib")
+from bench_doc import machine, write_block
 added = (result["rss_after_kib"] - result["rss_before_kib"]) / 1024
 block = "\n".join([
     "<!-- memory-bench:start -->",
-    f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
+    machine() + " "
     f"Command: `scripts/bench-memory.sh {sessions}` (release build; resident memory, VmRSS).",
     "",
     "| what | resident memory |",
@@ -86,7 +87,5 @@ block = "\n".join([
     *[f"| {f['what']} | {f['outcome']} | {f['rise_kib'] / 1024:.1f} MB |" for f in floods],
     "<!-- memory-bench:end -->",
 ])
-sys.path.insert(0, "scripts/lib")
-from bench_doc import write_block
 write_block("memory-bench", "Memory: idle, 10,000 idle legacy sessions, 50 MB messages", block, False)
 PY

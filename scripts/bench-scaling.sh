@@ -96,9 +96,10 @@ assert_key_not_logged bench-scaling
 "$bench" plot --input "$results" --out docs/images
 
 python3 - "$results" "$requests" <<'PY'
-import json, os, platform, sys
+import json, sys
 points = [json.loads(line) for line in open(sys.argv[1])]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+sys.path.insert(0, "scripts/lib")
+from bench_doc import machine, write_block
 names = {"tools": "tools in the catalogue", "keys": "keys in the store",
          "sessions": "legacy sessions", "args": "argument size"}
 rows, summary = [], []
@@ -119,7 +120,7 @@ for dimension in ["tools", "keys", "sessions", "args"]:
 failed = any(p["errors"] for p in points)
 block = "\n".join([
     "<!-- scaling-bench:start -->",
-    f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
+    machine() + " "
     f"Command: `scripts/bench-scaling.sh {sys.argv[2]}` (release build; a fresh Warden a point; "
     "legacy era, concurrency 16; Warden's CPU from /proc over the measured calls).",
     "",
@@ -135,7 +136,5 @@ block = "\n".join([
     "![CPU per call by argument size](images/scaling-args.svg)",
     "<!-- scaling-bench:end -->",
 ])
-sys.path.insert(0, "scripts/lib")
-from bench_doc import write_block
 write_block("scaling-bench", "Scaling: tools, keys, sessions, argument size (issue 23)", block, failed)
 PY

@@ -123,7 +123,7 @@ done
 assert_key_not_logged bench
 
 python3 - "$results" "$requests" "$concurrency" "${BASELINE_LABEL:-}" <<'PY'
-import json, os, platform, re, subprocess, sys
+import json, os, re, subprocess, sys
 path, requests, concurrency, baseline_label = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 rows = [json.loads(line) for line in open(path)]
 def best(path, era):
@@ -136,10 +136,11 @@ def best(path, era):
         if values:
             chosen[field] = values[len(values) // 2]
     return chosen
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+sys.path.insert(0, "scripts/lib")
+from bench_doc import machine, write_block
 lines = [
     "<!-- upstream-bench:start -->",
-    f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
+    machine() + " "
     f"Command: `{'ROUNDS=' + os.environ['ROUNDS'] + ' ' if 'ROUNDS' in os.environ else ''}scripts/bench-upstream.sh {requests} {concurrency}` "
     f"({requests} `tools/call` of `echo` with 64 bytes of text at concurrency {concurrency}, after 500 warm-up calls; "
     f"the load tool, Warden and the echo upstream share the machine; {os.environ.get('ROUNDS', '2')} alternating rounds per path: "
@@ -196,7 +197,5 @@ for era in ("legacy", "modern"):
     summary.append(line + ".")
 lines += [""] + summary + ["<!-- upstream-bench:end -->"]
 block = "\n".join(lines)
-sys.path.insert(0, "scripts/lib")
-from bench_doc import write_block
 write_block("upstream-bench", "Gateway overhead: echo upstream, direct vs through Warden", block, any(r["load"]["errors"] for r in rows))
 PY
