@@ -279,11 +279,10 @@ async fn drive(args: Args) -> Result<(), Failure> {
         client.open().await?;
         clients.push(Arc::new(client));
     }
-    let client = &clients[0];
     let text = "x".repeat(args.text_bytes);
     run_phase(&clients, &args, &text, args.warmup).await;
     let allocations_before = match &args.metrics {
-        Some(url) => Some(allocations(&client.http, url).await?),
+        Some(url) => Some(allocations(&http, url).await?),
         None => None,
     };
     let cpu_before = cpu_ticks_of(&args.pid)?;
@@ -295,7 +294,7 @@ async fn drive(args: Args) -> Result<(), Failure> {
     // thousands of calls).
     let allocations_per_call = match (&args.metrics, allocations_before) {
         (Some(url), Some((count, bytes))) => {
-            let (count_after, bytes_after) = allocations(&client.http, url).await?;
+            let (count_after, bytes_after) = allocations(&http, url).await?;
             let per_call = |n: u64| n as f64 / args.requests as f64;
             // Saturating: a server restarted meanwhile counts from zero again.
             Some((

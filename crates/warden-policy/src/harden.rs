@@ -154,11 +154,14 @@ fn walk(value: &mut Value, prose: bool, budget: &mut usize, hardening: &Hardenin
 
 fn harden_prose(text: &mut String, budget: &mut usize, hardening: &Hardening) {
     // A text cut as it streamed in (`warden_proto::cut`) says how much was left out.
-    let streamed_out = split_cut_marker(text).map(|(shown, omitted)| (shown.len(), omitted));
-    if let Some((shown, _)) = streamed_out {
-        text.truncate(shown);
-    }
-    let streamed_out = streamed_out.map(|(_, omitted)| omitted);
+    let streamed_out = match split_cut_marker(text) {
+        Some((shown, omitted)) => {
+            let shown = shown.len();
+            text.truncate(shown);
+            Some(omitted)
+        }
+        None => None,
+    };
     clean_in_place(text);
     if text.len() > *budget {
         let mut cut = *budget;

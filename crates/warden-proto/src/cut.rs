@@ -153,11 +153,6 @@ impl MessageCutter {
         }
     }
 
-    /// Bytes kept so far.
-    pub fn kept(&self) -> usize {
-        self.out.len()
-    }
-
     /// Whether the message is already over `max_bytes`: it will be refused.
     pub fn is_over(&self) -> bool {
         self.over
@@ -165,6 +160,12 @@ impl MessageCutter {
 
     /// Takes the next bytes of the message.
     pub fn push(&mut self, mut bytes: &[u8]) {
+        if !self.over {
+            // Room for the piece at once (a message usually comes in one), never past
+            // the cap.
+            let room = self.limits.max_bytes.saturating_sub(self.out.len());
+            self.out.reserve(bytes.len().min(room));
+        }
         while !bytes.is_empty() {
             let used = match self.in_string {
                 InString::No => self.structure(bytes[0]),
@@ -310,7 +311,8 @@ impl MessageCutter {
             return 1;
         }
         self.in_string = InString::No;
-        self.last_key = std::mem::take(&mut self.key);
+        // The buffers trade places: `key` is cleared when the next key starts.
+        std::mem::swap(&mut self.last_key, &mut self.key);
         if self.stack.len() == 1 {
             if self.last_key == b"id" && self.top_id == TopId::Waiting {
                 self.top_id = TopId::Next;
@@ -386,21 +388,26 @@ impl MessageCutter {
         if !complete {
             return 1;
         }
-        let escape = std::mem::take(&mut self.escape);
-        if let (Ok(unit), None) = (<[u8; 6]>::try_from(escape.as_slice()), self.omitted) {
+        // At most six bytes (`\uXXXX`): copied out so the buffer is kept for the next.
+        let mut read = [0u8; 6];
+        let escape = &mut read[..self.escape.len()];
+        escape.copy_from_slice(&self.escape);
+        self.escape.clear();
+        if let (Ok(unit), None) = (<[u8; 6]>::try_from(&*escape), self.omitted) {
             if is_high_surrogate(&unit) && self.high_surrogate.is_none() {
                 self.high_surrogate = Some(unit);
                 return 1;
             }
             if let Some(high) = self.high_surrogate.take() {
-                let mut pair = high.to_vec();
-                pair.extend_from_slice(&unit);
+                let mut pair = [0u8; 12];
+                pair[..6].copy_from_slice(&high);
+                pair[6..].copy_from_slice(&unit);
                 self.unit(&pair, prose);
                 return 1;
             }
         }
         self.flush_high_surrogate(prose);
-        self.unit(&escape, prose);
+        self.unit(escape, prose);
         1
     }
 

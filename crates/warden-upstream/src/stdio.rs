@@ -523,6 +523,33 @@ async fn write_lines(mut stdin: ChildStdin, mut queue: mpsc::Receiver<Outbound>)
     }
 }
 
+/// Reads one line in the pieces the reader holds, handing each to `piece` without the
+/// newline: a long line is never held here. `false` at the end of the stream, with
+/// nothing read.
+async fn read_line_in_pieces(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    mut piece: impl FnMut(&[u8]),
+) -> std::io::Result<bool> {
+    let mut started = false;
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok(started);
+        }
+        started = true;
+        let (chunk, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buffer[..at], Some(at + 1)),
+            None => (buffer, None),
+        };
+        piece(chunk);
+        let used = done.unwrap_or(buffer.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
 /// Reads one line of at most `max` bytes. A longer line is consumed and refused.
 async fn read_line_capped(
     reader: &mut (impl AsyncBufRead + Unpin),
@@ -531,27 +558,16 @@ async fn read_line_capped(
 ) -> std::io::Result<Option<bool>> {
     line.clear();
     let mut fits = true;
-    loop {
-        let buffer = reader.fill_buf().await?;
-        if buffer.is_empty() {
-            return Ok((!line.is_empty() || !fits).then_some(fits));
-        }
-        let (chunk, done) = match buffer.iter().position(|&b| b == b'\n') {
-            Some(at) => (&buffer[..at], Some(at + 1)),
-            None => (buffer, None),
-        };
+    let read = read_line_in_pieces(reader, |chunk| {
         if fits && line.len() + chunk.len() <= max {
             line.extend_from_slice(chunk);
         } else {
             fits = false;
             line.clear();
         }
-        let used = done.unwrap_or(buffer.len());
-        reader.consume(used);
-        if done.is_some() {
-            return Ok(Some(fits));
-        }
-    }
+    })
+    .await?;
+    Ok(read.then_some(fits))
 }
 
 /// Reads one line as a message, cut as it streams in (`warden_proto::cut`): a 50 MB
@@ -561,24 +577,8 @@ async fn read_message_line(
     limits: MessageLimits,
 ) -> std::io::Result<Option<Result<Vec<u8>, CutError>>> {
     let mut cutter = MessageCutter::new(limits);
-    let mut started = false;
-    loop {
-        let buffer = reader.fill_buf().await?;
-        if buffer.is_empty() {
-            return Ok(started.then(|| cutter.finish()));
-        }
-        started = true;
-        let (chunk, done) = match buffer.iter().position(|&b| b == b'\n') {
-            Some(at) => (&buffer[..at], Some(at + 1)),
-            None => (buffer, None),
-        };
-        cutter.push(chunk);
-        let used = done.unwrap_or(buffer.len());
-        reader.consume(used);
-        if done.is_some() {
-            return Ok(Some(cutter.finish()));
-        }
-    }
+    let read = read_line_in_pieces(reader, |chunk| cutter.push(chunk)).await?;
+    Ok(read.then(|| cutter.finish()))
 }
 
 /// Feeds the child's stdout to the link. A message over the size limit even once cut
