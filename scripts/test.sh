@@ -18,9 +18,9 @@ cargo clippy --workspace --features warden/count-allocations,warden/bench-layers
 echo "== cargo test"
 cargo test --workspace --locked
 
-echo "== the gateway suites for notes, keys, audit, held calls, pins and costs, on a PostgreSQL store"
+echo "== the gateway suites for notes, keys, audit, held calls, pins, costs and traces, on a PostgreSQL store"
 WARDEN_TEST_STORE=postgres cargo test -p warden --locked --test notes_both_eras --test front_door \
-    --test audit --test injection --test rate_limits
+    --test audit --test injection --test rate_limits --test telemetry
 
 echo "== the PostgreSQL store's tests on a throwaway server (the path taken where none runs)"
 # --workspace keeps the features resolved above: `-p warden-store` alone would resolve

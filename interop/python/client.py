@@ -19,7 +19,11 @@ Environment:
                         with delete_note held for an operator: WARDEN_BIN and
                         WARDEN_DATA_DIR name the `warden` that approves it) or injection
                         (a planted note read, then deleted: WARDEN_NOTE_ID, and
-                        WARDEN_READ_FIRST=1 to read it first)
+                        WARDEN_READ_FIRST=1 to read it first) or traced (Warden fronting
+                        the HTTP test fixture with --trace: calls `trace` inside the
+                        span WARDEN_TRACEPARENT names, with WARDEN_CANARY as its note,
+                        then with an argument it does not take; prints what the fixture
+                        received as a line `TRACED <json>`)
 
 Exits 0 when every check passes; otherwise prints `FAIL [python]: ...` to stderr and exits 1.
 """
@@ -43,6 +47,7 @@ import mcp_types as types
 from mcp import Client, Implementation
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 EXPECTED_TOOLS = {"create_note", "search_notes", "get_note", "list_notes", "update_note", "delete_note"}
 # What server-everything (pinned in interop/ts/package.json) must show through Warden.
@@ -345,7 +350,33 @@ async def scenario_sse(client: Client) -> None:
     step("shout ok: the HTTP+SSE upstream answered")
 
 
+async def scenario_traced(client: Client) -> None:
+    """The SDK's own OpenTelemetry instrumentation puts the current span's context in
+    `params._meta` (SEP-414). With only the OpenTelemetry API installed, the current span
+    is the caller's (WARDEN_TRACEPARENT), so that is the context Warden receives."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    _, trace_id, span_id, flags = os.environ["WARDEN_TRACEPARENT"].split("-")
+    caller = NonRecordingSpan(SpanContext(
+        trace_id=int(trace_id, 16), span_id=int(span_id, 16), is_remote=False,
+        trace_flags=TraceFlags(int(flags, 16)),
+    ))
+    with trace.use_span(caller):
+        seen = await client.call_tool("trace", {"note": os.environ["WARDEN_CANARY"]})
+        check(not seen.is_error, f"trace failed: {seen!r}")
+        print("TRACED " + seen.content[0].text, flush=True)
+        step("trace ok: the call went through inside the caller's span")
+        try:
+            refused = await client.call_tool("trace", {"nope": 1})
+            check(refused.is_error, f"an unknown argument was not refused: {refused!r}")
+        except MCPError as error:
+            check(error.error.code == -32602, f"unexpected refusal {error!r}")
+        step("trace with an unknown argument: refused")
+
+
 SCENARIOS = {
+    "traced": scenario_traced,
     "notes": scenario_notes,
     "sse": scenario_sse,
     "upstream": scenario_upstream,

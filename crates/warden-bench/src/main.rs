@@ -10,6 +10,7 @@
 mod echo;
 mod limiter;
 mod load;
+mod otlp_sink;
 mod policy;
 mod proxy;
 mod refusals;
@@ -50,6 +51,8 @@ enum Bench {
     },
     /// Serves a one-tool (`echo`) MCP server over Streamable HTTP, both eras, no sessions.
     EchoUpstream(echo::Args),
+    /// Takes OTLP/HTTP trace exports as a collector would, and counts them (GET /taken).
+    OtlpSink(otlp_sink::Args),
     /// Opens a session (or not, in 2026-07-28) and drives N tools/call at concurrency C.
     Load(load::Args),
     /// Opens N legacy sessions and leaves them idle: the server's resident memory
@@ -121,6 +124,7 @@ fn main() -> Result<(), Failure> {
             postgres_url,
         }),
         Bench::EchoUpstream(args) => echo::run(args),
+        Bench::OtlpSink(args) => otlp_sink::run(args),
         Bench::Load(args) => load::run(args),
         Bench::Sessions(args) => load::run_sessions(args),
         Bench::AuthRefusals { keys, rounds } => refusals::run(keys, rounds),

@@ -12,6 +12,7 @@ mod pinning;
 mod policy;
 mod reload;
 mod store;
+mod telemetry;
 mod tools;
 mod upstream;
 
@@ -24,6 +25,7 @@ pub use store::{
     DEFAULT_CONNECT_TIMEOUT_MS, Postgres as PostgresStore, ServerSecret, Store, host_replica_name,
     is_replica_name,
 };
+pub use telemetry::{TRACES_PATH, Telemetry};
 pub use tools::{
     Confirm, DEFAULT_TOOL_COST, JsonLimits, OutputCheck, Returns, ToolClass, ToolRules,
     glob_matches, rules_for,
@@ -113,6 +115,8 @@ mod raw {
         pub cluster: crate::cluster::raw::Cluster,
         #[serde(default)]
         pub policy: crate::policy::raw::Policy,
+        #[serde(default)]
+        pub telemetry: crate::telemetry::raw::Telemetry,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -373,6 +377,8 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     /// Policies as code (`[policy]`).
     pub policy: Policy,
+    /// Traces to an OpenTelemetry collector (`[telemetry]`), if configured.
+    pub telemetry: Option<Telemetry>,
 }
 
 /// A destination the operator opens to Warden's outbound requests.
@@ -871,6 +877,8 @@ fn validate(
     let store = store::validate(raw.store, &lookup_env).map_err(|(field, m)| invalid(field, m))?;
     let cluster =
         cluster::validate(raw.cluster, &lookup_env).map_err(|(field, m)| invalid(field, m))?;
+    let telemetry =
+        telemetry::validate(raw.telemetry, &lookup_env).map_err(|(field, m)| invalid(field, m))?;
     // Policy files are named relative to the configuration file.
     let policy = policy::validate(raw.policy, path.parent().unwrap_or(Path::new(".")))
         .map_err(|(field, m)| invalid(field, m))?;
@@ -1020,6 +1028,7 @@ fn validate(
         store,
         cluster,
         policy,
+        telemetry,
     })
 }
 

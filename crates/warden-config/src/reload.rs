@@ -75,7 +75,7 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
         next.upstreams = running.upstreams.clone();
     }
 
-    let restart_only: [(&'static str, bool); 13] = [
+    let restart_only: [(&'static str, bool); 14] = [
         ("[server] listen", running.listen != read.listen),
         ("[admin] listen", running.admin_listen != read.admin_listen),
         ("[admin] tls", running.admin_tls != read.admin_tls),
@@ -101,6 +101,7 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
         ("[[upstream]] added, removed or reordered", !same_list),
         ("[store]", running.store != read.store),
         ("[cluster]", running.cluster != read.cluster),
+        ("[telemetry]", running.telemetry != read.telemetry),
     ];
     plan.needs_restart = changed(&restart_only);
     next.listen = running.listen;
@@ -115,6 +116,7 @@ pub fn plan_reload(running: &Config, read: &Config) -> (ReloadPlan, Config) {
     next.audit = running.audit.clone();
     next.store = running.store.clone();
     next.cluster = running.cluster.clone();
+    next.telemetry = running.telemetry.clone();
     (plan, next)
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use warden_config::Audit as AuditConfig;
 use warden_proto::{Era, Message, codes};
 use warden_store::{Audit, AuditRecord, Principal};
+use warden_telemetry::Trace;
 use warden_upstream::{Upstream, Withheld};
 
 use crate::answer::UPSTREAM_TIMEOUT;
@@ -318,6 +319,7 @@ impl Auditor {
             pending: Arc::new(OnceLock::new()),
             allowed_by: Arc::new(OnceLock::new()),
             verdict: None,
+            trace: Trace::default(),
             record: Some(AuditRecord {
                 at_ms: now_ms(),
                 tenant: principal.tenant.clone(),
@@ -371,6 +373,9 @@ pub(crate) struct Draft {
     pub pending: PendingCell,
     /// The policies that allowed the call (a refusal names its own in the error).
     pub allowed_by: PolicyCell,
+    /// The request's trace (empty when tracing is off): its id goes on the record, and
+    /// the outcome on its span.
+    pub trace: Trace,
     record: Option<AuditRecord>,
     verdict: Option<VerdictCell>,
 }
@@ -378,6 +383,15 @@ pub(crate) struct Draft {
 impl Draft {
     pub(crate) fn reporting_to(mut self, verdict: VerdictCell) -> Self {
         self.verdict = Some(verdict);
+        self
+    }
+
+    /// Joins the record to the request's trace.
+    pub(crate) fn traced(mut self, trace: &Trace) -> Self {
+        if let Some(record) = &mut self.record {
+            record.trace_id = trace.trace_id();
+        }
+        self.trace = trace.clone();
         self
     }
 
@@ -406,6 +420,7 @@ impl Draft {
             self.complete(result);
             return;
         }
+        let _span = self.trace.span("warden.audit");
         // Room first (waiting while the writer is behind), the record second: if the
         // request is dropped while waiting, the draft still holds its record and `Drop`
         // writes it as cancelled. A record is never lost.
@@ -492,10 +507,39 @@ impl Draft {
                 outcome,
             });
         }
+        self.trace_outcome(result, decision, rule, outcome);
         record.decision = decision.to_owned();
         record.outcome = outcome.to_owned();
         record.result_bytes = result_bytes;
         Some(record)
+    }
+}
+
+impl Draft {
+    /// The request's span learns how it ended: decision and outcome, the JSON-RPC error
+    /// code, and for a refusal its layer and rule.
+    fn trace_outcome(
+        &self,
+        result: &Result<Value, RpcError>,
+        decision: &'static str,
+        rule: Option<&'static str>,
+        outcome: &'static str,
+    ) {
+        let trace = &self.trace;
+        trace.set("warden.decision", decision);
+        trace.set("warden.outcome", outcome);
+        if let Some(upstream) = self.upstream.get() {
+            trace.set("warden.upstream", upstream.name().to_owned());
+        }
+        if let Err(error) = result {
+            trace.set("rpc.response.status_code", error.code.to_string());
+            match rule {
+                Some(rule) => trace.refuse(crate::error::layer_of(rule), rule),
+                None => trace.fail(outcome.to_owned()),
+            }
+        } else if outcome == "tool_error" {
+            trace.fail("tool_error".to_owned());
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use warden_store::{KEY_PREFIX, Keys, Principal};
+use warden_telemetry::{Span, Trace};
 
 use crate::client_addr::client_network;
 use crate::error::{Challenge, GatewayError};
@@ -131,10 +132,18 @@ pub(crate) async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let mut span = request
+        .extensions()
+        .get::<Trace>()
+        .map_or_else(Span::inert, |trace| trace.span("warden.authenticate"));
+    let mut refuse = |error: GatewayError| {
+        span.refuse("authentication", error.rule());
+        error.into_response()
+    };
     let address = client_network(&request);
     if let Some(left) = address.and_then(|a| auth.failed.refused_for(a)) {
         let retry_after = left.as_secs() + 1;
-        return GatewayError::TooManyFailures { retry_after }.into_response();
+        return refuse(GatewayError::TooManyFailures { retry_after });
     }
     // Built for refusals only: an accepted key costs nothing here.
     let challenge = |headers: &axum::http::HeaderMap, invalid_token| Challenge {
@@ -147,7 +156,10 @@ pub(crate) async fn require_key(
         scope: None,
     };
     let Some(token) = bearer(request.headers()).map(str::to_owned) else {
-        return GatewayError::Unauthorized(challenge(request.headers(), false)).into_response();
+        return refuse(GatewayError::Unauthorized(challenge(
+            request.headers(),
+            false,
+        )));
     };
     let principal = match authenticate(&auth, token).await {
         Ok(principal) => principal,
@@ -155,18 +167,25 @@ pub(crate) async fn require_key(
             if let Some(address) = address {
                 auth.failed.record(address);
             }
-            return GatewayError::Unauthorized(challenge(request.headers(), true)).into_response();
+            return refuse(GatewayError::Unauthorized(challenge(
+                request.headers(),
+                true,
+            )));
         }
         Err(Refused::Scope) => {
             let mut challenge = challenge(request.headers(), true);
             challenge.scope = auth.oauth.as_ref().map(|o| o.read_scope().to_owned());
-            return GatewayError::InsufficientScope(challenge).into_response();
+            return refuse(GatewayError::InsufficientScope(challenge));
         }
-        Err(Refused::Unavailable) => return GatewayError::StoreUnavailable.into_response(),
+        Err(Refused::Unavailable) => return refuse(GatewayError::StoreUnavailable),
         Err(Refused::Internal) => {
-            return GatewayError::Unauthorized(challenge(request.headers(), false)).into_response();
+            return refuse(GatewayError::Unauthorized(challenge(
+                request.headers(),
+                false,
+            )));
         }
     };
+    drop(span);
     let facts = RequestFacts::for_principal(&principal);
     request.extensions_mut().insert(Arc::new(principal));
     let mut response = next.run(request).await;

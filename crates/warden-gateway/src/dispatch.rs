@@ -15,6 +15,7 @@ use warden_policy::{CatalogueTool, Hardening, PolicyError, ToolKind, harden_mess
 use warden_proto::era::{CLIENT_CAPABILITIES_META, SERVER_INFO_META};
 use warden_proto::{Era, ProtocolVersion, Request, codes};
 use warden_store::Principal;
+use warden_telemetry::{MetaInjector, Trace};
 use warden_upstream::{Caller, Event, ListError, Offered, Upstream, UriRoute};
 
 use crate::answer::{hardening, never_reached, unavailable, upstream_failed, upstream_result};
@@ -84,6 +85,8 @@ pub(crate) struct Context<'a> {
     pub pending: PendingCell,
     /// Set to the policies that allowed a call (for the audit record and the log).
     pub allowed_by: PolicyCell,
+    /// The request's trace: the layers below record their spans in it.
+    pub trace: Trace,
     pub era: Era,
     pub session: Option<&'a Arc<Session>>,
     pub events: Option<mpsc::Sender<Event>>,
@@ -450,74 +453,91 @@ async fn call_tool(
     params: &Map<String, Value>,
 ) -> Result<Value, RpcError> {
     let name = required_str(params, "name")?;
-    let arguments = match params.get("arguments") {
-        None => Value::Object(Map::new()),
-        Some(Value::Object(arguments)) => Value::Object(arguments.clone()),
-        Some(_) => {
-            return Err(RpcError::invalid_params(
-                "params.arguments must be an object",
-            ));
-        }
-    };
     let catalogue = state.upstreams().catalogue();
-    let tool = catalogue
-        .lookup(&name, ToolKind::Destructive)
-        .map_err(policy_error)?;
-    let origin = tool.origin().clone();
-    let upstream = state
-        .upstreams()
-        .get(origin.upstream)
-        .ok_or_else(RpcError::internal)?;
-    let upstream_name = upstream.name().to_owned();
-    let policies = state.policy().current();
-    let (principal, facts, request) = (
-        policy::principal_facts(context.principal),
-        policy::tool_facts(tool, &upstream),
-        context.request_facts(state).await,
-    );
-    // A tool no arguments could unlock is refused as if its arguments had not been
-    // looked at: by the forbids that hide it, or, when nothing permits it, as unknown
-    // as one that does not exist (not even an argument error reveals it). Asked only
-    // when the call is invalid or refused: an allowed call can be made.
-    let unless_uncallable = || {
-        if policies.could_call(&principal, &facts, &request) {
-            return Ok(());
-        }
-        let mut verdict = policies.decide_call(&principal, &facts, &Map::new(), &request);
-        if verdict.allowed {
-            verdict.policies.clear();
-        }
-        Err(refused_by_policy(&verdict, "Unknown tool"))
-    };
-    // The policies decide on the validated arguments; what they allow may still need a
-    // person (`@confirm`) and cost more (`@cost`).
-    let valid = if skipped(Layer::Validation) {
-        Ok(())
-    } else {
-        tool.validate(&arguments).map(drop)
-    };
-    let verdict = match valid {
-        Ok(()) if skipped(Layer::Policy) => Verdict {
-            allowed: true,
-            policies: Vec::new(),
-            confirm: None,
-            cost: 0,
-        },
-        Ok(()) => policies.decide_call(
-            &principal,
-            &facts,
-            arguments.as_object().unwrap_or(&Map::new()),
-            &request,
-        ),
-        Err(invalid) => {
+    // The tool, its arguments against its schema, and the policies' decision: the
+    // trace's `warden.validate` span.
+    let mut span = context.trace.span("warden.validate");
+    let decided = async {
+        let arguments = match params.get("arguments") {
+            None => Value::Object(Map::new()),
+            Some(Value::Object(arguments)) => Value::Object(arguments.clone()),
+            Some(_) => {
+                return Err(RpcError::invalid_params(
+                    "params.arguments must be an object",
+                ));
+            }
+        };
+        let tool = catalogue
+            .lookup(&name, ToolKind::Destructive)
+            .map_err(policy_error)?;
+        let upstream = state
+            .upstreams()
+            .get(tool.origin().upstream)
+            .ok_or_else(RpcError::internal)?;
+        let policies = state.policy().current();
+        let (principal, facts, request) = (
+            policy::principal_facts(context.principal),
+            policy::tool_facts(tool, &upstream),
+            context.request_facts(state).await,
+        );
+        // A tool no arguments could unlock is refused as if its arguments had not been
+        // looked at: by the forbids that hide it, or, when nothing permits it, as unknown
+        // as one that does not exist (not even an argument error reveals it). Asked only
+        // when the call is invalid or refused: an allowed call can be made.
+        let unless_uncallable = || {
+            if policies.could_call(&principal, &facts, &request) {
+                return Ok(());
+            }
+            let mut verdict = policies.decide_call(&principal, &facts, &Map::new(), &request);
+            if verdict.allowed {
+                verdict.policies.clear();
+            }
+            Err(refused_by_policy(&verdict, "Unknown tool"))
+        };
+        // The policies decide on the validated arguments; what they allow may still need a
+        // person (`@confirm`) and cost more (`@cost`).
+        let valid = if skipped(Layer::Validation) {
+            Ok(())
+        } else {
+            tool.validate(&arguments).map(drop)
+        };
+        let verdict = match valid {
+            Ok(()) if skipped(Layer::Policy) => Verdict {
+                allowed: true,
+                policies: Vec::new(),
+                confirm: None,
+                cost: 0,
+            },
+            Ok(()) => policies.decide_call(
+                &principal,
+                &facts,
+                arguments.as_object().unwrap_or(&Map::new()),
+                &request,
+            ),
+            Err(invalid) => {
+                unless_uncallable()?;
+                return Err(policy_error(invalid));
+            }
+        };
+        if !verdict.allowed {
             unless_uncallable()?;
-            return Err(policy_error(invalid));
+            return Err(refused_by_policy(&verdict, "Unknown tool"));
+        }
+        Ok((tool, upstream, verdict))
+    }
+    .await;
+    let (tool, upstream, verdict) = match decided {
+        Ok(decided) => decided,
+        Err(error) => {
+            if let Some(rule) = error.rule {
+                span.refuse(crate::error::layer_of(rule), rule);
+            }
+            return Err(error);
         }
     };
-    if !verdict.allowed {
-        unless_uncallable()?;
-        return Err(refused_by_policy(&verdict, "Unknown tool"));
-    }
+    drop(span);
+    let origin = tool.origin().clone();
+    let upstream_name = upstream.name().to_owned();
     let _ = context.allowed_by.set(verdict.policies.join(","));
     // A person confirms destructive calls before they run.
     let asker = confirm::Asker {
@@ -526,15 +546,19 @@ async fn call_tool(
         session_capabilities: context.session.map(|s| &s.client.capabilities),
         events: context.events.as_ref(),
     };
-    let mut params = match confirm::confirm(
+    let rule = stronger(tool.confirm(), verdict.confirm);
+    // Waiting for a person: the trace's `warden.confirm` span.
+    let span = (rule != Confirm::Never).then(|| context.trace.span("warden.confirm"));
+    let confirmed = confirm::confirm(
         state.confirmations(),
         &asker,
-        (tool, stronger(tool.confirm(), verdict.confirm)),
+        (tool, rule),
         &upstream_name,
         params.clone(),
     )
-    .await?
-    {
+    .await;
+    drop(span);
+    let mut params = match confirmed? {
         Confirmation::Go(params) => params,
         Confirmation::Ask(answer) => {
             let _ = context.pending.set("awaiting_confirmation");
@@ -648,13 +672,45 @@ async fn forward(
         policy_cost: call.map_or(0, |(_, cost)| cost),
     };
     let _ = context.upstream_used.set(upstream.clone());
-    let permit = state
-        .limiter()
-        .admit_call(call, index)
-        .await
-        .map_err(|refusal| RpcError::rate_limited(&refusal))?;
+    // The call's limits, queue included: the trace's `warden.limits` span.
+    let mut span = context.trace.span("warden.limits");
+    let admitted = std::time::Instant::now();
+    let permit = state.limiter().admit_call(call, index).await;
+    span.set("warden.limits.layer", "call");
+    span.set(
+        "warden.limits.wait_us",
+        i64::try_from(admitted.elapsed().as_micros()).unwrap_or(i64::MAX),
+    );
+    let permit = permit.map_err(|refusal| {
+        let error = RpcError::rate_limited(&refusal);
+        if let Some(rule) = error.rule {
+            span.refuse("limits", rule);
+        }
+        error
+    })?;
+    drop(span);
     let started = std::time::Instant::now();
     let hardening = hardening(&state.results(), &upstream, tool);
+    // The upstream call (kind client, per the MCP conventions): the upstream is told
+    // this span is its parent, in `_meta` (and, over HTTP, in headers).
+    let mut span = context.trace.client_span(match tool {
+        Some(tool) => format!("{method} {tool}"),
+        None => method.to_owned(),
+    });
+    span.set("mcp.method.name", method.to_owned());
+    span.set("warden.upstream", upstream.name().to_owned());
+    if let Some(tool) = tool {
+        span.set("gen_ai.tool.name", tool.to_owned());
+    }
+    let mut params = params;
+    if context.trace.is_on()
+        && let Some(meta) = params
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+    {
+        context.trace.propagate(&span, &mut MetaInjector(meta));
+    }
     let result = call_upstream(
         state,
         context,
@@ -664,6 +720,10 @@ async fn forward(
         hardening.as_ref(),
     )
     .await;
+    if let Err(error) = &result {
+        span.fail(&error.code.to_string());
+    }
+    drop(span);
     // A call that never reached its upstream gives its cost back; every call gives
     // back its slots.
     match &result {
@@ -675,6 +735,7 @@ async fn forward(
         .upstream_call(upstream.name(), started.elapsed());
     let mut result = result?;
     if let Some(hardening) = &hardening {
+        let _span = context.trace.span("warden.harden");
         harden_message(&mut result, hardening);
     }
     Ok(result)

@@ -343,6 +343,9 @@ impl GatewayError {
             Self::StoreUnavailable => "store.unavailable",
             Self::SharedUnavailable => "cluster.unavailable",
             Self::RateLimited { layer, .. } => layer,
+            Self::Unauthorized(_) => "auth.credential",
+            Self::InsufficientScope(_) => "auth.scope",
+            Self::TooManyFailures { .. } => "auth.guessing",
             _ => "transport",
         }
     }
@@ -382,9 +385,34 @@ impl GatewayError {
     }
 }
 
+/// The rule that refused a request, on its answer (see `log`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefusedBy(pub &'static str);
+
+/// The layer a rule belongs to (`validation.arguments` → `validation`), as a trace
+/// names it.
+pub(crate) fn layer_of(rule: &str) -> &'static str {
+    match rule.split('.').next().unwrap_or(rule) {
+        "auth" => "authentication",
+        "guard" => "guard",
+        "credentials" => "credentials",
+        "limits" | "rate" => "limits",
+        "transport" => "transport",
+        "catalogue" => "catalogue",
+        "validation" => "validation",
+        "policy" => "policy",
+        "confirm" | "confirmation" => "confirmation",
+        "store" => "store",
+        "cluster" => "cluster",
+        _ => "gateway",
+    }
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), axum::Json(self.body())).into_response();
+        // For the request's trace: which rule refused, when no audit record says so.
+        response.extensions_mut().insert(RefusedBy(self.rule()));
         let headers = response.headers_mut();
         match self {
             Self::Unauthorized(challenge) | Self::InsufficientScope(challenge) => {

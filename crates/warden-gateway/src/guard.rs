@@ -107,7 +107,7 @@ pub(crate) async fn check(
 }
 
 fn forbidden() -> Response {
-    (
+    let mut response = (
         StatusCode::FORBIDDEN,
         axum::Json(error_body(
             None,
@@ -116,7 +116,11 @@ fn forbidden() -> Response {
             None,
         )),
     )
-        .into_response()
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(crate::error::RefusedBy("guard.host_origin"));
+    response
 }
 
 #[cfg(test)]

@@ -131,9 +131,13 @@ pub fn router(state: AppState, tls: bool) -> Router {
             client_addr::resolve,
         ))
         // Request log: one line per request with what the handlers learned (MCP method,
-        // era, key id); never a body, a header value or a query string.
+        // era, key id, trace id); never a body, a header value or a query string. The
+        // request's trace starts here, so that every layer below records its span.
         .layer(middleware::from_fn_with_state(
-            state.metrics().clone(),
+            log::RequestLog {
+                metrics: state.metrics().clone(),
+                telemetry: state.telemetry().clone(),
+            },
             log::log_request,
         ))
         .with_state(state);

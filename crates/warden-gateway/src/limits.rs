@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use warden_limits::{Layer, Limiter, Refusal};
+use warden_telemetry::{Span, Trace};
 
 use crate::client_addr::client_network;
 use crate::error::GatewayError;
@@ -19,11 +20,19 @@ pub(crate) async fn per_address(
     next: Next,
 ) -> Response {
     let address = client_network(&request);
+    let mut span = request
+        .extensions()
+        .get::<Trace>()
+        .map_or_else(Span::inert, |trace| trace.span("warden.limits"));
+    span.set("warden.limits.layer", "address");
     if let Some(address) = address
         && let Err(refusal) = limiter.admit_address(address).await
     {
-        return refused(refusal).into_response();
+        let refused = refused(refusal);
+        span.refuse("limits", refused.rule());
+        return refused.into_response();
     }
+    drop(span);
     next.run(request).await
 }
 

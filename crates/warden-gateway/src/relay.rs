@@ -92,6 +92,7 @@ pub(crate) async fn run(run: Run) -> Answer {
                 upstream_used: audit.upstream.clone(),
                 pending: audit.pending.clone(),
                 allowed_by: audit.allowed_by.clone(),
+                trace: audit.trace.clone(),
                 era,
                 session: session.as_ref(),
                 events,

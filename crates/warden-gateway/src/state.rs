@@ -38,6 +38,8 @@ pub struct Parts {
     pub cluster: Option<Arc<dyn ClusterState>>,
     /// The policies in force and the sessions' flow state.
     pub policy: Arc<PolicyEngine>,
+    /// Where request traces go (`[telemetry]`), or off.
+    pub telemetry: warden_telemetry::Telemetry,
 }
 
 /// Cheap to clone: one `Arc` around everything.
@@ -58,6 +60,7 @@ struct Inner {
     auditor: Arc<Auditor>,
     metrics: Arc<Metrics>,
     policy: Arc<PolicyEngine>,
+    telemetry: warden_telemetry::Telemetry,
     // What a reload changes in place (`reconfigure`); the rest needs a restart.
     guard: Arc<Swap<HostGuard>>,
     admin_guard: Swap<HostGuard>,
@@ -123,6 +126,7 @@ impl AppState {
             approvals,
             cluster,
             policy,
+            telemetry,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -152,6 +156,7 @@ impl AppState {
                 auditor,
                 metrics,
                 policy,
+                telemetry,
                 guard: Arc::new(Swap::new(guard_of(config))),
                 admin_guard: Swap::new(admin_guard_of(config)),
                 client_addresses: Arc::new(Swap::new(client_addresses_of(config))),
@@ -173,6 +178,11 @@ impl AppState {
         self.inner.results.set(config.results.clone());
         self.inner.confirmations.set_shares(&config.waiting);
         self.inner.input_lot.set_shares(&config.waiting);
+    }
+
+    /// Where request traces go.
+    pub(crate) fn telemetry(&self) -> &warden_telemetry::Telemetry {
+        &self.inner.telemetry
     }
 
     /// What the authentication layer needs.

@@ -14,11 +14,13 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value};
+use sha2::Digest as _;
 use warden_proto::era::{
     CLIENT_CAPABILITIES_META, CLIENT_INFO_META, PROTOCOL_VERSION_META, meta_protocol_version,
 };
 use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, RequestId, headers};
 use warden_store::Principal;
+use warden_telemetry::Trace;
 
 use crate::audit::{Draft, VerdictCell};
 use crate::auth::Caller;
@@ -181,6 +183,7 @@ pub(crate) async fn post(
     State(state): State<AppState>,
     axum::Extension(principal): Caller,
     network: Option<axum::Extension<ClientNetwork>>,
+    trace: Option<axum::Extension<Trace>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -192,6 +195,9 @@ pub(crate) async fn post(
     let asker = Asker {
         principal: &principal,
         address: network.map(|axum::Extension(ClientNetwork(address))| address),
+        trace: trace
+            .map(|axum::Extension(trace)| trace)
+            .unwrap_or_default(),
     };
     let (outcome, facts) = handle_post(&state, &asker, &headers, body, can_stream).await;
     let mut response = match outcome {
@@ -235,10 +241,11 @@ fn event_stream(messages: futures_util::stream::BoxStream<'static, Value>) -> Re
     response
 }
 
-/// Who sends a request, and from where.
+/// Who sends a request, and from where; the request's trace (empty when off).
 struct Asker<'a> {
     principal: &'a Principal,
     address: Option<IpAddr>,
+    trace: Trace,
 }
 
 async fn handle_post(
@@ -248,11 +255,22 @@ async fn handle_post(
     body: Body,
     can_stream: bool,
 ) -> (Result<Outcome, GatewayError>, Option<McpFacts>) {
+    let trace = &asker.trace;
+    let mut span = trace.span("warden.transport");
     let (message, bytes) = match decode(state, headers, body).await {
         Ok(decoded) => decoded,
-        Err(error) => return (Err(error), None),
+        Err(error) => {
+            span.refuse("transport", error.rule());
+            return (Err(error), None);
+        }
     };
+    span.set(
+        "warden.request_bytes",
+        i64::try_from(bytes).unwrap_or(i64::MAX),
+    );
+    drop(span);
     let era = era_of(headers, &message);
+    describe_in_trace(trace, headers, &message, era);
     let verdict = VerdictCell::default();
     let facts = match &message {
         Message::Request(req) => Some(McpFacts {
@@ -273,7 +291,8 @@ async fn handle_post(
     let draft = state
         .auditor()
         .begin(principal, era, &message, bytes)
-        .reporting_to(verdict);
+        .reporting_to(verdict)
+        .traced(trace);
     // Credentials belong in the header, in no message a client sends: not a request,
     // nor a notification, nor an answer that would go on to an upstream.
     if credentials::in_message(&message) {
@@ -298,6 +317,65 @@ async fn handle_post(
         Era::Legacy => legacy(state, asker, headers, message, can_stream, draft).await,
     };
     (outcome, facts)
+}
+
+/// The request's span learns what the message is: its parent from `params._meta` if
+/// the headers named none, and the MCP conventions' name and attributes (method,
+/// target, request id, protocol version, session). Never its arguments.
+fn describe_in_trace(trace: &Trace, headers: &HeaderMap, message: &Message, era: Era) {
+    let (method, params, id) = match message {
+        Message::Request(request) => (&request.method, Some(&request.params), Some(&request.id)),
+        Message::Notification { method, params } => (method, Some(params), None),
+        Message::Response(_) => {
+            trace.adopt_meta(None);
+            return;
+        }
+    };
+    trace.adopt_meta(params);
+    if !trace.is_sampled() {
+        return;
+    }
+    // What the client chose is cut short and redacted, as in the audit record.
+    let chosen =
+        |text: &str| warden_redact::text(&text.chars().take(128).collect::<String>()).into_owned();
+    let target = params
+        .and_then(|params| params.get("name"))
+        .and_then(Value::as_str)
+        .filter(|_| matches!(method.as_str(), "tools/call" | "prompts/get"))
+        .map(chosen);
+    let method_name = chosen(method);
+    trace.rename(match &target {
+        Some(target) => format!("{method_name} {target}"),
+        None => method_name.clone(),
+    });
+    trace.set("mcp.method.name", method_name);
+    match id {
+        Some(RequestId::Number(id)) => trace.set("jsonrpc.request.id", id.to_string()),
+        Some(RequestId::String(id)) => trace.set("jsonrpc.request.id", chosen(id)),
+        None => {}
+    }
+    let version = params
+        .and_then(meta_protocol_version)
+        .and_then(Value::as_str)
+        .or_else(|| header_str(headers, &VERSION_HEADER))
+        .and_then(ProtocolVersion::parse);
+    if let Some(version) = version {
+        trace.set("mcp.protocol.version", version.as_str());
+    }
+    trace.set("warden.era", era.as_str());
+    if let Some(session) = header_str(headers, &SESSION_HEADER) {
+        // A digest: the id itself opens the session to whoever also holds the key.
+        let digest = sha2::Sha256::digest(session.as_bytes());
+        trace.set("mcp.session.id", hex::encode(&digest[..8]));
+    }
+    match (method.as_str(), target) {
+        ("tools/call", Some(tool)) => {
+            trace.set("gen_ai.operation.name", "execute_tool");
+            trace.set("gen_ai.tool.name", tool);
+        }
+        ("prompts/get", Some(prompt)) => trace.set("gen_ai.prompt.name", prompt),
+        _ => {}
+    }
 }
 
 /// A refusal of the transport, recorded like any other.

@@ -11,6 +11,7 @@ pub mod era;
 pub mod headers;
 pub mod scan;
 pub mod sse;
+pub mod trace_context;
 
 pub use envelope::{EnvelopeError, Message, Request, RequestId, Response};
 pub use era::{Era, ProtocolVersion};

@@ -71,7 +71,8 @@ impl Audit for SqliteAudit {
 }
 
 pub(crate) const FILE: &str = "audit.db";
-pub(crate) const MIGRATIONS: &[&str] = &["
+pub(crate) const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE audit (
         id            INTEGER PRIMARY KEY,
         at_ms         INTEGER NOT NULL,
@@ -101,7 +102,13 @@ pub(crate) const MIGRATIONS: &[&str] = &["
         first_id  INTEGER NOT NULL,
         prev_hash BLOB NOT NULL
     );
-"];
+",
+    "
+    -- The trace a call belonged to ([telemetry]), to find its record from a trace.
+    ALTER TABLE audit ADD COLUMN trace_id TEXT;
+    CREATE INDEX audit_trace ON audit (trace_id) WHERE trace_id IS NOT NULL;
+",
+];
 pub(crate) const GENESIS: [u8; 32] = [0; 32];
 
 /// One audited request. `principal` is a key id or `oauth:<subject>`, never a
@@ -128,6 +135,8 @@ pub struct AuditRecord {
     pub request_bytes: i64,
     pub result_bytes: i64,
     pub args_hash: Option<String>,
+    /// The OpenTelemetry trace the call belonged to (32 hex digits), with `[telemetry]`.
+    pub trace_id: Option<String>,
 }
 
 impl AuditRecord {
@@ -182,6 +191,12 @@ impl AuditRecord {
         for number in [self.latency_us, self.request_bytes, self.result_bytes] {
             field(&number.to_be_bytes());
         }
+        // Chained only when present, so that rows from before the column verify as
+        // they were written; adding or removing one changes the hash like any edit.
+        if let Some(trace_id) = &self.trace_id {
+            field(b"trace");
+            field(trace_id.as_bytes());
+        }
         hasher.finalize().into()
     }
 }
@@ -198,6 +213,8 @@ pub struct AuditFilter {
     pub until_ms: Option<i64>,
     /// Rows after this id (for following the trail).
     pub after_id: Option<i64>,
+    /// The records of one trace.
+    pub trace_id: Option<String>,
     /// Rows before this id (for paging back through it).
     pub before_id: Option<i64>,
     pub limit: usize,
@@ -260,9 +277,9 @@ impl AuditStore {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO audit (id, at_ms, tenant, principal, client, instance, era, method,
                     target, upstream, decision, rule, outcome, latency_us, request_bytes,
-                    result_bytes, args_hash, prev_hash, hash)
+                    result_bytes, args_hash, prev_hash, hash, trace_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19)",
+                    ?17, ?18, ?19, ?20)",
             )?;
             for record in records {
                 id += 1;
@@ -287,6 +304,7 @@ impl AuditStore {
                     record.args_hash,
                     prev,
                     hash.as_slice(),
+                    record.trace_id,
                 ])?;
                 prev = hash.to_vec();
             }
@@ -305,6 +323,7 @@ impl AuditStore {
                    AND (?3 IS NULL OR target = ?3) AND (?4 IS NULL OR decision = ?4)
                    AND (?5 IS NULL OR at_ms >= ?5) AND (?6 IS NULL OR id > ?6)
                    AND (?7 IS NULL OR at_ms < ?7) AND (?8 IS NULL OR id < ?8)
+                   AND (?10 IS NULL OR trace_id = ?10)
                  ORDER BY id DESC LIMIT ?9"
             ))?
             .query_map(
@@ -318,6 +337,7 @@ impl AuditStore {
                     filter.until_ms,
                     filter.before_id,
                     i64::try_from(filter.limit).unwrap_or(i64::MAX),
+                    filter.trace_id,
                 ],
                 read_row,
             )?
@@ -394,7 +414,7 @@ impl AuditStore {
 pub(crate) const COLUMNS: &str =
     "id, at_ms, tenant, principal, client, instance, era, method, target,
     upstream, decision, rule, outcome, latency_us, request_bytes, result_bytes, args_hash,
-    prev_hash, hash";
+    prev_hash, hash, trace_id";
 
 pub(crate) fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
@@ -416,6 +436,7 @@ pub(crate) fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
             request_bytes: row.get(14)?,
             result_bytes: row.get(15)?,
             args_hash: row.get(16)?,
+            trace_id: row.get(19)?,
         },
         row.get(17)?,
         row.get(18)?,
@@ -451,6 +472,36 @@ mod tests {
 
     fn raw(store: &AuditStore, sql: &str) {
         store.db.lock().execute(sql, []).unwrap();
+    }
+
+    /// A trace id is chained once set: rows without one hash as they did before the
+    /// column existed, and setting, changing or clearing one is an edit.
+    #[test]
+    fn a_trace_id_is_found_and_chained() {
+        let (_tmp, store) = six_rows();
+        let traced = AuditRecord {
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            ..record(7)
+        };
+        assert_ne!(
+            traced.chained_hash(7, &GENESIS),
+            record(7).chained_hash(7, &GENESIS)
+        );
+        store.append(&[traced.clone()]).unwrap();
+        let found = store
+            .query(&AuditFilter {
+                trace_id: traced.trace_id.clone(),
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .unwrap();
+        assert_eq!(found, vec![(7, traced)]);
+        assert_eq!(store.verify().unwrap(), Verdict::Intact { rows: 7 });
+        raw(&store, "UPDATE audit SET trace_id = NULL WHERE id = 7");
+        assert_eq!(store.verify().unwrap(), Verdict::Edited { id: 7 });
+        let (_tmp, store) = six_rows();
+        raw(&store, "UPDATE audit SET trace_id = 'ab' WHERE id = 2");
+        assert_eq!(store.verify().unwrap(), Verdict::Edited { id: 2 });
     }
 
     #[test]

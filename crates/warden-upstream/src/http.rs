@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::AbortHandle;
 use warden_config::Http;
 use warden_proto::era::PROTOCOL_VERSION_META;
+use warden_proto::trace_context::{TRACEPARENT, TRACESTATE, is_traceparent, is_tracestate};
 
 use crate::UpstreamError;
 use crate::handshake::{EraCache, ServerFacts, handshake};
@@ -201,6 +202,23 @@ impl Endpoint {
             }
             if let Some(id) = &session.id {
                 insert_text(&mut headers, SESSION_HEADER, id);
+            }
+        }
+        // The trace context a message carries in `_meta` goes in headers too, so that
+        // the server's HTTP instrumentation joins the same trace. Well-formed values only.
+        let meta = params.and_then(|p| p.get("_meta"));
+        let traceparent = meta
+            .and_then(|m| m.get(TRACEPARENT))
+            .and_then(Value::as_str)
+            .filter(|value| is_traceparent(value));
+        if let Some(traceparent) = traceparent {
+            insert_text(&mut headers, TRACEPARENT, traceparent);
+            let tracestate = meta
+                .and_then(|m| m.get(TRACESTATE))
+                .and_then(Value::as_str)
+                .filter(|value| is_tracestate(value));
+            if let Some(tracestate) = tracestate {
+                insert_text(&mut headers, TRACESTATE, tracestate);
             }
         }
         headers

@@ -32,6 +32,10 @@ pub(crate) enum AuditCommand {
         /// Only records newer than this, e.g. 1h, 30m, 7d.
         #[arg(long, value_parser = parse_duration)]
         since: Option<u64>,
+        /// Only the records of this OpenTelemetry trace (32 hex digits, as in a span or a
+        /// log line's trace_id).
+        #[arg(long, value_parser = parse_trace_id)]
+        trace: Option<String>,
         /// The newest this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -73,6 +77,7 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
             tool,
             decision,
             since,
+            trace,
             limit,
             json,
             place,
@@ -86,6 +91,7 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
                 target: tool,
                 decision,
                 since_ms,
+                trace_id: trace,
                 limit,
                 ..AuditFilter::default()
             };
@@ -151,6 +157,18 @@ pub(crate) fn run(command: AuditCommand) -> Result<(), Failure> {
                 Err(broken.join("; ").into())
             }
         }
+    }
+}
+
+/// A trace id as W3C writes it: 32 lowercase hex digits (upper case is accepted and
+/// lowered), not all zero.
+fn parse_trace_id(value: &str) -> Result<String, String> {
+    let id = value.to_ascii_lowercase();
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0')
+    {
+        Ok(id)
+    } else {
+        Err("a trace id is 32 hex digits, not all zero".into())
     }
 }
 

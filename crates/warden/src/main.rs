@@ -1052,7 +1052,23 @@ fn serve(
         metrics.watch(limiter.clone(), auditor.clone(), upstreams.clone());
         #[cfg(feature = "count-allocations")]
         metrics.add_collector(Box::new(allocations::Allocations));
+        let telemetry = match &config.telemetry {
+            Some(settings) => {
+                let telemetry = warden_telemetry::Telemetry::start(settings, tokio::runtime::Handle::current())
+                    .map_err(|error| Failure::from(error.to_string()))?;
+                // The URL holds no credential (the config refuses one); headers are not named.
+                tracing::info!(
+                    traces_url = %settings.traces_url,
+                    service_name = %settings.service_name,
+                    sampling_ratio = settings.sampling_ratio,
+                    "traces go to the OpenTelemetry collector over OTLP/HTTP"
+                );
+                telemetry
+            }
+            None => warden_telemetry::Telemetry::off(),
+        };
         let parts = warden_gateway::Parts {
+            telemetry: telemetry.clone(),
             keys: stores.keys.clone(),
             upstreams: upstreams.clone(),
             oauth,
@@ -1103,6 +1119,7 @@ fn serve(
         };
         let served = warden_gateway::serve(listener, state, &config.connections, shutdown).await;
         upstreams.shutdown().await;
+        telemetry.shutdown().await;
         served?;
         tracing::info!("stopped");
         Ok(())
@@ -1315,7 +1332,7 @@ mod tests {
 
     /// Each section of `warden.toml` as the README's examples name it, and a file that
     /// opens it with a key no section has.
-    const SECTIONS: [(&str, &str); 16] = [
+    const SECTIONS: [(&str, &str); 17] = [
         ("", "warden_probe = 1\n"),
         ("server", "[server]\nwarden_probe = 1\n"),
         ("limits", "[limits]\nwarden_probe = 1\n"),
@@ -1332,6 +1349,7 @@ mod tests {
         ("egress", "[egress]\nwarden_probe = 1\n"),
         ("cluster", "[cluster]\nwarden_probe = 1\n"),
         ("policy", "[policy]\nwarden_probe = 1\n"),
+        ("telemetry", "[telemetry]\nwarden_probe = 1\n"),
     ];
 
     /// The keys a section takes, as the parser lists them when it refuses one it does

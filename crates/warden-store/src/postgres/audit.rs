@@ -12,7 +12,7 @@ use crate::{Result, StoreFuture};
 
 /// The record's columns, from `at_ms` on (after a leading position column).
 const RECORD_COLUMNS: &str = "at_ms, tenant, principal, client, instance, era, method, target,
-    upstream, decision, rule, outcome, latency_us, request_bytes, result_bytes, args_hash";
+    upstream, decision, rule, outcome, latency_us, request_bytes, result_bytes, args_hash, trace_id";
 
 /// Appends to one replica's chain; verifies and prunes all of them.
 #[derive(Debug, Clone)]
@@ -72,6 +72,7 @@ impl PgAudit {
                        AND ($3::text IS NULL OR target = $3) AND ($4::text IS NULL OR decision = $4)
                        AND ($5::bigint IS NULL OR at_ms >= $5) AND ($6::bigint IS NULL OR id > $6)
                        AND ($7::bigint IS NULL OR at_ms < $7) AND ($8::bigint IS NULL OR id < $8)
+                       AND ($10::text IS NULL OR trace_id = $10)
                      ORDER BY id DESC LIMIT $9"
                 ),
                 &[
@@ -84,6 +85,7 @@ impl PgAudit {
                     &filter.until_ms,
                     &filter.before_id,
                     &limit,
+                    &filter.trace_id,
                 ],
             )
             .await?;
@@ -199,11 +201,11 @@ pub(crate) async fn insert_links(
         .prepare_cached(
             "INSERT INTO audit (replica, seq, at_ms, tenant, principal, client, instance, era,
                  method, target, upstream, decision, rule, outcome, latency_us, request_bytes,
-                 result_bytes, args_hash, prev_hash, hash)
+                 result_bytes, args_hash, prev_hash, hash, trace_id)
              SELECT $1, l.* FROM unnest($2::int8[], $3::int8[], $4::text[], $5::text[],
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
                  $12::text[], $13::text[], $14::text[], $15::int8[], $16::int8[], $17::int8[],
-                 $18::text[], $19::bytea[], $20::bytea[]) AS l
+                 $18::text[], $19::bytea[], $20::bytea[], $21::text[]) AS l
              ORDER BY 2",
         )
         .await?;
@@ -233,6 +235,7 @@ pub(crate) async fn insert_links(
             &optional(|r| r.args_hash.as_deref()),
             &prevs,
             &hashes,
+            &optional(|r| r.trace_id.as_deref()),
         ],
     )
     .await?;
@@ -279,7 +282,7 @@ pub(crate) async fn verify_chain(client: &impl GenericClient, replica: &str) -> 
     for row in &rows {
         let seq: i64 = row.get(0);
         let record = record_from(row);
-        let (prev_hash, hash): (Vec<u8>, Vec<u8>) = (row.get(17), row.get(18));
+        let (prev_hash, hash): (Vec<u8>, Vec<u8>) = (row.get(18), row.get(19));
         if seq != expected || prev_hash != prev {
             return Ok(Verdict::Missing { before_id: seq });
         }
@@ -294,7 +297,7 @@ pub(crate) async fn verify_chain(client: &impl GenericClient, replica: &str) -> 
     })
 }
 
-/// The record in columns 1 to 16 of `row` ([`RECORD_COLUMNS`] after a position).
+/// The record in columns 1 to 17 of `row` ([`RECORD_COLUMNS`] after a position).
 fn record_from(row: &Row) -> AuditRecord {
     AuditRecord {
         at_ms: row.get(1),
@@ -313,6 +316,7 @@ fn record_from(row: &Row) -> AuditRecord {
         request_bytes: row.get(14),
         result_bytes: row.get(15),
         args_hash: row.get(16),
+        trace_id: row.get(17),
     }
 }
 
@@ -355,6 +359,7 @@ fn without_nul(record: &AuditRecord) -> AuditRecord {
         rule: clean_optional(&record.rule),
         outcome: clean(&record.outcome),
         args_hash: clean_optional(&record.args_hash),
+        trace_id: clean_optional(&record.trace_id),
         ..record.clone()
     }
 }

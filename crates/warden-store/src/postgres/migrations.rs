@@ -277,10 +277,15 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE notes ADD COLUMN author text;
     ",
+    // 8: the trace a call belonged to (`[telemetry]`), to find its record from a trace.
+    "
+    ALTER TABLE audit ADD COLUMN trace_id text;
+    CREATE INDEX audit_trace ON audit (trace_id) WHERE trace_id IS NOT NULL;
+    ",
 ];
 
 /// The schema version this build speaks.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// The tables that hold a tenant's rows: row-level security confines each to the tenant
 /// the transaction names, for every role but the owner and superusers.
