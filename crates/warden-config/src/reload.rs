@@ -182,7 +182,7 @@ url = "https://b.example.com/mcp"
     fn what_cannot_change_live_keeps_its_running_value_and_is_reported() {
         let running = config(TWO);
         let read = config(&format!(
-            "[server]\nlisten = \"127.0.0.1:8181\"\n[auth]\nmax_failures_per_ip = 3\n{}\n[[upstream]]\nname = \"c\"\nurl = \"https://c.example.com/mcp\"\n",
+            "[server]\nlisten = \"127.0.0.1:8181\"\n[auth]\nmax_failures_per_ip = 3\n{}\n[[upstream]]\nname = \"c\"\nurl = \"https://c.example.com/mcp\"\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n",
             TWO
         ));
         let (plan, next) = plan_reload(&running, &read);
@@ -191,12 +191,14 @@ url = "https://b.example.com/mcp"
             [
                 "[server] listen",
                 "[auth]",
-                "[[upstream]] added, removed or reordered"
+                "[[upstream]] added, removed or reordered",
+                "[telemetry]"
             ]
         );
         assert!(plan.restart_upstreams.is_empty());
         assert_eq!(next.listen, running.listen);
         assert_eq!(next.auth, running.auth);
+        assert_eq!(next.telemetry, None);
         assert_eq!(next.upstreams, running.upstreams);
         // Still waiting at the next reload of the same file.
         let (again, _) = plan_reload(&next, &read);

@@ -526,6 +526,9 @@ impl Draft {
         outcome: &'static str,
     ) {
         let trace = &self.trace;
+        if !trace.is_recording() {
+            return;
+        }
         trace.set("warden.decision", decision);
         trace.set("warden.outcome", outcome);
         if let Some(upstream) = self.upstream.get() {

@@ -8,9 +8,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use warden_store::{KEY_PREFIX, Keys, Principal};
 use warden_telemetry::{Span, Trace};
@@ -127,11 +126,14 @@ enum Refused {
     Internal,
 }
 
-pub(crate) async fn require_key(
-    State(auth): State<Arc<Authenticator>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Authentication, a step of the front door: nothing on the MCP endpoint runs without a
+/// valid, unrevoked key (or token), and an address that keeps guessing is refused before
+/// any lookup. On success the caller goes into the request's extensions, and what the
+/// log records of it is returned; a refusal is the answer.
+pub(crate) async fn authenticate_request(
+    auth: &Authenticator,
+    request: &mut Request,
+) -> Result<RequestFacts, Response> {
     let mut span = request
         .extensions()
         .get::<Trace>()
@@ -140,10 +142,10 @@ pub(crate) async fn require_key(
         span.refuse("authentication", error.rule());
         error.into_response()
     };
-    let address = client_network(&request);
+    let address = client_network(request);
     if let Some(left) = address.and_then(|a| auth.failed.refused_for(a)) {
         let retry_after = left.as_secs() + 1;
-        return refuse(GatewayError::TooManyFailures { retry_after });
+        return Err(refuse(GatewayError::TooManyFailures { retry_after }));
     }
     // Built for refusals only: an accepted key costs nothing here.
     let challenge = |headers: &axum::http::HeaderMap, invalid_token| Challenge {
@@ -156,41 +158,38 @@ pub(crate) async fn require_key(
         scope: None,
     };
     let Some(token) = bearer(request.headers()).map(str::to_owned) else {
-        return refuse(GatewayError::Unauthorized(challenge(
+        return Err(refuse(GatewayError::Unauthorized(challenge(
             request.headers(),
             false,
-        )));
+        ))));
     };
-    let principal = match authenticate(&auth, token).await {
+    let principal = match authenticate(auth, token).await {
         Ok(principal) => principal,
         Err(Refused::Credential) => {
             if let Some(address) = address {
                 auth.failed.record(address);
             }
-            return refuse(GatewayError::Unauthorized(challenge(
+            return Err(refuse(GatewayError::Unauthorized(challenge(
                 request.headers(),
                 true,
-            )));
+            ))));
         }
         Err(Refused::Scope) => {
             let mut challenge = challenge(request.headers(), true);
             challenge.scope = auth.oauth.as_ref().map(|o| o.read_scope().to_owned());
-            return refuse(GatewayError::InsufficientScope(challenge));
+            return Err(refuse(GatewayError::InsufficientScope(challenge)));
         }
-        Err(Refused::Unavailable) => return refuse(GatewayError::StoreUnavailable),
+        Err(Refused::Unavailable) => return Err(refuse(GatewayError::StoreUnavailable)),
         Err(Refused::Internal) => {
-            return refuse(GatewayError::Unauthorized(challenge(
+            return Err(refuse(GatewayError::Unauthorized(challenge(
                 request.headers(),
                 false,
-            )));
+            ))));
         }
     };
-    drop(span);
     let facts = RequestFacts::for_principal(&principal);
     request.extensions_mut().insert(Arc::new(principal));
-    let mut response = next.run(request).await;
-    response.extensions_mut().insert(facts);
-    response
+    Ok(facts)
 }
 
 /// What a credential presented outside the MCP endpoint (the operator's console) is.

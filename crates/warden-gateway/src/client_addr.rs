@@ -6,12 +6,9 @@
 //! it. Behind a proxy that is not trusted, every client counts as the proxy.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
 
 use crate::listener::ClientAddr;
 use crate::swap::Swap;
@@ -140,11 +137,7 @@ fn network_of(address: IpAddr, prefix: u8) -> IpAddr {
 }
 
 /// Works out the client's network once, for the layers that count by it.
-pub(crate) async fn resolve(
-    State(addresses): State<Arc<Swap<ClientAddresses>>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) fn resolve(addresses: &Swap<ClientAddresses>, request: &mut Request) {
     let addresses = addresses.get();
     let peer = request
         .extensions()
@@ -154,7 +147,6 @@ pub(crate) async fn resolve(
         let client = addresses.client(peer, request.headers());
         request.extensions_mut().insert(ClientNetwork(client));
     }
-    next.run(request).await
 }
 
 /// The client's network, as [`resolve`] found it.

@@ -4,7 +4,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 const METHODS: &str = "GET, POST, DELETE, OPTIONS";
@@ -16,12 +15,18 @@ const PARAM_HEADER_PREFIX: &str = "mcp-param-";
 const EXPOSED: &str = "mcp-session-id, www-authenticate";
 const PREFLIGHT_MAX_AGE: &str = "86400";
 
-pub(crate) async fn answer(request: Request, next: Next) -> Response {
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    if request.method() == Method::OPTIONS {
-        return preflight(origin, request.headers());
-    }
-    let mut response = next.run(request).await;
+/// A step of the front door: a preflight is answered here, without credentials.
+pub(crate) fn answer_preflight(request: &Request) -> Option<Response> {
+    (request.method() == Method::OPTIONS).then(|| preflight(origin(request), request.headers()))
+}
+
+/// The origin a request came with, which its answer must name.
+pub(crate) fn origin(request: &Request) -> Option<HeaderValue> {
+    request.headers().get(header::ORIGIN).cloned()
+}
+
+/// Names the allowed origin on an answer to a request that came with one.
+pub(crate) fn name_origin(origin: Option<HeaderValue>, response: &mut Response) {
     if let Some(origin) = origin {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -31,7 +36,6 @@ pub(crate) async fn answer(request: Request, next: Next) -> Response {
         );
         headers.append(header::VARY, HeaderValue::from_static("origin"));
     }
-    response
 }
 
 /// 204 with an empty body; with CORS headers only when a browser asked (an `Origin`).

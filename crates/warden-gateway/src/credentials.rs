@@ -4,7 +4,6 @@
 //! key goes instead.
 
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use warden_proto::Message;
@@ -94,11 +93,14 @@ fn in_value(value: &Value) -> bool {
 
 /// Refuses any request whose URL carries a credential, before authentication looks at
 /// anything (and before anything could log the URL).
-pub(crate) async fn refuse_in_url(request: Request, next: Next) -> Response {
-    if request.uri().query().is_some_and(in_query) {
-        return GatewayError::CredentialsInUrl.into_response();
-    }
-    next.run(request).await
+/// A step of the front door: a credential in the query string is refused on every
+/// path, before anything reads it (the refusal, if any).
+pub(crate) fn refuse_in_url(request: &Request) -> Option<Response> {
+    request
+        .uri()
+        .query()
+        .is_some_and(in_query)
+        .then(|| GatewayError::CredentialsInUrl.into_response())
 }
 
 #[cfg(test)]

@@ -693,15 +693,21 @@ async fn forward(
     let hardening = hardening(&state.results(), &upstream, tool);
     // The upstream call (kind client, per the MCP conventions): the upstream is told
     // this span is its parent, in `_meta` (and, over HTTP, in headers).
-    let mut span = context.trace.client_span(match tool {
-        Some(tool) => format!("{method} {tool}"),
-        None => method.to_owned(),
-    });
-    span.set("mcp.method.name", method.to_owned());
-    span.set("warden.upstream", upstream.name().to_owned());
-    if let Some(tool) = tool {
-        span.set("gen_ai.tool.name", tool.to_owned());
-    }
+    let mut span = if context.trace.is_recording() {
+        let mut span = context.trace.client_span(match tool {
+            Some(tool) => format!("{method} {tool}"),
+            None => method.to_owned(),
+        });
+        span.set("mcp.method.name", method.to_owned());
+        span.set("warden.upstream", upstream.name().to_owned());
+        if let Some(tool) = tool {
+            span.set("gen_ai.tool.name", tool.to_owned());
+        }
+        span
+    } else {
+        // Not recorded: only its id matters, as the parent the upstream is told.
+        context.trace.client_span("")
+    };
     let mut params = params;
     if context.trace.is_on()
         && let Some(meta) = params
@@ -720,7 +726,9 @@ async fn forward(
         hardening.as_ref(),
     )
     .await;
-    if let Err(error) = &result {
+    if let Err(error) = &result
+        && span.is_recording()
+    {
         span.fail(&error.code.to_string());
     }
     drop(span);

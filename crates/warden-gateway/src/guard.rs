@@ -3,11 +3,9 @@
 //! this machine. Bound elsewhere, a browser origin must match the Host it talks to.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use warden_proto::codes;
 use warden_proto::envelope::error_body;
@@ -81,29 +79,21 @@ fn is_loopback_name(name: &str) -> bool {
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-pub(crate) async fn check(
-    State(guard): State<Arc<Swap<HostGuard>>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// A step of the front door: a page in a browser (DNS rebinding, cross-site requests)
+/// is refused (403) before any credential is looked at (the refusal, if any).
+pub(crate) fn check(guard: &Swap<HostGuard>, request: &Request) -> Option<Response> {
     let guard = guard.get();
     let headers = request.headers();
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    let origin = match headers.get(header::ORIGIN) {
+    let origin = match headers.get(header::ORIGIN).map(|value| value.to_str()) {
         None => None,
-        Some(value) => match value.to_str() {
-            Ok(origin) => Some(origin),
-            Err(_) => return forbidden(),
-        },
+        Some(Ok(origin)) => Some(origin),
+        Some(Err(_)) => return Some(forbidden()),
     };
-    if guard.allows(host, origin) {
-        next.run(request).await
-    } else {
-        forbidden()
-    }
+    (!guard.allows(host, origin)).then(forbidden)
 }
 
 fn forbidden() -> Response {

@@ -1,7 +1,8 @@
 //! The HTTP front of Warden. A request travels, in this order:
 //! connection cap → TLS ([`Listener`]) → HTTP/1.1 with header and body clocks ([`serve`])
-//! → request log → Host/Origin guard → CORS → credentials-in-URL refusal → authentication
-//! (with brute-force refusal; a key or an OAuth token) → transport (media types, body cap,
+//! → the front door (`front_door.rs`: request log and trace → client address →
+//! Host/Origin guard → CORS → credentials-in-URL refusal → address rate → authentication,
+//! with brute-force refusal, a key or an OAuth token) → transport (media types, body cap,
 //! JSON-RPC envelope, era and session) → dispatch (catalogue, argument validation) →
 //! relay to the upstream, and back. [`router`] is the one place that composes that stack.
 
@@ -15,6 +16,7 @@ mod cors;
 mod credentials;
 mod dispatch;
 mod error;
+mod front_door;
 mod guard;
 mod input_required;
 mod limits;
@@ -48,8 +50,6 @@ use tokio::sync::broadcast;
 use tower_service::Service as _;
 use warden_config::Connections;
 
-use crate::bench_layers::{Layer, skipped};
-
 pub use audit::Auditor;
 pub use auth::Credential;
 pub use error::GatewayError;
@@ -66,30 +66,17 @@ pub use warden_policy::rules::SessionFacts;
 /// The MCP endpoint's path.
 pub const MCP_PATH: &str = "/mcp";
 
-/// Builds the whole request stack. Layers run outermost first, that is from the last
-/// `.layer` up: log → Host/Origin guard → CORS → credentials-in-URL refusal →
-/// authentication → the MCP endpoint.
+/// Builds the whole request stack: the routes behind the front door
+/// (`front_door.rs`: request log and trace, client address, Host/Origin guard, CORS,
+/// credentials-in-URL refusal, and on the MCP endpoint the address's rate and
+/// authentication), then the transport and dispatch in the handlers.
 pub fn router(state: AppState, tls: bool) -> Router {
-    let mut mcp = Router::new()
-        .route(
-            MCP_PATH,
-            post(transport::post)
-                .get(transport::get)
-                .delete(transport::delete),
-        )
-        // Authentication: nothing on the MCP endpoint runs without a valid, unrevoked key;
-        // an address that keeps guessing is refused before any lookup.
-        .route_layer(middleware::from_fn_with_state(
-            state.authenticator().clone(),
-            auth::require_key,
-        ));
-    if !skipped(Layer::Front) {
-        // Rate limit per client address, before any credential is looked at.
-        mcp = mcp.route_layer(middleware::from_fn_with_state(
-            state.limiter().clone(),
-            limits::per_address,
-        ));
-    }
+    let mcp = Router::new().route(
+        MCP_PATH,
+        post(transport::post)
+            .get(transport::get)
+            .delete(transport::delete),
+    );
     // Protected-resource metadata (RFC 9728) is public: a client reads it to learn
     // where to get a token, or (with API keys) that the key goes in the header.
     let metadata = match state.oauth() {
@@ -105,56 +92,23 @@ pub fn router(state: AppState, tls: bool) -> Router {
             )
             .with_state(oauth::KeyResource { tls }),
     };
-    let mut app = Router::new()
+    let door = Arc::new(front_door::FrontDoor {
+        log: log::RequestLog {
+            metrics: state.metrics().clone(),
+            telemetry: state.telemetry().clone(),
+        },
+        addresses: state.client_addresses().clone(),
+        guard: state.guard().clone(),
+        limiter: state.limiter().clone(),
+        authenticator: state.authenticator().clone(),
+        tls,
+    });
+    Router::new()
         .merge(mcp)
         .merge(metadata)
-        .fallback(error::not_found);
-    if !skipped(Layer::Front) {
-        app = app
-            // A credential in the URL is refused on every route, before anything reads it.
-            .layer(middleware::from_fn(credentials::refuse_in_url))
-            // CORS: preflights are answered here, without credentials; answers to
-            // allowed origins name that origin.
-            .layer(middleware::from_fn(cors::answer))
-            // Host/Origin guard: a page in a browser (DNS rebinding, cross-site
-            // requests) is refused before any credential is looked at.
-            .layer(middleware::from_fn_with_state(
-                state.guard().clone(),
-                guard::check,
-            ));
-    }
-    let app = app
-        // The client's network, for the layers that count by address: the TCP peer, or
-        // what a trusted reverse proxy forwarded; an IPv6 client counts by its /64.
-        .layer(middleware::from_fn_with_state(
-            state.client_addresses().clone(),
-            client_addr::resolve,
-        ))
-        // Request log: one line per request with what the handlers learned (MCP method,
-        // era, key id, trace id); never a body, a header value or a query string. The
-        // request's trace starts here, so that every layer below records its span.
-        .layer(middleware::from_fn_with_state(
-            log::RequestLog {
-                metrics: state.metrics().clone(),
-                telemetry: state.telemetry().clone(),
-            },
-            log::log_request,
-        ))
-        .with_state(state);
-    // Over TLS every answer, refusals included, tells a browser to keep to https.
-    if tls {
-        app.layer(middleware::map_response(
-            |mut response: axum::response::Response| async move {
-                response.headers_mut().insert(
-                    axum::http::header::STRICT_TRANSPORT_SECURITY,
-                    axum::http::HeaderValue::from_static(HSTS),
-                );
-                response
-            },
-        ))
-    } else {
-        app
-    }
+        .fallback(error::not_found)
+        .layer(middleware::from_fn_with_state(door, front_door::enter))
+        .with_state(state)
 }
 
 /// Serves `routes` (the admin listener's) on `listener`, plain or TLS, until `stop`
@@ -190,9 +144,6 @@ pub async fn serve_routes(
         });
     }
 }
-
-/// One year; subdomains are left to whoever runs the domain.
-const HSTS: &str = "max-age=31536000";
 
 /// Serves until `shutdown` resolves, then closes every session stream and lets in-flight
 /// requests finish for at most the configured grace.

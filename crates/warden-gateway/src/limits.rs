@@ -2,10 +2,7 @@
 //! run where the request is understood (`transport`: per key; `dispatch`: calls; GET
 //! streams). See `warden-limits` for the layers themselves.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use warden_limits::{Layer, Limiter, Refusal};
 use warden_telemetry::{Span, Trace};
@@ -13,27 +10,30 @@ use warden_telemetry::{Span, Trace};
 use crate::client_addr::client_network;
 use crate::error::GatewayError;
 
-/// Every request from one address counts, before any credential is looked at.
-pub(crate) async fn per_address(
-    State(limiter): State<Arc<Limiter>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let address = client_network(&request);
+/// The address's rate, a step of the front door: every request from one address
+/// counts, before any credential is looked at. A refusal is the answer.
+pub(crate) fn admit_address<'a>(
+    limiter: &'a Limiter,
+    request: &Request,
+) -> impl Future<Output = Result<(), Response>> + Send + 'a {
+    // Only what is read from the request is held across the wait, not the request.
+    let address = client_network(request);
     let mut span = request
         .extensions()
         .get::<Trace>()
         .map_or_else(Span::inert, |trace| trace.span("warden.limits"));
     span.set("warden.limits.layer", "address");
-    if let Some(address) = address
-        && let Err(refusal) = limiter.admit_address(address).await
-    {
-        let refused = refused(refusal);
-        span.refuse("limits", refused.rule());
-        return refused.into_response();
+    async move {
+        let Some(address) = address else {
+            return Ok(());
+        };
+        let admitted = limiter.admit_address(address).await;
+        admitted.map_err(|refusal| {
+            let refused = refused(refusal);
+            span.refuse("limits", refused.rule());
+            refused.into_response()
+        })
     }
-    drop(span);
-    next.run(request).await
 }
 
 /// A refusal of something that has no JSON-RPC id.

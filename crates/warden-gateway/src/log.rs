@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use warden_store::Principal;
 use warden_telemetry::{Telemetry, Trace};
@@ -46,56 +45,67 @@ pub(crate) struct McpFacts {
     pub verdict: VerdictCell,
 }
 
-/// The request log line, and the request's trace: begun here, from the headers, so that
-/// every layer below can record its span in it (a request extension).
-pub(crate) async fn log_request(
-    State(log): State<RequestLog>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let http_method = request.method().clone();
-    // The path only: a query string may carry a credential and is never logged.
-    let path = request.uri().path().to_owned();
-    let trace = log
-        .telemetry
-        .begin(request.headers(), span_name(&http_method));
-    if log.telemetry.is_on() {
-        trace.set("http.request.method", http_method.as_str().to_owned());
-        trace.set("url.path", path.clone());
-        request.extensions_mut().insert(trace.clone());
+/// A request on its way through: when it came, what it asked for, its trace.
+pub(crate) struct Logged {
+    started: Instant,
+    method: axum::http::Method,
+    /// The path only: a query string may carry a credential and is never logged.
+    path: String,
+    trace: Trace,
+}
+
+impl RequestLog {
+    /// Starts the request's log line and its trace, from the headers; the trace goes
+    /// into the request's extensions, where every step below records its span.
+    pub(crate) fn begin(&self, request: &mut Request) -> Logged {
+        let method = request.method().clone();
+        let trace = self.telemetry.begin(request.headers(), span_name(&method));
+        if trace.is_on() {
+            request.extensions_mut().insert(trace.clone());
+        }
+        Logged {
+            started: Instant::now(),
+            method,
+            path: request.uri().path().to_owned(),
+            trace,
+        }
     }
-    let response = next.run(request).await;
-    let facts = response
-        .extensions()
-        .get::<RequestFacts>()
-        .cloned()
-        .unwrap_or_default();
-    let mcp = response.extensions().get::<McpFacts>();
-    let verdict = mcp.and_then(|m| m.verdict.get());
-    let status = response.status().as_u16();
-    log.metrics.response(status);
-    let trace_id = trace.trace_id();
-    if trace.is_sampled() {
-        record_in_trace(&trace, (&http_method, &path), &response, &facts);
+
+    /// Writes the request's line with what the handlers learned, and tells its trace
+    /// how it was answered.
+    pub(crate) fn end(&self, logged: Logged, response: &Response) {
+        let Logged {
+            started,
+            method: http_method,
+            path,
+            trace,
+        } = logged;
+        let facts = response.extensions().get::<RequestFacts>();
+        let mcp = response.extensions().get::<McpFacts>();
+        let verdict = mcp.and_then(|m| m.verdict.get());
+        let status = response.status().as_u16();
+        self.metrics.response(status);
+        let trace_id = trace.trace_id();
+        if trace.is_sampled() {
+            record_in_trace(&trace, (&http_method, &path), response, facts);
+        }
+        tracing::info!(
+            http.method = %http_method,
+            http.path = %path,
+            http.status = status,
+            mcp.method = mcp.map(|m| m.method.as_str()),
+            mcp.era = mcp.map(|m| m.era),
+            tenant = facts.and_then(|f| f.tenant.as_deref()),
+            key_id = facts.and_then(|f| f.key_id.as_deref()),
+            decision = verdict.map(|v| v.decision),
+            rule = verdict.and_then(|v| v.rule),
+            policy = verdict.and_then(|v| v.policy.as_deref()),
+            outcome = verdict.map(|v| v.outcome),
+            trace_id = trace_id.as_deref(),
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
     }
-    tracing::info!(
-        http.method = %http_method,
-        http.path = %path,
-        http.status = status,
-        mcp.method = mcp.map(|m| m.method.as_str()),
-        mcp.era = mcp.map(|m| m.era),
-        tenant = facts.tenant.as_deref(),
-        key_id = facts.key_id.as_deref(),
-        decision = verdict.map(|v| v.decision),
-        rule = verdict.and_then(|v| v.rule),
-        policy = verdict.and_then(|v| v.policy.as_deref()),
-        outcome = verdict.map(|v| v.outcome),
-        trace_id = trace_id.as_deref(),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "request"
-    );
-    response
 }
 
 /// The HTTP server span's name until the MCP method names it.
@@ -116,7 +126,7 @@ fn record_in_trace(
     trace: &Trace,
     (method, path): (&axum::http::Method, &str),
     response: &Response,
-    facts: &RequestFacts,
+    facts: Option<&RequestFacts>,
 ) {
     trace.set("http.request.method", method.as_str().to_owned());
     trace.set("url.path", path.to_owned());
@@ -124,11 +134,11 @@ fn record_in_trace(
         "http.response.status_code",
         i64::from(response.status().as_u16()),
     );
-    if let Some(tenant) = &facts.tenant {
-        trace.set("warden.tenant", tenant.clone());
+    if let Some(tenant) = facts.and_then(|f| f.tenant.clone()) {
+        trace.set("warden.tenant", tenant);
     }
-    if let Some(key_id) = &facts.key_id {
-        trace.set("warden.key_id", key_id.clone());
+    if let Some(key_id) = facts.and_then(|f| f.key_id.clone()) {
+        trace.set("warden.key_id", key_id);
     }
     if let Some(RefusedBy(rule)) = response.extensions().get::<RefusedBy>() {
         trace.refuse(layer_of(rule), rule);

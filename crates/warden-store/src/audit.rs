@@ -487,7 +487,7 @@ mod tests {
             traced.chained_hash(7, &GENESIS),
             record(7).chained_hash(7, &GENESIS)
         );
-        store.append(&[traced.clone()]).unwrap();
+        store.append(std::slice::from_ref(&traced)).unwrap();
         let found = store
             .query(&AuditFilter {
                 trace_id: traced.trace_id.clone(),

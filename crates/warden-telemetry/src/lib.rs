@@ -280,6 +280,17 @@ impl Trace {
         self.0.is_some()
     }
 
+    /// Whether what is set now is kept: tracing is on, and the trace is sampled or not
+    /// yet settled. Callers check it before working out an attribute's value.
+    pub fn is_recording(&self) -> bool {
+        self.0.as_ref().is_some_and(|recorder| {
+            recorder
+                .lock()
+                .settled
+                .is_none_or(|settled| settled.sampled)
+        })
+    }
+
     /// Opens a layer's span (internal), closed when the returned guard is dropped.
     pub fn span(&self, name: &'static str) -> Span {
         self.open(Cow::Borrowed(name), SpanKind::Internal)
@@ -488,6 +499,12 @@ impl Span {
         }
     }
 
+    /// Whether this span is recorded: callers check it before working out an
+    /// attribute's value.
+    pub fn is_recording(&self) -> bool {
+        self.open.is_some()
+    }
+
     pub fn set(&mut self, key: &'static str, value: impl Into<AttributeValue>) {
         if let Some(open) = &mut self.open {
             open.attributes.push(KeyValue::new(key, value));
@@ -539,7 +556,7 @@ fn remote_parent(
     propagator: &TraceContextPropagator,
     carrier: &dyn Extractor,
 ) -> Option<SpanContext> {
-    let context = propagator.extract(carrier);
+    let context = propagator.extract_with_context(&Context::new(), carrier);
     let span = context.span();
     let parent = span.span_context();
     parent.is_valid().then(|| parent.clone())
