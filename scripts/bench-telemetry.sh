@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What tracing costs (issue 24): the echo upstream through three Wardens with the same
-# configuration, alternating round by round: tracing off, tracing on with nothing sampled
+# What tracing costs (issue 24): the echo upstream through four Wardens with the same
+# configuration, alternating round by round: tracing off (twice: two identical Wardens
+# show the noise between processes), tracing on with nothing sampled
 # (sampling_ratio 0, no caller trace: every request still gets a trace id, for the log
 # and the audit record), and tracing on with every request sampled (ratio 1), exporting
 # to an OTLP sink (`warden-bench otlp-sink`) that takes every export as a collector would.
@@ -43,13 +44,14 @@ start_variant() {
     printf -v "${name}_key" '%s' "$(cat "$WARDEN_WORK/$name/admin.key")"
 }
 start_variant off "$WARDEN_WORK/warden.toml"
+start_variant off_again "$WARDEN_WORK/warden.toml"
 start_variant unsampled "$WARDEN_WORK/warden-ratio0.toml"
 start_variant sampled "$WARDEN_WORK/warden-ratio1.toml"
 
 results="$WARDEN_WORK/results.jsonl"
 for era in legacy modern; do
     for round in $(seq 1 "${ROUNDS:-5}"); do
-        for name in off unsampled sampled; do
+        for name in off off_again unsampled sampled; do
             url="${name}_url" key="${name}_key" pid="${name}_pid"
             echo "{\"path\": \"$name\", \"load\": $(WARDEN_KEY="${!key}" "$target/warden-bench" load --url "${!url}" --era "$era" --requests "$requests" --concurrency "$concurrency" --json --pid "${!pid}")}" >>"$results"
         done
@@ -58,7 +60,7 @@ done
 # Spans leave once a second: wait for the last batch before asking the sink.
 sleep 3
 taken="$(curl -sf "$sink_url/taken")"
-for name in off unsampled sampled; do
+for name in off off_again unsampled sampled; do
     key="${name}_key"
     if grep -qF "${!key}" "$WARDEN_WORK/$name.log"; then
         echo "bench-telemetry: the admin key appeared in the log of $name" >&2
@@ -72,7 +74,8 @@ sys.path.insert(0, "scripts/lib")
 from bench_doc import machine, write_block
 path, requests, concurrency, taken = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 rows = [json.loads(line) for line in open(path)]
-names = {"off": "tracing off", "unsampled": "on, nothing sampled (ratio 0)",
+names = {"off": "tracing off", "off_again": "tracing off, a second Warden (noise)",
+         "unsampled": "on, nothing sampled (ratio 0)",
          "sampled": "on, every call sampled (ratio 1)"}
 def runs(name, era):
     return [r["load"] for r in rows if r["path"] == name and r["load"]["era"] == era]
@@ -86,7 +89,12 @@ for era in ["legacy", "modern"]:
         best = max(runs(name, era), key=lambda r: r["rps"])
         low, high = spread[name]
         lines.append(f"| {era} | {label} | {cpu[name]:.0f} µs ({low:.0f}–{high:.0f}) | {best['rps']:,.0f} | {best['p50_us']:.0f} µs |")
-    summary.append(f"- {era}: unsampled minus off **{cpu['unsampled'] - cpu['off']:+.0f} µs** a call; "
+    low = {name: spread[name][0] for name in names}
+    summary.append(f"- {era}, best rounds (noise here only adds): unsampled minus off "
+                   f"**{low['unsampled'] - min(low['off'], low['off_again']):+.0f} µs**, sampled minus off "
+                   f"**{low['sampled'] - min(low['off'], low['off_again']):+.0f} µs** a call.")
+    summary.append(f"- {era}, medians: two identical Wardens differ by **{cpu['off_again'] - cpu['off']:+.0f} µs**; "
+                   f"unsampled minus off **{cpu['unsampled'] - cpu['off']:+.0f} µs** a call; "
                    f"sampled minus off **{cpu['sampled'] - cpu['off']:+.0f} µs** a call "
                    f"({(cpu['sampled'] / cpu['off'] - 1) * 100:+.0f} %).")
 block = "\n".join([

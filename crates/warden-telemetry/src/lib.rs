@@ -109,16 +109,18 @@ impl Telemetry {
         let Some(exporting) = &self.on else {
             return Trace::default();
         };
-        let parent = remote_parent(
-            &exporting.propagator,
-            &opentelemetry_http::HeaderExtractor(headers),
-        );
+        let parent = headers.contains_key(TRACEPARENT).then(|| {
+            remote_parent(
+                &exporting.propagator,
+                &opentelemetry_http::HeaderExtractor(headers),
+            )
+        });
         Trace(Some(Arc::new(Recorder {
             exporting: exporting.clone(),
             start: SystemTime::now(),
             span_id: exporting.ids.new_span_id(),
             state: Mutex::new(State {
-                parent,
+                parent: parent.flatten(),
                 settled: None,
                 name: Cow::Borrowed(name),
                 attributes: Vec::new(),
@@ -205,6 +207,7 @@ impl Trace {
             && let Some(meta) = params
                 .and_then(|params| params.get("_meta"))
                 .and_then(Value::as_object)
+                .filter(|meta| meta.contains_key(TRACEPARENT))
         {
             state.parent = remote_parent(&recorder.exporting.propagator, &MetaCarrier(meta));
         }
@@ -314,22 +317,21 @@ impl Trace {
         Span {
             trace: Some(recorder.clone()),
             span_id,
-            open: recording.then(|| {
-                Box::new(Recorded {
-                    span_id,
-                    name,
-                    kind,
-                    start: SystemTime::now(),
-                    end: SystemTime::UNIX_EPOCH,
-                    attributes: Vec::new(),
-                    status: Status::Unset,
-                })
+            open: recording.then(|| Recorded {
+                span_id,
+                name,
+                kind,
+                start: SystemTime::now(),
+                end: SystemTime::UNIX_EPOCH,
+                attributes: Vec::new(),
+                status: Status::Unset,
             }),
         }
     }
 
     /// Writes the W3C trace context for an upstream into `carrier` (`_meta` or
-    /// headers), `span` as the parent the upstream sees.
+    /// headers), `span` as the parent the upstream sees: `traceparent`, and
+    /// `tracestate` when the caller sent one.
     pub fn propagate(&self, span: &Span, carrier: &mut dyn Injector) {
         let Some(recorder) = &self.0 else {
             return;
@@ -339,29 +341,22 @@ impl Trace {
         let trace_state = state
             .parent
             .as_ref()
-            .map_or_else(TraceState::default, |parent| parent.trace_state().clone());
+            .map(|parent| parent.trace_state().header())
+            .filter(|header| !header.is_empty());
         drop(state);
-        let flags = if settled.sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        };
         let parent = if span.span_id == SpanId::INVALID {
             recorder.span_id
         } else {
             span.span_id
         };
-        let context = Context::new().with_remote_span_context(SpanContext::new(
-            settled.trace_id,
-            parent,
-            flags,
-            false,
-            trace_state,
-        ));
-        recorder
-            .exporting
-            .propagator
-            .inject_context(&context, carrier);
+        let flags = if settled.sampled { "01" } else { "00" };
+        carrier.set(
+            TRACEPARENT,
+            format!("00-{}-{parent}-{flags}", settled.trace_id),
+        );
+        if let Some(trace_state) = trace_state {
+            carrier.set(TRACESTATE, trace_state);
+        }
     }
 }
 
@@ -480,7 +475,7 @@ pub struct Span {
     trace: Option<Arc<Recorder>>,
     span_id: SpanId,
     /// `None` when nothing is recorded (tracing off, or the trace is not sampled).
-    open: Option<Box<Recorded>>,
+    open: Option<Recorded>,
 }
 
 impl std::fmt::Debug for Span {
@@ -547,7 +542,7 @@ impl Drop for Span {
             state.dropped_spans = state.dropped_spans.saturating_add(1);
             return;
         }
-        state.spans.push(*open);
+        state.spans.push(open);
     }
 }
 

@@ -94,6 +94,10 @@ fn a_meta_parent_is_adopted_when_the_headers_name_none() {
         !traceparent.contains(PARENT_SPAN),
         "the upstream's parent is Warden's span"
     );
+    assert!(
+        !carrier.contains_key(TRACESTATE),
+        "no empty tracestate: {carrier:?}"
+    );
 }
 
 #[test]

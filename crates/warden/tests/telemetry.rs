@@ -276,6 +276,7 @@ async fn a_python_client_call_is_one_trace_from_the_caller_into_the_upstream() {
     let expected = format!("00-{CALLER_TRACE}-{}-01", hex(&upstream_call.span_id));
     assert_eq!(seen["headers"]["traceparent"], expected, "{seen}");
     assert_eq!(seen["meta"]["traceparent"], expected, "{seen}");
+    assert!(seen["meta"].get("tracestate").is_none(), "{seen}");
 
     // The refused call: its span and its validation span name the layer and the rule.
     assert_eq!(
