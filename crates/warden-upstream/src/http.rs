@@ -207,17 +207,14 @@ impl Endpoint {
         // The trace context a message carries in `_meta` goes in headers too, so that
         // the server's HTTP instrumentation joins the same trace. Well-formed values only.
         let meta = params.and_then(|p| p.get("_meta"));
-        let traceparent = meta
-            .and_then(|m| m.get(TRACEPARENT))
-            .and_then(Value::as_str)
-            .filter(|value| is_traceparent(value));
-        if let Some(traceparent) = traceparent {
-            insert_text(&mut headers, TRACEPARENT, traceparent);
-            let tracestate = meta
-                .and_then(|m| m.get(TRACESTATE))
+        let field = |name: &str, well_formed: fn(&str) -> bool| {
+            meta.and_then(|m| m.get(name))
                 .and_then(Value::as_str)
-                .filter(|value| is_tracestate(value));
-            if let Some(tracestate) = tracestate {
+                .filter(|value| well_formed(value))
+        };
+        if let Some(traceparent) = field(TRACEPARENT, is_traceparent) {
+            insert_text(&mut headers, TRACEPARENT, traceparent);
+            if let Some(tracestate) = field(TRACESTATE, is_tracestate) {
                 insert_text(&mut headers, TRACESTATE, tracestate);
             }
         }

@@ -72,15 +72,22 @@ impl Collector {
             .collect()
     }
 
-    /// The spans of trace `trace_id` once `done` holds for them (within 20 s: the
-    /// exporter sends a batch every second).
+    /// The spans of trace `trace_id` once `done` holds for them.
     async fn trace(&self, trace_id: &[u8], done: impl Fn(&[Span]) -> bool) -> Vec<Span> {
-        for _ in 0..200 {
-            let spans: Vec<Span> = self
-                .spans()
+        let of_trace = |spans: Vec<Span>| -> Vec<Span> {
+            spans
                 .into_iter()
                 .filter(|span| span.trace_id == trace_id)
-                .collect();
+                .collect()
+        };
+        of_trace(self.received(|spans| done(&of_trace(spans.to_vec()))).await)
+    }
+
+    /// Every span received, once `done` holds for them (within 20 s: the exporter
+    /// sends a batch every second).
+    async fn received(&self, done: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+        for _ in 0..200 {
+            let spans = self.spans();
             if done(&spans) {
                 return spans;
             }
@@ -113,6 +120,18 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
         .iter()
         .find(|a| a.key == key)
         .and_then(|a| string_of(a.value.as_ref()?.value.as_ref()?))
+}
+
+/// The layer and rule a refused request's span names.
+fn refusal(span: &Span) -> (Option<String>, Option<String>) {
+    (
+        attribute(span, "warden.refusal.layer"),
+        attribute(span, "warden.refusal.rule"),
+    )
+}
+
+fn named(layer: &str, rule: &str) -> (Option<String>, Option<String>) {
+    (Some(layer.to_owned()), Some(rule.to_owned()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -280,12 +299,8 @@ async fn a_python_client_call_is_one_trace_from_the_caller_into_the_upstream() {
 
     // The refused call: its span and its validation span name the layer and the rule.
     assert_eq!(
-        attribute(refused, "warden.refusal.layer").as_deref(),
-        Some("validation")
-    );
-    assert_eq!(
-        attribute(refused, "warden.refusal.rule").as_deref(),
-        Some("validation.arguments")
+        refusal(refused),
+        named("validation", "validation.arguments")
     );
     assert_eq!(
         attribute(refused, "rpc.response.status_code").as_deref(),
@@ -384,17 +399,13 @@ async fn without_a_caller_trace_warden_starts_one() {
     let secret_name = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
     let unknown = Http::new(&warden).call_tool(secret_name, json!({})).await;
     assert!(unknown.text.contains("Unknown tool"), "{}", unknown.text);
-    let refused_rule = |span: &Span| attribute(span, "warden.refusal.rule");
-    for _ in 0..200 {
-        if collector
-            .spans()
-            .iter()
-            .any(|s| refused_rule(s).as_deref() == Some("catalogue.unknown_tool"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    collector
+        .received(|spans| {
+            spans
+                .iter()
+                .any(|s| refusal(s) == named("catalogue", "catalogue.unknown_tool"))
+        })
+        .await;
     let raw = collector.raw();
     assert!(raw.windows(10).any(|w| w == b"[REDACTED]"));
     assert!(
@@ -422,14 +433,7 @@ async fn without_a_caller_trace_warden_starts_one() {
         .find(|s| s.kind == SpanKind::Server as i32)
         .unwrap();
     assert!(is_error(root));
-    assert_eq!(
-        attribute(root, "warden.refusal.layer").as_deref(),
-        Some("authentication")
-    );
-    assert_eq!(
-        attribute(root, "warden.refusal.rule").as_deref(),
-        Some("auth.credential")
-    );
+    assert_eq!(refusal(root), named("authentication", "auth.credential"));
     let authenticate = spans
         .iter()
         .find(|s| s.name == "warden.authenticate")
