@@ -30,23 +30,10 @@ for ratio in 0 1; do
         cat "$WARDEN_WORK/warden.toml" - >"$WARDEN_WORK/warden-ratio$ratio.toml"
 done
 
-# start_variant NAME CONFIG: a Warden on its own data directory; sets NAME_url, NAME_key
-# and NAME_pid.
-start_variant() {
-    local name="$1" config="$2" url pid
-    "$target/warden" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/$name" \
-        --config "$config" >/dev/null 2>"$WARDEN_WORK/$name.log" &
-    pid=$!
-    kill_on_exit "$pid"
-    printf -v "${name}_pid" '%s' "$pid"
-    url="$(wait_for_output "$WARDEN_WORK/$name.log" 'listening on https?://[^ ]*' "$pid" "warden ($name)" 60)"
-    printf -v "${name}_url" '%s' "${url#listening on }"
-    printf -v "${name}_key" '%s' "$(cat "$WARDEN_WORK/$name/admin.key")"
-}
-start_variant off "$WARDEN_WORK/warden.toml"
-start_variant off_again "$WARDEN_WORK/warden.toml"
-start_variant unsampled "$WARDEN_WORK/warden-ratio0.toml"
-start_variant sampled "$WARDEN_WORK/warden-ratio1.toml"
+start_variant off "$target/warden" "$WARDEN_WORK/warden.toml"
+start_variant off_again "$target/warden" "$WARDEN_WORK/warden.toml"
+start_variant unsampled "$target/warden" "$WARDEN_WORK/warden-ratio0.toml"
+start_variant sampled "$target/warden" "$WARDEN_WORK/warden-ratio1.toml"
 
 results="$WARDEN_WORK/results.jsonl"
 for era in legacy modern; do

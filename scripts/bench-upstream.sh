@@ -34,26 +34,6 @@ cp "$target/warden" "$target/warden-layers"
 cargo build --release --locked -p warden -p warden-bench
 source scripts/lib/warden.sh
 
-# start_variant NAME BIN CONFIG [VAR=VALUE...]: another Warden on its own data directory,
-# its environment extended by the assignments; sets NAME_url, NAME_key, NAME_pid and
-# NAME_admin (its admin listener's URL).
-start_variant() {
-    local name="$1" bin="$2" config="$3" url admin pid
-    shift 3
-    env "$@" "$bin" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/$name" \
-        --config "$config" >/dev/null 2>"$WARDEN_WORK/$name.log" &
-    pid=$!
-    kill_on_exit "$pid"
-    printf -v "${name}_pid" '%s' "$pid"
-    url="$(wait_for_output "$WARDEN_WORK/$name.log" 'listening on https?://[^ ]*' "$pid" "warden ($name)" 60)"
-    admin="$(wait_for_output "$WARDEN_WORK/$name.log" 'admin endpoint at https?://[^ ]*' "$pid" "warden ($name)" 10)"
-    printf -v "${name}_url" '%s' "${url#listening on }"
-    printf -v "${name}_admin" '%s' "${admin#admin endpoint at }"
-    if [ -f "$WARDEN_WORK/$name/admin.key" ]; then
-        printf -v "${name}_key" '%s' "$(cat "$WARDEN_WORK/$name/admin.key")"
-    fi
-}
-
 source scripts/lib/bench-echo.sh
 start_echo_upstream "$target/warden-bench"
 write_bench_config "$WARDEN_WORK/warden.toml"

@@ -8,6 +8,9 @@
 #                                      prints REGEX's first match once FILE has one; fails
 #                                      if PID exits first or SECONDS pass
 #   assert_key_not_logged LABEL        fails if the admin key reached the log
+#   start_variant NAME BIN CONFIG [VAR=VALUE...]
+#                                      another Warden beside the first, for the benchmarks
+#                                      (sets NAME_url, NAME_key, NAME_pid, NAME_admin)
 #   http_upstream LABEL READY SECONDS COMMAND...
 #                                      COMMAND in the background with PORT set to a free
 #                                      port (left in $port), killed on exit; returns once
@@ -68,4 +71,24 @@ http_upstream() {
     pid=$!
     kill_on_exit "$pid"
     wait_for_output "$WARDEN_WORK/$label.log" "${ready//\{port\}/$port}" "$pid" "$label" "$seconds" >/dev/null
+}
+
+# start_variant NAME BIN CONFIG [VAR=VALUE...]: another Warden on its own data directory,
+# its environment extended by the assignments; sets NAME_url, NAME_key, NAME_pid and
+# NAME_admin (its admin listener's URL).
+start_variant() {
+    local name="$1" bin="$2" config="$3" url admin pid
+    shift 3
+    env "$@" "$bin" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WARDEN_WORK/$name" \
+        --config "$config" >/dev/null 2>"$WARDEN_WORK/$name.log" &
+    pid=$!
+    kill_on_exit "$pid"
+    printf -v "${name}_pid" '%s' "$pid"
+    url="$(wait_for_output "$WARDEN_WORK/$name.log" 'listening on https?://[^ ]*' "$pid" "warden ($name)" 60)"
+    admin="$(wait_for_output "$WARDEN_WORK/$name.log" 'admin endpoint at https?://[^ ]*' "$pid" "warden ($name)" 10)"
+    printf -v "${name}_url" '%s' "${url#listening on }"
+    printf -v "${name}_admin" '%s' "${admin#admin endpoint at }"
+    if [ -f "$WARDEN_WORK/$name/admin.key" ]; then
+        printf -v "${name}_key" '%s' "$(cat "$WARDEN_WORK/$name/admin.key")"
+    fi
 }

@@ -99,10 +99,6 @@ impl Telemetry {
         })
     }
 
-    pub fn is_on(&self) -> bool {
-        self.on.is_some()
-    }
-
     /// The trace of one HTTP request, its parent taken from `traceparent`/`tracestate`
     /// headers when they are valid. `name` names its span until [`Trace::rename`].
     pub fn begin(&self, headers: &http::HeaderMap, name: &'static str) -> Trace {

@@ -83,6 +83,17 @@ impl Collector {
         of_trace(self.received(|spans| done(&of_trace(spans.to_vec()))).await)
     }
 
+    /// The spans of the trace of one request, once its own (server) span arrived (it is
+    /// exported after its layers' spans), and that span.
+    async fn request(&self, trace_id: &[u8]) -> (Vec<Span>, Span) {
+        let is_request = |s: &Span| s.kind == SpanKind::Server as i32;
+        let spans = self
+            .trace(trace_id, |spans| spans.iter().any(is_request))
+            .await;
+        let root = spans.iter().find(|s| is_request(s)).cloned().unwrap();
+        (spans, root)
+    }
+
     /// Every span received, once `done` holds for them (within 20 s: the exporter
     /// sends a batch every second).
     async fn received(&self, done: impl Fn(&[Span]) -> bool) -> Vec<Span> {
@@ -378,15 +389,7 @@ async fn without_a_caller_trace_warden_starts_one() {
     let traceparent = seen["headers"]["traceparent"].as_str().unwrap().to_owned();
     assert_eq!(seen["meta"]["traceparent"], traceparent.as_str());
     let trace_id = unhex(&traceparent[3..35]);
-    let spans = collector
-        .trace(&trace_id, |spans| {
-            spans.iter().any(|s| s.kind == SpanKind::Server as i32)
-        })
-        .await;
-    let root = spans
-        .iter()
-        .find(|s| s.kind == SpanKind::Server as i32)
-        .unwrap();
+    let (spans, root) = collector.request(&trace_id).await;
     assert!(root.parent_span_id.is_empty(), "a new trace has no parent");
     let upstream_call = spans
         .iter()
@@ -423,17 +426,11 @@ async fn without_a_caller_trace_warden_starts_one() {
         )
         .await;
     assert_eq!(refused.status, 401);
-    let spans = collector
-        .trace(&unhex("0af7651916cd43dd8448eb211c80319c"), |spans| {
-            spans.iter().any(|s| s.kind == SpanKind::Server as i32)
-        })
+    let (spans, root) = collector
+        .request(&unhex("0af7651916cd43dd8448eb211c80319c"))
         .await;
-    let root = spans
-        .iter()
-        .find(|s| s.kind == SpanKind::Server as i32)
-        .unwrap();
-    assert!(is_error(root));
-    assert_eq!(refusal(root), named("authentication", "auth.credential"));
+    assert!(is_error(&root));
+    assert_eq!(refusal(&root), named("authentication", "auth.credential"));
     let authenticate = spans
         .iter()
         .find(|s| s.name == "warden.authenticate")
