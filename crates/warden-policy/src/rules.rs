@@ -1027,6 +1027,42 @@ mod tests {
     }
 
     #[test]
+    fn context_values_are_built_only_for_policies_that_name_them() {
+        let (write, send) = (write_file_schema(), send_email_schema());
+        let catalogue = tools(&write, &send);
+        let needs = |rules: &Rules| (rules.needs.arguments, rules.needs.tools_used);
+        // The shipped sets read neither: a call's arguments are not converted for them.
+        assert_eq!(needs(&Rules::builtin().unwrap()), (false, false));
+        assert_eq!(
+            needs(&Rules::after_untrusted(Confirm::Elicit).unwrap()),
+            (false, false)
+        );
+        // A set that names them gets them, and decides on them.
+        let rules = Rules::parse(&file(
+            r#"@id("second-call") permit (principal, action == Action::"call_tool:fs__write_file", resource)
+when { context.session.tools_used.contains("fs__write_file") && context.arguments.path like "/srv/*" };"#,
+        ))
+        .unwrap();
+        assert_eq!(rules.validate(&catalogue, None).unwrap(), []);
+        assert_eq!(needs(&rules), (true, true));
+        let mut used = request();
+        used.session.tools_used = vec!["fs__write_file".into()];
+        let call = |request: &RequestFacts, path: &str| {
+            rules
+                .decide_call(
+                    &key("read"),
+                    &catalogue[0],
+                    &arguments(json!({"path": path, "content": "x"})),
+                    request,
+                )
+                .allowed
+        };
+        assert!(call(&used, "/srv/a"));
+        assert!(!call(&used, "/etc/a"));
+        assert!(!call(&request(), "/srv/a"));
+    }
+
+    #[test]
     fn bad_policies_are_refused_with_cedars_words_and_their_line() {
         let (write, send) = (write_file_schema(), send_email_schema());
         let catalogue = tools(&write, &send);

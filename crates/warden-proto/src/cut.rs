@@ -105,6 +105,9 @@ enum TopId {
     Done(Option<u64>),
 }
 
+/// The size past which a message's buffer is given room up to the cap at once.
+const WHOLE_ROOM_PAST: usize = 1 << 20;
+
 #[derive(Debug)]
 pub struct MessageCutter {
     limits: MessageLimits,
@@ -162,9 +165,18 @@ impl MessageCutter {
     pub fn push(&mut self, mut bytes: &[u8]) {
         if !self.over {
             // Room for the piece at once (a message usually comes in one), never past
-            // the cap.
+            // the cap. Past a mebibyte a message may well run to the cap: room for all
+            // of it then, once (the kernel backs it only as it fills), rather than
+            // doubling copies whose freed blocks the allocator may keep resident a
+            // while, up to twice the message at the peak.
             let room = self.limits.max_bytes.saturating_sub(self.out.len());
-            self.out.reserve(bytes.len().min(room));
+            let wanted = bytes.len().min(room);
+            self.out
+                .reserve(if self.out.len() + wanted > WHOLE_ROOM_PAST {
+                    room
+                } else {
+                    wanted
+                });
         }
         while !bytes.is_empty() {
             let used = match self.in_string {

@@ -156,7 +156,12 @@ impl Message {
 
 /// A JSON-RPC success body.
 pub fn result_body(id: &RequestId, result: Value) -> Value {
-    serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    // Built field by field: `json!` would copy `result` by serialising it.
+    let mut body = serde_json::Map::with_capacity(3);
+    body.insert("jsonrpc".into(), "2.0".into());
+    body.insert("id".into(), serde_json::json!(id));
+    body.insert("result".into(), result);
+    Value::Object(body)
 }
 
 /// A JSON-RPC error body. `id` is `null` when the request's id could not be read.

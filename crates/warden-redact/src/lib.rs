@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde_json::Value;
 
 pub const REDACTED: &str = "[REDACTED]";
@@ -54,7 +54,10 @@ pub fn is_secret_name(name: &str) -> bool {
 }
 
 /// Secret shapes, in one alternation so a line is scanned once.
-static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
+static SHAPES: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&shapes()).expect("the shapes compile"));
+
+fn shapes() -> String {
     let shapes = [
         // PEM private keys, the whole block (and a block's first line on its own: the
         // rest may follow on other lines, see `LineRedactor`).
@@ -79,17 +82,14 @@ static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
         // Bearer and Basic credentials in free text.
         r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}",
     ];
-    Regex::new(&shapes.join("|")).expect("the shapes compile")
-});
+    shapes.join("|")
+}
 
 /// A secret's name in prose, then its value: `password is hunter2`, `the API key was
 /// abc123`.
-static PROSE_NAMED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)\b((?:password|passwd|passphrase|secret|api[ _\-]?key|access[ _\-]?key|token)\s+(?:is|was|of)\s+)([^\s\x22',;]+)",
-    )
-    .expect("compiles")
-});
+static PROSE_NAMED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(PROSE_NAMED_PATTERN).expect("compiles"));
+const PROSE_NAMED_PATTERN: &str = r"(?i)\b((?:password|passwd|passphrase|secret|api[ _\-]?key|access[ _\-]?key|token)\s+(?:is|was|of)\s+)([^\s\x22',;]+)";
 
 /// Whether a `sk-` match is a key rather than a word that happens to contain `sk-`
 /// (`task-management-…`): keys have a long run of letters and digits with a digit in it.
@@ -102,21 +102,32 @@ fn looks_random(found: &str) -> bool {
 }
 
 /// `scheme://user:password@host`: the password goes.
-static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)([^\s@/]+)(@)").expect("compiles")
-});
+static URL_PASSWORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(URL_PASSWORD_PATTERN).expect("compiles"));
+const URL_PASSWORD_PATTERN: &str = r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)([^\s@/]+)(@)";
 
 /// `name=value`, `name: value`, `"name": "value"` where the name looks like a secret.
-static NAMED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r#"(?i)(\\?["']?)([A-Za-z0-9_\-]*(?:password|passwd|secret|token|api[_\-]?key|apikey|authorization|cookie|credential|private[_\-]?key|connection[_\-]?string|access[_\-]?key)[A-Za-z0-9_\-]*)(\\?["']?\s*[:=]\s*\\?["']?)([^\s"'\\&,;}]+)"#,
-    )
-    .expect("compiles")
+static NAMED: LazyLock<Regex> = LazyLock::new(|| Regex::new(NAMED_PATTERN).expect("compiles"));
+const NAMED_PATTERN: &str = r#"(?i)(\\?["']?)([A-Za-z0-9_\-]*(?:password|passwd|secret|token|api[_\-]?key|apikey|authorization|cookie|credential|private[_\-]?key|connection[_\-]?string|access[_\-]?key)[A-Za-z0-9_\-]*)(\\?["']?\s*[:=]\s*\\?["']?)([^\s"'\\&,;}]+)"#;
+
+/// Every rule above at once: most text has no secret, and one scan tells so where four
+/// separate ones would each walk it.
+static ANY: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new([
+        shapes().as_str(),
+        PROSE_NAMED_PATTERN,
+        URL_PASSWORD_PATTERN,
+        NAMED_PATTERN,
+    ])
+    .expect("the rules compile")
 });
 
 /// `text` with every secret-looking value replaced.
 pub fn text(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
+    if !ANY.is_match(text) {
+        return out;
+    }
     if SHAPES.is_match(&out) {
         out = Cow::Owned(
             SHAPES

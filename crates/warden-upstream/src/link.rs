@@ -264,7 +264,13 @@ impl Link {
             },
             answer,
         };
-        let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        // Built field by field: `json!` would copy `params` by serialising it.
+        let mut message = Map::with_capacity(4);
+        message.insert("jsonrpc".into(), "2.0".into());
+        message.insert("id".into(), id.into());
+        message.insert("method".into(), method.into());
+        message.insert("params".into(), Value::Object(params));
+        let message = Value::Object(message);
         Ok((
             call,
             Outbound {

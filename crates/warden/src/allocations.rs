@@ -1,15 +1,16 @@
 //! The benchmarks' allocation counter (feature `count-allocations`): every allocation
-//! the process makes goes through a counting wrapper of the system allocator, and
+//! the process makes goes through a counting wrapper of the shipped allocator, and
 //! /metrics reports the totals, so that a benchmark reads allocations per call as the
 //! difference over its calls.
 
+use mimalloc::MiMalloc;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::counter::ConstCounter;
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use stats_alloc::StatsAlloc;
 
 #[global_allocator]
-static COUNTED: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+static COUNTED: StatsAlloc<MiMalloc> = StatsAlloc::new(MiMalloc);
 
 /// The totals on /metrics, read at each scrape.
 #[derive(Debug)]
@@ -17,7 +18,7 @@ pub struct Allocations;
 
 impl Collector for Allocations {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = INSTRUMENTED_SYSTEM.stats();
+        let stats = COUNTED.stats();
         let counters = [
             (
                 "allocations",

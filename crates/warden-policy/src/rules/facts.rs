@@ -158,7 +158,7 @@ enum Arguments {
 
 fn context(request: &RequestFacts, arguments: Arguments, needs: Needs) -> Option<Context> {
     let session = &request.session;
-    let session = RestrictedExpression::new_record([
+    let mut session_fields = vec![
         (
             "untrusted_seen".to_owned(),
             RestrictedExpression::new_bool(session.untrusted_seen),
@@ -171,16 +171,20 @@ fn context(request: &RequestFacts, arguments: Arguments, needs: Needs) -> Option
             "calls".to_owned(),
             RestrictedExpression::new_long(i64::try_from(session.calls).unwrap_or(i64::MAX)),
         ),
-        (
+    ];
+    if needs.tools_used {
+        session_fields.push((
             "tools_used".to_owned(),
             RestrictedExpression::new_set(session.tools_used.iter().map(|t| string(t))),
-        ),
-    ])
-    .ok()?;
+        ));
+    }
     let mut pairs = vec![
         ("client_name".to_owned(), string(&request.client_name)),
         ("era".to_owned(), string(request.era)),
-        ("session".to_owned(), session),
+        (
+            "session".to_owned(),
+            RestrictedExpression::new_record(session_fields).ok()?,
+        ),
     ];
     // Extension values are parsed from text at every request: only for policies that
     // can read them.
@@ -212,6 +216,11 @@ fn context(request: &RequestFacts, arguments: Arguments, needs: Needs) -> Option
 pub(super) struct Needs {
     pub address: bool,
     pub time: bool,
+    /// A call's arguments, converted value by value into a Cedar record: the largest
+    /// part of a context, and read only by policies about arguments.
+    pub arguments: bool,
+    /// The session's tools so far, a set that grows with the session.
+    pub tools_used: bool,
 }
 
 impl Needs {
@@ -220,6 +229,8 @@ impl Needs {
         Self {
             address: self.address || other.address,
             time: self.time || other.time,
+            arguments: self.arguments || other.arguments,
+            tools_used: self.tools_used || other.tools_used,
         }
     }
 
@@ -229,6 +240,8 @@ impl Needs {
         texts.into_iter().fold(Self::default(), |needs, text| Self {
             address: needs.address || text.contains("address"),
             time: needs.time || text.contains("time"),
+            arguments: needs.arguments || text.contains("arguments"),
+            tools_used: needs.tools_used || text.contains("tools_used"),
         })
     }
 }
@@ -245,6 +258,8 @@ pub(super) fn cedar_request(
     needs: Needs,
 ) -> Option<Request> {
     let arguments = match (target, call_arguments) {
+        // Policies that never name `arguments` decide the same without them.
+        (Target::Tool(_), _) if !needs.arguments => Arguments::Absent,
         (Target::Tool(tool), Some(given)) => Arguments::Known(arguments(tool.input_schema, given)?),
         (Target::Tool(_), None) => Arguments::Unknown,
         _ => Arguments::Absent,
