@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use warden_config::Results;
 use warden_policy::{Hardening, harden_message};
+use warden_proto::envelope::{request_body, result_body};
 use warden_proto::{Era, Request, RequestId, codes};
 use warden_store::Principal;
 use warden_upstream::{Event, ServerRequest};
@@ -290,7 +291,7 @@ impl Streaming {
                 if let Some(upstream_id) = upstream_id {
                     self.asked.push((upstream_id, id.clone()));
                 }
-                Some(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))
+                Some(request_body(Some(id.into()), &method, params))
             }
             Err(request) => {
                 request.respond(Err(json!({
@@ -305,7 +306,7 @@ impl Streaming {
 
 pub(crate) fn response_body(id: &RequestId, era: Era, result: Result<Value, RpcError>) -> Value {
     match result {
-        Ok(result) => warden_proto::envelope::result_body(id, result),
+        Ok(result) => result_body(id, result),
         Err(error) => GatewayError::Rpc {
             id: id.clone(),
             era,

@@ -154,9 +154,23 @@ impl Message {
     }
 }
 
+// The bodies below are built field by field: `json!` would copy a `Value` it is given
+// (params, a result) by serialising it.
+
+/// A JSON-RPC request body, or a notification's when `id` is `None`.
+pub fn request_body(id: Option<Value>, method: &str, params: Value) -> Value {
+    let mut body = serde_json::Map::with_capacity(4);
+    body.insert("jsonrpc".into(), "2.0".into());
+    if let Some(id) = id {
+        body.insert("id".into(), id);
+    }
+    body.insert("method".into(), method.into());
+    body.insert("params".into(), params);
+    Value::Object(body)
+}
+
 /// A JSON-RPC success body.
 pub fn result_body(id: &RequestId, result: Value) -> Value {
-    // Built field by field: `json!` would copy `result` by serialising it.
     let mut body = serde_json::Map::with_capacity(3);
     body.insert("jsonrpc".into(), "2.0".into());
     body.insert("id".into(), serde_json::json!(id));
@@ -196,6 +210,27 @@ mod tests {
             panic!("not a request")
         };
         assert_eq!(req.id, RequestId::Number(7));
+    }
+
+    #[test]
+    fn bodies_built_field_by_field_are_what_json_would_write() {
+        let params = json!({"name": "echo", "arguments": {"n": 1.50}});
+        let request = request_body(Some(json!(7)), "tools/call", params.clone());
+        assert_eq!(
+            request.to_string(),
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params})
+                .to_string()
+        );
+        let notification = request_body(None, "notifications/cancelled", json!({}));
+        assert_eq!(
+            notification.to_string(),
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#
+        );
+        let result = result_body(&RequestId::String("a".into()), json!({"ok": true}));
+        assert_eq!(
+            result.to_string(),
+            r#"{"jsonrpc":"2.0","id":"a","result":{"ok":true}}"#
+        );
     }
 
     #[test]

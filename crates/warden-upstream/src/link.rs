@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use warden_proto::envelope::request_body;
+
 use crate::UpstreamError;
 
 /// Messages waiting for the transport; a full queue makes callers wait.
@@ -264,13 +266,7 @@ impl Link {
             },
             answer,
         };
-        // Built field by field: `json!` would copy `params` by serialising it.
-        let mut message = Map::with_capacity(4);
-        message.insert("jsonrpc".into(), "2.0".into());
-        message.insert("id".into(), id.into());
-        message.insert("method".into(), method.into());
-        message.insert("params".into(), Value::Object(params));
-        let message = Value::Object(message);
+        let message = request_body(Some(id.into()), method, Value::Object(params));
         Ok((
             call,
             Outbound {
@@ -282,7 +278,7 @@ impl Link {
 
     /// Sends a notification; it is dropped if the transport's queue is full.
     pub fn notify(&self, method: &str, params: Map<String, Value>) {
-        let message = json!({ "jsonrpc": "2.0", "method": method, "params": params });
+        let message = request_body(None, method, Value::Object(params));
         if self
             .outbound
             .try_send(Outbound {
