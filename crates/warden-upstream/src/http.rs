@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures_util::StreamExt as _;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use hyper::Method;
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::AbortHandle;
@@ -18,11 +19,12 @@ use warden_proto::era::PROTOCOL_VERSION_META;
 use warden_proto::trace_context::{TRACEPARENT, TRACESTATE, is_traceparent, is_tracestate};
 
 use crate::UpstreamError;
+use crate::connections::{Answer, Connections};
 use crate::handshake::{EraCache, ServerFacts, handshake};
 use crate::link::{Link, Outbound};
-use crate::outbound::{self, read_message};
+use crate::outbound;
 use warden_egress::EgressPolicy;
-use warden_proto::cut::MessageLimits;
+use warden_proto::cut::{CutError, MessageCutter, MessageLimits};
 use warden_proto::sse::SseParser;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -42,8 +44,7 @@ struct LegacySession {
 #[derive(Debug)]
 struct Endpoint {
     name: Arc<str>,
-    client: reqwest::Client,
-    url: reqwest::Url,
+    connections: Connections,
     /// The URL as logs show it: no user, password, query or fragment (they may carry
     /// credentials).
     shown_url: String,
@@ -72,8 +73,8 @@ impl HttpUpstream {
         egress: &Arc<EgressPolicy>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, UpstreamError> {
-        let url = reqwest::Url::parse(&config.url)
-            .map_err(|_| UpstreamError::Spawn("invalid url".into()))?;
+        let url =
+            url::Url::parse(&config.url).map_err(|_| UpstreamError::Spawn("invalid url".into()))?;
         // An address in the URL is checked here; a name, each time it is resolved.
         egress
             .check_url(&url)
@@ -91,14 +92,17 @@ impl HttpUpstream {
             who: format!("upstream {name:?}"),
             hashes: config.pins.clone(),
         });
-        let client = outbound::client(url.scheme() == "https", 0, egress, pins.as_ref())
-            .map_err(UpstreamError::Spawn)?;
+        let tls = match url.scheme() {
+            "https" => Some(outbound::tls_config(pins.as_ref()).map_err(UpstreamError::Spawn)?),
+            _ => None,
+        };
+        let connections =
+            Connections::new(&url, tls, egress.clone()).map_err(UpstreamError::Spawn)?;
         let (link, queue) = Link::new(name.clone(), unsolicited);
         let endpoint = Arc::new(Endpoint {
             name,
-            client,
+            connections,
             shown_url: outbound::shown_url(&url),
-            url,
             headers,
             limits,
             session: Mutex::new(LegacySession::default()),
@@ -294,40 +298,43 @@ async fn deliver(endpoint: Arc<Endpoint>, link: Arc<Link>, mut queue: mpsc::Rece
 async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(), UpstreamError> {
     let is_initialize =
         outbound.message.get("method").and_then(Value::as_str) == Some("initialize");
-    let response = endpoint
-        .client
-        .post(endpoint.url.clone())
-        .headers(endpoint.headers_for(&outbound.message))
-        .body(outbound.message.to_string())
-        .send()
+    let mut response = endpoint
+        .connections
+        .send(
+            Method::POST,
+            endpoint.headers_for(&outbound.message),
+            Bytes::from(outbound.message.to_string()),
+        )
         .await
         .map_err(|error| {
-            tracing::warn!(upstream = %endpoint.name, url = %endpoint.shown_url, error = %outbound::cause(error), "upstream request failed");
+            tracing::warn!(upstream = %endpoint.name, url = %endpoint.shown_url, %error, "upstream request failed");
             UpstreamError::Connect
         })?;
-    let status = response.status();
+    let status = response.head.status;
     if is_initialize {
         let mut session = endpoint.session();
         session.id = response
-            .headers()
+            .head
+            .headers
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
     }
-    if status == reqwest::StatusCode::NOT_FOUND && endpoint.session().id.is_some() {
+    if status == hyper::StatusCode::NOT_FOUND && endpoint.session().id.is_some() {
         // The upstream forgot our session; the next call starts a new one.
         *endpoint.session() = LegacySession::default();
         return Err(UpstreamError::Unavailable);
     }
     let is_stream = response
-        .headers()
+        .head
+        .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_stream && status.is_success() {
         return read_stream(endpoint, link, response, outbound.call, is_initialize).await;
     }
-    let body = read_message(response, endpoint.limits).await?;
+    let body = read_message(&mut response, endpoint.limits).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return match (status.is_success(), outbound.call) {
             (true, None) => Ok(()),
@@ -356,17 +363,35 @@ fn answers(message: &Value, call: Option<u64>) -> bool {
         && (message.get("result").is_some() || message.get("error").is_some())
 }
 
+/// Reads one upstream message, cut as it streams in (`warden_proto::cut`): an answer
+/// over the size limit is given up as soon as that is known.
+async fn read_message(
+    response: &mut Answer<'_>,
+    limits: MessageLimits,
+) -> Result<Vec<u8>, UpstreamError> {
+    let mut cutter = MessageCutter::new(limits);
+    while let Some(chunk) = response.chunk().await {
+        cutter.push(&chunk.map_err(|_| UpstreamError::Connect)?);
+        if cutter.is_over() {
+            return Err(UpstreamError::Oversized);
+        }
+    }
+    cutter.finish().map_err(|error| match error {
+        CutError::Oversized { .. } => UpstreamError::Oversized,
+        CutError::TooDeep => UpstreamError::Protocol,
+    })
+}
+
 /// Feeds every message of an SSE answer to the link, tied to the call it answers.
 async fn read_stream(
     endpoint: &Endpoint,
     link: &Link,
-    response: reqwest::Response,
+    mut response: Answer<'_>,
     call: Option<u64>,
     is_initialize: bool,
 ) -> Result<(), UpstreamError> {
     let mut parser = SseParser::cutting(endpoint.limits);
-    let mut chunks = response.bytes_stream();
-    while let Some(chunk) = chunks.next().await {
+    while let Some(chunk) = response.chunk().await {
         let chunk = chunk.map_err(|_| UpstreamError::Connect)?;
         for event in parser.push(&chunk).map_err(|_| UpstreamError::Oversized)? {
             if event.data.iter().all(u8::is_ascii_whitespace) {
@@ -400,15 +425,13 @@ async fn listen(endpoint: Arc<Endpoint>, link: Arc<Link>) {
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         headers.remove(CONTENT_TYPE);
         let Ok(response) = endpoint
-            .client
-            .get(endpoint.url.clone())
-            .headers(headers)
-            .send()
+            .connections
+            .send(Method::GET, headers, Bytes::new())
             .await
         else {
             return;
         };
-        if !response.status().is_success() {
+        if !response.head.status.is_success() {
             return;
         }
         // A change announced while no stream was open went nowhere (servers that add

@@ -6,6 +6,7 @@
 //! [`Upstreams`] merges their catalogues (names prefixed when there are several), routes
 //! calls back by name or URI, and keeps the catalogue fresh on `list_changed`.
 
+mod connections;
 mod handshake;
 mod http;
 mod link;

@@ -12,7 +12,6 @@ use sha2::Digest as _;
 
 use crate::UpstreamError;
 use warden_egress::{CONNECT_TIMEOUT, EgressPolicy};
-use warden_proto::cut::{CutError, MessageCutter, MessageLimits};
 
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -52,8 +51,7 @@ pub fn client(
         .no_proxy()
         .https_only(https_only);
     if let Some(pins) = pins {
-        let tls = pinned_tls(pins).map_err(|error| format!("TLS for {}: {error}", pins.who))?;
-        builder = builder.tls_backend_preconfigured(tls);
+        builder = builder.tls_backend_preconfigured(tls_config(Some(pins))?);
     }
     builder.build().map_err(cause)
 }
@@ -130,18 +128,28 @@ impl rustls::client::danger::ServerCertVerifier for PinnedVerifier {
     }
 }
 
-/// TLS that verifies the chain as usual and then the pins.
-fn pinned_tls(pins: &SpkiPins) -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let chain = rustls_platform_verifier::Verifier::new(provider.clone())?;
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-            chain,
-            pins: pins.clone(),
-        }))
-        .with_no_client_auth())
+/// TLS that verifies the chain against the platform's roots, and then the pins if any.
+pub fn tls_config(pins: Option<&SpkiPins>) -> Result<rustls::ClientConfig, String> {
+    let built = || -> Result<rustls::ClientConfig, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let chain = rustls_platform_verifier::Verifier::new(provider.clone())?;
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match pins {
+            Some(pins) => Arc::new(PinnedVerifier {
+                chain,
+                pins: pins.clone(),
+            }),
+            None => Arc::new(chain),
+        };
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth())
+    };
+    built().map_err(|error| match pins {
+        Some(pins) => format!("TLS for {}: {error}", pins.who),
+        None => format!("TLS: {error}"),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,26 +175,6 @@ pub async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// Reads one upstream message, cut as it streams in (`warden_proto::cut`): an answer
-/// over the size limit is given up as soon as that is known.
-pub async fn read_message(
-    response: reqwest::Response,
-    limits: MessageLimits,
-) -> Result<Vec<u8>, UpstreamError> {
-    let mut cutter = MessageCutter::new(limits);
-    let mut chunks = response.bytes_stream();
-    while let Some(chunk) = chunks.next().await {
-        cutter.push(&chunk.map_err(|_| UpstreamError::Connect)?);
-        if cutter.is_over() {
-            return Err(UpstreamError::Oversized);
-        }
-    }
-    cutter.finish().map_err(|error| match error {
-        CutError::Oversized { .. } => UpstreamError::Oversized,
-        CutError::TooDeep => UpstreamError::Protocol,
-    })
 }
 
 /// A URL as a log line may show it: scheme, host, port and path, without the user,

@@ -1,0 +1,571 @@
+//! The HTTP/1.1 connections to one remote upstream. A call drives its connection in its
+//! own task: the request is written and the answer read there, with no hop to a
+//! connection task and back (at low load those wake-ups cost more than the request).
+//! A connection whose answer was read to its end goes back for the next call; one
+//! dropped before that is closed, which is how a 2026-07-28 server learns that a call
+//! was cancelled.
+
+use std::future::{Future as _, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http_body_util::Full;
+use hyper::body::{Body as _, Bytes, Incoming};
+use hyper::client::conn::http1;
+use hyper::header::{AUTHORIZATION, HOST, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use warden_egress::{CONNECT_TIMEOUT, EgressPolicy};
+
+/// An idle connection unused this long is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream; one more is closed. Sixteen parallel calls keep
+/// sixteen.
+const MAX_IDLE: usize = 64;
+
+/// Where one upstream is and how to reach it; connections are opened on demand and
+/// kept while idle.
+pub(crate) struct Connections {
+    host: url::Host<String>,
+    port: u16,
+    /// The request target (`/mcp?x=y`) and the `Host` header, fixed per upstream.
+    target: Uri,
+    authority: HeaderValue,
+    /// The URL's `user:password`, as HTTP Basic credentials (what reqwest sent).
+    credentials: Option<HeaderValue>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    egress: Arc<EgressPolicy>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Idle {
+    connection: Connection,
+    since: Instant,
+}
+
+/// One HTTP/1.1 connection: its sender, and the state machine its caller drives.
+struct Connection {
+    sender: http1::SendRequest<Full<Bytes>>,
+    driver: http1::Connection<TokioIo<Stream>, Full<Bytes>>,
+    closed: bool,
+}
+
+impl Connection {
+    /// Moves the connection's reading and writing on; remembers when it has closed
+    /// (the server hung up, or an error ended it).
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if !self.closed && Pin::new(&mut self.driver).poll(cx).is_ready() {
+            self.closed = true;
+        }
+    }
+}
+
+impl Connections {
+    /// `tls` is the client configuration for an `https` URL (its roots, any pins).
+    pub fn new(
+        url: &url::Url,
+        tls: Option<rustls::ClientConfig>,
+        egress: Arc<EgressPolicy>,
+    ) -> Result<Self, String> {
+        let host = url.host().ok_or("a URL without a host")?.to_owned();
+        let port = url.port_or_known_default().ok_or("a URL without a port")?;
+        let target = url[url::Position::BeforePath..url::Position::AfterQuery]
+            .parse::<Uri>()
+            .map_err(|_| "a path that is no request target")?;
+        let authority =
+            HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort])
+                .map_err(|_| "a host that is no header value")?;
+        let credentials = basic_credentials(url)?;
+        let tls = match (url.scheme(), tls) {
+            ("https", Some(mut config)) => {
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let name = match &host {
+                    url::Host::Domain(name) => ServerName::try_from(name.clone())
+                        .map_err(|_| "a host name TLS cannot verify")?,
+                    url::Host::Ipv4(ip) => ServerName::from(std::net::IpAddr::V4(*ip)),
+                    url::Host::Ipv6(ip) => ServerName::from(std::net::IpAddr::V6(*ip)),
+                };
+                Some((TlsConnector::from(Arc::new(config)), name))
+            }
+            ("https", None) => return Err("an https URL without TLS".into()),
+            _ => None,
+        };
+        Ok(Self {
+            host,
+            port,
+            target,
+            authority,
+            credentials,
+            tls,
+            egress,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends one request with `headers` (the upstream's target, `Host` and URL
+    /// credentials are added) and gives its answer once the head has arrived. An idle
+    /// connection found closed, or one that could not take the request before any of
+    /// it was written, is replaced by a new one: a request is never sent twice.
+    pub async fn send(
+        &self,
+        method: Method,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer<'_>, String> {
+        headers.insert(HOST, self.authority.clone());
+        if let Some(credentials) = &self.credentials
+            && !headers.contains_key(AUTHORIZATION)
+        {
+            headers.insert(AUTHORIZATION, credentials.clone());
+        }
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = self.target.clone();
+        *request.headers_mut() = headers;
+        loop {
+            let (mut connection, reused) = match self.take_idle() {
+                Some(connection) => (connection, true),
+                None => (self.connect().await?, false),
+            };
+            let ready = poll_fn(|cx| {
+                connection.drive(cx);
+                connection.sender.poll_ready(cx)
+            })
+            .await;
+            if let Err(error) = ready {
+                if reused {
+                    continue;
+                }
+                return Err(chain(&error));
+            }
+            let mut sending = pin!(connection.sender.try_send_request(request));
+            let sent = poll_fn(|cx| {
+                connection.drive(cx);
+                sending.as_mut().poll(cx)
+            })
+            .await;
+            match sent {
+                Ok(response) => {
+                    let (head, body) = response.into_parts();
+                    return Ok(Answer {
+                        head,
+                        body,
+                        connection: Some(connection),
+                        ended: false,
+                        connections: self,
+                    });
+                }
+                Err(mut refused) => match refused.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(chain(refused.error())),
+                },
+            }
+        }
+    }
+
+    /// The connection used last, unless it has idled too long (older ones are
+    /// closed: they are older still).
+    fn take_idle(&self) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = idle.pop()?;
+        if found.since.elapsed() < IDLE_TIMEOUT {
+            return Some(found.connection);
+        }
+        let stale = std::mem::take(&mut *idle);
+        drop(idle);
+        drop(stale);
+        None
+    }
+
+    fn keep(&self, connection: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                connection,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A new connection, through the egress guard (only to an address it allows, never
+    /// to a second lookup's answer), then TLS for an `https` upstream.
+    async fn connect(&self) -> Result<Connection, String> {
+        let opening = async {
+            let host = self.host.to_string();
+            let tcp = self
+                .egress
+                .connect(&host, self.port)
+                .await
+                .map_err(|error| error.to_string())?;
+            // Requests are written whole; waiting for more to send only delays them.
+            tcp.set_nodelay(true).map_err(|error| error.to_string())?;
+            match &self.tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some((connector, name)) => connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map(|tls| Stream::Tls(Box::new(tls)))
+                    .map_err(|error| chain(&error)),
+            }
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, opening)
+            .await
+            .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))??;
+        let (sender, driver) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| chain(&error))?;
+        Ok(Connection {
+            sender,
+            driver,
+            closed: false,
+        })
+    }
+}
+
+/// An answer whose head has arrived; its body is read with [`Answer::chunk`].
+pub(crate) struct Answer<'a> {
+    pub head: hyper::http::response::Parts,
+    body: Incoming,
+    connection: Option<Connection>,
+    ended: bool,
+    connections: &'a Connections,
+}
+
+impl Answer<'_> {
+    /// The next piece of the body, or `None` at its end.
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, String>> {
+        while !self.ended {
+            let frame = poll_fn(|cx| {
+                if let Some(connection) = &mut self.connection {
+                    connection.drive(cx);
+                }
+                Pin::new(&mut self.body).poll_frame(cx)
+            })
+            .await;
+            match frame {
+                None => self.ended = true,
+                Some(Ok(frame)) => {
+                    // Trailers carry nothing an upstream's message needs.
+                    if let Ok(data) = frame.into_data() {
+                        return Some(Ok(data));
+                    }
+                }
+                Some(Err(error)) => return Some(Err(chain(&error))),
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Answer<'_> {
+    /// A body read to its end leaves the connection ready for the next request; any
+    /// other is closed with it.
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && self.ended
+            && !connection.closed
+        {
+            self.connections.keep(connection);
+        }
+    }
+}
+
+/// `Authorization: Basic` from a URL's `user:password`, as browsers and reqwest send it.
+fn basic_credentials(url: &url::Url) -> Result<Option<HeaderValue>, String> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(None);
+    }
+    let decode = |part: &str| percent_encoding::percent_decode_str(part).collect::<Vec<u8>>();
+    let mut pair = decode(url.username());
+    pair.push(b':');
+    pair.extend(decode(url.password().unwrap_or_default()));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+        .map_err(|_| "credentials that are no header value")?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
+/// An error and its causes, one line (`connection refused`, the TLS alert, the pin).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// A plain or TLS connection, read and written alike.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(tcp) => tcp.is_write_vectored(),
+            Stream::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use hyper::body::Incoming;
+    use hyper::{Response, StatusCode};
+    use tokio::net::TcpListener;
+    use warden_config::EgressRule;
+
+    use super::*;
+
+    /// A server on 127.0.0.1 that counts the connections it accepted and saw end, and
+    /// answers `/big` with a megabyte, anything else with what it was sent (`Host`,
+    /// target, `Authorization`).
+    struct Server {
+        port: u16,
+        accepted: Arc<AtomicUsize>,
+        ended: Arc<AtomicUsize>,
+    }
+
+    async fn server(keep_alive: bool) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (on_accept, on_end) = (accepted.clone(), ended.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                on_accept.fetch_add(1, Ordering::SeqCst);
+                let on_end = on_end.clone();
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(echo))
+                        .await;
+                    on_end.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Server {
+            port,
+            accepted,
+            ended,
+        }
+    }
+
+    async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        if request.uri().path() == "/big" {
+            return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20]))));
+        }
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let seen = format!(
+            "{} {} {}",
+            header(HOST),
+            request.uri(),
+            header(AUTHORIZATION)
+        );
+        let mut response = Response::new(Full::new(Bytes::from(seen)));
+        *response.status_mut() = StatusCode::OK;
+        Ok(response)
+    }
+
+    fn connections(url: &str) -> Connections {
+        let egress = EgressPolicy::new(&[EgressRule::Host("127.0.0.1".into())]);
+        Connections::new(&url::Url::parse(url).unwrap(), None, egress).unwrap()
+    }
+
+    async fn body(connections: &Connections, headers: HeaderMap) -> String {
+        let mut answer = connections
+            .send(Method::POST, headers, Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(answer.head.status, StatusCode::OK);
+        let mut text = Vec::new();
+        while let Some(chunk) = answer.chunk().await {
+            text.extend_from_slice(&chunk.unwrap());
+        }
+        String::from_utf8(text).unwrap()
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    #[tokio::test]
+    async fn answers_read_to_their_end_leave_the_connection_for_the_next_call() {
+        let server = server(true).await;
+        let upstream = connections(&format!("http://127.0.0.1:{}/mcp?x=1", server.port));
+        for _ in 0..3 {
+            let seen = body(&upstream, HeaderMap::new()).await;
+            assert_eq!(seen, format!("127.0.0.1:{} /mcp?x=1 -", server.port));
+        }
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(server.ended.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_before_its_end_closes_its_connection() {
+        let server = server(true).await;
+        let big = connections(&format!("http://127.0.0.1:{}/big", server.port));
+        let answer = big
+            .send(Method::POST, HeaderMap::new(), Bytes::new())
+            .await
+            .unwrap();
+        drop(answer);
+        // The server sees the close (how a cancelled call is announced) ...
+        until("the server saw the connection end", || {
+            server.ended.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // ... and the next call opens a connection of its own.
+        let mut answer = big
+            .send(Method::POST, HeaderMap::new(), Bytes::new())
+            .await
+            .unwrap();
+        let mut read = 0;
+        while let Some(chunk) = answer.chunk().await {
+            read += chunk.unwrap().len();
+        }
+        assert_eq!(read, 1 << 20);
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_server_closed_is_replaced_without_an_error() {
+        let server = server(false).await;
+        let upstream = connections(&format!("http://127.0.0.1:{}/mcp", server.port));
+        for round in 1..=3 {
+            body(&upstream, HeaderMap::new()).await;
+            until("the server closed the connection", || {
+                server.ended.load(Ordering::SeqCst) == round
+            })
+            .await;
+        }
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn url_credentials_are_sent_as_basic_unless_the_operator_set_authorization() {
+        let server = server(true).await;
+        let upstream = connections(&format!(
+            "http://us%20er:p%40ss@127.0.0.1:{}/mcp",
+            server.port
+        ));
+        let seen = body(&upstream, HeaderMap::new()).await;
+        let basic = base64::engine::general_purpose::STANDARD.encode("us er:p@ss");
+        assert_eq!(
+            seen,
+            format!("127.0.0.1:{} /mcp Basic {basic}", server.port)
+        );
+        let mut configured = HeaderMap::new();
+        configured.insert(AUTHORIZATION, HeaderValue::from_static("Bearer operator"));
+        let seen = body(&upstream, configured).await;
+        assert!(seen.ends_with(" Bearer operator"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn an_address_the_egress_guard_refuses_is_never_connected() {
+        let server = server(true).await;
+        let egress = EgressPolicy::new(&[]);
+        let url = url::Url::parse(&format!("http://127.0.0.1:{}/mcp", server.port)).unwrap();
+        let upstream = Connections::new(&url, None, egress).unwrap();
+        let refused = upstream
+            .send(Method::POST, HeaderMap::new(), Bytes::new())
+            .await
+            .err()
+            .unwrap();
+        assert!(refused.contains("127.0.0.1"), "{refused}");
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 0);
+    }
+}
