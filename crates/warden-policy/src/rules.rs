@@ -282,9 +282,7 @@ impl Slice {
     fn of<'a>(policies: impl Iterator<Item = &'a Policy>) -> Self {
         let mut slice = Self::default();
         for policy in policies {
-            // A conservative test: any mention of `context` reads it.
-            let reads_context = policy.to_string().contains("context");
-            let set = match (policy.effect(), reads_context) {
+            let set = match (policy.effect(), reads_context(&policy.to_string())) {
                 (Effect::Permit, false) => &mut slice.fixed_permits,
                 (Effect::Forbid, false) => &mut slice.fixed_forbids,
                 (Effect::Permit, true) => &mut slice.permits,
@@ -295,6 +293,11 @@ impl Slice {
         }
         slice
     }
+}
+
+/// A conservative test: any mention of `context` reads it.
+fn reads_context(policy_text: &str) -> bool {
+    policy_text.contains("context")
 }
 
 /// What the policies of a slice that read no context decided for one principal and
@@ -446,12 +449,18 @@ impl Rules {
         };
         let slices = actions.iter().map(|a| (a.clone(), slice(a))).collect();
         let any_tool = slice(ANY_TOOL);
+        let context_readers: Vec<String> = policies
+            .policies()
+            .map(ToString::to_string)
+            .filter(|text| reads_context(text))
+            .collect();
+        let needs = facts::Needs::of(context_readers.iter().map(String::as_str));
         Ok(Self {
             policies,
             slices,
             any_tool,
             meta,
-            needs: facts::Needs::of(files.iter().map(|(_, text)| text.as_str())),
+            needs,
             files: files.to_vec(),
             entities: Default::default(),
         })
@@ -682,10 +691,38 @@ impl Rules {
         request: &RequestFacts,
         arguments: Option<&Map<String, Value>>,
     ) -> Verdict {
+        if self.needs.only_session_flags() {
+            return self.decide_by_flags(principal, action, target, request);
+        }
         match facts::cedar_request(principal, action, target, request, arguments, self.needs) {
             Some(cedar_request) => self.decide_request(principal, action, target, &cedar_request),
             None => unbuildable(action),
         }
+    }
+
+    /// Decides for policies whose context holds only the session's two flags (the
+    /// built-in and shipped policies): a request is built and decided once per pair of
+    /// flags for each principal, action and target, and the verdict kept with their
+    /// entities. A policy that reads anything else finds it missing and fails to
+    /// evaluate, so no verdict is kept that another value could have changed.
+    fn decide_by_flags(
+        &self,
+        principal: &PrincipalFacts,
+        action: &str,
+        target: &Target<'_>,
+        request: &RequestFacts,
+    ) -> Verdict {
+        let Some(prepared) = self.entities.prepared(principal, action, target) else {
+            return unbuildable(action);
+        };
+        prepared.by_flags[facts::flags_index(request)]
+            .get_or_init(|| {
+                match facts::cedar_request(principal, action, target, request, None, self.needs) {
+                    Some(cedar_request) => self.decide_prepared(&prepared, action, &cedar_request),
+                    None => unbuildable(action),
+                }
+            })
+            .clone()
     }
 
     /// Decides a request already built (with a context holding at least what these
@@ -697,11 +734,20 @@ impl Rules {
         target: &Target<'_>,
         cedar_request: &cedar_policy::Request,
     ) -> Verdict {
-        let Some(prepared) = self.entities.prepared(principal, action, target) else {
-            return unbuildable(action);
-        };
+        match self.entities.prepared(principal, action, target) {
+            Some(prepared) => self.decide_prepared(&prepared, action, cedar_request),
+            None => unbuildable(action),
+        }
+    }
+
+    fn decide_prepared(
+        &self,
+        prepared: &facts::Prepared,
+        action: &str,
+        cedar_request: &cedar_policy::Request,
+    ) -> Verdict {
         let slice = self.slice(action);
-        let fixed = self.fixed(slice, cedar_request, &prepared);
+        let fixed = self.fixed(slice, cedar_request, prepared);
         let (forbids, failed) = satisfied(
             &slice.forbids,
             cedar_request,
@@ -861,18 +907,27 @@ impl Policies {
     ) -> Verdict {
         let action = call_action(tool.name);
         let target = Target::Tool(*tool);
-        // One request, with what any of the sets reads, for all of them.
+        // Sets that read only the session's flags decide from what they keep; the others
+        // share one request, with what any of them reads, built when first needed.
         let needs = [&self.session, &self.outbound]
             .into_iter()
             .flatten()
             .fold(self.rules.needs, |needs, rules| needs.or(rules.needs));
-        let Some(cedar_request) =
-            facts::cedar_request(principal, &action, &target, request, Some(arguments), needs)
-        else {
-            return unbuildable(&action);
+        let shared = std::cell::OnceCell::new();
+        let decide = |rules: &Rules| {
+            if rules.needs.only_session_flags() {
+                return rules.decide_by_flags(principal, &action, &target, request);
+            }
+            let built = shared.get_or_init(|| {
+                facts::cedar_request(principal, &action, &target, request, Some(arguments), needs)
+            });
+            match built {
+                Some(cedar_request) => {
+                    rules.decide_request(principal, &action, &target, cedar_request)
+                }
+                None => unbuildable(&action),
+            }
         };
-        let decide =
-            |rules: &Rules| rules.decide_request(principal, &action, &target, &cedar_request);
         let mut verdict = decide(&self.rules);
         if !verdict.allowed {
             return verdict;
@@ -1060,6 +1115,66 @@ when { context.session.tools_used.contains("fs__write_file") && context.argument
         assert!(call(&used, "/srv/a"));
         assert!(!call(&used, "/etc/a"));
         assert!(!call(&request(), "/srv/a"));
+    }
+
+    #[test]
+    fn verdicts_on_the_session_flags_alone_are_kept_per_flag_pair_and_nothing_else_is_missed() {
+        let (write, send) = (write_file_schema(), send_email_schema());
+        let catalogue = tools(&write, &send);
+        let no_arguments = Map::new();
+        // The shipped sets read nothing but the two flags.
+        assert!(Rules::builtin().unwrap().needs.only_session_flags());
+        let session = Rules::after_untrusted(Confirm::Elicit).unwrap();
+        assert!(session.needs.only_session_flags());
+        // The same caller, tool and flags get the verdict they got; other flags their own.
+        let with_flags = |untrusted_seen: bool, private_read: bool| {
+            let mut facts = request();
+            facts.session.untrusted_seen = untrusted_seen;
+            facts.session.private_read = private_read;
+            facts.session.calls = 7;
+            facts
+        };
+        let asks = |facts: &RequestFacts| {
+            let verdict = session.decide_call(&key("write"), &catalogue[0], &no_arguments, facts);
+            verdict.allowed && verdict.confirm == Some(Confirm::Elicit)
+        };
+        for _ in 0..2 {
+            assert!(!asks(&with_flags(false, false)));
+            assert!(asks(&with_flags(true, false)));
+            assert!(asks(&with_flags(true, true)));
+            assert!(!asks(&with_flags(false, true)));
+        }
+        // A set that reads another value is decided on it at every call.
+        let by_client = |text: &str| {
+            Rules::parse(&file(&format!(
+                "permit (principal, action, resource);\n@id(\"no-evil\")\nforbid (principal, action, resource) when {{ {text} == \"evil\" }};"
+            )))
+            .unwrap()
+        };
+        let allowed = |rules: &Rules, client: &str| {
+            let mut facts = request();
+            client.clone_into(&mut facts.client_name);
+            rules
+                .decide_call(&key("write"), &catalogue[0], &no_arguments, &facts)
+                .allowed
+        };
+        let named = by_client("context.client_name");
+        assert!(named.needs.client_name && !named.needs.only_session_flags());
+        assert!(!allowed(&named, "evil"));
+        assert!(allowed(&named, "claude"));
+        assert!(!allowed(&named, "evil"));
+        // Read in a way the word test misses, the value is absent: the forbid cannot be
+        // evaluated and refuses every client (fail closed), never a kept verdict.
+        let hidden = by_client(r#"context["\u{63}lient_name"]"#);
+        assert!(hidden.needs.only_session_flags());
+        assert!(!allowed(&hidden, "claude"));
+        assert!(!allowed(&hidden, "evil"));
+        // Words inside other words are not reads; comments outside a policy are not it.
+        let worded = Rules::parse(&file(
+            "// calls, era and time, in a comment\n@id(\"operators\")\npermit (principal, action, resource) when { context.session.untrusted_seen || principal.name == \"operator\" };",
+        ))
+        .unwrap();
+        assert!(worded.needs.only_session_flags());
     }
 
     #[test]

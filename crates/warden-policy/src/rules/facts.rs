@@ -156,6 +156,9 @@ enum Arguments {
     Absent,
 }
 
+/// The context of one request, with only the values `needs` names besides the session's
+/// two flags: a policy that reads one left out fails to evaluate (a forbid then refuses)
+/// rather than deciding on a value a memoised verdict did not see.
 fn context(request: &RequestFacts, arguments: Arguments, needs: Needs) -> Option<Context> {
     let session = &request.session;
     let mut session_fields = vec![
@@ -167,25 +170,29 @@ fn context(request: &RequestFacts, arguments: Arguments, needs: Needs) -> Option
             "private_read".to_owned(),
             RestrictedExpression::new_bool(session.private_read),
         ),
-        (
+    ];
+    if needs.calls {
+        session_fields.push((
             "calls".to_owned(),
             RestrictedExpression::new_long(i64::try_from(session.calls).unwrap_or(i64::MAX)),
-        ),
-    ];
+        ));
+    }
     if needs.tools_used {
         session_fields.push((
             "tools_used".to_owned(),
             RestrictedExpression::new_set(session.tools_used.iter().map(|t| string(t))),
         ));
     }
-    let mut pairs = vec![
-        ("client_name".to_owned(), string(&request.client_name)),
-        ("era".to_owned(), string(request.era)),
-        (
-            "session".to_owned(),
-            RestrictedExpression::new_record(session_fields).ok()?,
-        ),
-    ];
+    let mut pairs = vec![(
+        "session".to_owned(),
+        RestrictedExpression::new_record(session_fields).ok()?,
+    )];
+    if needs.client_name {
+        pairs.push(("client_name".to_owned(), string(&request.client_name)));
+    }
+    if needs.era {
+        pairs.push(("era".to_owned(), string(request.era)));
+    }
     // Extension values are parsed from text at every request: only for policies that
     // can read them.
     if needs.address {
@@ -211,7 +218,7 @@ fn context(request: &RequestFacts, arguments: Arguments, needs: Needs) -> Option
     Context::from_pairs(pairs).ok()
 }
 
-/// Which context values that cost something to build the policies can read.
+/// Which context values, besides the session's two flags, the policies can read.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Needs {
     pub address: bool,
@@ -221,6 +228,10 @@ pub(super) struct Needs {
     pub arguments: bool,
     /// The session's tools so far, a set that grows with the session.
     pub tools_used: bool,
+    /// The session's call count, which changes with every call.
+    pub calls: bool,
+    pub client_name: bool,
+    pub era: bool,
 }
 
 impl Needs {
@@ -231,19 +242,51 @@ impl Needs {
             time: self.time || other.time,
             arguments: self.arguments || other.arguments,
             tools_used: self.tools_used || other.tools_used,
+            calls: self.calls || other.calls,
+            client_name: self.client_name || other.client_name,
+            era: self.era || other.era,
         }
     }
 
     /// What policy texts could read: a conservative test on the words themselves (any
-    /// mention, even in a comment, builds the value).
+    /// mention, even in a comment, builds the value). A word counts where it stands
+    /// alone (`context.era`, `context["era"]`), not inside another (`operator`).
     pub(super) fn of<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
         texts.into_iter().fold(Self::default(), |needs, text| Self {
-            address: needs.address || text.contains("address"),
-            time: needs.time || text.contains("time"),
-            arguments: needs.arguments || text.contains("arguments"),
-            tools_used: needs.tools_used || text.contains("tools_used"),
+            address: needs.address || mentions(text, "address"),
+            time: needs.time || mentions(text, "time"),
+            arguments: needs.arguments || mentions(text, "arguments"),
+            tools_used: needs.tools_used || mentions(text, "tools_used"),
+            calls: needs.calls || mentions(text, "calls"),
+            client_name: needs.client_name || mentions(text, "client_name"),
+            era: needs.era || mentions(text, "era"),
         })
     }
+
+    /// Whether the context holds nothing but the session's two flags: a decision is
+    /// then the same for every call with the same principal, target and flags.
+    pub(super) fn only_session_flags(self) -> bool {
+        !(self.address
+            || self.time
+            || self.arguments
+            || self.tools_used
+            || self.calls
+            || self.client_name
+            || self.era)
+    }
+}
+
+/// Whether `word` stands in `text` as a whole identifier.
+fn mentions(text: &str, word: &str) -> bool {
+    let is_identifier = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        !text[..at].ends_with(is_identifier) && !text[at + word.len()..].starts_with(is_identifier)
+    })
+}
+
+/// Which of the four verdicts a prepared set memoises for these session flags.
+pub(super) fn flags_index(request: &RequestFacts) -> usize {
+    usize::from(request.session.untrusted_seen) * 2 + usize::from(request.session.private_read)
 }
 
 /// The request for `action` on `target`, its context built for `needs`. Building the
@@ -306,11 +349,13 @@ fn entities(principal: &PrincipalFacts, action: &str, target: &Target<'_>) -> Op
 }
 
 /// The entities of one (principal, action, target), and what the policies that read no
-/// context decided on them, once asked.
+/// context decided on them, once asked. For policies that read only the session's two
+/// flags, the verdict for each pair of flags, once asked.
 #[derive(Debug)]
 pub(super) struct Prepared {
     pub entities: Entities,
     pub fixed: OnceLock<super::Fixed>,
+    pub by_flags: [OnceLock<super::Verdict>; 4],
 }
 
 /// What a set of entities was built from.
@@ -445,6 +490,7 @@ impl EntityCache {
         let built = Arc::new(Prepared {
             entities: entities(principal, action, target)?,
             fixed: OnceLock::new(),
+            by_flags: Default::default(),
         });
         if sets.len() >= CACHED_ENTITY_SETS {
             sets.clear();
