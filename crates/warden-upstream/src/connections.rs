@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::outbound::chain;
 use base64::Engine as _;
 use http_body_util::Full;
 use hyper::body::{Body as _, Bytes, Incoming};
@@ -31,6 +32,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per upstream; one more is closed. Sixteen parallel calls keep
 /// sixteen.
 const MAX_IDLE: usize = 64;
+const CLOSED_EARLY: &str = "the server closed the connection before its answer";
 
 /// Where one upstream is and how to reach it; connections are opened on demand and
 /// kept while idle.
@@ -148,23 +150,29 @@ impl Connections {
             };
             let ready = poll_fn(|cx| {
                 connection.drive(cx);
-                connection.sender.poll_ready(cx)
+                if connection.closed {
+                    return Poll::Ready(Err(None));
+                }
+                connection.sender.poll_ready(cx).map_err(Some)
             })
             .await;
-            if let Err(error) = ready {
-                if reused {
-                    continue;
-                }
-                return Err(chain(&error));
+            match ready {
+                Ok(()) => {}
+                Err(_) if reused => continue,
+                Err(Some(error)) => return Err(chain(&error)),
+                Err(None) => return Err(CLOSED_EARLY.into()),
             }
             let mut sending = pin!(connection.sender.try_send_request(request));
             let sent = poll_fn(|cx| {
                 connection.drive(cx);
-                sending.as_mut().poll(cx)
+                match sending.as_mut().poll(cx) {
+                    Poll::Pending if connection.closed => Poll::Ready(None),
+                    polled => polled.map(Some),
+                }
             })
             .await;
-            match sent {
-                Ok(response) => {
+            let mut refused = match sent {
+                Some(Ok(response)) => {
                     let (head, body) = response.into_parts();
                     return Ok(Answer {
                         head,
@@ -174,10 +182,20 @@ impl Connections {
                         connections: self,
                     });
                 }
-                Err(mut refused) => match refused.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(chain(refused.error())),
-                },
+                Some(Err(refused)) => refused,
+                // The connection ended with the request queued or on its way: closing
+                // it answers the request (with the request itself if none of it went).
+                None => {
+                    drop(connection);
+                    match sending.await {
+                        Ok(_) => return Err(CLOSED_EARLY.into()),
+                        Err(refused) => refused,
+                    }
+                }
+            };
+            match refused.take_message() {
+                Some(unsent) if reused => request = unsent,
+                _ => return Err(chain(refused.error())),
             }
         }
     }
@@ -255,10 +273,17 @@ impl Answer<'_> {
     pub async fn chunk(&mut self) -> Option<Result<Bytes, String>> {
         while !self.ended {
             let frame = poll_fn(|cx| {
-                if let Some(connection) = &mut self.connection {
-                    connection.drive(cx);
+                let Some(connection) = &mut self.connection else {
+                    return Poll::Ready(Some(Err(CLOSED_EARLY.to_owned())));
+                };
+                connection.drive(cx);
+                match Pin::new(&mut self.body).poll_frame(cx) {
+                    // Nothing more can come once the connection is closed.
+                    Poll::Pending if connection.closed => {
+                        Poll::Ready(Some(Err(CLOSED_EARLY.to_owned())))
+                    }
+                    frame => frame.map(|frame| frame.map(|frame| frame.map_err(|e| chain(&e)))),
                 }
-                Pin::new(&mut self.body).poll_frame(cx)
             })
             .await;
             match frame {
@@ -269,7 +294,7 @@ impl Answer<'_> {
                         return Some(Ok(data));
                     }
                 }
-                Some(Err(error)) => return Some(Err(chain(&error))),
+                Some(Err(error)) => return Some(Err(error)),
             }
         }
         None
@@ -303,21 +328,6 @@ fn basic_credentials(url: &url::Url) -> Result<Option<HeaderValue>, String> {
         .map_err(|_| "credentials that are no header value")?;
     value.set_sensitive(true);
     Ok(Some(value))
-}
-
-/// An error and its causes, one line (`connection refused`, the TLS alert, the pin).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 /// A plain or TLS connection, read and written alike.
@@ -521,13 +531,53 @@ mod tests {
         assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
     }
 
+    /// A server that answers one request per connection as if it kept the connection
+    /// (no `Connection: close`), then hangs up when told: what a server whose idle
+    /// timeout struck does to a kept connection.
+    async fn hanging_up_server(hang_up: Arc<tokio::sync::Notify>) -> Server {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (on_accept, on_end) = (accepted.clone(), ended.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                on_accept.fetch_add(1, Ordering::SeqCst);
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n{}") {
+                    let read = stream.read(&mut buffer).await.unwrap();
+                    assert!(read > 0, "the request ended early");
+                    request.extend_from_slice(&buffer[..read]);
+                }
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                hang_up.notified().await;
+                drop(stream);
+                on_end.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Server {
+            port,
+            accepted,
+            ended,
+        }
+    }
+
     #[tokio::test]
     async fn an_idle_connection_the_server_closed_is_replaced_without_an_error() {
-        let server = server(false).await;
+        let hang_up = Arc::new(tokio::sync::Notify::new());
+        let server = hanging_up_server(hang_up.clone()).await;
         let upstream = connections(&format!("http://127.0.0.1:{}/mcp", server.port));
         for round in 1..=3 {
-            body(&upstream, HeaderMap::new()).await;
-            until("the server closed the connection", || {
+            assert_eq!(body(&upstream, HeaderMap::new()).await, "ok");
+            // Kept: its answer said nothing of closing.
+            assert_eq!(upstream.idle.lock().unwrap().len(), 1);
+            hang_up.notify_one();
+            until("the server hung up", || {
                 server.ended.load(Ordering::SeqCst) == round
             })
             .await;

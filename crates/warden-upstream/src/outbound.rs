@@ -191,18 +191,21 @@ pub fn shown_url(url: &reqwest::Url) -> String {
 /// Why a request failed, down to the cause (`connection refused`, the egress guard's
 /// reason), without the URL reqwest would put in it.
 pub fn cause(error: reqwest::Error) -> String {
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(&error);
+    chain(&error.without_url())
+}
+
+/// An error and its causes on one line, each said once (`connection refused`, the TLS
+/// alert, the pin that did not match).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
     while let Some(inner) = source {
-        causes.push(inner.to_string());
-        source = inner.source();
-    }
-    let mut text = error.without_url().to_string();
-    for part in causes {
+        let part = inner.to_string();
         if !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);
         }
+        source = inner.source();
     }
     text
 }
