@@ -406,16 +406,18 @@ mod tests {
 
     use super::*;
 
-    /// A server on 127.0.0.1 that counts the connections it accepted and saw end, and
-    /// answers `/big` with a megabyte, anything else with what it was sent (`Host`,
-    /// target, `Authorization`).
+    /// A listener on 127.0.0.1 that counts the connections it accepted and those
+    /// `serve` is done with (each served in a task of its own).
     struct Server {
         port: u16,
         accepted: Arc<AtomicUsize>,
         ended: Arc<AtomicUsize>,
     }
 
-    async fn server(keep_alive: bool) -> Server {
+    async fn counting<Serving>(serve: impl Fn(TcpStream) -> Serving + Send + 'static) -> Server
+    where
+        Serving: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -424,12 +426,10 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 on_accept.fetch_add(1, Ordering::SeqCst);
+                let serving = serve(stream);
                 let on_end = on_end.clone();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(keep_alive)
-                        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(echo))
-                        .await;
+                    serving.await;
                     on_end.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -439,6 +439,17 @@ mod tests {
             accepted,
             ended,
         }
+    }
+
+    /// An HTTP/1.1 server that keeps connections, and answers `/big` with a megabyte,
+    /// anything else with what it was sent (`Host`, target, `Authorization`).
+    async fn server() -> Server {
+        counting(|stream| async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(echo))
+                .await;
+        })
+        .await
     }
 
     async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -494,7 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_read_to_their_end_leave_the_connection_for_the_next_call() {
-        let server = server(true).await;
+        let server = server().await;
         let upstream = connections(&format!("http://127.0.0.1:{}/mcp?x=1", server.port));
         for _ in 0..3 {
             let seen = body(&upstream, HeaderMap::new()).await;
@@ -506,7 +517,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_dropped_before_its_end_closes_its_connection() {
-        let server = server(true).await;
+        let server = server().await;
         let big = connections(&format!("http://127.0.0.1:{}/big", server.port));
         let answer = big
             .send(Method::POST, HeaderMap::new(), Bytes::new())
@@ -536,14 +547,9 @@ mod tests {
     /// timeout struck does to a kept connection.
     async fn hanging_up_server(hang_up: Arc<tokio::sync::Notify>) -> Server {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let ended = Arc::new(AtomicUsize::new(0));
-        let (on_accept, on_end) = (accepted.clone(), ended.clone());
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                on_accept.fetch_add(1, Ordering::SeqCst);
+        counting(move |mut stream| {
+            let hang_up = hang_up.clone();
+            async move {
                 let mut request = Vec::new();
                 let mut buffer = [0u8; 1024];
                 while !request.ends_with(b"\r\n\r\n{}") {
@@ -556,15 +562,9 @@ mod tests {
                     .await
                     .unwrap();
                 hang_up.notified().await;
-                drop(stream);
-                on_end.fetch_add(1, Ordering::SeqCst);
             }
-        });
-        Server {
-            port,
-            accepted,
-            ended,
-        }
+        })
+        .await
     }
 
     #[tokio::test]
@@ -587,7 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn url_credentials_are_sent_as_basic_unless_the_operator_set_authorization() {
-        let server = server(true).await;
+        let server = server().await;
         let upstream = connections(&format!(
             "http://us%20er:p%40ss@127.0.0.1:{}/mcp",
             server.port
@@ -606,7 +606,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_address_the_egress_guard_refuses_is_never_connected() {
-        let server = server(true).await;
+        let server = server().await;
         let egress = EgressPolicy::new(&[]);
         let url = url::Url::parse(&format!("http://127.0.0.1:{}/mcp", server.port)).unwrap();
         let upstream = Connections::new(&url, None, egress).unwrap();
