@@ -10,9 +10,9 @@ use std::io;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::outbound::chain;
+use crate::outbound::{POOL_IDLE_TIMEOUT, SpkiPins, chain, tls_config};
 use base64::Engine as _;
 use http_body_util::Full;
 use hyper::body::{Body as _, Bytes, Incoming};
@@ -27,8 +27,6 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use warden_egress::{CONNECT_TIMEOUT, EgressPolicy};
 
-/// An idle connection unused this long is closed rather than reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per upstream; one more is closed. Sixteen parallel calls keep
 /// sixteen.
 const MAX_IDLE: usize = 64;
@@ -82,10 +80,10 @@ impl Connection {
 }
 
 impl Connections {
-    /// `tls` is the client configuration for an `https` URL (its roots, any pins).
+    /// An `https` URL gets verified TLS (`outbound::tls_config`), with `pins` if any.
     pub fn new(
         url: &url::Url,
-        tls: Option<rustls::ClientConfig>,
+        pins: Option<&SpkiPins>,
         egress: Arc<EgressPolicy>,
     ) -> Result<Self, String> {
         let host = url.host().ok_or("a URL without a host")?.to_owned();
@@ -97,8 +95,9 @@ impl Connections {
             HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort])
                 .map_err(|_| "a host that is no header value")?;
         let credentials = basic_credentials(url)?;
-        let tls = match (url.scheme(), tls) {
-            ("https", Some(mut config)) => {
+        let tls = match url.scheme() {
+            "https" => {
+                let mut config = tls_config(pins)?;
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 let name = match &host {
                     url::Host::Domain(name) => ServerName::try_from(name.clone())
@@ -108,7 +107,6 @@ impl Connections {
                 };
                 Some((TlsConnector::from(Arc::new(config)), name))
             }
-            ("https", None) => return Err("an https URL without TLS".into()),
             _ => None,
         };
         Ok(Self {
@@ -205,7 +203,7 @@ impl Connections {
     fn take_idle(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let found = idle.pop()?;
-        if found.since.elapsed() < IDLE_TIMEOUT {
+        if found.since.elapsed() < POOL_IDLE_TIMEOUT {
             return Some(found.connection);
         }
         let stale = std::mem::take(&mut *idle);
@@ -398,6 +396,7 @@ impl AsyncWrite for Stream {
 mod tests {
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use hyper::body::Incoming;
     use hyper::{Response, StatusCode};

@@ -92,12 +92,8 @@ impl HttpUpstream {
             who: format!("upstream {name:?}"),
             hashes: config.pins.clone(),
         });
-        let tls = match url.scheme() {
-            "https" => Some(outbound::tls_config(pins.as_ref()).map_err(UpstreamError::Spawn)?),
-            _ => None,
-        };
         let connections =
-            Connections::new(&url, tls, egress.clone()).map_err(UpstreamError::Spawn)?;
+            Connections::new(&url, pins.as_ref(), egress.clone()).map_err(UpstreamError::Spawn)?;
         let (link, queue) = Link::new(name.clone(), unsolicited);
         let endpoint = Arc::new(Endpoint {
             name,

@@ -13,7 +13,9 @@ use sha2::Digest as _;
 use crate::UpstreamError;
 use warden_egress::{CONNECT_TIMEOUT, EgressPolicy};
 
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// A kept connection unused this long is closed rather than reused (reqwest's pools and
+/// the upstream connections alike).
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// TLS always verified (rustls, the platform's roots), no proxy from the environment,
 /// and names resolved through the egress guard. `https_only` refuses plain-HTTP URLs
