@@ -691,11 +691,32 @@ impl Rules {
         request: &RequestFacts,
         arguments: Option<&Map<String, Value>>,
     ) -> Verdict {
+        let built = std::cell::OnceCell::new();
+        self.decide_built(principal, action, target, request, || {
+            built
+                .get_or_init(|| {
+                    facts::cedar_request(principal, action, target, request, arguments, self.needs)
+                })
+                .as_ref()
+        })
+    }
+
+    /// Decides from the verdict kept for the session's flags when these policies read
+    /// nothing else; otherwise on the request `build` gives (holding at least what these
+    /// policies read), built only then.
+    fn decide_built<'r>(
+        &self,
+        principal: &PrincipalFacts,
+        action: &str,
+        target: &Target<'_>,
+        request: &RequestFacts,
+        build: impl FnOnce() -> Option<&'r cedar_policy::Request>,
+    ) -> Verdict {
         if self.needs.only_session_flags() {
             return self.decide_by_flags(principal, action, target, request);
         }
-        match facts::cedar_request(principal, action, target, request, arguments, self.needs) {
-            Some(cedar_request) => self.decide_request(principal, action, target, &cedar_request),
+        match build() {
+            Some(cedar_request) => self.decide_request(principal, action, target, cedar_request),
             None => unbuildable(action),
         }
     }
@@ -915,18 +936,20 @@ impl Policies {
             .fold(self.rules.needs, |needs, rules| needs.or(rules.needs));
         let shared = std::cell::OnceCell::new();
         let decide = |rules: &Rules| {
-            if rules.needs.only_session_flags() {
-                return rules.decide_by_flags(principal, &action, &target, request);
-            }
-            let built = shared.get_or_init(|| {
-                facts::cedar_request(principal, &action, &target, request, Some(arguments), needs)
-            });
-            match built {
-                Some(cedar_request) => {
-                    rules.decide_request(principal, &action, &target, cedar_request)
-                }
-                None => unbuildable(&action),
-            }
+            rules.decide_built(principal, &action, &target, request, || {
+                shared
+                    .get_or_init(|| {
+                        facts::cedar_request(
+                            principal,
+                            &action,
+                            &target,
+                            request,
+                            Some(arguments),
+                            needs,
+                        )
+                    })
+                    .as_ref()
+            })
         };
         let mut verdict = decide(&self.rules);
         if !verdict.allowed {
