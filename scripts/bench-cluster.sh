@@ -14,12 +14,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 requests="${1:-10000}"
 concurrency="${2:-16}"
 command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install redis-server)" >&2; exit 1; }
-nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
-[ -x "$nginx_bin" ] || { echo "needs nginx (apt-get install nginx)" >&2; exit 1; }
 cargo build --release --locked -p warden -p warden-bench
 target="${CARGO_TARGET_DIR:-target}/release"
 source scripts/lib/warden.sh
 source scripts/lib/bench-store.sh
+source scripts/lib/nginx.sh
+[ -n "$nginx_bin" ] || { echo "needs nginx (apt-get install nginx)" >&2; exit 1; }
 
 source scripts/lib/bench-echo.sh
 start_echo_upstream "$target/warden-bench"
@@ -88,31 +88,6 @@ WARDEN_KEY="$("$target/warden" keys add --config "$WARDEN_WORK/local.toml" --ten
 export WARDEN_KEY
 
 # nginx: the configuration docs/DEPLOYMENT.md shows, once over r1 alone and once over all three.
-nginx_for() {
-    local name="$1" port servers="" backend
-    shift
-    port="$(free_port)"
-    for backend in "$@"; do servers+="        server ${backend#http://};"$'\n'; done
-    servers="${servers//\/mcp/}"
-    mkdir -p "$WARDEN_WORK/nginx-$name"
-    { printf 'daemon off;\nworker_processes 1;\npid %s/nginx.pid;\nerror_log %s/error.log;\nevents { worker_connections 1024; }\nhttp {\n    access_log off;\n    client_body_temp_path %s/body;\n    proxy_temp_path %s/proxy;\n    fastcgi_temp_path %s/fastcgi;\n    uwsgi_temp_path %s/uwsgi;\n    scgi_temp_path %s/scgi;\n' \
-        "$WARDEN_WORK/nginx-$name" "$WARDEN_WORK/nginx-$name" "$WARDEN_WORK/nginx-$name" "$WARDEN_WORK/nginx-$name" "$WARDEN_WORK/nginx-$name" "$WARDEN_WORK/nginx-$name" "$WARDEN_WORK/nginx-$name"
-      python3 - "$port" "$servers" <<'PY'
-import sys
-port, servers = sys.argv[1], sys.argv[2]
-text = open("crates/warden/tests/fixtures/nginx-warden.conf").read()
-text = text.replace("        server 127.0.0.1:8081;\n        server 127.0.0.1:8082;\n        server 127.0.0.1:8083;\n", servers)
-print(text.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};"))
-PY
-      echo "}"; } >"$WARDEN_WORK/nginx-$name/nginx.conf"
-    "$nginx_bin" -e "$WARDEN_WORK/nginx-$name/error.log" -c "$WARDEN_WORK/nginx-$name/nginx.conf" &
-    kill_on_exit "$!"
-    for _ in $(seq 1 100); do
-        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null; then break; fi
-        sleep 0.1
-    done
-    printf -v "nginx_$name" 'http://127.0.0.1:%s/mcp' "$port"
-}
 nginx_for one "$url_r1"
 nginx_for three "$url_r1" "$url_r2" "$url_r3"
 

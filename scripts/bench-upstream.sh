@@ -93,11 +93,30 @@ for era in legacy modern; do
     done
 done
 # Added latency one call at a time (issue 23: at most 0.1 ms at p50), 5,000 calls a round.
+# Where nginx is installed, the echo upstream behind nginx (the configuration
+# docs/DEPLOYMENT.md shows) gives what one plain proxy hop adds on this machine.
 quiet_requests=$((requests < 5000 ? requests : 5000))
+source scripts/lib/nginx.sh
+if [ -n "$nginx_bin" ]; then
+    nginx_for echo "$echo_url"
+fi
+# quiet PATH ERA ROUND URL PID [KEY]: one round at concurrency 1.
+quiet() {
+    local key=(-u WARDEN_KEY)
+    [ -n "${6:-}" ] && key=("WARDEN_KEY=$6")
+    echo "{\"path\": \"$1\", \"round\": $3, \"load\": $(env "${key[@]}" "$target/warden-bench" load --url "$4" --era "$2" --requests "$quiet_requests" --concurrency 1 --json --pid "$5")}" >>"$results"
+}
 for era in legacy modern; do
     for round in 1 2 3; do
-        echo "{\"path\": \"direct_c1\", \"round\": $round, \"load\": $(env -u WARDEN_KEY "$target/warden-bench" load --url "$echo_url" --era "$era" --requests "$quiet_requests" --concurrency 1 --json --pid "$echo_pid")}" >>"$results"
-        echo "{\"path\": \"warden_c1\", \"round\": $round, \"load\": $(WARDEN_KEY="$warden_key" "$target/warden-bench" load --url "$warden_url" --era "$era" --requests "$quiet_requests" --concurrency 1 --json --pid "$warden_pid")}" >>"$results"
+        quiet direct_c1 "$era" "$round" "$echo_url" "$echo_pid"
+        if [ -n "$nginx_bin" ]; then
+            # Its CPU column is nginx's one worker's.
+            quiet nginx_c1 "$era" "$round" "$nginx_echo" "$(pgrep -P "$nginx_echo_pid" | head -n1)"
+        fi
+        quiet warden_c1 "$era" "$round" "$warden_url" "$warden_pid" "$warden_key"
+        if [ -n "${BASELINE_WARDEN:-}" ]; then
+            quiet baseline_c1 "$era" "$round" "$baseline_url" "$baseline_pid" "$baseline_key"
+        fi
     done
 done
 assert_key_not_logged bench
@@ -153,10 +172,15 @@ for era in ("legacy", "modern"):
         costs.append(f"{label} **{on['cpu_us_per_call'] - r['cpu_us_per_call']:.0f} µs**")
     d1, w1 = best("direct_c1", era), best("warden_c1", era)
     lines.append(row(era, "direct, concurrency 1", d1))
+    hop = ""
+    if any(r["path"] == "nginx_c1" for r in rows):
+        n1 = best("nginx_c1", era)
+        lines.append(row(era, "through nginx (server: its worker), concurrency 1", n1))
+        hop = f" (a plain nginx hop adds {(n1['p50_us'] - d1['p50_us']) / 1000:.3f} ms)"
     lines.append(row(era, "through Warden, concurrency 1", w1))
     c = best("counting", era)
     line = (f"- {era}: throughput through Warden is **{w['rps'] / d['rps']:.2f}×** direct; "
-            f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**, one call at a time **{(w1['p50_us'] - d1['p50_us']) / 1000:.3f} ms**; "
+            f"p50 added latency **{(w['p50_us'] - d['p50_us']) / 1000:.3f} ms**, one call at a time **{(w1['p50_us'] - d1['p50_us']) / 1000:.3f} ms**{hop}; "
             f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off; "
             f"Warden's CPU per call that each part costs (on minus off): the audit trail **{w['cpu_us_per_call'] - u['cpu_us_per_call']:.0f} µs**, "
             f"the request log **{w['cpu_us_per_call'] - n['cpu_us_per_call']:.0f} µs**, hardening **{w['cpu_us_per_call'] - h['cpu_us_per_call']:.0f} µs**, "
@@ -166,6 +190,8 @@ for era in ("legacy", "modern"):
         b = best("baseline", era)
         label = baseline_label or "the baseline binary"
         lines.append(row(era, f"through {label}", b))
+        b1 = best("baseline_c1", era)
+        lines.append(row(era, f"through {label}, concurrency 1", b1))
         # CPU time per call is bimodal from round to round on some machines: the lowest
         # round of each (noise there only adds) is given beside the medians.
         low = lambda path: min(r["load"]["cpu_us_per_call"] for r in rows
@@ -173,7 +199,9 @@ for era in ("legacy", "modern"):
         line += (f"; **{w['rps'] / b['rps']:.2f}×** the throughput of {label}; Warden's CPU per call "
                  f"**{w['cpu_us_per_call'] / b['cpu_us_per_call']:.2f}×** {label}'s by the median rounds "
                  f"({w['cpu_us_per_call']:.0f} against {b['cpu_us_per_call']:.0f} µs), "
-                 f"**{low('warden') / low('baseline'):.2f}×** by the lowest ({low('warden'):.0f} against {low('baseline'):.0f} µs)")
+                 f"**{low('warden') / low('baseline'):.2f}×** by the lowest ({low('warden'):.0f} against {low('baseline'):.0f} µs); "
+                 f"one call at a time, {label} added **{(b1['p50_us'] - d1['p50_us']) / 1000:.3f} ms** at p50 "
+                 f"and spent **{b1['cpu_us_per_call']:.0f} µs** of CPU per call (this build: {w1['cpu_us_per_call']:.0f} µs)")
     if any(r["path"] == "postgres" for r in rows):
         p = best("postgres", era)
         lines.append(row(era, "through Warden, PostgreSQL store", p))

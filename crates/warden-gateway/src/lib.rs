@@ -27,6 +27,7 @@ mod oauth;
 mod policy;
 mod relay;
 mod remote;
+mod repoll;
 mod session;
 mod shared;
 mod state;
@@ -194,7 +195,7 @@ pub async fn serve(
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            if let Err(error) = repoll::repolled(connection).await {
                 tracing::debug!(%peer, %error, "connection closed with an error");
             }
             drop(slot);
