@@ -12,7 +12,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 requests="${1:-5000}"
-cargo build --release --locked -p warden -p warden-bench
+# Each package on its own: built together, they would share features, and the warden
+# measured would not be the one `cargo build --release` makes (and orders, build.rs).
+cargo build --release --locked -p warden
+cargo build --release --locked -p warden-bench
 target="${CARGO_TARGET_DIR:-target}/release"
 bench="$target/warden-bench"
 source scripts/lib/warden.sh

@@ -211,7 +211,9 @@ impl RunningCall {
         params: Map<String, Value>,
     ) -> Self {
         let (events, received) = mpsc::channel(EVENT_QUEUE);
-        let answer = tokio::spawn(async move {
+        // Under `repolled` like a client connection's task: the upstream connection it
+        // drives hands it work by waking it.
+        let answer = tokio::spawn(crate::repoll::repolled(async move {
             let caller = Caller {
                 tenant: &tenant,
                 author: &author,
@@ -219,7 +221,7 @@ impl RunningCall {
             upstream
                 .request(caller, &method, params, Some(events))
                 .await
-        });
+        }));
         Self {
             events: received,
             answer,

@@ -1,11 +1,12 @@
-//! Each client connection's task polled without waking itself. hyper hands a request's
-//! body from its connection to the handler, and the upstream connection hands a request
-//! to its dispatcher and the answer back, through channels that wake whoever polled
-//! last: here, the very task that is polling, since a connection, its handler and the
-//! handler's upstream call all run in one task. Tokio treats a task woken during its own
-//! poll as one that yielded: it goes to the back of the run queue and an idle worker is
-//! woken to steal it. At low load that was about two futex wake-ups, context switches
-//! and often a move to the other core per call: a sixth of the call's CPU.
+//! Each client connection's task, and each upstream call that runs in a task of its
+//! own, polled without waking itself. hyper hands a request's body from its connection
+//! to the handler, and the upstream connection hands a request to its dispatcher and the
+//! answer back, through channels that wake whoever polled last: here, the very task that
+//! is polling, since a connection, its handler and the handler's upstream call all run
+//! in one task. Tokio treats a task woken during its own poll as one that yielded: it
+//! goes to the back of the run queue and an idle worker is woken to steal it. At low
+//! load that was about two futex wake-ups, context switches and often a move to the
+//! other core per call: a sixth of the call's CPU.
 //!
 //! [`repolled`] gives the future a waker of its own. A wake that arrives while the task
 //! is polling it only asks for another round of the same poll; one that arrives later
