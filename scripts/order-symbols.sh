@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Writes crates/warden/symbol-order.txt: the functions a release `warden serve` runs, the
-# busiest first, for the linker to lay out together at the front of the code (see
-# crates/warden/build.rs). A start touches code all over the binary, and the kernel maps
-# 64 KiB of it around each first touch: 16 of the 22 MB of code were resident in an idle
-# Warden. Packed together, what a start and a call run is a few MB.
+# Writes crates/warden/symbol-order.txt: the functions a release `warden serve` runs, for
+# the linker to lay out together at the front of the code (see crates/warden/build.rs).
+# A start touches code all over the binary, and the kernel maps 64 KiB of it around each
+# first touch: 16 of the 22 MB of code were resident in an idle Warden. Packed together,
+# what a start and a call run is a few MB.
 #   scripts/order-symbols.sh
 # Records, under callgrind (which sees every function that runs, once or often), a start
 # on the embedded default with the idle seconds after it, and a start in front of the echo
-# upstream with calls of both eras through it. The file names symbols of the release
-# build as it is now (its symbol table is kept for this, Cargo.toml); after code changes, names that no longer exist are skipped by the
-# linker and new ones land after the ordered ones, so a stale file only packs less.
+# upstream with calls of both eras through it; the start's functions go first, then the
+# calls', each part busiest first. The file names symbols of the release build as it is
+# now (its symbol table is kept for this, Cargo.toml); after code changes, names that no
+# longer exist are skipped by the linker and new ones land after the ordered ones, so a
+# stale file only packs less.
 # Needs valgrind.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -62,7 +64,7 @@ stop
 # Every function of the binary that ran: those of the start first (what an idle Warden
 # keeps resident), then those only the calls ran, each part busiest first.
 nm --defined-only "$target/warden" | awk '$2 ~ /^[tTwW]$/ { print $3 }' | sort -u >"$work/defined"
-python3 - "$work/defined" "$work/idle.out" "$work/calls.out" >crates/warden/symbol-order.txt <<'PY'
+python3 - "$work/defined" "$work/idle.out" "$work/calls.out" >"$work/order" <<'PY'
 import collections, re, sys
 
 def costs(path):
@@ -92,4 +94,8 @@ ordered = sorted((name for name in start if name in defined), key=lambda name: -
 ordered += sorted((name for name in calls if name in defined and name not in start), key=lambda name: -calls[name])
 print("\n".join(ordered))
 PY
-echo "wrote crates/warden/symbol-order.txt ($(wc -l <crates/warden/symbol-order.txt) functions)"
+# A run that recorded little (Warden failed under valgrind) must not replace the list.
+count="$(wc -l <"$work/order")"
+[ "$count" -ge 1000 ] || { echo "only $count functions recorded; the list is left as it was" >&2; exit 1; }
+mv "$work/order" crates/warden/symbol-order.txt
+echo "wrote crates/warden/symbol-order.txt ($count functions)"
