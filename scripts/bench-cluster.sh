@@ -14,10 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 requests="${1:-10000}"
 concurrency="${2:-16}"
 command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install redis-server)" >&2; exit 1; }
-# Each package on its own: built together, they would share features, and the warden
-# measured would not be the one `cargo build --release` makes (and orders, build.rs).
-cargo build --release --locked -p warden
-cargo build --release --locked -p warden-bench
+source scripts/lib/release.sh
+build_release
 target="${CARGO_TARGET_DIR:-target}/release"
 source scripts/lib/warden.sh
 source scripts/lib/bench-store.sh

@@ -12,10 +12,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 requests="${1:-20000}"
 concurrency="${2:-16}"
-# Each package on its own: built together, they would share features, and the warden
-# measured would not be the one `cargo build --release` makes (and orders, build.rs).
-cargo build --release --locked -p warden
-cargo build --release --locked -p warden-bench
+source scripts/lib/release.sh
+build_release
 target="${CARGO_TARGET_DIR:-target}/release"
 source scripts/lib/warden.sh
 source scripts/lib/bench-echo.sh

@@ -31,10 +31,8 @@ cargo build --release --locked -p warden --features count-allocations
 cp "$target/warden" "$target/warden-counting"
 cargo build --release --locked -p warden --features bench-layers
 cp "$target/warden" "$target/warden-layers"
-# Each package on its own: built together, they would share features, and the warden
-# measured would not be the one `cargo build --release` makes (and orders, build.rs).
-cargo build --release --locked -p warden
-cargo build --release --locked -p warden-bench
+source scripts/lib/release.sh
+build_release
 source scripts/lib/warden.sh
 
 source scripts/lib/bench-echo.sh

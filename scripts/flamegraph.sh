@@ -17,9 +17,9 @@ if [ -z "${WARDEN_BIN:-}" ]; then
     cargo build --profile profiling --locked -p warden
     WARDEN_BIN="${CARGO_TARGET_DIR:-target}/profiling/warden"
 fi
-# Built as scripts/bench-upstream.sh builds it (each package on its own).
-cargo build --release --locked -p warden
-cargo build --release --locked -p warden-bench
+# Built as scripts/bench-upstream.sh builds it.
+source scripts/lib/release.sh
+build_release
 bench="${CARGO_TARGET_DIR:-target}/release/warden-bench"
 source scripts/lib/warden.sh
 source scripts/lib/bench-echo.sh

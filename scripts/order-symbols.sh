@@ -16,10 +16,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-# The build `cargo build --release` makes (warden-bench on its own: built together, the
-# two would share features, and shared code would be named differently).
-cargo build --release --locked -p warden
-cargo build --release --locked -p warden-bench
+# The build `cargo build --release` makes, whose names the list must match.
+source scripts/lib/release.sh
+build_release
 target="${CARGO_TARGET_DIR:-target}/release"
 source scripts/lib/warden.sh
 source scripts/lib/bench-echo.sh
