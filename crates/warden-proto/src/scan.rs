@@ -5,6 +5,7 @@
 //!
 //! The scan checks the syntax it walks through; what it accepts, `serde_json` parses.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 
@@ -75,12 +76,45 @@ impl std::fmt::Display for ScanFault {
 }
 
 enum Frame<'a> {
-    Array {
-        items: usize,
-    },
-    Object {
-        keys: HashSet<std::borrow::Cow<'a, [u8]>>,
-    },
+    Array { items: usize },
+    Object { keys: Keys<'a> },
+}
+
+/// Objects with at most this many keys are checked for duplicates by comparison; larger
+/// ones move their keys into a set.
+const FEW_KEYS: usize = 16;
+
+/// An object's keys so far, to refuse a duplicate. Most objects have a few keys, which a
+/// comparison each tells apart faster than hashing them into a set would; past
+/// [`FEW_KEYS`] a set takes over, so a large object still costs linear time.
+#[derive(Default)]
+struct Keys<'a> {
+    few: Vec<Cow<'a, [u8]>>,
+    many: Option<HashSet<Cow<'a, [u8]>>>,
+}
+
+impl<'a> Keys<'a> {
+    fn len(&self) -> usize {
+        self.many.as_ref().map_or(self.few.len(), HashSet::len)
+    }
+
+    /// Adds `key`; false when the object already has it.
+    fn insert(&mut self, key: Cow<'a, [u8]>) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(key);
+        }
+        if self.few.contains(&key) {
+            return false;
+        }
+        if self.few.len() < FEW_KEYS {
+            self.few.push(key);
+        } else {
+            let mut many: HashSet<_> = self.few.drain(..).collect();
+            many.insert(key);
+            self.many = Some(many);
+        }
+        true
+    }
 }
 
 struct Scanner<'a> {
@@ -158,7 +192,7 @@ impl<'a> Scanner<'a> {
                 b'{' => {
                     self.at += 1;
                     self.open(Frame::Object {
-                        keys: HashSet::new(),
+                        keys: Keys::default(),
                     })?;
                     self.whitespace();
                     if self.peek() == Some(b'}') {
@@ -373,6 +407,25 @@ impl<'a> Scanner<'a> {
         let mut high_surrogate = false;
         let mut ascii = true;
         loop {
+            if !high_surrogate {
+                // A run of plain characters, the common case, in one pass (never past
+                // the first byte over the limit).
+                let room = max.saturating_sub(decoded) + 1;
+                let window = &bytes[self.at..bytes.len().min(self.at.saturating_add(room))];
+                let run = window
+                    .iter()
+                    .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                    .unwrap_or(window.len());
+                ascii &= window[..run].is_ascii();
+                decoded += run;
+                self.at += run;
+                if decoded > max {
+                    return Err(ScanFault::Limit {
+                        limit: Limit::StringBytes,
+                        max,
+                    });
+                }
+            }
             let byte = *bytes.get(self.at).ok_or(ScanFault::Syntax)?;
             let escape = bytes.get(self.at + 1).copied();
             if high_surrogate && (byte != b'\\' || escape != Some(b'u')) {
@@ -443,16 +496,16 @@ fn hex_unit(digits: &[u8]) -> Option<u16> {
 }
 
 /// A key as the parser will see it: escapes decoded, so `"a"` and `"\u0061"` collide.
-fn decoded(raw: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ScanFault> {
+fn decoded(raw: &[u8]) -> Result<Cow<'_, [u8]>, ScanFault> {
     if !raw.contains(&b'\\') {
-        return Ok(std::borrow::Cow::Borrowed(raw));
+        return Ok(Cow::Borrowed(raw));
     }
     let mut quoted = Vec::with_capacity(raw.len() + 2);
     quoted.push(b'"');
     quoted.extend_from_slice(raw);
     quoted.push(b'"');
     let text: String = serde_json::from_slice(&quoted).map_err(|_| ScanFault::Syntax)?;
-    Ok(std::borrow::Cow::Owned(text.into_bytes()))
+    Ok(Cow::Owned(text.into_bytes()))
 }
 
 #[cfg(test)]
@@ -527,6 +580,39 @@ mod tests {
             Some(ScanFault::DuplicateKey)
         );
         assert_eq!(fault("{\"a\":{\"a\":1},\"b\":{\"a\":1}}"), None);
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_in_objects_of_any_size() {
+        let limits = JsonLimits {
+            max_object_keys: 100,
+            max_total_nodes: 1000,
+            ..LIMITS
+        };
+        let object = |keys: &[String]| {
+            let members: Vec<String> = keys.iter().map(|key| format!("\"{key}\":0")).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        let fault = |text: String| scan(text.as_bytes(), &limits).err().map(|e| e.fault);
+        // Past FEW_KEYS the keys move into a set; a duplicate is found on either side.
+        let keys: Vec<String> = (0..40).map(|n| format!("k{n}")).collect();
+        assert_eq!(fault(object(&keys)), None);
+        for repeated in [0, FEW_KEYS - 1, FEW_KEYS, 39] {
+            let mut with = keys.clone();
+            with.push(keys[repeated].clone());
+            assert_eq!(
+                fault(object(&with)),
+                Some(ScanFault::DuplicateKey),
+                "{repeated}"
+            );
+            let mut early = keys[..=repeated].to_vec();
+            early.push(format!("\\u006b{}", &keys[repeated][1..]));
+            assert_eq!(
+                fault(object(&early)),
+                Some(ScanFault::DuplicateKey),
+                "{repeated}"
+            );
+        }
     }
 
     #[test]

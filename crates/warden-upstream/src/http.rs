@@ -28,7 +28,14 @@ use warden_proto::cut::{CutError, MessageCutter, MessageLimits};
 use warden_proto::sse::SseParser;
 
 const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
+// Header names made once, at compile time: made from text at run time, each is first
+// looked up among the standard ones.
+const SESSION: HeaderName = HeaderName::from_static(SESSION_HEADER);
+const VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
 /// A notification or answer POST that takes longer is given up.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The GET stream of a legacy upstream is reopened this long after it ends.
@@ -177,54 +184,54 @@ impl Endpoint {
             HeaderValue::from_static("application/json, text/event-stream"),
         );
         let params = message.get("params");
-        let modern_version = params
-            .and_then(|p| p.get("_meta"))
-            .and_then(|m| m.get(PROTOCOL_VERSION_META))
-            .and_then(Value::as_str);
+        let meta = params.and_then(|p| p.get("_meta"));
+        let meta_text = |name: &str| meta.and_then(|m| m.get(name)).and_then(Value::as_str);
         let method = message.get("method").and_then(Value::as_str);
-        if let Some(version) = modern_version {
-            insert_text(&mut headers, VERSION_HEADER, version);
+        if let Some(version) = meta_text(PROTOCOL_VERSION_META) {
+            insert_text(&mut headers, VERSION, version);
             if let Some(method) = method {
-                insert_text(&mut headers, "mcp-method", method);
+                insert_text(&mut headers, MCP_METHOD, method);
                 let name = match method {
                     "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
                     "resources/read" => params.and_then(|p| p.get("uri")),
                     _ => None,
                 };
                 if let Some(name) = name.and_then(Value::as_str) {
-                    insert_text(&mut headers, "mcp-name", name);
+                    insert_text(&mut headers, MCP_NAME, name);
                 }
             }
         } else if method != Some("initialize") {
             let session = self.session();
             if let Some(version) = &session.version {
-                insert_text(&mut headers, VERSION_HEADER, version);
+                insert_text(&mut headers, VERSION, version);
             }
             if let Some(id) = &session.id {
-                insert_text(&mut headers, SESSION_HEADER, id);
+                insert_text(&mut headers, SESSION, id);
             }
         }
         // The trace context a message carries in `_meta` goes in headers too, so that
         // the server's HTTP instrumentation joins the same trace. Well-formed values only.
-        let meta = params.and_then(|p| p.get("_meta"));
-        let field = |name: &str, well_formed: fn(&str) -> bool| {
-            meta.and_then(|m| m.get(name))
-                .and_then(Value::as_str)
-                .filter(|value| well_formed(value))
-        };
-        if let Some(traceparent) = field(TRACEPARENT, is_traceparent) {
-            insert_text(&mut headers, TRACEPARENT, traceparent);
-            if let Some(tracestate) = field(TRACESTATE, is_tracestate) {
-                insert_text(&mut headers, TRACESTATE, tracestate);
+        if let Some(traceparent) = meta_text(TRACEPARENT).filter(|v| is_traceparent(v)) {
+            insert_text(&mut headers, TRACEPARENT_HEADER, traceparent);
+            if let Some(tracestate) = meta_text(TRACESTATE).filter(|v| is_tracestate(v)) {
+                insert_text(&mut headers, TRACESTATE_HEADER, tracestate);
             }
         }
         headers
     }
 }
 
+/// A message's JSON. Written straight into bytes: `to_string` goes through a formatter
+/// token by token, about twice the instructions.
+fn encode(message: &Value) -> Vec<u8> {
+    // A `Value` always serializes (its keys are strings); an empty body would be refused
+    // by the upstream, never sent as something else.
+    serde_json::to_vec(message).unwrap_or_default()
+}
+
 /// Header values must be visible ASCII; anything else travels base64-encoded, as the
 /// 2026-07-28 transport defines.
-fn insert_text(headers: &mut HeaderMap, name: &'static str, text: &str) {
+fn insert_text(headers: &mut HeaderMap, name: HeaderName, text: &str) {
     let visible = text.bytes().all(|b| (0x20..0x7f).contains(&b)) && text.trim() == text;
     let value = if visible {
         HeaderValue::from_str(text).ok()
@@ -233,7 +240,7 @@ fn insert_text(headers: &mut HeaderMap, name: &'static str, text: &str) {
         HeaderValue::from_str(&format!("=?base64?{encoded}?=")).ok()
     };
     if let Some(value) = value {
-        headers.insert(HeaderName::from_static(name), value);
+        headers.insert(name, value);
     }
 }
 
@@ -299,7 +306,7 @@ async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(
         .send(
             Method::POST,
             endpoint.headers_for(&outbound.message),
-            Bytes::from(outbound.message.to_string()),
+            Bytes::from(encode(&outbound.message)),
         )
         .await
         .map_err(|error| {

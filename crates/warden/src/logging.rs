@@ -7,6 +7,10 @@ use std::io::Write as _;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+
 use crate::LogFormat;
 
 /// Lines queued for the writer before an event waits for room.
@@ -39,7 +43,7 @@ pub fn init(format: LogFormat) -> Drained {
         // No colours: escape sequences are escaped on the way out (see `clean`).
         .with_ansi(false);
     match format {
-        LogFormat::Human => builder.init(),
+        LogFormat::Human => builder.fmt_fields(PlainFields).init(),
         LogFormat::Json => builder.json().init(),
     }
     if let Err(error) = writer {
@@ -47,6 +51,118 @@ pub fn init(format: LogFormat) -> Drained {
         eprintln!("warden: cannot start the log writer ({error}); log lines are lost");
     }
     Drained { queue }
+}
+
+/// The human format's fields, written as `tracing-subscriber`'s `DefaultFields` writes
+/// them without colours, byte for byte, in a fraction of the instructions: its visitor
+/// paints every name and `=` through a (colourless) style, and escapes every string
+/// character by character. A field that is not plain text (the message, an error, a raw
+/// identifier's name) and any writer with colours go to `DefaultFields`' own visitor.
+struct PlainFields;
+
+impl<'a> MakeVisitor<Writer<'a>> for PlainFields {
+    type Visitor = PlainVisitor<'a>;
+
+    fn make_visitor(&self, writer: Writer<'a>) -> Self::Visitor {
+        PlainVisitor {
+            writer,
+            is_empty: true,
+            result: Ok(()),
+        }
+    }
+}
+
+struct PlainVisitor<'a> {
+    writer: Writer<'a>,
+    is_empty: bool,
+    result: std::fmt::Result,
+}
+
+impl PlainVisitor<'_> {
+    /// Whether this visitor writes `field` itself; the rest go to `DefaultVisitor`.
+    fn writes(&self, field: &Field) -> bool {
+        let name = field.name();
+        !self.writer.has_ansi_escapes() && name != "message" && !name.starts_with("r#")
+    }
+
+    /// `name=`, after a space unless it is the first field.
+    fn name(&mut self, field: &Field) -> std::fmt::Result {
+        if self.is_empty {
+            self.is_empty = false;
+        } else {
+            self.writer.write_char(' ')?;
+        }
+        self.writer.write_str(field.name())?;
+        self.writer.write_char('=')
+    }
+
+    /// `DefaultVisitor` writes the field (it pads the way this visitor does).
+    fn delegate(&mut self, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        record(&mut visitor);
+        self.result = visitor.finish();
+        self.is_empty = false;
+    }
+
+    /// Fields that carry log records' metadata are written by the formatter already.
+    fn skipped(&self, field: &Field) -> bool {
+        self.result.is_err() || field.name().starts_with("log.")
+    }
+}
+
+impl Visit for PlainVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.skipped(field) {
+            return;
+        }
+        if !self.writes(field) {
+            return self.delegate(|visitor| visitor.record_str(field, value));
+        }
+        self.result = self.name(field).and_then(|()| {
+            // `{:?}` of text that needs no escape is the text in quotes.
+            if value
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            {
+                self.writer.write_char('"')?;
+                self.writer.write_str(value)?;
+                self.writer.write_char('"')
+            } else {
+                write!(self.writer, "{value:?}")
+            }
+        });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.skipped(field) {
+            return;
+        }
+        self.delegate(|visitor| visitor.record_error(field, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if self.skipped(field) {
+            return;
+        }
+        if !self.writes(field) {
+            return self.delegate(|visitor| visitor.record_debug(field, value));
+        }
+        self.result = self
+            .name(field)
+            .and_then(|()| write!(self.writer, "{value:?}"));
+    }
+}
+
+impl VisitOutput<std::fmt::Result> for PlainVisitor<'_> {
+    fn finish(self) -> std::fmt::Result {
+        self.result
+    }
+}
+
+impl VisitFmt for PlainVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn std::fmt::Write {
+        &mut self.writer
+    }
 }
 
 /// Writes out what is queued when dropped (see [`init`]).
@@ -177,6 +293,73 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Events of every kind of field, formatted by `fields` (no time, no colours).
+    fn formatted<F>(fields: F) -> String
+    where
+        F: for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static,
+    {
+        let written = Written::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let written = written.clone();
+                move || written.clone()
+            })
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(tracing::Level::TRACE)
+            .fmt_fields(fields)
+            .finish();
+        let error = std::io::Error::other("disk \"full\"");
+        let texts = [
+            "plain text",
+            "",
+            "quote \" inside",
+            "back\\slash",
+            "it's",
+            "tab\tnew\nline",
+            "\u{1b}[2J escape",
+            "é unicode ✓",
+            "\u{301} combining first",
+            "\u{7f} delete",
+        ];
+        tracing::subscriber::with_default(subscriber, || {
+            for text in texts {
+                tracing::info!(
+                    text,
+                    number = 7u64,
+                    negative = -3i64,
+                    flag = true,
+                    "message {text}"
+                );
+                tracing::warn!(r#type = text, shown = %text, debugged = ?text, absent = None::<&str>, present = Some(text));
+                tracing::info!(message = text, later = text);
+                tracing::error!(
+                    error = &error as &(dyn std::error::Error + 'static),
+                    after = text,
+                    "failed"
+                );
+                tracing::info!(fraction = 0.25f64, big = u128::MAX, "{}", text);
+                let span = tracing::info_span!("call", tool = text, n = 1u64);
+                let _entered = span.enter();
+                tracing::info!(inside = text);
+            }
+            tracing::info!(only = "one");
+            tracing::info!("just a message");
+        });
+        String::from_utf8(written.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn plain_fields_are_written_as_the_default_fields_are() {
+        let ours = formatted(PlainFields);
+        let theirs = formatted(tracing_subscriber::fmt::format::DefaultFields::new());
+        assert!(ours.lines().count() >= 60, "{ours}");
+        for (ours, theirs) in ours.lines().zip(theirs.lines()) {
+            assert_eq!(ours, theirs);
+        }
+        assert_eq!(ours, theirs);
     }
 
     #[test]
