@@ -196,7 +196,10 @@ pub(crate) async fn handle(
                 .collect();
             json!({ "tools": tools })
         }
-        ("tools/call", _) => call_tool(state, &context, params).await?,
+        // Boxed, as the upstream exchange in `forward`: a future holds all it awaits, and
+        // one built on the stack is copied into its caller's; unboxed, this one and those
+        // around it came to tens of kilobytes copied several times a call.
+        ("tools/call", _) => Box::pin(call_tool(state, &context, params)).await?,
         ("prompts/list" | "resources/list" | "resources/templates/list", _) => {
             let cursor = optional_str(params, "cursor")?;
             let page = upstreams
@@ -717,14 +720,15 @@ async fn forward(
     {
         context.trace.propagate(&span, &mut MetaInjector(meta));
     }
-    let result = call_upstream(
+    // Boxed (see `handle`): the exchange's future is the largest part of every caller's.
+    let result = Box::pin(call_upstream(
         state,
         context,
         &upstream,
         (method, tool),
         params,
         hardening.as_ref(),
-    )
+    ))
     .await;
     if let Err(error) = &result
         && span.is_recording()
