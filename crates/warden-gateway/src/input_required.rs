@@ -212,8 +212,11 @@ impl RunningCall {
     ) -> Self {
         let (events, received) = mpsc::channel(EVENT_QUEUE);
         // Under `repolled` like a client connection's task: the upstream connection it
-        // drives hands it work by waking it.
-        let answer = tokio::spawn(crate::repoll::repolled(async move {
+        // drives hands it work by waking it. Boxed: a task keeps its future inline, and
+        // copies that whole cell when the future finishes and again when its output is
+        // read; with the upstream exchange inline that was about 11 KB, three times a
+        // call, and as much again building it.
+        let answer = tokio::spawn(crate::repoll::repolled(Box::pin(async move {
             let caller = Caller {
                 tenant: &tenant,
                 author: &author,
@@ -221,7 +224,7 @@ impl RunningCall {
             upstream
                 .request(caller, &method, params, Some(events))
                 .await
-        }));
+        })));
         Self {
             events: received,
             answer,
