@@ -410,7 +410,7 @@ impl<'a> Scanner<'a> {
             if !high_surrogate {
                 // A run of plain characters, the common case, in one pass (never past
                 // the first byte over the limit).
-                let room = max.saturating_sub(decoded) + 1;
+                let room = max.saturating_sub(decoded).saturating_add(1);
                 let window = &bytes[self.at..bytes.len().min(self.at.saturating_add(room))];
                 let run = window
                     .iter()
@@ -580,6 +580,16 @@ mod tests {
             Some(ScanFault::DuplicateKey)
         );
         assert_eq!(fault("{\"a\":{\"a\":1},\"b\":{\"a\":1}}"), None);
+    }
+
+    #[test]
+    fn a_limit_as_large_as_memory_is_no_limit() {
+        let limits = JsonLimits {
+            max_string_bytes: usize::MAX,
+            ..LIMITS
+        };
+        let text = "{\"a\": \"plain text \\u00e9 \\n more\"}";
+        assert!(scan(text.as_bytes(), &limits).is_ok());
     }
 
     #[test]
