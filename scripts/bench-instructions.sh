@@ -25,7 +25,7 @@ start_echo_upstream "$target/warden-bench"
 write_bench_config "$WARDEN_WORK/warden.toml"
 results="$WARDEN_WORK/results"
 
-# count NAME BIN ERA: appends "NAME ERA instructions" for BIN's counted calls.
+# count NAME BIN ERA: appends "NAME ERA instructions copies" for BIN's counted calls.
 count() {
     local name="$1" bin="$2" era="$3" run="$WARDEN_WORK/$1-$3" url pid key
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$run.out" \
@@ -47,9 +47,10 @@ count() {
         grep -q '^totals:' "$run.out.1" 2>/dev/null && break
         sleep 0.1
     done
+    grep -q '^totals:' "$run.out.1" || { echo "callgrind wrote no counts for $name ($era)" >&2; exit 1; }
     kill -INT "$pid"
     wait "$pid" || true
-    if grep -qF "$key" "$run.log"; then echo "$name: the admin key appeared in the log" >&2; exit 1; fi
+    WARDEN_KEY="$key" WARDEN_LOG_FILE="$run.log" assert_key_not_logged "$name"
     local copies
     copies="$(callgrind_annotate "$run.out.1" 2>/dev/null | awk '/__mem(cpy|move|set)/ { gsub(",", "", $1); sum += $1 } END { print sum + 0 }')"
     echo "$name $era $(awk '/^totals:/ { print $2 }' "$run.out.1") $copies" >>"$results"

@@ -27,10 +27,9 @@ use warden_egress::EgressPolicy;
 use warden_proto::cut::{CutError, MessageCutter, MessageLimits};
 use warden_proto::sse::SseParser;
 
-const SESSION_HEADER: &str = "mcp-session-id";
 // Header names made once, at compile time: made from text at run time, each is first
 // looked up among the standard ones.
-const SESSION: HeaderName = HeaderName::from_static(SESSION_HEADER);
+const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
 const VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
@@ -319,7 +318,7 @@ async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(
         session.id = response
             .head
             .headers
-            .get(SESSION_HEADER)
+            .get(&SESSION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
     }
