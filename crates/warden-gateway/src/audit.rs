@@ -361,6 +361,24 @@ pub(crate) type PolicyCell = Arc<OnceLock<String>>;
 /// Where a request's verdict lands once known (a stream's, only when it ends).
 pub(crate) type VerdictCell = Arc<OnceLock<Verdict>>;
 
+/// The client instance (legacy session, or modern key and client) and the client's
+/// name, as the client chose them, redacted as records carry them. A session works
+/// them out once for all its calls.
+#[derive(Debug)]
+pub(crate) struct AuditedNames {
+    instance: String,
+    client: String,
+}
+
+impl AuditedNames {
+    pub(crate) fn of(instance: &str, client: &str) -> Self {
+        Self {
+            instance: warden_redact::text(instance).into_owned(),
+            client: warden_redact::text(client).into_owned(),
+        }
+    }
+}
+
 /// A record in the making. Finished with the request's outcome; dropped unfinished (the
 /// client went away, or the call was cancelled), it is recorded as cancelled.
 pub(crate) struct Draft {
@@ -395,12 +413,11 @@ impl Draft {
         self
     }
 
-    /// Names the client instance (legacy session, or modern key and client) and the
-    /// client's name, as the client chose them (redacted).
-    pub(crate) fn identify(&mut self, instance: &str, client: &str) {
+    /// Names the client instance and the client.
+    pub(crate) fn identify(&mut self, names: &AuditedNames) {
         if let Some(record) = &mut self.record {
-            record.instance = warden_redact::text(instance).into_owned();
-            record.client = warden_redact::text(client).into_owned();
+            record.instance.clone_from(&names.instance);
+            record.client.clone_from(&names.client);
         }
     }
 

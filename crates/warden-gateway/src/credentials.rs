@@ -49,11 +49,15 @@ fn named_like(names: &[&str], name: &str) -> bool {
 
 /// Whether some word of `text` is shaped like a Warden key.
 pub(crate) fn looks_like_key(text: &str) -> bool {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        .any(|word| {
-            word.strip_prefix(KEY_PREFIX)
-                .is_some_and(|rest| rest.len() >= MIN_KEY_BODY)
-        })
+    // Most strings hold no prefix at all: one substring search rules them out before the
+    // character-by-character split.
+    text.contains(KEY_PREFIX)
+        && text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .any(|word| {
+                word.strip_prefix(KEY_PREFIX)
+                    .is_some_and(|rest| rest.len() >= MIN_KEY_BODY)
+            })
 }
 
 fn in_query(query: &str) -> bool {

@@ -460,10 +460,11 @@ async fn call_tool(
     // The tool, its arguments against its schema, and the policies' decision: the
     // trace's `warden.validate` span.
     let mut span = context.trace.span("warden.validate");
+    let no_arguments = Value::Object(Map::new());
     let decided = async {
         let arguments = match params.get("arguments") {
-            None => Value::Object(Map::new()),
-            Some(Value::Object(arguments)) => Value::Object(arguments.clone()),
+            None => &no_arguments,
+            Some(arguments @ Value::Object(_)) => arguments,
             Some(_) => {
                 return Err(RpcError::invalid_params(
                     "params.arguments must be an object",
@@ -502,7 +503,7 @@ async fn call_tool(
         let valid = if skipped(Layer::Validation) {
             Ok(())
         } else {
-            tool.validate(&arguments).map(drop)
+            tool.validate(arguments).map(drop)
         };
         let verdict = match valid {
             Ok(()) if skipped(Layer::Policy) => Verdict {

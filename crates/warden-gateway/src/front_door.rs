@@ -55,7 +55,7 @@ pub(crate) async fn enter(
 ) -> Response {
     let logged = door.log.begin(&mut request);
     let mut response = door.pass(request, next).await;
-    door.log.end(logged, &response);
+    door.log.end(logged, &mut response);
     if door.tls {
         response.headers_mut().insert(
             header::STRICT_TRANSPORT_SECURITY,

@@ -1,6 +1,6 @@
 //! The request log: one line per request at info level.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -11,6 +11,7 @@ use warden_telemetry::{Telemetry, Trace};
 use crate::audit::VerdictCell;
 use crate::error::{RefusedBy, layer_of};
 use crate::metrics::Metrics;
+use crate::repoll;
 
 /// What the request log layer needs: the counters and where traces go.
 #[derive(Clone)]
@@ -72,39 +73,53 @@ impl RequestLog {
     }
 
     /// Writes the request's line with what the handlers learned, and tells its trace
-    /// how it was answered.
-    pub(crate) fn end(&self, logged: Logged, response: &Response) {
+    /// how it was answered. The line is formatted once the answer is on its way
+    /// ([`repoll::after_this_poll`]), from what was known as the answer began.
+    pub(crate) fn end(&self, logged: Logged, response: &mut Response) {
         let Logged {
             started,
             method: http_method,
             path,
             trace,
         } = logged;
-        let facts = response.extensions().get::<RequestFacts>();
-        let mcp = response.extensions().get::<McpFacts>();
-        let verdict = mcp.and_then(|m| m.verdict.get());
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let status = response.status().as_u16();
         self.metrics.response(status);
-        let trace_id = trace.trace_id();
+        // Nothing reads these past this point: the line takes them.
+        let facts = response.extensions_mut().remove::<RequestFacts>();
+        let mcp = response.extensions_mut().remove::<McpFacts>();
         if trace.is_sampled() {
-            record_in_trace(&trace, (&http_method, &path), response, facts);
+            record_in_trace(&trace, (&http_method, &path), response, facts.as_ref());
         }
-        tracing::info!(
-            http.method = %http_method,
-            http.path = %path,
-            http.status = status,
-            mcp.method = mcp.map(|m| m.method.as_str()),
-            mcp.era = mcp.map(|m| m.era),
-            tenant = facts.and_then(|f| f.tenant.as_deref()),
-            key_id = facts.and_then(|f| f.key_id.as_deref()),
-            decision = verdict.map(|v| v.decision),
-            rule = verdict.and_then(|v| v.rule),
-            policy = verdict.and_then(|v| v.policy.as_deref()),
-            outcome = verdict.map(|v| v.outcome),
-            trace_id = trace_id.as_deref(),
-            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
+        if !tracing::enabled!(tracing::Level::INFO) {
+            return;
+        }
+        let trace_id = trace.trace_id();
+        // A stream's verdict lands only when it ends: the line shows a verdict known as
+        // the answer began, as when it was written here (a set cell never changes).
+        let verdict = mcp
+            .as_ref()
+            .map(|m| Arc::clone(&m.verdict))
+            .filter(|cell| cell.get().is_some());
+        repoll::after_this_poll(move || {
+            let verdict = verdict.as_deref().and_then(OnceLock::get);
+            tracing::info!(
+                http.method = %http_method,
+                http.path = %path,
+                http.status = status,
+                mcp.method = mcp.as_ref().map(|m| m.method.as_str()),
+                mcp.era = mcp.as_ref().map(|m| m.era),
+                tenant = facts.as_ref().and_then(|f| f.tenant.as_deref()),
+                key_id = facts.as_ref().and_then(|f| f.key_id.as_deref()),
+                decision = verdict.map(|v| v.decision),
+                rule = verdict.and_then(|v| v.rule),
+                policy = verdict.and_then(|v| v.policy.as_deref()),
+                outcome = verdict.map(|v| v.outcome),
+                trace_id = trace_id.as_deref(),
+                latency_us,
+                "request"
+            );
+        });
     }
 }
 

@@ -11,7 +11,13 @@
 //! [`repolled`] gives the future a waker of its own. A wake that arrives while the task
 //! is polling it only asks for another round of the same poll; one that arrives later
 //! (a socket became readable) wakes the task as before.
+//!
+//! Work that only reports on a request (its log line) can wait until the poll is over:
+//! [`after_this_poll`]. hyper writes an answer out within the poll that produced it, so
+//! work put off this way runs once the answer is on its way to the client, and no
+//! longer delays it: one call at a time, the client is reading while it runs.
 
+use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +39,87 @@ pub(crate) async fn repolled<F: Future>(future: F) -> F::Output {
     });
     let waker = Waker::from(Arc::clone(&flags));
     let mut future = pin!(future);
-    poll_fn(|cx| flags.poll(cx, &waker, |inner| future.as_mut().poll(inner))).await
+    poll_fn(|cx| {
+        let _after = AfterPoll::begin();
+        flags.poll(cx, &waker, |inner| future.as_mut().poll(inner))
+    })
+    .await
+}
+
+/// Work put off until the end of the poll this thread is in.
+type Job = Box<dyn FnOnce()>;
+
+/// This thread's put-off work, and whether a [`repolled`] future is being polled on it.
+#[derive(Default)]
+struct Deferred {
+    polling: bool,
+    jobs: Vec<Job>,
+}
+
+thread_local! {
+    static DEFERRED: RefCell<Deferred> = RefCell::new(Deferred::default());
+}
+
+/// Runs `job` when the poll of the [`repolled`] future this thread is in ends, or at
+/// once outside such a poll. For work that must not hold an answer back and that
+/// nothing waits for.
+pub(crate) fn after_this_poll(job: impl FnOnce() + 'static) {
+    let job: Job = Box::new(job);
+    let now = DEFERRED.with_borrow_mut(|deferred| {
+        if deferred.polling {
+            deferred.jobs.push(job);
+            None
+        } else {
+            Some(job)
+        }
+    });
+    if let Some(job) = now {
+        job();
+    }
+}
+
+/// The outermost poll on a thread: runs the work put off during it when it ends.
+struct AfterPoll {
+    outermost: bool,
+}
+
+impl AfterPoll {
+    fn begin() -> Self {
+        let outermost =
+            DEFERRED.with_borrow_mut(|deferred| !std::mem::replace(&mut deferred.polling, true));
+        Self { outermost }
+    }
+}
+
+impl Drop for AfterPoll {
+    fn drop(&mut self) {
+        if !self.outermost {
+            return;
+        }
+        // A job may put off more work: run until none is left. The jobs run outside the
+        // borrow, and their vector goes back to keep its room for the next poll.
+        loop {
+            let mut jobs = DEFERRED.with_borrow_mut(|deferred| std::mem::take(&mut deferred.jobs));
+            let done = jobs.is_empty();
+            // A poll that panicked drops its reports rather than risk a second panic.
+            if std::thread::panicking() {
+                jobs.clear();
+            } else {
+                jobs.drain(..).for_each(|job| job());
+            }
+            DEFERRED.with_borrow_mut(|deferred| {
+                if deferred.jobs.is_empty() {
+                    deferred.jobs = jobs;
+                }
+                if done {
+                    deferred.polling = false;
+                }
+            });
+            if done {
+                break;
+            }
+        }
+    }
 }
 
 struct Flags {
@@ -167,6 +253,87 @@ mod tests {
         assert_eq!(polled, Poll::Pending);
         assert_eq!(wakes, 1);
         assert_eq!(polls.load(Ordering::SeqCst), MAX_ROUNDS);
+    }
+
+    /// A future that puts off a report in each poll, and notes what it saw of the
+    /// reports before.
+    struct Reports {
+        seen: Arc<Mutex<Vec<&'static str>>>,
+        polls: usize,
+    }
+
+    impl Future for Reports {
+        type Output = ();
+        fn poll(mut self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            let seen = Arc::clone(&self.seen);
+            after_this_poll(move || seen.lock().unwrap().push("report"));
+            self.seen.lock().unwrap().push("polled");
+            self.polls += 1;
+            if self.polls == 2 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    #[test]
+    fn work_put_off_runs_when_the_poll_ends() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut future = pin!(repolled(Reports {
+            seen: Arc::clone(&seen),
+            polls: 0,
+        }));
+        assert_eq!(poll_once(future.as_mut()).0, Poll::Pending);
+        assert_eq!(*seen.lock().unwrap(), ["polled", "report"]);
+        assert_eq!(poll_once(future.as_mut()).0, Poll::Ready(()));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["polled", "report", "polled", "report"]
+        );
+        // Outside a poll, work runs at once.
+        let now = Arc::clone(&seen);
+        after_this_poll(move || now.lock().unwrap().push("at once"));
+        assert_eq!(seen.lock().unwrap().last(), Some(&"at once"));
+    }
+
+    #[test]
+    fn work_put_off_in_a_nested_poll_waits_for_the_outer_one() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let inner = Arc::clone(&seen);
+        let outer = Arc::clone(&seen);
+        let future = pin!(repolled(async move {
+            repolled(Reports {
+                seen: inner,
+                polls: 1,
+            })
+            .await;
+            outer.lock().unwrap().push("outer went on");
+        }));
+        assert_eq!(poll_once(future).0, Poll::Ready(()));
+        assert_eq!(*seen.lock().unwrap(), ["polled", "outer went on", "report"]);
+    }
+
+    #[test]
+    fn a_poll_that_panics_leaves_the_thread_able_to_put_off_work() {
+        let panicked = std::panic::catch_unwind(|| {
+            let future = pin!(repolled(async {
+                after_this_poll(|| {});
+                panic!("in the poll");
+            }));
+            poll_once(future)
+        });
+        assert!(panicked.is_err());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&ran);
+        after_this_poll(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            1,
+            "work outside a poll runs at once"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -21,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use warden_upstream::ServerRequest;
 
+use crate::audit::AuditedNames;
 use crate::error::GatewayError;
 use crate::shared::{BusMessage, ClusterState, SessionRecord, Unreachable};
 
@@ -123,9 +124,17 @@ pub(crate) struct Session {
     last_seen: Mutex<Instant>,
     closed: watch::Sender<bool>,
     stream_open: AtomicBool,
+    /// Its id and client name as its calls' audit records carry them, redacted on the
+    /// first call.
+    audited_names: OnceLock<AuditedNames>,
 }
 
 impl Session {
+    pub fn audited_names(&self) -> &AuditedNames {
+        self.audited_names
+            .get_or_init(|| AuditedNames::of(&self.id, &self.client.name))
+    }
+
     /// Whether a call of this session runs here, or a server's request waits here for
     /// its answer.
     fn is_busy(&self) -> bool {
@@ -397,6 +406,7 @@ impl Sessions {
             last_seen: Mutex::new(Instant::now()),
             closed: watch::channel(false).0,
             stream_open: AtomicBool::new(false),
+            audited_names: OnceLock::new(),
         })
     }
 

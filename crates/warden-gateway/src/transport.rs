@@ -22,7 +22,7 @@ use warden_proto::{EnvelopeError, Era, Message, ProtocolVersion, Request, Reques
 use warden_store::Principal;
 use warden_telemetry::Trace;
 
-use crate::audit::{Draft, VerdictCell};
+use crate::audit::{AuditedNames, Draft, VerdictCell};
 use crate::auth::Caller;
 use crate::bench_layers::{Layer, skipped};
 use crate::client_addr::ClientNetwork;
@@ -508,7 +508,10 @@ async fn execute(state: &AppState, asker: &Asker<'_>, call: Call) -> Result<Outc
         Some(session) => session.id.clone(),
         None => format!("{}/{client}", principal.key_id),
     };
-    draft.identify(&instance, &client);
+    match &session {
+        Some(session) => draft.identify(session.audited_names()),
+        None => draft.identify(&AuditedNames::of(&instance, &client)),
+    }
     // Rate limit per key: every request counts, notifications and answers do not.
     if let Err(refusal) = state
         .limiter()

@@ -3,7 +3,7 @@
 //! once, and what the gateway supplies has the model's shape by construction).
 
 use std::collections::HashMap;
-use std::hash::{Hash as _, Hasher as _};
+use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
 use std::str::FromStr as _;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
@@ -458,7 +458,9 @@ const CACHED_ENTITY_SETS: usize = 4096;
 /// policies that read no context, cost more than the rest of a decision.
 #[derive(Debug, Default)]
 pub(super) struct EntityCache {
-    sets: Mutex<HashMap<u64, Bucket>>,
+    /// Seeded per process, so that no one can choose names whose sets share a bucket.
+    hasher: foldhash::fast::RandomState,
+    sets: Mutex<HashMap<u64, Bucket, foldhash::fast::RandomState>>,
 }
 
 impl EntityCache {
@@ -469,7 +471,7 @@ impl EntityCache {
         target: &Target<'_>,
     ) -> Option<Arc<Prepared>> {
         let hash = {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            let mut hasher = self.hasher.build_hasher();
             principal.hash(&mut hasher);
             action.hash(&mut hasher);
             match target {
