@@ -56,6 +56,14 @@ pub(crate) fn applies(method: &str) -> bool {
 
 /// Whether a client that declared `capabilities` can answer a server's `method`.
 /// URL-mode elicitation needs `elicitation.url`; an empty `elicitation` means form.
+/// Whether the client declared anything an upstream may ask it: [`client_can_answer`]
+/// is false for every request otherwise.
+fn can_be_asked(capabilities: &Value) -> bool {
+    ["elicitation", "sampling", "roots"]
+        .iter()
+        .any(|name| capabilities.get(*name).is_some_and(Value::is_object))
+}
+
 pub(crate) fn client_can_answer(capabilities: &Value, method: &str, params: &Value) -> bool {
     let declared = |name: &str| capabilities.get(name).is_some_and(Value::is_object);
     match method {
@@ -309,7 +317,6 @@ pub(crate) async fn call_for_modern_client(
     params: Map<String, Value>,
     client: Option<&mpsc::Sender<Event>>,
 ) -> Result<Value, RpcError> {
-    let binding = Binding::new(&principal.key_id, method, &params);
     let capabilities = params
         .get("_meta")
         .and_then(|meta| meta.get(warden_proto::era::CLIENT_CAPABILITIES_META))
@@ -319,6 +326,11 @@ pub(crate) async fn call_for_modern_client(
         .get("requestState")
         .and_then(Value::as_str)
         .filter(|state| state.starts_with(STATE_PREFIX));
+    // What a retry must match (a digest of the params), worked out only for a call that
+    // resumes one or that can park: a client that declared nothing it can be asked is
+    // never asked, and its calls never park.
+    let binding = (ours.is_some() || can_be_asked(&capabilities))
+        .then(|| Binding::new(&principal.key_id, method, &params));
     let call = match ours {
         None => RunningCall::start(
             upstream.clone(),
@@ -332,7 +344,7 @@ pub(crate) async fn call_for_modern_client(
                     "params.requestState is unknown or expired: send the request again without it",
                 )
             })?;
-            if parked.binding != binding {
+            if binding.as_ref() != Some(&parked.binding) {
                 return Err(RpcError::invalid_params(
                     "params.requestState belongs to another request",
                 ));
@@ -350,6 +362,11 @@ pub(crate) async fn call_for_modern_client(
             upstream_result(answer, Era::Modern, hardening)
         }
         Step::Asked(call, asked) => {
+            // Only questions the client declared it can answer are asked, and then the
+            // binding was worked out; fail closed all the same.
+            let Some(binding) = binding else {
+                return Err(RpcError::internal());
+            };
             let asked = asked
                 .into_iter()
                 .enumerate()
@@ -567,6 +584,40 @@ mod tests {
             "sampling/createMessage",
             &json!({})
         ));
+    }
+
+    /// A call skips its binding when its client can be asked nothing; that is sound
+    /// only if such a client is never asked anything.
+    #[test]
+    fn a_client_that_can_be_asked_nothing_answers_no_request() {
+        let requests = [
+            ("elicitation/create", json!({"message": "?"})),
+            ("elicitation/create", json!({"mode": "url"})),
+            ("sampling/createMessage", json!({})),
+            ("roots/list", json!({})),
+            ("other/method", json!({})),
+        ];
+        for capabilities in [
+            Value::Null,
+            json!({}),
+            json!({ "sampling": null, "roots": true, "elicitation": "yes" }),
+            json!({ "experimental": {}, "tasks": {} }),
+        ] {
+            assert!(!can_be_asked(&capabilities), "{capabilities}");
+            for (method, params) in &requests {
+                assert!(
+                    !client_can_answer(&capabilities, method, params),
+                    "{capabilities} {method}"
+                );
+            }
+        }
+        for capabilities in [
+            json!({ "elicitation": {} }),
+            json!({ "sampling": {} }),
+            json!({ "roots": {} }),
+        ] {
+            assert!(can_be_asked(&capabilities), "{capabilities}");
+        }
     }
 
     #[test]
