@@ -23,16 +23,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::sync::mpsc;
 use warden_proto::era::PROTOCOL_VERSION_META;
-use warden_proto::headers::{encode_header_value, name_field};
+use warden_proto::headers::{self as mcp, encode_header_value, name_field};
 use warden_proto::sse::SseParser;
 
-const SESSION: &str = "mcp-session-id";
-const VERSION: &str = "mcp-protocol-version";
 /// Attempts to send one message when Warden cannot be reached.
 const ATTEMPTS: u32 = 5;
 const FIRST_RETRY: Duration = Duration::from_millis(200);
@@ -233,7 +231,7 @@ impl Bridge {
     fn note_session(&self, response: &reqwest::Response) -> bool {
         let id = response
             .headers()
-            .get(SESSION)
+            .get(&mcp::SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let Some(id) = id else { return false };
@@ -354,7 +352,7 @@ impl Bridge {
     /// in a legacy session names the session and its version.
     fn headers_for(&self, message: &Value) -> reqwest::header::HeaderMap {
         let mut headers = reqwest::header::HeaderMap::new();
-        let mut put = |name: &'static str, value: &str| {
+        let mut put = |name: HeaderName, value: &str| {
             if let Ok(value) = HeaderValue::from_str(value) {
                 headers.insert(name, value);
             }
@@ -374,21 +372,21 @@ impl Bridge {
         }
         match (modern, self.session()) {
             (Some(version), _) => {
-                put(VERSION, &version);
+                put(mcp::PROTOCOL_VERSION, &version);
                 if let Some(method) = method {
-                    put("mcp-method", &encode_header_value(method));
+                    put(mcp::METHOD, &encode_header_value(method));
                     if let Some(value) = name_field(method)
                         .and_then(|field| params.and_then(|p| p.get(field)))
                         .and_then(Value::as_str)
                     {
-                        put("mcp-name", &encode_header_value(value));
+                        put(mcp::NAME, &encode_header_value(value));
                     }
                 }
             }
             (None, Some(session)) => {
-                put(SESSION, &session.id);
+                put(mcp::SESSION_ID, &session.id);
                 if !session.version.is_empty() {
-                    put(VERSION, &session.version);
+                    put(mcp::PROTOCOL_VERSION, &session.version);
                 }
             }
             (None, None) => {
@@ -398,7 +396,7 @@ impl Bridge {
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
                 if let Some(version) = version {
-                    put(VERSION, &version);
+                    put(mcp::PROTOCOL_VERSION, &version);
                 }
             }
         }
@@ -475,7 +473,7 @@ impl Bridge {
                 .get(self.target.url.clone())
                 .header(AUTHORIZATION, self.target.authorization.clone())
                 .header(ACCEPT, "text/event-stream")
-                .header(SESSION, session.id.as_str())
+                .header(mcp::SESSION_ID, session.id.as_str())
                 .send()
                 .await;
             match response {
@@ -504,7 +502,7 @@ impl Bridge {
             .client
             .delete(self.target.url.clone())
             .header(AUTHORIZATION, self.target.authorization.clone())
-            .header(SESSION, session.id.as_str())
+            .header(mcp::SESSION_ID, session.id.as_str())
             .send()
             .await;
     }
@@ -562,7 +560,7 @@ mod tests {
         let modern = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
             "name": "naïve tool", "_meta": {PROTOCOL_VERSION_META: "2026-07-28"}}});
         let headers = bridge.headers_for(&modern);
-        assert_eq!(headers[VERSION], "2026-07-28");
+        assert_eq!(headers["mcp-protocol-version"], "2026-07-28");
         assert_eq!(headers["mcp-method"], "tools/call");
         assert_eq!(
             warden_proto::headers::decode_header_value(headers["mcp-name"].to_str().unwrap())
@@ -575,8 +573,8 @@ mod tests {
         });
         let legacy = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
         let headers = bridge.headers_for(&legacy);
-        assert_eq!(headers[SESSION], "s1");
-        assert_eq!(headers[VERSION], "2025-11-25");
+        assert_eq!(headers["mcp-session-id"], "s1");
+        assert_eq!(headers["mcp-protocol-version"], "2025-11-25");
         assert!(headers.get("mcp-method").is_none());
     }
 }

@@ -34,10 +34,6 @@ use crate::relay;
 use crate::session::{ClientFacts, Session, client_name};
 use crate::state::AppState;
 
-pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
-const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
-const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
-const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// How a successful answer is framed, from what the client's `Accept` allows.
@@ -205,7 +201,7 @@ pub(crate) async fn post(
         Ok(Outcome::Reply { body, session_id }) => {
             let mut response = format.encode(StatusCode::OK, &body);
             if let Some(id) = session_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-                response.headers_mut().insert(SESSION_HEADER, id);
+                response.headers_mut().insert(headers::SESSION_ID, id);
             }
             response
         }
@@ -357,13 +353,13 @@ fn describe_in_trace(trace: &Trace, headers: &HeaderMap, message: &Message, era:
     let version = params
         .and_then(meta_protocol_version)
         .and_then(Value::as_str)
-        .or_else(|| header_str(headers, &VERSION_HEADER))
+        .or_else(|| header_str(headers, &headers::PROTOCOL_VERSION))
         .and_then(ProtocolVersion::parse);
     if let Some(version) = version {
         trace.set("mcp.protocol.version", version.as_str());
     }
     trace.set("warden.era", era.as_str());
-    if let Some(session) = header_str(headers, &SESSION_HEADER) {
+    if let Some(session) = header_str(headers, &headers::SESSION_ID) {
         // A digest: the id itself opens the session to whoever also holds the key.
         let digest = sha2::Sha256::digest(session.as_bytes());
         trace.set("mcp.session.id", hex::encode(&digest[..8]));
@@ -434,7 +430,7 @@ fn era_of(headers: &HeaderMap, message: &Message) -> Era {
     if params.and_then(meta_protocol_version).is_some() {
         return Era::Modern;
     }
-    match header_str(headers, &VERSION_HEADER) {
+    match header_str(headers, &headers::PROTOCOL_VERSION) {
         Some(version) if ProtocolVersion::parse(version).is_none_or(|v| v.era() == Era::Modern) => {
             Era::Modern
         }
@@ -550,7 +546,7 @@ fn check_modern_request(headers: &HeaderMap, request: &Request) -> Result<(), Ga
         id: id.clone(),
         mismatch,
     };
-    let header_version = header_str(headers, &VERSION_HEADER)
+    let header_version = header_str(headers, &headers::PROTOCOL_VERSION)
         .ok_or_else(|| mismatch(headers::HeaderMismatch::MissingVersion))?;
     if ProtocolVersion::parse(header_version).is_none_or(|v| v.era() != Era::Modern) {
         return Err(GatewayError::UnsupportedVersion {
@@ -584,8 +580,8 @@ fn check_modern_request(headers: &HeaderMap, request: &Request) -> Result<(), Ga
         ));
     }
     headers::check(
-        header_str(headers, &METHOD_HEADER),
-        header_str(headers, &NAME_HEADER),
+        header_str(headers, &headers::METHOD),
+        header_str(headers, &headers::NAME),
         &request.method,
         &request.params,
     )
@@ -612,7 +608,7 @@ async fn legacy(
         Message::Request(request) => Some(request.id.clone()),
         _ => None,
     };
-    let session = match header_str(headers, &SESSION_HEADER) {
+    let session = match header_str(headers, &headers::SESSION_ID) {
         Some(id) => state.sessions().get(id, &principal.key_id).await,
         None => Err(GatewayError::MissingSession),
     };
@@ -622,7 +618,7 @@ async fn legacy(
     };
     // Any legacy revision is accepted on a session (clients probe with older ones); a
     // 2026-07-28 header never reaches here.
-    if let Some(version) = header_str(headers, &VERSION_HEADER)
+    if let Some(version) = header_str(headers, &headers::PROTOCOL_VERSION)
         && ProtocolVersion::parse(version).is_none_or(|v| v.era() != Era::Legacy)
     {
         return refuse(draft, GatewayError::LegacyVersionHeader { id: request_id }).await;
@@ -699,7 +695,7 @@ async fn initialize(
     };
     // An open session is not initialized again (that would mint a second one under the
     // first one's name); an unknown or expired id is a client starting afresh.
-    if let Some(existing) = header_str(headers, &SESSION_HEADER) {
+    if let Some(existing) = header_str(headers, &headers::SESSION_ID) {
         match state.sessions().is_open(existing, &principal.key_id).await {
             Ok(true) => return refuse(draft, GatewayError::AlreadyInitialized { id }).await,
             Ok(false) => {}
@@ -777,7 +773,7 @@ pub(crate) async fn get(
             return Err(GatewayError::StreamNotAcceptable);
         }
         let session_id =
-            header_str(&headers, &SESSION_HEADER).ok_or(GatewayError::StreamWithoutSession)?;
+            header_str(&headers, &headers::SESSION_ID).ok_or(GatewayError::StreamWithoutSession)?;
         let session = state.sessions().get(session_id, &principal.key_id).await?;
         let slot = state
             .limiter()
@@ -808,7 +804,7 @@ pub(crate) async fn delete(
     axum::Extension(principal): Caller,
     headers: HeaderMap,
 ) -> Response {
-    let result = match header_str(&headers, &SESSION_HEADER) {
+    let result = match header_str(&headers, &headers::SESSION_ID) {
         Some(id) => state.sessions().remove(id, &principal.key_id).await,
         None => Err(GatewayError::MissingSession),
     };

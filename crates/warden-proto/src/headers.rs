@@ -2,7 +2,15 @@
 //! gateway that routes or applies policy by header would otherwise be lied to.
 
 use base64::Engine as _;
+use http::HeaderName;
 use serde_json::{Map, Value};
+
+/// The Streamable HTTP transport's headers, as a client sends them to Warden and Warden
+/// sends them to an upstream.
+pub const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub const METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub const NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 const BASE64_PREFIX: &str = "=?base64?";
 const BASE64_SUFFIX: &str = "?=";

@@ -25,14 +25,11 @@ use crate::link::{Link, Outbound};
 use crate::outbound;
 use warden_egress::EgressPolicy;
 use warden_proto::cut::{CutError, MessageCutter, MessageLimits};
+use warden_proto::headers as mcp;
 use warden_proto::sse::SseParser;
 
 // Header names made once, at compile time: made from text at run time, each is first
 // looked up among the standard ones.
-const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
-const VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
-const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
 const TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
 /// A notification or answer POST that takes longer is given up.
@@ -187,25 +184,25 @@ impl Endpoint {
         let meta_text = |name: &str| meta.and_then(|m| m.get(name)).and_then(Value::as_str);
         let method = message.get("method").and_then(Value::as_str);
         if let Some(version) = meta_text(PROTOCOL_VERSION_META) {
-            insert_text(&mut headers, VERSION, version);
+            insert_text(&mut headers, mcp::PROTOCOL_VERSION, version);
             if let Some(method) = method {
-                insert_text(&mut headers, MCP_METHOD, method);
+                insert_text(&mut headers, mcp::METHOD, method);
                 let name = match method {
                     "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
                     "resources/read" => params.and_then(|p| p.get("uri")),
                     _ => None,
                 };
                 if let Some(name) = name.and_then(Value::as_str) {
-                    insert_text(&mut headers, MCP_NAME, name);
+                    insert_text(&mut headers, mcp::NAME, name);
                 }
             }
         } else if method != Some("initialize") {
             let session = self.session();
             if let Some(version) = &session.version {
-                insert_text(&mut headers, VERSION, version);
+                insert_text(&mut headers, mcp::PROTOCOL_VERSION, version);
             }
             if let Some(id) = &session.id {
-                insert_text(&mut headers, SESSION, id);
+                insert_text(&mut headers, mcp::SESSION_ID, id);
             }
         }
         // The trace context a message carries in `_meta` goes in headers too, so that
@@ -318,7 +315,7 @@ async fn post(endpoint: &Endpoint, link: &Link, outbound: &Outbound) -> Result<(
         session.id = response
             .head
             .headers
-            .get(&SESSION)
+            .get(&mcp::SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
     }
