@@ -101,11 +101,15 @@ impl Drop for AfterPoll {
         loop {
             let mut jobs = DEFERRED.with_borrow_mut(|deferred| std::mem::take(&mut deferred.jobs));
             let done = jobs.is_empty();
-            // A poll that panicked drops its reports rather than risk a second panic.
+            // A poll that panicked drops its reports rather than risk a second panic. A
+            // report that panics is lost alone: the thread must not stay marked as
+            // polling, or the work put off on it later would pile up unrun.
             if std::thread::panicking() {
                 jobs.clear();
             } else {
-                jobs.drain(..).for_each(|job| job());
+                for job in jobs.drain(..) {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
             }
             DEFERRED.with_borrow_mut(|deferred| {
                 if deferred.jobs.is_empty() {
@@ -334,6 +338,25 @@ mod tests {
             1,
             "work outside a poll runs at once"
         );
+    }
+
+    #[test]
+    fn a_report_that_panics_is_lost_alone() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let after = Arc::clone(&seen);
+        let future = pin!(repolled(async move {
+            after_this_poll(|| panic!("in a report"));
+            after_this_poll(move || after.lock().unwrap().push("next report"));
+        }));
+        assert_eq!(poll_once(future).0, Poll::Ready(()));
+        assert_eq!(*seen.lock().unwrap(), ["next report"]);
+        // The thread is not left marked as polling: later polls still run their work.
+        let later = Arc::clone(&seen);
+        let future = pin!(repolled(async move {
+            after_this_poll(move || later.lock().unwrap().push("later poll"));
+        }));
+        assert_eq!(poll_once(future).0, Poll::Ready(()));
+        assert_eq!(seen.lock().unwrap().last(), Some(&"later poll"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
