@@ -24,7 +24,7 @@ use crate::confirm::{self, Confirmation};
 use crate::error::RpcError;
 use crate::input_required;
 use crate::policy;
-use crate::session::Session;
+use crate::session::{KEPT_CAPABILITIES, Session};
 use crate::state::AppState;
 
 const SERVER_NAME: &str = "warden";
@@ -813,7 +813,7 @@ async fn call_upstream(
                 .and_then(|s| s.client.capabilities.as_object())
                 .into_iter()
                 .flatten()
-                .filter(|(name, _)| matches!(name.as_str(), "elicitation" | "sampling" | "roots"))
+                .filter(|(name, _)| KEPT_CAPABILITIES.contains(&name.as_str()))
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect();
             if let Some(meta) = params

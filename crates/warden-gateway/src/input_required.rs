@@ -35,6 +35,7 @@ use warden_upstream::{Caller, Event, ServerRequest, Upstream, UpstreamError};
 
 use crate::answer::{upstream_failed, upstream_result};
 use crate::error::RpcError;
+use crate::session::KEPT_CAPABILITIES;
 use crate::waiting::WaitingList;
 
 /// The only requests a server may answer with `InputRequiredResult`.
@@ -59,7 +60,7 @@ pub(crate) fn applies(method: &str) -> bool {
 /// Whether the client declared anything an upstream may ask it: [`client_can_answer`]
 /// is false for every request otherwise.
 fn can_be_asked(capabilities: &Value) -> bool {
-    ["elicitation", "sampling", "roots"]
+    KEPT_CAPABILITIES
         .iter()
         .any(|name| capabilities.get(*name).is_some_and(Value::is_object))
 }

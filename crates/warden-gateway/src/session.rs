@@ -53,7 +53,7 @@ struct Live {
 }
 
 /// Client capabilities Warden acts on (it relays these requests to the client).
-const KEPT_CAPABILITIES: [&str; 3] = ["elicitation", "sampling", "roots"];
+pub(crate) const KEPT_CAPABILITIES: [&str; 3] = ["elicitation", "sampling", "roots"];
 /// A kept capability's details larger than this are dropped (the capability stays).
 const MAX_CAPABILITY_BYTES: usize = 1024;
 /// Characters of the client's name and version kept.
