@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use base64::Engine as _;
 use hyper::Method;
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -187,12 +186,12 @@ impl Endpoint {
             insert_text(&mut headers, mcp::PROTOCOL_VERSION, version);
             if let Some(method) = method {
                 insert_text(&mut headers, mcp::METHOD, method);
-                let name = match method {
-                    "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
-                    "resources/read" => params.and_then(|p| p.get("uri")),
-                    _ => None,
-                };
-                if let Some(name) = name.and_then(Value::as_str) {
+                // The field a server checks `Mcp-Name` against: the same rule Warden
+                // holds its own clients to.
+                let name = mcp::name_field(method)
+                    .and_then(|field| params.and_then(|p| p.get(field)))
+                    .and_then(Value::as_str);
+                if let Some(name) = name {
                     insert_text(&mut headers, mcp::NAME, name);
                 }
             }
@@ -226,16 +225,10 @@ fn encode(message: &Value) -> Vec<u8> {
 }
 
 /// Header values must be visible ASCII; anything else travels base64-encoded, as the
-/// 2026-07-28 transport defines.
+/// 2026-07-28 transport defines (and as Warden decodes what its own clients send).
 fn insert_text(headers: &mut HeaderMap, name: HeaderName, text: &str) {
-    let visible = text.bytes().all(|b| (0x20..0x7f).contains(&b)) && text.trim() == text;
-    let value = if visible {
-        HeaderValue::from_str(text).ok()
-    } else {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
-        HeaderValue::from_str(&format!("=?base64?{encoded}?=")).ok()
-    };
-    if let Some(value) = value {
+    // The encoding is visible ASCII by construction, so the value is always accepted.
+    if let Ok(value) = HeaderValue::try_from(mcp::encode_header_value(text)) {
         headers.insert(name, value);
     }
 }
@@ -443,6 +436,94 @@ async fn listen(endpoint: Arc<Endpoint>, link: Arc<Link>) {
         tokio::time::sleep(STREAM_REOPEN_DELAY).await;
         if endpoint.session().id != session {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use warden_config::EgressRule;
+
+    use super::*;
+
+    fn endpoint() -> Endpoint {
+        let url = url::Url::parse("http://127.0.0.1:9/mcp").unwrap();
+        let egress = EgressPolicy::new(&[EgressRule::Host("127.0.0.1".into())]);
+        Endpoint {
+            name: "up".into(),
+            connections: Connections::new(&url, None, egress).unwrap(),
+            shown_url: outbound::shown_url(&url),
+            headers: HeaderMap::new(),
+            limits: MessageLimits::whole(1 << 20),
+            session: Mutex::new(LegacySession::default()),
+        }
+    }
+
+    /// A 2026-07-28 request, as the link sends it.
+    fn modern(method: &str, params: Value) -> Value {
+        let mut params = params;
+        params["_meta"] = json!({ PROTOCOL_VERSION_META: "2026-07-28" });
+        json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params })
+    }
+
+    fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+        headers.get(name).map(|value| value.to_str().unwrap())
+    }
+
+    #[test]
+    fn a_modern_request_names_what_the_server_checks_mcp_name_against() {
+        let endpoint = endpoint();
+        for (method, params, name) in [
+            ("tools/call", json!({ "name": "echo" }), Some("echo")),
+            ("prompts/get", json!({ "name": "greet" }), Some("greet")),
+            (
+                "resources/read",
+                json!({ "uri": "note://1" }),
+                Some("note://1"),
+            ),
+            (
+                "resources/subscribe",
+                json!({ "uri": "note://2" }),
+                Some("note://2"),
+            ),
+            (
+                "resources/unsubscribe",
+                json!({ "uri": "note://3" }),
+                Some("note://3"),
+            ),
+            ("tools/list", json!({}), None),
+        ] {
+            let headers = endpoint.headers_for(&modern(method, params.clone()));
+            assert_eq!(header(&headers, &mcp::METHOD), Some(method));
+            assert_eq!(header(&headers, &mcp::NAME), name, "{method}");
+            // What Warden sends passes the check Warden makes of its own clients.
+            mcp::check(
+                header(&headers, &mcp::METHOD),
+                header(&headers, &mcp::NAME),
+                method,
+                params.as_object().unwrap(),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn names_that_are_no_visible_ascii_travel_base64_encoded_and_decode_back() {
+        let endpoint = endpoint();
+        for name in ["notizen/über", " padded ", "", "tab\there"] {
+            let params = json!({ "name": name });
+            let headers = endpoint.headers_for(&modern("tools/call", params.clone()));
+            let sent = header(&headers, &mcp::NAME).unwrap();
+            assert!(sent.starts_with("=?base64?"), "{name:?} sent as {sent:?}");
+            assert_eq!(mcp::decode_header_value(sent).unwrap(), name);
+            mcp::check(
+                header(&headers, &mcp::METHOD),
+                Some(sent),
+                "tools/call",
+                params.as_object().unwrap(),
+            )
+            .unwrap();
         }
     }
 }
