@@ -20,7 +20,8 @@
 # `count-allocations` feature, whose /metrics gives the allocations per call (its other
 # figures carry the counter's own cost and are not tabled). A build with the
 # `bench-layers` feature runs once with everything on and once with each of the front
-# door, the caps scan, argument validation and the policy decision off
+# door, the caps scan, argument validation, the policy decision, authentication (the
+# first caller authenticated stands in for the rest) and the limits after it off
 # (WARDEN_BENCH_SKIP): what each control costs is the difference.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -51,7 +52,7 @@ start_variant unhardened "$target/warden" "$WARDEN_WORK/warden-unhardened.toml"
 # The request line is the gateway crate's; the binary's own lines (the addresses) stay.
 start_variant unlogged "$target/warden" "$WARDEN_WORK/warden.toml" WARDEN_LOG=warn,warden=info
 start_variant counting "$target/warden-counting" "$WARDEN_WORK/warden.toml"
-layers=(front scan validation policy)
+layers=(front scan validation policy auth limits)
 start_variant layers_on "$target/warden-layers" "$WARDEN_WORK/warden.toml"
 for layer in "${layers[@]}"; do
     start_variant "no_$layer" "$target/warden-layers" "$WARDEN_WORK/warden.toml" WARDEN_BENCH_SKIP="$layer"
@@ -82,7 +83,7 @@ measure() {
     fi
     echo "{\"path\": \"$name\", \"round\": $3, \"load\": $(WARDEN_KEY="${!key}" load --url "${!url}" --era "$2" --pid "${!pid}" "${extra[@]}")}" >>"$results"
 }
-paths=(warden unaudited unlogged unhardened counting layers_on no_front no_scan no_validation no_policy)
+paths=(warden unaudited unlogged unhardened counting layers_on no_front no_scan no_validation no_policy no_auth no_limits)
 [ -n "${BASELINE_WARDEN:-}" ] && paths+=(baseline)
 [ -n "${STORE_POSTGRES_URL:-}" ] && paths+=(postgres)
 warden_url="$WARDEN_URL" warden_key="$WARDEN_KEY"
@@ -181,7 +182,9 @@ for era in ("legacy", "modern"):
     lines.append(row(era, "through Warden, bench-layers build, all on", on))
     costs = []
     for layer, label in (("front", "the front door before authentication"), ("scan", "the caps scan"),
-                         ("validation", "argument validation"), ("policy", "the policy decision")):
+                         ("validation", "argument validation"), ("policy", "the policy decision"),
+                         ("auth", "authentication (the first caller stands in)"),
+                         ("limits", "the limits after authentication")):
         r = best(f"no_{layer}", era)
         lines.append(row(era, f"through Warden, bench-layers build, {label} off", r))
         costs.append(f"{label} **{on['cpu_us_per_call'] - r['cpu_us_per_call']:.0f} µs**")
@@ -199,7 +202,7 @@ for era in ("legacy", "modern"):
             f"with the audit trail on, **{w['rps'] / u['rps']:.2f}×** the throughput with it off; "
             f"Warden's CPU per call that each part costs (on minus off): the audit trail **{w['cpu_us_per_call'] - u['cpu_us_per_call']:.0f} µs**, "
             f"the request log **{w['cpu_us_per_call'] - n['cpu_us_per_call']:.0f} µs**, hardening **{w['cpu_us_per_call'] - h['cpu_us_per_call']:.0f} µs**, "
-            + ", ".join(costs) + " (the last four against the bench-layers build with all on); "
+            + ", ".join(costs) + " (the last six against the bench-layers build with all on); "
             f"Warden allocates **{c['allocations_per_call']:.0f}** times (**{c['allocated_bytes_per_call'] / 1024:.1f} KiB**) per call")
     if any(r["path"] == "baseline" for r in rows):
         b = best("baseline", era)

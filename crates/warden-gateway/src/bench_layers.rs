@@ -3,6 +3,10 @@
 //! [`Layer`] names); no shipped build has it, so in them [`skipped`] is a constant `false`
 //! and every check it guards stays.
 
+use std::sync::Arc;
+
+use warden_store::Principal;
+
 /// A control that a benchmark build can leave out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Layer {
@@ -15,6 +19,12 @@ pub(crate) enum Layer {
     Validation,
     /// The Cedar policy decision on a call.
     Policy,
+    /// Authentication: the key (or token) check, its hash, cache and the store's change
+    /// signal. The first caller authenticated stands in for every later request.
+    Auth,
+    /// The limits after authentication: the key's request rate, and a call's rates,
+    /// concurrency slots, session cap and daily cost.
+    Limits,
 }
 
 #[cfg(feature = "bench-layers")]
@@ -32,8 +42,10 @@ pub(crate) fn skipped(layer: Layer) -> bool {
                     "scan" => Layer::Scan,
                     "validation" => Layer::Validation,
                     "policy" => Layer::Policy,
+                    "auth" => Layer::Auth,
+                    "limits" => Layer::Limits,
                     other => panic!(
-                        "WARDEN_BENCH_SKIP: no layer {other:?} (front, scan, validation, policy)"
+                        "WARDEN_BENCH_SKIP: no layer {other:?} (front, scan, validation, policy, auth, limits)"
                     ),
                 })
                 .collect();
@@ -51,4 +63,23 @@ pub(crate) fn skipped(layer: Layer) -> bool {
 #[cfg(not(feature = "bench-layers"))]
 pub(crate) const fn skipped(_layer: Layer) -> bool {
     false
+}
+
+/// With authentication skipped, the first caller authenticated, who stands in for every
+/// later request. Never set in a shipped build, where nothing is skipped.
+static STAND_IN: std::sync::OnceLock<Arc<Principal>> = std::sync::OnceLock::new();
+
+/// The caller to take without a key check, once one has been authenticated, when
+/// authentication is skipped.
+pub(crate) fn stand_in() -> Option<Arc<Principal>> {
+    skipped(Layer::Auth)
+        .then(|| STAND_IN.get().cloned())
+        .flatten()
+}
+
+/// Notes an authenticated caller as the stand-in, when authentication is skipped.
+pub(crate) fn authenticated(principal: &Arc<Principal>) {
+    if skipped(Layer::Auth) {
+        let _ = STAND_IN.set(principal.clone());
+    }
 }

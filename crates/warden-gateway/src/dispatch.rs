@@ -677,22 +677,25 @@ async fn forward(
     };
     let _ = context.upstream_used.set(upstream.clone());
     // The call's limits, queue included: the trace's `warden.limits` span.
-    let mut span = context.trace.span("warden.limits");
-    let admitted = std::time::Instant::now();
-    let permit = state.limiter().admit_call(call, index).await;
-    span.set("warden.limits.layer", "call");
-    span.set(
-        "warden.limits.wait_us",
-        i64::try_from(admitted.elapsed().as_micros()).unwrap_or(i64::MAX),
-    );
-    let permit = permit.map_err(|refusal| {
-        let error = RpcError::rate_limited(&refusal);
-        if let Some(rule) = error.rule {
-            span.refuse("limits", rule);
-        }
-        error
-    })?;
-    drop(span);
+    let permit = if skipped(Layer::Limits) {
+        None
+    } else {
+        let mut span = context.trace.span("warden.limits");
+        let admitted = std::time::Instant::now();
+        let permit = state.limiter().admit_call(call, index).await;
+        span.set("warden.limits.layer", "call");
+        span.set(
+            "warden.limits.wait_us",
+            i64::try_from(admitted.elapsed().as_micros()).unwrap_or(i64::MAX),
+        );
+        Some(permit.map_err(|refusal| {
+            let error = RpcError::rate_limited(&refusal);
+            if let Some(rule) = error.rule {
+                span.refuse("limits", rule);
+            }
+            error
+        })?)
+    };
     let started = std::time::Instant::now();
     let hardening = hardening(&state.results(), &upstream, tool);
     // The upstream call (kind client, per the MCP conventions): the upstream is told
@@ -739,9 +742,9 @@ async fn forward(
     drop(span);
     // A call that never reached its upstream gives its cost back; every call gives
     // back its slots.
-    match &result {
-        Err(error) if never_reached(error) => permit.refund(),
-        _ => drop(permit),
+    match (&result, permit) {
+        (Err(error), Some(permit)) if never_reached(error) => permit.refund(),
+        (_, permit) => drop(permit),
     }
     state
         .metrics()

@@ -883,8 +883,13 @@ async fn upstream_wide_paths_and_pattern_rules() {
 /// the build that ships, and that these tests run, it turns nothing off.
 #[tokio::test]
 async fn the_benchmark_switch_turns_nothing_off_in_a_shipped_build() {
-    let warden =
-        Warden::start_config_with_env("", &[("WARDEN_BENCH_SKIP", "front,scan,validation,policy")]);
+    let warden = Warden::start_config_with_env(
+        "[tools.\"list_notes\"]\nrpm = 1\n",
+        &[(
+            "WARDEN_BENCH_SKIP",
+            "front,scan,validation,policy,auth,limits",
+        )],
+    );
     let http = Http::new(&warden);
     // Validation: a misspelled parameter is still refused.
     let invalid = http
@@ -921,5 +926,26 @@ async fn the_benchmark_switch_turns_nothing_off_in_a_shipped_build() {
         )
         .await;
     assert_eq!(foreign.status, 403, "{}", foreign.text);
+    // Authentication: after a key was accepted, a request without one is still refused.
+    let listed = http.call_tool("list_notes", json!({})).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let body =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta()}});
+    let keyless = http
+        .send(
+            reqwest::Method::POST,
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "tools/list"),
+            ],
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(keyless.status, 401, "{}", keyless.text);
+    // The limits: the tool's rate of one call a minute still refuses the second.
+    let again = http.call_tool("list_notes", json!({})).await;
+    assert_eq!(again.status, 429, "{}", again.text);
     assert!(!warden.logged("controls turned off"));
 }
