@@ -126,7 +126,7 @@ done
 assert_key_not_logged bench
 
 python3 - "$results" "$requests" "$concurrency" "${BASELINE_LABEL:-}" <<'PY'
-import json, os, re, subprocess, sys
+import json, os, re, statistics, subprocess, sys
 path, requests, concurrency, baseline_label = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 rows = [json.loads(line) for line in open(path)]
 def best(path, era):
@@ -145,10 +145,8 @@ def added_c1(path, era):
     # the median over rounds of each round's difference to the direct path of that round.
     direct = {r["round"]: r["load"]["p50_us"] for r in rows
               if r["path"] == "direct_c1" and r["load"]["era"] == era}
-    added = sorted(r["load"]["p50_us"] - direct[r["round"]] for r in rows
-                   if r["path"] == path and r["load"]["era"] == era)
-    middle = len(added) // 2
-    return (added[middle] if len(added) % 2 else (added[middle - 1] + added[middle]) / 2) / 1000
+    return statistics.median(r["load"]["p50_us"] - direct[r["round"]] for r in rows
+                             if r["path"] == path and r["load"]["era"] == era) / 1000
 sys.path.insert(0, "scripts/lib")
 from bench_doc import machine, write_block
 lines = [

@@ -5,8 +5,10 @@
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use warden_limits::{Layer, Limiter, Refusal};
+use warden_store::Principal;
 use warden_telemetry::{Span, Trace};
 
+use crate::bench_layers::{Layer as BenchLayer, skipped};
 use crate::client_addr::client_network;
 use crate::error::GatewayError;
 
@@ -34,6 +36,17 @@ pub(crate) fn admit_address<'a>(
             refused.into_response()
         })
     }
+}
+
+/// The key's rate: every JSON-RPC request of a key counts, opening a session too
+/// (notifications and answers do not). A `bench-layers` build may leave it out.
+pub(crate) async fn admit_request(limiter: &Limiter, principal: &Principal) -> Result<(), Refusal> {
+    if skipped(BenchLayer::Limits) {
+        return Ok(());
+    }
+    limiter
+        .admit_request(&principal.key_id, principal.rpm)
+        .await
 }
 
 /// A refusal of something that has no JSON-RPC id.

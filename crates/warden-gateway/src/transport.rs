@@ -509,12 +509,7 @@ async fn execute(state: &AppState, asker: &Asker<'_>, call: Call) -> Result<Outc
         None => draft.identify(&AuditedNames::of(&instance, &client)),
     }
     // Rate limit per key: every request counts, notifications and answers do not.
-    if !skipped(Layer::Limits)
-        && let Err(refusal) = state
-            .limiter()
-            .admit_request(&principal.key_id, principal.rpm)
-            .await
-    {
+    if let Err(refusal) = crate::limits::admit_request(state.limiter(), principal).await {
         let error = RpcError::rate_limited(&refusal);
         let refused = Err(error);
         draft.finish(&refused).await;
@@ -715,12 +710,7 @@ async fn initialize(
         return refuse(draft, rpc(error)).await;
     };
     // Opening a session counts against the key's rate like any other request.
-    if !skipped(Layer::Limits)
-        && let Err(refusal) = state
-            .limiter()
-            .admit_request(&principal.key_id, principal.rpm)
-            .await
-    {
+    if let Err(refusal) = crate::limits::admit_request(state.limiter(), principal).await {
         return refuse(draft, rpc(RpcError::rate_limited(&refusal))).await;
     }
     let version = ProtocolVersion::negotiate_legacy(Some(requested));
